@@ -1,0 +1,103 @@
+"""Plotly figures as plain dicts (data + layout), drawn client-side by static/app.js.
+
+Pure functions of query results, so they are tested without a browser.
+"""
+
+from __future__ import annotations
+
+PERSIST = "rgba(46, 139, 87, 0.55)"
+LOST = "rgba(150, 150, 150, 0.45)"
+NEW = "rgba(230, 126, 34, 0.55)"
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+
+
+def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], threshold: float) -> dict:
+    """Models as nodes; per edge, persisting features flow parent -> child and disappearing ones to a
+    'lost' node; features that emerged in a child (no parent feature reaches them) flow in from a 'new' node."""
+    labels, colors, index = [], [], {}
+
+    def node(key: str, label: str, color: str) -> int:
+        if key not in index:
+            index[key] = len(labels)
+            labels.append(label)
+            colors.append(color)
+        return index[key]
+
+    for i, m in enumerate(models):
+        node(m["model"], m["label"], PALETTE[i % len(PALETTE)])
+    src, dst, val, col, text = [], [], [], [], []
+
+    def link(a: int, b: int, v: int, c: str, t: str) -> None:
+        if v > 0:
+            src.append(a), dst.append(b), val.append(v), col.append(c), text.append(t)
+
+    label = {m["model"]: m["label"] for m in models}
+    for f in flows:
+        p, c = f["parent"], f["child"]
+        link(index[p], index[c], f["persisting"], PERSIST,
+             f"{f['persisting']} persist {label[p]} → {label[c]} ({100 * f['persist_share']:.1f}%)")
+        lost = node(f"lost:{p}:{c}", f"not in {label[c]}", "#aaaaaa")
+        link(index[p], lost, f["disappearing"], LOST, f"{f['disappearing']} of {label[p]} disappear in {label[c]}")
+    for m in models:
+        n = emerged.get(m["model"], 0)
+        if n:
+            new = node(f"new:{m['model']}", f"new in {m['label']}", "#e67e22")
+            link(new, index[m["model"]], n, NEW, f"{n} emerge in {m['label']}")
+    return {
+        "data": [{
+            "type": "sankey", "arrangement": "snap",
+            "node": {"label": labels, "color": colors, "pad": 18, "thickness": 16,
+                     "hovertemplate": "%{label}: %{value} features<extra></extra>"},
+            "link": {"source": src, "target": dst, "value": val, "color": col, "customdata": text,
+                     "hovertemplate": "%{customdata}<extra></extra>"},
+        }],
+        "layout": {"title": {"text": f"Feature flows at r > {threshold:g}"}, "height": 460,
+                   "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
+    }
+
+
+def histogram(edges: list[float], counts: list[int], title: str = "Activation histogram (non-zero)") -> dict:
+    if not counts:
+        return {"data": [], "layout": {"title": {"text": "never fires in the sample"}, "height": 220}}
+    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    width = edges[1] - edges[0]
+    return {
+        "data": [{"type": "bar", "x": centers, "y": counts, "width": width, "marker": {"color": "#e67e22"},
+                  "hovertemplate": "activation %{x:.3f}: %{y} tokens<extra></extra>"}],
+        "layout": {"title": {"text": title}, "height": 240, "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
+                   "xaxis": {"title": {"text": "activation"}}, "yaxis": {"title": {"text": "tokens"}}},
+    }
+
+
+def slerp_curves(merge: dict, labels: dict[str, str]) -> dict:
+    """Accuracy on each parent's own domains against t, root baselines dashed, chosen t marked."""
+    traces = []
+    p0, p1 = merge["parent0"], merge["parent1"]
+    for i, parent in enumerate((p0, p1)):
+        doms = merge["curve_domains"][parent]
+        by_t: dict[float, list[float]] = {}
+        for p in merge["points"]:
+            if p["domain"] in doms:
+                by_t.setdefault(p["t"], []).append(p["accuracy"])
+        ts = sorted(by_t)
+        traces.append({"type": "scatter", "mode": "lines+markers", "x": ts,
+                       "y": [sum(by_t[t]) / len(by_t[t]) for t in ts], "name": f"{'/'.join(doms)} accuracy",
+                       "line": {"color": PALETTE[i]}})
+        for b in {r["root"] for r in merge["baselines"]}:
+            vals = [r["accuracy"] for r in merge["baselines"] if r["root"] == b and r["domain"] in doms]
+            if vals:
+                traces.append({"type": "scatter", "mode": "lines", "x": [0, 1], "y": [sum(vals) / len(vals)] * 2,
+                               "name": f"{labels.get(b, b)} on {'/'.join(doms)}",
+                               "line": {"dash": "dash", "color": PALETTE[i]}})
+    return {
+        "data": traces,
+        "layout": {
+            "title": {"text": f"SLERP {labels.get(p0, p0)} (t=0) → {labels.get(p1, p1)} (t=1)"}, "height": 420,
+            "xaxis": {"title": {"text": "t"}, "range": [0, 1]}, "yaxis": {"title": {"text": "next-token accuracy"}},
+            "shapes": [{"type": "line", "x0": merge["t"], "x1": merge["t"], "yref": "paper", "y0": 0, "y1": 1,
+                        "line": {"color": "#333", "dash": "dot"}}],
+            "annotations": [{"x": merge["t"], "yref": "paper", "y": 1.02, "showarrow": False,
+                             "text": f"chosen t = {merge['t']:.3f}"}],
+            "margin": {"l": 60, "r": 10, "t": 50, "b": 50}, "legend": {"orientation": "h", "y": -0.2},
+        },
+    }

@@ -1,0 +1,315 @@
+"""Every SQL query the explorer runs. Read-only, bound parameters only, nothing loads a whole table.
+
+`Store` opens the run's DuckDB file read-only and hands each request its own cursor. Functions return
+plain dicts / lists ready for JSON and templates; the schema they read is `backend/store/schema.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from backend.store.schema import SCHEMA_VERSION
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class NotFound(LookupError):
+    """A model / feature / case that does not exist; the message says what does."""
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    return v
+
+
+def _dicts(cur) -> list[dict]:
+    cols = [d[0] for d in cur.description]
+    return [{c: _clean(v) for c, v in zip(cols, row)} for row in cur.fetchall()]
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"store '{self.path}' does not exist (run `featureflow run --config ...` first)")
+        self._con = duckdb.connect(str(self.path), read_only=True)
+        self._local = threading.local()
+        version = self._con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"store '{self.path}' has schema version {version}; this explorer reads version "
+                             f"{SCHEMA_VERSION}: rebuild it with `featureflow run`")
+        self.run = self.q1("SELECT * FROM runs")
+        self.models = self.q("SELECT * FROM models ORDER BY idx")
+        self.model_names = [m["model"] for m in self.models]
+        self.edges = self.q("SELECT e.* FROM model_edges e JOIN models c ON c.model = e.child "
+                            "JOIN models p ON p.model = e.parent ORDER BY c.idx, p.idx")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self._con.cursor()
+        return cur
+
+    def q(self, sql: str, params: list | dict | None = None) -> list[dict]:
+        return _dicts(self.cursor().execute(sql, params or []))
+
+    def q1(self, sql: str, params: list | dict | None = None) -> dict | None:
+        rows = self.q(sql, params)
+        return rows[0] if rows else None
+
+    def close(self) -> None:
+        self._con.close()
+
+    # -- validation ---------------------------------------------------------------------------
+    def model(self, name: str) -> dict:
+        for m in self.models:
+            if m["model"] == name:
+                return m
+        raise NotFound(f"no model '{name}' in run '{self.run['name']}' (models: {', '.join(self.model_names)})")
+
+    def feature_row(self, model: str, feature: int) -> dict:
+        m = self.model(model)
+        row = self.q1("SELECT * FROM features WHERE model = ? AND feature = ?", [model, feature])
+        if row is None:
+            raise NotFound(f"model '{model}' has no feature {feature} (features 0 to {m['d_sae'] - 1})")
+        return row
+
+    def parents(self, model: str) -> list[str]:
+        return [e["parent"] for e in self.edges if e["child"] == model]
+
+    def children(self, model: str) -> list[str]:
+        return [e["child"] for e in self.edges if e["parent"] == model]
+
+    def label(self, model: str) -> str:
+        return self.model(model)["label"]
+
+    # -- overview -----------------------------------------------------------------------------
+    def overview_models(self) -> list[dict]:
+        rows = self.q("""
+            SELECT m.model, m.label, m.make, m.domains, m.merge_t, m.train_tokens, m.seconds, m.d_sae,
+                   s.l0, s.mse, s.explained_variance, s.dead_features, s.loss_recovered, s.recipe,
+                   (SELECT count(*) FILTER (WHERE alive) FROM features f WHERE f.model = m.model) AS alive
+            FROM models m JOIN sae_metrics s USING (model) ORDER BY m.idx""")
+        evals = self.q("SELECT model, domain, loss, accuracy FROM model_eval")
+        for r in rows:
+            r["parents"] = self.parents(r["model"])
+            r["eval"] = {e["domain"]: {"loss": e["loss"], "accuracy": e["accuracy"]}
+                         for e in evals if e["model"] == r["model"]}
+        return rows
+
+    def flows(self, threshold: float) -> list[dict]:
+        """Per edge, recomputed at `threshold` from the stored top-1 matches (alive features only)."""
+        rows = self.q("""
+            SELECT e.parent, e.child,
+              count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.r > $t) AS persisting,
+              count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.r <= $t) AS disappearing,
+              count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.r > $t) AS inherited,
+              count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.r <= $t) AS emerging,
+              count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive) AS parent_alive,
+              count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive) AS child_alive
+            FROM model_edges e
+            JOIN matches m ON m.parent = e.parent AND m.child = e.child AND m.rank = 0
+            JOIN features f ON f.model = (CASE WHEN m.direction = 'p2c' THEN e.parent ELSE e.child END)
+                           AND f.feature = m.src
+            JOIN models pm ON pm.model = e.parent JOIN models cm ON cm.model = e.child
+            GROUP BY e.parent, e.child, pm.idx, cm.idx ORDER BY cm.idx, pm.idx""", {"t": threshold})
+        for r in rows:
+            r["persist_share"] = r["persisting"] / r["parent_alive"] if r["parent_alive"] else 0.0
+        return rows
+
+    def emerged_in(self, threshold: float) -> dict[str, int]:
+        """Alive features of each non-root model that no parent feature reaches (over all its parents)."""
+        rows = self.q("""
+            SELECT m.child AS model, count(*) AS n FROM (
+                SELECT child, src, max(r) AS best FROM matches WHERE direction = 'c2p' AND rank = 0
+                GROUP BY child, src) m
+            JOIN features f ON f.model = m.child AND f.feature = m.src
+            WHERE f.alive AND m.best <= $t GROUP BY m.child""", {"t": threshold})
+        return {r["model"]: r["n"] for r in rows}
+
+    # -- features -----------------------------------------------------------------------------
+    def feature(self, model: str, feature: int) -> dict:
+        row = self.feature_row(model, feature)
+        row["label"] = self.label(model)
+        hist = self.q1("SELECT edges, counts FROM feature_histograms WHERE model = ? AND feature = ?", [model, feature])
+        row["histogram"] = hist or {"edges": [], "counts": []}
+        row["top_tokens"] = self.q("""
+            SELECT t.rank, t.token_id, v.text, t.count, t.mean_act, t.total_act FROM feature_top_tokens t
+            JOIN vocab v USING (token_id) WHERE t.model = ? AND t.feature = ? ORDER BY t.rank""", [model, feature])
+        return row
+
+    def examples(self, model: str, feature: int, kinds: str = "all") -> list[dict]:
+        """Example windows with every token's text, id and this feature's activation."""
+        where = "" if kinds == "all" else " AND e.kind = 'top'"
+        rows = self.q(f"""
+            SELECT e.kind, e.rank, e.center, e.start, e."end", e.acts, s.domain,
+                   (SELECT list(v.text ORDER BY st.token_index) FROM sample_tokens st JOIN vocab v USING (token_id)
+                    WHERE st.token_index >= e.start AND st.token_index < e."end") AS texts,
+                   (SELECT list(st.token_id ORDER BY st.token_index) FROM sample_tokens st
+                    WHERE st.token_index >= e.start AND st.token_index < e."end") AS ids
+            FROM examples e JOIN sample_tokens s ON s.token_index = e.center
+            WHERE e.model = ? AND e.feature = ?{where}
+            ORDER BY e.kind = 'top' DESC, e.kind DESC, e.rank""", [model, feature])
+        for r in rows:
+            r["tokens"] = [{"text": t, "id": i, "act": float(a), "center": r["start"] + k == r["center"]}
+                           for k, (t, i, a) in enumerate(zip(r.pop("texts"), r.pop("ids"), r.pop("acts")))]
+        return rows
+
+    def activations_at(self, model: str, feature: int, start: int, end: int) -> list[float]:
+        """A feature's activation on sample tokens [start, end): from the stored examples it appears in,
+        else from its row in `activation_values` when the store keeps all activations."""
+        rows = self.q("""SELECT token_index, act FROM activation_values
+                         WHERE model = ? AND feature = ? AND token_index >= ? AND token_index < ?""",
+                      [model, feature, start, end])
+        out = [0.0] * (end - start)
+        for r in rows:
+            out[r["token_index"] - start] = r["act"]
+        return out
+
+    def correlation(self, ma: str, fa: int, mb: str, fb: int) -> float | None:
+        """Exact Pearson r of two features over the whole shared sample, from their sparse activations."""
+        n = self.run["sample_tokens"]
+        row = self.cursor().execute("""
+            WITH a AS (SELECT token_index, act::DOUBLE AS x FROM activation_values WHERE model = ? AND feature = ?),
+                 b AS (SELECT token_index, act::DOUBLE AS y FROM activation_values WHERE model = ? AND feature = ?)
+            SELECT (SELECT sum(x) FROM a), (SELECT sum(x * x) FROM a), (SELECT sum(y) FROM b),
+                   (SELECT sum(y * y) FROM b), (SELECT sum(x * y) FROM a JOIN b USING (token_index))""",
+            [ma, fa, mb, fb]).fetchone()
+        sa, saa, sb, sbb, sab = (v or 0.0 for v in row)
+        var_a, var_b = saa / n - (sa / n) ** 2, sbb / n - (sb / n) ** 2
+        if var_a <= 0 or var_b <= 0:
+            return None
+        return (sab / n - (sa / n) * (sb / n)) / math.sqrt(var_a * var_b)
+
+    def matches(self, model: str, feature: int, threshold: float) -> dict:
+        """Best matches in every parent (c2p) and child (p2c) model, each with r and whether it persists."""
+        up = self.q("""SELECT parent AS model, dst AS feature, rank, r FROM matches
+                       WHERE child = ? AND direction = 'c2p' AND src = ? ORDER BY parent, rank""", [model, feature])
+        down = self.q("""SELECT child AS model, dst AS feature, rank, r FROM matches
+                         WHERE parent = ? AND direction = 'p2c' AND src = ? ORDER BY child, rank""", [model, feature])
+        for r in up + down:
+            r["persists"] = r["r"] > threshold
+            r["label"] = self.label(r["model"])
+        return {"parents": up, "children": down}
+
+    def best_parent(self, model: str, feature: int) -> dict | None:
+        return self.q1("""SELECT parent AS model, dst AS feature, r FROM matches
+                          WHERE child = ? AND direction = 'c2p' AND src = ? AND rank = 0
+                          ORDER BY r DESC LIMIT 1""", [model, feature])
+
+    def best_children(self, model: str, feature: int) -> list[dict]:
+        return self.q("""SELECT child AS model, dst AS feature, r FROM matches
+                         WHERE parent = ? AND direction = 'p2c' AND src = ? AND rank = 0""", [model, feature])
+
+    def lineage(self, model: str, feature: int, threshold: float) -> dict:
+        """The feature's lineage at `threshold`: the chain of best persisting parent matches up to its
+        origin, and the tree of best persisting child matches down to the leaves."""
+        up: list[dict] = []
+        m, f = model, feature
+        while True:
+            bp = self.best_parent(m, f)
+            if bp is None or bp["r"] <= threshold:
+                break
+            up.append({"model": bp["model"], "label": self.label(bp["model"]), "feature": bp["feature"],
+                       "r_to_next": bp["r"]})
+            m, f = bp["model"], bp["feature"]
+        up.reverse()
+
+        def down(m: str, f: int, depth: int) -> list[dict]:
+            out = []
+            for c in self.best_children(m, f):
+                node = {"model": c["model"], "label": self.label(c["model"]), "feature": c["feature"], "r": c["r"],
+                        "persists": c["r"] > threshold}
+                node["children"] = down(c["model"], c["feature"], depth + 1) if node["persists"] and depth < 16 else []
+                out.append(node)
+            return out
+
+        origin = up[0] if up else {"model": model, "feature": feature}
+        fate = self._fate(model, feature, threshold)
+        return {"ancestors": up, "descendants": down(model, feature, 0), "origin": origin, "fate": fate}
+
+    def _fate(self, model: str, feature: int, threshold: float) -> str:
+        row = self.feature_row(model, feature)
+        if not row["alive"]:
+            return "dead"
+        parts = []
+        if self.parents(model):
+            bp = self.best_parent(model, feature)
+            parts.append("inherited" if bp and bp["r"] > threshold else "emerging")
+        kids = self.best_children(model, feature)
+        if kids:
+            parts.append("persisting" if any(k["r"] > threshold for k in kids) else "disappearing")
+        return ", ".join(parts) or "alive"
+
+    # -- browse / search ------------------------------------------------------------------------
+    SORTS = {"density": "f.density DESC", "max_act": "f.max_act DESC", "feature": "f.feature",
+             "parent_r": "f.parent_r DESC NULLS LAST", "best_child_r": "f.best_child_r DESC NULLS LAST"}
+
+    def search(self, model: str | None, fate: str | None, min_density: float, max_density: float,
+               token: str | None, sort: str, page: int, per_page: int) -> dict:
+        where = ["f.density >= ? AND f.density <= ?"]
+        params: list = [min_density, max_density]
+        if model:
+            self.model(model)
+            where.append("f.model = ?")
+            params.append(model)
+        if fate:
+            where.append("f.fate = ?")
+            params.append(fate)
+        if token:
+            where.append("v.text ILIKE ?")
+            params.append(f"%{token}%")
+        w = " AND ".join(where)
+        base = f"FROM features f JOIN models m USING (model) LEFT JOIN vocab v ON v.token_id = f.top_token_id WHERE {w}"
+        total = self.cursor().execute(f"SELECT count(*) {base}", params).fetchone()[0]
+        rows = self.q(f"""SELECT f.model, m.label, f.feature, f.density, f.max_act, f.fate, f.parent_r,
+                                 f.best_child_r, f.origin_model, v.text AS top_token, f.top_token_share
+                          {base} ORDER BY {self.SORTS[sort]}, m.idx, f.feature LIMIT ? OFFSET ?""",
+                      params + [per_page, (page - 1) * per_page])
+        return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),
+                "rows": rows}
+
+    def fates(self) -> list[str]:
+        return [r["fate"] for r in self.q("SELECT DISTINCT fate FROM features ORDER BY fate")]
+
+    # -- merges ---------------------------------------------------------------------------------
+    def merges(self) -> list[dict]:
+        out = []
+        for meta in self.q("SELECT * FROM slerp_meta s JOIN models m USING (model) ORDER BY m.idx"):
+            meta["curve_domains"] = json.loads(meta.pop("curve_domains_json"))
+            meta["points"] = self.q("""SELECT t, source, domain, loss, accuracy FROM slerp_curve
+                                       WHERE model = ? ORDER BY t, domain""", [meta["model"]])
+            meta["baselines"] = self.q("SELECT root, domain, loss, accuracy FROM slerp_baselines WHERE model = ?",
+                                       [meta["model"]])
+            out.append(meta)
+        return out
+
+    def training_curves(self) -> list[dict]:
+        return self.q("""SELECT c.model, c.step, c.tokens, c.domain, c.val_loss, c.val_accuracy, c.train_loss
+                         FROM training_curves c JOIN models m USING (model) ORDER BY m.idx, c.step, c.domain""")
+
+
+@dataclass
+class Ref:
+    """`model:feature` as used in /compare."""
+
+    model: str
+    feature: int
+
+    @classmethod
+    def parse(cls, s: str) -> "Ref":
+        model, sep, feat = s.rpartition(":")
+        if not sep or not model or not feat.lstrip("-").isdigit():
+            raise ValueError(f"'{s}' is not of the form model:feature (e.g. lua:12)")
+        return cls(model, int(feat))

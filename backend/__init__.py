@@ -1,0 +1,1 @@
+"""featureflow's offline pipeline: corpora -> tokenizer -> model family -> SAEs -> matching -> DuckDB."""

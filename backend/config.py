@@ -1,0 +1,341 @@
+"""One pydantic-validated YAML file describes a whole experiment.
+
+The family of models is a DAG: every member names how it is made (`train`, `finetune`, `merge`,
+`load`) and its parents. Validation errors name the field at fault, e.g.
+`family[2].parents: unknown parent 'lau' (members: babypython, lua, tinystories)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DOMAINS = ("babylm", "python", "lua", "tinystories")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------- corpora
+class DomainSource(Strict):
+    """Where a domain's text comes from.
+
+    - `generated`: this project's embedded generators (babylm, tinystories, lua) or, for `python`,
+      the standard library's own `.py` files.
+    - `files`: local `.txt` (one document per file or per blank-line block), `.jsonl` or `.parquet`
+      (a `text_field` column), given as paths or glob patterns.
+    - `hf`: a `datasets` dataset by name (needs the hub or a local cache; not used by the demo).
+    """
+
+    source: Literal["generated", "files", "hf"] = "generated"
+    paths: list[str] = Field(default_factory=list)
+    text_field: str = "text"
+    dataset: str | None = None
+    dataset_config: str | None = None
+    data_dir: str | None = Field(None, description="e.g. data/lua for bigcode/the-stack-smol")
+    split: str = "train"
+    chars: int = Field(2_000_000, gt=0, description="characters of text to take for this domain")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> "DomainSource":
+        if self.source == "files" and not self.paths:
+            raise ValueError("source 'files' needs at least one entry in 'paths'")
+        if self.source == "hf" and not self.dataset:
+            raise ValueError("source 'hf' needs 'dataset'")
+        return self
+
+
+class CorporaConfig(Strict):
+    domains: dict[str, DomainSource]
+    validation_fraction: float = Field(0.05, gt=0, lt=0.5)
+
+    @field_validator("domains")
+    @classmethod
+    def _known_domains(cls, v: dict[str, DomainSource]) -> dict[str, DomainSource]:
+        for name, src in v.items():
+            if src.source == "generated" and name not in DOMAINS:
+                raise ValueError(
+                    f"domain '{name}' has no embedded generator (known: {', '.join(DOMAINS)}); "
+                    "give it source: files or source: hf"
+                )
+        return v
+
+
+class TokenizerConfig(Strict):
+    vocab_size: int = Field(4096, ge=260)
+    path: str | None = Field(None, description="use an existing tokenizer folder instead of training one")
+
+
+# ---------------------------------------------------------------------------------------- models
+class ModelShape(Strict):
+    hidden: int = Field(128, gt=0)
+    d_mlp: int = Field(512, gt=0)
+    heads: int = Field(4, gt=0)
+    kv_heads: int | None = None
+    context: int = Field(128, gt=1)
+    rope_theta: float = 10000.0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelShape":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
+        return self
+
+
+class TrainingConfig(Strict):
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_every: int = Field(100, gt=0)
+    eval_tokens: int = Field(16_384, gt=0, description="validation tokens per domain per evaluation")
+
+
+class _Member(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    parents: list[str] = Field(default_factory=list)
+    label: str | None = Field(None, description="display name; defaults to name")
+    seed: int | None = None
+
+
+class TrainMember(_Member):
+    make: Literal["train"]
+    domains: list[str] = Field(min_length=1)
+    tokens: int = Field(gt=0, description="training tokens")
+    lr: float | None = None
+
+
+class FinetuneMember(_Member):
+    make: Literal["finetune"]
+    domains: list[str] = Field(min_length=1)
+    tokens: int = Field(gt=0)
+    lr: float | None = None
+
+    @field_validator("parents")
+    @classmethod
+    def _one_parent(cls, v: list[str]) -> list[str]:
+        if len(v) != 1:
+            raise ValueError(f"a finetune member needs exactly one parent, got {len(v)}")
+        return v
+
+
+class MergeMember(_Member):
+    make: Literal["merge"]
+    method: Literal["slerp"] = "slerp"
+    t: float | Literal["auto"] = "auto"
+
+    @field_validator("parents")
+    @classmethod
+    def _two_parents(cls, v: list[str]) -> list[str]:
+        if len(v) != 2:
+            raise ValueError(f"a merge member needs exactly two parents, got {len(v)}")
+        return v
+
+    @field_validator("t")
+    @classmethod
+    def _t_range(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and not 0.0 <= v <= 1.0:
+            raise ValueError(f"t must lie in [0, 1] or be 'auto', got {v}")
+        return v
+
+
+class LoadMember(_Member):
+    make: Literal["load"]
+    path: str
+    domains: list[str] = Field(default_factory=list)
+
+    @field_validator("parents")
+    @classmethod
+    def _at_most_one(cls, v: list[str]) -> list[str]:
+        if len(v) > 1:
+            raise ValueError("a load member has at most one parent")
+        return v
+
+
+Member = Annotated[Union[TrainMember, FinetuneMember, MergeMember, LoadMember], Field(discriminator="make")]
+
+
+class MergeSweepConfig(Strict):
+    grid_step: float = Field(0.05, gt=0, le=0.5)
+    tolerance: float = Field(0.005, gt=0)
+    eval_tokens: int = Field(16_384, gt=0)
+
+
+# ----------------------------------------------------------------------------------- SAEs & after
+class SAEConfig(Strict):
+    hook: str = "blocks.0.mlp.hook_post"
+    expansion: int = Field(4, gt=0)
+    l1_coefficient: float = Field(3e-4, ge=0)
+    lr: float = Field(1e-4, gt=0)
+    adam_betas: tuple[float, float] = (0.9, 0.9999)
+    block_tokens: int = Field(24, gt=0, description="tokens per sampled block")
+    blocks_per_batch: int = Field(128, gt=0)
+    tokens: int = Field(500_000, gt=0, description="training tokens per SAE")
+    recipe: Literal["paper-text", "paper-code"] = Field(
+        "paper-text",
+        description="paper-text: appendix B as written (centred input minus b_d, per-feature unit-norm "
+        "decoder, plain MSE); paper-code: the released code's variant (loss normalised by |x|)",
+    )
+    eval_tokens: int = Field(16_384, gt=0)
+    pretrained: dict[str, str] = Field(
+        default_factory=dict, description="member name -> local SAELens folder to load instead of training"
+    )
+
+
+class SampleConfig(Strict):
+    tokens: int = Field(200_000, gt=0, description="shared sample size (paper: 3M)")
+    context: int = Field(64, gt=1, description="window length the sample is cut into")
+    top_k_examples: int = Field(20, gt=0)
+    quantile_bins: int = Field(5, gt=0)
+    examples_per_bin: int = Field(4, ge=0)
+    window: int = Field(32, gt=2, description="tokens shown per example context")
+    histogram_bins: int = Field(30, gt=1)
+
+
+class MatchingConfig(Strict):
+    threshold: float = Field(0.8, gt=-1, lt=1)
+    top_k: int = Field(5, gt=0)
+    method: Literal["position", "token-type"] = "position"
+    block_size: int = Field(2048, gt=0)
+
+
+class ExperimentConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str = ""
+    seed: int = 0
+    data_dir: str = "data"
+    corpora: CorporaConfig
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelShape = ModelShape()
+    training: TrainingConfig = TrainingConfig()
+    family: list[Member] = Field(min_length=1)
+    merge: MergeSweepConfig = MergeSweepConfig()
+    sae: SAEConfig = SAEConfig()
+    sample: SampleConfig = SampleConfig()
+    matching: MatchingConfig = MatchingConfig()
+
+    @model_validator(mode="after")
+    def _check_family(self) -> "ExperimentConfig":
+        names = [m.name for m in self.family]
+        seen: set[str] = set()
+        for i, m in enumerate(self.family):
+            if m.name in seen:
+                raise ValueError(f"family[{i}].name: duplicate member '{m.name}'")
+            seen.add(m.name)
+        for i, m in enumerate(self.family):
+            for p in m.parents:
+                if p not in names:
+                    raise ValueError(
+                        f"family[{i}].parents: unknown parent '{p}' of '{m.name}' (members: {', '.join(names)})"
+                    )
+                if p == m.name:
+                    raise ValueError(f"family[{i}].parents: '{m.name}' is its own parent")
+            for d in getattr(m, "domains", []):
+                if d not in self.corpora.domains:
+                    raise ValueError(
+                        f"family[{i}].domains: unknown domain '{d}' of '{m.name}' "
+                        f"(corpora.domains: {', '.join(self.corpora.domains)})"
+                    )
+            if isinstance(m, LoadMember) and not Path(m.path).exists():
+                raise ValueError(f"family[{i}].path: '{m.path}' of '{m.name}' does not exist")
+        self.topological_order()  # raises on cycles
+        for name in self.sae.pretrained:
+            if name not in names:
+                raise ValueError(f"sae.pretrained: unknown member '{name}'")
+        return self
+
+    # ---- family helpers (the DAG) ----
+    def member(self, name: str) -> Member:
+        for m in self.family:
+            if m.name == name:
+                return m
+        raise KeyError(f"no member '{name}' (members: {', '.join(m.name for m in self.family)})")
+
+    def topological_order(self) -> list[str]:
+        """Members ordered so that every parent precedes its children; raises on a cycle."""
+        parents = {m.name: list(m.parents) for m in self.family}
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(n: str, path: list[str]) -> None:
+            if state.get(n) == 2:
+                return
+            if state.get(n) == 1:
+                cycle = path[path.index(n):] + [n]
+                raise ValueError(f"family: cycle {' -> '.join(cycle)}")
+            state[n] = 1
+            for p in parents[n]:
+                visit(p, path + [n])
+            state[n] = 2
+            order.append(n)
+
+        for m in self.family:
+            visit(m.name, [])
+        return order
+
+    def edges(self) -> list[tuple[str, str]]:
+        """(parent, child) pairs in topological order of the child."""
+        return [(p, c) for c in self.topological_order() for p in self.member(c).parents]
+
+    def roots(self) -> list[str]:
+        return [n for n in self.topological_order() if not self.member(n).parents]
+
+    def member_domains(self, name: str) -> list[str]:
+        """The domains a member was trained on, inherited through the tree (an SAE trains on these)."""
+        m = self.member(name)
+        inherited = [d for p in m.parents for d in self.member_domains(p)]
+        return list(dict.fromkeys(inherited + list(getattr(m, "domains", []))))
+
+    def own_domains(self, name: str) -> list[str]:
+        """The domains that define a member: its own training domains, or for a merge its parents' own."""
+        m = self.member(name)
+        if isinstance(m, MergeMember):
+            return list(dict.fromkeys(d for p in m.parents for d in self.own_domains(p)))
+        return list(getattr(m, "domains", [])) or self.member_domains(name)
+
+    def run_dir(self) -> Path:
+        return Path(self.data_dir) / self.name
+
+    def store_path(self) -> Path:
+        return Path(self.data_dir) / f"{self.name}.duckdb"
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names each field at fault."""
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith(("function-after", "tagged-union")))
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, source: str = "<dict>") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    return parse_config(data, str(path))

@@ -1,0 +1,122 @@
+"""Real text loaders: the Python standard library, local files, and `datasets` (the paper's data).
+
+Local files may be `.txt` / `.lua` / `.py` / any text (one document per file), `.jsonl` (one JSON
+object per line, text under `text_field`) or `.parquet` (a `text_field` column, read by DuckDB).
+Paths may be glob patterns; every error names the path at fault.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import random
+import sysconfig
+from pathlib import Path
+from typing import Iterable, Iterator
+
+
+class CorpusError(ValueError):
+    pass
+
+
+def _take(docs: Iterable[str], chars: int) -> Iterator[str]:
+    n = 0
+    for d in docs:
+        if not d.strip():
+            continue
+        yield d
+        n += len(d)
+        if n >= chars:
+            return
+
+
+def stdlib_python(chars: int, seed: int) -> Iterator[str]:
+    """The standard library's own `.py` files, in a seeded order (tests and vendored code excluded)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        p for p in root.rglob("*.py")
+        if not any(part in ("test", "tests", "idle_test", "site-packages", "lib2to3") for part in p.parts)
+    )
+    if not files:
+        raise CorpusError(f"no .py files under the standard library at {root}")
+    random.Random(f"python:{seed}").shuffle(files)
+
+    def read() -> Iterator[str]:
+        for f in files:
+            try:
+                text = f.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            if len(text) < 100_000:  # skip giant generated tables
+                yield text
+
+    return _take(read(), chars)
+
+
+def expand_paths(patterns: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for pat in patterns:
+        hits = sorted(glob.glob(pat, recursive=True))
+        if not hits:
+            raise CorpusError(f"path '{pat}' matches no file")
+        out += [Path(h) for h in hits if Path(h).is_file()]
+    if not out:
+        raise CorpusError(f"paths {patterns} hold no files")
+    return out
+
+
+def _read_jsonl(path: Path, field: str) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CorpusError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            if field not in obj:
+                raise CorpusError(f"{path}:{i}: no field '{field}' (fields: {', '.join(obj)})")
+            yield str(obj[field])
+
+
+def _read_parquet(path: Path, field: str) -> Iterator[str]:
+    import duckdb
+
+    con = duckdb.connect()
+    cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()]
+    if field not in cols:
+        raise CorpusError(f"{path}: no column '{field}' (columns: {', '.join(cols)})")
+    cur = con.execute(f'SELECT "{field}" FROM read_parquet(?)', [str(path)])
+    while rows := cur.fetchmany(1024):
+        for (text,) in rows:
+            if text is not None:
+                yield str(text)
+
+
+def local_files(patterns: list[str], text_field: str, chars: int) -> Iterator[str]:
+    def read() -> Iterator[str]:
+        for p in expand_paths(patterns):
+            suffix = p.suffix.lower()
+            if suffix == ".jsonl":
+                yield from _read_jsonl(p, text_field)
+            elif suffix == ".parquet":
+                yield from _read_parquet(p, text_field)
+            else:
+                try:
+                    yield p.read_text(encoding="utf-8")
+                except UnicodeDecodeError:
+                    raise CorpusError(f"{p}: not UTF-8 text") from None
+
+    return _take(read(), chars)
+
+
+def hf_dataset(name: str, config: str | None, split: str, text_field: str, chars: int,
+               data_dir: str | None = None) -> Iterator[str]:
+    """A `datasets` dataset (e.g. roneneldan/TinyStories, bigcode/the-stack-smol with data_dir).
+
+    Streams, so only what is taken is read. Needs the hub or a local cache / local dataset folder.
+    """
+    import datasets
+
+    ds = datasets.load_dataset(name, config, split=split, streaming=True, data_dir=data_dir)
+    return _take((str(row[text_field]) for row in ds), chars)

@@ -1,0 +1,312 @@
+"""The stage graph: every stage is a method that asks for its inputs, then builds (or reuses) its artefact.
+
+    corpora -> tokenizer -> models -> saes -> sample -> activations -> matching -> store
+
+A stage's artefact lives at `data/<run>/<stage>/<name>-<key>/`; the key hashes the stage's config
+section and its inputs' keys, so changing one section re-runs that stage and what depends on it,
+and a killed run resumes at the first artefact that is not done. Stage functions themselves live in
+their modules (family/, sae.py, ...); this file only wires them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import artifacts
+from .artifacts import build_dir, key_of, read_json, write_json
+from .config import ExperimentConfig, LoadMember, MergeMember
+
+log = logging.getLogger("featureflow")
+
+STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "store"]
+# Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
+VERSIONS = {s: 1 for s in STAGES}
+
+
+def _stage(fn):
+    """Memoise a stage method per pipeline instance and log how long it took."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args):
+        k = (fn.__name__, args)
+        if k not in self._memo:
+            t0 = time.time()
+            self._memo[k] = fn(self, *args)
+            self.timings[f"{fn.__name__}{'/' + '/'.join(map(str, args)) if args else ''}"] = time.time() - t0
+        return self._memo[k]
+
+    return wrapper
+
+
+class Pipeline:
+    def __init__(self, cfg: ExperimentConfig, device: str | None = None):
+        import transformers
+
+        from .family.train import pick_device
+
+        transformers.utils.logging.disable_progress_bar()  # per-save bars drown our own
+
+        self.cfg = cfg
+        self.device = device or pick_device()
+        self.root = cfg.run_dir()
+        self._memo: dict = {}
+        self.timings: dict[str, float] = {}
+
+    def _dir(self, stage: str, name: str, key: str) -> Path:
+        return self.root / stage / f"{name}-{key}"
+
+    # ------------------------------------------------------------------------------------ corpora
+    @_stage
+    def corpora(self) -> Path:
+        from .corpora import domain_documents, split_documents
+
+        cfg = self.cfg
+        key = key_of(VERSIONS["corpora"], cfg.corpora, cfg.seed)
+
+        def build(tmp: Path) -> None:
+            stats = {}
+            for domain, src in cfg.corpora.domains.items():
+                log.info("corpora: %s from %s", domain, src.source)
+                docs = domain_documents(domain, src, cfg.seed)
+                train, val = split_documents(docs, cfg.corpora.validation_fraction, cfg.seed, domain)
+                for split, part in (("train", train), ("val", val)):
+                    with open(tmp / f"{domain}.{split}.jsonl", "w", encoding="utf-8") as f:
+                        for d in part:
+                            f.write(json.dumps({"text": d}) + "\n")
+                stats[domain] = {"source": src.source, "train_docs": len(train), "val_docs": len(val),
+                                 "train_chars": sum(map(len, train)), "val_chars": sum(map(len, val))}
+            write_json(tmp / "stats.json", stats)
+
+        return build_dir(self._dir("corpora", "text", key), build)
+
+    def documents(self, domain: str, split: str) -> list[str]:
+        with open(self.corpora() / f"{domain}.{split}.jsonl", encoding="utf-8") as f:
+            return [json.loads(line)["text"] for line in f]
+
+    # ---------------------------------------------------------------------------------- tokenizer
+    @_stage
+    def tokenizer(self) -> Path:
+        """The shared tokenizer (`tokenizer/`) and every domain's token streams (`<domain>.<split>.npy`)."""
+        from .tokenizer import encode_documents, load_tokenizer, train_tokenizer
+
+        cfg = self.cfg
+        corpora = self.corpora()
+        key = key_of(VERSIONS["tokenizer"], cfg.tokenizer, corpora.name)
+
+        def build(tmp: Path) -> None:
+            domains = list(cfg.corpora.domains)
+            if cfg.tokenizer.path:
+                tok = load_tokenizer(cfg.tokenizer.path)
+            else:
+                log.info("tokenizer: training byte-level BPE, vocab %d", cfg.tokenizer.vocab_size)
+                tok = train_tokenizer({d: self.documents(d, "train") for d in domains}, cfg.tokenizer.vocab_size)
+            tok.save_pretrained(tmp / "tokenizer")
+            counts = {}
+            for d in domains:
+                for split in ("train", "val"):
+                    arr = encode_documents(tok, self.documents(d, split))
+                    np.save(tmp / f"{d}.{split}.npy", arr)
+                    counts[f"{d}.{split}"] = int(len(arr))
+            write_json(tmp / "token_counts.json", counts)
+
+        return build_dir(self._dir("tokenizer", "bpe", key), build)
+
+    def stream(self, domain: str, split: str) -> np.ndarray:
+        return np.load(self.tokenizer() / f"{domain}.{split}.npy", mmap_mode="r")
+
+    def val_windows(self, domains: list[str], n_tokens: int) -> dict[str, torch.Tensor]:
+        from .family.train import validation_windows
+
+        return {d: validation_windows(self.stream(d, "val"), self.cfg.model.context, n_tokens) for d in domains}
+
+    @functools.cached_property
+    def hf_tokenizer(self):
+        from .tokenizer import load_tokenizer
+
+        return load_tokenizer(self.tokenizer() / "tokenizer")
+
+    # ------------------------------------------------------------------------------------- models
+    def member_key(self, name: str) -> str:
+        cfg = self.cfg
+        m = cfg.member(name)
+        parents = [self.member_key(p) for p in m.parents]
+        if isinstance(m, LoadMember):
+            files = sorted((str(p.relative_to(m.path)), p.stat().st_size, int(p.stat().st_mtime))
+                           for p in Path(m.path).rglob("*") if p.is_file())
+            return key_of(VERSIONS["models"], m, files, parents, self.tokenizer().name)
+        extra = cfg.merge if isinstance(m, MergeMember) else cfg.training
+        return key_of(VERSIONS["models"], m, cfg.model, extra, parents, self.tokenizer().name, cfg.seed)
+
+    @_stage
+    def member(self, name: str) -> Path:
+        """One member's folder: a Hugging Face model + tokenizer, `member.json`, and its training log
+        (`train_log.json`) or SLERP sweep (`merge_curve.json`)."""
+        from .family import build
+
+        m = self.cfg.member(name)
+        parents = {p: self.member(p) for p in m.parents}
+        return build_dir(self._dir("models", name, self.member_key(name)),
+                         lambda tmp: build.build_member(self, m, parents, tmp))
+
+    @_stage
+    def models(self) -> dict[str, Path]:
+        return {n: self.member(n) for n in self.cfg.topological_order()}
+
+    # --------------------------------------------------------------------------------------- SAEs
+    def sae_key(self, name: str) -> str:
+        pre = self.cfg.sae.pretrained.get(name)
+        return key_of(VERSIONS["saes"], self.cfg.sae, self.member_key(name), pre, self.cfg.seed)
+
+    @_stage
+    def sae(self, name: str) -> Path:
+        """One member's SAE as a SAELens folder, with featureflow.json (recipe, training log, health)."""
+        from .family.model import load_model
+        from .sae import load_sae, sae_health, save_sae, train_sae
+
+        cfg = self.cfg
+        member_dir = self.member(name)
+
+        def build(tmp: Path) -> None:
+            t0 = time.time()
+            model = load_model(member_dir, self.device)
+            pre = cfg.sae.pretrained.get(name)
+            if pre:
+                sae, log_rows, recipe = load_sae(pre), [], f"loaded from {pre}"
+            else:
+                domains = cfg.member_domains(name)
+                trained = train_sae(model, {d: self.stream(d, "train") for d in domains}, cfg.sae,
+                                    seed=cfg.seed + 17, desc=f"sae {name}")
+                sae, log_rows, recipe = trained.sae, trained.log, cfg.sae.recipe
+            windows = torch.cat(list(self.val_windows(cfg.member_domains(name), cfg.sae.eval_tokens).values()))
+            health = sae_health(model, sae, windows, cfg.sae.hook)
+            log.info("sae %s: L0 %.1f, MSE %.4g, explained var %.3f, dead %d, loss recovered %s", name,
+                     health["l0"], health["mse"], health["explained_variance"], health["dead_features"],
+                     health["loss_recovered"])
+            save_sae(sae.cpu(), tmp, cfg.sae.hook, name, {
+                "recipe": recipe, "l1_coefficient": cfg.sae.l1_coefficient, "training_tokens": cfg.sae.tokens,
+                "log": log_rows, "health": health, "seconds": round(time.time() - t0, 2)})
+
+        return build_dir(self._dir("saes", name, self.sae_key(name)), build)
+
+    @_stage
+    def saes(self) -> dict[str, Path]:
+        return {n: self.sae(n) for n in self.cfg.topological_order()}
+
+    # ------------------------------------------------------------------------------------- sample
+    @_stage
+    def sample(self) -> Path:
+        """The shared token sample: tokens.npy (windows x context) and window_domains.npy."""
+        from .features import draw_sample
+
+        cfg = self.cfg
+        key = key_of(VERSIONS["sample"], cfg.sample, self.tokenizer().name, cfg.seed)
+
+        def build(tmp: Path) -> None:
+            streams = {d: self.stream(d, "train") for d in cfg.corpora.domains}
+            tokens, doms = draw_sample(streams, cfg.sample, cfg.seed + 29)
+            np.save(tmp / "tokens.npy", tokens)
+            np.save(tmp / "window_domains.npy", doms)
+            write_json(tmp / "domains.json", list(streams))
+
+        return build_dir(self._dir("sample", "shared", key), build)
+
+    def sample_tokens(self) -> np.ndarray:
+        return np.load(self.sample() / "tokens.npy")
+
+    # -------------------------------------------------------------------------------- activations
+    def acts_key(self, name: str) -> str:
+        return key_of(VERSIONS["activations"], self.sae_key(name), self.sample().name, self.cfg.sample)
+
+    @_stage
+    def activation(self, name: str) -> Path:
+        """A member's sparse SAE activations on the shared sample (acts.npz) and every per-feature table
+        the explorer shows (features / histograms / top_tokens / examples as parquet)."""
+        from .family.model import load_model
+        from .features import encode_sample, write_feature_tables
+        from .sae import load_sae
+
+        cfg = self.cfg
+
+        def build(tmp: Path) -> None:
+            import scipy.sparse as sps
+
+            model = load_model(self.member(name), self.device)
+            sae = load_sae(self.sae(name))
+            acts = encode_sample(model, sae, self.sample_tokens(), cfg.sae.hook, desc=f"encode {name}")
+            sps.save_npz(tmp / "acts.npz", acts, compressed=False)
+            write_feature_tables(acts, self.sample_tokens(), cfg.sample, cfg.seed, name, tmp)
+
+        return build_dir(self._dir("activations", name, self.acts_key(name)), build)
+
+    @_stage
+    def activations(self) -> dict[str, Path]:
+        return {n: self.activation(n) for n in self.cfg.topological_order()}
+
+    def load_acts(self, name: str):
+        import scipy.sparse as sps
+
+        return sps.load_npz(self.activation(name) / "acts.npz").tocsc()
+
+    # ----------------------------------------------------------------------------------- matching
+    @_stage
+    def match(self, parent: str, child: str) -> Path:
+        """Top-k Pearson matches in both directions for one parent -> child edge (topk.npz)."""
+        from .matching import pearson_topk, token_type_means
+
+        cfg = self.cfg
+        key = key_of(VERSIONS["matching"], cfg.matching.model_dump(exclude={"threshold"}),
+                     self.acts_key(parent), self.acts_key(child))
+
+        def build(tmp: Path) -> None:
+            A, B = self.load_acts(parent), self.load_acts(child)
+            if cfg.matching.method == "token-type":
+                ids = self.sample_tokens().ravel()
+                A = token_type_means(A, ids, len(self.hf_tokenizer))
+                B = token_type_means(B, ids, len(self.hf_tokenizer))
+            top = pearson_topk(A, B, cfg.matching.top_k, cfg.matching.block_size, desc=f"match {parent}->{child}")
+            np.savez(tmp / "topk.npz", p2c_idx=top.p2c_idx, p2c_r=top.p2c_r, c2p_idx=top.c2p_idx, c2p_r=top.c2p_r)
+
+        return build_dir(self._dir("matching", f"{parent}--{child}", key), build)
+
+    @_stage
+    def matching(self) -> dict[tuple[str, str], Path]:
+        return {e: self.match(*e) for e in self.cfg.edges()}
+
+    # -------------------------------------------------------------------------------------- store
+    @_stage
+    def store(self) -> Path:
+        """Build data/<run>.duckdb from every artefact (temp file, then rename)."""
+        from .store.build import build_store
+
+        return build_store(self)
+
+    # ---------------------------------------------------------------------------- later stages
+    def run(self, stage: str | None = None) -> None:
+        """Run every stage up to and including `stage` (default: all)."""
+        if stage is not None and stage not in STAGES:
+            raise ValueError(f"unknown stage '{stage}' (stages: {', '.join(STAGES)})")
+        target = stage or STAGES[-1]
+        for s in STAGES[: STAGES.index(target) + 1]:
+            fn = getattr(self, s, None)
+            if fn is None:
+                log.warning("stage '%s' is not implemented yet; stopping before it", s)
+                return
+            t0 = time.time()
+            fn()
+            log.info("stage %-11s done in %6.1f s", s, time.time() - t0)
+
+
+def setup_logging(verbose: bool = True) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+
+__all__ = ["Pipeline", "STAGES", "artifacts", "read_json"]

@@ -1,0 +1,231 @@
+"""Build the run's DuckDB file from the pipeline's artefacts.
+
+Everything is written into `<run>.duckdb.tmp-<pid>` and renamed over `<run>.duckdb` only when complete,
+so a killed build leaves the previous store untouched. The build is skipped when the store already
+holds the same inputs (`runs.inputs_key`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from ..artifacts import key_of, read_json
+from ..config import MergeMember
+from ..matching import flow_counts, trace_origins
+from .schema import SCHEMA_VERSION, ddl
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+
+log = logging.getLogger("featureflow")
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: dict | pa.Table) -> None:
+    t = rows if isinstance(rows, pa.Table) else pa.table(rows)
+    if t.num_rows == 0:
+        return
+    con.register("_src", t)
+    cols = ", ".join(f'"{c}"' for c in t.column_names)
+    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _src")
+    con.unregister("_src")
+
+
+def _rows(dicts: list[dict]) -> dict[str, list]:
+    keys = list(dicts[0]) if dicts else []
+    return {k: [d[k] for d in dicts] for k in keys}
+
+
+def inputs_key(pl: "Pipeline") -> str:
+    from ..pipeline import VERSIONS
+
+    return key_of(SCHEMA_VERSION, VERSIONS, pl.cfg, [p.name for p in pl.activations().values()],
+                  [p.name for p in pl.matching().values()])
+
+
+def existing_inputs_key(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            return con.execute("SELECT inputs_key FROM runs").fetchone()[0]
+        finally:
+            con.close()
+    except (duckdb.Error, TypeError):
+        return None
+
+
+def build_store(pl: "Pipeline") -> Path:
+    cfg = pl.cfg
+    out = cfg.store_path()
+    key = inputs_key(pl)
+    if existing_inputs_key(out) == key:
+        log.info("store: %s is up to date", out)
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    t0 = time.time()
+    con = duckdb.connect(str(tmp))
+    try:
+        for stmt in ddl():
+            con.execute(stmt)
+        _fill(pl, con, key)
+        con.execute("CHECKPOINT")
+    except BaseException:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    con.close()
+    os.replace(tmp, out)
+    log.info("store: wrote %s (%.1f MB) in %.1f s", out, out.stat().st_size / 1e6, time.time() - t0)
+    return out
+
+
+def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
+    cfg = pl.cfg
+    order = cfg.topological_order()
+    con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, datetime.now(timezone.utc)])
+    tokens = pl.sample_tokens()
+    W, C = tokens.shape
+    con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        cfg.name, cfg.description, cfg.model_dump_json(), pl.device, json.dumps(pl.timings),
+        cfg.matching.threshold, cfg.matching.top_k, cfg.matching.method, W * C, C, cfg.sae.hook, key])
+
+    # corpora & sample
+    stats = read_json(pl.corpora() / "stats.json")
+    counts = read_json(pl.tokenizer() / "token_counts.json")
+    sample_domains = read_json(pl.sample() / "domains.json")
+    win_dom = np.load(pl.sample() / "window_domains.npy")
+    _insert(con, "domains", _rows([{
+        "domain": d, "source": s["source"], "train_docs": s["train_docs"], "val_docs": s["val_docs"],
+        "train_tokens": counts[f"{d}.train"], "val_tokens": counts[f"{d}.val"],
+        "sample_windows": int((win_dom == sample_domains.index(d)).sum()) if d in sample_domains else 0,
+    } for d, s in stats.items()]))
+    from ..tokenizer import token_strings
+
+    vocab = token_strings(pl.hf_tokenizer)
+    _insert(con, "vocab", {"token_id": np.arange(len(vocab), dtype=np.int32), "text": vocab})
+    _insert(con, "sample_tokens", {
+        "token_index": np.arange(W * C, dtype=np.int64), "window_idx": np.repeat(np.arange(W, dtype=np.int32), C),
+        "position": np.tile(np.arange(C, dtype=np.int32), W),
+        "domain": np.asarray(sample_domains, dtype=object)[np.repeat(win_dom, C)],
+        "token_id": tokens.ravel().astype(np.int32)})
+
+    # models, evaluations, curves, merges
+    for i, name in enumerate(order):
+        m = cfg.member(name)
+        mdir = pl.member(name)
+        info = read_json(mdir / "member.json")
+        sinfo = read_json(pl.sae(name) / "featureflow.json")
+        d_sae = read_json(pl.sae(name) / "cfg.json")["d_sae"]
+        h = sinfo["health"]
+        con.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            name, m.label or name, i, m.make, info["domains"], info["seed"], info.get("tokens"), info.get("steps"),
+            info.get("t"), info["seconds"], info["shape"]["hidden"], info["shape"]["d_mlp"], info["shape"]["heads"],
+            info["shape"]["vocab"], d_sae])
+        for p in m.parents:
+            con.execute("INSERT INTO model_edges VALUES (?, ?, ?)", [p, name, m.make])
+        _insert(con, "model_eval", _rows([{"model": name, "domain": d, "loss": v["loss"], "accuracy": v["accuracy"]}
+                                          for d, v in info["eval"].items()]))
+        if (mdir / "train_log.json").exists():
+            _insert(con, "training_curves", _rows([
+                {"model": name, "step": r["step"], "tokens": r["tokens"], "lr": r["lr"], "train_loss": r["train_loss"],
+                 "domain": d, "val_loss": v["loss"], "val_accuracy": v["accuracy"]}
+                for r in read_json(mdir / "train_log.json") for d, v in r["val"].items()]))
+        if isinstance(m, MergeMember):
+            c = read_json(mdir / "merge_curve.json")
+            con.execute("INSERT INTO slerp_meta VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                name, c["parents"][0], c["parents"][1], c["t"], c["t_mode"], c["t_star"], c["crossed"],
+                c["t_grid_interpolated"], c["grid_step"], c["tolerance"], c["t_direction"],
+                json.dumps(c["curve_domains"])])
+            _insert(con, "slerp_curve", _rows([
+                {"model": name, "t": p["t"], "source": p["source"], "domain": d, "loss": v["loss"],
+                 "accuracy": v["accuracy"]} for p in c["points"] for d, v in p["val"].items()]))
+            _insert(con, "slerp_baselines", _rows([
+                {"model": name, "root": r, "domain": d, "loss": v["loss"], "accuracy": v["accuracy"]}
+                for r, ev in c["baselines"].items() for d, v in ev.items()]))
+        con.execute("INSERT INTO sae_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            name, cfg.sae.hook, info["shape"]["d_mlp"], d_sae,
+            sinfo["recipe"], sinfo["l1_coefficient"], sinfo["training_tokens"], h["l0"], h["mse"],
+            h["explained_variance"], h["dead_features"], h["dead_fraction"], h["ce_clean"], h["ce_sae"],
+            h["ce_zero"], h["loss_recovered"], h["eval_tokens"], sinfo["seconds"]])
+        if sinfo["log"]:
+            _insert(con, "sae_training", _rows([{"model": name, **r} for r in sinfo["log"]]))
+
+    _fill_features(pl, con, order)
+
+
+def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[str]) -> None:
+    import pyarrow.parquet as pq
+
+    cfg = pl.cfg
+    thr = cfg.matching.threshold
+    feats = {n: pq.read_table(pl.activation(n) / "features.parquet") for n in order}
+    alive = {n: feats[n].column("alive").to_numpy() for n in order}
+    parents = {n: list(cfg.member(n).parents) for n in order}
+    children = {n: [c for (p, c) in cfg.edges() if p == n] for n in order}
+
+    best_parent, best_child_r = {}, {n: np.full(len(alive[n]), -np.inf) for n in order}
+    for (p, c), mdir in pl.matching().items():
+        top = np.load(mdir / "topk.npz")
+        best_parent[(p, c)] = (top["c2p_idx"][:, 0], top["c2p_r"][:, 0])
+        best_child_r[p] = np.maximum(best_child_r[p], top["p2c_r"][:, 0])
+        for direction, idx, r in (("p2c", top["p2c_idx"], top["p2c_r"]), ("c2p", top["c2p_idx"], top["c2p_r"])):
+            n_src, k = idx.shape
+            _insert(con, "matches", {
+                "parent": np.full(n_src * k, p, dtype=object), "child": np.full(n_src * k, c, dtype=object),
+                "direction": np.full(n_src * k, direction, dtype=object),
+                "src": np.repeat(np.arange(n_src, dtype=np.int32), k), "rank": np.tile(np.arange(k, dtype=np.int32), n_src),
+                "dst": idx.ravel().astype(np.int32), "r": r.ravel()})
+        fc = flow_counts(top["p2c_r"][:, 0], alive[p], top["c2p_r"][:, 0], alive[c], thr)
+        con.execute("INSERT INTO flows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            p, c, thr, fc["persisting"], fc["disappearing"], fc["inherited"], fc["emerging"], fc["parent_dead"],
+            fc["child_dead"], fc["parent_alive"], fc["child_alive"]])
+
+    origins = trace_origins(order, parents, best_parent, alive, thr)
+    names = np.asarray(order, dtype=object)
+    for n in order:
+        o = origins[n]
+        F = len(alive[n])
+        has_parent = o["parent_model"] >= 0
+        if children[n]:
+            fate = np.where(best_child_r[n] > thr, "persisting", "disappearing").astype(object)
+        else:
+            fate = np.full(F, "leaf", dtype=object)
+        fate[~alive[n]] = "dead"
+        t = feats[n]
+        t = t.append_column("model", pa.array([n] * F))
+        t = t.append_column("parent_model", pa.array(np.where(has_parent, names[np.maximum(o["parent_model"], 0)], None)))
+        t = t.append_column("parent_feature", pa.array(np.where(has_parent, o["parent_feature"], None), pa.int32()))
+        t = t.append_column("parent_r", pa.array(np.where(has_parent, o["parent_r"], np.nan)).cast(pa.float64()))
+        t = t.append_column("best_child_r", pa.array(np.where(np.isfinite(best_child_r[n]), best_child_r[n], np.nan)))
+        t = t.append_column("origin_model", pa.array(names[o["origin_model"]]))
+        t = t.append_column("origin_feature", pa.array(o["origin_feature"].astype(np.int32)))
+        t = t.append_column("depth", pa.array(o["depth"].astype(np.int32)))
+        t = t.append_column("fate", pa.array(fate.astype(str)))
+        emerged = has_parent & alive[n] & ~(np.nan_to_num(o["parent_r"], nan=-1) > thr)
+        t = t.append_column("emerged", pa.array(emerged))
+        _insert(con, "features", t)
+        acts = pl.load_acts(n)
+        _insert(con, "activation_values", {
+            "model": pa.DictionaryArray.from_arrays(np.zeros(acts.nnz, dtype=np.int32), pa.array([n])),
+            "feature": np.repeat(np.arange(acts.shape[1], dtype=np.int32), np.diff(acts.indptr)),
+            "token_index": acts.indices.astype(np.int64), "act": acts.data.astype(np.float32)})
+        for table, fname in (("feature_histograms", "histograms"), ("feature_top_tokens", "top_tokens"),
+                             ("examples", "examples")):
+            part = pq.read_table(pl.activation(n) / f"{fname}.parquet")
+            _insert(con, table, part.append_column("model", pa.array([n] * part.num_rows, pa.string())))
+    # NaN -> NULL for "no parent" rows
+    con.execute("UPDATE features SET parent_r = NULL WHERE isnan(parent_r)")
+    con.execute("UPDATE features SET best_child_r = NULL WHERE isnan(best_child_r)")

@@ -1,0 +1,107 @@
+"""The DuckDB schema: the contract between the pipeline (`backend/`) and the explorer (`app/`).
+
+One `.duckdb` file per run. Models are named by their config name (`models.model`); features by
+(model, feature) with `feature` the SAE latent index. Every number the explorer shows is a column
+here or a query over columns. Bump SCHEMA_VERSION on any incompatible change; the app refuses a store
+of another version with a message that says which.
+
+Imported by both sides, and free of heavy imports (the app never imports torch).
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# table name -> (documentation, DDL body). Order matters only for readability.
+TABLES: dict[str, tuple[str, str]] = {
+    "schema_version": ("The schema version this file was written with.", """
+        version INTEGER NOT NULL, created_at TIMESTAMP NOT NULL"""),
+    "runs": ("The run: its config (YAML as JSON), device and stage timings (JSON, seconds).", """
+        name VARCHAR PRIMARY KEY, description VARCHAR, config_json VARCHAR, device VARCHAR,
+        timings_json VARCHAR, default_threshold DOUBLE, top_k INTEGER, match_method VARCHAR,
+        sample_tokens BIGINT, sample_context INTEGER, hook VARCHAR, inputs_key VARCHAR"""),
+    "domains": ("Corpora domains: where the text came from and how much of it.", """
+        domain VARCHAR PRIMARY KEY, source VARCHAR, train_docs INTEGER, val_docs INTEGER,
+        train_tokens BIGINT, val_tokens BIGINT, sample_windows INTEGER"""),
+    "models": ("Family members in topological order (`idx`), with their own domains and shape.", """
+        model VARCHAR PRIMARY KEY, label VARCHAR, idx INTEGER, make VARCHAR, domains VARCHAR[],
+        seed INTEGER, train_tokens BIGINT, train_steps INTEGER, merge_t DOUBLE, seconds DOUBLE,
+        hidden INTEGER, d_mlp INTEGER, heads INTEGER, vocab INTEGER, d_sae INTEGER"""),
+    "model_edges": ("The family DAG: one row per parent -> child edge.", """
+        parent VARCHAR, child VARCHAR, make VARCHAR"""),
+    "model_eval": ("Each member's final validation loss / next-token accuracy on every domain.", """
+        model VARCHAR, domain VARCHAR, loss DOUBLE, accuracy DOUBLE"""),
+    "training_curves": ("Validation curves logged while training / fine-tuning (one row per eval and domain).", """
+        model VARCHAR, step INTEGER, tokens BIGINT, lr DOUBLE, train_loss DOUBLE, domain VARCHAR,
+        val_loss DOUBLE, val_accuracy DOUBLE"""),
+    "slerp_meta": ("Per merged member: parents (t = 0 is parent0), chosen t, crossing t* and sweep settings.", """
+        model VARCHAR PRIMARY KEY, parent0 VARCHAR, parent1 VARCHAR, t DOUBLE, t_mode VARCHAR,
+        t_star DOUBLE, crossed BOOLEAN, t_grid_interpolated DOUBLE, grid_step DOUBLE, tolerance DOUBLE,
+        t_direction VARCHAR, curve_domains_json VARCHAR"""),
+    "slerp_curve": ("Every evaluation of the sweep: t, where it came from (grid / bisection / chosen), per domain.", """
+        model VARCHAR, t DOUBLE, source VARCHAR, domain VARCHAR, loss DOUBLE, accuracy DOUBLE"""),
+    "slerp_baselines": ("The root model(s) on the sweep's domains: the dashed baselines.", """
+        model VARCHAR, root VARCHAR, domain VARCHAR, loss DOUBLE, accuracy DOUBLE"""),
+    "sae_metrics": ("SAE health on held-out windows of the member's domains.", """
+        model VARCHAR PRIMARY KEY, hook VARCHAR, d_in INTEGER, d_sae INTEGER, recipe VARCHAR,
+        l1_coefficient DOUBLE, training_tokens BIGINT, l0 DOUBLE, mse DOUBLE, explained_variance DOUBLE,
+        dead_features INTEGER, dead_fraction DOUBLE, ce_clean DOUBLE, ce_sae DOUBLE, ce_zero DOUBLE,
+        loss_recovered DOUBLE, eval_tokens BIGINT, seconds DOUBLE"""),
+    "sae_training": ("SAE training curve.", """
+        model VARCHAR, step INTEGER, tokens BIGINT, loss DOUBLE, mse DOUBLE, l1 DOUBLE, l0 DOUBLE"""),
+    "vocab": ("Token id -> its text (byte-level pieces decoded; may be a partial UTF-8 character).", """
+        token_id INTEGER PRIMARY KEY, text VARCHAR"""),
+    "sample_tokens": ("The shared sample, one row per token: token_index = window_idx * context + position.", """
+        token_index BIGINT PRIMARY KEY, window_idx INTEGER, position INTEGER, domain VARCHAR, token_id INTEGER"""),
+    "features": ("One row per (model, feature): activation statistics over the shared sample and, at the "
+                 "default threshold, its lineage: the best parent match (`parent_*`) and the origin of its "
+                 "chain of persisting matches (`origin_*`, `depth` hops up). `fate`: persisting (a child "
+                 "feature matches it), disappearing (none does), leaf (no children), dead (never fires).", """
+        model VARCHAR, feature INTEGER, density DOUBLE, n_active BIGINT, max_act DOUBLE, mean_act DOUBLE,
+        mean_when_active DOUBLE, alive BOOLEAN, top_token_id INTEGER, top_token_share DOUBLE,
+        parent_model VARCHAR, parent_feature INTEGER, parent_r DOUBLE, best_child_r DOUBLE,
+        origin_model VARCHAR, origin_feature INTEGER, depth INTEGER, fate VARCHAR, emerged BOOLEAN,
+        PRIMARY KEY (model, feature)"""),
+    "feature_histograms": ("Equal-width histogram of a feature's non-zero activations: bin edges and counts.", """
+        model VARCHAR, feature INTEGER, edges DOUBLE[], counts INTEGER[], PRIMARY KEY (model, feature)"""),
+    "feature_top_tokens": ("Token types a feature fires on, by total activation.", """
+        model VARCHAR, feature INTEGER, rank INTEGER, token_id INTEGER, count INTEGER, mean_act DOUBLE,
+        total_act DOUBLE"""),
+    "examples": ("Context windows [start, end) of sample token indices with the feature's value on every "
+                 "token. kind: 'top' (top-activating, rank 0 = highest) or 'q<i>' (i-th equal-count "
+                 "activation quantile from the bottom).", """
+        model VARCHAR, feature INTEGER, kind VARCHAR, rank INTEGER, center BIGINT, start BIGINT,
+        "end" BIGINT, acts FLOAT[]"""),
+    "activation_values": ("Every non-zero SAE activation on the shared sample (sparse), sorted by model and "
+                          "feature so per-feature reads touch few blocks. Lets the explorer show any feature on any "
+                          "context and recompute a correlation exactly.", """
+        model VARCHAR, feature INTEGER, token_index BIGINT, act FLOAT"""),
+    "matches": ("Top-k Pearson matches per edge. direction 'p2c': src is a parent feature, dst a child "
+                "feature; 'c2p' the reverse. rank 0 is the best match.", """
+        parent VARCHAR, child VARCHAR, direction VARCHAR, src INTEGER, rank INTEGER, dst INTEGER, r DOUBLE"""),
+    "flows": ("Per edge at the default threshold: parent features persisting / disappearing, child "
+              "features inherited / emerging, and dead features on either side.", """
+        parent VARCHAR, child VARCHAR, threshold DOUBLE, persisting INTEGER, disappearing INTEGER,
+        inherited INTEGER, emerging INTEGER, parent_dead INTEGER, child_dead INTEGER,
+        parent_alive INTEGER, child_alive INTEGER"""),
+}
+
+INDEXES = [
+    "CREATE INDEX idx_examples ON examples (model, feature)",
+    "CREATE INDEX idx_top_tokens ON feature_top_tokens (model, feature)",
+    "CREATE INDEX idx_matches_src ON matches (parent, child, direction, src)",
+    "CREATE INDEX idx_features_fate ON features (model, fate)",
+]
+
+
+def ddl() -> list[str]:
+    return [f"CREATE TABLE {name} ({body})" for name, (_, body) in TABLES.items()] + INDEXES
+
+
+def describe() -> str:
+    """The schema as Markdown (README and /api/schema)."""
+    out = [f"Schema version {SCHEMA_VERSION}.", ""]
+    for name, (doc, body) in TABLES.items():
+        cols = " ".join(body.split())
+        out += [f"- **{name}**: {doc}", f"  `{cols}`"]
+    return "\n".join(out)

@@ -1,0 +1,29 @@
+"""Shared fixtures: the tiny experiment run once per session into a temporary data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_dict(data_dir: Path, **over) -> dict:
+    d = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    d["data_dir"] = str(data_dir)
+    d.update(over)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """The whole tiny pipeline (all stages, store included), built once."""
+    from backend.config import parse_config
+    from backend.pipeline import Pipeline
+
+    data = tmp_path_factory.mktemp("tinyrun")
+    pl = Pipeline(parse_config(tiny_dict(data)), device="cpu")
+    pl.run()
+    return pl

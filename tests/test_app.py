@@ -1,0 +1,149 @@
+"""The explorer over the tiny run's store, through FastAPI's TestClient."""
+
+import duckdb
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app, show_ws
+
+
+@pytest.fixture(scope="module")
+def client(tiny_pipeline):
+    return TestClient(create_app(tiny_pipeline.cfg.store_path()))
+
+
+@pytest.fixture(scope="module")
+def con(tiny_pipeline):
+    c = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    yield c
+    c.close()
+
+
+def test_overview_flows_equal_the_pipeline_flows(client, con):
+    data = client.get("/api/").json()
+    stored = {(r[0], r[1]): r[2:] for r in con.execute(
+        "SELECT parent, child, persisting, disappearing, inherited, emerging FROM flows").fetchall()}
+    assert len(data["flows"]) == len(stored) == 4
+    for f in data["flows"]:
+        assert (f["persisting"], f["disappearing"], f["inherited"], f["emerging"]) == stored[(f["parent"], f["child"])]
+    sankey = data["sankey"]["data"][0]
+    assert sankey["type"] == "sankey" and sum(sankey["link"]["value"]) > 0
+    html = client.get("/").text
+    assert 'id="sankey"' in html and "data-plot=" in html and "/vendor/plotly.min.js" in html
+
+
+def test_threshold_redraws_from_stored_matches(client):
+    lo = {(f["parent"], f["child"]): f for f in client.get("/api/?threshold=0.3").json()["flows"]}
+    hi = {(f["parent"], f["child"]): f for f in client.get("/api/?threshold=0.95").json()["flows"]}
+    for k in lo:
+        assert lo[k]["persisting"] >= hi[k]["persisting"]
+        assert lo[k]["persisting"] + lo[k]["disappearing"] == hi[k]["persisting"] + hi[k]["disappearing"]
+    assert sum(f["persisting"] for f in lo.values()) > sum(f["persisting"] for f in hi.values())
+    frag = client.get("/?threshold=0.5", headers={"HX-Request": "true"}).text
+    assert frag.lstrip().startswith('<div id="flows"') and "<html" not in frag
+
+
+def test_bad_threshold_is_422_with_reason(client):
+    r = client.get("/?threshold=2")
+    assert r.status_code == 422 and "threshold" in r.text
+    r = client.get("/api/?threshold=abc")
+    assert r.status_code == 422 and "threshold" in str(r.json()["detail"])
+
+
+def _alive_feature(con, model):
+    return con.execute("SELECT feature FROM features WHERE model = ? AND alive ORDER BY n_active DESC LIMIT 1",
+                       [model]).fetchone()[0]
+
+
+def test_feature_page_and_api(client, con):
+    f = _alive_feature(con, "lua")
+    data = client.get(f"/api/models/lua/features/{f}").json()
+    row = con.execute("SELECT density, max_act FROM features WHERE model = 'lua' AND feature = ?", [f]).fetchone()
+    assert data["feature"]["density"] == pytest.approx(row[0]) and data["feature"]["max_act"] == pytest.approx(row[1])
+    ex = data["examples"]
+    assert ex and ex[0]["kind"] == "top"
+    top = max(t["act"] for t in ex[0]["tokens"])
+    assert top == pytest.approx(row[1], rel=1e-5)  # the first top example holds the maximum
+    assert {m["model"] for m in data["matches"]["parents"]} == {"babypython"}
+    assert {m["model"] for m in data["matches"]["children"]} == {"luastories"}
+    html = client.get(f"/models/lua/features/{f}").text
+    assert 'class="tok' in html and "rgba(230, 126, 34" in html
+    assert "/models/babypython/features/" in html  # match links
+
+
+def test_lineage_follows_persisting_matches(client, con):
+    rows = con.execute("""SELECT feature, origin_model, depth FROM features
+                          WHERE model = 'luastories' AND depth > 0 LIMIT 3""").fetchall()
+    for feat, origin, depth in rows:
+        lin = client.get(f"/api/models/luastories/features/{feat}").json()["lineage"]
+        assert len(lin["ancestors"]) == depth and lin["origin"]["model"] == origin
+        assert all(a["r_to_next"] > 0.8 for a in lin["ancestors"])
+
+
+def test_unknown_model_and_feature_are_404_saying_what_exists(client):
+    r = client.get("/models/nosuch/features/1")
+    assert r.status_code == 404 and "babypython" in r.text and "luastories" in r.text
+    r = client.get("/api/models/lua/features/999999")
+    assert r.status_code == 404 and "features 0 to 255" in r.json()["detail"]
+    assert client.get("/models/lua/features/abc").status_code == 422
+
+
+def test_compare_r_equals_the_matching_engine(client, con):
+    src, dst, r = con.execute("""SELECT src, dst, r FROM matches WHERE parent = 'lua' AND child = 'luastories'
+                                 AND direction = 'p2c' AND rank = 0 ORDER BY r DESC LIMIT 1""").fetchone()
+    data = client.get(f"/api/compare?a=lua:{src}&b=luastories:{dst}").json()
+    assert data["r"] == pytest.approx(r, abs=1e-5)
+    assert data["contexts"] and all("act_a" in t and "act_b" in t for t in data["contexts"][0]["tokens"])
+    assert client.get("/compare?a=lua&b=lua:1").status_code == 422
+    assert client.get("/api/compare?a=nosuch:1&b=lua:1").status_code == 404
+
+
+def test_merge_view(client, tiny_pipeline):
+    from backend.artifacts import read_json
+
+    curve = read_json(tiny_pipeline.member("luastories") / "merge_curve.json")
+    data = client.get("/api/merge").json()
+    m = data["merges"][0]
+    assert m["t"] == pytest.approx(curve["t"]) and m["parent0"] == "lua" and m["parent1"] == "tinystories"
+    fig = m["figure"]
+    assert fig["layout"]["shapes"][0]["x0"] == pytest.approx(curve["t"])
+    assert any(tr["line"].get("dash") == "dash" for tr in fig["data"])  # root baselines
+    assert "chosen t" in client.get("/merge").text
+
+
+def test_search_filters_sort_and_paginate(client, con):
+    n_lua = con.execute("SELECT count(*) FROM features WHERE model = 'lua'").fetchone()[0]
+    d = client.get("/api/features?model=lua&per_page=20&sort=max_act").json()
+    assert d["total"] == n_lua and len(d["rows"]) == 20 and d["pages"] == -(-n_lua // 20)
+    acts = [r["max_act"] for r in d["rows"]]
+    assert acts == sorted(acts, reverse=True)
+    d2 = client.get("/api/features?model=lua&per_page=20&sort=max_act&page=2").json()
+    assert not {r["feature"] for r in d["rows"]} & {r["feature"] for r in d2["rows"]}
+    dead = client.get("/api/features?fate=dead").json()
+    assert all(r["fate"] == "dead" for r in dead["rows"])
+    frag = client.get("/features?model=lua", headers={"HX-Request": "true"}).text
+    assert frag.lstrip().startswith('<div id="results"')
+    assert client.get("/api/features?fate=zombie").status_code == 422
+    assert client.get("/api/features?model=nosuch").status_code == 404
+
+
+def test_jump_schema_vendor_and_openapi(client):
+    r = client.get("/jump?model=lua&feature=3", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/models/lua/features/3"
+    assert client.get("/api/schema").json()["version"] >= 1
+    assert client.get("/vendor/plotly.min.js").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/api/models/{model}/features/{feature}" in paths and "/api/compare" in paths
+
+
+def test_tokens_are_escaped_and_whitespace_visible():
+    out = str(show_ws("<b> & 'x'\t\n"))
+    assert "<b>" not in out and "&lt;b&gt;" in out and "&amp;" in out and "&#39;x&#39;" in out
+    assert "→" in out and "↵" in out and "·" in out
+
+
+def test_store_is_opened_read_only(client):
+    store = client.app.state.store
+    with pytest.raises(duckdb.Error):
+        store.cursor().execute("DELETE FROM features")

@@ -1,0 +1,103 @@
+"""Headless Chromium (Debian's, driven by Playwright) against the explorer served on 127.0.0.1."""
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_pipeline):
+    import uvicorn
+
+    from app.main import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(tiny_pipeline.cfg.store_path()), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    for _ in range(100):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    th.join(5)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.errors = errors
+        yield pg
+        browser.close()
+
+
+def test_overview_draws_the_sankey_and_the_threshold_redraws_it(page, server):
+    page.goto(server + "/")
+    page.wait_for_selector("#sankey .sankey-node", timeout=15000)
+    assert page.locator("#sankey .sankey-link").count() > 0
+    before = page.locator("#flows table").inner_text()
+    page.locator("#threshold-input").fill("0.4")
+    page.locator("#threshold-input").dispatch_event("change")
+    page.wait_for_function("() => location.search.includes('threshold=0.4')", timeout=10000)
+    page.wait_for_selector("#flows[data-threshold='0.4'] .sankey-node", timeout=10000)
+    assert page.locator("#flows table").inner_text() != before
+    assert not page.errors
+
+
+def test_click_through_to_a_feature_with_highlighted_tokens(page, server):
+    page.goto(server + "/features?model=lua&sort=density")
+    page.locator("#results table a").first.click()
+    page.wait_for_url("**/models/lua/features/*")
+    page.wait_for_selector(".ctx .tok")
+    bg = page.locator(".ctx .tok.center").first.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert "230, 126, 34" in bg  # the centre token of a top example is highlighted (orange, any alpha)
+    title = page.locator(".ctx .tok.center").first.get_attribute("title")
+    assert float(title.split(" ")[0]) > 0  # hover shows its value
+    page.wait_for_selector("#histogram .main-svg")
+    assert not page.errors
+
+
+def test_follow_a_lineage_link(page, server, tiny_pipeline):
+    import duckdb
+
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    feat, pm, pf = con.execute("""SELECT feature, parent_model, parent_feature FROM features
+                                  WHERE model = 'luastories' AND depth > 0 LIMIT 1""").fetchone()
+    con.close()
+    page.goto(f"{server}/models/luastories/features/{feat}")
+    link = page.locator(f".lineage a[href='/models/{pm}/features/{pf}']")
+    assert link.count() >= 1
+    link.first.click()
+    page.wait_for_url(f"**/models/{pm}/features/{pf}")
+    assert f"#{pf}" in page.locator("h1").inner_text()
+
+
+def test_search_updates_in_place_and_pushes_the_url(page, server):
+    page.goto(server + "/features")
+    page.select_option("#search select[name=model]", "tinystories")
+    page.wait_for_function("() => location.search.includes('model=tinystories')", timeout=10000)
+    rows = page.locator("#results tbody tr td:first-child").all_inner_texts()
+    assert rows and all(r.startswith("tinystories") for r in rows)
+
+
+def test_bad_feature_page_is_a_helpful_404(page, server):
+    resp = page.goto(server + "/models/lua/features/99999")
+    assert resp.status == 404 and "features 0 to" in page.content()

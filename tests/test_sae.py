@@ -1,0 +1,59 @@
+import numpy as np
+import torch
+
+from backend.config import SAEConfig
+from backend.sae import SparseAutoencoder, load_sae, sae_loss, save_sae, train_sae
+
+
+def test_loss_terms_match_the_formula():
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(8, 32, mean=torch.randn(8))
+    x = torch.randn(64, 8)
+    total, mse, l1 = sae_loss(sae, x, 0.01)
+    xbar = x - sae.mean - sae.b_dec
+    f = torch.relu(xbar @ sae.W_enc + sae.b_enc)
+    x_hat = f @ sae.W_dec + sae.b_dec + sae.mean
+    assert torch.allclose(mse, ((x_hat - x) ** 2).mean())
+    assert torch.allclose(l1, f.abs().sum(-1).mean())
+    assert torch.allclose(total, mse + 0.01 * l1)
+
+
+def test_decoder_rows_unit_norm_after_training(tiny_pipeline):
+    from backend.family.model import load_model
+
+    model = load_model(tiny_pipeline.member("babypython"))
+    streams = {"babylm": tiny_pipeline.stream("babylm", "train")}
+    cfg = SAEConfig(expansion=2, tokens=3000, block_tokens=8, blocks_per_batch=16, lr=1e-2, l1_coefficient=1e-3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trained = train_sae(model, streams, cfg, seed=0)
+    norms = trained.sae.W_dec.norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    assert trained.log[-1]["mse"] < trained.log[0]["mse"]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the LM is untouched
+
+
+def test_saelens_round_trip_is_the_same_function(tmp_path):
+    from sae_lens import SAE
+
+    torch.manual_seed(1)
+    sae = SparseAutoencoder(8, 24, mean=torch.randn(8) * 3)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_()
+    save_sae(sae, tmp_path, "blocks.0.mlp.hook_post", "m", {"recipe": "test"})
+    x = torch.randn(50, 8) * 2
+    lens = SAE.load_from_disk(str(tmp_path), device="cpu")
+    with torch.no_grad():
+        np.testing.assert_allclose(lens.encode(x).numpy(), sae.encode(x).numpy(), atol=1e-5)
+        np.testing.assert_allclose(lens.decode(lens.encode(x)).numpy(), sae(x)[0].numpy(), atol=1e-5)
+        again = load_sae(tmp_path)
+        np.testing.assert_allclose(again(x)[0].numpy(), sae(x)[0].numpy(), atol=1e-5)
+
+
+def test_health_metrics_are_recorded(tiny_pipeline):
+    from backend.artifacts import read_json
+
+    h = read_json(tiny_pipeline.sae("lua") / "featureflow.json")["health"]
+    assert 0 < h["l0"] < 256 and 0 <= h["dead_features"] <= 256
+    assert h["explained_variance"] <= 1 and h["mse"] > 0
+    assert h["ce_sae"] >= h["ce_clean"] - 0.05
