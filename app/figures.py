@@ -101,3 +101,30 @@ def slerp_curves(merge: dict, labels: dict[str, str]) -> dict:
             "margin": {"l": 60, "r": 10, "t": 50, "b": 50}, "legend": {"orientation": "h", "y": -0.2},
         },
     }
+
+
+def score_histograms(rows: list[dict], labels: list[tuple[str, str]], score: str = "sim_score") -> dict:
+    """One panel per model: the distribution of explanation scores, persisting vs not-persisting features
+    overlaid (the paper's Figure 6). Models without children show all their features in one trace."""
+    n = max(1, len(labels))
+    data, layout = [], {"height": 300, "barmode": "overlay", "margin": {"l": 50, "r": 10, "t": 50, "b": 40},
+                        "title": {"text": f"Explanation scores ({score.replace('_', ' ')}) per model"},
+                        "legend": {"orientation": "h", "y": -0.25}}
+    for i, (model, label) in enumerate(labels):
+        axis = "" if i == 0 else str(i + 1)
+        groups = {"persisting": [], "not persisting": [], "all (no children)": []}
+        for r in rows:
+            if r["model"] == model and r[score] is not None:
+                key = "all (no children)" if r["persisting"] is None else (
+                    "persisting" if r["persisting"] else "not persisting")
+                groups[key].append(r[score])
+        for (name, vals), color in zip(groups.items(), [PALETTE[2], PALETTE[1], PALETTE[0]]):
+            if vals:
+                data.append({"type": "histogram", "x": vals, "name": name, "legendgroup": name,
+                             "showlegend": i == 0 or name == "all (no children)", "opacity": 0.6,
+                             "histnorm": "probability", "xbins": {"start": -1, "end": 1, "size": 0.1},
+                             "marker": {"color": color}, "xaxis": f"x{axis}", "yaxis": f"y{axis}"})
+        lo, hi = i / n + 0.02, (i + 1) / n - 0.02
+        layout[f"xaxis{axis}"] = {"domain": [lo, hi], "range": [-1, 1], "title": {"text": label}}
+        layout[f"yaxis{axis}"] = {"anchor": f"x{axis}", "title": {"text": "share" if i == 0 else ""}}
+    return {"data": data, "layout": layout}

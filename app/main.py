@@ -159,6 +159,7 @@ def create_app(db_path: str | Path) -> FastAPI:
         t = thr(threshold)
         f = store.feature(model, feature)
         return {"threshold": t, "feature": f, "examples": store.examples(model, feature),
+                "explanation": store.explanation(model, feature),
                 "matches": store.matches(model, feature, t), "lineage": store.lineage(model, feature, t),
                 "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
                 "parents": store.parents(model), "children": store.children(model)}
@@ -195,15 +196,17 @@ def create_app(db_path: str | Path) -> FastAPI:
         min_density: Annotated[float, Query(ge=0, le=1)] = 0.0,
         max_density: Annotated[float, Query(ge=0, le=1)] = 1.0,
         token: Annotated[str | None, Query(max_length=100, description="text in the top token")] = None,
-        sort: Annotated[str, Query(pattern="^(density|max_act|feature|parent_r|best_child_r)$")] = "density",
+        q: Annotated[str | None, Query(max_length=200, description="text in the explanation")] = None,
+        sort: Annotated[str, Query(pattern="^(density|max_act|feature|parent_r|best_child_r|sim_score|llr)$")] = "density",
         page: Annotated[int, Query(ge=1)] = 1,
         per_page: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> dict:
         """Browse and search features by model, fate, density and top token; sorted and paginated."""
         model = model or None
-        res = store.search(model, fate or None, min_density, max_density, token or None, sort, page, per_page)
+        res = store.search(model, fate or None, min_density, max_density, token or None, sort, page, per_page,
+                           text=q or None)
         filters = {"model": model or "", "fate": fate or "", "min_density": min_density, "max_density": max_density,
-                   "token": token or "", "sort": sort, "per_page": per_page}
+                   "token": token or "", "q": q or "", "sort": sort, "per_page": per_page}
         query = urlencode({k: v for k, v in filters.items() if v != ""})
         return {**res, "filters": filters, "query": query, "fates": store.fates()}
 
@@ -211,6 +214,38 @@ def create_app(db_path: str | Path) -> FastAPI:
     def jump(model: str, feature: int):
         store.model(model)
         return RedirectResponse(f"/models/{quote(model)}/features/{feature}", status_code=303)
+
+    @view("/autointerp", "autointerp.html")
+    def autointerp() -> dict:
+        """Explanation scores per model, persisting vs not (the paper's Figure 6), and what it cost."""
+        rows = store.score_distributions()
+        labels = [(m["model"], m["label"]) for m in store.models]
+        return {"summary": store.autointerp_summary(), "sim_figure": figures.score_histograms(rows, labels),
+                "det_figure": figures.score_histograms(rows, labels, "detection_score"),
+                "scores": rows}
+
+    @view("/cases", "cases.html")
+    def cases() -> dict:
+        """The case studies this run found."""
+        return {"cases": store.cases()}
+
+    @view("/cases/{slug}", "case.html")
+    def case(slug: str) -> dict:
+        """One case study: its features down the tree, their cross-correlations, LLRs and examples."""
+        c = store.case(slug)
+        if c["status"] != "ok":
+            return {"case": c, "features": [], "matrix": []}
+        feats = [{"model": c["root_model"], "feature": c["root_feature"], "llr": c["root_llr"], "r": None}]
+        feats += [{"model": h["model"], "feature": h["feature"], "llr": h["llr"], "r": h["r"],
+                   "parent_model": h["parent_model"], "parent_feature": h["parent_feature"]} for h in c["hops"]]
+        for f in feats:
+            f["label"] = store.label(f["model"])
+            f["explanation"] = store.explanation(f["model"], f["feature"])
+            f["examples"] = store.examples(f["model"], f["feature"], kinds="top")[:3]
+            f["max_act"] = store.feature_row(f["model"], f["feature"])["max_act"]
+        matrix = [[store.correlation(a["model"], a["feature"], b["model"], b["feature"]) for b in feats]
+                  for a in feats]
+        return {"case": c, "features": feats, "matrix": matrix}
 
     @app.get("/api/schema", summary="The store's schema, documented")
     def schema() -> dict:

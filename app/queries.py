@@ -149,6 +149,41 @@ class Store:
             JOIN vocab v USING (token_id) WHERE t.model = ? AND t.feature = ? ORDER BY t.rank""", [model, feature])
         return row
 
+    def explanation(self, model: str, feature: int) -> dict | None:
+        return self.q1("SELECT * EXCLUDE (model, feature) FROM explanations WHERE model = ? AND feature = ?",
+                       [model, feature])
+
+    def score_distributions(self) -> list[dict]:
+        """Per model, explained features' simulation and detection scores, split persisting vs not
+        (the paper's Figure 6). `persisting` is NULL for models without children."""
+        return self.q("""
+            SELECT e.model, m.label, e.explainer, e.sim_score, e.detection_score,
+                   CASE WHEN f.fate IN ('persisting', 'disappearing') THEN f.fate = 'persisting' END AS persisting
+            FROM explanations e JOIN features f USING (model, feature) JOIN models m USING (model)
+            WHERE e.status = 'ok' ORDER BY m.idx, e.feature""")
+
+    def autointerp_summary(self) -> list[dict]:
+        return self.q("""
+            SELECT s.*, m.label,
+                   (SELECT count(*) FROM explanations e WHERE e.model = s.model AND e.status = 'ok') AS explained,
+                   (SELECT count(*) FROM explanations e WHERE e.model = s.model AND e.status = 'failed') AS failed,
+                   (SELECT count(*) FROM explanations e WHERE e.model = s.model AND e.status = 'skipped') AS skipped,
+                   (SELECT avg(sim_score) FROM explanations e WHERE e.model = s.model) AS mean_sim,
+                   (SELECT avg(detection_score) FROM explanations e WHERE e.model = s.model) AS mean_detection,
+                   (SELECT first(explainer) FROM explanations e WHERE e.model = s.model) AS explainer
+            FROM autointerp_spend s JOIN models m USING (model) ORDER BY m.idx""")
+
+    def cases(self) -> list[dict]:
+        return self.q("SELECT * FROM cases ORDER BY slug")
+
+    def case(self, slug: str) -> dict:
+        c = self.q1("SELECT * FROM cases WHERE slug = ?", [slug])
+        if c is None:
+            have = ", ".join(r["slug"] for r in self.cases()) or "none"
+            raise NotFound(f"no case study '{slug}' in run '{self.run['name']}' (cases: {have})")
+        c["hops"] = self.q("SELECT * FROM case_hops WHERE slug = ? ORDER BY step", [slug])
+        return c
+
     def examples(self, model: str, feature: int, kinds: str = "all") -> list[dict]:
         """Example windows with every token's text, id and this feature's activation."""
         where = "" if kinds == "all" else " AND e.kind = 'top'"
@@ -254,10 +289,11 @@ class Store:
 
     # -- browse / search ------------------------------------------------------------------------
     SORTS = {"density": "f.density DESC", "max_act": "f.max_act DESC", "feature": "f.feature",
+             "sim_score": "e.sim_score DESC NULLS LAST", "llr": "f.top_token_llr DESC NULLS LAST",
              "parent_r": "f.parent_r DESC NULLS LAST", "best_child_r": "f.best_child_r DESC NULLS LAST"}
 
     def search(self, model: str | None, fate: str | None, min_density: float, max_density: float,
-               token: str | None, sort: str, page: int, per_page: int) -> dict:
+               token: str | None, sort: str, page: int, per_page: int, text: str | None = None) -> dict:
         where = ["f.density >= ? AND f.density <= ?"]
         params: list = [min_density, max_density]
         if model:
@@ -270,11 +306,16 @@ class Store:
         if token:
             where.append("v.text ILIKE ?")
             params.append(f"%{token}%")
+        if text:
+            where.append("e.explanation ILIKE ?")
+            params.append(f"%{text}%")
         w = " AND ".join(where)
-        base = f"FROM features f JOIN models m USING (model) LEFT JOIN vocab v ON v.token_id = f.top_token_id WHERE {w}"
+        base = (f"FROM features f JOIN models m USING (model) LEFT JOIN vocab v ON v.token_id = f.top_token_id "
+                f"LEFT JOIN explanations e USING (model, feature) WHERE {w}")
         total = self.cursor().execute(f"SELECT count(*) {base}", params).fetchone()[0]
         rows = self.q(f"""SELECT f.model, m.label, f.feature, f.density, f.max_act, f.fate, f.parent_r,
-                                 f.best_child_r, f.origin_model, v.text AS top_token, f.top_token_share
+                                 f.best_child_r, f.origin_model, v.text AS top_token, f.top_token_share,
+                                 f.top_token_llr, e.explanation, e.explainer, e.sim_score
                           {base} ORDER BY {self.SORTS[sort]}, m.idx, f.feature LIMIT ? OFFSET ?""",
                       params + [per_page, (page - 1) * per_page])
         return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),

@@ -207,6 +207,51 @@ class MatchingConfig(Strict):
     block_size: int = Field(2048, gt=0)
 
 
+class AutointerpConfig(Strict):
+    mode: Literal["offline", "llm"] = Field(
+        "offline", description="offline: token-statistics explainer + simulator (no key, no network); "
+        "llm: any OpenAI-compatible server through the openai client, key from OPENAI_API_KEY only")
+    model: str = "gpt-4o-mini"
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8001/v1 for vLLM or Ollama")
+    concurrency: int = Field(4, ge=1, le=64)
+    features: Literal["all", "persisting+random"] = "all"
+    random_per_model: int = Field(200, ge=0)
+    max_usd: float = Field(5.0, ge=0, description="stop cleanly once this much is spent")
+    price_per_input_token: float = Field(1.5e-7, ge=0)
+    price_per_output_token: float = Field(6e-7, ge=0)
+    max_retries: int = Field(4, ge=0, le=10)
+    timeout: float = Field(60.0, gt=0)
+    logprobs: bool = True
+    n_top: int = Field(20, ge=2, description="top windows; even ranks explain, odd ranks are held out")
+    n_quantiles: int = Field(5, ge=1)
+    per_quantile: int = Field(2, ge=0)
+    window: int = Field(32, ge=4)
+
+
+class CaseFeature(Strict):
+    model: str
+    id: int = Field(ge=0)
+
+
+class CaseConfig(Strict):
+    """A case study: a token hypothesis (the root feature with the highest LLR for it) or a named feature,
+    followed to its best match in every descendant (or only in `descendants`)."""
+
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
+    title: str
+    description: str = ""
+    token: str | None = None
+    feature: CaseFeature | None = None
+    root: str | None = None
+    descendants: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "CaseConfig":
+        if (self.token is None) == (self.feature is None):
+            raise ValueError("a case needs exactly one of 'token' or 'feature'")
+        return self
+
+
 class ExperimentConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     description: str = ""
@@ -221,6 +266,8 @@ class ExperimentConfig(Strict):
     sae: SAEConfig = SAEConfig()
     sample: SampleConfig = SampleConfig()
     matching: MatchingConfig = MatchingConfig()
+    autointerp: AutointerpConfig = AutointerpConfig()
+    cases: list[CaseConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_family(self) -> "ExperimentConfig":
@@ -250,6 +297,14 @@ class ExperimentConfig(Strict):
         for name in self.sae.pretrained:
             if name not in names:
                 raise ValueError(f"sae.pretrained: unknown member '{name}'")
+        slugs: set[str] = set()
+        for i, c in enumerate(self.cases):
+            if c.slug in slugs:
+                raise ValueError(f"cases[{i}].slug: duplicate case '{c.slug}'")
+            slugs.add(c.slug)
+            for n in [c.root] * bool(c.root) + (c.descendants or []) + ([c.feature.model] if c.feature else []):
+                if n not in names:
+                    raise ValueError(f"cases[{i}]: unknown model '{n}' (members: {', '.join(names)})")
         return self
 
     # ---- family helpers (the DAG) ----

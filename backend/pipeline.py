@@ -26,7 +26,8 @@ from .config import ExperimentConfig, LoadMember, MergeMember
 
 log = logging.getLogger("featureflow")
 
-STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "store"]
+STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "autointerp", "cases",
+          "store"]
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
 VERSIONS = {s: 1 for s in STAGES}
 
@@ -279,6 +280,67 @@ class Pipeline:
     @_stage
     def matching(self) -> dict[tuple[str, str], Path]:
         return {e: self.match(*e) for e in self.cfg.edges()}
+
+    # --------------------------------------------------------------------------------- autointerp
+    def persisting(self, name: str) -> np.ndarray:
+        """Features of `name` whose best match in some child exceeds the threshold."""
+        out = np.zeros(self.load_acts(name).shape[1], dtype=bool)
+        for (p, c), mdir in self.matching().items():
+            if p == name:
+                out |= np.load(mdir / "topk.npz")["p2c_r"][:, 0] > self.cfg.matching.threshold
+        return out
+
+    @_stage
+    def explain(self, name: str) -> Path:
+        """A member's explanations and scores (explanations.parquet), spend (spend.json) and the LLR of
+        every feature's top token (llr.npy)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .autointerp import explain_model, select_features, top_token_llr, unigram
+        from .tokenizer import token_strings
+
+        cfg = self.cfg
+        edges = [self.match(p, c).name for p, c in cfg.edges() if p == name]
+        ai = cfg.autointerp.model_dump(exclude={"concurrency", "max_retries", "timeout"})
+        key = key_of(VERSIONS["autointerp"], ai, self.acts_key(name), edges, cfg.matching.threshold, cfg.seed)
+
+        def build(tmp: Path) -> None:
+            acts = self.load_acts(name)
+            tokens = self.sample_tokens()
+            vocab = token_strings(self.hf_tokenizer)
+            feats = pq.read_table(self.activation(name) / "features.parquet")
+            alive = feats.column("alive").to_numpy()
+            chosen = select_features(cfg.autointerp, alive, self.persisting(name), cfg.seed)
+            rows, spend = explain_model(acts, tokens, vocab, chosen, cfg.autointerp, cfg.seed,
+                                        self.root / "llm_cache", name)
+            if rows:
+                pq.write_table(pa.Table.from_pylist(rows), tmp / "explanations.parquet")
+            write_json(tmp / "spend.json", spend)
+            # LLR of each feature's top token: top_token_share is P(top | feature)
+            flat = tokens.ravel()
+            top_id = feats.column("top_token_id").to_numpy()
+            share = feats.column("top_token_share").to_numpy()
+            llr = top_token_llr(top_id, share, np.ones_like(share), unigram(flat, len(vocab)))
+            np.save(tmp / "llr.npy", llr)
+
+        return build_dir(self._dir("autointerp", name, key), build)
+
+    @_stage
+    def autointerp(self) -> dict[str, Path]:
+        return {n: self.explain(n) for n in self.cfg.topological_order()}
+
+    # -------------------------------------------------------------------------------------- cases
+    @_stage
+    def cases(self) -> Path:
+        """Case studies found from the data (cases.json)."""
+        from .cases import find_cases
+
+        cfg = self.cfg
+        key = key_of(VERSIONS["cases"], cfg.cases, [p.name for p in self.activations().values()],
+                     [p.name for p in self.matching().values()])
+        return build_dir(self._dir("cases", "cases", key),
+                         lambda tmp: write_json(tmp / "cases.json", find_cases(self)))
 
     # -------------------------------------------------------------------------------------- store
     @_stage

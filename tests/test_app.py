@@ -147,3 +147,48 @@ def test_store_is_opened_read_only(client):
     store = client.app.state.store
     with pytest.raises(duckdb.Error):
         store.cursor().execute("DELETE FROM features")
+
+
+def test_feature_page_shows_the_labelled_offline_explanation(client, con):
+    f = _alive_feature(con, "lua")
+    d = client.get(f"/api/models/lua/features/{f}").json()
+    e = d["explanation"]
+    assert e["explainer"].startswith("offline") and e["explanation"].startswith("fires on")
+    assert "pearson r" in e["sim_scale"] and "balanced accuracy" in e["detection_scale"]
+    html = client.get(f"/models/lua/features/{f}").text
+    assert "offline explainer" in html and "simulation score" in html
+
+
+def test_every_alive_feature_is_explained(con):
+    missing = con.execute("""SELECT count(*) FROM features f LEFT JOIN explanations e USING (model, feature)
+                             WHERE f.alive AND e.feature IS NULL""").fetchone()[0]
+    assert missing == 0
+
+
+def test_search_by_explanation_text(client):
+    d = client.get("/api/features?q=punctuation&per_page=200").json()
+    assert d["total"] > 0 and all("punctuation" in r["explanation"] for r in d["rows"])
+
+
+def test_autointerp_view_splits_scores_by_fate(client):
+    d = client.get("/api/autointerp").json()
+    assert {s["model"] for s in d["summary"]} == {"babypython", "lua", "tinystories", "luastories"}
+    names = {t["name"] for t in d["sim_figure"]["data"]}
+    assert {"persisting", "not persisting"} & names and "all (no children)" in names
+    assert client.get("/autointerp").status_code == 200
+
+
+def test_case_pages(client, con):
+    slug, root_model, root_feature = con.execute(
+        "SELECT slug, root_model, root_feature FROM cases WHERE slug = 'assignment'").fetchone()
+    d = client.get("/api/cases/assignment").json()
+    feats = d["features"]
+    assert (feats[0]["model"], feats[0]["feature"]) == (root_model, root_feature)
+    assert d["matrix"][0][0] == pytest.approx(1.0)
+    hop_r = con.execute("SELECT r FROM case_hops WHERE slug = 'assignment' AND step = 1").fetchone()[0]
+    assert d["matrix"][0][1] == pytest.approx(hop_r, abs=1e-5)  # exact r recomputed from stored activations
+    html = client.get("/cases/assignment").text
+    assert f"/models/{root_model}/features/{root_feature}" in html
+    r = client.get("/cases/nosuch")
+    assert r.status_code == 404 and "assignment" in r.text and "exception" in r.text
+    assert "assignment" in client.get("/cases").text

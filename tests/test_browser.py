@@ -101,3 +101,13 @@ def test_search_updates_in_place_and_pushes_the_url(page, server):
 def test_bad_feature_page_is_a_helpful_404(page, server):
     resp = page.goto(server + "/models/lua/features/99999")
     assert resp.status == 404 and "features 0 to" in page.content()
+
+
+def test_open_a_case_study_url_directly(page, server):
+    resp = page.goto(server + "/cases/assignment")
+    assert resp.status == 200
+    assert "Variable assignment" in page.locator("h1").inner_text()
+    page.wait_for_selector("table.matrix td")
+    assert page.locator(".ctx .tok").count() > 0
+    page.goto(server + "/autointerp")
+    page.wait_for_selector("#sim-scores .main-svg")

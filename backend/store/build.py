@@ -49,7 +49,8 @@ def inputs_key(pl: "Pipeline") -> str:
     from ..pipeline import VERSIONS
 
     return key_of(SCHEMA_VERSION, VERSIONS, pl.cfg, [p.name for p in pl.activations().values()],
-                  [p.name for p in pl.matching().values()])
+                  [p.name for p in pl.matching().values()], [p.name for p in pl.autointerp().values()],
+                  pl.cases().name)
 
 
 def existing_inputs_key(path: Path) -> str | None:
@@ -216,7 +217,17 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
         t = t.append_column("fate", pa.array(fate.astype(str)))
         emerged = has_parent & alive[n] & ~(np.nan_to_num(o["parent_r"], nan=-1) > thr)
         t = t.append_column("emerged", pa.array(emerged))
+        llr = np.load(pl.explain(n) / "llr.npy")
+        t = t.append_column("top_token_llr", pa.array(np.where(np.isfinite(llr), llr, np.nan)))
         _insert(con, "features", t)
+        ex_path = pl.explain(n) / "explanations.parquet"
+        if ex_path.exists():
+            part = pq.read_table(ex_path)
+            _insert(con, "explanations", part.append_column("model", pa.array([n] * part.num_rows, pa.string())))
+        sp = read_json(pl.explain(n) / "spend.json")
+        con.execute("INSERT INTO autointerp_spend VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+            n, sp["mode"], sp.get("model"), sp["calls"], sp["cached_calls"], sp["prompt_tokens"],
+            sp["completion_tokens"], sp["usd"]])
         acts = pl.load_acts(n)
         _insert(con, "activation_values", {
             "model": pa.DictionaryArray.from_arrays(np.zeros(acts.nnz, dtype=np.int32), pa.array([n])),
@@ -226,6 +237,14 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
                              ("examples", "examples")):
             part = pq.read_table(pl.activation(n) / f"{fname}.parquet")
             _insert(con, table, part.append_column("model", pa.array([n] * part.num_rows, pa.string())))
-    # NaN -> NULL for "no parent" rows
+    for c in read_json(pl.cases() / "cases.json"):
+        con.execute("INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            c["slug"], c["title"], c["description"], c["hypothesis"], c["root_model"], c["root_feature"],
+            c.get("root_llr"), c["mean_r"], c["persists_everywhere"], c["status"], c["reason"]])
+        _insert(con, "case_hops", _rows([{"slug": c["slug"], "step": i + 1, **{k: h[k] for k in (
+            "model", "feature", "parent_model", "parent_feature", "r", "llr", "persists")}}
+            for i, h in enumerate(c["hops"])]))
+    # NaN -> NULL for "no parent" / "never fires" rows
+    con.execute("UPDATE features SET top_token_llr = NULL WHERE isnan(top_token_llr)")
     con.execute("UPDATE features SET parent_r = NULL WHERE isnan(parent_r)")
     con.execute("UPDATE features SET best_child_r = NULL WHERE isnan(best_child_r)")

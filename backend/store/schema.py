@@ -58,7 +58,7 @@ TABLES: dict[str, tuple[str, str]] = {
                  "chain of persisting matches (`origin_*`, `depth` hops up). `fate`: persisting (a child "
                  "feature matches it), disappearing (none does), leaf (no children), dead (never fires).", """
         model VARCHAR, feature INTEGER, density DOUBLE, n_active BIGINT, max_act DOUBLE, mean_act DOUBLE,
-        mean_when_active DOUBLE, alive BOOLEAN, top_token_id INTEGER, top_token_share DOUBLE,
+        mean_when_active DOUBLE, alive BOOLEAN, top_token_id INTEGER, top_token_share DOUBLE, top_token_llr DOUBLE,
         parent_model VARCHAR, parent_feature INTEGER, parent_r DOUBLE, best_child_r DOUBLE,
         origin_model VARCHAR, origin_feature INTEGER, depth INTEGER, fate VARCHAR, emerged BOOLEAN,
         PRIMARY KEY (model, feature)"""),
@@ -79,6 +79,25 @@ TABLES: dict[str, tuple[str, str]] = {
     "matches": ("Top-k Pearson matches per edge. direction 'p2c': src is a parent feature, dst a child "
                 "feature; 'c2p' the reverse. rank 0 is the best match.", """
         parent VARCHAR, child VARCHAR, direction VARCHAR, src INTEGER, rank INTEGER, dst INTEGER, r DOUBLE"""),
+    "explanations": ("One explanation per explained feature with its scores, each labelled with the "
+                     "explainer / simulator that made it (offline ones start with 'offline-') and the scale of "
+                     "each score. status: ok / failed / skipped (spend limit), with the reason.", """
+        model VARCHAR, feature INTEGER, explainer VARCHAR, simulator VARCHAR, explanation VARCHAR,
+        explanation_json VARCHAR, sim_score DOUBLE, detection_score DOUBLE, sim_scale VARCHAR,
+        detection_scale VARCHAR, quantisation VARCHAR, n_explain INTEGER, n_score INTEGER, status VARCHAR,
+        reason VARCHAR, PRIMARY KEY (model, feature)"""),
+    "autointerp_spend": ("Per model: LLM calls (and cache hits), tokens and USD spent by autointerp.", """
+        model VARCHAR, mode VARCHAR, llm_model VARCHAR, calls INTEGER, cached_calls INTEGER,
+        prompt_tokens BIGINT, completion_tokens BIGINT, usd DOUBLE"""),
+    "cases": ("Case studies found by the pipeline: a token hypothesis or a named feature, its root feature "
+              "and the mean correlation of the hops to its matches in descendants.", """
+        slug VARCHAR PRIMARY KEY, title VARCHAR, description VARCHAR, hypothesis VARCHAR, root_model VARCHAR,
+        root_feature INTEGER, root_llr DOUBLE, mean_r DOUBLE, persists_everywhere BOOLEAN, status VARCHAR,
+        reason VARCHAR"""),
+    "case_hops": ("Each hop of a case: the best match of the previous feature in a descendant, with r and the "
+                  "matched feature's LLR for the case's token.", """
+        slug VARCHAR, step INTEGER, model VARCHAR, feature INTEGER, parent_model VARCHAR,
+        parent_feature INTEGER, r DOUBLE, llr DOUBLE, persists BOOLEAN"""),
     "flows": ("Per edge at the default threshold: parent features persisting / disappearing, child "
               "features inherited / emerging, and dead features on either side.", """
         parent VARCHAR, child VARCHAR, threshold DOUBLE, persisting INTEGER, disappearing INTEGER,

@@ -1,0 +1,79 @@
+"""A fake OpenAI-compatible chat-completions server on 127.0.0.1 for tests.
+
+`FakeOpenAI(script)` serves POST /v1/chat/completions. Each request is recorded (body and headers);
+`script(body, n)` returns (status, headers, json_body) for the n-th request, or None for the default
+answer, which plays a sensible model: the explainer says the feature fires on "=", the simulator
+predicts 10 for tokens holding "=" and 0 otherwise, the detector names excerpts holding "=".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def completion(content: str, logprobs=None, prompt_tokens=100, completion_tokens=20) -> dict:
+    choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+    if logprobs is not None:
+        choice["logprobs"] = {"content": logprobs}
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": "fake-model",
+            "choices": [choice], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                           "total_tokens": prompt_tokens + completion_tokens}}
+
+
+def default_answer(body: dict) -> dict:
+    system = body["messages"][0]["content"]
+    user = body["messages"][1]["content"]
+    if system.startswith("We study neurons"):
+        return completion("fires on the assignment sign =")
+    if system.startswith("You predict"):
+        toks = re.findall(r"^\d+\t(.*)$", user.split("Tokens:\n", 1)[1], flags=re.M)
+        return completion(json.dumps({"activations": [10 if "=" in t else 0 for t in toks]}))
+    if system.startswith("You decide"):
+        lines = user.split("Excerpts:\n", 1)[1].splitlines()
+        return completion(json.dumps({"firing": [i for i, l in enumerate(lines) if "=" in l.split(": ", 1)[1]]}))
+    return completion("?")
+
+
+class FakeOpenAI:
+    def __init__(self, script=None):
+        self.script = script or (lambda body, n: None)
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer._lock:
+                    n = len(outer.requests)
+                    outer.requests.append(body)
+                    outer.headers.append(dict(self.headers))
+                got = outer.script(body, n)
+                status, headers, payload = got if got is not None else (200, {}, default_answer(body))
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

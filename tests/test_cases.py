@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from backend.artifacts import read_json
+from backend.autointerp import hypothesis_ids
+from backend.tokenizer import token_strings
+
+
+@pytest.fixture(scope="module")
+def cases(tiny_pipeline):
+    return {c["slug"]: c for c in read_json(tiny_pipeline.cases() / "cases.json")}
+
+
+def test_assignment_root_is_the_max_llr_feature_firing_on_the_token(tiny_pipeline, cases):
+    c = cases["assignment"]
+    assert c["status"] == "ok" and c["root_model"] == "babypython"
+    vocab = token_strings(tiny_pipeline.hf_tokenizer)
+    ids = hypothesis_ids(vocab, "=")
+    assert ids and all(vocab[i].strip() == "=" for i in ids)
+    A = tiny_pipeline.load_acts("babypython").toarray()
+    flat = tiny_pipeline.sample_tokens().ravel()
+    on = np.isin(flat, ids)
+    p_s = on.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        llr = np.log((A[on].sum(0) / A.sum(0)) / p_s)
+    fires = A[on].sum(0) > 0
+    best = int(np.flatnonzero(fires)[np.argmax(llr[fires])])
+    assert c["root_feature"] == best and c["root_llr"] == pytest.approx(llr[best])
+
+
+def test_hops_follow_best_matches_down_the_tree(tiny_pipeline, cases):
+    c = cases["assignment"]
+    assert [h["model"] for h in c["hops"]] == ["lua", "tinystories", "luastories"]
+    for h in c["hops"]:
+        top = np.load(tiny_pipeline.match(h["parent_model"], h["model"]) / "topk.npz")
+        assert h["feature"] == top["p2c_idx"][h["parent_feature"], 0]
+        assert h["r"] == pytest.approx(top["p2c_r"][h["parent_feature"], 0])
+    assert c["mean_r"] == pytest.approx(np.mean([h["r"] for h in c["hops"]]))
+    merge_hop = c["hops"][2]  # reached through whichever parent's match correlates best
+    others = [h for h in c["hops"] if h["model"] == merge_hop["parent_model"]]
+    assert others and merge_hop["parent_feature"] == others[0]["feature"]
+
+
+def test_descendants_restrict_the_case(cases):
+    assert [h["model"] for h in cases["exception"]["hops"]] in (["lua"], [])
+
+
+def test_unknown_hypothesis_fails_with_a_reason(tiny_pipeline):
+    from backend.cases import find_case
+    from backend.config import CaseConfig
+
+    c = find_case(CaseConfig(slug="x", title="x", token="zzzqqq"), ["babypython"], {"babypython": []}, {},
+                  {"babypython": tiny_pipeline.load_acts("babypython")}, tiny_pipeline.sample_tokens().ravel(),
+                  token_strings(tiny_pipeline.hf_tokenizer), 0.8, "babypython")
+    assert c["status"] == "failed" and "zzzqqq" in c["reason"]
