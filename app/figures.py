@@ -11,20 +11,35 @@ NEW = "rgba(230, 126, 34, 0.55)"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 
 
-def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], threshold: float) -> dict:
-    """Models as nodes; per edge, persisting features flow parent -> child and disappearing ones to a
-    'lost' node; features that emerged in a child (no parent feature reaches them) flow in from a 'new' node."""
-    labels, colors, index = [], [], {}
+def depths(models: list[dict], edges: list[tuple[str, str]]) -> dict[str, int]:
+    """Longest path from a root to each model (models arrive in topological order)."""
+    d: dict[str, int] = {}
+    for m in models:
+        d[m["model"]] = max((d[p] + 1 for p, c in edges if c == m["model"]), default=0)
+    return d
 
-    def node(key: str, label: str, color: str) -> int:
+
+def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], threshold: float) -> dict:
+    """Models as nodes in columns by depth in the family; per edge, persisting features flow parent ->
+    child and disappearing ones to a 'lost' node; features that emerged in a child (no parent feature
+    reaches them) flow in from a 'new' node placed just before it."""
+    labels, colors, xs, index = [], [], [], {}
+    depth = depths(models, [(f["parent"], f["child"]) for f in flows])
+    span = max(1, max(depth.values(), default=0))
+
+    def column_x(d: float) -> float:
+        return 0.01 + 0.98 * d / span
+
+    def node(key: str, label: str, color: str, x: float) -> int:
         if key not in index:
             index[key] = len(labels)
             labels.append(label)
             colors.append(color)
+            xs.append(x)
         return index[key]
 
     for i, m in enumerate(models):
-        node(m["model"], m["label"], PALETTE[i % len(PALETTE)])
+        node(m["model"], m["label"], PALETTE[i % len(PALETTE)], column_x(depth[m["model"]]))
     src, dst, val, col, text = [], [], [], [], []
 
     def link(a: int, b: int, v: int, c: str, t: str) -> None:
@@ -36,17 +51,19 @@ def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], thres
         p, c = f["parent"], f["child"]
         link(index[p], index[c], f["persisting"], PERSIST,
              f"{f['persisting']} persist {label[p]} → {label[c]} ({100 * f['persist_share']:.1f}%)")
-        lost = node(f"lost:{p}:{c}", f"not in {label[c]}", "#aaaaaa")
+        n_parents = sum(1 for g in flows if g["child"] == c)
+        lost_label = f"{label[p]} features not in {label[c]}" if n_parents > 1 else f"not in {label[c]}"
+        lost = node(f"lost:{p}:{c}", lost_label, "#aaaaaa", column_x(depth[c]))
         link(index[p], lost, f["disappearing"], LOST, f"{f['disappearing']} of {label[p]} disappear in {label[c]}")
     for m in models:
         n = emerged.get(m["model"], 0)
         if n:
-            new = node(f"new:{m['model']}", f"new in {m['label']}", "#e67e22")
+            new = node(f"new:{m['model']}", f"new in {m['label']}", "#e67e22", column_x(depth[m["model"]] - 0.5))
             link(new, index[m["model"]], n, NEW, f"{n} emerge in {m['label']}")
     return {
         "data": [{
             "type": "sankey", "arrangement": "snap",
-            "node": {"label": labels, "color": colors, "pad": 18, "thickness": 16,
+            "node": {"label": labels, "color": colors, "pad": 18, "thickness": 16, "x": xs, "y": _spread(xs),
                      "hovertemplate": "%{label}: %{value} features<extra></extra>"},
             "link": {"source": src, "target": dst, "value": val, "color": col, "customdata": text,
                      "hovertemplate": "%{customdata}<extra></extra>"},
@@ -54,6 +71,17 @@ def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], thres
         "layout": {"title": {"text": f"Feature flows at r > {threshold:g}"}, "height": 460,
                    "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
     }
+
+
+def _spread(xs: list[float]) -> list[float]:
+    """Evenly spaced y positions within each column, in node order."""
+    out, seen = [], {}
+    totals = {x: xs.count(x) for x in xs}
+    for x in xs:
+        k = seen.get(x, 0)
+        seen[x] = k + 1
+        out.append(0.01 + 0.98 * (k + 0.5) / totals[x])
+    return out
 
 
 def histogram(edges: list[float], counts: list[int], title: str = "Activation histogram (non-zero)") -> dict:

@@ -192,3 +192,17 @@ def test_case_pages(client, con):
     r = client.get("/cases/nosuch")
     assert r.status_code == 404 and "assignment" in r.text and "exception" in r.text
     assert "assignment" in client.get("/cases").text
+
+
+def test_sankey_columns_follow_the_family_depth():
+    from app.figures import sankey
+
+    models = [{"model": m, "label": m.upper()} for m in ("root", "a", "b", "merge")]
+    flows = [{"parent": p, "child": c, "persisting": 3, "disappearing": 2, "persist_share": 0.6}
+             for p, c in (("root", "a"), ("root", "b"), ("a", "merge"), ("b", "merge"))]
+    fig = sankey(models, flows, {"a": 1, "b": 2, "merge": 4}, 0.8)["data"][0]
+    x = dict(zip(fig["node"]["label"], fig["node"]["x"]))
+    assert x["ROOT"] < x["A"] == x["B"] < x["MERGE"]
+    assert x["A"] < x["new in MERGE"] < x["MERGE"]
+    assert "A features not in MERGE" in x and "not in A" in x
+    assert sum(fig["link"]["value"]) == 4 * 3 + 4 * 2 + 1 + 2 + 4
