@@ -156,3 +156,50 @@ def score_histograms(rows: list[dict], labels: list[tuple[str, str]], score: str
         layout[f"xaxis{axis}"] = {"domain": [lo, hi], "range": [-1, 1], "title": {"text": label}}
         layout[f"yaxis{axis}"] = {"anchor": f"x{axis}", "title": {"text": "share" if i == 0 else ""}}
     return {"data": data, "layout": layout}
+
+
+def heatmap(names: list[str], sims: list[dict], title: str) -> dict:
+    idx = {n: i for i, n in enumerate(names)}
+    z = [[None] * len(names) for _ in names]
+    for r in sims:
+        if r["a"] in idx and r["b"] in idx:
+            z[idx[r["a"]]][idx[r["b"]]] = r["cos"]
+    return {"data": [{"type": "heatmap", "x": names, "y": names, "z": z, "zmin": -1, "zmax": 1,
+                      "colorscale": "RdBu", "reversescale": True,
+                      "hovertemplate": "%{y} vs %{x}: cos %{z:.3f}<extra></extra>"}],
+            "layout": {"title": {"text": title}, "height": 460, "margin": {"l": 140, "r": 10, "t": 40, "b": 120},
+                       "yaxis": {"autorange": "reversed"}}}
+
+
+def fingerprint_map(points: list[dict], ratio: tuple[float, float]) -> dict:
+    by_label: dict[str, list[dict]] = {}
+    for p in points:
+        by_label.setdefault(p["label"], []).append(p)
+    data = []
+    for i, (label, pts) in enumerate(sorted(by_label.items())):
+        data.append({"type": "scatter", "mode": "markers+text", "name": label,
+                     "x": [p["x"] for p in pts], "y": [p["y"] for p in pts],
+                     "text": [p["entity"] if p["kind"] == "member" else "" for p in pts], "textposition": "top center",
+                     "marker": {"size": [14 if p["kind"] == "member" else 8 for p in pts],
+                                "color": PALETTE[i % len(PALETTE)],
+                                "symbol": ["diamond" if p["kind"] == "member" else "circle" for p in pts]},
+                     "customdata": [p["entity"] for p in pts], "hovertemplate": "%{customdata}<extra></extra>"})
+    return {"data": data, "layout": {
+        "title": {"text": "Fingerprint map (PCA)"}, "height": 460, "margin": {"l": 50, "r": 10, "t": 40, "b": 50},
+        "xaxis": {"title": {"text": f"PC1 ({100 * ratio[0]:.0f}% of variance)"}},
+        "yaxis": {"title": {"text": f"PC2 ({100 * ratio[1]:.0f}% of variance)"}}}}
+
+
+def additivity_curves(rows: list[dict]) -> dict:
+    data = []
+    for i, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
+        pts = [r for r in rows if r["model"] == model]
+        for key, name, dash in (("cos_interp", "cos to (1-t)·d0 + t·d1", None), ("cos_sum", "cos to d0 + d1", "dot"),
+                                ("rel_norm_interp", "|d| / |(1-t)·d0 + t·d1|", "dash")):
+            data.append({"type": "scatter", "mode": "lines+markers", "name": f"{model}: {name}",
+                         "x": [p["t"] for p in pts], "y": [p[key] for p in pts],
+                         "line": {"color": PALETTE[(i * 3 + len(data)) % len(PALETTE)], "dash": dash}})
+    return {"data": data, "layout": {"title": {"text": "Additivity of merge fingerprints along the SLERP sweep"},
+                                     "height": 380, "xaxis": {"title": {"text": "t"}, "range": [0, 1]},
+                                     "margin": {"l": 50, "r": 10, "t": 40, "b": 50},
+                                     "legend": {"orientation": "h", "y": -0.3}}}

@@ -32,6 +32,7 @@ VENDOR = {
 }
 
 Threshold = Annotated[float | None, Query(gt=-1, lt=1, description="Pearson r above which a match persists")]
+Variant = Annotated[str, Query(pattern="^delta-(hidden|mlp|logits)$", description="fingerprint variant")]
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -246,6 +247,24 @@ def create_app(db_path: str | Path) -> FastAPI:
         matrix = [[store.correlation(a["model"], a["feature"], b["model"], b["feature"]) for b in feats]
                   for a in feats]
         return {"case": c, "features": feats, "matrix": matrix}
+
+    @view("/models", "models.html")
+    def models_page(variant: Variant = "delta-hidden") -> dict:
+        """Model fingerprints (Delta Activations): similarity heatmap, 2-D map, silhouette, additivity."""
+        fp = store.fingerprint_overview(variant)
+        names = [e["entity"] for e in fp["entities"]]
+        stats = fp["stats"] or {"pca_var1": 0.0, "pca_var2": 0.0}
+        return {**fp, "variant": variant, "variants": store.VARIANTS, "edges": store.edges,
+                "heatmap": figures.heatmap(names, fp["similarity"], f"Cosine similarity ({variant})"),
+                "map_figure": figures.fingerprint_map(fp["map"], (stats["pca_var1"], stats["pca_var2"])),
+                "additivity_figure": figures.additivity_curves(fp["additivity"])}
+
+    @view("/models/{model}", "model.html")
+    def model_page(model: str, variant: Variant = "delta-hidden") -> dict:
+        """One model: how it was made, its nearest models and the features behind its fingerprint."""
+        m = store.model(model)
+        return {"m": m, "variant": variant, "parents": store.parents(model), "children": store.children(model),
+                **store.model_fingerprint(model, variant)}
 
     @app.get("/api/schema", summary="The store's schema, documented")
     def schema() -> dict:

@@ -336,6 +336,38 @@ class Store:
             out.append(meta)
         return out
 
+    # -- fingerprints -----------------------------------------------------------------------------
+    VARIANTS = ("delta-hidden", "delta-mlp", "delta-logits")
+
+    def fingerprint_overview(self, variant: str) -> dict:
+        ents = self.q("""SELECT entity, kind, model, base, label, norm FROM fingerprints
+                         WHERE variant = ? AND kind IN ('member', 'pool') ORDER BY kind, entity""", [variant])
+        return {
+            "entities": ents,
+            "similarity": self.q("SELECT a, b, cos FROM fingerprint_similarity WHERE variant = ?", [variant]),
+            "map": self.q("""SELECT m.entity, m.x, m.y, f.kind, f.label FROM fingerprint_map m
+                             JOIN fingerprints f ON f.entity = m.entity AND f.variant = m.variant
+                             WHERE m.variant = ? ORDER BY f.kind, m.entity""", [variant]),
+            "stats": self.q1("SELECT * FROM fingerprint_stats WHERE variant = ?", [variant]),
+            "probe_counts": self.q("SELECT k, silhouette, mean_cos_to_all FROM fingerprint_probe_counts ORDER BY k"),
+            "additivity": self.q("""SELECT model, t, cos_interp, rel_norm_interp, cos_sum, rel_norm_sum
+                                    FROM fingerprint_additivity WHERE variant = ? ORDER BY model, t""", [variant]),
+        }
+
+    def model_fingerprint(self, model: str, variant: str) -> dict:
+        self.model(model)
+        return {
+            "fingerprint": self.q1("""SELECT entity, base, label, norm FROM fingerprints
+                                      WHERE entity = ? AND variant = ?""", [model, variant]),
+            "neighbours": self.q("""SELECT rank, other, cos FROM fingerprint_neighbours
+                                    WHERE entity = ? AND variant = ? ORDER BY rank""", [model, variant]),
+            "features_behind": self.q("""
+                SELECT b.rank_by, b.rank, b.feature, b.base, b.base_mean, b.child_mean, b.delta_mean, b.base_rate,
+                       b.child_rate, b.delta_rate, e.explanation
+                FROM fingerprint_features b LEFT JOIN explanations e ON e.model = b.base AND e.feature = b.feature
+                WHERE b.model = ? ORDER BY b.rank_by, b.rank""", [model]),
+        }
+
     def training_curves(self) -> list[dict]:
         return self.q("""SELECT c.model, c.step, c.tokens, c.domain, c.val_loss, c.val_accuracy, c.train_loss
                          FROM training_curves c JOIN models m USING (model) ORDER BY m.idx, c.step, c.domain""")

@@ -252,6 +252,23 @@ class CaseConfig(Strict):
         return self
 
 
+class PoolConfig(Strict):
+    """Extra short fine-tunes of the root, only for fingerprint clustering (no SAEs)."""
+
+    per_domain: int = Field(0, ge=0, description="extra members per domain; 0 = no pool")
+    domains: list[str] = Field(default_factory=list, description="default: the family's fine-tune domains")
+    tokens: int = Field(100_000, gt=0)
+    lr: float | None = None
+
+
+class FingerprintConfig(Strict):
+    probes: list[str] | None = Field(None, description="probe texts; default: built-in domain-neutral ones")
+    probe_set: Literal["neutral", "instruction"] = "neutral"
+    base: dict[str, str] = Field(default_factory=dict, description="member -> its base (default: the root)")
+    pool: PoolConfig = PoolConfig()
+    top_features: int = Field(20, gt=0)
+
+
 class ExperimentConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     description: str = ""
@@ -268,6 +285,7 @@ class ExperimentConfig(Strict):
     matching: MatchingConfig = MatchingConfig()
     autointerp: AutointerpConfig = AutointerpConfig()
     cases: list[CaseConfig] = Field(default_factory=list)
+    fingerprints: FingerprintConfig = FingerprintConfig()
 
     @model_validator(mode="after")
     def _check_family(self) -> "ExperimentConfig":
@@ -297,6 +315,13 @@ class ExperimentConfig(Strict):
         for name in self.sae.pretrained:
             if name not in names:
                 raise ValueError(f"sae.pretrained: unknown member '{name}'")
+        for m, b in self.fingerprints.base.items():
+            for n in (m, b):
+                if n not in names:
+                    raise ValueError(f"fingerprints.base: unknown member '{n}' (members: {', '.join(names)})")
+        for d in self.fingerprints.pool.domains:
+            if d not in self.corpora.domains:
+                raise ValueError(f"fingerprints.pool.domains: unknown domain '{d}'")
         slugs: set[str] = set()
         for i, c in enumerate(self.cases):
             if c.slug in slugs:

@@ -27,7 +27,7 @@ from .config import ExperimentConfig, LoadMember, MergeMember
 log = logging.getLogger("featureflow")
 
 STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "autointerp", "cases",
-          "store"]
+          "fingerprints", "store"]
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
 VERSIONS = {s: 1 for s in STAGES}
 
@@ -341,6 +341,47 @@ class Pipeline:
                      [p.name for p in self.matching().values()])
         return build_dir(self._dir("cases", "cases", key),
                          lambda tmp: write_json(tmp / "cases.json", find_cases(self)))
+
+    # ------------------------------------------------------------------------------- fingerprints
+    def pool_members(self) -> list[dict]:
+        """Extra short fine-tunes of the root for fingerprint clustering: [{name, domain, path}]."""
+        from .family.model import load_model, save_model
+        from .family.train import train_lm
+
+        cfg, pool = self.cfg, self.cfg.fingerprints.pool
+        if pool.per_domain == 0:
+            return []
+        root = cfg.roots()[0]
+        domains = pool.domains or list(dict.fromkeys(
+            d for m in cfg.family if m.make == "finetune" for d in m.domains))
+        out = []
+        for d in domains:
+            for i in range(pool.per_domain):
+                name = f"pool-{d}-{i}"
+                seed = cfg.seed + 7919 * (i + 1) + sum(map(ord, d))
+                key = key_of(VERSIONS["fingerprints"], pool, self.member_key(root), d, i, cfg.training, cfg.seed)
+
+                def build(tmp: Path, d=d, seed=seed, name=name) -> None:
+                    model = load_model(self.member(root), self.device)
+                    lr = pool.lr or cfg.training.lr / 3
+                    train_lm(model, {d: self.stream(d, "train")}, self.val_windows([d], cfg.training.eval_tokens),
+                             pool.tokens, cfg.model.context, cfg.training, lr, seed, desc=f"pool {name}")
+                    save_model(model.to("cpu"), tmp, self.tokenizer() / "tokenizer")
+
+                out.append({"name": name, "domain": d, "path": build_dir(self._dir("pool", name, key), build)})
+        return out
+
+    @_stage
+    def fingerprints(self) -> Path:
+        """Delta Activations for every non-root member, pool member and SLERP sweep point, their
+        analyses, and the base-SAE features behind each member's fingerprint."""
+        from .fingerprints import fingerprint_run
+
+        cfg = self.cfg
+        pool = self.pool_members()
+        key = key_of(VERSIONS["fingerprints"], cfg.fingerprints, [self.member_key(n) for n in cfg.topological_order()],
+                     [p["path"].name for p in pool], [p.name for p in self.activations().values()])
+        return build_dir(self._dir("fingerprints", "delta", key), lambda tmp: fingerprint_run(self, pool, tmp))
 
     # -------------------------------------------------------------------------------------- store
     @_stage

@@ -206,3 +206,17 @@ def test_sankey_columns_follow_the_family_depth():
     assert x["A"] < x["new in MERGE"] < x["MERGE"]
     assert "A features not in MERGE" in x and "not in A" in x
     assert sum(fig["link"]["value"]) == 4 * 3 + 4 * 2 + 1 + 2 + 4
+
+
+def test_models_pages(client, con):
+    d = client.get("/api/models").json()
+    assert {e["entity"] for e in d["entities"] if e["kind"] == "member"} == {"lua", "tinystories", "luastories"}
+    assert d["heatmap"]["data"][0]["type"] == "heatmap" and d["additivity"]
+    m = client.get("/api/models/lua").json()
+    assert m["fingerprint"]["base"] == "babypython" and m["neighbours"]
+    top = m["features_behind"][0]
+    assert top["base"] == "babypython" and top["delta_mean"] == pytest.approx(top["child_mean"] - top["base_mean"])
+    assert client.get("/api/models/babypython").json()["fingerprint"] is None
+    assert client.get("/models/nosuch").status_code == 404
+    assert client.get("/api/models?variant=delta-nope").status_code == 422
+    assert "Nearest models" in client.get("/models/lua").text

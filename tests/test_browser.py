@@ -111,3 +111,11 @@ def test_open_a_case_study_url_directly(page, server):
     assert page.locator(".ctx .tok").count() > 0
     page.goto(server + "/autointerp")
     page.wait_for_selector("#sim-scores .main-svg")
+
+
+def test_models_page_draws_the_fingerprint_views(page, server):
+    page.goto(server + "/models")
+    page.wait_for_selector("#fp-heatmap .main-svg")
+    page.wait_for_selector("#fp-map .main-svg")
+    page.wait_for_selector("#fp-additivity .main-svg")
+    assert not page.errors

@@ -50,7 +50,7 @@ def inputs_key(pl: "Pipeline") -> str:
 
     return key_of(SCHEMA_VERSION, VERSIONS, pl.cfg, [p.name for p in pl.activations().values()],
                   [p.name for p in pl.matching().values()], [p.name for p in pl.autointerp().values()],
-                  pl.cases().name)
+                  pl.cases().name, pl.fingerprints().name)
 
 
 def existing_inputs_key(path: Path) -> str | None:
@@ -165,6 +165,29 @@ def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
             _insert(con, "sae_training", _rows([{"model": name, **r} for r in sinfo["log"]]))
 
     _fill_features(pl, con, order)
+    _fill_fingerprints(pl, con)
+
+
+def _fill_fingerprints(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
+    folder = pl.fingerprints()
+    fp = read_json(folder / "fingerprints.json")
+    vecs = np.load(folder / "vectors.npz")
+    rows = []
+    for e in fp["entities"]:
+        for v, norm in e["norms"].items():
+            rows.append({**{k: e[k] for k in ("entity", "kind", "model", "t", "base", "label")}, "variant": v,
+                         "norm": norm, "vector": vecs[f"{e['entity']}|{v}"].tolist()})
+    if rows:
+        _insert(con, "fingerprints", pa.Table.from_pylist(rows, schema=pa.schema([
+            ("entity", pa.string()), ("kind", pa.string()), ("model", pa.string()), ("t", pa.float64()),
+            ("base", pa.string()), ("label", pa.string()), ("variant", pa.string()), ("norm", pa.float64()),
+            ("vector", pa.list_(pa.float64()))])))
+    for table, key in (("fingerprint_similarity", "similarity"), ("fingerprint_neighbours", "neighbours"),
+                       ("fingerprint_map", "map"), ("fingerprint_stats", "stats"),
+                       ("fingerprint_probe_counts", "probe_counts"), ("fingerprint_additivity", "additivity"),
+                       ("fingerprint_features", "features_behind")):
+        if fp[key]:
+            _insert(con, table, pa.Table.from_pylist(fp[key]))
 
 
 def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[str]) -> None:

@@ -98,6 +98,31 @@ TABLES: dict[str, tuple[str, str]] = {
                   "matched feature's LLR for the case's token.", """
         slug VARCHAR, step INTEGER, model VARCHAR, feature INTEGER, parent_model VARCHAR,
         parent_feature INTEGER, r DOUBLE, llr DOUBLE, persists BOOLEAN"""),
+    "fingerprints": ("Delta Activations: per entity (a member, a pool member or a SLERP sweep point) and "
+                     "variant, its shift against its base on the probes. delta-hidden: final hidden state after "
+                     "the final norm at the last token; delta-mlp: mean hook_post over probe tokens; "
+                     "delta-logits: mean next-token log-probabilities.", """
+        entity VARCHAR, kind VARCHAR, model VARCHAR, t DOUBLE, base VARCHAR, label VARCHAR, variant VARCHAR,
+        norm DOUBLE, vector DOUBLE[]"""),
+    "fingerprint_similarity": ("Cosine similarity between fingerprints of members and pool members.", """
+        variant VARCHAR, a VARCHAR, b VARCHAR, cos DOUBLE"""),
+    "fingerprint_neighbours": ("Each entity's nearest others by cosine similarity.", """
+        variant VARCHAR, entity VARCHAR, rank INTEGER, other VARCHAR, cos DOUBLE"""),
+    "fingerprint_map": ("2-D PCA map of the fingerprints.", """
+        variant VARCHAR, entity VARCHAR, x DOUBLE, y DOUBLE"""),
+    "fingerprint_stats": ("Clustering quality per variant: silhouette on cosine distance with domain labels.", """
+        variant VARCHAR, silhouette DOUBLE, n INTEGER, n_labels INTEGER, pca_var1 DOUBLE, pca_var2 DOUBLE,
+        convention VARCHAR"""),
+    "fingerprint_probe_counts": ("How the map changes with the number of probes (1, 2, 4, all).", """
+        variant VARCHAR, k INTEGER, silhouette DOUBLE, mean_cos_to_all DOUBLE"""),
+    "fingerprint_additivity": ("Along each SLERP sweep: delta(merge at t) against (1 - t) d0 + t d1 and d0 + d1.", """
+        model VARCHAR, t DOUBLE, variant VARCHAR, cos_interp DOUBLE, rel_norm_interp DOUBLE, cos_sum DOUBLE,
+        rel_norm_sum DOUBLE"""),
+    "fingerprint_features": ("Base-SAE features behind a member's fingerprint: the base's and the child's "
+                             "activations encoded with the base's SAE over the shared sample, ranked by the "
+                             "change in mean activation (rank_by 'mean') or firing rate ('rate').", """
+        model VARCHAR, base VARCHAR, rank_by VARCHAR, rank INTEGER, feature INTEGER, base_mean DOUBLE,
+        child_mean DOUBLE, delta_mean DOUBLE, base_rate DOUBLE, child_rate DOUBLE, delta_rate DOUBLE"""),
     "flows": ("Per edge at the default threshold: parent features persisting / disappearing, child "
               "features inherited / emerging, and dead features on either side.", """
         parent VARCHAR, child VARCHAR, threshold DOUBLE, persisting INTEGER, disappearing INTEGER,

@@ -1,0 +1,99 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from backend.fingerprints import (additivity, delta, encode_probes, probe_states, probe_texts, silhouette_cosine,
+                                  VARIANTS)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_pipeline):
+    from backend.family.model import load_model
+
+    return load_model(tiny_pipeline.member("babypython"))
+
+
+@pytest.fixture(scope="module")
+def probes(tiny_pipeline):
+    return encode_probes(tiny_pipeline.hf_tokenizer, probe_texts(None, "neutral"))
+
+
+def test_identical_child_gives_zero(base, probes):
+    a = probe_states(base, *probes)
+    b = probe_states(base, *probes)
+    for v, vec in delta(a, b).items():
+        assert np.all(vec == 0), v
+
+
+def test_known_change_to_the_final_norm(tiny_pipeline, base, probes):
+    from backend.family.model import load_model
+
+    child = load_model(tiny_pipeline.member("babypython"))
+    with torch.no_grad():
+        child.model.norm.weight.mul_(2.0)  # RMSNorm output doubles: h_child = 2 h_base
+    sb, sc = probe_states(base, *probes), probe_states(child, *probes)
+    d = delta(sc, sb)
+    np.testing.assert_allclose(d["delta-hidden"], sb["delta-hidden"], rtol=1e-6, atol=1e-8)
+    assert np.all(d["delta-mlp"] == 0)  # the norm comes after the MLP
+
+
+def test_padding_does_not_leak_into_probe_states(tiny_pipeline, base):
+    tok = tiny_pipeline.hf_tokenizer
+    short, long_ = "The", "Here is a short example."
+    alone = probe_states(base, *encode_probes(tok, [short]))["per_probe_hidden"][0]
+    padded = probe_states(base, *encode_probes(tok, [short, long_]))["per_probe_hidden"][0]
+    np.testing.assert_allclose(alone, padded, atol=1e-5)
+
+
+def test_silhouette_equals_sklearn():
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(1, 0.5, (5, 6)), rng.normal(-1, 0.5, (4, 6)), rng.normal(0, 1, (3, 6))])
+    labels = ["a"] * 5 + ["b"] * 4 + ["c"] * 3
+    assert silhouette_cosine(X, labels) == pytest.approx(silhouette_score(X, labels, metric="cosine"), abs=1e-9)
+    labels2 = ["a"] * 5 + ["b"] * 6 + ["solo"]  # a singleton cluster scores 0, as in sklearn
+    assert silhouette_cosine(X, labels2) == pytest.approx(silhouette_score(X, labels2, metric="cosine"), abs=1e-9)
+    assert silhouette_cosine(X, ["a"] * 12) is None
+
+
+def test_additivity_exact_for_same_direction_deltas():
+    u = np.array([1.0, -2.0, 0.5])
+    d0, d1, t = 2 * u, 5 * u, 0.3
+    a = additivity((1 - t) * d0 + t * d1, d0, d1, t)
+    assert a["cos_interp"] == pytest.approx(1.0) and a["rel_norm_interp"] == pytest.approx(1.0)
+    assert a["cos_sum"] == pytest.approx(1.0) and a["rel_norm_sum"] == pytest.approx(((1 - t) * 2 + t * 5) / 7)
+
+
+def test_fingerprint_leaves_the_base_untouched(tiny_pipeline, tmp_path, base, probes):
+    from backend.fingerprints import fingerprint_run
+
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    probe_states(base, *probes)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    f = tiny_pipeline.member("babypython") / "model.safetensors"
+    digest = hashlib.sha256(f.read_bytes()).hexdigest()
+    fingerprint_run(tiny_pipeline, tiny_pipeline.pool_members(), tmp_path)
+    assert hashlib.sha256(f.read_bytes()).hexdigest() == digest
+
+
+def test_store_holds_every_member_and_sweep_point(tiny_pipeline):
+    import duckdb
+
+    from backend.artifacts import read_json
+
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    ents = con.execute("SELECT DISTINCT entity, kind FROM fingerprints").fetchall()
+    kinds = {k: {e for e, kk in ents if kk == k} for k in ("member", "pool", "sweep")}
+    assert kinds["member"] == {"lua", "tinystories", "luastories"}
+    assert len(kinds["pool"]) == 2 * 2  # two per fine-tune domain
+    n_t = len({p["t"] for p in read_json(tiny_pipeline.member("luastories") / "merge_curve.json")["points"]})
+    assert len(kinds["sweep"]) == n_t
+    assert {r[0] for r in con.execute("SELECT DISTINCT variant FROM fingerprints").fetchall()} == set(VARIANTS)
+    sil = con.execute("SELECT silhouette FROM fingerprint_stats WHERE variant = 'delta-hidden'").fetchone()[0]
+    assert sil is None or -1 <= sil <= 1
+    n_behind = con.execute("SELECT count(*) FROM fingerprint_features WHERE model = 'lua' AND rank_by = 'mean'").fetchone()[0]
+    assert n_behind == 5
+    con.close()
