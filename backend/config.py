@@ -2,7 +2,7 @@
 
 The family of models is a DAG: every member names how it is made (`train`, `finetune`, `merge`,
 `load`) and its parents. Validation errors name the field at fault, e.g.
-`family[2].parents: unknown parent 'lau' (members: babypython, lua, tinystories)`.
+`family.2: unknown parent 'lau' of 'merged' (members: root, lau1, ...)`.
 """
 
 from __future__ import annotations

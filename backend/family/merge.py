@@ -3,7 +3,7 @@
 `slerp_state_dicts` applies mergekit's own `slerp` to every tensor (mergekit 0.1.5 interpolates each
 output row of a weight on its own great circle, falls back to linear interpolation when
 |cos| > 0.9995, and gives the first input at t = 0). Direction: t = 0 is `parents[0]`, t = 1 is
-`parents[1]`; the paper's LuaStories is parents = [lua, tinystories] at t = 0.58.
+`parents[1]` (the paper's merge used mergekit with its Lua model as the base, t = 0.58).
 """
 
 from __future__ import annotations
