@@ -53,7 +53,8 @@ def main() -> None:
     a = ap.parse_args()
     A = synthetic(a.tokens, a.features, a.l0, 0)
     B = synthetic(a.tokens, a.features, a.l0, 1)
-    B[:, : a.features // 4] = A[:, : a.features // 4] * 2  # some exact matches, as after fine-tuning
+    q = a.features // 4  # some exact matches, as after fine-tuning
+    B = sp.hstack([A[:, :q] * 2, B[:, q:]], format="csc")
 
     t0 = time.perf_counter()
     top = pearson_topk(A, B, a.k)
