@@ -37,6 +37,7 @@ class DomainSource(Strict):
     dataset: str | None = None
     dataset_config: str | None = None
     data_dir: str | None = Field(None, description="e.g. data/lua for bigcode/the-stack-smol")
+    data_files: list[str] | None = Field(None, description="local files for a `datasets` builder such as json / parquet")
     split: str = "train"
     chars: int = Field(2_000_000, gt=0, description="characters of text to take for this domain")
 

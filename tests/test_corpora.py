@@ -62,3 +62,17 @@ def test_split_is_deterministic_and_disjoint():
     tr, va = split_documents(docs, 0.1, 0, "lua")
     assert (tr, va) == split_documents(docs, 0.1, 0, "lua")
     assert len(va) == 10 and not set(tr) & set(va) and len(tr) + len(va) == 100
+
+
+def test_datasets_loader_on_local_files_of_the_papers_schema(tmp_path, monkeypatch):
+    """The `hf` source runs the real `datasets` code; offline it reads local files of TinyStories' schema."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    f = tmp_path / "tinystories-train.jsonl"
+    f.write_text("".join(json.dumps({"text": f"Once upon a time {i}."}) + "\n" for i in range(50)))
+    src = DomainSource(source="hf", dataset="json", data_files=[str(f)], chars=100)
+    docs = domain_documents("tinystories", src, 0)
+    assert docs[0] == "Once upon a time 0." and 100 <= sum(map(len, docs)) < 130
+    bad = DomainSource(source="hf", dataset="json", data_files=[str(f)], text_field="story", chars=100)
+    with pytest.raises(CorpusError, match="no field 'story'"):
+        domain_documents("tinystories", bad, 0)

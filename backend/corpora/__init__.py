@@ -25,7 +25,8 @@ def domain_documents(domain: str, src: DomainSource, seed: int) -> list[str]:
     elif src.source == "files":
         docs = local_files(src.paths, src.text_field, src.chars)
     else:
-        docs = hf_dataset(src.dataset, src.dataset_config, src.split, src.text_field, src.chars, src.data_dir)
+        docs = hf_dataset(src.dataset, src.dataset_config, src.split, src.text_field, src.chars, src.data_dir,
+                          src.data_files)
     out = list(docs)
     if len(out) < 2:
         raise CorpusError(f"domain '{domain}' yielded {len(out)} document(s); need at least 2 to split")

@@ -111,12 +111,19 @@ def local_files(patterns: list[str], text_field: str, chars: int) -> Iterator[st
 
 
 def hf_dataset(name: str, config: str | None, split: str, text_field: str, chars: int,
-               data_dir: str | None = None) -> Iterator[str]:
+               data_dir: str | None = None, data_files: list[str] | None = None) -> Iterator[str]:
     """A `datasets` dataset (e.g. roneneldan/TinyStories, bigcode/the-stack-smol with data_dir).
 
     Streams, so only what is taken is read. Needs the hub or a local cache / local dataset folder.
     """
     import datasets
 
-    ds = datasets.load_dataset(name, config, split=split, streaming=True, data_dir=data_dir)
-    return _take((str(row[text_field]) for row in ds), chars)
+    ds = datasets.load_dataset(name, config, split=split, streaming=True, data_dir=data_dir, data_files=data_files)
+
+    def rows() -> Iterator[str]:
+        for i, row in enumerate(ds):
+            if text_field not in row:
+                raise CorpusError(f"dataset '{name}' row {i} has no field '{text_field}' (fields: {', '.join(row)})")
+            yield str(row[text_field])
+
+    return _take(rows(), chars)
