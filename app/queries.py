@@ -99,13 +99,16 @@ class Store:
         rows = self.q("""
             SELECT m.model, m.label, m.make, m.domains, m.merge_t, m.train_tokens, m.seconds, m.d_sae,
                    s.l0, s.mse, s.explained_variance, s.dead_features, s.loss_recovered, s.recipe,
+                   s.loss_recovered_scope, s.loss_recovered_all,
                    (SELECT count(*) FILTER (WHERE alive) FROM features f WHERE f.model = m.model) AS alive
             FROM models m JOIN sae_metrics s USING (model) ORDER BY m.idx""")
         evals = self.q("SELECT model, domain, loss, accuracy FROM model_eval")
+        per_domain = self.q("SELECT * FROM sae_health_domains")
         for r in rows:
             r["parents"] = self.parents(r["model"])
             r["eval"] = {e["domain"]: {"loss": e["loss"], "accuracy": e["accuracy"]}
                          for e in evals if e["model"] == r["model"]}
+            r["sae_by_domain"] = [h for h in per_domain if h["model"] == r["model"]]
         return rows
 
     def flows(self, threshold: float) -> list[dict]:

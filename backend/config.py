@@ -177,6 +177,8 @@ class SAEConfig(Strict):
     l1_coefficient: float = Field(3e-4, ge=0)
     lr: float = Field(1e-4, gt=0)
     adam_betas: tuple[float, float] = (0.9, 0.9999)
+    lr_decay_fraction: float = Field(0.0, ge=0, lt=1, description="decay lr linearly to 0 over this last share "
+                                     "of training (the paper: constant, 0)")
     block_tokens: int = Field(24, gt=0, description="tokens per sampled block")
     blocks_per_batch: int = Field(128, gt=0)
     tokens: int = Field(500_000, gt=0, description="training tokens per SAE")

@@ -29,7 +29,7 @@ log = logging.getLogger("featureflow")
 STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "autointerp", "cases",
           "fingerprints", "store"]
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
-VERSIONS = {s: 1 for s in STAGES}
+VERSIONS = {s: 1 for s in STAGES} | {"saes": 2}
 
 
 def _stage(fn):
@@ -170,7 +170,7 @@ class Pipeline:
     def sae(self, name: str) -> Path:
         """One member's SAE as a SAELens folder, with featureflow.json (recipe, training log, health)."""
         from .family.model import load_model
-        from .sae import load_sae, sae_health, save_sae, train_sae
+        from .sae import load_sae, sae_health, save_sae, summarise, train_sae
 
         cfg = self.cfg
         member_dir = self.member(name)
@@ -186,14 +186,23 @@ class Pipeline:
                 trained = train_sae(model, {d: self.stream(d, "train") for d in domains}, cfg.sae,
                                     seed=cfg.seed + 17, desc=f"sae {name}")
                 sae, log_rows, recipe = trained.sae, trained.log, cfg.sae.recipe
-            windows = torch.cat(list(self.val_windows(cfg.member_domains(name), cfg.sae.eval_tokens).values()))
-            health = sae_health(model, sae, windows, cfg.sae.hook)
-            log.info("sae %s: L0 %.1f, MSE %.4g, explained var %.3f, dead %d, loss recovered %s", name,
+            domains = cfg.member_domains(name)
+            windows = self.val_windows(domains, cfg.sae.eval_tokens)
+            parts = {d: sae_health(model, sae, w, cfg.sae.hook) for d, w in windows.items()}
+            own = [d for d in cfg.own_domains(name) if d in parts] or domains
+            health = summarise(list(parts.values()))  # L0, MSE, EV, dead: over the SAE's whole mix
+            on_own = summarise([parts[d] for d in own])
+            health.update(loss_recovered_all=health["loss_recovered"], loss_recovered=on_own["loss_recovered"],
+                          loss_recovered_scope="own domains: " + ", ".join(own),
+                          **{k: on_own[k] for k in ("ce_clean", "ce_sae", "ce_zero")})
+            by_domain = {d: summarise([p]) for d, p in parts.items()}
+            log.info("sae %s: L0 %.1f, MSE %.4g, explained var %.3f, dead %d, loss recovered %s (%s)", name,
                      health["l0"], health["mse"], health["explained_variance"], health["dead_features"],
-                     health["loss_recovered"])
+                     health["loss_recovered"], health["loss_recovered_scope"])
             save_sae(sae.cpu(), tmp, cfg.sae.hook, name, {
                 "recipe": recipe, "l1_coefficient": cfg.sae.l1_coefficient, "training_tokens": cfg.sae.tokens,
-                "log": log_rows, "health": health, "seconds": round(time.time() - t0, 2)})
+                "log": log_rows, "health": health, "health_by_domain": by_domain,
+                "seconds": round(time.time() - t0, 2)})
 
         return build_dir(self._dir("saes", name, self.sae_key(name)), build)
 

@@ -56,9 +56,9 @@ def print_report(db: str, threshold: float | None = None) -> None:
     for model, origin, n in origin_table(con):
         print(f"  {model:20s} from {origin:20s} {n:6d}")
     print("\nSAE health:")
-    for row in con.execute("SELECT model, l0, mse, explained_variance, dead_features, sae_metrics.d_sae, loss_recovered "
-                           "FROM sae_metrics JOIN models USING (model) ORDER BY idx").fetchall():
+    for row in con.execute("SELECT model, l0, mse, explained_variance, dead_features, sae_metrics.d_sae, loss_recovered, "
+                           "loss_recovered_scope FROM sae_metrics JOIN models USING (model) ORDER BY idx").fetchall():
         lr = "n/a" if row[6] is None else f"{row[6]:.3f}"
         print(f"  {row[0]:20s} L0 {row[1]:6.1f}  MSE {row[2]:.4g}  expl.var {row[3]:.3f}  dead {row[4]}/{row[5]}  "
-              f"loss recovered {lr}")
+              f"loss recovered {lr} ({row[7]})")
     con.close()

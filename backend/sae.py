@@ -90,9 +90,11 @@ def splice(model, hook: str, fn):
 
 @torch.no_grad()
 def activations(model, tokens: torch.Tensor, hook: str) -> torch.Tensor:
-    """(batch, pos) token ids -> (batch, pos, d) activations at `hook`."""
+    """(batch, pos) token ids -> (batch, pos, d) activations at `hook`.
+
+    Runs the decoder stack only (`model.model`): the LM head is not needed for a hook inside it."""
     with capture(model, hook) as store:
-        model(tokens.to(next(model.parameters()).device))
+        model.model(tokens.to(next(model.parameters()).device))
     return store["act"].float()
 
 
@@ -228,7 +230,11 @@ def train_sae(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seed: int, 
     steps = max(1, cfg.tokens // (cfg.block_tokens * cfg.blocks_per_batch))
     log: list[dict] = []
     bar = tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True)
+    decay_from = int(steps * (1 - cfg.lr_decay_fraction))
     for step in bar:
+        if step >= decay_from:  # linear decay to zero over the last lr_decay_fraction of training
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * (steps - step) / max(1, steps - decay_from)
         x = activations(model, next(batches), cfg.hook).reshape(-1, d_in)
         loss, mse, sp = sae_loss(sae, x, cfg.l1_coefficient, cfg.recipe)
         loss.backward()
@@ -247,27 +253,24 @@ def train_sae(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seed: int, 
 # ------------------------------------------------------------------------------------- health
 @torch.no_grad()
 def sae_health(model, sae: SparseAutoencoder, windows: torch.Tensor, hook: str, batch_size: int = 32) -> dict:
-    """L0, MSE, explained variance, dead features and loss recovered on held-out windows.
-
-    Loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean), with the SAE's reconstruction
-    (or zeros) spliced into the hook.
-    """
+    """Raw sums for L0, MSE, explained variance, dead features and loss recovered on held-out windows;
+    `summarise` turns one or several of these (e.g. one per domain) into the figures."""
     device = next(model.parameters()).device
     sae = sae.to(device)
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=device)
-    sums = {"l0": 0.0, "sq_err": 0.0, "sq_tot": 0.0, "ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0}
-    n_tok, n_pred = 0, 0
-    all_x = []
+    sums = {"l0": 0.0, "sq_err": 0.0, "x_sum": None, "x_sq": 0.0, "ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0,
+            "n_tok": 0, "n_pred": 0}
     for i in range(0, len(windows), batch_size):
         x_tok = windows[i:i + batch_size].to(device)
-        x = activations(model, x_tok, hook)
-        flat = x.reshape(-1, x.shape[-1])
-        all_x.append(flat.double().sum(0))
+        flat = activations(model, x_tok, hook).reshape(-1, sae.d_in)
         x_hat, f = sae(flat)
         fired |= (f > 0).any(0)
         sums["l0"] += (f > 0).float().sum().item()
         sums["sq_err"] += ((x_hat - flat) ** 2).double().sum().item()
-        n_tok += flat.shape[0]
+        xs = flat.double().sum(0)
+        sums["x_sum"] = xs if sums["x_sum"] is None else sums["x_sum"] + xs
+        sums["x_sq"] += (flat.double() ** 2).sum().item()
+        sums["n_tok"] += flat.shape[0]
 
         def ce(logits):
             return torch.nn.functional.cross_entropy(
@@ -278,20 +281,34 @@ def sae_health(model, sae: SparseAutoencoder, windows: torch.Tensor, hook: str, 
             sums["ce_sae"] += ce(model(x_tok).logits)
         with splice(model, hook, torch.zeros_like):
             sums["ce_zero"] += ce(model(x_tok).logits)
-        n_pred += x_tok[:, 1:].numel()
-    mean = torch.stack(all_x).sum(0) / n_tok
-    for i in range(0, len(windows), batch_size):  # total variance around the held-out mean
-        flat = activations(model, windows[i:i + batch_size], hook).reshape(-1, sae.d_in)
-        sums["sq_tot"] += ((flat.double() - mean) ** 2).sum().item()
-    ce_clean, ce_sae, ce_zero = (sums[k] / n_pred for k in ("ce_clean", "ce_sae", "ce_zero"))
+        sums["n_pred"] += x_tok[:, 1:].numel()
+    sums["fired"] = fired.cpu()
+    sums["d_in"] = sae.d_in
+    return sums
+
+
+def summarise(parts: list[dict]) -> dict:
+    """Figures from one or more `sae_health` sums, pooled over all their tokens.
+
+    Explained variance = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² with x̄ the pooled mean. Loss recovered =
+    (CE_zero − CE_sae) / (CE_zero − CE_clean); undefined (None) where zero-ablating the hook does not
+    hurt, as on a domain a fine-tuned model has forgotten."""
+    n_tok = sum(p["n_tok"] for p in parts)
+    n_pred = sum(p["n_pred"] for p in parts)
+    d_in = parts[0]["d_in"]
+    x_sum = sum(p["x_sum"] for p in parts)
+    sq_tot = sum(p["x_sq"] for p in parts) - float((x_sum ** 2).sum()) / n_tok
+    sq_err = sum(p["sq_err"] for p in parts)
+    fired = torch.stack([p["fired"] for p in parts]).any(0)
+    ce = {k: sum(p[k] for p in parts) / n_pred for k in ("ce_clean", "ce_sae", "ce_zero")}
+    gap = ce["ce_zero"] - ce["ce_clean"]
     return {
-        "l0": sums["l0"] / n_tok,
-        "mse": sums["sq_err"] / (n_tok * sae.d_in),
-        "explained_variance": 1 - sums["sq_err"] / max(sums["sq_tot"], 1e-12),
+        "l0": sum(p["l0"] for p in parts) / n_tok,
+        "mse": sq_err / (n_tok * d_in),
+        "explained_variance": 1 - sq_err / max(sq_tot, 1e-12),
         "dead_features": int((~fired).sum().item()),
         "dead_fraction": float((~fired).float().mean().item()),
-        "ce_clean": ce_clean, "ce_sae": ce_sae, "ce_zero": ce_zero,
-        # undefined (None) when zero-ablating the hook does not hurt the model
-        "loss_recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean) if ce_zero - ce_clean > 1e-6 else None,
+        **ce,
+        "loss_recovered": (ce["ce_zero"] - ce["ce_sae"]) / gap if gap > 1e-6 else None,
         "eval_tokens": n_tok,
     }

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from backend.config import SAEConfig
@@ -53,7 +54,27 @@ def test_saelens_round_trip_is_the_same_function(tmp_path):
 def test_health_metrics_are_recorded(tiny_pipeline):
     from backend.artifacts import read_json
 
-    h = read_json(tiny_pipeline.sae("lua") / "featureflow.json")["health"]
+    info = read_json(tiny_pipeline.sae("lua") / "featureflow.json")
+    h = info["health"]
     assert 0 < h["l0"] < 256 and 0 <= h["dead_features"] <= 256
     assert h["explained_variance"] <= 1 and h["mse"] > 0
     assert h["ce_sae"] >= h["ce_clean"] - 0.05
+    assert h["loss_recovered_scope"] == "own domains: lua"
+    by = info["health_by_domain"]
+    assert set(by) == {"babylm", "python", "lua"}
+    assert h["ce_clean"] == pytest.approx(by["lua"]["ce_clean"])  # own-domain figures are lua's
+    assert h["eval_tokens"] == sum(v["eval_tokens"] for v in by.values())
+
+
+def test_pooled_health_equals_one_pass_over_everything(tiny_pipeline):
+    from backend.family.model import load_model
+    from backend.sae import sae_health, summarise
+
+    model = load_model(tiny_pipeline.member("lua"))
+    sae = load_sae(tiny_pipeline.sae("lua"))
+    w = tiny_pipeline.val_windows(["lua", "babylm"], 512)
+    pooled = summarise([sae_health(model, sae, w["lua"], "blocks.0.mlp.hook_post"),
+                        sae_health(model, sae, w["babylm"], "blocks.0.mlp.hook_post")])
+    once = summarise([sae_health(model, sae, torch.cat([w["lua"], w["babylm"]]), "blocks.0.mlp.hook_post")])
+    for k in ("l0", "mse", "explained_variance", "ce_clean", "ce_sae", "ce_zero", "dead_features"):
+        assert pooled[k] == pytest.approx(once[k], rel=1e-6, abs=1e-9), k

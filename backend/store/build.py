@@ -156,11 +156,16 @@ def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
             _insert(con, "slerp_baselines", _rows([
                 {"model": name, "root": r, "domain": d, "loss": v["loss"], "accuracy": v["accuracy"]}
                 for r, ev in c["baselines"].items() for d, v in ev.items()]))
-        con.execute("INSERT INTO sae_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        con.execute("INSERT INTO sae_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             name, cfg.sae.hook, info["shape"]["d_mlp"], d_sae,
             sinfo["recipe"], sinfo["l1_coefficient"], sinfo["training_tokens"], h["l0"], h["mse"],
             h["explained_variance"], h["dead_features"], h["dead_fraction"], h["ce_clean"], h["ce_sae"],
-            h["ce_zero"], h["loss_recovered"], h["eval_tokens"], sinfo["seconds"]])
+            h["ce_zero"], h["loss_recovered"], h["loss_recovered_scope"], h["loss_recovered_all"],
+            h["eval_tokens"], sinfo["seconds"]])
+        _insert(con, "sae_health_domains", _rows([
+            {"model": name, "domain": d, **{k: v[k] for k in ("l0", "mse", "explained_variance", "ce_clean", "ce_sae",
+                                                              "ce_zero", "loss_recovered")}}
+            for d, v in sinfo["health_by_domain"].items()]))
         if sinfo["log"]:
             _insert(con, "sae_training", _rows([{"model": name, **r} for r in sinfo["log"]]))
 

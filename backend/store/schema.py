@@ -42,11 +42,18 @@ TABLES: dict[str, tuple[str, str]] = {
         model VARCHAR, t DOUBLE, source VARCHAR, domain VARCHAR, loss DOUBLE, accuracy DOUBLE"""),
     "slerp_baselines": ("The root model(s) on the sweep's domains: the dashed baselines.", """
         model VARCHAR, root VARCHAR, domain VARCHAR, loss DOUBLE, accuracy DOUBLE"""),
-    "sae_metrics": ("SAE health on held-out windows of the member's domains.", """
+    "sae_metrics": ("SAE health on held-out windows. L0, MSE, explained variance and dead features over all the "
+                    "domains the SAE trained on; loss recovered (and the CE figures) on the member's own domains "
+                    "(`loss_recovered_scope`), since a fine-tuned model may have forgotten other domains so "
+                    "thoroughly that zero-ablating its MLP helps there; `loss_recovered_all` pools every domain.", """
         model VARCHAR PRIMARY KEY, hook VARCHAR, d_in INTEGER, d_sae INTEGER, recipe VARCHAR,
         l1_coefficient DOUBLE, training_tokens BIGINT, l0 DOUBLE, mse DOUBLE, explained_variance DOUBLE,
         dead_features INTEGER, dead_fraction DOUBLE, ce_clean DOUBLE, ce_sae DOUBLE, ce_zero DOUBLE,
-        loss_recovered DOUBLE, eval_tokens BIGINT, seconds DOUBLE"""),
+        loss_recovered DOUBLE, loss_recovered_scope VARCHAR, loss_recovered_all DOUBLE, eval_tokens BIGINT,
+        seconds DOUBLE"""),
+    "sae_health_domains": ("SAE health per validation domain (loss recovered NULL where zero-ablation does not hurt).", """
+        model VARCHAR, domain VARCHAR, l0 DOUBLE, mse DOUBLE, explained_variance DOUBLE, ce_clean DOUBLE,
+        ce_sae DOUBLE, ce_zero DOUBLE, loss_recovered DOUBLE"""),
     "sae_training": ("SAE training curve.", """
         model VARCHAR, step INTEGER, tokens BIGINT, loss DOUBLE, mse DOUBLE, l1 DOUBLE, l0 DOUBLE"""),
     "vocab": ("Token id -> its text (byte-level pieces decoded; may be a partial UTF-8 character).", """
