@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 
+def token_coverage(acts, tokens_flat: np.ndarray, token_ids: list[int]) -> np.ndarray:
+    """Per feature: the share of the token set's occurrences on which it fires."""
+    mask = np.isin(tokens_flat, token_ids)
+    sub = acts[mask]
+    return np.diff(sub.tocsc().indptr) / max(1, int(mask.sum()))
+
+
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
@@ -63,10 +70,15 @@ def find_case(case: CaseConfig, order: list[str], children: dict[str, list[str]]
             return {**out, "status": "failed", "reason": f"no token of the vocabulary is '{case.token}'"}
         root = case.root or root
         llr, on_s = llr_for_tokens(acts[root], tokens_flat, ids, p_uni)
-        fires = np.isfinite(llr) & (on_s > 0)
+        coverage = token_coverage(acts[root], tokens_flat, ids)
+        fires = np.isfinite(llr) & (on_s > 0) & (coverage >= case.min_coverage)
         if not fires.any():
-            return {**out, "status": "failed", "reason": f"no feature of '{root}' fires on '{case.token}'"}
-        start = int(np.flatnonzero(fires)[np.argmax(llr[fires])])
+            return {**out, "status": "failed", "reason": f"no feature of '{root}' fires on at least "
+                    f"{100 * case.min_coverage:g}% of the occurrences of '{case.token}'"}
+        cand = np.flatnonzero(fires)
+        # highest LLR; ties (the LLR saturates at -log P(s)) go to the feature covering more occurrences
+        start = int(cand[np.lexsort((-coverage[cand], -np.round(llr[cand], 9)))[0]])
+        out["root_coverage"] = float(coverage[start])
     else:
         root, start = case.feature.model, case.feature.id
         if start >= acts[root].shape[1]:

@@ -247,6 +247,9 @@ class CaseConfig(Strict):
     feature: CaseFeature | None = None
     root: str | None = None
     descendants: list[str] | None = None
+    min_coverage: float = Field(0.1, ge=0, le=1, description="a feature 'fires on' the token when it fires on at "
+                                "least this share of the token's occurrences (the LLR saturates at -log P(s) for "
+                                "any feature that fires only on s, however rarely)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "CaseConfig":

@@ -23,9 +23,14 @@ def test_assignment_root_is_the_max_llr_feature_firing_on_the_token(tiny_pipelin
     p_s = on.mean()
     with np.errstate(divide="ignore", invalid="ignore"):
         llr = np.log((A[on].sum(0) / A.sum(0)) / p_s)
-    fires = A[on].sum(0) > 0
-    best = int(np.flatnonzero(fires)[np.argmax(llr[fires])])
+    coverage = (A[on] > 0).mean(0)
+    fires = (A[on].sum(0) > 0) & (coverage >= 0.1)
+    cand = np.flatnonzero(fires)
+    top = llr[cand].max()
+    tied = cand[np.isclose(llr[cand], top, rtol=0, atol=1e-9)]
+    best = int(tied[np.argmax(coverage[tied])])
     assert c["root_feature"] == best and c["root_llr"] == pytest.approx(llr[best])
+    assert c["root_coverage"] == pytest.approx(coverage[best]) and c["root_coverage"] >= 0.1
 
 
 def test_hops_follow_best_matches_down_the_tree(tiny_pipeline, cases):
@@ -53,3 +58,25 @@ def test_unknown_hypothesis_fails_with_a_reason(tiny_pipeline):
                   {"babypython": tiny_pipeline.load_acts("babypython")}, tiny_pipeline.sample_tokens().ravel(),
                   token_strings(tiny_pipeline.hf_tokenizer), 0.8, "babypython")
     assert c["status"] == "failed" and "zzzqqq" in c["reason"]
+
+
+def test_saturated_llr_ties_go_to_the_feature_covering_more_occurrences():
+    import scipy.sparse as sp
+
+    from backend.cases import find_case
+    from backend.config import CaseConfig
+
+    vocab = ["a", " =", "b"]
+    tokens = np.array([0, 1, 2, 1, 0, 1, 2, 1, 0, 1] * 10)
+    eq = np.flatnonzero(tokens == 1)
+    rows = list(eq[:1]) + list(eq) + list(eq[:5]) + list(np.flatnonzero(tokens == 0))
+    cols = [0] * 1 + [1] * len(eq) + [2] * 5 + [2] * int((tokens == 0).sum())
+    acts = sp.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(tokens), 3))
+    # feature 0 fires once on '=' (saturated LLR, 2% coverage), feature 1 on every '=' (same LLR),
+    # feature 2 on some '=' and on 'a' (lower LLR)
+    c = find_case(CaseConfig(slug="x", title="x", token="="), ["m"], {"m": []}, {}, {"m": acts}, tokens, vocab,
+                  0.8, "m")
+    assert c["root_feature"] == 1 and c["root_coverage"] == 1.0
+    c0 = find_case(CaseConfig(slug="x", title="x", token="=", min_coverage=0.0), ["m"], {"m": []}, {},
+                   {"m": acts}, tokens, vocab, 0.8, "m")
+    assert c0["root_feature"] == 1  # the tie still goes to coverage
