@@ -23,19 +23,20 @@ def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], thres
     """Models as nodes in columns by depth in the family; per edge, persisting features flow parent ->
     child and disappearing ones to a 'lost' node; features that emerged in a child (no parent feature
     reaches them) flow in from a 'new' node placed just before it."""
-    labels, colors, xs, index = [], [], [], {}
+    labels, colors, xs, index, hover = [], [], [], {}, []
     depth = depths(models, [(f["parent"], f["child"]) for f in flows])
     span = max(1, max(depth.values(), default=0))
 
     def column_x(d: float) -> float:
         return 0.01 + 0.98 * d / span
 
-    def node(key: str, label: str, color: str, x: float) -> int:
+    def node(key: str, label: str, color: str, x: float, description: str | None = None) -> int:
         if key not in index:
             index[key] = len(labels)
             labels.append(label)
             colors.append(color)
             xs.append(x)
+            hover.append(description or label)
         return index[key]
 
     for i, m in enumerate(models):
@@ -52,19 +53,20 @@ def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], thres
         link(index[p], index[c], f["persisting"], PERSIST,
              f"{f['persisting']} persist {label[p]} → {label[c]} ({100 * f['persist_share']:.1f}%)")
         n_parents = sum(1 for g in flows if g["child"] == c)
-        lost_label = f"{label[p]} features not in {label[c]}" if n_parents > 1 else f"not in {label[c]}"
-        lost = node(f"lost:{p}:{c}", lost_label, "#aaaaaa", column_x(depth[c]))
+        lost = node(f"lost:{p}:{c}", f"lost from {label[p]}" if n_parents > 1 else "lost", "#aaaaaa",
+                    column_x(depth[c]), f"{label[p]} features with no match in {label[c]}")
         link(index[p], lost, f["disappearing"], LOST, f"{f['disappearing']} of {label[p]} disappear in {label[c]}")
     for m in models:
         n = emerged.get(m["model"], 0)
         if n:
-            new = node(f"new:{m['model']}", f"new in {m['label']}", "#e67e22", column_x(depth[m["model"]] - 0.5))
+            new = node(f"new:{m['model']}", "new", "#e67e22", column_x(depth[m["model"]] - 0.5),
+                       f"features new in {m['label']}")
             link(new, index[m["model"]], n, NEW, f"{n} emerge in {m['label']}")
     return {
         "data": [{
             "type": "sankey", "arrangement": "snap",
             "node": {"label": labels, "color": colors, "pad": 18, "thickness": 16, "x": xs, "y": _spread(xs),
-                     "hovertemplate": "%{label}: %{value} features<extra></extra>"},
+                     "customdata": hover, "hovertemplate": "%{customdata}: %{value}<extra></extra>"},
             "link": {"source": src, "target": dst, "value": val, "color": col, "customdata": text,
                      "hovertemplate": "%{customdata}<extra></extra>"},
         }],

@@ -201,10 +201,11 @@ def test_sankey_columns_follow_the_family_depth():
     flows = [{"parent": p, "child": c, "persisting": 3, "disappearing": 2, "persist_share": 0.6}
              for p, c in (("root", "a"), ("root", "b"), ("a", "merge"), ("b", "merge"))]
     fig = sankey(models, flows, {"a": 1, "b": 2, "merge": 4}, 0.8)["data"][0]
-    x = dict(zip(fig["node"]["label"], fig["node"]["x"]))
+    x = dict(zip(fig["node"]["customdata"], fig["node"]["x"]))
     assert x["ROOT"] < x["A"] == x["B"] < x["MERGE"]
-    assert x["A"] < x["new in MERGE"] < x["MERGE"]
-    assert "A features not in MERGE" in x and "not in A" in x
+    assert x["A"] < x["features new in MERGE"] < x["MERGE"]
+    assert x["A features with no match in MERGE"] == x["MERGE"]
+    assert {"lost from A", "lost from B", "lost", "new"} <= set(fig["node"]["label"])
     assert sum(fig["link"]["value"]) == 4 * 3 + 4 * 2 + 1 + 2 + 4
 
 
