@@ -90,30 +90,27 @@ def create_app(db_path: str | Path) -> FastAPI:
             return Response(f"vendor file '{name}' is not installed{hint}", status_code=404, media_type="text/plain")
         return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
 
-    def wants_json(request: Request) -> bool:
-        return request.url.path.startswith("/api/")
+    def error(request: Request, status: int, detail: str | list[str]):
+        """The same error as JSON under /api, as a page elsewhere."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": detail}, status_code=status)
+        message = "; ".join(detail) if isinstance(detail, list) else detail
+        title = "Not found" if status == 404 else "Bad request"
+        return templates.TemplateResponse(request, "error.html", {"status": status, "title": title,
+                                                                  "message": message}, status_code=status)
 
     @app.exception_handler(NotFound)
     def not_found(request: Request, exc: NotFound):
-        if wants_json(request):
-            return JSONResponse({"detail": str(exc)}, status_code=404)
-        return templates.TemplateResponse(request, "error.html", {"status": 404, "title": "Not found",
-                                                                  "message": str(exc)}, status_code=404)
+        return error(request, 404, str(exc))
 
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError):
-        reasons = [f"{'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in exc.errors()]
-        if wants_json(request):
-            return JSONResponse({"detail": reasons}, status_code=422)
-        return templates.TemplateResponse(request, "error.html", {"status": 422, "title": "Bad request",
-                                                                  "message": "; ".join(reasons)}, status_code=422)
+        return error(request, 422, [f"{'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+                                    for e in exc.errors()])
 
     @app.exception_handler(ValueError)
     def bad_value(request: Request, exc: ValueError):
-        if wants_json(request):
-            return JSONResponse({"detail": str(exc)}, status_code=422)
-        return templates.TemplateResponse(request, "error.html", {"status": 422, "title": "Bad request",
-                                                                  "message": str(exc)}, status_code=422)
+        return error(request, 422, str(exc))
 
     router = APIRouter()
 

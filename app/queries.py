@@ -131,6 +131,13 @@ class Store:
             r["persist_share"] = r["persisting"] / r["parent_alive"] if r["parent_alive"] else 0.0
         return rows
 
+    def origin_counts(self) -> list[dict]:
+        """Alive features per model by the model their chain of persisting matches starts in (default threshold)."""
+        return self.q("""
+            SELECT f.model, f.origin_model, count(*) AS n FROM features f JOIN models m USING (model)
+            JOIN models o ON o.model = f.origin_model
+            WHERE f.alive GROUP BY f.model, f.origin_model, m.idx, o.idx ORDER BY m.idx, o.idx""")
+
     def emerged_in(self, threshold: float) -> dict[str, int]:
         """Alive features of each non-root model that no parent feature reaches (over all its parents)."""
         rows = self.q("""
