@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import artifacts
-from .artifacts import build_dir, key_of, read_json, write_json
+from .artifacts import build_dir, key_of, write_json
 from .config import ExperimentConfig, LoadMember, MergeMember
 
 log = logging.getLogger("featureflow")
@@ -421,4 +420,4 @@ def setup_logging(verbose: bool = True) -> None:
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
 
-__all__ = ["Pipeline", "STAGES", "artifacts", "read_json"]
+__all__ = ["Pipeline", "STAGES", "VERSIONS", "setup_logging"]

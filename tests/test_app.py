@@ -1,7 +1,6 @@
 """The explorer over the tiny run's store, through FastAPI's TestClient."""
 
 import duckdb
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from tqdm.auto import tqdm
 
 from ..artifacts import write_json
