@@ -154,6 +154,9 @@ class Store:
         row["label"] = self.label(model)
         hist = self.q1("SELECT edges, counts FROM feature_histograms WHERE model = ? AND feature = ?", [model, feature])
         row["histogram"] = hist or {"edges": [], "counts": []}
+        row["logits"] = self.q("""
+            SELECT l.sign, l.rank, l.token_id, v.text, l.value FROM feature_logits l JOIN vocab v USING (token_id)
+            WHERE l.model = ? AND l.feature = ? ORDER BY l.sign, l.rank""", [model, feature])
         row["top_tokens"] = self.q("""
             SELECT t.rank, t.token_id, v.text, t.count, t.mean_act, t.total_act FROM feature_top_tokens t
             JOIN vocab v USING (token_id) WHERE t.model = ? AND t.feature = ? ORDER BY t.rank""", [model, feature])

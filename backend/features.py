@@ -194,3 +194,33 @@ def write_feature_tables(acts: sp.csc_matrix, tokens: np.ndarray, cfg: SampleCon
     pq.write_table(pa.table(ex, schema=pa.schema([("feature", pa.int32()), ("kind", pa.string()), ("rank", pa.int32()),
                                                   ("center", pa.int64()), ("start", pa.int64()), ("end", pa.int64()),
                                                   ("acts", pa.list_(pa.float32()))])), out / "examples.parquet")
+
+
+@torch.no_grad()
+def logit_effects(model, sae: SparseAutoencoder, k: int = 10) -> dict[str, np.ndarray]:
+    """Each feature's direct effect on the logits: W_U · (g ⊙ W_down · W_dec[f]), with g the final
+    RMSNorm's gain (the usual approximation: the norm's 1/rms scale is left out). Returns the top-k
+    promoted and suppressed token ids and values per feature."""
+    mlp = model.model.layers[-1].mlp
+    direction = sae.W_dec.detach().float() @ mlp.down_proj.weight.detach().float().T  # (F, hidden)
+    direction = direction * model.model.norm.weight.detach().float()
+    logits = direction @ model.lm_head.weight.detach().float().T                        # (F, vocab)
+    top = torch.topk(logits, k, dim=1)
+    bottom = torch.topk(-logits, k, dim=1)
+    return {"pos_ids": top.indices.numpy(), "pos_vals": top.values.numpy(),
+            "neg_ids": bottom.indices.numpy(), "neg_vals": -bottom.values.numpy()}
+
+
+def write_logit_table(effects: dict[str, np.ndarray], out) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    F, k = effects["pos_ids"].shape
+    rows = {"feature": [], "sign": [], "rank": [], "token_id": [], "value": []}
+    for sign, ids, vals in (("+", effects["pos_ids"], effects["pos_vals"]), ("-", effects["neg_ids"], effects["neg_vals"])):
+        rows["feature"].append(np.repeat(np.arange(F, dtype=np.int32), k))
+        rows["sign"].append(np.full(F * k, sign, dtype=object))
+        rows["rank"].append(np.tile(np.arange(k, dtype=np.int32), F))
+        rows["token_id"].append(ids.ravel().astype(np.int32))
+        rows["value"].append(vals.ravel().astype(np.float64))
+    pq.write_table(pa.table({c: np.concatenate(v) for c, v in rows.items()}), out / "logits.parquet")

@@ -28,7 +28,7 @@ log = logging.getLogger("featureflow")
 STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "autointerp", "cases",
           "fingerprints", "store"]
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
-VERSIONS = {s: 1 for s in STAGES} | {"saes": 2}
+VERSIONS = {s: 1 for s in STAGES} | {"saes": 2, "activations": 2}
 
 
 def _stage(fn):
@@ -237,9 +237,9 @@ class Pipeline:
     @_stage
     def activation(self, name: str) -> Path:
         """A member's sparse SAE activations on the shared sample (acts.npz) and every per-feature table
-        the explorer shows (features / histograms / top_tokens / examples as parquet)."""
+        the explorer shows (features / histograms / top_tokens / examples / logits as parquet)."""
         from .family.model import load_model
-        from .features import encode_sample, write_feature_tables
+        from .features import encode_sample, logit_effects, write_feature_tables, write_logit_table
         from .sae import load_sae
 
         cfg = self.cfg
@@ -252,6 +252,7 @@ class Pipeline:
             acts = encode_sample(model, sae, self.sample_tokens(), cfg.sae.hook, desc=f"encode {name}")
             sps.save_npz(tmp / "acts.npz", acts, compressed=False)
             write_feature_tables(acts, self.sample_tokens(), cfg.sample, cfg.seed, name, tmp)
+            write_logit_table(logit_effects(model.cpu(), sae.cpu()), tmp)
 
         return build_dir(self._dir("activations", name, self.acts_key(name)), build)
 

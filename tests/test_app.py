@@ -220,3 +220,13 @@ def test_models_pages(client, con):
     assert client.get("/models/nosuch").status_code == 404
     assert client.get("/api/models?variant=delta-nope").status_code == 422
     assert "Nearest models" in client.get("/models/lua").text
+
+
+def test_feature_page_shows_logit_effects(client, con):
+    f = _alive_feature(con, "lua")
+    logits = client.get(f"/api/models/lua/features/{f}").json()["feature"]["logits"]
+    pos = [l["value"] for l in logits if l["sign"] == "+"]
+    neg = [l["value"] for l in logits if l["sign"] == "-"]
+    assert len(pos) == len(neg) == 10 and pos == sorted(pos, reverse=True) and neg == sorted(neg)
+    assert min(pos) >= max(neg)
+    assert "promotes" in client.get(f"/models/lua/features/{f}").text

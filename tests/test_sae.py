@@ -78,3 +78,20 @@ def test_pooled_health_equals_one_pass_over_everything(tiny_pipeline):
     once = summarise([sae_health(model, sae, torch.cat([w["lua"], w["babylm"]]), "blocks.0.mlp.hook_post")])
     for k in ("l0", "mse", "explained_variance", "ce_clean", "ce_sae", "ce_zero", "dead_features"):
         assert pooled[k] == pytest.approx(once[k], rel=1e-6, abs=1e-9), k
+
+
+def test_logit_effects_equal_the_explicit_product(tiny_pipeline):
+    from backend.family.model import load_model
+    from backend.features import logit_effects
+
+    model = load_model(tiny_pipeline.member("lua"))
+    sae = load_sae(tiny_pipeline.sae("lua"))
+    eff = logit_effects(model, sae, k=3)
+    f = 7
+    with torch.no_grad():
+        resid = model.model.layers[0].mlp.down_proj(sae.W_dec[f])          # the feature's write to the residual
+        want = model.lm_head(model.model.norm.weight * resid)                # gain only, no 1/rms
+    order = torch.argsort(want, descending=True)
+    assert eff["pos_ids"][f].tolist() == order[:3].tolist()
+    np.testing.assert_allclose(eff["pos_vals"][f], want[order[:3]].numpy(), rtol=1e-5)
+    assert eff["neg_ids"][f].tolist() == order[-3:].flip(0).tolist()

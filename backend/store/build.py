@@ -262,7 +262,7 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
             "feature": np.repeat(np.arange(acts.shape[1], dtype=np.int32), np.diff(acts.indptr)),
             "token_index": acts.indices.astype(np.int64), "act": acts.data.astype(np.float32)})
         for table, fname in (("feature_histograms", "histograms"), ("feature_top_tokens", "top_tokens"),
-                             ("examples", "examples")):
+                             ("examples", "examples"), ("feature_logits", "logits")):
             part = pq.read_table(pl.activation(n) / f"{fname}.parquet")
             _insert(con, table, part.append_column("model", pa.array([n] * part.num_rows, pa.string())))
     for c in read_json(pl.cases() / "cases.json"):

@@ -74,6 +74,9 @@ TABLES: dict[str, tuple[str, str]] = {
     "feature_top_tokens": ("Token types a feature fires on, by total activation.", """
         model VARCHAR, feature INTEGER, rank INTEGER, token_id INTEGER, count INTEGER, mean_act DOUBLE,
         total_act DOUBLE"""),
+    "feature_logits": ("A feature's direct effect on the logits, W_U (g * W_down W_dec[f]) with g the final norm's "
+                       "gain (its 1/rms scale left out): the top promoted (+) and suppressed (-) tokens.", """
+        model VARCHAR, feature INTEGER, sign VARCHAR, rank INTEGER, token_id INTEGER, value DOUBLE"""),
     "examples": ("Context windows [start, end) of sample token indices with the feature's value on every "
                  "token. kind: 'top' (top-activating, rank 0 = highest) or 'q<i>' (i-th equal-count "
                  "activation quantile from the bottom).", """
@@ -140,6 +143,7 @@ TABLES: dict[str, tuple[str, str]] = {
 INDEXES = [
     "CREATE INDEX idx_examples ON examples (model, feature)",
     "CREATE INDEX idx_top_tokens ON feature_top_tokens (model, feature)",
+    "CREATE INDEX idx_logits ON feature_logits (model, feature)",
     "CREATE INDEX idx_matches_src ON matches (parent, child, direction, src)",
     "CREATE INDEX idx_features_fate ON features (model, fate)",
 ]
