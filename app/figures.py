@@ -173,7 +173,7 @@ def heatmap(names: list[str], sims: list[dict], title: str) -> dict:
                        "yaxis": {"autorange": "reversed"}}}
 
 
-def fingerprint_map(points: list[dict], ratio: tuple[float, float]) -> dict:
+def fingerprint_map(points: list[dict], ratio: tuple[float, float] | None, method: str = "pca") -> dict:
     by_label: dict[str, list[dict]] = {}
     for p in points:
         by_label.setdefault(p["label"], []).append(p)
@@ -186,10 +186,14 @@ def fingerprint_map(points: list[dict], ratio: tuple[float, float]) -> dict:
                                 "color": PALETTE[i % len(PALETTE)],
                                 "symbol": ["diamond" if p["kind"] == "member" else "circle" for p in pts]},
                      "customdata": [p["entity"] for p in pts], "hovertemplate": "%{customdata}<extra></extra>"})
+    if method == "pca":
+        axes = {"xaxis": {"title": {"text": f"PC1 ({100 * ratio[0]:.0f}% of variance)"}},
+                "yaxis": {"title": {"text": f"PC2 ({100 * ratio[1]:.0f}% of variance)"}}}
+    else:
+        axes = {"xaxis": {"title": {"text": "t-SNE 1"}}, "yaxis": {"title": {"text": "t-SNE 2"}}}
     return {"data": data, "layout": {
-        "title": {"text": "Fingerprint map (PCA)"}, "height": 460, "margin": {"l": 50, "r": 10, "t": 40, "b": 50},
-        "xaxis": {"title": {"text": f"PC1 ({100 * ratio[0]:.0f}% of variance)"}},
-        "yaxis": {"title": {"text": f"PC2 ({100 * ratio[1]:.0f}% of variance)"}}}}
+        "title": {"text": f"Fingerprint map ({'PCA' if method == 'pca' else 't-SNE, cosine'})"}, "height": 460,
+        "margin": {"l": 50, "r": 10, "t": 40, "b": 50}, **axes}}
 
 
 def additivity_curves(rows: list[dict]) -> dict:

@@ -253,7 +253,10 @@ def create_app(db_path: str | Path) -> FastAPI:
         stats = fp["stats"] or {"pca_var1": 0.0, "pca_var2": 0.0}
         return {**fp, "variant": variant, "variants": store.VARIANTS, "edges": store.edges,
                 "heatmap": figures.heatmap(names, fp["similarity"], f"Cosine similarity ({variant})"),
-                "map_figure": figures.fingerprint_map(fp["map"], (stats["pca_var1"], stats["pca_var2"])),
+                "map_figure": figures.fingerprint_map([p for p in fp["map"] if p["method"] == "pca"],
+                                                      (stats["pca_var1"], stats["pca_var2"])),
+                "tsne_figure": figures.fingerprint_map([p for p in fp["map"] if p["method"] == "tsne"], None, "tsne")
+                if any(p["method"] == "tsne" for p in fp["map"]) else None,
                 "additivity_figure": figures.additivity_curves(fp["additivity"])}
 
     @view("/models/{model}", "model.html")

@@ -358,7 +358,7 @@ class Store:
         return {
             "entities": ents,
             "similarity": self.q("SELECT a, b, cos FROM fingerprint_similarity WHERE variant = ?", [variant]),
-            "map": self.q("""SELECT m.entity, m.x, m.y, f.kind, f.label FROM fingerprint_map m
+            "map": self.q("""SELECT m.method, m.entity, m.x, m.y, f.kind, f.label FROM fingerprint_map m
                              JOIN fingerprints f ON f.entity = m.entity AND f.variant = m.variant
                              WHERE m.variant = ? ORDER BY f.kind, m.entity""", [variant]),
             "stats": self.q1("SELECT * FROM fingerprint_stats WHERE variant = ?", [variant]),

@@ -139,6 +139,20 @@ def pca_2d(X: np.ndarray) -> tuple[np.ndarray, list[float]]:
     return coords, ratio + [0.0] * (2 - len(ratio))
 
 
+TSNE_MIN = 20  # fewer fingerprints than this: PCA only (t-SNE needs a neighbourhood to mean anything)
+
+
+def tsne_2d(X: np.ndarray, seed: int = 0) -> np.ndarray | None:
+    """A 2-D t-SNE map on cosine distance, or None when there are fewer than TSNE_MIN points."""
+    if len(X) < TSNE_MIN:
+        return None
+    from sklearn.manifold import TSNE
+
+    perplexity = min(30.0, (len(X) - 1) / 3)
+    return TSNE(2, perplexity=perplexity, metric="cosine", init="random", random_state=seed).fit_transform(
+        np.asarray(X, dtype=np.float64))
+
+
 def nearest(names: list[str], C: np.ndarray, k: int = 3) -> dict[str, list[tuple[str, float]]]:
     out = {}
     for i, n in enumerate(names):
@@ -245,8 +259,12 @@ def fingerprint_run(pl, pool: list[dict], out) -> None:
                       "convention": "cosine distance = 1 - cos; silhouette mean over members and pool"})
         sims += [{"variant": v, "a": a, "b": b, "cos": float(C[i, j])} for i, a in enumerate(names)
                  for j, b in enumerate(names)]
-        maps += [{"variant": v, "entity": n, "x": float(coords[i, 0]), "y": float(coords[i, 1])}
+        maps += [{"variant": v, "method": "pca", "entity": n, "x": float(coords[i, 0]), "y": float(coords[i, 1])}
                  for i, n in enumerate(names)]
+        tsne = tsne_2d(X, cfg.seed) if len(pop) else None
+        if tsne is not None:
+            maps += [{"variant": v, "method": "tsne", "entity": n, "x": float(tsne[i, 0]), "y": float(tsne[i, 1])}
+                     for i, n in enumerate(names)]
         neighbours += [{"variant": v, "entity": n, "rank": r, "other": o, "cos": c}
                        for n, lst in nearest(names, C).items() for r, (o, c) in enumerate(lst)]
     n_probes = len(probes)

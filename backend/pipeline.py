@@ -28,7 +28,7 @@ log = logging.getLogger("featureflow")
 STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "autointerp", "cases",
           "fingerprints", "store"]
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
-VERSIONS = {s: 1 for s in STAGES} | {"saes": 2, "activations": 2}
+VERSIONS = {s: 1 for s in STAGES} | {"saes": 2, "activations": 2, "fingerprints": 2}
 
 
 def _stage(fn):

@@ -97,3 +97,17 @@ def test_store_holds_every_member_and_sweep_point(tiny_pipeline):
     n_behind = con.execute("SELECT count(*) FROM fingerprint_features WHERE model = 'lua' AND rank_by = 'mean'").fetchone()[0]
     assert n_behind == 5
     con.close()
+
+
+def test_tsne_only_with_enough_fingerprints():
+    from backend.fingerprints import TSNE_MIN, tsne_2d
+
+    rng = np.random.default_rng(0)
+    assert tsne_2d(rng.normal(size=(TSNE_MIN - 1, 8))) is None
+    X = np.concatenate([rng.normal(0, 0.1, (12, 8)) + 3 * np.eye(8)[0], rng.normal(0, 0.1, (12, 8)) + 3 * np.eye(8)[1]])
+    Y = tsne_2d(X)
+    assert Y.shape == (24, 2)
+    # two clean clusters stay apart: every point is nearer its own cluster's centre
+    c0, c1 = Y[:12].mean(0), Y[12:].mean(0)
+    d = np.linalg.norm(Y[:, None] - np.stack([c0, c1])[None], axis=2)
+    assert (d[:12, 0] < d[:12, 1]).all() and (d[12:, 1] < d[12:, 0]).all()

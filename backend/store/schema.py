@@ -118,8 +118,9 @@ TABLES: dict[str, tuple[str, str]] = {
         variant VARCHAR, a VARCHAR, b VARCHAR, cos DOUBLE"""),
     "fingerprint_neighbours": ("Each entity's nearest others by cosine similarity.", """
         variant VARCHAR, entity VARCHAR, rank INTEGER, other VARCHAR, cos DOUBLE"""),
-    "fingerprint_map": ("2-D PCA map of the fingerprints.", """
-        variant VARCHAR, entity VARCHAR, x DOUBLE, y DOUBLE"""),
+    "fingerprint_map": ("2-D maps of the fingerprints: method 'pca' always, 'tsne' (cosine) when there are at "
+                        "least 20 fingerprints.", """
+        variant VARCHAR, method VARCHAR, entity VARCHAR, x DOUBLE, y DOUBLE"""),
     "fingerprint_stats": ("Clustering quality per variant: silhouette on cosine distance with domain labels.", """
         variant VARCHAR, silhouette DOUBLE, n INTEGER, n_labels INTEGER, pca_var1 DOUBLE, pca_var2 DOUBLE,
         convention VARCHAR"""),
