@@ -198,20 +198,22 @@ class Store:
         return c
 
     def examples(self, model: str, feature: int, kinds: str = "all") -> list[dict]:
-        """Example windows with every token's text, id and this feature's activation."""
-        where = "" if kinds == "all" else " AND e.kind = 'top'"
-        rows = self.q(f"""
-            SELECT e.kind, e.rank, e.center, e.start, e."end", e.acts, s.domain,
-                   (SELECT list(v.text ORDER BY st.token_index) FROM sample_tokens st JOIN vocab v USING (token_id)
-                    WHERE st.token_index >= e.start AND st.token_index < e."end") AS texts,
-                   (SELECT list(st.token_id ORDER BY st.token_index) FROM sample_tokens st
-                    WHERE st.token_index >= e.start AND st.token_index < e."end") AS ids
-            FROM examples e JOIN sample_tokens s ON s.token_index = e.center
-            WHERE e.model = ? AND e.feature = ?{where}
-            ORDER BY e.kind = 'top' DESC, e.kind DESC, e.rank""", [model, feature])
+        """Example windows with every token's text, id and this feature's activation.
+
+        Two indexed reads: the feature's example rows, then every token they cover in one query
+        (a correlated per-window join scans the whole sample: 30x slower at paper scale)."""
+        where = "" if kinds == "all" else " AND kind = 'top'"
+        rows = self.q(f"""SELECT kind, rank, center, start, "end", acts FROM examples
+                          WHERE model = ? AND feature = ?{where}
+                          ORDER BY kind = 'top' DESC, kind DESC, rank""", [model, feature])
+        wanted = sorted({i for r in rows for i in range(r["start"], r["end"])})
+        toks = {t["token_index"]: t for t in self.q("""
+            SELECT s.token_index, s.token_id, s.domain, v.text FROM sample_tokens s JOIN vocab v USING (token_id)
+            WHERE s.token_index IN (SELECT unnest(?::BIGINT[]))""", [wanted])} if wanted else {}
         for r in rows:
-            r["tokens"] = [{"text": t, "id": i, "act": float(a), "center": r["start"] + k == r["center"]}
-                           for k, (t, i, a) in enumerate(zip(r.pop("texts"), r.pop("ids"), r.pop("acts")))]
+            r["domain"] = toks[r["center"]]["domain"]
+            r["tokens"] = [{"text": toks[i]["text"], "id": toks[i]["token_id"], "act": float(a), "center": i == r["center"]}
+                           for i, a in zip(range(r["start"], r["end"]), r.pop("acts"))]
         return rows
 
     def activations_at(self, model: str, feature: int, start: int, end: int) -> list[float]:

@@ -1,0 +1,154 @@
+"""Benchmark: explorer latency on a paper-scale store, against loading the tables into Python.
+
+Builds a synthetic store with the real schema (`backend/store/schema.py`) at paper scale by default
+(4 models x 16,384 features, top-10 matches both ways per edge, 20 examples per feature over a
+3M-token sample) and times the explorer's JSON views through FastAPI's TestClient. The baseline,
+measured in the same run, answers the feature view the way the issue forbids: whole tables into
+pandas, filtered in Python.
+
+    python scripts/bench_store.py                       # paper scale (a few minutes, ~2 GB RAM)
+    python scripts/bench_store.py --features 2048 --tokens 200000    # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from backend.store.schema import SCHEMA_VERSION, ddl
+
+MODELS = ["root", "a", "b", "merge"]
+EDGES = [("root", "a"), ("root", "b"), ("a", "merge"), ("b", "merge")]
+
+
+def insert(con, table: str, cols: dict) -> None:
+    t = pa.table(cols)
+    con.register("_src", t)
+    names = ", ".join(f'"{c}"' for c in t.column_names)
+    con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _src")
+    con.unregister("_src")
+
+
+def build(path: Path, F: int, N: int, n_examples: int, k: int, act_tokens: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    con = duckdb.connect(str(path))
+    for stmt in ddl():
+        con.execute(stmt)
+    con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, datetime.now(timezone.utc)])
+    con.execute("INSERT INTO runs (name, description, config_json, device, timings_json, default_threshold, top_k, "
+                "match_method, sample_tokens, sample_context, hook, inputs_key) VALUES "
+                "('bench', 'synthetic paper-scale store', '{}', 'cpu', '{}', 0.8, ?, 'position', ?, 64, "
+                "'blocks.0.mlp.hook_post', 'x')", [k, N])
+    for i, m in enumerate(MODELS):
+        con.execute("INSERT INTO models (model, label, idx, make, domains, d_sae) VALUES (?, ?, ?, 'train', ['d'], ?)",
+                    [m, m.upper(), i, F])
+        con.execute("INSERT INTO sae_metrics (model, l0, mse, explained_variance, dead_features, d_sae, loss_recovered, "
+                    "loss_recovered_scope) VALUES (?, 30, 0.01, 0.8, 0, ?, 0.9, 'own')", [m, F])
+    for p, c in EDGES:
+        con.execute("INSERT INTO model_edges VALUES (?, ?, 'finetune')", [p, c])
+    vocab = 32000
+    insert(con, "vocab", {"token_id": np.arange(vocab, dtype=np.int32), "text": [f"t{i}" for i in range(vocab)]})
+    insert(con, "sample_tokens", {"token_index": np.arange(N, dtype=np.int64),
+                                  "window_idx": (np.arange(N) // 64).astype(np.int32),
+                                  "position": (np.arange(N) % 64).astype(np.int32),
+                                  "domain": np.full(N, "d", dtype=object),
+                                  "token_id": rng.integers(0, vocab, N).astype(np.int32)})
+    for m in MODELS:
+        insert(con, "features", {
+            "model": np.full(F, m, dtype=object), "feature": np.arange(F, dtype=np.int32),
+            "density": rng.random(F) * 0.01, "n_active": rng.integers(1, 10000, F), "max_act": rng.random(F) * 5,
+            "mean_act": rng.random(F) * 0.01, "mean_when_active": rng.random(F), "alive": np.ones(F, bool),
+            "top_token_id": rng.integers(0, vocab, F).astype(np.int32), "top_token_share": rng.random(F),
+            "fate": rng.choice(["persisting", "disappearing"], F).astype(object), "origin_model": np.full(F, m, dtype=object),
+            "origin_feature": np.arange(F, dtype=np.int32), "depth": np.zeros(F, np.int32)})
+        centers = rng.integers(32, N - 32, F * n_examples)
+        insert(con, "examples", {
+            "model": np.full(F * n_examples, m, dtype=object), "feature": np.repeat(np.arange(F, dtype=np.int32), n_examples),
+            "kind": np.tile(np.array(["top"] * (n_examples // 2) + ["q0"] * (n_examples - n_examples // 2), dtype=object), F),
+            "rank": np.tile(np.arange(n_examples, dtype=np.int32), F), "center": centers, "start": centers - 16,
+            "end": centers + 16, "acts": pa.array(list(rng.random((F * n_examples, 32), dtype=np.float32)),
+                                                  pa.list_(pa.float32()))})
+        per = max(1, act_tokens * 30 // F)  # L0 30 over act_tokens tokens
+        insert(con, "activation_values", {
+            "model": np.full(F * per, m, dtype=object), "feature": np.repeat(np.arange(F, dtype=np.int32), per),
+            "token_index": rng.integers(0, N, F * per), "act": rng.random(F * per, dtype=np.float32)})
+    for p, c in EDGES:
+        for direction in ("p2c", "c2p"):
+            insert(con, "matches", {
+                "parent": np.full(F * k, p, dtype=object), "child": np.full(F * k, c, dtype=object),
+                "direction": np.full(F * k, direction, dtype=object),
+                "src": np.repeat(np.arange(F, dtype=np.int32), k), "rank": np.tile(np.arange(k, dtype=np.int32), F),
+                "dst": rng.integers(0, F, F * k).astype(np.int32), "r": rng.random(F * k)})
+    con.execute("CHECKPOINT")
+    con.close()
+
+
+def timed(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--features", type=int, default=16384)
+    ap.add_argument("--tokens", type=int, default=3_000_000)
+    ap.add_argument("--examples", type=int, default=20)
+    ap.add_argument("--top-k", type=int, default=10)
+    ap.add_argument("--act-tokens", type=int, default=300_000, help="tokens whose activations are stored")
+    ap.add_argument("--repeat", type=int, default=5)
+    a = ap.parse_args()
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "bench.duckdb"
+        t0 = time.perf_counter()
+        build(path, a.features, a.tokens, a.examples, a.top_k, a.act_tokens)
+        print(f"built a {path.stat().st_size / 1e6:.0f} MB store ({len(MODELS)} models x {a.features} features, "
+              f"{a.tokens} sample tokens) in {time.perf_counter() - t0:.0f} s")
+        client = TestClient(create_app(path))
+        f = a.features // 2
+        views = {
+            "overview (flows + Sankey)": "/api/?threshold=0.7",
+            "feature page": f"/api/models/a/features/{f}",
+            "search, sorted, page 3": "/api/features?sort=max_act&page=3",
+            "search by top token": "/api/features?token=t12&model=b",
+            "compare (exact r)": f"/api/compare?a=a:{f}&b=merge:{f + 1}",
+        }
+        for name, url in views.items():
+            assert client.get(url).status_code == 200, url
+            print(f"{name:28s} {1000 * timed(lambda: client.get(url), a.repeat):8.1f} ms")
+
+        def naive_feature_page() -> None:
+            """The baseline: whole tables into pandas, filtered in Python."""
+            con = duckdb.connect(str(path), read_only=True)
+            ex = con.execute("SELECT * FROM examples").df()
+            ex = ex[(ex["model"] == "a") & (ex["feature"] == f)]
+            toks = con.execute("SELECT * FROM sample_tokens").df().set_index("token_index")
+            for _, e in ex.iterrows():
+                toks.loc[e["start"]:e["end"] - 1, "token_id"].tolist()
+            feats = con.execute("SELECT * FROM features").df()
+            feats[(feats["model"] == "a") & (feats["feature"] == f)]
+            con.close()
+
+        ours = timed(lambda: client.get(views["feature page"]), a.repeat)
+        base = timed(naive_feature_page, max(1, a.repeat // 2))
+        print(f"feature page, naive whole-table baseline: {1000 * base:8.1f} ms  ->  explorer is {base / ours:.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()
