@@ -383,10 +383,6 @@ class Store:
                 WHERE b.model = ? ORDER BY b.rank_by, b.rank""", [model]),
         }
 
-    def training_curves(self) -> list[dict]:
-        return self.q("""SELECT c.model, c.step, c.tokens, c.domain, c.val_loss, c.val_accuracy, c.train_loss
-                         FROM training_curves c JOIN models m USING (model) ORDER BY m.idx, c.step, c.domain""")
-
 
 @dataclass
 class Ref:

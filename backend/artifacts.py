@@ -70,13 +70,6 @@ def build_dir(path: Path, build: Callable[[Path], None]) -> Path:
     return path
 
 
-def build_seconds(path: Path) -> float | None:
-    try:
-        return json.loads((path / DONE).read_text())["seconds"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file in the same folder, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

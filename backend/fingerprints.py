@@ -283,13 +283,16 @@ def fingerprint_run(pl, pool: list[dict], out) -> None:
     # features behind each member's fingerprint, through its base's SAE
     behind = []
     tokens = pl.sample_tokens()
+    base_acts: dict = {}  # each base's activations are read once, however many children it has
     for n in order:
         b = base_of[n]
         if n == b:
             continue
         child_acts = encode_sample(load_model(pl.member(n), pl.device), load_sae(pl.sae(b)), tokens, hook,
                                    desc=f"features behind {n}")
-        sh = feature_shift(pl.load_acts(b), child_acts)
+        if b not in base_acts:
+            base_acts[b] = pl.load_acts(b)
+        sh = feature_shift(base_acts[b], child_acts)
         for by, col in (("mean", "delta_mean"), ("rate", "delta_rate")):
             top = np.argsort(-np.abs(sh[col]), kind="stable")[: fcfg.top_features]
             behind += [{"model": n, "base": b, "rank_by": by, "rank": r, "feature": int(f),

@@ -291,9 +291,9 @@ class Pipeline:
         return {e: self.match(*e) for e in self.cfg.edges()}
 
     # --------------------------------------------------------------------------------- autointerp
-    def persisting(self, name: str) -> np.ndarray:
+    def persisting(self, name: str, n_features: int) -> np.ndarray:
         """Features of `name` whose best match in some child exceeds the threshold."""
-        out = np.zeros(self.load_acts(name).shape[1], dtype=bool)
+        out = np.zeros(n_features, dtype=bool)
         for (p, c), mdir in self.matching().items():
             if p == name:
                 out |= np.load(mdir / "topk.npz")["p2c_r"][:, 0] > self.cfg.matching.threshold
@@ -320,7 +320,7 @@ class Pipeline:
             vocab = token_strings(self.hf_tokenizer)
             feats = pq.read_table(self.activation(name) / "features.parquet")
             alive = feats.column("alive").to_numpy()
-            chosen = select_features(cfg.autointerp, alive, self.persisting(name), cfg.seed)
+            chosen = select_features(cfg.autointerp, alive, self.persisting(name, len(alive)), cfg.seed)
             rows, spend = explain_model(acts, tokens, vocab, chosen, cfg.autointerp, cfg.seed,
                                         self.root / "llm_cache", name)
             if rows:
