@@ -191,7 +191,7 @@ def fingerprint_run(pl, pool: list[dict], out) -> None:
     from tqdm.auto import tqdm
 
     from .artifacts import read_json, write_json
-    from .family.merge import slerp_state_dicts
+    from .family.build import merge_recipe
     from .family.model import load_model
     from .features import encode_sample
     from .sae import load_sae
@@ -230,14 +230,13 @@ def fingerprint_run(pl, pool: list[dict], out) -> None:
             continue
         curve = read_json(pl.member(n) / "merge_curve.json")
         p0, p1 = m.parents
-        m0, m1 = load_model(pl.member(p0)), load_model(pl.member(p1))
-        sd0 = {k: v.detach().clone() for k, v in m0.state_dict().items()}
-        sd1 = {k: v.detach().clone() for k, v in m1.state_dict().items()}
+        recipe = merge_recipe(pl, m)  # the member's own mergekit merge, t left open
+        m0 = load_model(pl.member(p0))
         b = base_of[n]
         d0, d1 = delta(states[p0], states[b]), delta(states[p1], states[b])
         for t in tqdm(sorted({pt["t"] for pt in curve["points"]}), desc=f"fingerprint sweep {n}", unit="t",
                       dynamic_ncols=True):
-            m0.load_state_dict(slerp_state_dicts(sd0, sd1, t))
+            m0.load_state_dict(recipe.state_dict(t))
             st = probe_states(m0.to(pl.device), ids, mask, hook)
             dv = delta(st, states[b])
             entities.append({"entity": f"{n}@t={t:.4f}", "kind": "sweep", "model": n, "t": t, "base": b,

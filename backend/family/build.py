@@ -1,4 +1,4 @@
-"""Build one family member into a folder: train, fine-tune, merge (with its SLERP sweep) or load."""
+"""Build one family member into a folder: train, fine-tune, merge (mergekit, with its t sweep) or load."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..artifacts import write_json
 from ..config import FinetuneMember, LoadMember, MergeMember, TrainMember
-from .merge import MergeError, find_crossing, slerp_state_dicts
+from .merge import MergeError, MergeRecipe, find_crossing
 from .model import load_model, new_model, save_model, shape_of
 from .train import evaluate, train_lm
 
@@ -44,9 +44,9 @@ def build_member(pl: "Pipeline", m, parents: dict[str, Path], out: Path) -> None
         info.update(steps=result.steps, tokens=result.tokens, lr=lr)
 
     elif isinstance(m, MergeMember):
-        model, curve = merge_member(pl, m, parents)
+        model, curve = merge_member(pl, m, parents, out)  # mergekit writes the weights and config into `out`
         write_json(out / "merge_curve.json", curve)
-        info.update(t=curve["t"], t_direction=curve["t_direction"])
+        info.update(t=curve["t"], t_direction=curve["t_direction"], method=curve["method"])
 
     elif isinstance(m, LoadMember):
         model = load_model(m.path, pl.device)
@@ -61,34 +61,66 @@ def build_member(pl: "Pipeline", m, parents: dict[str, Path], out: Path) -> None
         raise TypeError(type(m))
 
     model.to("cpu")
-    save_model(model, out, tok_dir)
+    if isinstance(m, MergeMember):  # keep mergekit's own output; add the family tokenizer beside it
+        for f in Path(tok_dir).iterdir():
+            if f.is_file():
+                shutil.copy2(f, out / f.name)
+    else:
+        save_model(model, out, tok_dir)
     info["shape"] = shape_of(model)
     info["eval"] = evaluate(model.to(pl.device), pl.val_windows(all_domains, cfg.training.eval_tokens))
     info["seconds"] = round(time.time() - t0, 2)
     write_json(out / "member.json", info)
 
 
-def merge_member(pl: "Pipeline", m: MergeMember, parents: dict[str, Path]):
-    """Sweep t, find where the parents' own-domain accuracies meet, and return the merged model."""
+def merge_base(cfg, m: MergeMember) -> str | None:
+    """The member whose task vectors a ties merge combines: `m.base`, else the parents' nearest common
+    ancestor. None for the other methods."""
+    if m.method != "ties":
+        return None
+    p0, p1 = m.parents
+    base = m.base or cfg.common_ancestor(p0, p1)
+    if base is None:
+        raise MergeError(f"member '{m.name}': method 'ties' needs a base model, but parents '{p0}' and '{p1}' "
+                         "share no ancestor; set `base:` to a member")
+    return base
+
+
+def merge_recipe(pl: "Pipeline", m: MergeMember, parents: dict[str, Path] | None = None) -> MergeRecipe:
+    """The member's merge (method, parent folders, base, density), with t left open.
+
+    ties: the base is `m.base`, else the parents' nearest common ancestor."""
+    p0, p1 = m.parents
+    parents = dict(parents) if parents else {p: pl.member(p) for p in m.parents}
+    base_name, base = merge_base(pl.cfg, m), None
+    if base_name is not None:
+        base = parents[base_name] if base_name in parents else pl.member(base_name)
+    try:
+        return MergeRecipe(m.method, (parents[p0], parents[p1]), base=base,
+                           density=m.density if m.method == "ties" else None,
+                           labels=(p0, p1) + ((base_name,) if base_name else ()))
+    except MergeError as e:
+        raise MergeError(f"member '{m.name}': {e}") from None
+
+
+def merge_member(pl: "Pipeline", m: MergeMember, parents: dict[str, Path], out: Path):
+    """Sweep t, find where the parents' own-domain accuracies meet, and write the merge at the chosen t.
+
+    Every evaluated point is a merge by mergekit's pipeline (`run_merge`, what `mergekit-yaml` runs), and
+    so is the member folder: `out` receives mergekit's output for the chosen t. Returns (model, curve)."""
     cfg = pl.cfg
     p0, p1 = m.parents
-    m0, m1 = load_model(parents[p0]), load_model(parents[p1])
-    # clone: `work` below is m0, and loading merged weights into it must not change sd0
-    sd0 = {k: v.detach().clone() for k, v in m0.state_dict().items()}
-    sd1 = {k: v.detach().clone() for k, v in m1.state_dict().items()}
-    for k in sd0:
-        if k in sd1 and sd0[k].shape != sd1[k].shape:
-            raise MergeError(f"member '{m.name}': parents '{p0}' and '{p1}' have different shapes "
-                             f"(tensor '{k}': {tuple(sd0[k].shape)} vs {tuple(sd1[k].shape)})")
+    recipe = merge_recipe(pl, m, parents)
+    base_name = merge_base(cfg, m)
     dom0, dom1 = cfg.own_domains(p0), cfg.own_domains(p1)
     domains = list(dict.fromkeys(dom0 + dom1))
     windows = pl.val_windows(domains, cfg.merge.eval_tokens)
-    work = m0  # reuse one module for every evaluation
+    work = load_model(parents[p0])  # one module for every evaluation; each point loads mergekit's tensors
     rows: dict[float, dict] = {}
-    bar = tqdm(desc=f"slerp sweep {m.name}", unit="eval", dynamic_ncols=True)
+    bar = tqdm(desc=f"{m.method} sweep {m.name}", unit="eval", dynamic_ncols=True)
 
     def eval_at(t: float) -> tuple[float, float]:
-        work.load_state_dict(slerp_state_dicts(sd0, sd1, t))
+        work.load_state_dict(recipe.state_dict(t))
         work.to(pl.device)
         ev = evaluate(work, windows)
         rows[t] = ev
@@ -101,7 +133,9 @@ def merge_member(pl: "Pipeline", m: MergeMember, parents: dict[str, Path]):
     crossing = find_crossing(eval_at, cfg.merge.grid_step, cfg.merge.tolerance)
     bar.close()
     t = crossing.t_star if m.t == "auto" else float(m.t)
-    eval_at(t)  # the chosen point is always a real evaluation
+    config_text = recipe.write(t, out)  # the member folder is mergekit's own output
+    model = load_model(out, pl.device)
+    rows[t] = evaluate(model, windows)  # the chosen point is always a real evaluation, of the folder itself
     baselines = {}
     for root in pl.cfg.roots():
         rm = load_model(pl.member(root), pl.device)
@@ -115,6 +149,7 @@ def merge_member(pl: "Pipeline", m: MergeMember, parents: dict[str, Path]):
         "t_star": crossing.t_star, "crossed": crossing.crossed, "t_grid_interpolated": crossing.t_grid_interpolated,
         "grid_step": cfg.merge.grid_step, "tolerance": cfg.merge.tolerance,
         "points": points, "baselines": baselines,
+        "method": m.method, "base": base_name, "density": recipe.density,
+        "mergekit_config": config_text,
     }
-    work.load_state_dict(slerp_state_dicts(sd0, sd1, t))
-    return work, curve
+    return model, curve
