@@ -19,7 +19,8 @@ def depths(models: list[dict], edges: list[tuple[str, str]]) -> dict[str, int]:
     return d
 
 
-def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], threshold: float) -> dict:
+def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], threshold: float,
+           mode_label: str = "") -> dict:
     """Models as nodes in columns by depth in the family; per edge, persisting features flow parent ->
     child and disappearing ones to a 'lost' node; features that emerged in a child (no parent feature
     reaches them) flow in from a 'new' node placed just before it."""
@@ -50,12 +51,15 @@ def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], thres
     label = {m["model"]: m["label"] for m in models}
     for f in flows:
         p, c = f["parent"], f["child"]
+        floor = ("no noise floor measured" if f.get("floor_share") is None else
+                 f"noise floor {100 * f['floor_share']:.1f}% ({f['floor_source']})")
         link(index[p], index[c], f["persisting"], PERSIST,
-             f"{f['persisting']} persist {label[p]} → {label[c]} ({100 * f['persist_share']:.1f}%)")
+             f"{f['persisting']} persist {label[p]} → {label[c]} ({100 * f['persist_share']:.1f}%; {floor})")
         n_parents = sum(1 for g in flows if g["child"] == c)
         lost = node(f"lost:{p}:{c}", f"lost from {label[p]}" if n_parents > 1 else "lost", "#aaaaaa",
                     column_x(depth[c]), f"{label[p]} features with no match in {label[c]}")
-        link(index[p], lost, f["disappearing"], LOST, f"{f['disappearing']} of {label[p]} disappear in {label[c]}")
+        link(index[p], lost, f["disappearing"], LOST, f"{f['disappearing']} of {label[p]} disappear in {label[c]} "
+             f"({100 * f['persist_share']:.1f}% persist; {floor})")
     for m in models:
         n = emerged.get(m["model"], 0)
         if n:
@@ -70,7 +74,8 @@ def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], thres
             "link": {"source": src, "target": dst, "value": val, "color": col, "customdata": text,
                      "hovertemplate": "%{customdata}<extra></extra>"},
         }],
-        "layout": {"title": {"text": f"Feature flows at r > {threshold:g}"}, "height": 460,
+        "layout": {"title": {"text": f"Feature flows at r > {threshold:g}" + (f" ({mode_label})" if mode_label else "")},
+                   "height": 460,
                    "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
     }
 
@@ -209,3 +214,20 @@ def additivity_curves(rows: list[dict]) -> dict:
                                      "height": 380, "xaxis": {"title": {"text": "t"}, "range": [0, 1]},
                                      "margin": {"l": 50, "r": 10, "t": 40, "b": 50},
                                      "legend": {"orientation": "h", "y": -0.3}}}
+
+
+def floor_histogram(hist: list[dict], label: str, threshold: float, bins: int = 20) -> dict:
+    """Replica-vs-replica match r of one member's features (bins on [-1, 1]) with the threshold marked."""
+    width = 2 / bins
+    counts = {h["bin"]: h["n"] for h in hist}
+    return {
+        "data": [{"type": "bar", "x": [-1 + width * (i + 0.5) for i in range(bins)],
+                  "y": [counts.get(i, 0) for i in range(bins)], "width": width * 0.95, "marker": {"color": PERSIST},
+                  "hovertemplate": "r %{x:.2f}: %{y} features<extra></extra>"}],
+        "layout": {"title": {"text": f"{label}: match r between seed replicas"}, "height": 260,
+                   "xaxis": {"title": {"text": "match r in the other replica"}, "range": [-1, 1]},
+                   "yaxis": {"title": {"text": "features"}},
+                   "shapes": [{"type": "line", "x0": threshold, "x1": threshold, "yref": "paper", "y0": 0, "y1": 1,
+                               "line": {"dash": "dash", "color": "#444"}}],
+                   "margin": {"l": 50, "r": 10, "t": 40, "b": 45}},
+    }

@@ -23,6 +23,8 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from . import figures
+from backend.store.flows import mode_label
+
 from .queries import NotFound, Ref, Store
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
@@ -31,7 +33,9 @@ VENDOR = {
     "plotly.min.js": Path(plotly.__file__).parent / "package_data" / "plotly.min.js",
 }
 
-Threshold = Annotated[float | None, Query(gt=-1, lt=1, description="Pearson r above which a match persists")]
+Threshold = Annotated[float | None, Query(gt=-1, lt=1, description="similarity above which a match persists")]
+Mode = Annotated[str | None, Query(max_length=40, description="matching mode, e.g. pearson, pearson-1to1, decoder "
+                                   "(default: the run's first)")]
 Variant = Annotated[str, Query(pattern="^delta-(hidden|mlp|logits)$", description="fingerprint variant")]
 
 
@@ -142,14 +146,28 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     # -- views ---------------------------------------------------------------------------------
     @view("/", "overview.html", fragment="_flows.html")
-    def overview(threshold: Threshold = None) -> dict:
-        """The run: models, lineage, SAE health and the Sankey of feature flows at a threshold."""
-        t = thr(threshold)
+    def overview(threshold: Threshold = None, mode: Mode = None) -> dict:
+        """The run: models, lineage, SAE health and the Sankey of feature flows at a threshold and matching
+        mode, each edge's persistence beside its seed-control noise floor."""
+        t, mode = thr(threshold), store.mode(mode)
         models = store.overview_models()
-        flows = store.flows(t)
-        emerged = store.emerged_in(t)
-        return {"threshold": t, "models_overview": models, "flows": flows, "emerged": emerged,
-                "edges": store.edges, "sankey": figures.sankey(store.models, flows, emerged, t)}
+        flows = store.flows(t, mode)
+        emerged = store.emerged_in(t, mode)
+        return {"threshold": t, "mode": mode, "mode_label": mode_label(mode), "modes": store.modes,
+                "mode_labels": {m: mode_label(m) for m in store.modes}, "models_overview": models, "flows": flows,
+                "emerged": emerged, "floors": store.floors(t, mode), "edges": store.edges,
+                "sankey": figures.sankey(store.models, flows, emerged, t, mode_label(mode))}
+
+    @view("/floors", "floors.html")
+    def floors(threshold: Threshold = None, mode: Mode = None) -> dict:
+        """The seed-control noise floor: per replicated member, how many features two SAEs of the same model
+        that differ only in their seed match above the threshold, and the distribution of their match r."""
+        t, mode = thr(threshold), store.mode(mode)
+        fl = store.floors(t, mode)
+        for f in fl:
+            f["figure"] = figures.floor_histogram(f["histogram"], f["label"], t)
+        return {"threshold": t, "mode": mode, "mode_label": mode_label(mode), "modes": store.modes,
+                "mode_labels": {m: mode_label(m) for m in store.modes}, "floors": fl}
 
     @view("/models/{model}/features/{feature}", "feature.html")
     def feature(model: str, feature: int, threshold: Threshold = None) -> dict:

@@ -15,6 +15,8 @@ from typing import Any
 
 import duckdb
 
+from backend.config import parse_mode
+from backend.store import flows as flow_sql
 from backend.store.schema import SCHEMA_VERSION
 
 
@@ -49,6 +51,9 @@ class Store:
             raise StoreError(f"store '{self.path}' has schema version {version}; this explorer reads version "
                              f"{SCHEMA_VERSION}: rebuild it with `featureflow run`")
         self.run = self.q1("SELECT * FROM runs")
+        self.modes = list(self.run["modes"])
+        self.default_mode = self.run["default_mode"]
+        self.similarity = parse_mode(self.default_mode)[0]  # feature pages, lineage and cases use this one
         self.models = self.q("SELECT * FROM models ORDER BY idx")
         self.model_names = [m["model"] for m in self.models]
         self.edges = self.q("SELECT e.* FROM model_edges e JOIN models c ON c.model = e.child "
@@ -111,25 +116,33 @@ class Store:
             r["sae_by_domain"] = [h for h in per_domain if h["model"] == r["model"]]
         return rows
 
-    def flows(self, threshold: float) -> list[dict]:
-        """Per edge, recomputed at `threshold` from the stored top-1 matches (alive features only)."""
-        rows = self.q("""
-            SELECT e.parent, e.child,
-              count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.r > $t) AS persisting,
-              count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.r <= $t) AS disappearing,
-              count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.r > $t) AS inherited,
-              count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.r <= $t) AS emerging,
-              count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive) AS parent_alive,
-              count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive) AS child_alive
-            FROM model_edges e
-            JOIN matches m ON m.parent = e.parent AND m.child = e.child AND m.rank = 0
-            JOIN features f ON f.model = (CASE WHEN m.direction = 'p2c' THEN e.parent ELSE e.child END)
-                           AND f.feature = m.src
-            JOIN models pm ON pm.model = e.parent JOIN models cm ON cm.model = e.child
-            GROUP BY e.parent, e.child, pm.idx, cm.idx ORDER BY cm.idx, pm.idx""", {"t": threshold})
-        for r in rows:
-            r["persist_share"] = r["persisting"] / r["parent_alive"] if r["parent_alive"] else 0.0
-        return rows
+    def mode(self, mode: str | None) -> str:
+        """A stored matching mode (default: the run's); anything else is a clear error."""
+        if mode is None:
+            return self.default_mode
+        if mode not in self.modes:
+            raise ValueError(f"matching mode '{mode}' is not stored in run '{self.run['name']}' "
+                             f"(modes: {', '.join(self.modes)})")
+        return mode
+
+    def flows(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Per edge at `threshold` under `mode`, from the stored matches, with the edge's noise floor."""
+        return [{k: _clean(v) for k, v in r.items()}
+                for r in flow_sql.flows(self.cursor(), threshold, self.mode(mode))]
+
+    def floors(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Per replicated member: the seed-control noise floor at `threshold` under `mode`, with the
+        distribution of its replica match r."""
+        mode = self.mode(mode)
+        fl = flow_sql.floors(self.cursor(), threshold, mode)
+        reps = self.q("SELECT * FROM sae_replicas ORDER BY model, replica")
+        out = []
+        for m in self.models:
+            if m["model"] in fl:
+                out.append({**fl[m["model"]], "label": m["label"], "mode": mode, "threshold": threshold,
+                            "histogram": flow_sql.floor_histogram(self.cursor(), m["model"], mode),
+                            "saes": [r for r in reps if r["model"] == m["model"]]})
+        return out
 
     def origin_counts(self) -> list[dict]:
         """Alive features per model by the model their chain of persisting matches starts in (default threshold)."""
@@ -138,15 +151,9 @@ class Store:
             JOIN models o ON o.model = f.origin_model
             WHERE f.alive GROUP BY f.model, f.origin_model, m.idx, o.idx ORDER BY m.idx, o.idx""")
 
-    def emerged_in(self, threshold: float) -> dict[str, int]:
+    def emerged_in(self, threshold: float, mode: str | None = None) -> dict[str, int]:
         """Alive features of each non-root model that no parent feature reaches (over all its parents)."""
-        rows = self.q("""
-            SELECT m.child AS model, count(*) AS n FROM (
-                SELECT child, src, max(r) AS best FROM matches WHERE direction = 'c2p' AND rank = 0
-                GROUP BY child, src) m
-            JOIN features f ON f.model = m.child AND f.feature = m.src
-            WHERE f.alive AND m.best <= $t GROUP BY m.child""", {"t": threshold})
-        return {r["model"]: r["n"] for r in rows}
+        return flow_sql.emerged_in(self.cursor(), threshold, self.mode(mode))
 
     # -- features -----------------------------------------------------------------------------
     def feature(self, model: str, feature: int) -> dict:
@@ -245,9 +252,11 @@ class Store:
     def matches(self, model: str, feature: int, threshold: float) -> dict:
         """Best matches in every parent (c2p) and child (p2c) model, each with r and whether it persists."""
         up = self.q("""SELECT parent AS model, dst AS feature, rank, r FROM matches
-                       WHERE child = ? AND direction = 'c2p' AND src = ? ORDER BY parent, rank""", [model, feature])
+                       WHERE child = ? AND direction = 'c2p' AND src = ? AND similarity = ?
+                       ORDER BY parent, rank""", [model, feature, self.similarity])
         down = self.q("""SELECT child AS model, dst AS feature, rank, r FROM matches
-                         WHERE parent = ? AND direction = 'p2c' AND src = ? ORDER BY child, rank""", [model, feature])
+                         WHERE parent = ? AND direction = 'p2c' AND src = ? AND similarity = ?
+                         ORDER BY child, rank""", [model, feature, self.similarity])
         for r in up + down:
             r["persists"] = r["r"] > threshold
             r["label"] = self.label(r["model"])
@@ -255,12 +264,13 @@ class Store:
 
     def best_parent(self, model: str, feature: int) -> dict | None:
         return self.q1("""SELECT parent AS model, dst AS feature, r FROM matches
-                          WHERE child = ? AND direction = 'c2p' AND src = ? AND rank = 0
-                          ORDER BY r DESC LIMIT 1""", [model, feature])
+                          WHERE child = ? AND direction = 'c2p' AND src = ? AND rank = 0 AND similarity = ?
+                          ORDER BY r DESC LIMIT 1""", [model, feature, self.similarity])
 
     def best_children(self, model: str, feature: int) -> list[dict]:
         return self.q("""SELECT child AS model, dst AS feature, r FROM matches
-                         WHERE parent = ? AND direction = 'p2c' AND src = ? AND rank = 0""", [model, feature])
+                         WHERE parent = ? AND direction = 'p2c' AND src = ? AND rank = 0 AND similarity = ?""",
+                      [model, feature, self.similarity])
 
     def lineage(self, model: str, feature: int, threshold: float) -> dict:
         """The feature's lineage at `threshold`: the chain of best persisting parent matches up to its

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .autointerp import hypothesis_ids, llr_for_tokens, unigram
-from .config import CaseConfig
+from .config import CaseConfig, parse_mode
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -101,9 +101,10 @@ def find_cases(pl: "Pipeline") -> list[dict]:
     order = cfg.topological_order()
     children = {n: [c for (p, c) in cfg.edges() if p == n] for n in order}
     best_child = {}
-    for (p, c), mdir in pl.matching().items():
-        top = np.load(mdir / "topk.npz")
-        best_child[(p, c)] = (top["p2c_idx"][:, 0], top["p2c_r"][:, 0])
+    sim = parse_mode(pl.default_mode)[0]
+    for p, c in cfg.edges():  # the closest match under the default similarity, assigned or not
+        best = pl.best_matches(pl.match(p, c, sim), "best")
+        best_child[(p, c)] = (best["p2c_idx"], best["p2c_r"])
     acts = {n: pl.load_acts(n) for n in order}
     vocab = token_strings(pl.hf_tokenizer)
     flat = pl.sample_tokens().ravel()

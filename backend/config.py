@@ -129,9 +129,21 @@ class FinetuneMember(_Member):
 
 
 class MergeMember(_Member):
+    """A merge of two parents through mergekit's own merge pipeline (the same as `mergekit-yaml`).
+
+    - `slerp`: mergekit's SLERP with `base_model` = parents[0]; t = 0 is parents[0], t = 1 is parents[1].
+    - `linear`: weights (1 - t, t) on parents[0], parents[1].
+    - `ties`: TIES-merging of both parents' task vectors against `base` (default: their nearest common
+      ancestor), weights (1 - t, t) and `density`.
+    `t: auto` sweeps t and picks where the parents' own-domain accuracies meet.
+    """
+
     make: Literal["merge"]
-    method: Literal["slerp"] = "slerp"
+    method: Literal["slerp", "linear", "ties"] = "slerp"
     t: float | Literal["auto"] = "auto"
+    base: str | None = Field(None, description="ties only: the model whose task vectors are merged "
+                             "(default: the parents' nearest common ancestor)")
+    density: float = Field(0.5, gt=0, le=1, description="ties only: share of each task vector kept")
 
     @field_validator("parents")
     @classmethod
@@ -191,6 +203,21 @@ class SAEConfig(Strict):
     pretrained: dict[str, str] = Field(
         default_factory=dict, description="member name -> local SAELens folder to load instead of training"
     )
+    architecture: Literal["standard", "topk", "batchtopk"] = Field(
+        "standard", description="standard: ReLU + L1 (the paper); topk: the k largest latents per token; "
+        "batchtopk: the k x batch largest latents per batch while training, saved as a SAELens topk SAE")
+    k: int | None = Field(None, gt=0, description="topk / batchtopk: latents per token (default: target_l0, else 32)")
+    target_l0: float | None = Field(
+        None, gt=0, description="standard: tune the L1 coefficient during training so the SAE ends at this mean "
+        "L0 (l1_coefficient is then the starting value); topk / batchtopk: the default k")
+    shared_init: bool = Field(
+        False, description="true reproduces the paper's single-seed setup: every SAE (all members, all replicas) "
+        "starts from the same initialisation and sees the same batch order. false (the default): each SAE's seed "
+        "and batch order derive from (run seed, member, replica)")
+    replicas: dict[str, int] | None = Field(
+        None, description="member -> number of extra SAEs trained with other seeds; replica 0 is the one used "
+        "for matching across models, replicas against replica 0 give the member's noise floor. Default: one "
+        "extra SAE for every root member; {} for none")
 
 
 class SampleConfig(Strict):
@@ -203,11 +230,47 @@ class SampleConfig(Strict):
     histogram_bins: int = Field(30, gt=1)
 
 
+SIMILARITIES = ("pearson", "decoder", "token-type")
+RULES = ("best", "1to1")
+
+
+def parse_mode(mode: str) -> tuple[str, str]:
+    """'pearson' -> ('pearson', 'best'); 'decoder-1to1' -> ('decoder', '1to1')."""
+    sim, rule = (mode[: -len("-1to1")], "1to1") if mode.endswith("-1to1") else (mode, "best")
+    if sim not in SIMILARITIES:
+        raise ValueError(f"unknown matching mode '{mode}' (modes: a similarity of {', '.join(SIMILARITIES)}, "
+                         "optionally followed by -1to1)")
+    return sim, rule
+
+
 class MatchingConfig(Strict):
+    """How features are matched parent -> child. A mode is a similarity and a rule:
+
+    similarities: `pearson` (activations over token positions of the shared sample, the paper's text),
+    `decoder` (cosine of decoder directions, data-free, as Neuronpedia and cross-layer feature flow match),
+    `token-type` (Pearson of per-token-type mean activations, the paper's released code).
+    rules: best match (`pearson`), or a one-to-one assignment of maximum total similarity (`pearson-1to1`).
+    Every listed mode is computed and stored; the first is the default the explorer opens with.
+    """
+
     threshold: float = Field(0.8, gt=-1, lt=1)
     top_k: int = Field(5, gt=0)
-    method: Literal["position", "token-type"] = "position"
+    modes: list[str] = Field(default_factory=lambda: ["pearson", "pearson-1to1", "decoder", "decoder-1to1"],
+                             min_length=1)
     block_size: int = Field(2048, gt=0)
+
+    @field_validator("modes")
+    @classmethod
+    def _known_modes(cls, v: list[str]) -> list[str]:
+        for m in v:
+            parse_mode(m)
+        if len(set(v)) != len(v):
+            raise ValueError("modes are listed twice")
+        return v
+
+    @property
+    def similarities(self) -> list[str]:
+        return list(dict.fromkeys(parse_mode(m)[0] for m in self.modes))
 
 
 class AutointerpConfig(Strict):
@@ -321,6 +384,21 @@ class ExperimentConfig(Strict):
         for name in self.sae.pretrained:
             if name not in names:
                 raise ValueError(f"sae.pretrained: unknown member '{name}'")
+        for name, n in (self.sae.replicas or {}).items():
+            if name not in names:
+                raise ValueError(f"sae.replicas: unknown member '{name}' (members: {', '.join(names)})")
+            if n < 0:
+                raise ValueError(f"sae.replicas: '{name}' needs a count >= 0, got {n}")
+            if n and name in self.sae.pretrained:
+                raise ValueError(f"sae.replicas: '{name}' loads a pretrained SAE; only trained SAEs have replicas")
+        for i, m in enumerate(self.family):
+            if isinstance(m, MergeMember) and m.base is not None:
+                if m.method != "ties":
+                    raise ValueError(f"family.{i}.base: only method 'ties' takes a base (got '{m.method}')")
+                if m.base not in names:
+                    raise ValueError(f"family.{i}.base: unknown member '{m.base}' (members: {', '.join(names)})")
+                if m.base == m.name:
+                    raise ValueError(f"family.{i}.base: '{m.name}' cannot be its own base")
         for m, b in self.fingerprints.base.items():
             for n in (m, b):
                 if n not in names:
@@ -386,6 +464,25 @@ class ExperimentConfig(Strict):
         if isinstance(m, MergeMember):
             return list(dict.fromkeys(d for p in m.parents for d in self.own_domains(p)))
         return list(getattr(m, "domains", [])) or self.member_domains(name)
+
+    def sae_replicas(self) -> dict[str, int]:
+        """Extra SAEs per member (the default: one for every root member without a pretrained SAE)."""
+        if self.sae.replicas is not None:
+            return {n: k for n, k in self.sae.replicas.items() if k > 0}
+        return {r: 1 for r in self.roots() if r not in self.sae.pretrained}
+
+    def common_ancestor(self, a: str, b: str) -> str | None:
+        """The nearest member that both `a` and `b` descend from (or are)."""
+        def up(n: str) -> list[str]:
+            out, todo = [], [n]
+            while todo:
+                x = todo.pop(0)
+                if x not in out:
+                    out.append(x)
+                    todo += self.member(x).parents
+            return out
+        ub = set(up(b))
+        return next((x for x in up(a) if x in ub), None)
 
     def run_dir(self) -> Path:
         return Path(self.data_dir) / self.name

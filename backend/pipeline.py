@@ -1,6 +1,7 @@
 """The stage graph: every stage is a method that asks for its inputs, then builds (or reuses) its artefact.
 
-    corpora -> tokenizer -> models -> saes -> sample -> activations -> matching -> store
+    corpora -> tokenizer -> models -> saes -> sample -> activations -> matching -> floors -> autointerp
+            -> cases -> fingerprints -> store
 
 A stage's artefact lives at `data/<run>/<stage>/<name>-<key>/`; the key hashes the stage's config
 section and its inputs' keys, so changing one section re-runs that stage and what depends on it,
@@ -11,6 +12,7 @@ their modules (family/, sae.py, ...); this file only wires them.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import sys
@@ -21,14 +23,14 @@ import numpy as np
 import torch
 
 from .artifacts import build_dir, key_of, write_json
-from .config import ExperimentConfig, LoadMember, MergeMember
+from .config import ExperimentConfig, LoadMember, MergeMember, parse_mode
 
 log = logging.getLogger("featureflow")
 
-STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "autointerp", "cases",
-          "fingerprints", "store"]
+STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "floors", "autointerp",
+          "cases", "fingerprints", "store"]
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
-VERSIONS = {s: 1 for s in STAGES} | {"saes": 2, "activations": 2, "fingerprints": 2}
+VERSIONS = {s: 1 for s in STAGES} | {"models": 2, "saes": 3, "activations": 3, "matching": 2, "fingerprints": 2}
 
 
 def _stage(fn):
@@ -143,6 +145,8 @@ class Pipeline:
                            for p in Path(m.path).rglob("*") if p.is_file())
             return key_of(VERSIONS["models"], m, files, parents, self.tokenizer().name)
         extra = cfg.merge if isinstance(m, MergeMember) else cfg.training
+        if isinstance(m, MergeMember) and m.base:  # a ties base need not be an ancestor
+            parents.append(self.member_key(m.base))
         return key_of(VERSIONS["models"], m, cfg.model, extra, parents, self.tokenizer().name, cfg.seed)
 
     @_stage
@@ -161,30 +165,50 @@ class Pipeline:
         return {n: self.member(n) for n in self.cfg.topological_order()}
 
     # --------------------------------------------------------------------------------------- SAEs
-    def sae_key(self, name: str) -> str:
+    def sae_seed(self, name: str, replica: int = 0) -> int:
+        """The seed of one SAE's initialisation and batch order.
+
+        Derived from (run seed, member, replica), so no two SAEs share an initialisation; with
+        `sae.shared_init` every SAE gets the same one (the paper's single-seed setup)."""
+        if self.cfg.sae.shared_init:
+            return self.cfg.seed + 17
+        digest = hashlib.sha256(f"sae|{self.cfg.seed}|{name}|{replica}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+    def sae_key(self, name: str, replica: int = 0) -> str:
         pre = self.cfg.sae.pretrained.get(name)
-        return key_of(VERSIONS["saes"], self.cfg.sae, self.member_key(name), pre, self.cfg.seed)
+        section = self.cfg.sae.model_dump(exclude={"replicas", "shared_init", "pretrained"})
+        return key_of(VERSIONS["saes"], section, self.member_key(name), pre, self.sae_seed(name, replica))
+
+    def replicas(self, name: str) -> list[int]:
+        """Replica indices of a member's SAEs: [0] plus one per extra seed in `sae.replicas`."""
+        return list(range(1 + self.cfg.sae_replicas().get(name, 0)))
 
     @_stage
-    def sae(self, name: str) -> Path:
-        """One member's SAE as a SAELens folder, with featureflow.json (recipe, training log, health)."""
+    def sae(self, name: str, replica: int = 0) -> Path:
+        """One SAE of a member as a SAELens folder, with featureflow.json (recipe, seed, training log, health).
+        Replica 0 is the SAE matched across models; replicas 1.. differ only in their seed."""
         from .family.model import load_model
         from .sae import load_sae, sae_health, save_sae, summarise, train_sae
 
         cfg = self.cfg
         member_dir = self.member(name)
+        seed = self.sae_seed(name, replica)
+        tag = name if replica == 0 else f"{name}.r{replica}"
 
         def build(tmp: Path) -> None:
             t0 = time.time()
             model = load_model(member_dir, self.device)
             pre = cfg.sae.pretrained.get(name)
+            l1 = cfg.sae.l1_coefficient
             if pre:
                 sae, log_rows, recipe = load_sae(pre), [], f"loaded from {pre}"
             else:
                 domains = cfg.member_domains(name)
                 trained = train_sae(model, {d: self.stream(d, "train") for d in domains}, cfg.sae,
-                                    seed=cfg.seed + 17, desc=f"sae {name}")
+                                    seed=seed, desc=f"sae {tag}")
                 sae, log_rows, recipe = trained.sae, trained.log, cfg.sae.recipe
+                l1 = getattr(trained, "l1_coefficient", l1)
             domains = cfg.member_domains(name)
             windows = self.val_windows(domains, cfg.sae.eval_tokens)
             parts = {d: sae_health(model, sae, w, cfg.sae.hook) for d, w in windows.items()}
@@ -195,19 +219,27 @@ class Pipeline:
                           loss_recovered_scope="own domains: " + ", ".join(own),
                           **{k: on_own[k] for k in ("ce_clean", "ce_sae", "ce_zero")})
             by_domain = {d: summarise([p]) for d, p in parts.items()}
-            log.info("sae %s: L0 %.1f, MSE %.4g, explained var %.3f, dead %d, loss recovered %s (%s)", name,
+            log.info("sae %s: L0 %.1f, MSE %.4g, explained var %.3f, dead %d, loss recovered %s (%s)", tag,
                      health["l0"], health["mse"], health["explained_variance"], health["dead_features"],
                      health["loss_recovered"], health["loss_recovered_scope"])
             save_sae(sae.cpu(), tmp, cfg.sae.hook, name, {
-                "recipe": recipe, "l1_coefficient": cfg.sae.l1_coefficient, "training_tokens": cfg.sae.tokens,
+                "recipe": recipe, "architecture": "pretrained" if pre else cfg.sae.architecture,
+                "k": getattr(sae, "k", None), "target_l0": cfg.sae.target_l0,
+                "l1_coefficient": l1, "l1_start": cfg.sae.l1_coefficient, "training_tokens": cfg.sae.tokens,
+                "seed": None if pre else seed, "replica": replica, "shared_init": cfg.sae.shared_init,
                 "log": log_rows, "health": health, "health_by_domain": by_domain,
                 "seconds": round(time.time() - t0, 2)})
 
-        return build_dir(self._dir("saes", name, self.sae_key(name)), build)
+        return build_dir(self._dir("saes", tag, self.sae_key(name, replica)), build)
 
     @_stage
     def saes(self) -> dict[str, Path]:
-        return {n: self.sae(n) for n in self.cfg.topological_order()}
+        """Every member's SAE (replica 0), then the seed replicas."""
+        out = {n: self.sae(n) for n in self.cfg.topological_order()}
+        for n in self.cfg.topological_order():
+            for r in self.replicas(n)[1:]:
+                self.sae(n, r)
+        return out
 
     # ------------------------------------------------------------------------------------- sample
     @_stage
@@ -257,46 +289,130 @@ class Pipeline:
         return build_dir(self._dir("activations", name, self.acts_key(name)), build)
 
     @_stage
-    def activations(self) -> dict[str, Path]:
-        return {n: self.activation(n) for n in self.cfg.topological_order()}
-
-    def load_acts(self, name: str):
-        import scipy.sparse as sps
-
-        return sps.load_npz(self.activation(name) / "acts.npz").tocsc()
-
-    # ----------------------------------------------------------------------------------- matching
-    @_stage
-    def match(self, parent: str, child: str) -> Path:
-        """Top-k Pearson matches in both directions for one parent -> child edge (topk.npz)."""
-        from .matching import pearson_topk, token_type_means
+    def replica_activation(self, name: str, replica: int) -> Path:
+        """A seed replica's sparse activations on the shared sample (acts.npz only: replicas are matched,
+        never shown)."""
+        from .family.model import load_model
+        from .features import encode_sample
+        from .sae import load_sae
 
         cfg = self.cfg
-        key = key_of(VERSIONS["matching"], cfg.matching.model_dump(exclude={"threshold"}),
-                     self.acts_key(parent), self.acts_key(child))
+        key = key_of(VERSIONS["activations"], self.sae_key(name, replica), self.sample().name, cfg.sample)
 
         def build(tmp: Path) -> None:
-            A, B = self.load_acts(parent), self.load_acts(child)
-            if cfg.matching.method == "token-type":
-                ids = self.sample_tokens().ravel()
-                A = token_type_means(A, ids, len(self.hf_tokenizer))
-                B = token_type_means(B, ids, len(self.hf_tokenizer))
-            top = pearson_topk(A, B, cfg.matching.top_k, cfg.matching.block_size, desc=f"match {parent}->{child}")
-            np.savez(tmp / "topk.npz", p2c_idx=top.p2c_idx, p2c_r=top.p2c_r, c2p_idx=top.c2p_idx, c2p_r=top.c2p_r)
+            import scipy.sparse as sps
 
-        return build_dir(self._dir("matching", f"{parent}--{child}", key), build)
+            model = load_model(self.member(name), self.device)
+            acts = encode_sample(model, load_sae(self.sae(name, replica)), self.sample_tokens(), cfg.sae.hook,
+                                 desc=f"encode {name}.r{replica}")
+            sps.save_npz(tmp / "acts.npz", acts, compressed=False)
+
+        return build_dir(self._dir("activations", f"{name}.r{replica}", key), build)
+
+    @_stage
+    def activations(self) -> dict[str, Path]:
+        out = {n: self.activation(n) for n in self.cfg.topological_order()}
+        for n in self.cfg.topological_order():
+            for r in self.replicas(n)[1:]:
+                self.replica_activation(n, r)
+        return out
+
+    def load_acts(self, name: str, replica: int = 0):
+        import scipy.sparse as sps
+
+        folder = self.activation(name) if replica == 0 else self.replica_activation(name, replica)
+        return sps.load_npz(folder / "acts.npz").tocsc()
+
+    # ----------------------------------------------------------------------------------- matching
+    @property
+    def default_mode(self) -> str:
+        return self.cfg.matching.modes[0]
+
+    def similarity_inputs(self, name: str, replica: int, similarity: str):
+        """What a similarity compares: sparse activations (pearson), per-token-type means (token-type) or
+        decoder directions (decoder)."""
+        from .matching import token_type_means
+        from .sae import load_sae
+
+        if similarity == "decoder":
+            return load_sae(self.sae(name, replica)).W_dec.detach().cpu().numpy()
+        acts = self.load_acts(name, replica)
+        if similarity == "token-type":
+            acts = token_type_means(acts, self.sample_tokens().ravel(), len(self.hf_tokenizer))
+        return acts
+
+    def _match_pair(self, a: tuple[str, int], b: tuple[str, int], similarity: str, label: str, tmp: Path) -> None:
+        """Top-k in both directions (topk.npz) and the one-to-one assignment (assign.npz) of SAE `a` to `b`."""
+        from .matching import assign, decoder_topk, pearson_topk
+
+        cfg = self.cfg.matching
+        A, B = self.similarity_inputs(*a, similarity), self.similarity_inputs(*b, similarity)
+        if similarity == "decoder":
+            top = decoder_topk(A, B, cfg.top_k, cfg.block_size)
+        else:
+            top = pearson_topk(A, B, cfg.top_k, cfg.block_size, desc=f"match {label} ({similarity})")
+        np.savez(tmp / "topk.npz", p2c_idx=top.p2c_idx, p2c_r=top.p2c_r, c2p_idx=top.c2p_idx, c2p_r=top.c2p_r)
+        a1 = assign(top)
+        np.savez(tmp / "assign.npz", p2c_idx=a1.a2b_idx, p2c_r=a1.a2b_r, c2p_idx=a1.b2a_idx, c2p_r=a1.b2a_r)
+
+    def _pair_key(self, a: tuple[str, int], b: tuple[str, int], similarity: str) -> str:
+        cfg = self.cfg.matching
+        side = (lambda n, r: self.sae_key(n, r)) if similarity == "decoder" else \
+            (lambda n, r: self.acts_key(n) if r == 0 else key_of(self.sae_key(n, r), self.sample().name))
+        return key_of(VERSIONS["matching"], similarity, cfg.top_k, cfg.block_size, side(*a), side(*b))
+
+    @_stage
+    def match(self, parent: str, child: str, similarity: str | None = None) -> Path:
+        """One parent -> child edge under one similarity: top-k matches in both directions (topk.npz)
+        and the one-to-one assignment (assign.npz)."""
+        sim = similarity or parse_mode(self.default_mode)[0]
+        key = self._pair_key((parent, 0), (child, 0), sim)
+        return build_dir(self._dir("matching", f"{parent}--{child}.{sim}", key),
+                         lambda tmp: self._match_pair((parent, 0), (child, 0), sim, f"{parent}->{child}", tmp))
 
     @_stage
     def matching(self) -> dict[tuple[str, str], Path]:
+        """Every edge under every configured similarity; returns the default similarity's folders."""
+        for sim in self.cfg.matching.similarities:
+            for e in self.cfg.edges():
+                self.match(*e, sim)
         return {e: self.match(*e) for e in self.cfg.edges()}
+
+    def best_matches(self, folder: Path, rule: str) -> dict[str, np.ndarray]:
+        """Each feature's match on one side under a rule: best (top-1) or 1to1 (its assigned partner; r is
+        NaN where it has none). Keys p2c_idx, p2c_r, c2p_idx, c2p_r."""
+        if rule == "1to1":
+            return dict(np.load(folder / "assign.npz"))
+        top = np.load(folder / "topk.npz")
+        return {k: top[k][:, 0] for k in ("p2c_idx", "p2c_r", "c2p_idx", "c2p_r")}
+
+    def edge_matches(self, parent: str, child: str, mode: str | None = None) -> dict[str, np.ndarray]:
+        sim, rule = parse_mode(mode or self.default_mode)
+        return self.best_matches(self.match(parent, child, sim), rule)
+
+    # ------------------------------------------------------------------------------------- floors
+    @_stage
+    def floor(self, name: str, replica: int, similarity: str) -> Path:
+        """Replica 0 of a member's SAE matched against replica `replica`: the same engine as an edge."""
+        key = self._pair_key((name, 0), (name, replica), similarity)
+        return build_dir(self._dir("floors", f"{name}.r0--r{replica}.{similarity}", key),
+                         lambda tmp: self._match_pair((name, 0), (name, replica), similarity,
+                                                      f"{name} r0->r{replica}", tmp))
+
+    @_stage
+    def floors(self) -> dict[tuple[str, int, str], Path]:
+        """The seed-control noise floor: for every replicated member, every replica against replica 0
+        under every configured similarity."""
+        return {(n, r, sim): self.floor(n, r, sim) for n in self.cfg.topological_order()
+                for r in self.replicas(n)[1:] for sim in self.cfg.matching.similarities}
 
     # --------------------------------------------------------------------------------- autointerp
     def persisting(self, name: str, n_features: int) -> np.ndarray:
-        """Features of `name` whose best match in some child exceeds the threshold."""
+        """Features of `name` whose match in some child exceeds the threshold (default mode)."""
         out = np.zeros(n_features, dtype=bool)
-        for (p, c), mdir in self.matching().items():
+        for p, c in self.cfg.edges():
             if p == name:
-                out |= np.load(mdir / "topk.npz")["p2c_r"][:, 0] > self.cfg.matching.threshold
+                out |= np.nan_to_num(self.edge_matches(p, c)["p2c_r"], nan=-1.0) > self.cfg.matching.threshold
         return out
 
     @_stage
@@ -310,7 +426,7 @@ class Pipeline:
         from .tokenizer import token_strings
 
         cfg = self.cfg
-        edges = [self.match(p, c).name for p, c in cfg.edges() if p == name]
+        edges = [self.match(p, c).name for p, c in cfg.edges() if p == name] + [self.default_mode]
         ai = cfg.autointerp.model_dump(exclude={"concurrency", "max_retries", "timeout"})
         key = key_of(VERSIONS["autointerp"], ai, self.acts_key(name), edges, cfg.matching.threshold, cfg.seed)
 
@@ -347,7 +463,7 @@ class Pipeline:
 
         cfg = self.cfg
         key = key_of(VERSIONS["cases"], cfg.cases, [p.name for p in self.activations().values()],
-                     [p.name for p in self.matching().values()])
+                     [p.name for p in self.matching().values()], self.default_mode)
         return build_dir(self._dir("cases", "cases", key),
                          lambda tmp: write_json(tmp / "cases.json", find_cases(self)))
 

@@ -7,18 +7,29 @@ from pathlib import Path
 
 def print_report(db: str, threshold: float | None = None) -> None:
     from app.queries import Store
+    from backend.store.flows import mode_label
 
     if not Path(db).exists():
         raise FileNotFoundError(f"store '{db}' does not exist (run `featureflow run --config ...` first)")
     store = Store(db)
     t = store.run["default_threshold"] if threshold is None else threshold
-    print(f"run {store.run['name']}: feature flows per edge (Pearson r > {t} persists)\n")
-    print(f"{'edge':32s} {'persist':>8s} {'vanish':>8s} {'inherit':>8s} {'emerge':>8s} {'persist%':>9s}")
-    for r in store.flows(t):
-        edge = f"{r['parent']} -> {r['child']}"
-        print(f"{edge:32s} {r['persisting']:8d} {r['disappearing']:8d} {r['inherited']:8d} {r['emerging']:8d} "
-              f"{100 * r['persist_share']:8.1f}%")
-    print("\nalive features by origin (where their chain of persisting matches starts):")
+    init = ("every SAE shares one seed (sae.shared_init: the paper's setup)" if store.run["shared_init"]
+            else "each SAE has its own seed")
+    print(f"run {store.run['name']}: feature flows per edge, similarity > {t} persists; {init}; "
+          "matching across models uses replica 0 of each SAE")
+    for mode in store.modes:
+        print(f"\nmode {mode} ({mode_label(mode)}){'  [default]' if mode == store.default_mode else ''}")
+        print(f"{'edge':32s} {'persist':>8s} {'vanish':>8s} {'inherit':>8s} {'emerge':>8s} {'persist%':>9s} "
+              f"{'floor%':>8s} {'same-idx':>8s}  floor from")
+        for r in store.flows(t, mode):
+            edge = f"{r['parent']} -> {r['child']}"
+            floor = "    n/a" if r["floor_share"] is None else f"{100 * r['floor_share']:7.1f}%"
+            print(f"{edge:32s} {r['persisting']:8d} {r['disappearing']:8d} {r['inherited']:8d} {r['emerging']:8d} "
+                  f"{100 * r['persist_share']:8.1f}% {floor} {r['same_index']:8d}  {r['floor_source'] or 'no replicas'}")
+        for f in store.floors(t, mode):
+            print(f"  floor {f['model']}: {f['matched']} of {f['alive']} alive features ({100 * f['share']:.1f}%) "
+                  f"match another seed replica; mean match r {f['mean_r']:.3f}")
+    print("\nalive features by origin (default mode; where their chain of persisting matches starts):")
     for r in store.origin_counts():
         print(f"  {r['model']:20s} from {r['origin_model']:20s} {r['n']:6d}")
     print("\nSAE health:")

@@ -22,7 +22,8 @@ def con(tiny_pipeline):
 def test_overview_flows_equal_the_pipeline_flows(client, con):
     data = client.get("/api/").json()
     stored = {(r[0], r[1]): r[2:] for r in con.execute(
-        "SELECT parent, child, persisting, disappearing, inherited, emerging FROM flows").fetchall()}
+        "SELECT parent, child, persisting, disappearing, inherited, emerging FROM flows "
+        "WHERE mode = (SELECT default_mode FROM runs)").fetchall()}
     assert len(data["flows"]) == len(stored) == 4
     for f in data["flows"]:
         assert (f["persisting"], f["disappearing"], f["inherited"], f["emerging"]) == stored[(f["parent"], f["child"])]
@@ -30,6 +31,29 @@ def test_overview_flows_equal_the_pipeline_flows(client, con):
     assert sankey["type"] == "sankey" and sum(sankey["link"]["value"]) > 0
     html = client.get("/").text
     assert 'id="sankey"' in html and "data-plot=" in html and "/vendor/plotly.min.js" in html
+
+
+def test_every_mode_shows_persistence_beside_its_noise_floor(client, con):
+    modes = list(con.execute("SELECT modes FROM runs").fetchone()[0])
+    assert len(modes) >= 2
+    for mode in modes:
+        data = client.get("/api/", params={"mode": mode}).json()
+        stored = {(r[0], r[1]): r[2:] for r in con.execute(
+            "SELECT parent, child, persisting, floor_share FROM flows WHERE mode = ?", [mode]).fetchall()}
+        assert data["mode"] == mode and data["floors"]
+        for f in data["flows"]:
+            assert (f["persisting"], f["floor_share"]) == pytest.approx(stored[(f["parent"], f["child"])])
+            assert f["mode"] == mode and f["floor_source"]
+        html = client.get("/", params={"mode": mode}).text
+        assert data["mode_label"] in html and "noise floor" in html
+        link_text = " ".join(data["sankey"]["data"][0]["link"]["customdata"])
+        assert "noise floor" in link_text
+    floors = client.get("/api/floors").json()["floors"]
+    root = floors[0]
+    assert root["replicas"] >= 1 and 0 <= root["share"] <= 1 and sum(h["n"] for h in root["histogram"]) == root["alive"]
+    assert client.get("/floors").status_code == 200
+    r = client.get("/api/?mode=nonsense")
+    assert r.status_code == 422 and "pearson" in str(r.json()["detail"])
 
 
 def test_threshold_redraws_from_stored_matches(client):

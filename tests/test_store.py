@@ -57,10 +57,18 @@ def test_report_prints_the_stored_flows(tiny_pipeline, capsys):
     assert main(["report", "--db", str(tiny_pipeline.cfg.store_path())]) == 0
     out = capsys.readouterr().out
     con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
-    for parent, child, persisting, disappearing in con.execute(
-            "SELECT parent, child, persisting, disappearing FROM flows").fetchall():
-        line = next(l for l in out.splitlines() if l.startswith(f"{parent} -> {child} "))
-        assert line.split()[3:5] == [str(persisting), str(disappearing)]
+    sections = out.split("\nmode ")[1:]
+    assert [s.split()[0] for s in sections] == tiny_pipeline.cfg.matching.modes
+    for section in sections:
+        mode = section.split()[0]
+        for parent, child, persisting, disappearing, share, floor, same in con.execute(
+                "SELECT parent, child, persisting, disappearing, persist_share, floor_share, same_index FROM flows "
+                "WHERE mode = ?", [mode]).fetchall():
+            line = next(l for l in section.splitlines() if l.startswith(f"{parent} -> {child} "))
+            cols = line.split()
+            assert cols[3:5] == [str(persisting), str(disappearing)]
+            assert cols[7:10] == [f"{100 * share:.1f}%", f"{100 * floor:.1f}%", str(same)]
+    assert "uses replica 0" in out and "floor babypython" in out
     con.close()
 
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..artifacts import key_of, read_json
 from ..config import MergeMember
-from ..matching import flow_counts, trace_origins
+from ..matching import trace_origins
 from .schema import SCHEMA_VERSION, ddl
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ def inputs_key(pl: "Pipeline") -> str:
     from ..pipeline import VERSIONS
 
     return key_of(SCHEMA_VERSION, VERSIONS, pl.cfg, [p.name for p in pl.activations().values()],
-                  [p.name for p in pl.matching().values()], [p.name for p in pl.autointerp().values()],
-                  pl.cases().name, pl.fingerprints().name)
+                  [p.name for p in pl.matching().values()], [p.name for p in pl.floors().values()],
+                  [p.name for p in pl.autointerp().values()], pl.cases().name, pl.fingerprints().name)
 
 
 def existing_inputs_key(path: Path) -> str | None:
@@ -99,9 +99,10 @@ def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
     con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, datetime.now(timezone.utc)])
     tokens = pl.sample_tokens()
     W, C = tokens.shape
-    con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+    con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
         cfg.name, cfg.description, cfg.model_dump_json(), pl.device, json.dumps(pl.timings),
-        cfg.matching.threshold, cfg.matching.top_k, cfg.matching.method, W * C, C, cfg.sae.hook, key])
+        cfg.matching.threshold, cfg.matching.top_k, cfg.matching.modes, pl.default_mode, cfg.sae.shared_init,
+        W * C, C, cfg.sae.hook, key])
 
     # corpora & sample
     stats = read_json(pl.corpora() / "stats.json")
@@ -156,9 +157,11 @@ def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
             _insert(con, "slerp_baselines", _rows([
                 {"model": name, "root": r, "domain": d, "loss": v["loss"], "accuracy": v["accuracy"]}
                 for r, ev in c["baselines"].items() for d, v in ev.items()]))
-        con.execute("INSERT INTO sae_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            name, cfg.sae.hook, info["shape"]["d_mlp"], d_sae,
-            sinfo["recipe"], sinfo["l1_coefficient"], sinfo["training_tokens"], h["l0"], h["mse"],
+        con.execute("INSERT INTO sae_metrics VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            name, cfg.sae.hook, info["shape"]["d_mlp"], d_sae, sinfo["recipe"], sinfo.get("architecture"),
+            sinfo.get("k"), sinfo.get("target_l0"), sinfo.get("seed"), len(pl.replicas(name)) - 1,
+            sinfo["l1_coefficient"], sinfo["training_tokens"], h["l0"], h["mse"],
             h["explained_variance"], h["dead_features"], h["dead_fraction"], h["ce_clean"], h["ce_sae"],
             h["ce_zero"], h["loss_recovered"], h["loss_recovered_scope"], h["loss_recovered_all"],
             h["eval_tokens"], sinfo["seconds"]])
@@ -167,7 +170,14 @@ def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
                                                               "ce_zero", "loss_recovered")}}
             for d, v in sinfo["health_by_domain"].items()]))
         if sinfo["log"]:
-            _insert(con, "sae_training", _rows([{"model": name, **r} for r in sinfo["log"]]))
+            cols = ("step", "tokens", "loss", "mse", "l1", "l0")
+            _insert(con, "sae_training", _rows([{"model": name, **{k: r.get(k) for k in cols}} for r in sinfo["log"]]))
+        for rep in pl.replicas(name):
+            ri = read_json(pl.sae(name, rep) / "featureflow.json")
+            rh = ri["health"]
+            con.execute("INSERT INTO sae_replicas VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                name, rep, ri.get("seed"), ri["l1_coefficient"], rh["l0"], rh["mse"], rh["explained_variance"],
+                rh["dead_features"], rh["loss_recovered"]])
 
     _fill_features(pl, con, order)
     _fill_fingerprints(pl, con)
@@ -195,6 +205,54 @@ def _fill_fingerprints(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
             _insert(con, table, pa.Table.from_pylist(fp[key]))
 
 
+def _side_rows(idx: np.ndarray, r: np.ndarray, **const) -> dict:
+    """Columns for one direction of matches (idx, r of shape (n_src, k)) or of an assignment ((n_src,))."""
+    idx, r = (idx, r) if idx.ndim == 2 else (idx[:, None], r[:, None])
+    n_src, k = idx.shape
+    out = {c: np.full(n_src * k, v, dtype=object) for c, v in const.items()}
+    out.update(src=np.repeat(np.arange(n_src, dtype=np.int32), k), rank=np.tile(np.arange(k, dtype=np.int32), n_src),
+               dst=pa.array(idx.ravel().astype(np.int32), mask=idx.ravel() < 0),
+               r=pa.array(r.ravel().astype(np.float64), mask=~np.isfinite(r.ravel())))
+    return out
+
+
+def _fill_matches(pl: "Pipeline", con: duckdb.DuckDBPyConnection, alive: dict[str, np.ndarray]) -> None:
+    """matches and assignments for every similarity, and the noise floor."""
+    cfg = pl.cfg
+    for sim in cfg.matching.similarities:
+        for p, c in cfg.edges():
+            folder = pl.match(p, c, sim)
+            top, one = np.load(folder / "topk.npz"), pl.best_matches(folder, "1to1")
+            for d in ("p2c", "c2p"):
+                _insert(con, "matches", _side_rows(top[f"{d}_idx"], top[f"{d}_r"], similarity=sim, parent=p, child=c,
+                                                   direction=d))
+                rows = _side_rows(one[f"{d}_idx"], one[f"{d}_r"], similarity=sim, parent=p, child=c, direction=d)
+                rows.pop("rank")
+                _insert(con, "assignments", rows)
+    for (name, rep, sim), folder in pl.floors().items():
+        for rule in ("best", "1to1"):
+            m = pl.best_matches(folder, rule)
+            r = m["p2c_r"]
+            _insert(con, "noise_floor", {
+                "model": np.full(len(r), name, dtype=object), "replica": np.full(len(r), rep, dtype=np.int32),
+                "similarity": np.full(len(r), sim, dtype=object), "rule": np.full(len(r), rule, dtype=object),
+                "feature": np.arange(len(r), dtype=np.int32), "alive": alive[name],
+                "r": pa.array(r.astype(np.float64), mask=~np.isfinite(r))})
+
+
+def _fill_flows(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
+    """The flows table: every mode at the default threshold (the explorer recomputes at any other)."""
+    from .flows import flows
+
+    cfg = pl.cfg
+    for mode in cfg.matching.modes:
+        for f in flows(con, cfg.matching.threshold, mode):
+            _insert(con, "flows", {k: [f[k]] for k in (
+                "parent", "child", "mode", "threshold", "persisting", "disappearing", "inherited", "emerging",
+                "parent_dead", "child_dead", "parent_alive", "child_alive", "persist_share", "same_index",
+                "floor_share", "floor_mean_r", "floor_source")})
+
+
 def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[str]) -> None:
     import pyarrow.parquet as pq
 
@@ -205,22 +263,12 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
     parents = {n: list(cfg.member(n).parents) for n in order}
     children = {n: [c for (p, c) in cfg.edges() if p == n] for n in order}
 
+    _fill_matches(pl, con, alive)
     best_parent, best_child_r = {}, {n: np.full(len(alive[n]), -np.inf) for n in order}
-    for (p, c), mdir in pl.matching().items():
-        top = np.load(mdir / "topk.npz")
-        best_parent[(p, c)] = (top["c2p_idx"][:, 0], top["c2p_r"][:, 0])
-        best_child_r[p] = np.maximum(best_child_r[p], top["p2c_r"][:, 0])
-        for direction, idx, r in (("p2c", top["p2c_idx"], top["p2c_r"]), ("c2p", top["c2p_idx"], top["c2p_r"])):
-            n_src, k = idx.shape
-            _insert(con, "matches", {
-                "parent": np.full(n_src * k, p, dtype=object), "child": np.full(n_src * k, c, dtype=object),
-                "direction": np.full(n_src * k, direction, dtype=object),
-                "src": np.repeat(np.arange(n_src, dtype=np.int32), k), "rank": np.tile(np.arange(k, dtype=np.int32), n_src),
-                "dst": idx.ravel().astype(np.int32), "r": r.ravel()})
-        fc = flow_counts(top["p2c_r"][:, 0], alive[p], top["c2p_r"][:, 0], alive[c], thr)
-        con.execute("INSERT INTO flows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            p, c, thr, fc["persisting"], fc["disappearing"], fc["inherited"], fc["emerging"], fc["parent_dead"],
-            fc["child_dead"], fc["parent_alive"], fc["child_alive"]])
+    for p, c in cfg.edges():  # lineage and fates under the default mode
+        best = pl.edge_matches(p, c)
+        best_parent[(p, c)] = (best["c2p_idx"], np.nan_to_num(best["c2p_r"], nan=-np.inf))
+        best_child_r[p] = np.maximum(best_child_r[p], np.nan_to_num(best["p2c_r"], nan=-np.inf))
 
     origins = trace_origins(order, parents, best_parent, alive, thr)
     names = np.asarray(order, dtype=object)
@@ -272,6 +320,7 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
         _insert(con, "case_hops", _rows([{"slug": c["slug"], "step": i + 1, **{k: h[k] for k in (
             "model", "feature", "parent_model", "parent_feature", "r", "llr", "persists")}}
             for i, h in enumerate(c["hops"])]))
+    _fill_flows(pl, con)
     # NaN -> NULL for "no parent" / "never fires" rows
     con.execute("UPDATE features SET top_token_llr = NULL WHERE isnan(top_token_llr)")
     con.execute("UPDATE features SET parent_r = NULL WHERE isnan(parent_r)")

@@ -10,16 +10,18 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
     "schema_version": ("The schema version this file was written with.", """
         version INTEGER NOT NULL, created_at TIMESTAMP NOT NULL"""),
-    "runs": ("The run: its config (YAML as JSON), device and stage timings (JSON, seconds).", """
+    "runs": ("The run: its config (YAML as JSON), device and stage timings (JSON, seconds). `modes`: the "
+             "matching modes stored (a similarity, optionally `-1to1` for the one-to-one rule), the first the "
+             "default; `shared_init`: every SAE started from one seed (the paper's setup) instead of its own.", """
         name VARCHAR PRIMARY KEY, description VARCHAR, config_json VARCHAR, device VARCHAR,
-        timings_json VARCHAR, default_threshold DOUBLE, top_k INTEGER, match_method VARCHAR,
-        sample_tokens BIGINT, sample_context INTEGER, hook VARCHAR, inputs_key VARCHAR"""),
+        timings_json VARCHAR, default_threshold DOUBLE, top_k INTEGER, modes VARCHAR[], default_mode VARCHAR,
+        shared_init BOOLEAN, sample_tokens BIGINT, sample_context INTEGER, hook VARCHAR, inputs_key VARCHAR"""),
     "domains": ("Corpora domains: where the text came from and how much of it.", """
         domain VARCHAR PRIMARY KEY, source VARCHAR, train_docs INTEGER, val_docs INTEGER,
         train_tokens BIGINT, val_tokens BIGINT, sample_windows INTEGER"""),
@@ -42,15 +44,19 @@ TABLES: dict[str, tuple[str, str]] = {
         model VARCHAR, t DOUBLE, source VARCHAR, domain VARCHAR, loss DOUBLE, accuracy DOUBLE"""),
     "slerp_baselines": ("The root model(s) on the sweep's domains: the dashed baselines.", """
         model VARCHAR, root VARCHAR, domain VARCHAR, loss DOUBLE, accuracy DOUBLE"""),
-    "sae_metrics": ("SAE health on held-out windows. L0, MSE, explained variance and dead features over all the "
+    "sae_metrics": ("SAE health on held-out windows, for replica 0 (the SAE matched across models). `seed` is its "
+                    "initialisation and batch-order seed, `replicas` how many extra seeds it has (sae_replicas). L0, MSE, explained variance and dead features over all the "
                     "domains the SAE trained on; loss recovered (and the CE figures) on the member's own domains "
                     "(`loss_recovered_scope`), since a fine-tuned model may have forgotten other domains so "
                     "thoroughly that zero-ablating its MLP helps there; `loss_recovered_all` pools every domain.", """
-        model VARCHAR PRIMARY KEY, hook VARCHAR, d_in INTEGER, d_sae INTEGER, recipe VARCHAR,
-        l1_coefficient DOUBLE, training_tokens BIGINT, l0 DOUBLE, mse DOUBLE, explained_variance DOUBLE,
+        model VARCHAR PRIMARY KEY, hook VARCHAR, d_in INTEGER, d_sae INTEGER, recipe VARCHAR, architecture VARCHAR,
+        k INTEGER, target_l0 DOUBLE, seed BIGINT, replicas INTEGER, l1_coefficient DOUBLE, training_tokens BIGINT, l0 DOUBLE, mse DOUBLE, explained_variance DOUBLE,
         dead_features INTEGER, dead_fraction DOUBLE, ce_clean DOUBLE, ce_sae DOUBLE, ce_zero DOUBLE,
         loss_recovered DOUBLE, loss_recovered_scope VARCHAR, loss_recovered_all DOUBLE, eval_tokens BIGINT,
         seconds DOUBLE"""),
+    "sae_replicas": ("Every SAE of a member, replica 0 included: its seed, final L1 coefficient and health.", """
+        model VARCHAR, replica INTEGER, seed BIGINT, l1_coefficient DOUBLE, l0 DOUBLE, mse DOUBLE,
+        explained_variance DOUBLE, dead_features INTEGER, loss_recovered DOUBLE"""),
     "sae_health_domains": ("SAE health per validation domain (loss recovered NULL where zero-ablation does not hurt).", """
         model VARCHAR, domain VARCHAR, l0 DOUBLE, mse DOUBLE, explained_variance DOUBLE, ce_clean DOUBLE,
         ce_sae DOUBLE, ce_zero DOUBLE, loss_recovered DOUBLE"""),
@@ -61,7 +67,7 @@ TABLES: dict[str, tuple[str, str]] = {
     "sample_tokens": ("The shared sample, one row per token: token_index = window_idx * context + position.", """
         token_index BIGINT PRIMARY KEY, window_idx INTEGER, position INTEGER, domain VARCHAR, token_id INTEGER"""),
     "features": ("One row per (model, feature): activation statistics over the shared sample and, at the "
-                 "default threshold, its lineage: the best parent match (`parent_*`) and the origin of its "
+                 "default threshold and matching mode, its lineage: the best parent match (`parent_*`) and the origin of its "
                  "chain of persisting matches (`origin_*`, `depth` hops up). `fate`: persisting (a child "
                  "feature matches it), disappearing (none does), leaf (no children), dead (never fires).", """
         model VARCHAR, feature INTEGER, density DOUBLE, n_active BIGINT, max_act DOUBLE, mean_act DOUBLE,
@@ -86,9 +92,24 @@ TABLES: dict[str, tuple[str, str]] = {
                           "feature so per-feature reads touch few blocks. Lets the explorer show any feature on any "
                           "context and recompute a correlation exactly.", """
         model VARCHAR, feature INTEGER, token_index BIGINT, act FLOAT"""),
-    "matches": ("Top-k Pearson matches per edge. direction 'p2c': src is a parent feature, dst a child "
-                "feature; 'c2p' the reverse. rank 0 is the best match.", """
-        parent VARCHAR, child VARCHAR, direction VARCHAR, src INTEGER, rank INTEGER, dst INTEGER, r DOUBLE"""),
+    "matches": ("Top-k matches per edge and similarity ('pearson': activations over sample positions; 'decoder': "
+                "cosine of decoder directions; 'token-type': per-token-type means). direction 'p2c': src is a "
+                "parent feature, dst a child feature; 'c2p' the reverse. rank 0 is the best match (the "
+                "'best' rule). `r` is the similarity.", """
+        similarity VARCHAR, parent VARCHAR, child VARCHAR, direction VARCHAR, src INTEGER, rank INTEGER,
+        dst INTEGER, r DOUBLE"""),
+    "assignments": ("The '1to1' rule: a one-to-one assignment of maximum total similarity per edge and "
+                    "similarity, over the top-k candidates of both directions. One row per feature on each side; "
+                    "dst and r are NULL where a feature is left unassigned.", """
+        similarity VARCHAR, parent VARCHAR, child VARCHAR, direction VARCHAR, src INTEGER, dst INTEGER,
+        r DOUBLE"""),
+    "noise_floor": ("The seed-control noise floor: replica 0 of a member's SAE matched against replica `replica` "
+                    "(same model, another seed) with the same engine, per similarity and rule. One row per "
+                    "feature of replica 0: its match r in the other replica (NULL: unassigned under 1to1). "
+                    "The floor at a threshold t is the share of alive features with r > t: what 'persistence' "
+                    "reads between two SAEs of one unchanged model.", """
+        model VARCHAR, replica INTEGER, similarity VARCHAR, rule VARCHAR, feature INTEGER, alive BOOLEAN,
+        r DOUBLE"""),
     "explanations": ("One explanation per explained feature with its scores, each labelled with the "
                      "explainer / simulator that made it (offline ones start with 'offline-') and the scale of "
                      "each score. status: ok / failed / skipped (spend limit), with the reason.", """
@@ -134,18 +155,23 @@ TABLES: dict[str, tuple[str, str]] = {
                              "change in mean activation (rank_by 'mean') or firing rate ('rate').", """
         model VARCHAR, base VARCHAR, rank_by VARCHAR, rank INTEGER, feature INTEGER, base_mean DOUBLE,
         child_mean DOUBLE, delta_mean DOUBLE, base_rate DOUBLE, child_rate DOUBLE, delta_rate DOUBLE"""),
-    "flows": ("Per edge at the default threshold: parent features persisting / disappearing, child "
-              "features inherited / emerging, and dead features on either side.", """
-        parent VARCHAR, child VARCHAR, threshold DOUBLE, persisting INTEGER, disappearing INTEGER,
+    "flows": ("Per edge and matching mode at the default threshold: parent features persisting / "
+              "disappearing, child features inherited / emerging, dead features on either side; `same_index`: "
+              "persisting matches that pair identical latent indices (a sign of shared initialisation); the "
+              "noise floor beside it (`floor_share` of alive features matched between seed replicas of "
+              "`floor_source`, `floor_mean_r` their mean match r).", """
+        parent VARCHAR, child VARCHAR, mode VARCHAR, threshold DOUBLE, persisting INTEGER, disappearing INTEGER,
         inherited INTEGER, emerging INTEGER, parent_dead INTEGER, child_dead INTEGER,
-        parent_alive INTEGER, child_alive INTEGER"""),
+        parent_alive INTEGER, child_alive INTEGER, persist_share DOUBLE, same_index INTEGER, floor_share DOUBLE,
+        floor_mean_r DOUBLE, floor_source VARCHAR"""),
 }
 
 INDEXES = [
     "CREATE INDEX idx_examples ON examples (model, feature)",
     "CREATE INDEX idx_top_tokens ON feature_top_tokens (model, feature)",
     "CREATE INDEX idx_logits ON feature_logits (model, feature)",
-    "CREATE INDEX idx_matches_src ON matches (parent, child, direction, src)",
+    "CREATE INDEX idx_matches_src ON matches (parent, child, direction, src, similarity)",
+    "CREATE INDEX idx_assign_src ON assignments (parent, child, direction, src, similarity)",
     "CREATE INDEX idx_features_fate ON features (model, fate)",
 ]
 
