@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from backend.config import SAEConfig
+from conftest import tiny_dict
 from backend.sae import SparseAutoencoder, load_sae, sae_loss, save_sae, train_sae
 
 
@@ -95,3 +96,193 @@ def test_logit_effects_equal_the_explicit_product(tiny_pipeline):
     assert eff["pos_ids"][f].tolist() == order[:3].tolist()
     np.testing.assert_allclose(eff["pos_vals"][f], want[order[:3]].numpy(), rtol=1e-5)
     assert eff["neg_ids"][f].tolist() == order[-3:].flip(0).tolist()
+
+
+# ------------------------------------------------------------------ target L0, TopK and BatchTopK
+class TinyLM:
+    """The tiny config's root LM, its training streams and validation windows: only the stages they need
+    (corpora, tokenizer, one model), not the whole pipeline."""
+
+    domains = ("babylm", "python")
+
+    def __init__(self, data_dir):
+        from backend.config import parse_config
+        from backend.family.model import load_model
+        from backend.pipeline import Pipeline
+
+        self.pl = Pipeline(parse_config(tiny_dict(data_dir)), device="cpu")
+        self.model = load_model(self.pl.member("babypython"))
+        self.streams = {d: self.pl.stream(d, "train") for d in self.domains}
+
+    def val_windows(self, n_tokens: int) -> dict:
+        return self.pl.val_windows(list(self.domains), n_tokens)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    return TinyLM(tmp_path_factory.mktemp("tinylm"))
+
+
+def test_topk_activations_follow_their_definitions():
+    from backend.sae import batch_topk_relu, topk_relu
+
+    torch.manual_seed(0)
+    pre = torch.randn(40, 64)
+    pre[:3] = -pre[:3].abs()  # rows with no positive pre-activation keep nothing
+    f = topk_relu(pre, 5)
+    relu = pre.relu()
+    for row, r in zip(f, relu):
+        kept = torch.topk(r, 5).indices
+        want = torch.zeros_like(r)
+        want[kept] = r[kept]
+        assert torch.equal(row, want)
+    assert ((f > 0).sum(-1) <= 5).all() and (f[:3] == 0).all()
+    b = batch_topk_relu(pre, 5)
+    assert int((b > 0).sum()) == 5 * 40                               # k x rows in all, not per row
+    assert (b > 0).sum(-1).max() > 5                                  # some rows take more than k
+    assert b[b > 0].min() >= relu[b == 0].max()                       # the largest ones across the batch
+    assert torch.equal(b[b > 0], relu[b > 0])
+
+
+@pytest.mark.parametrize("target", [12.0, 40.0])
+def test_target_l0_steers_lambda_into_the_band(tiny_lm, target):
+    from backend.sae import L0Controller, activations, block_batches, sae_health, summarise
+
+    model, streams = tiny_lm.model, tiny_lm.streams
+    cfg = SAEConfig(expansion=4, tokens=120_000, block_tokens=16, blocks_per_batch=32, lr=3e-3,
+                    l1_coefficient=1e-3, target_l0=target)
+    tr = train_sae(model, streams, cfg, seed=0)
+    # held out: validation streams, in blocks shaped like the training ones
+    val = {d: tiny_lm.pl.stream(d, "val") for d in tiny_lm.domains}
+    with torch.no_grad():
+        l0 = np.mean([(tr.sae.encode(activations(model, b, cfg.hook).reshape(-1, tr.sae.d_in)) > 0)
+                      .sum(-1).float().mean().item() for _, b in zip(range(8), block_batches(val, 16, 32, 99))])
+    assert abs(l0 - target) <= 0.15 * target, l0
+    # sae_health's L0 (context-32 validation windows, not 16-token blocks) lands near it too
+    w = tiny_lm.val_windows(1024)
+    h = summarise([sae_health(model, tr.sae, w[d], cfg.hook) for d in w])
+    assert abs(h["l0"] - target) <= 0.2 * target, h["l0"]
+    lam = [r["l1_coefficient"] for r in tr.log]
+    steps = tr.log[-1]["step"] + 1
+    frozen = [r["l1_coefficient"] for r in tr.log if r["step"] >= steps * L0Controller.CONTROL_FRACTION]
+    warm = [r["l1_coefficient"] for r in tr.log if r["step"] < steps * L0Controller.WARMUP_FRACTION]
+    assert len(frozen) >= 2 and len(set(frozen)) == 1                  # trained at one λ at the end
+    assert tr.l1_coefficient == pytest.approx(frozen[-1])
+    assert warm == [pytest.approx(1e-3)] * len(warm)                    # untouched during the warm-up
+    assert abs(np.log(tr.l1_coefficient / 1e-3)) > 0.1                  # and then it moved
+    assert len(set(lam)) > 3
+
+
+def test_target_l0_orders_lambda(tiny_lm):
+    """From the same start, a lower target ends at a larger λ than the fixed run, a higher one at a smaller."""
+    model, streams = tiny_lm.model, tiny_lm.streams
+    base = dict(expansion=4, tokens=120_000, block_tokens=16, blocks_per_batch=32, lr=3e-3, l1_coefficient=1e-3)
+    lo = train_sae(model, streams, SAEConfig(**base, target_l0=8.0), seed=0)
+    hi = train_sae(model, streams, SAEConfig(**base, target_l0=60.0), seed=0)
+    fixed = train_sae(model, streams, SAEConfig(**base), seed=0)
+    assert lo.l1_coefficient > fixed.l1_coefficient == 1e-3 > hi.l1_coefficient
+    assert all(r["l1_coefficient"] == 1e-3 for r in fixed.log)
+    assert lo.log[-1]["l0"] < fixed.log[-1]["l0"] < hi.log[-1]["l0"]
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_topk_saes_train_save_and_load_as_saelens_topk(tiny_lm, tmp_path, arch):
+    from sae_lens import SAE
+
+    from backend.artifacts import read_json
+    from backend.sae import activations, sae_health, summarise
+
+    model, streams = tiny_lm.model, tiny_lm.streams
+    k = 6
+    cfg = SAEConfig(expansion=4, tokens=12_000, block_tokens=16, blocks_per_batch=32, lr=3e-3,
+                    architecture=arch, k=k)
+    tr = train_sae(model, streams, cfg, seed=3)
+    assert tr.architecture == arch and tr.l1_coefficient is None and tr.sae.k == k
+    assert tr.log[-1]["mse"] < tr.log[0]["mse"]
+    assert all(r["l1_coefficient"] is None for r in tr.log)
+    if arch == "batchtopk":  # k x batch active latents in every training batch
+        assert all(r["l0"] == pytest.approx(k) for r in tr.log)
+    norms = tr.sae.W_dec.norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+
+    save_sae(tr.sae, tmp_path, cfg.hook, "babypython", {"recipe": "test"})
+    saved = read_json(tmp_path / "cfg.json")
+    assert saved["architecture"] == "topk" and saved["k"] == k and saved["apply_b_dec_to_input"]
+    lens = SAE.load_from_disk(str(tmp_path), device="cpu")
+    assert lens.cfg.architecture() == "topk" and lens.cfg.metadata.hook_name == cfg.hook
+    ours = load_sae(tmp_path)
+    assert ours.k == k and ours.architecture == "topk"
+    x = activations(model, tiny_lm.val_windows(512)["python"], cfg.hook).reshape(-1, tr.sae.d_in)
+    with torch.no_grad():
+        f_lens = lens.encode(x)
+        np.testing.assert_allclose(tr.sae.encode(x).numpy(), f_lens.numpy(), atol=1e-5)
+        np.testing.assert_allclose(ours.encode(x).numpy(), f_lens.numpy(), atol=1e-5)
+        np.testing.assert_allclose(ours(x)[0].numpy(), lens.decode(f_lens).numpy(), atol=1e-5)
+        np.testing.assert_allclose(ours(x)[0].numpy(), tr.sae(x)[0].numpy(), atol=1e-5)
+        f = ours.encode(x)
+    assert ((f > 0).sum(-1) <= k).all() and (f > 0).sum(-1).float().mean() > 1
+
+    w = tiny_lm.val_windows(512)
+    h = summarise([sae_health(model, ours, w[d], cfg.hook) for d in w])
+    assert 0 < h["l0"] <= k and h["mse"] > 0 and 0 < h["explained_variance"] <= 1
+    assert h["loss_recovered"] is not None and h["ce_sae"] >= h["ce_clean"] - 0.05
+    assert 0 <= h["dead_features"] < tr.sae.d_sae
+
+
+def test_standard_sae_records_its_fixed_lambda(tiny_lm):
+    model, streams = tiny_lm.model, tiny_lm.streams
+    cfg = SAEConfig(expansion=2, tokens=3000, block_tokens=8, blocks_per_batch=16, lr=1e-2, l1_coefficient=2e-3)
+    tr = train_sae(model, streams, cfg, seed=0)
+    assert tr.architecture == "standard" and tr.l1_coefficient == 2e-3 and tr.sae.k is None
+    assert {"step", "tokens", "loss", "mse", "l1", "l0", "l1_coefficient"} <= set(tr.log[0])
+
+
+def test_seed_fixes_initialisation_and_batch_order(tiny_lm):
+    model, streams = tiny_lm.model, tiny_lm.streams
+    for arch in ("standard", "topk"):
+        cfg = SAEConfig(expansion=2, tokens=2048, block_tokens=8, blocks_per_batch=16, lr=1e-2,
+                        architecture=arch, k=4, target_l0=10.0)
+        a, b, c = (train_sae(model, streams, cfg, seed=s) for s in (5, 5, 6))
+        for name, p in a.sae.state_dict().items():
+            assert torch.equal(p, b.sae.state_dict()[name]), name
+        assert not torch.equal(a.sae.W_dec, c.sae.W_dec)
+        assert [r["mse"] for r in a.log] == [r["mse"] for r in b.log] != [r["mse"] for r in c.log]
+
+
+def test_load_sae_reads_foreign_saelens_variants(tmp_path):
+    """Other people's SAELens folders: a topk SAE that rescales by decoder norms (non-unit decoder rows) and a
+    standard SAE that does not subtract b_dec from its input load as the same functions."""
+    from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+
+    torch.manual_seed(4)
+    made = {
+        "topk": TopKSAE(TopKSAEConfig(d_in=12, d_sae=40, k=5, rescale_acts_by_decoder_norm=True)),
+        "standard": StandardSAE(StandardSAEConfig(d_in=12, d_sae=40, apply_b_dec_to_input=False)),
+    }
+    x = torch.randn(200, 12) * 2
+    for name, s in made.items():
+        with torch.no_grad():
+            for p in (s.W_enc, s.b_enc, s.W_dec, s.b_dec):
+                p.normal_()
+            s.W_dec.mul_(torch.rand(40, 1) * 3 + 0.2)
+        s.save_model(str(tmp_path / name))
+        lens = SAE.load_from_disk(str(tmp_path / name), device="cpu")
+        ours = load_sae(tmp_path / name)
+        assert ours.k == (5 if name == "topk" else None)
+        with torch.no_grad():
+            f = lens.encode(x)
+            assert (f > 0).any()
+            np.testing.assert_allclose(ours.encode(x).numpy(), f.numpy(), atol=1e-4)
+            np.testing.assert_allclose(ours(x)[0].numpy(), lens.decode(f).numpy(), atol=1e-4)
+
+
+def test_load_sae_refuses_what_it_cannot_represent(tmp_path):
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig
+
+    JumpReLUSAE(JumpReLUSAEConfig(d_in=8, d_sae=16)).save_model(str(tmp_path / "jr"))
+    StandardSAE(StandardSAEConfig(d_in=8, d_sae=16, normalize_activations="layer_norm")).save_model(
+        str(tmp_path / "ln"))
+    with pytest.raises(ValueError, match="jumprelu"):
+        load_sae(tmp_path / "jr")
+    with pytest.raises(ValueError, match="layer_norm"):
+        load_sae(tmp_path / "ln")
