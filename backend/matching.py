@@ -269,31 +269,6 @@ def token_type_means(acts: sp.csc_matrix, token_ids: np.ndarray, vocab: int) -> 
 
 
 # ------------------------------------------------------------------------------- fates & lineage
-def classify(best_r: np.ndarray, alive: np.ndarray, threshold: float) -> np.ndarray:
-    """Per feature: 'matched' when its best match exceeds the threshold, else 'unmatched'; 'dead' when it
-    never fires in the sample (a dead feature is neither persisting, emerging nor disappearing)."""
-    out = np.where(best_r > threshold, "matched", "unmatched").astype(object)
-    out[~alive] = "dead"
-    return out
-
-
-def flow_counts(parent_best: np.ndarray, parent_alive: np.ndarray, child_best: np.ndarray,
-                child_alive: np.ndarray, threshold: float) -> dict[str, int]:
-    """One edge's flows: parent features persisting / disappearing, child features inherited / emerging."""
-    p = classify(parent_best, parent_alive, threshold)
-    c = classify(child_best, child_alive, threshold)
-    return {
-        "persisting": int((p == "matched").sum()),
-        "disappearing": int((p == "unmatched").sum()),
-        "inherited": int((c == "matched").sum()),
-        "emerging": int((c == "unmatched").sum()),
-        "parent_dead": int((p == "dead").sum()),
-        "child_dead": int((c == "dead").sum()),
-        "parent_alive": int(parent_alive.sum()),
-        "child_alive": int(child_alive.sum()),
-    }
-
-
 def trace_origins(order: list[str], parents: dict[str, list[str]], best_parent: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
                   alive: dict[str, np.ndarray], threshold: float) -> dict[str, dict[str, np.ndarray]]:
     """For every feature of every model, follow its best persisting parent match upward.

@@ -44,9 +44,9 @@ def build(path: Path, F: int, N: int, n_examples: int, k: int, act_tokens: int, 
         con.execute(stmt)
     con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, datetime.now(timezone.utc)])
     con.execute("INSERT INTO runs (name, description, config_json, device, timings_json, default_threshold, top_k, "
-                "match_method, sample_tokens, sample_context, hook, inputs_key) VALUES "
-                "('bench', 'synthetic paper-scale store', '{}', 'cpu', '{}', 0.8, ?, 'position', ?, 64, "
-                "'blocks.0.mlp.hook_post', 'x')", [k, N])
+                "modes, default_mode, shared_init, sample_tokens, sample_context, hook, inputs_key) VALUES "
+                "('bench', 'synthetic paper-scale store', '{}', 'cpu', '{}', 0.8, ?, ['pearson'], 'pearson', false, ?, "
+                "64, 'blocks.0.mlp.hook_post', 'x')", [k, N])
     for i, m in enumerate(MODELS):
         con.execute("INSERT INTO models (model, label, idx, make, domains, d_sae) VALUES (?, ?, ?, 'train', ['d'], ?)",
                     [m, m.upper(), i, F])
@@ -83,7 +83,7 @@ def build(path: Path, F: int, N: int, n_examples: int, k: int, act_tokens: int, 
     for p, c in EDGES:
         for direction in ("p2c", "c2p"):
             insert(con, "matches", {
-                "parent": np.full(F * k, p, dtype=object), "child": np.full(F * k, c, dtype=object),
+                "similarity": np.full(F * k, "pearson", dtype=object), "parent": np.full(F * k, p, dtype=object), "child": np.full(F * k, c, dtype=object),
                 "direction": np.full(F * k, direction, dtype=object),
                 "src": np.repeat(np.arange(F, dtype=np.int32), k), "rank": np.tile(np.arange(k, dtype=np.int32), F),
                 "dst": rng.integers(0, F, F * k).astype(np.int32), "r": rng.random(F * k)})

@@ -4,7 +4,7 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from backend.matching import (TopK, assign, best_of, classify, decoder_topk, flow_counts, pearson_topk,
+from backend.matching import (TopK, assign, best_of, decoder_topk, pearson_topk,
                               same_index_share, token_type_means, trace_origins)
 
 
@@ -63,15 +63,6 @@ def test_token_type_variant_matches_brute_force_on_means():
     np.testing.assert_allclose(Am.toarray(), dense, atol=1e-12)
     R = brute_pearson(dense, np.stack([B.toarray()[ids == t].mean(0) for t in present]))
     np.testing.assert_allclose(pearson_topk(Am, Bm, 2).p2c_r, -np.sort(-R, 1)[:, :2], atol=1e-5)
-
-
-def test_threshold_classification():
-    best = np.array([0.95, 0.81, 0.8, 0.2, 0.0])
-    alive = np.array([True, True, True, True, False])
-    assert list(classify(best, alive, 0.8)) == ["matched", "matched", "unmatched", "unmatched", "dead"]
-    fc = flow_counts(best, alive, np.array([0.9, 0.1, 0.0]), np.array([True, True, False]), 0.8)
-    assert fc == {"persisting": 2, "disappearing": 2, "inherited": 1, "emerging": 1, "parent_dead": 1,
-                  "child_dead": 1, "parent_alive": 4, "child_alive": 2}
 
 
 def test_lineage_trace_through_a_diamond():

@@ -91,3 +91,25 @@ def test_store_holds_every_mode_the_floor_and_same_index_counts(tiny_pipeline):
     fires = np.diff(tiny_pipeline.load_acts(root).indptr) > 0
     assert stored == pytest.approx(float((best[fires] > thr).mean()))
     con.close()
+
+
+def test_stored_flows_equal_counts_from_the_artefacts_in_every_mode(tiny_pipeline):
+    """The SQL flows (store, report, explorer) against numpy over each mode's match files; unassigned
+    features under 1to1 (NaN) never persist; dead features are counted apart."""
+    pl = tiny_pipeline
+    con = duckdb.connect(str(pl.cfg.store_path()), read_only=True)
+    alive = {n: np.diff(pl.load_acts(n).indptr) > 0 for n in pl.cfg.topological_order()}
+    for t in (0.3, pl.cfg.matching.threshold):
+        from backend.store.flows import flows
+
+        for mode in pl.cfg.matching.modes:
+            got = {(f["parent"], f["child"]): f for f in flows(con, t, mode)}
+            for p, c in pl.cfg.edges():
+                m = pl.edge_matches(p, c, mode)
+                pr, cr = np.nan_to_num(m["p2c_r"], nan=-2), np.nan_to_num(m["c2p_r"], nan=-2)
+                want = {"persisting": int((alive[p] & (pr > t)).sum()), "disappearing": int((alive[p] & ~(pr > t)).sum()),
+                        "inherited": int((alive[c] & (cr > t)).sum()), "emerging": int((alive[c] & ~(cr > t)).sum()),
+                        "parent_dead": int((~alive[p]).sum()), "child_dead": int((~alive[c]).sum()),
+                        "same_index": int((alive[p] & (pr > t) & (m["p2c_idx"] == np.arange(len(pr)))).sum())}
+                assert {k: got[(p, c)][k] for k in want} == want, (mode, t, p, c)
+    con.close()
