@@ -104,7 +104,7 @@ class Store:
         rows = self.q("""
             SELECT m.model, m.label, m.make, m.domains, m.merge_t, m.train_tokens, m.seconds, m.d_sae,
                    s.l0, s.mse, s.explained_variance, s.dead_features, s.loss_recovered, s.recipe,
-                   s.loss_recovered_scope, s.loss_recovered_all,
+                   s.loss_recovered_scope, s.loss_recovered_all, s.eval_tokens,
                    (SELECT count(*) FILTER (WHERE alive) FROM features f WHERE f.model = m.model) AS alive
             FROM models m JOIN sae_metrics s USING (model) ORDER BY m.idx""")
         evals = self.q("SELECT model, domain, loss, accuracy FROM model_eval")

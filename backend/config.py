@@ -207,6 +207,9 @@ class SAEConfig(Strict):
         "standard", description="standard: ReLU + L1 (the paper); topk: the k largest latents per token; "
         "batchtopk: the k x batch largest latents per batch while training, saved as a SAELens topk SAE")
     k: int | None = Field(None, gt=0, description="topk / batchtopk: latents per token (default: target_l0, else 32)")
+    sparse_backward: bool = Field(
+        True, description="on a CPU, train through a hand-written sparse backward pass once fewer than 6% of "
+        "the latents fire (the same gradient to float rounding, about 3x faster); false: dense autograd throughout")
     target_l0: float | None = Field(
         None, gt=0, description="standard: tune the L1 coefficient during training so the SAE ends at this mean "
         "L0 (l1_coefficient is then the starting value); topk / batchtopk: the default k")

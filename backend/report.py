@@ -36,5 +36,6 @@ def print_report(db: str, threshold: float | None = None) -> None:
     for m in store.overview_models():
         lr = "n/a" if m["loss_recovered"] is None else f"{m['loss_recovered']:.3f}"
         print(f"  {m['model']:20s} L0 {m['l0']:6.1f}  MSE {m['mse']:.4g}  expl.var {m['explained_variance']:.3f}  "
-              f"dead {m['dead_features']}/{m['d_sae']}  loss recovered {lr} ({m['loss_recovered_scope']})")
+              f"dead {m['dead_features']}/{m['d_sae']} (silent on {m['eval_tokens']:,} held-out tokens; alive on the "
+              f"sample: {m['alive']})  loss recovered {lr} ({m['loss_recovered_scope']})")
     store.close()

@@ -286,3 +286,57 @@ def test_load_sae_refuses_what_it_cannot_represent(tmp_path):
         load_sae(tmp_path / "jr")
     with pytest.raises(ValueError, match="layer_norm"):
         load_sae(tmp_path / "ln")
+
+
+@pytest.mark.parametrize("k,batch_topk,recipe", [(None, False, "paper-text"), (None, False, "paper-code"),
+                                                  (4, False, "paper-text"), (4, True, "paper-text")])
+def test_sparse_backward_is_autograds_gradient(k, batch_topk, recipe):
+    """The hand-written sparse backward pass equals autograd through the dense loss (float64)."""
+    from backend.sae import sparse_sae_loss
+
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(16, 64, mean=torch.randn(16), seed=1, k=k).double()
+    with torch.no_grad():
+        sae.b_enc.fill_(-0.5)  # about a third of the latents fire: a real mix of active and silent
+        sae.b_dec.normal_()
+    x = torch.randn(40, 16, dtype=torch.float64)
+    total, mse, sp = sae_loss(sae, x, 0.03, recipe, batch_topk=batch_topk)
+    total.backward()
+    dense = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    sae.zero_grad()
+    total2, mse2, sp2, l0 = sparse_sae_loss(sae, x, 0.03, recipe, batch_topk=batch_topk)
+    total2.backward()
+    assert torch.allclose(total2, total, atol=1e-12) and torch.allclose(mse2, mse) and torch.allclose(sp2, sp)
+    f = sae.encode(x) if not batch_topk else None
+    if f is not None:
+        assert float(l0) == pytest.approx(float((f > 0).sum(-1).double().mean()))
+    assert 0 < float(l0) < 64
+    for n, p in sae.named_parameters():
+        assert p.grad is not None and p.grad.abs().max() > 0, n
+        torch.testing.assert_close(p.grad, dense[n], rtol=1e-10, atol=1e-12, msg=n)
+
+
+def test_train_sae_switches_to_the_sparse_pass_and_learns(tiny_pipeline, monkeypatch):
+    """Once the SAE is sparse, training goes through `sparse_sae_loss`; the result still reconstructs."""
+    import backend.sae as mod
+    from backend.family.model import load_model
+
+    calls = {"sparse": 0}
+    real = mod.sparse_sae_loss
+
+    def counting(*a, **kw):
+        calls["sparse"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(mod, "sparse_sae_loss", counting)
+    monkeypatch.setattr(mod, "SPARSE_BELOW", 0.5)
+    model = load_model(tiny_pipeline.member("babypython"))
+    streams = {"babylm": tiny_pipeline.stream("babylm", "train")}
+    cfg = SAEConfig(expansion=2, tokens=6000, block_tokens=8, blocks_per_batch=16, lr=1e-2, l1_coefficient=1e-3)
+    trained = train_sae(model, streams, cfg, seed=0)
+    assert calls["sparse"] > 0
+    assert trained.log[-1]["mse"] < trained.log[0]["mse"]
+    before = calls["sparse"]
+    off = train_sae(model, streams, cfg.model_copy(update={"sparse_backward": False}), seed=0)
+    assert calls["sparse"] == before  # sparse_backward: false keeps dense autograd throughout
+    assert off.log[-1]["mse"] < off.log[0]["mse"]

@@ -62,7 +62,8 @@ def explain_offline(fr: FeatureRecords, vocab: list[str]) -> dict:
     row.update(explanation=text, explanation_json=json.dumps(structured),
                sim_score=simulation_score(fr.score, preds),
                detection_score=balanced_accuracy([r.fires for r in fr.score],
-                                                 [offline.detect(structured, r, vocab) for r in fr.score]))
+                                                 [offline.detect(structured, r, vocab, p)
+                                                  for r, p in zip(fr.score, preds)]))
     return row
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keyword
 from collections import Counter
+from functools import lru_cache
 
 from .records import Record
 
@@ -22,6 +23,7 @@ KEYWORDS = set(keyword.kwlist) | {
 }
 
 
+@lru_cache(maxsize=1 << 16)
 def token_class(text: str) -> str:
     s = text.strip()
     if not s:
@@ -96,6 +98,6 @@ def simulate(structured: dict, record: Record, vocab: list[str]) -> list[float]:
     return out
 
 
-def detect(structured: dict, record: Record, vocab: list[str]) -> bool:
-    """Whether the window fires at all, by the simulator's peak."""
-    return max(simulate(structured, record, vocab), default=0.0) >= 4
+def detect(structured: dict, record: Record, vocab: list[str], levels: list[float] | None = None) -> bool:
+    """Whether the window fires at all, by the simulator's peak (`levels`: its simulation, if already made)."""
+    return max(simulate(structured, record, vocab) if levels is None else levels, default=0.0) >= 4

@@ -85,8 +85,9 @@ def build_records(rows: np.ndarray, vals: np.ndarray, tokens: np.ndarray, featur
     # quantile windows for the explainer, from windows not used yet
     order = np.argsort(vals, kind="stable")
     for group in np.array_split(order, n_quantiles):
-        cand = [int(rows[i]) for i in group if int(rows[i]) // C not in used]
-        for center in rng.permutation(cand)[:per_quantile] if cand else []:
+        g = rows[group]
+        cand = g[~np.isin(g // C, np.fromiter(used, dtype=np.int64, count=len(used)))].astype(np.int64)
+        for center in rng.permutation(cand)[:per_quantile] if len(cand) else []:
             if int(center) // C in used:
                 continue
             used.add(int(center) // C)

@@ -17,6 +17,7 @@ Only local folders are merged, with the Hugging Face hub switched off while merg
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -173,6 +174,18 @@ class MergeRecipe:
         return sd
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """mergekit logs five INFO lines per merge on the root logger (a sweep is dozens of merges): muted."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def run_mergekit(config_text: str, out: Path, model_card: bool = True) -> None:
     """`mergekit-yaml CONFIG OUT --no-copy-tokenizer`, in-process: mergekit.merge.run_merge on the parsed YAML.
 
@@ -191,7 +204,7 @@ def run_mergekit(config_text: str, out: Path, model_card: bool = True) -> None:
     options = MergeOptions(copy_tokenizer=False, quiet=True, write_model_card=model_card)
     Path(out).mkdir(parents=True, exist_ok=True)
     try:
-        with _hub_offline():
+        with _hub_offline(), _quiet_root_logger():
             run_merge(merge_config, str(out), options=options, config_source=config_text)
     except MergeError:
         raise
