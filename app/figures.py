@@ -5,6 +5,8 @@ Pure functions of query results, so they are tested without a browser.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 PERSIST = "rgba(46, 139, 87, 0.55)"
 LOST = "rgba(150, 150, 150, 0.45)"
 NEW = "rgba(230, 126, 34, 0.55)"
@@ -19,75 +21,120 @@ def depths(models: list[dict], edges: list[tuple[str, str]]) -> dict[str, int]:
     return d
 
 
-def sankey(models: list[dict], flows: list[dict], emerged: dict[str, int], threshold: float,
-           mode_label: str = "") -> dict:
-    """Models as nodes in columns by depth in the family; per edge, persisting features flow parent ->
-    child and disappearing ones to a 'lost' node; features that emerged in a child (no parent feature
-    reaches them) flow in from a 'new' node placed just before it."""
-    labels, colors, xs, index, hover = [], [], [], {}, []
+def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: float, mode_label: str = "",
+           state: str = "") -> dict:
+    """The family as a Sankey in which every alive feature is counted once per model node.
+
+    Models sit in columns by depth in the family, each as tall as its alive features. Between a parent and
+    a child a grey junction stands for their matching: a parent's alive features flow into the junction of
+    the child holding their best match above the threshold (or to its 'lost' node), and a child's alive
+    features flow out of the junction of the parent holding their best match (or from its 'new' node).
+    `nodes` is `flows.node_flows`; `flows` gives the per-edge counts, shares and noise floors shown on
+    hover and on the junctions. Every node and band carries [hover text, href] as customdata: the href
+    opens its features (`state` is the threshold / mode query string carried along)."""
+    labels, colors, xs, index, custom, ranks = [], [], [], {}, [], []
+    order = {m["model"]: i for i, m in enumerate(models)}
     depth = depths(models, [(f["parent"], f["child"]) for f in flows])
     span = max(1, max(depth.values(), default=0))
+    label = {m["model"]: m["label"] for m in models}
+    out = {(r["model"], r["via"]): r["n"] for r in nodes if r["side"] == "out"}
+    into = {(r["model"], r["via"]): r["n"] for r in nodes if r["side"] == "in"}
+    children = {m["model"]: [f["child"] for f in flows if f["parent"] == m["model"]] for m in models}
+    parents = {m["model"]: [f["parent"] for f in flows if f["child"] == m["model"]] for m in models}
+    amp = "&" + state if state else ""
+
+    def edge_href(p: str, c: str, fate: str) -> str:
+        return f"/edges/{quote(p)}/{quote(c)}?fate={fate}{amp}"
 
     def column_x(d: float) -> float:
         return 0.01 + 0.98 * d / span
 
-    def node(key: str, label: str, color: str, x: float, description: str | None = None) -> int:
+    def node(key: str, text: str, color: str, x: float, hover: str, href: str, rank: tuple) -> int:
+        """`rank` orders the nodes of a column top to bottom: each child's feeders beside it, losses last."""
         if key not in index:
             index[key] = len(labels)
-            labels.append(label)
+            labels.append(text)
             colors.append(color)
             xs.append(x)
-            hover.append(description or label)
+            custom.append([hover, href])
+            ranks.append(rank)
         return index[key]
 
+    def alive(m: str) -> int:
+        side = into if parents[m] else out
+        return sum(n for (model, _), n in side.items() if model == m)
+
     for i, m in enumerate(models):
-        node(m["model"], m["label"], PALETTE[i % len(PALETTE)], column_x(depth[m["model"]]))
-    src, dst, val, col, text = [], [], [], [], []
+        name = m["model"]
+        node(name, f"{m['label']} · {alive(name):,}", PALETTE[i % len(PALETTE)], column_x(depth[name]),
+             f"{m['label']}: {alive(name):,} alive features", f"/features?model={quote(name)}{amp}", (order[name],))
+    src, dst, val, col, link_custom = [], [], [], [], []
 
-    def link(a: int, b: int, v: int, c: str, t: str) -> None:
+    def link(a: int, b: int, v: int, c: str, hover: str, href: str) -> None:
         if v > 0:
-            src.append(a), dst.append(b), val.append(v), col.append(c), text.append(t)
+            src.append(a), dst.append(b), val.append(v), col.append(c), link_custom.append([hover, href])
 
-    label = {m["model"]: m["label"] for m in models}
     for f in flows:
         p, c = f["parent"], f["child"]
         floor = ("no noise floor measured" if f.get("floor_share") is None else
                  f"noise floor {100 * f['floor_share']:.1f}% ({f['floor_source']})")
-        link(index[p], index[c], f["persisting"], PERSIST,
-             f"{f['persisting']} persist {label[p]} → {label[c]} ({100 * f['persist_share']:.1f}%; {floor})")
-        n_parents = sum(1 for g in flows if g["child"] == c)
-        lost = node(f"lost:{p}:{c}", f"lost from {label[p]}" if n_parents > 1 else "lost", "#aaaaaa",
-                    column_x(depth[c]), f"{label[p]} features with no match in {label[c]}")
-        link(index[p], lost, f["disappearing"], LOST, f"{f['disappearing']} of {label[p]} disappear in {label[c]} "
-             f"({100 * f['persist_share']:.1f}% persist; {floor})")
+        short = "" if f.get("floor_share") is None else f" · floor {100 * f['floor_share']:.0f}%"
+        j = node(f"edge:{p}:{c}", f"{100 * f['persist_share']:.1f}% persist{short}", "#7f8c8d",
+                 column_x((depth[p] + depth[c]) / 2),
+                 f"{label[p]} → {label[c]}: {f['persisting']:,} of {f['parent_alive']:,} parent features persist "
+                 f"({100 * f['persist_share']:.1f}%; {floor}); {f['inherited']:,} child features inherit",
+                 edge_href(p, c, "persisting"), (order[c], 0, order[p]))
+        a, b = out.get((p, c), 0), into.get((c, p), 0)
+        also = (f" ({f['persisting'] - a:,} more persist here but match better in another child)"
+                if f["persisting"] > a else "")
+        link(index[p], j, a, PERSIST, f"{a:,} {label[p]} features persist into {label[c]}{also}; "
+             f"{100 * f['persist_share']:.1f}% persist on this edge, {floor}", edge_href(p, c, "persisting"))
+        also = (f" ({f['inherited'] - b:,} more inherit from here but match better in another parent)"
+                if f["inherited"] > b else "")
+        link(j, index[c], b, PERSIST, f"{b:,} {label[c]} features inherited from {label[p]}{also}",
+             edge_href(p, c, "inherited"))
     for m in models:
-        n = emerged.get(m["model"], 0)
-        if n:
-            new = node(f"new:{m['model']}", "new", "#e67e22", column_x(depth[m["model"]] - 0.5),
-                       f"features new in {m['label']}")
-            link(new, index[m["model"]], n, NEW, f"{n} emerge in {m['label']}")
+        name = m["model"]
+        kids, ps = children[name], parents[name]
+        lost = out.get((name, None), 0)
+        if kids and lost:
+            href = (edge_href(name, kids[0], "disappearing") if len(kids) == 1
+                    else f"/features?model={quote(name)}&fate=disappearing{amp}")
+            where = label[kids[0]] if len(kids) == 1 else "any child"
+            hover = f"{lost:,} {m['label']} features match no feature of {where} above the threshold"
+            n = node(f"lost:{name}", f"lost · {lost:,}", "#aaaaaa",
+                     column_x(min(depth[k] for k in kids)), hover, href, (len(models), order[name]))
+            link(index[name], n, lost, LOST, hover, href)
+        new = into.get((name, None), 0)
+        if ps and new:
+            href = (edge_href(ps[0], name, "emerging") if len(ps) == 1
+                    else f"/features?model={quote(name)}&fate=emerging{amp}")
+            where = label[ps[0]] if len(ps) == 1 else "any parent"
+            hover = f"{new:,} {m['label']} features match no feature of {where} above the threshold: new"
+            n = node(f"new:{name}", f"new · {new:,}", "#e67e22", column_x(depth[name] - 0.5), hover, href,
+                     (order[name], 1))
+            link(n, index[name], new, NEW, hover, href)
     return {
         "data": [{
             "type": "sankey", "arrangement": "snap",
-            "node": {"label": labels, "color": colors, "pad": 18, "thickness": 16, "x": xs, "y": _spread(xs),
-                     "customdata": hover, "hovertemplate": "%{customdata}: %{value}<extra></extra>"},
-            "link": {"source": src, "target": dst, "value": val, "color": col, "customdata": text,
-                     "hovertemplate": "%{customdata}<extra></extra>"},
+            "node": {"label": labels, "color": colors, "pad": 14, "thickness": 16, "x": xs, "y": _spread(xs, ranks),
+                     "customdata": custom, "hovertemplate": "%{customdata[0]}<extra></extra>"},
+            "link": {"source": src, "target": dst, "value": val, "color": col, "customdata": link_custom,
+                     "hovertemplate": "%{customdata[0]}<extra></extra>"},
         }],
         "layout": {"title": {"text": f"Feature flows at r > {threshold:g}" + (f" ({mode_label})" if mode_label else "")},
-                   "height": 460,
+                   "height": 480,
                    "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
     }
 
 
-def _spread(xs: list[float]) -> list[float]:
-    """Evenly spaced y positions within each column, in node order."""
-    out, seen = [], {}
-    totals = {x: xs.count(x) for x in xs}
-    for x in xs:
-        k = seen.get(x, 0)
-        seen[x] = k + 1
-        out.append(0.01 + 0.98 * (k + 0.5) / totals[x])
+def _spread(xs: list[float], ranks: list[tuple] | None = None) -> list[float]:
+    """Evenly spaced y positions within each column, top to bottom by rank (default: node order)."""
+    ranks = ranks or [(i,) for i in range(len(xs))]
+    out = []
+    for i, x in enumerate(xs):
+        column = sorted(ranks[j] for j in range(len(xs)) if xs[j] == x)
+        out.append(0.01 + 0.98 * (column.index(ranks[i]) + 0.5) / len(column))
     return out
 
 

@@ -10,17 +10,19 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Callable
 from urllib.parse import quote, urlencode
 
 import plotly
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
+from pydantic import BaseModel, Field
 
 from . import figures
 from backend.store.flows import mode_label
@@ -28,28 +30,113 @@ from backend.store.flows import mode_label
 from .queries import NotFound, Ref, Store
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+NPM = FRONTEND / "node_modules"
 VENDOR = {
-    "htmx.min.js": FRONTEND / "node_modules" / "htmx.org" / "dist" / "htmx.min.js",
+    "htmx.min.js": NPM / "htmx.org" / "dist" / "htmx.min.js",
+    "swagger-ui-bundle.js": NPM / "swagger-ui-dist" / "swagger-ui-bundle.js",
+    "swagger-ui.css": NPM / "swagger-ui-dist" / "swagger-ui.css",
+    "redoc.standalone.js": NPM / "redoc" / "bundles" / "redoc.standalone.js",
     "plotly.min.js": Path(plotly.__file__).parent / "package_data" / "plotly.min.js",
 }
 
-Threshold = Annotated[float | None, Query(gt=-1, lt=1, description="similarity above which a match persists")]
+Threshold = Annotated[float | None, Query(gt=-1, lt=1, allow_inf_nan=False,
+                                          description="similarity above which a match persists")]
 Mode = Annotated[str | None, Query(max_length=40, description="matching mode, e.g. pearson, pearson-1to1, decoder "
                                    "(default: the run's first)")]
 Variant = Annotated[str, Query(pattern="^delta-(hidden|mlp|logits)$", description="fingerprint variant")]
 
+# Every integer parameter is bounded, so no value reaches DuckDB that overflows its INTEGER / BIGINT columns.
+MAX_FEATURE = 2**31 - 1  # features.feature is an INTEGER
+MAX_PAGE = 10**6
+FeatureId = Annotated[int, PathParam(ge=0, le=MAX_FEATURE, description="the SAE latent index")]
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")]
+PerPage = Annotated[int, Query(ge=1, le=200, description="rows per page")]
+Density = Annotated[float, Query(ge=0, le=1, allow_inf_nan=False)]
+FeatureRef = Annotated[str, Query(min_length=3, max_length=200, pattern=r"^.+:[0-9]{1,9}$",
+                                  description="model:feature, e.g. lua:12")]
+
+
+class FieldError(BaseModel):
+    loc: str = Field(description="where: e.g. query.page or path.feature")
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """The one error shape: every 4xx answer under /api is one of these."""
+
+    detail: str = Field(description="what was wrong and, where it helps, what exists instead")
+    errors: list[FieldError] = Field(default_factory=list, description="one entry per invalid parameter (422)")
+
+
+ERRORS = {404: {"model": ErrorBody, "description": "No such model, feature, edge or case (the message says "
+                "which exist)"},
+          422: {"model": ErrorBody, "description": "A parameter is invalid (`errors` names each one)"}}
+
+
+class VendorMissing(FileNotFoundError):
+    """A front-end file the explorer serves itself (never from a CDN) is not installed."""
+
+
+# Scripts from this server only; styles may be inline (Plotly, Swagger UI and ReDoc set element styles);
+# ReDoc runs its search in a blob: worker. Never framed.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                               "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
 
 # ------------------------------------------------------------------------------------ rendering
 _WS = {" ": ("ws-space", "·"), "\t": ("ws-tab", "→"), "\n": ("ws-nl", "↵")}
+# Drawn as nothing (or as plain space) though they are letters or marks: Hangul fillers, braille blank,
+# the combining grapheme joiner, Mongolian and Unicode variation selectors.
+_INVISIBLE = {0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800, 0x034F, 0x180B, 0x180C, 0x180D, 0x180F,
+              *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)}
 
 
-def show_ws(text: str) -> Markup:
-    """Escape a token and make its whitespace visible (· space, → tab, ↵ newline then a real break)."""
-    out = []
-    for ch in text:
-        if ch in _WS:
+def _hidden(ch: str, first: bool) -> bool:
+    """Whether `ch` would be invisible, move other text (bidi controls) or merge into its neighbour: control
+    and format characters (C0/C1, U+200B-U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF, ...), unassigned,
+    private-use and surrogate code points, line/paragraph separators, every space but U+0020, the
+    invisible letters above, and a combining mark that starts a token (it would join the previous token)."""
+    cat = unicodedata.category(ch)
+    return (cat[0] == "C" or cat in ("Zl", "Zp") or (cat == "Zs" and ch != " ") or ord(ch) in _INVISIBLE
+            or (first and cat in ("Mn", "Me", "Mc")))
+
+
+def _escape_chip(ch: str) -> str:
+    name = unicodedata.name(ch, "") or ("control character" if unicodedata.category(ch) == "Cc" else "")
+    return f'<span class="ws-esc" title="{escape(name.lower())}">‹U+{ord(ch):04X}›</span>'
+
+
+def show_ws(text: str | None, prose: bool = False) -> Markup:
+    """Escape text for HTML with nothing hidden in it.
+
+    Tokens (default): · space, → tab, ↵ newline (no line break: the `tokens` macro breaks after a token that holds one),
+    and every hidden character (see `_hidden`) as a visible escape such as ‹U+202E›, so no token can
+    reverse, hide or join its neighbours; an empty token reads ‹empty›. Prose (`prose=True`, explanations):
+    the same escapes, ↵ and →, but spaces stay spaces except inside double quotes (the explainers quote
+    tokens: "·the") and in runs of two or more, which HTML would otherwise collapse. None renders as nothing."""
+    if text is None:
+        return Markup("")
+    if text == "" and not prose:
+        return Markup('<span class="ws-esc" title="empty token">‹empty›</span>')
+    out, quoted, backslash = [], False, False
+    for i, ch in enumerate(text):
+        if ch == '"' and not backslash:  # \" inside a quoted token neither opens nor closes
+            quoted = not quoted
+        backslash = ch == "\\" and not backslash
+        if ch == " " and prose and not quoted and text[i - 1:i] != " " and text[i + 1:i + 2] != " ":
+            out.append(" ")
+        elif ch in _WS:
             cls, sym = _WS[ch]
-            out.append(f'<span class="{cls}">{sym}</span>' + ("<br>" if ch == "\n" else ""))
+            out.append(f'<span class="{cls}">{sym}</span>')
+        elif _hidden(ch, i == 0):
+            out.append(_escape_chip(ch))
         else:
             out.append(str(escape(ch)))
     return Markup("".join(out))
@@ -77,31 +164,61 @@ def pct(x, digits: int = 1) -> str:
 # ------------------------------------------------------------------------------------ the app
 def create_app(db_path: str | Path) -> FastAPI:
     store = Store(db_path)
-    app = FastAPI(title="featureflow explorer",
+    missing = [f"{name} ({path})" for name, path in VENDOR.items() if not path.exists()]
+    if missing:
+        raise VendorMissing("the explorer's front-end files are not installed: " + ", ".join(missing) +
+                            ". Install them with `npm --prefix frontend ci` (htmx, Swagger UI, ReDoc) and "
+                            "`pip install -e .` (plotly.js ships in the plotly package)")
+    app = FastAPI(title="featureflow explorer", docs_url=None, redoc_url=None,
                   description=f"Features of run '{store.run['name']}' through fine-tuning and merging. "
-                              "Every page has a JSON twin under /api.")
+                              "Every page has a JSON twin under /api.", responses=ERRORS)
     app.state.store = store
     templates = Jinja2Templates(directory=str(FRONTEND / "templates"))
-    templates.env.filters.update(show_ws=show_ws, heat=heat, fmt=fmt, pct=pct)
-    templates.env.globals.update(run=store.run, models=store.models)
+    templates.env.filters.update(show_ws=show_ws, show_text=functools.partial(show_ws, prose=True), heat=heat,
+                                 fmt=fmt, pct=pct)
+    templates.env.globals.update(run=store.run, models=store.models,
+                                 models_by_name={m["model"]: m for m in store.models}, modes=store.modes,
+                                 mode_labels={m: mode_label(m) for m in store.modes})
     app.mount("/static", StaticFiles(directory=str(FRONTEND / "static")), name="static")
 
     @app.get("/vendor/{name}", include_in_schema=False)
     def vendor(name: str):
         path = VENDOR.get(name)
         if path is None or not path.exists():
-            hint = " (run `npm --prefix frontend ci`)" if name == "htmx.min.js" else ""
-            return Response(f"vendor file '{name}' is not installed{hint}", status_code=404, media_type="text/plain")
-        return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
+            return Response(f"vendor file '{name}' is not installed (run `npm --prefix frontend ci`)",
+                            status_code=404, media_type="text/plain")
+        kind = "text/css" if name.endswith(".css") else "text/javascript"
+        return FileResponse(path, media_type=kind, headers={"Cache-Control": "public, max-age=86400"})
 
-    def error(request: Request, status: int, detail: str | list[str]):
-        """The same error as JSON under /api, as a page elsewhere."""
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return FileResponse(FRONTEND / "static" / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request):
+        """Swagger UI from the swagger-ui-dist npm package (started by static/docs.js: no inline script)."""
+        return templates.TemplateResponse(request, "docs.html", {"title": app.title, "kind": "swagger"})
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request):
+        """ReDoc from the redoc npm package."""
+        return templates.TemplateResponse(request, "docs.html", {"title": app.title, "kind": "redoc"})
+
+    def error(request: Request, status: int, detail: str, errors: list[FieldError] = ()):
+        """The same error as JSON (ErrorBody) under /api, as a page elsewhere."""
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": detail}, status_code=status)
-        message = "; ".join(detail) if isinstance(detail, list) else detail
+            body = ErrorBody(detail=detail, errors=list(errors))
+            return JSONResponse(body.model_dump(), status_code=status)
         title = "Not found" if status == 404 else "Bad request"
         return templates.TemplateResponse(request, "error.html", {"status": status, "title": title,
-                                                                  "message": message}, status_code=status)
+                                                                  "message": detail}, status_code=status)
 
     @app.exception_handler(NotFound)
     def not_found(request: Request, exc: NotFound):
@@ -109,8 +226,10 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError):
-        return error(request, 422, [f"{'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
-                                    for e in exc.errors()])
+        errors = [FieldError(loc=".".join(str(x) for x in e["loc"]), msg=e["msg"]) for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+                           for e in exc.errors())
+        return error(request, 422, detail, errors)
 
     @app.exception_handler(ValueError)
     def bad_value(request: Request, exc: ValueError):
@@ -129,6 +248,9 @@ def create_app(db_path: str | Path) -> FastAPI:
             @functools.wraps(fn)
             def page(request: Request, **kwargs):
                 ctx = fn(**kwargs)
+                if "state" not in ctx:  # pages that do not use the view state still carry it in their links
+                    t = request.query_params.get("threshold")
+                    ctx["state"] = view_state(float(t) if t else None, request.query_params.get("mode") or None)
                 name = fragment if fragment and request.headers.get("HX-Request") else template
                 return templates.TemplateResponse(request, name, ctx)
 
@@ -144,6 +266,12 @@ def create_app(db_path: str | Path) -> FastAPI:
     def thr(t: float | None) -> float:
         return store.run["default_threshold"] if t is None else t
 
+    def view_state(threshold: float | None, mode: str | None) -> dict:
+        """The threshold and matching mode every page honours and every link carries (`query`)."""
+        t, m = thr(threshold), store.mode(mode)
+        return {"threshold": t, "mode": m, "mode_label": mode_label(m), "query": urlencode({"threshold": t, "mode": m}),
+                "default": t == store.run["default_threshold"] and m == store.default_mode}
+
     # -- views ---------------------------------------------------------------------------------
     @view("/", "overview.html", fragment="_flows.html")
     def overview(threshold: Threshold = None, mode: Mode = None) -> dict:
@@ -156,7 +284,36 @@ def create_app(db_path: str | Path) -> FastAPI:
         return {"threshold": t, "mode": mode, "mode_label": mode_label(mode), "modes": store.modes,
                 "mode_labels": {m: mode_label(m) for m in store.modes}, "models_overview": models, "flows": flows,
                 "emerged": emerged, "floors": store.floors(t, mode), "edges": store.edges,
-                "sankey": figures.sankey(store.models, flows, emerged, t, mode_label(mode))}
+                "timings": store.timings, "state": view_state(t, mode),
+                "colors": {"persist": figures.PERSIST, "lost": figures.LOST, "new": figures.NEW},
+                "sankey": figures.sankey(store.models, flows, store.node_flows(t, mode), t, mode_label(mode),
+                                         view_state(t, mode)["query"])}
+
+    @view("/edges/{parent}/{child}", "edge.html", fragment="_edge_rows.html")
+    def edge(parent: str, child: str,
+             fate: Annotated[str, Query(pattern="^(persisting|disappearing|inherited|emerging)$",
+                                        description="persisting / disappearing parent features, inherited / "
+                                                    "emerging child features")] = "persisting",
+             threshold: Threshold = None, mode: Mode = None,
+             sort: Annotated[str, Query(pattern="^(r|density|llr|sim_score|feature)$")] = "r",
+             order: Annotated[str, Query(pattern="^(desc|asc)$")] = "desc",
+             page: Page = 1, per_page: PerPage = 50) -> dict:
+        """The features behind one flow of edge parent -> child at a threshold and mode: sortable both ways by
+        r, density, top-token LLR and explanation score, paginated, each with its match and top context."""
+        state = view_state(threshold, mode)
+        e = store.edge(parent, child)
+        counts = next(f for f in store.flows(state["threshold"], state["mode"])
+                      if f["parent"] == parent and f["child"] == child)
+        res = store.edge_features(parent, child, fate, state["threshold"], state["mode"], sort, order == "desc",
+                                  page, per_page)
+        params = {"fate": fate, "threshold": state["threshold"], "mode": state["mode"], "sort": sort, "order": order,
+                  "per_page": per_page}
+        resort = {k: urlencode({**params, "sort": k, "order": "asc" if (k, order) == (sort, "desc") else "desc"})
+                  for k in ("r", "density", "llr", "sim_score")}
+        return {**res, "edge": {**e, "parent_label": store.label(parent), "child_label": store.label(child)},
+                "fate": fate, "counts": counts, "sort": sort, "order": order, "state": state,
+                "query": urlencode(params), "resort": resort,
+                "modes": store.modes, "mode_labels": {m: mode_label(m) for m in store.modes}}
 
     @view("/floors", "floors.html")
     def floors(threshold: Threshold = None, mode: Mode = None) -> dict:
@@ -170,19 +327,20 @@ def create_app(db_path: str | Path) -> FastAPI:
                 "mode_labels": {m: mode_label(m) for m in store.modes}, "floors": fl}
 
     @view("/models/{model}/features/{feature}", "feature.html")
-    def feature(model: str, feature: int, threshold: Threshold = None) -> dict:
-        """One feature: statistics, histogram, top tokens, highlighted examples, matches and lineage."""
-        t = thr(threshold)
+    def feature(model: str, feature: FeatureId, threshold: Threshold = None, mode: Mode = None) -> dict:
+        """One feature: statistics, histogram, top tokens, highlighted examples, and its matches and lineage
+        at a threshold and matching mode."""
+        state = view_state(threshold, mode)
+        t, mode = state["threshold"], state["mode"]
         f = store.feature(model, feature)
-        return {"threshold": t, "feature": f, "examples": store.examples(model, feature),
+        return {"threshold": t, "state": state, "feature": f, "examples": store.examples(model, feature),
                 "explanation": store.explanation(model, feature),
-                "matches": store.matches(model, feature, t), "lineage": store.lineage(model, feature, t),
+                "matches": store.matches(model, feature, t, mode), "lineage": store.lineage(model, feature, t, mode),
                 "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
                 "parents": store.parents(model), "children": store.children(model)}
 
     @view("/compare", "compare.html")
-    def compare(a: Annotated[str, Query(description="model:feature, e.g. lua:12")],
-                b: Annotated[str, Query(description="model:feature")]) -> dict:
+    def compare(a: FeatureRef, b: FeatureRef) -> dict:
         """Two features side by side on the same contexts, with their exact correlation over the sample."""
         ra, rb = Ref.parse(a), Ref.parse(b)
         fa, fb = store.feature_row(ra.model, ra.feature), store.feature_row(rb.model, rb.feature)
@@ -208,28 +366,44 @@ def create_app(db_path: str | Path) -> FastAPI:
     @view("/features", "features.html", fragment="_feature_rows.html")
     def features(
         model: Annotated[str | None, Query(description="model name")] = None,
-        fate: Annotated[str | None, Query(pattern="^(persisting|disappearing|leaf|dead)?$", description="empty: any")] = None,
-        min_density: Annotated[float, Query(ge=0, le=1)] = 0.0,
-        max_density: Annotated[float, Query(ge=0, le=1)] = 1.0,
+        fate: Annotated[str | None, Query(pattern="^(persisting|disappearing|inherited|emerging|leaf|dead)?$",
+                                          description="at the threshold and mode; empty: any")] = None,
+        edge: Annotated[str | None, Query(max_length=200, pattern="^([^>]+>[^>]+)?$",
+                                          description="parent>child: fates on that edge only; empty: all")] = None,
+        min_density: Density = 0.0,
+        max_density: Density = 1.0,
         token: Annotated[str | None, Query(max_length=100, description="text in the top token")] = None,
         q: Annotated[str | None, Query(max_length=200, description="text in the explanation")] = None,
         sort: Annotated[str, Query(pattern="^(density|max_act|feature|parent_r|best_child_r|sim_score|llr)$")] = "density",
-        page: Annotated[int, Query(ge=1)] = 1,
-        per_page: Annotated[int, Query(ge=1, le=200)] = 50,
+        order: Annotated[str | None, Query(pattern="^(desc|asc)?$",
+                                           description="empty: the sort's natural order (feature ascending, "
+                                                       "the rest descending)")] = None,
+        threshold: Threshold = None, mode: Mode = None,
+        page: Page = 1,
+        per_page: PerPage = 50,
     ) -> dict:
-        """Browse and search features by model, fate, density and top token; sorted and paginated."""
+        """Browse and search features by model, edge, fate (at a threshold and matching mode), density, top
+        token and explanation; sorted either way and paginated."""
+        state = view_state(threshold, mode)
         model = model or None
+        pair = tuple(edge.split(">")) if edge else None
         res = store.search(model, fate or None, min_density, max_density, token or None, sort, page, per_page,
-                           text=q or None)
-        filters = {"model": model or "", "fate": fate or "", "min_density": min_density, "max_density": max_density,
-                   "token": token or "", "q": q or "", "sort": sort, "per_page": per_page}
+                           text=q or None, threshold=state["threshold"], mode=state["mode"], edge=pair,
+                           descending=None if not order else order == "desc")
+        filters = {"model": model or "", "edge": edge or "", "fate": fate or "", "min_density": min_density,
+                   "max_density": max_density, "token": token or "", "q": q or "", "sort": sort,
+                   "order": order or "", "per_page": per_page, "threshold": state["threshold"], "mode": state["mode"]}
         query = urlencode({k: v for k, v in filters.items() if v != ""})
-        return {**res, "filters": filters, "query": query, "fates": store.fates()}
+        return {**res, "filters": filters, "query": query, "fates": store.fates(), "state": state,
+                "edges": [{**e, "value": f"{e['parent']}>{e['child']}"} for e in store.edges],
+                "sorts": list(store.SORTS)}
 
     @app.get("/jump", include_in_schema=False)
-    def jump(model: str, feature: int):
+    def jump(model: str, feature: Annotated[int, Query(ge=0, le=MAX_FEATURE)], threshold: Threshold = None,
+             mode: Mode = None):
         store.model(model)
-        return RedirectResponse(f"/models/{quote(model)}/features/{feature}", status_code=303)
+        state = "" if threshold is None and mode is None else "?" + view_state(threshold, mode)["query"]
+        return RedirectResponse(f"/models/{quote(model)}/features/{feature}{state}", status_code=303)
 
     @view("/autointerp", "autointerp.html")
     def autointerp() -> dict:

@@ -14,10 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from backend.config import parse_mode
 from backend.store import flows as flow_sql
 from backend.store.schema import SCHEMA_VERSION
+
+
+def run_timings(text: str | None) -> dict:
+    """`runs.timings_json` as {"stages": [{stage, seconds}], "total": s, "hardware": {...}}; stores built before
+    per-stage timings were recorded give no stages."""
+    raw = json.loads(text) if text else {}
+    stages = raw.get("stages") if isinstance(raw.get("stages"), dict) else {}
+    rows = [{"stage": k, "seconds": float(v)} for k, v in stages.items()]
+    return {"stages": rows, "total": sum(r["seconds"] for r in rows), "hardware": raw.get("hardware") or {}}
 
 
 class StoreError(RuntimeError):
@@ -32,6 +42,11 @@ def _clean(v: Any) -> Any:
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     return v
+
+
+def like_literal(text: str) -> str:
+    """`text` for a LIKE pattern with ESCAPE '\\': its wildcards (% _) and the escape itself match literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _dicts(cur) -> list[dict]:
@@ -51,6 +66,7 @@ class Store:
             raise StoreError(f"store '{self.path}' has schema version {version}; this explorer reads version "
                              f"{SCHEMA_VERSION}: rebuild it with `featureflow run`")
         self.run = self.q1("SELECT * FROM runs")
+        self.timings = run_timings(self.run.get("timings_json"))
         self.modes = list(self.run["modes"])
         self.default_mode = self.run["default_mode"]
         self.similarity = parse_mode(self.default_mode)[0]  # feature pages, lineage and cases use this one
@@ -155,6 +171,54 @@ class Store:
         """Alive features of each non-root model that no parent feature reaches (over all its parents)."""
         return flow_sql.emerged_in(self.cursor(), threshold, self.mode(mode))
 
+    def node_flows(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Each alive feature once per model node (the Sankey): see `flows.node_flows`."""
+        return flow_sql.node_flows(self.cursor(), threshold, self.mode(mode))
+
+    def edge(self, parent: str, child: str) -> dict:
+        """An edge of the family, or NotFound naming the edges there are."""
+        for e in self.edges:
+            if e["parent"] == parent and e["child"] == child:
+                return e
+        self.model(parent), self.model(child)
+        have = ", ".join(f"{e['parent']} -> {e['child']}" for e in self.edges) or "none"
+        raise NotFound(f"'{parent}' -> '{child}' is not an edge of run '{self.run['name']}' (edges: {have})")
+
+    def edge_features(self, parent: str, child: str, fate: str, threshold: float, mode: str | None, sort: str,
+                      descending: bool, page: int, per_page: int) -> dict:
+        """One page of the features behind a flow count of edge parent -> child (see `flows.edge_features`),
+        each with a short highlighted context around its top activation."""
+        self.edge(parent, child)
+        total, rows = flow_sql.edge_features(self.cursor(), parent, child, fate, threshold, self.mode(mode), sort,
+                                             descending, per_page, (page - 1) * per_page)
+        model = parent if flow_sql.EDGE_FATES[fate][0] == "p2c" else child
+        snippets = self.snippets(model, [r["feature"] for r in rows])
+        for r in rows:
+            r["match_model"] = child if model == parent else parent
+            r["snippet"] = snippets.get(r["feature"], [])
+        return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),
+                "rows": rows}
+
+    def snippets(self, model: str, features: list[int], radius: int = 4) -> dict[int, list[dict]]:
+        """Per feature: the tokens of its top example within `radius` of the peak, with activations."""
+        if not features:
+            return {}
+        rows = self.q("""SELECT feature, center, start, acts FROM examples
+                         WHERE model = ? AND kind = 'top' AND rank = 0
+                           AND feature IN (SELECT unnest(?::INTEGER[]))""", [model, features])
+        spans = {r["feature"]: (max(r["start"], r["center"] - radius), r["center"] + radius + 1, r) for r in rows}
+        wanted = sorted({i for lo, hi, _ in spans.values() for i in range(lo, hi)})
+        toks = {t["token_index"]: t for t in self.q("""
+            SELECT s.token_index, s.token_id, v.text FROM sample_tokens s JOIN vocab v USING (token_id)
+            WHERE s.token_index IN (SELECT unnest(?::BIGINT[]))""", [wanted])} if wanted else {}
+        out = {}
+        for f, (lo, hi, r) in spans.items():
+            acts = r["acts"]
+            out[f] = [{"text": toks[i]["text"], "id": toks[i]["token_id"], "act": float(acts[i - r["start"]]),
+                       "center": i == r["center"]} for i in range(lo, hi)
+                      if i in toks and i - r["start"] < len(acts)]
+        return out
+
     # -- features -----------------------------------------------------------------------------
     def feature(self, model: str, feature: int) -> dict:
         row = self.feature_row(model, feature)
@@ -234,51 +298,74 @@ class Store:
             out[r["token_index"] - start] = r["act"]
         return out
 
+    def _sparse(self, model: str, feature: int) -> tuple[np.ndarray, np.ndarray]:
+        """A feature's non-zero activations over the sample: token indices (ascending) and values (float64)."""
+        got = self.cursor().execute("""SELECT token_index, act FROM activation_values
+                                       WHERE model = ? AND feature = ? ORDER BY token_index""",
+                                    [model, feature]).fetchnumpy()
+        return np.asarray(got["token_index"], dtype=np.int64), np.asarray(got["act"], dtype=np.float64)
+
     def correlation(self, ma: str, fa: int, mb: str, fb: int) -> float | None:
-        """Exact Pearson r of two features over the whole shared sample, from their sparse activations."""
+        """Exact Pearson r of two features over the whole shared sample, from their sparse activations.
+
+        The two pairs compared are chosen per request (any two features), so this is computed here, not
+        stored; the sums are exactly rounded (math.fsum), so identical requests give identical bits
+        whatever DuckDB's thread count, and r is clamped to [-1, 1]. None when either never varies."""
         n = self.run["sample_tokens"]
-        row = self.cursor().execute("""
-            WITH a AS (SELECT token_index, act::DOUBLE AS x FROM activation_values WHERE model = ? AND feature = ?),
-                 b AS (SELECT token_index, act::DOUBLE AS y FROM activation_values WHERE model = ? AND feature = ?)
-            SELECT (SELECT sum(x) FROM a), (SELECT sum(x * x) FROM a), (SELECT sum(y) FROM b),
-                   (SELECT sum(y * y) FROM b), (SELECT sum(x * y) FROM a JOIN b USING (token_index))""",
-            [ma, fa, mb, fb]).fetchone()
-        sa, saa, sb, sbb, sab = (v or 0.0 for v in row)
-        var_a, var_b = saa / n - (sa / n) ** 2, sbb / n - (sb / n) ** 2
+        ia, xa = self._sparse(ma, fa)
+        ib, xb = self._sparse(mb, fb)
+        _, pa, pb = np.intersect1d(ia, ib, assume_unique=True, return_indices=True)
+        sa, sb = math.fsum(xa), math.fsum(xb)
+        var_a = math.fsum(xa * xa) / n - (sa / n) ** 2
+        var_b = math.fsum(xb * xb) / n - (sb / n) ** 2
         if var_a <= 0 or var_b <= 0:
             return None
-        return (sab / n - (sa / n) * (sb / n)) / math.sqrt(var_a * var_b)
+        if (ma, fa) == (mb, fb):
+            return 1.0  # by definition (the float formula can land an ulp either side)
+        cov = math.fsum(xa[pa] * xb[pb]) / n - (sa / n) * (sb / n)
+        return max(-1.0, min(1.0, cov / math.sqrt(var_a * var_b)))
 
-    def matches(self, model: str, feature: int, threshold: float) -> dict:
-        """Best matches in every parent (c2p) and child (p2c) model, each with r and whether it persists."""
+    def matches(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict:
+        """Top-k matches under `mode`'s similarity in every parent (c2p) and child (p2c) model, each with r and
+        whether it persists."""
+        sim = parse_mode(self.mode(mode))[0]
         up = self.q("""SELECT parent AS model, dst AS feature, rank, r FROM matches
                        WHERE child = ? AND direction = 'c2p' AND src = ? AND similarity = ?
-                       ORDER BY parent, rank""", [model, feature, self.similarity])
+                       ORDER BY parent, rank""", [model, feature, sim])
         down = self.q("""SELECT child AS model, dst AS feature, rank, r FROM matches
                          WHERE parent = ? AND direction = 'p2c' AND src = ? AND similarity = ?
-                         ORDER BY child, rank""", [model, feature, self.similarity])
+                         ORDER BY child, rank""", [model, feature, sim])
         for r in up + down:
             r["persists"] = r["r"] > threshold
             r["label"] = self.label(r["model"])
         return {"parents": up, "children": down}
 
-    def best_parent(self, model: str, feature: int) -> dict | None:
-        return self.q1("""SELECT parent AS model, dst AS feature, r FROM matches
-                          WHERE child = ? AND direction = 'c2p' AND src = ? AND rank = 0 AND similarity = ?
-                          ORDER BY r DESC LIMIT 1""", [model, feature, self.similarity])
+    def partners(self, model: str, feature: int, direction: str, mode: str | None = None) -> list[dict]:
+        """The feature's match under `mode` in each parent (direction 'c2p') or child ('p2c') model: its best
+        match (rank 0), or its assigned partner under the `1to1` rule (left out when unassigned). The one
+        rule behind lineage, fates and case studies."""
+        sim, rule = parse_mode(self.mode(mode))
+        here, there = ("child", "parent") if direction == "c2p" else ("parent", "child")
+        table, rank = ("assignments", "") if rule == "1to1" else ("matches", " AND m.rank = 0")
+        return self.q(f"""SELECT m.{there} AS model, m.dst AS feature, m.r FROM {table} m JOIN models o ON o.model = m.{there}
+                          WHERE m.{here} = ? AND m.direction = ? AND m.src = ? AND m.similarity = ?
+                            AND m.dst IS NOT NULL{rank} ORDER BY m.r DESC, o.idx""", [model, direction, feature, sim])
 
-    def best_children(self, model: str, feature: int) -> list[dict]:
-        return self.q("""SELECT child AS model, dst AS feature, r FROM matches
-                         WHERE parent = ? AND direction = 'p2c' AND src = ? AND rank = 0 AND similarity = ?""",
-                      [model, feature, self.similarity])
+    def best_parent(self, model: str, feature: int, mode: str | None = None) -> dict | None:
+        """The strongest of the feature's partners over its parents (ties: the parent first in family order)."""
+        rows = self.partners(model, feature, "c2p", mode)
+        return rows[0] if rows else None
 
-    def lineage(self, model: str, feature: int, threshold: float) -> dict:
+    def best_children(self, model: str, feature: int, mode: str | None = None) -> list[dict]:
+        return self.partners(model, feature, "p2c", mode)
+
+    def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict:
         """The feature's lineage at `threshold`: the chain of best persisting parent matches up to its
         origin, and the tree of best persisting child matches down to the leaves."""
         up: list[dict] = []
         m, f = model, feature
         while True:
-            bp = self.best_parent(m, f)
+            bp = self.best_parent(m, f, mode)
             if bp is None or bp["r"] <= threshold:
                 break
             up.append({"model": bp["model"], "label": self.label(bp["model"]), "feature": bp["feature"],
@@ -288,7 +375,7 @@ class Store:
 
         def down(m: str, f: int, depth: int) -> list[dict]:
             out = []
-            for c in self.best_children(m, f):
+            for c in self.best_children(m, f, mode):
                 node = {"model": c["model"], "label": self.label(c["model"]), "feature": c["feature"], "r": c["r"],
                         "persists": c["r"] > threshold}
                 node["children"] = down(c["model"], c["feature"], depth + 1) if node["persists"] and depth < 16 else []
@@ -296,58 +383,95 @@ class Store:
             return out
 
         origin = up[0] if up else {"model": model, "feature": feature}
-        fate = self._fate(model, feature, threshold)
+        fate = self._fate(model, feature, threshold, mode)
         return {"ancestors": up, "descendants": down(model, feature, 0), "origin": origin, "fate": fate}
 
-    def _fate(self, model: str, feature: int, threshold: float) -> str:
+    def _fate(self, model: str, feature: int, threshold: float, mode: str | None = None) -> str:
         row = self.feature_row(model, feature)
         if not row["alive"]:
             return "dead"
         parts = []
         if self.parents(model):
-            bp = self.best_parent(model, feature)
+            bp = self.best_parent(model, feature, mode)
             parts.append("inherited" if bp and bp["r"] > threshold else "emerging")
-        kids = self.best_children(model, feature)
-        if kids:
+        kids = self.best_children(model, feature, mode)
+        if self.children(model):
             parts.append("persisting" if any(k["r"] > threshold for k in kids) else "disappearing")
         return ", ".join(parts) or "alive"
 
     # -- browse / search ------------------------------------------------------------------------
-    SORTS = {"density": "f.density DESC", "max_act": "f.max_act DESC", "feature": "f.feature",
-             "sim_score": "e.sim_score DESC NULLS LAST", "llr": "f.top_token_llr DESC NULLS LAST",
-             "parent_r": "f.parent_r DESC NULLS LAST", "best_child_r": "f.best_child_r DESC NULLS LAST"}
+    # Sort keys, each with its natural direction (the default when no order is given).
+    SORTS = {"density": ("f.density", True), "max_act": ("f.max_act", True), "feature": ("f.feature", False),
+             "sim_score": ("e.sim_score", True), "llr": ("f.top_token_llr", True),
+             "parent_r": ("s.parent_r", True), "best_child_r": ("s.best_child_r", True)}
+    # Search fates at a threshold and mode. persisting / disappearing: an alive feature of a model with
+    # children, matched above the threshold in some child / in none; inherited / emerging: an alive feature
+    # of a model with parents, matched in some parent / in none; leaf: alive in a model without children.
+    FATE_FILTERS = {"persisting": "f.alive AND s.persisting", "disappearing": "f.alive AND NOT s.persisting",
+                    "inherited": "f.alive AND s.inherited", "emerging": "f.alive AND NOT s.inherited",
+                    "leaf": "f.alive AND f.model NOT IN (SELECT parent FROM model_edges)", "dead": "NOT f.alive"}
 
     def search(self, model: str | None, fate: str | None, min_density: float, max_density: float,
-               token: str | None, sort: str, page: int, per_page: int, text: str | None = None) -> dict:
-        where = ["f.density >= ? AND f.density <= ?"]
-        params: list = [min_density, max_density]
+               token: str | None, sort: str, page: int, per_page: int, text: str | None = None,
+               threshold: float | None = None, mode: str | None = None, edge: tuple[str, str] | None = None,
+               descending: bool | None = None) -> dict:
+        """One page of features matching the filters, each with its fate, best parent r and best child r
+        computed at `threshold` under `mode` from the stored matches (the rule of `flows`: counts per edge
+        equal `flows`, per model `emerged_in` and the Sankey's lost features). With `edge` (parent, child)
+        only that edge's matches count and only its two models' features are listed. `descending`: None
+        sorts `sort` in its natural direction; NULLs sort last either way."""
+        sim, rule = parse_mode(self.mode(mode))
+        params: dict = {"sim": sim, "t": self.run["default_threshold"] if threshold is None else threshold,
+                        "lo": min_density, "hi": max_density}
+        where = ["f.density >= $lo AND f.density <= $hi"]
+        on_edge = ""
+        if edge:
+            self.edge(*edge)
+            params.update(parent=edge[0], child=edge[1])
+            on_edge = "WHERE b.parent = $parent AND b.child = $child"
+            where.append("f.model IN ($parent, $child)")
         if model:
             self.model(model)
-            where.append("f.model = ?")
-            params.append(model)
+            where.append("f.model = $model")
+            params["model"] = model
         if fate:
-            where.append("f.fate = ?")
-            params.append(fate)
-        if token:
-            where.append("v.text ILIKE ?")
-            params.append(f"%{token}%")
+            where.append(self.FATE_FILTERS[fate])
+        if token:  # literal substring: % and _ in the search text match themselves
+            where.append("v.text ILIKE $token ESCAPE '\\'")
+            params["token"] = f"%{like_literal(token)}%"
         if text:
-            where.append("e.explanation ILIKE ?")
-            params.append(f"%{text}%")
-        w = " AND ".join(where)
-        base = (f"FROM features f JOIN models m USING (model) LEFT JOIN vocab v ON v.token_id = f.top_token_id "
-                f"LEFT JOIN explanations e USING (model, feature) WHERE {w}")
+            where.append("e.explanation ILIKE $text ESCAPE '\\'")
+            params["text"] = f"%{like_literal(text)}%"
+        base = f"""
+            FROM features f JOIN models m USING (model) LEFT JOIN vocab v ON v.token_id = f.top_token_id
+            LEFT JOIN explanations e USING (model, feature)
+            LEFT JOIN (SELECT CASE WHEN b.direction = 'p2c' THEN b.parent ELSE b.child END AS model,
+                              b.src AS feature,
+                              max(b.r) FILTER (WHERE b.direction = 'c2p') AS parent_r,
+                              max(b.r) FILTER (WHERE b.direction = 'p2c') AS best_child_r,
+                              bool_or(coalesce(b.r, -1e9) > $t) FILTER (WHERE b.direction = 'c2p') AS inherited,
+                              bool_or(coalesce(b.r, -1e9) > $t) FILTER (WHERE b.direction = 'p2c') AS persisting
+                       FROM ({flow_sql._BEST[rule]}) b {on_edge} GROUP BY ALL) s
+              ON s.model = f.model AND s.feature = f.feature
+            WHERE {" AND ".join(where)}"""
         total = self.cursor().execute(f"SELECT count(*) {base}", params).fetchone()[0]
-        rows = self.q(f"""SELECT f.model, m.label, f.feature, f.density, f.max_act, f.fate, f.parent_r,
-                                 f.best_child_r, f.origin_model, v.text AS top_token, f.top_token_share,
-                                 f.top_token_llr, e.explanation, e.explainer, e.sim_score
-                          {base} ORDER BY {self.SORTS[sort]}, m.idx, f.feature LIMIT ? OFFSET ?""",
-                      params + [per_page, (page - 1) * per_page])
+        column, natural = self.SORTS[sort]
+        order = "DESC" if (natural if descending is None else descending) else "ASC"
+        rows = self.q(f"""
+            SELECT f.model, m.label, f.feature, f.density, f.max_act,
+                   CASE WHEN NOT f.alive THEN 'dead' ELSE coalesce(nullif(concat_ws(', ',
+                       CASE s.inherited WHEN true THEN 'inherited' WHEN false THEN 'emerging' END,
+                       CASE s.persisting WHEN true THEN 'persisting' WHEN false THEN 'disappearing' END), ''),
+                       'alive') END AS fate,
+                   s.parent_r, s.best_child_r, f.origin_model, v.text AS top_token, f.top_token_share,
+                   f.top_token_llr, e.explanation, e.explainer, e.sim_score
+            {base} ORDER BY {column} {order} NULLS LAST, m.idx, f.feature LIMIT $limit OFFSET $offset""",
+                      {**params, "limit": per_page, "offset": (page - 1) * per_page})
         return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),
                 "rows": rows}
 
     def fates(self) -> list[str]:
-        return [r["fate"] for r in self.q("SELECT DISTINCT fate FROM features ORDER BY fate")]
+        return list(self.FATE_FILTERS)
 
     # -- merges ---------------------------------------------------------------------------------
     def merges(self) -> list[dict]:

@@ -7,14 +7,28 @@ import logging
 import sys
 import time
 
+from .artifacts import PipelineError
 from .config import ConfigError, load_config
+
+
+def _validate(args) -> int:
+    from .validate import check_config
+
+    cfg = load_config(args.config)
+    v = check_config(cfg, args.config)  # raises ConfigError (exit 2) with every fault
+    for line in v.notes:
+        print(f"  {line}")
+    print(f"{args.config}: valid ({len(cfg.family)} members, hook {cfg.sae.hook})")
+    return 0
 
 
 def _run(args) -> int:
     from .pipeline import Pipeline, setup_logging
+    from .validate import check_config
 
     setup_logging()
     cfg = load_config(args.config)
+    check_config(cfg, args.config)  # the same checks as `featureflow validate`, before any work
     pl = Pipeline(cfg, device=args.device)
     t0 = time.time()
     pl.run(args.stage)
@@ -26,7 +40,49 @@ def _run(args) -> int:
 def _report(args) -> int:
     from .report import print_report
 
-    print_report(args.db)
+    print_report(args.db, threshold=args.threshold, mode=args.mode)
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export
+
+    t0 = time.time()
+    kw = {"creator_id": args.creator_id} if args.format == "neuronpedia" else {}
+    out = export(args.db, args.out, args.format, **kw)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"exported '{args.db}' as {args.format} to {out} ({size / 1e6:.1f} MB) in {time.time() - t0:.1f} s")
+    return 0
+
+
+def _import(args) -> int:
+    from .export import import_parquet
+
+    t0 = time.time()
+    db = import_parquet(args.src, args.db, force=args.force)
+    print(f"rebuilt store {db} from '{args.src}' in {time.time() - t0:.1f} s; serve it with "
+          f"`featureflow serve --db {db}`")
+    return 0
+
+
+def _gc(args) -> int:
+    """List (or with --delete remove) artefact folders under data/<run>/ that the config no longer reaches."""
+    from .artifacts import remove, size_of, stale_artefacts
+    from .pipeline import Pipeline
+
+    cfg = load_config(args.config)
+    pl = Pipeline(cfg, device="cpu")
+    stale = stale_artefacts(pl.root, pl.live_artefacts())
+    total = 0
+    for path in stale:
+        size = size_of(path)
+        total += size
+        print(f"{size / 1e6:10.1f} MB  {path}")
+        if args.delete:
+            remove(path)
+    verb = "removed" if args.delete else "would remove"
+    print(f"{verb} {len(stale)} folder(s) not reached by '{args.config}', {total / 1e6:.1f} MB"
+          + ("" if args.delete or not stale else "; pass --delete to remove them"))
     return 0
 
 
@@ -47,9 +103,34 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--stage", default=None, help="run up to and including this stage")
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     r.set_defaults(fn=_run)
+    va = sub.add_parser("validate", help="check a config and everything it names (paths, tokenizer, models, hooks, "
+                        "SAEs, shapes) without running anything")
+    va.add_argument("--config", required=True)
+    va.set_defaults(fn=_validate)
     rep = sub.add_parser("report", help="print flow counts per edge from a store")
     rep.add_argument("--db", required=True)
+    rep.add_argument("--threshold", type=float, default=None,
+                     help="similarity above which a match persists (default: the run's)")
+    rep.add_argument("--mode", default=None, help="one stored matching mode, e.g. pearson-1to1 (default: every mode)")
     rep.set_defaults(fn=_report)
+    ex = sub.add_parser("export", help="export a store: every table as Parquet (+ manifest, README of columns), or "
+                        "per-model feature dashboards in Neuronpedia's export layout")
+    ex.add_argument("--db", required=True)
+    ex.add_argument("--format", required=True, choices=["parquet", "neuronpedia"])
+    ex.add_argument("--creator-id", default="featureflow", help="neuronpedia: the creatorId / authorId written "
+                    "(Neuronpedia's import replaces it with its own default creator)")
+    ex.add_argument("out", metavar="DIR", help="output folder (must not exist, or be empty)")
+    ex.set_defaults(fn=_export)
+    im = sub.add_parser("import", help="rebuild a store from a Parquet export (`featureflow export --format parquet`)")
+    im.add_argument("--from", dest="src", required=True, metavar="DIR")
+    im.add_argument("--db", required=True, help="the store to write")
+    im.add_argument("--force", action="store_true", help="replace the store if it exists")
+    im.set_defaults(fn=_import)
+    g = sub.add_parser("gc", help="list artefacts under data/<run>/ that no key of the config reaches "
+                       "(and temp debris of killed runs); --delete removes them")
+    g.add_argument("--config", required=True)
+    g.add_argument("--delete", action="store_true", help="remove them (default: a dry run that only lists)")
+    g.set_defaults(fn=_gc)
     s = sub.add_parser("serve", help="serve the explorer on a store (read-only)")
     s.add_argument("--db", required=True)
     s.add_argument("--host", default="127.0.0.1")
@@ -58,9 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except ConfigError as e:  # one line per fault: `config.yaml: field: message`
+        for line in str(e).splitlines():
+            print(f"featureflow: error: {line}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
         print(f"featureflow: error: {e}", file=sys.stderr)
         return 2
+    except PipelineError as e:  # a stage stopped for a reason the user must fix (e.g. the LLM refused the key)
+        print(f"featureflow: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 """One pydantic-validated YAML file describes a whole experiment.
 
 The family of models is a DAG: every member names how it is made (`train`, `finetune`, `merge`,
-`load`) and its parents. Validation errors name the field at fault, e.g.
-`family.2: unknown parent 'lau' of 'merged' (members: root, lau1, ...)`.
+`load`) and its parents. Validation errors name the field at fault as a dotted path, one line each, e.g.
+`family.2.parents: unknown parent 'lau' of 'merged' (members: root, lau1, ...)`. Every path the config
+names (tokenizer.path, sae.pretrained, corpora files, load members) is checked here, before any work;
+`backend/validate.py` then checks what needs the models themselves (hooks, widths, tokenizers).
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -161,9 +166,18 @@ class MergeMember(_Member):
 
 
 class LoadMember(_Member):
+    """A local Hugging Face causal-LM folder (any architecture TransformerLens boots), with its tokenizer.
+
+    `domains`: what the member is about (its SAE trains and is evaluated on them); inherited from its parent
+    when left out, required for a root. `copy: false` references the weights where they are instead of
+    copying them into the run folder. The member's key hashes the folder's content (not its mtimes)."""
+
     make: Literal["load"]
     path: str
     domains: list[str] = Field(default_factory=list)
+    copy_weights: bool = Field(True, alias="copy", description="false: reference the weights in place "
+                               "instead of copying them into data/<run>/models/")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     @field_validator("parents")
     @classmethod
@@ -361,62 +375,97 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _check_family(self) -> "ExperimentConfig":
+        """Cross-field checks. Every fault is reported at once, one `field: message` line each."""
+        errors: list[str] = []
         names = [m.name for m in self.family]
+        known = f"members: {', '.join(names)}"
         seen: set[str] = set()
         for i, m in enumerate(self.family):
             if m.name in seen:
-                raise ValueError(f"family[{i}].name: duplicate member '{m.name}'")
+                errors.append(f"family.{i}.name: duplicate member '{m.name}'")
             seen.add(m.name)
-        for i, m in enumerate(self.family):
             for p in m.parents:
                 if p not in names:
-                    raise ValueError(
-                        f"family[{i}].parents: unknown parent '{p}' of '{m.name}' (members: {', '.join(names)})"
-                    )
-                if p == m.name:
-                    raise ValueError(f"family[{i}].parents: '{m.name}' is its own parent")
+                    errors.append(f"family.{i}.parents: unknown parent '{p}' of '{m.name}' ({known})")
+                elif p == m.name:
+                    errors.append(f"family.{i}.parents: '{m.name}' is its own parent")
             for d in getattr(m, "domains", []):
                 if d not in self.corpora.domains:
-                    raise ValueError(
-                        f"family[{i}].domains: unknown domain '{d}' of '{m.name}' "
-                        f"(corpora.domains: {', '.join(self.corpora.domains)})"
-                    )
-            if isinstance(m, LoadMember) and not Path(m.path).exists():
-                raise ValueError(f"family[{i}].path: '{m.path}' of '{m.name}' does not exist")
-        self.topological_order()  # raises on cycles
-        for name in self.sae.pretrained:
-            if name not in names:
-                raise ValueError(f"sae.pretrained: unknown member '{name}'")
-        for name, n in (self.sae.replicas or {}).items():
-            if name not in names:
-                raise ValueError(f"sae.replicas: unknown member '{name}' (members: {', '.join(names)})")
-            if n < 0:
-                raise ValueError(f"sae.replicas: '{name}' needs a count >= 0, got {n}")
-            if n and name in self.sae.pretrained:
-                raise ValueError(f"sae.replicas: '{name}' loads a pretrained SAE; only trained SAEs have replicas")
-        for i, m in enumerate(self.family):
+                    errors.append(f"family.{i}.domains: unknown domain '{d}' of '{m.name}' "
+                                  f"(corpora.domains: {', '.join(self.corpora.domains)})")
+            if isinstance(m, LoadMember):
+                if not m.domains and not m.parents:
+                    errors.append(f"family.{i}.domains: load member '{m.name}' has no parent to inherit domains "
+                                  f"from; list the corpora domains it is about (its SAE trains and is evaluated "
+                                  f"on them), e.g. domains: [{next(iter(self.corpora.domains))}]")
+                errors += _check_model_folder(f"family.{i}.path", m.path, m.name)
             if isinstance(m, MergeMember) and m.base is not None:
                 if m.method != "ties":
-                    raise ValueError(f"family.{i}.base: only method 'ties' takes a base (got '{m.method}')")
-                if m.base not in names:
-                    raise ValueError(f"family.{i}.base: unknown member '{m.base}' (members: {', '.join(names)})")
-                if m.base == m.name:
-                    raise ValueError(f"family.{i}.base: '{m.name}' cannot be its own base")
+                    errors.append(f"family.{i}.base: only method 'ties' takes a base (got '{m.method}')")
+                elif m.base not in names:
+                    errors.append(f"family.{i}.base: unknown member '{m.base}' ({known})")
+                elif m.base == m.name:
+                    errors.append(f"family.{i}.base: '{m.name}' cannot be its own base")
+        if self.tokenizer.path is not None:
+            errors += _check_tokenizer_folder("tokenizer.path", self.tokenizer.path)
+        elif not any(isinstance(m, TrainMember) for m in self.family) and \
+                any(isinstance(m, LoadMember) for m in self.family):
+            loaded = next(m.path for m in self.family if isinstance(m, LoadMember))
+            errors.append("tokenizer.path: no member is trained here, so the family tokenizer must be the loaded "
+                          f"models' own: set tokenizer.path to a model folder (e.g. {loaded})")
+        for d, src in self.corpora.domains.items():
+            if src.source == "files":
+                for j, pattern in enumerate(src.paths):
+                    if not glob.glob(os.path.expanduser(pattern), recursive=True):
+                        errors.append(f"corpora.domains.{d}.paths.{j}: '{pattern}' matches no file")
+            for j, f in enumerate(src.data_files or []):
+                if not glob.glob(os.path.expanduser(f), recursive=True):
+                    errors.append(f"corpora.domains.{d}.data_files.{j}: '{f}' matches no file")
+        for name, path in self.sae.pretrained.items():
+            if name not in names:
+                errors.append(f"sae.pretrained.{name}: unknown member '{name}' ({known})")
+            errors += _check_sae_folder(f"sae.pretrained.{name}", path)
+        _raise(errors)
+        try:
+            self.topological_order()
+        except ValueError as e:
+            _raise([str(e)])
+
+        if not HOOK_NAME.match(self.sae.hook):
+            errors.append(f"sae.hook: '{self.sae.hook}' is not a TransformerLens hook name (e.g. "
+                          "blocks.0.mlp.hook_post, blocks.0.hook_resid_post; `featureflow validate` lists a "
+                          "model's hooks)")
+        else:
+            layer = re.match(r"^blocks\.(\d+)\.", self.sae.hook)
+            trained = [m.name for m in self.family if isinstance(m, (TrainMember, FinetuneMember, MergeMember))
+                       and all(isinstance(self.member(r), TrainMember) for r in self.ancestors_roots(m.name))]
+            if layer and trained and int(layer.group(1)) >= TRAINED_LAYERS:
+                errors.append(f"sae.hook: '{self.sae.hook}' is past the last layer of the family's own models "
+                              f"({', '.join(trained)}: {TRAINED_LAYERS} layer, blocks.0 only)")
+        for name, n in (self.sae.replicas or {}).items():
+            if name not in names:
+                errors.append(f"sae.replicas.{name}: unknown member '{name}' ({known})")
+            elif n < 0:
+                errors.append(f"sae.replicas.{name}: needs a count >= 0, got {n}")
+            elif n and name in self.sae.pretrained:
+                errors.append(f"sae.replicas.{name}: '{name}' loads a pretrained SAE; only trained SAEs have "
+                              "replicas")
         for m, b in self.fingerprints.base.items():
             for n in (m, b):
                 if n not in names:
-                    raise ValueError(f"fingerprints.base: unknown member '{n}' (members: {', '.join(names)})")
-        for d in self.fingerprints.pool.domains:
+                    errors.append(f"fingerprints.base.{m}: unknown member '{n}' ({known})")
+        for j, d in enumerate(self.fingerprints.pool.domains):
             if d not in self.corpora.domains:
-                raise ValueError(f"fingerprints.pool.domains: unknown domain '{d}'")
+                errors.append(f"fingerprints.pool.domains.{j}: unknown domain '{d}'")
         slugs: set[str] = set()
         for i, c in enumerate(self.cases):
             if c.slug in slugs:
-                raise ValueError(f"cases[{i}].slug: duplicate case '{c.slug}'")
+                errors.append(f"cases.{i}.slug: duplicate case '{c.slug}'")
             slugs.add(c.slug)
             for n in [c.root] * bool(c.root) + (c.descendants or []) + ([c.feature.model] if c.feature else []):
                 if n not in names:
-                    raise ValueError(f"cases[{i}]: unknown model '{n}' (members: {', '.join(names)})")
+                    errors.append(f"cases.{i}: unknown model '{n}' ({known})")
+        _raise(errors)
         return self
 
     # ---- family helpers (the DAG) ----
@@ -447,6 +496,13 @@ class ExperimentConfig(Strict):
         for m in self.family:
             visit(m.name, [])
         return order
+
+    def ancestors_roots(self, name: str) -> list[str]:
+        """The root members `name` descends from (itself if it is a root)."""
+        m = self.member(name)
+        if not m.parents:
+            return [name]
+        return list(dict.fromkeys(r for p in m.parents for r in self.ancestors_roots(p)))
 
     def edges(self) -> list[tuple[str, str]]:
         """(parent, child) pairs in topological order of the child."""
@@ -495,23 +551,77 @@ class ExperimentConfig(Strict):
 
 
 class ConfigError(ValueError):
-    """A config that does not validate; the message names each field at fault."""
+    """A config that does not validate. `errors` holds one line per fault, `field: message`, the field a
+    dotted path (`family.1.parents`, `sae.pretrained.lua`, `corpora.domains.lua.paths.0`); the message is
+    those lines, each prefixed with the config's source."""
+
+    def __init__(self, errors: str | list[str], source: str | None = None):
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        self.source = source
+        super().__init__("\n".join(f"{source}: {e}" if source else e for e in self.errors))
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config {source}:"]
+HOOK_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.|\d+\.)*hook_[A-Za-z0-9_]+$")  # TransformerLens style
+TRAINED_LAYERS = 1  # the family's own models (backend/family/model.py) have one layer
+_MAKES = ("train", "finetune", "merge", "load")
+
+
+def _raise(errors: list[str]) -> None:
+    if errors:
+        raise ValueError("\n".join(errors))
+
+
+def _check_model_folder(field: str, path: str, name: str) -> list[str]:
+    p = Path(path).expanduser()
+    if not p.exists():
+        return [f"{field}: '{path}' of '{name}' does not exist"]
+    if not (p / "config.json").is_file():
+        return [f"{field}: '{path}' of '{name}' is not a Hugging Face model folder (no config.json; save it "
+                "with model.save_pretrained(folder) and tokenizer.save_pretrained(folder))"]
+    return []
+
+
+def _check_tokenizer_folder(field: str, path: str) -> list[str]:
+    p = Path(path).expanduser()
+    if not p.exists():
+        return [f"{field}: '{path}' does not exist"]
+    if not p.is_dir() or not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return [f"{field}: '{path}' is not a tokenizer folder (no tokenizer.json or tokenizer_config.json; "
+                "save one with tokenizer.save_pretrained(folder))"]
+    return []
+
+
+def _check_sae_folder(field: str, path: str) -> list[str]:
+    p = Path(path).expanduser()
+    if not p.exists():
+        return [f"{field}: '{path}' does not exist"]
+    if not (p / "cfg.json").is_file():
+        return [f"{field}: '{path}' is not a SAELens folder (no cfg.json; save one with sae.save_model(folder))"]
+    return []
+
+
+def _format_errors(err: ValidationError) -> list[str]:
+    """pydantic's errors as `field: message` lines: a dotted location without pydantic's internal parts
+    (the `make` tag of a family member, function-after wrappers); errors raised by the cross-field
+    validator already name their field and may be several lines."""
+    lines = []
     for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith(("function-after", "tagged-union")))
+        loc = [str(x) for x in e["loc"] if not str(x).startswith(("function-after", "tagged-union"))]
+        if len(loc) > 2 and loc[0] == "family" and loc[2] in _MAKES:
+            loc.pop(2)
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc or '(top level)'}: {msg}")
-    return "\n".join(lines)
+        if loc:
+            lines.append(f"{'.'.join(loc)}: {msg}")
+        else:
+            lines += msg.splitlines()
+    return lines
 
 
-def parse_config(data: dict, source: str = "<dict>") -> ExperimentConfig:
+def parse_config(data: dict, source: str | None = None) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from None
+        raise ConfigError(_format_errors(e), source) from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -521,7 +631,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+        raise ConfigError(f"config file '{path}' is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
     return parse_config(data, str(path))

@@ -76,81 +76,85 @@ def feature_stats(acts: sp.csc_matrix) -> FeatureStats:
     )
 
 
-def histogram(values: np.ndarray, bins: int, top: float) -> tuple[list[float], list[int]]:
-    """Equal-width histogram of a feature's non-zero activations on [0, max]."""
-    if top <= 0 or len(values) == 0:
-        return [], []
-    counts, edges = np.histogram(values, bins=bins, range=(0.0, float(top)))
-    return edges.tolist(), counts.tolist()
+def feature_tables(acts: sp.csc_matrix, tokens_flat: np.ndarray, cfg: SampleConfig, seed: int,
+                   n_top_tokens: int = 10, threads: int | None = None, desc: str | None = None) -> dict:
+    """Per feature, all features at once (the compiled `kernels.feature_tables`, parallel over features):
 
+    - `h_counts` (F x bins): histogram of its non-zero activations on [0, max] (numpy.histogram's bins);
+    - `t_ids`, `t_counts`, `t_totals` (F x n_top_tokens, `t_n` valid): the token types it fires on, by total
+      activation (ties: lower token id first);
+    - `c_rows`, `c_kind`, `c_rank` (F x slots, `c_n` valid): centres of its example windows: the
+      `top_k_examples` largest activations whose windows do not overlap (kind 0, largest first, equal values in
+      token order; a centre closer than `window` tokens to an earlier one in its sample window is skipped), then
+      `examples_per_bin` random ones from each of `quantile_bins` equal-count groups of its ascending
+      activations (kind 1 + i for the i-th non-empty group from the bottom; ascending within a group).
+      Feature j's random picks come from seed + j, whatever the thread count."""
+    from concurrent.futures import ThreadPoolExecutor
 
-def quantile_groups(order_values: np.ndarray, n_bins: int) -> list[np.ndarray]:
-    """Split indices of ascending-sorted values into `n_bins` groups of equal count (true quantiles)."""
-    return [g for g in np.array_split(np.arange(len(order_values)), n_bins) if len(g)]
+    from .kernels import feature_tables as kernel
 
+    acts = sp.csc_matrix(acts)
+    acts.sort_indices()
+    F = acts.shape[1]
+    slots = cfg.top_k_examples + cfg.quantile_bins * cfg.examples_per_bin
+    out = {"h_counts": np.zeros((F, cfg.histogram_bins), dtype=np.int64),
+           "t_ids": np.full((F, n_top_tokens), -1, dtype=np.int64), "t_counts": np.zeros((F, n_top_tokens), np.int64),
+           "t_totals": np.zeros((F, n_top_tokens)), "t_n": np.zeros(F, dtype=np.int64),
+           "c_rows": np.full((F, slots), -1, dtype=np.int64), "c_kind": np.zeros((F, slots), dtype=np.int64),
+           "c_rank": np.zeros((F, slots), dtype=np.int64), "c_n": np.zeros(F, dtype=np.int64)}
+    indptr, rows = acts.indptr.astype(np.int64), acts.indices.astype(np.int64)
+    vals, toks = acts.data.astype(np.float32), np.ascontiguousarray(tokens_flat, dtype=np.int64)
+    threads = max(1, threads or torch.get_num_threads())
+    step = 512
+    bar = tqdm(total=F, desc=desc, unit="feat", dynamic_ncols=True, mininterval=1.0) if desc else None
 
-def top_tokens(token_ids: np.ndarray, values: np.ndarray, k: int = 10) -> list[dict]:
-    """The token types the feature fires on, by total activation: id, count, mean and total activation."""
-    if len(values) == 0:
-        return []
-    uniq, inv = np.unique(token_ids, return_inverse=True)
-    total = np.bincount(inv, weights=values)
-    count = np.bincount(inv)
-    order = np.argsort(-total)[:k]
-    return [{"token_id": int(uniq[o]), "count": int(count[o]), "mean": float(total[o] / count[o]),
-             "total": float(total[o])} for o in order]
+    def run(j0: int) -> None:
+        kernel(j0, min(F, j0 + step), indptr, rows, vals, toks, cfg.histogram_bins, cfg.top_k_examples,
+               cfg.quantile_bins, cfg.examples_per_bin, int(seed), cfg.context, cfg.window, *out.values())
+        if bar is not None:
+            bar.update(min(F, j0 + step) - j0)
 
-
-def example_windows(acts_col_rows: np.ndarray, acts_col_vals: np.ndarray, centers: np.ndarray, context: int,
-                    window: int) -> list[dict]:
-    """Token windows around `centers`, clipped to their sample window, with the feature's value on
-    every token (zero where it does not fire)."""
-    out = []
-    half = window // 2
-    for c in centers:
-        w0 = (c // context) * context
-        start = max(w0, c - half)
-        end = min(w0 + context, start + window)
-        start = max(w0, end - window)
-        lo, hi = np.searchsorted(acts_col_rows, [start, end])
-        vals = np.zeros(end - start, dtype=np.float32)
-        vals[acts_col_rows[lo:hi] - start] = acts_col_vals[lo:hi]
-        out.append({"center": int(c), "start": int(start), "end": int(end), "acts": vals.tolist()})
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, range(0, F, step)))
+    if bar is not None:
+        bar.close()
+    out["max_act"] = feature_stats(acts).max_act
     return out
 
 
-def feature_examples(acts: sp.csc_matrix, tokens_flat: np.ndarray, cfg: SampleConfig, context: int, seed: int,
-                     desc: str = "examples"):
-    """Per feature: histogram, top tokens, top-k examples and examples from equal-count quantiles.
+def histogram_edges(top: np.ndarray, bins: int) -> np.ndarray:
+    """numpy.histogram's edges on [0, top] for each top (float32 values): (len(top), bins + 1)."""
+    edges = (np.arange(bins + 1)[None, :] * (np.asarray(top, np.float64)[:, None] / bins)).astype(np.float32)
+    edges[:, -1] = np.asarray(top, np.float32)
+    return edges.astype(np.float64)
 
-    Yields (feature, hist_edges, hist_counts, top_tokens, examples) with examples as dicts carrying
-    `kind` ('top' or 'q<i>' for the i-th quantile from the bottom) and `rank`.
-    """
-    rng = np.random.default_rng(seed)
-    F = acts.shape[1]
-    for j in tqdm(range(F), desc=desc, unit="feat", dynamic_ncols=True, mininterval=1.0):
-        a, b = acts.indptr[j], acts.indptr[j + 1]
-        rows = acts.indices[a:b]
-        vals = acts.data[a:b]
-        if len(rows) == 0:
-            yield j, [], [], [], []
-            continue
-        order = np.argsort(rows)  # CSC rows are sorted already; keep this cheap guard
-        rows, vals = rows[order], vals[order]
-        edges, counts = histogram(vals, cfg.histogram_bins, float(vals.max()))
-        toks = top_tokens(tokens_flat[rows], vals)
-        by_val = np.argsort(-vals, kind="stable")
-        examples = []
-        for rank, e in enumerate(example_windows(rows, vals, rows[by_val[: cfg.top_k_examples]], context, cfg.window)):
-            examples.append({**e, "kind": "top", "rank": rank})
-        if cfg.examples_per_bin:
-            asc = by_val[::-1]
-            for qi, group in enumerate(quantile_groups(vals[asc], cfg.quantile_bins)):
-                pick = rng.choice(group, size=min(cfg.examples_per_bin, len(group)), replace=False)
-                centers = rows[asc[np.sort(pick)]]
-                for rank, e in enumerate(example_windows(rows, vals, centers, context, cfg.window)):
-                    examples.append({**e, "kind": f"q{qi}", "rank": rank})
-        yield j, edges, counts, toks, examples
+
+def example_windows(acts: sp.csc_matrix, feat: np.ndarray, centers: np.ndarray, context: int, window: int,
+                    threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, offsets, values): `window`-token spans around each centre, clipped to the centre's
+    sample window of `context` tokens, and feature feat[i]'s activation on every token of span i as one
+    flat float32 array (span i is values[offsets[i]:offsets[i + 1]]; 0 where the feature does not fire)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .kernels import window_values
+
+    acts = sp.csc_matrix(acts)
+    acts.sort_indices()
+    centers = np.asarray(centers, dtype=np.int64)
+    w0 = (centers // context) * context
+    start = np.maximum(w0, centers - window // 2)
+    end = np.minimum(w0 + context, start + window)
+    start = np.maximum(w0, end - window)
+    offsets = np.zeros(len(centers) + 1, dtype=np.int64)
+    np.cumsum(end - start, out=offsets[1:])
+    values = np.zeros(offsets[-1], dtype=np.float32)
+    indptr, rows, data = acts.indptr.astype(np.int64), acts.indices.astype(np.int64), acts.data.astype(np.float32)
+    feat = np.asarray(feat, dtype=np.int64)
+    step = 65536
+    with ThreadPoolExecutor(max(1, threads or torch.get_num_threads())) as pool:
+        list(pool.map(lambda i: window_values(i, min(len(centers), i + step), feat, start, end, indptr, rows, data,
+                                              offsets, values), range(0, len(centers), step)))
+    return start, end, offsets, values
 
 
 def write_feature_tables(acts: sp.csc_matrix, tokens: np.ndarray, cfg: SampleConfig, seed: int, model: str,
@@ -159,52 +163,63 @@ def write_feature_tables(acts: sp.csc_matrix, tokens: np.ndarray, cfg: SampleCon
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    flat = tokens.ravel()
+    F = acts.shape[1]
     st = feature_stats(acts)
-    hist = {"feature": [], "edges": [], "counts": []}
-    tops = {"feature": [], "rank": [], "token_id": [], "count": [], "mean_act": [], "total_act": []}
-    ex = {"feature": [], "kind": [], "rank": [], "center": [], "start": [], "end": [], "acts": []}
-    top_id = np.full(acts.shape[1], -1)
-    top_share = np.zeros(acts.shape[1])
-    for j, edges, counts, toks, examples in feature_examples(acts, flat, cfg, tokens.shape[1], seed,
-                                                             desc=f"examples {model}"):
-        if edges:
-            hist["feature"].append(j), hist["edges"].append(edges), hist["counts"].append(counts)
-        for r, t in enumerate(toks):
-            for k, v in (("feature", j), ("rank", r), ("token_id", t["token_id"]), ("count", t["count"]),
-                         ("mean_act", t["mean"]), ("total_act", t["total"])):
-                tops[k].append(v)
-        if toks:
-            top_id[j] = toks[0]["token_id"]
-            top_share[j] = toks[0]["total"] / max(st.mean_act[j] * acts.shape[0], 1e-12)
-        for e in examples:
-            for k in ex:
-                ex[k].append(j if k == "feature" else e[k])
+    t = feature_tables(acts, tokens.ravel(), cfg, seed, desc=f"examples {model}")
+    alive = st.n_active > 0
+    top_id = np.where(t["t_n"] > 0, t["t_ids"][:, 0], -1)
+    top_share = np.where(t["t_n"] > 0, t["t_totals"][:, 0] / np.maximum(st.mean_act * acts.shape[0], 1e-12), 0.0)
     pq.write_table(pa.table({
-        "feature": np.arange(acts.shape[1], dtype=np.int32), "density": st.density, "n_active": st.n_active,
+        "feature": np.arange(F, dtype=np.int32), "density": st.density, "n_active": st.n_active,
         "max_act": st.max_act, "mean_act": st.mean_act, "mean_when_active": st.mean_when_active,
-        "alive": st.n_active > 0, "top_token_id": top_id.astype(np.int32), "top_token_share": top_share,
+        "alive": alive, "top_token_id": top_id.astype(np.int32), "top_token_share": top_share,
     }), out / "features.parquet")
-    pq.write_table(pa.table(hist, schema=pa.schema([("feature", pa.int32()), ("edges", pa.list_(pa.float64())),
-                                                    ("counts", pa.list_(pa.int32()))])), out / "histograms.parquet")
-    pq.write_table(pa.table(tops, schema=pa.schema([("feature", pa.int32()), ("rank", pa.int32()),
-                                                    ("token_id", pa.int32()), ("count", pa.int32()),
-                                                    ("mean_act", pa.float64()), ("total_act", pa.float64())])),
+
+    def lists(m: np.ndarray, typ) -> pa.ListArray:  # one fixed-length list per row of m
+        return pa.ListArray.from_arrays(pa.array(np.arange(0, m.size + 1, m.shape[1], dtype=np.int32)),
+                                        pa.array(m.ravel(), type=typ))
+
+    live = np.flatnonzero(alive)
+    pq.write_table(pa.table({"feature": pa.array(live, pa.int32()),
+                             "edges": lists(histogram_edges(st.max_act[live], cfg.histogram_bins), pa.float64()),
+                             "counts": lists(t["h_counts"][live], pa.int32())}), out / "histograms.parquet")
+    mask = np.arange(t["t_ids"].shape[1])[None, :] < t["t_n"][:, None]
+    f_idx, rank = np.nonzero(mask)
+    counts = t["t_counts"][mask]
+    pq.write_table(pa.table({"feature": pa.array(f_idx, pa.int32()), "rank": pa.array(rank, pa.int32()),
+                             "token_id": pa.array(t["t_ids"][mask], pa.int32()), "count": pa.array(counts, pa.int32()),
+                             "mean_act": t["t_totals"][mask] / counts, "total_act": t["t_totals"][mask]}),
                    out / "top_tokens.parquet")
-    pq.write_table(pa.table(ex, schema=pa.schema([("feature", pa.int32()), ("kind", pa.string()), ("rank", pa.int32()),
-                                                  ("center", pa.int64()), ("start", pa.int64()), ("end", pa.int64()),
-                                                  ("acts", pa.list_(pa.float32()))])), out / "examples.parquet")
+    mask = np.arange(t["c_rows"].shape[1])[None, :] < t["c_n"][:, None]
+    f_idx, _ = np.nonzero(mask)
+    centers = t["c_rows"][mask]
+    start, end, offsets, values = example_windows(acts, f_idx, centers, tokens.shape[1], cfg.window)
+    kinds = np.array(["top"] + [f"q{i}" for i in range(cfg.quantile_bins)], dtype=object)
+    pq.write_table(pa.table({
+        "feature": pa.array(f_idx, pa.int32()), "kind": pa.array(kinds[t["c_kind"][mask]], pa.string()),
+        "rank": pa.array(t["c_rank"][mask], pa.int32()), "center": pa.array(centers, pa.int64()),
+        "start": pa.array(start, pa.int64()), "end": pa.array(end, pa.int64()),
+        "acts": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, pa.float32()))}),
+        out / "examples.parquet")
 
 
 @torch.no_grad()
-def logit_effects(model, sae: SparseAutoencoder, k: int = 10) -> dict[str, np.ndarray]:
-    """Each feature's direct effect on the logits: W_U · (g ⊙ W_down · W_dec[f]), with g the final
-    RMSNorm's gain (the usual approximation: the norm's 1/rms scale is left out). Returns the top-k
-    promoted and suppressed token ids and values per feature."""
-    mlp = model.model.layers[-1].mlp
-    direction = sae.W_dec.detach().float() @ mlp.down_proj.weight.detach().float().T  # (F, hidden)
-    direction = direction * model.model.norm.weight.detach().float()
-    logits = direction @ model.lm_head.weight.detach().float().T                        # (F, vocab)
+def logit_effects(model, sae: SparseAutoencoder, k: int = 10, hook: str | None = None) -> dict[str, np.ndarray]:
+    """Each feature's direct effect on the logits: its decoder direction written into the residual stream
+    (through the MLP's output projection for `mlp.hook_post`), then the final norm's gain and the unembedding
+    (`HookedLM.direct_logits`: the usual approximation, the norm's 1/scale left out). `hook` defaults to the
+    SAE's own. Returns the top-k promoted and suppressed token ids and values per feature (k = 0 columns
+    where the hook is not a linear map into the residual stream)."""
+    from .hooks import hooked
+
+    lm = hooked(model)
+    hook = hook or getattr(sae, "hook_name", None) or "blocks.0.mlp.hook_post"
+    resid = lm.residual_write(hook, sae.W_dec.detach().float())
+    if resid is None:
+        F = sae.W_dec.shape[0]
+        empty_i, empty_v = np.zeros((F, 0), dtype=np.int64), np.zeros((F, 0), dtype=np.float32)
+        return {"pos_ids": empty_i, "pos_vals": empty_v, "neg_ids": empty_i, "neg_vals": empty_v}
+    logits = lm.direct_logits(resid).cpu()                                               # (F, vocab)
     top = torch.topk(logits, k, dim=1)
     bottom = torch.topk(-logits, k, dim=1)
     return {"pos_ids": top.indices.numpy(), "pos_vals": top.values.numpy(),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .sae import capture
+from .hooks import hooked
 
 NEUTRAL_PROBES = [
     "The",
@@ -74,21 +74,16 @@ def encode_probes(tokenizer, probes: list[str]) -> tuple[torch.Tensor, torch.Ten
 @torch.no_grad()
 def probe_states(model, ids: torch.Tensor, mask: torch.Tensor, hook: str = "blocks.0.mlp.hook_post") -> dict:
     """Per-model means over the probes: last-token final hidden state, hook activations, log-probs."""
-    device = next(model.parameters()).device
-    ids, mask = ids.to(device), mask.to(device)
-    normed: dict = {}
-    h = model.model.norm.register_forward_hook(lambda mod, args, out: normed.__setitem__("h", out))
-    try:
-        with capture(model, hook) as store:
-            out = model(ids, attention_mask=mask)  # the one forward pass
-    finally:
-        h.remove()
-    hidden = normed["h"]  # the final hidden state after the final norm
+    lm = hooked(model)
+    ids, mask = ids.to(lm.device), mask.to(lm.device)
+    final = "ln_final.hook_out"  # the final hidden state after the final norm (TransformerLens's name)
+    logits, acts = lm.run(ids, [hook, final], attention_mask=mask)  # the one forward pass
+    hidden = acts[final]
     last = mask.sum(1) - 1
     h_last = hidden[torch.arange(len(ids)), last].double()
     m = mask.unsqueeze(-1).double()
-    mlp = (store["act"].double() * m).sum((0, 1)) / m.sum()
-    logp = torch.log_softmax(out.logits.double(), -1)
+    mlp = (acts[hook].double() * m).sum((0, 1)) / m.sum()
+    logp = torch.log_softmax(logits.double(), -1)
     logits = (logp * m).sum((0, 1)) / m.sum()
     return {"delta-hidden": h_last.mean(0).cpu().numpy(), "delta-mlp": mlp.cpu().numpy(),
             "delta-logits": logits.cpu().numpy(), "per_probe_hidden": h_last.cpu().numpy()}

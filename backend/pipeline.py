@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifacts import build_dir, key_of, write_json
+from .artifacts import build_dir, key_of, planning, sweep_temps, write_json
 from .config import ExperimentConfig, LoadMember, MergeMember, parse_mode
 
 log = logging.getLogger("featureflow")
@@ -30,7 +30,10 @@ log = logging.getLogger("featureflow")
 STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "floors", "autointerp",
           "cases", "fingerprints", "store"]
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
-VERSIONS = {s: 1 for s in STAGES} | {"models": 2, "saes": 3, "activations": 3, "matching": 2, "fingerprints": 2}
+# activations 4: per-feature tables compiled, quantile examples seeded per feature (seed + feature).
+# autointerp 2: failure reasons are redacted (older artefacts may hold an API key a server echoed).
+VERSIONS = {s: 1 for s in STAGES} | {"models": 2, "saes": 3, "activations": 4, "matching": 2, "autointerp": 2,
+                                     "fingerprints": 2}
 
 
 def _stage(fn):
@@ -60,7 +63,8 @@ class Pipeline:
         self.device = device or pick_device()
         self.root = cfg.run_dir()
         self._memo: dict = {}
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}        # every stage call of this process, seconds
+        self.stage_seconds: dict[str, float] = {}  # `run`'s stages in this process (a cached stage is fast)
 
     def _dir(self, stage: str, name: str, key: str) -> Path:
         return self.root / stage / f"{name}-{key}"
@@ -101,7 +105,10 @@ class Pipeline:
 
         cfg = self.cfg
         corpora = self.corpora()
-        key = key_of(VERSIONS["tokenizer"], cfg.tokenizer, corpora.name)
+        from .family.load import folder_digest
+
+        given = cfg.tokenizer.path and folder_digest(cfg.tokenizer.path)  # a given tokenizer by its content
+        key = key_of(VERSIONS["tokenizer"], cfg.tokenizer, corpora.name, *([given] if given else []))
 
         def build(tmp: Path) -> None:
             domains = list(cfg.corpora.domains)
@@ -140,10 +147,10 @@ class Pipeline:
         cfg = self.cfg
         m = cfg.member(name)
         parents = [self.member_key(p) for p in m.parents]
-        if isinstance(m, LoadMember):
-            files = sorted((str(p.relative_to(m.path)), p.stat().st_size, int(p.stat().st_mtime))
-                           for p in Path(m.path).rglob("*") if p.is_file())
-            return key_of(VERSIONS["models"], m, files, parents, self.tokenizer().name)
+        if isinstance(m, LoadMember):  # the folder's content, not its mtimes: touching it reruns nothing
+            from .family.load import folder_digest
+
+            return key_of(VERSIONS["models"], m, folder_digest(m.path), parents, self.tokenizer().name)
         extra = cfg.merge if isinstance(m, MergeMember) else cfg.training
         if isinstance(m, MergeMember) and m.base:  # a ties base need not be an ancestor
             parents.append(self.member_key(m.base))
@@ -176,7 +183,10 @@ class Pipeline:
         return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
     def sae_key(self, name: str, replica: int = 0) -> str:
+        from .family.load import folder_digest
+
         pre = self.cfg.sae.pretrained.get(name)
+        pre = pre and (pre, folder_digest(pre))  # a pretrained SAE by its content
         section = self.cfg.sae.model_dump(exclude={"replicas", "shared_init", "pretrained"})
         return key_of(VERSIONS["saes"], section, self.member_key(name), pre, self.sae_seed(name, replica))
 
@@ -202,7 +212,10 @@ class Pipeline:
             pre = cfg.sae.pretrained.get(name)
             l1 = cfg.sae.l1_coefficient
             if pre:
-                sae, log_rows, recipe = load_sae(pre), [], f"loaded from {pre}"
+                from .hooks import hooked  # checked against the member's hook and its width there
+
+                sae = load_sae(pre, cfg.sae.hook, hooked(model).check(cfg.sae.hook))
+                log_rows, recipe = [], f"loaded from {pre}"
             else:
                 domains = cfg.member_domains(name)
                 trained = train_sae(model, {d: self.stream(d, "train") for d in domains}, cfg.sae,
@@ -350,7 +363,8 @@ class Pipeline:
         if similarity == "decoder":
             top = decoder_topk(A, B, cfg.top_k, cfg.block_size)
         else:
-            top = pearson_topk(A, B, cfg.top_k, cfg.block_size, desc=f"match {label} ({similarity})")
+            top = pearson_topk(A, B, cfg.top_k, cfg.block_size, desc=f"match {label} ({similarity})",
+                               device=self.device)
         np.savez(tmp / "topk.npz", p2c_idx=top.p2c_idx, p2c_r=top.p2c_r, c2p_idx=top.c2p_idx, c2p_r=top.c2p_r)
         a1 = assign(top)
         np.savez(tmp / "assign.npz", p2c_idx=a1.a2b_idx, p2c_r=a1.a2b_r, c2p_idx=a1.b2a_idx, c2p_r=a1.b2a_r)
@@ -422,7 +436,7 @@ class Pipeline:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from .autointerp import explain_model, select_features, top_token_llr, unigram
+        from .autointerp import check_failures, explain_model, select_features, top_token_llr, unigram
         from .tokenizer import token_strings
 
         cfg = self.cfg
@@ -439,6 +453,7 @@ class Pipeline:
             chosen = select_features(cfg.autointerp, alive, self.persisting(name, len(alive)), cfg.seed)
             rows, spend = explain_model(acts, tokens, vocab, chosen, cfg.autointerp, cfg.seed,
                                         self.root / "llm_cache", name)
+            check_failures(rows, name)  # most features failed: stop, store nothing
             if rows:
                 pq.write_table(pa.Table.from_pylist(rows), tmp / "explanations.parquet")
             write_json(tmp / "spend.json", spend)
@@ -522,6 +537,8 @@ class Pipeline:
         if stage is not None and stage not in STAGES:
             raise ValueError(f"unknown stage '{stage}' (stages: {', '.join(STAGES)})")
         target = stage or STAGES[-1]
+        for p in sweep_temps(self.root, recursive=True):
+            log.info("removed %s, left by a killed run", p)
         for s in STAGES[: STAGES.index(target) + 1]:
             fn = getattr(self, s, None)
             if fn is None:
@@ -529,12 +546,62 @@ class Pipeline:
                 return
             t0 = time.time()
             fn()
+            self.stage_seconds[s] = round(time.time() - t0, 2)
             log.info("stage %-11s done in %6.1f s", s, time.time() - t0)
+
+    def live_artefacts(self) -> set[Path]:
+        """Every artefact folder the current config reaches (built or not), found by walking the stage
+        graph with building switched off; `featureflow gc` removes the others."""
+        with planning() as paths:
+            for s in STAGES[:-1]:  # the store is a file beside the run folder, not an artefact in it
+                getattr(self, s)()
+        return set(paths)
+
+
+class RedactingFilter(logging.Filter):
+    """Removes the API key and anything key-shaped from a record's message and traceback, whichever
+    library logged it (openai, httpx, ours)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .autointerp.llm import redact
+
+        record.msg, record.args = redact(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.exc_text = redact(record.exc_text)
+        return True
+
+
+def hardware(device: str) -> dict:
+    """What the run ran on, for the store and the benchmarks: CPU model and cores, GPU, library versions."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if str(device).startswith("cuda") and torch.cuda.is_available() else None
+    return {"device": str(device), "cpu": cpu, "cores": cores, "gpu": gpu, "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 def setup_logging(verbose: bool = True) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for h in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in h.filters):
+            h.addFilter(RedactingFilter())
 
 
-__all__ = ["Pipeline", "STAGES", "VERSIONS", "setup_logging"]
+__all__ = ["Pipeline", "STAGES", "VERSIONS", "hardware", "setup_logging"]

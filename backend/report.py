@@ -5,19 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def print_report(db: str, threshold: float | None = None) -> None:
+def print_report(db: str, threshold: float | None = None, mode: str | None = None) -> None:
+    """Flows per edge and mode at `threshold` (default: the run's), beside each edge's noise floor; with
+    `mode`, that stored matching mode only. Everything is recomputed from the stored matches."""
     from app.queries import Store
     from backend.store.flows import mode_label
 
     if not Path(db).exists():
         raise FileNotFoundError(f"store '{db}' does not exist (run `featureflow run --config ...` first)")
+    if threshold is not None and not -1 < threshold < 1:
+        raise ValueError(f"--threshold {threshold} is outside (-1, 1): similarities are correlations or cosines")
     store = Store(db)
     t = store.run["default_threshold"] if threshold is None else threshold
+    try:
+        modes = store.modes if mode is None else [store.mode(mode)]
+    except ValueError:
+        store.close()
+        raise
     init = ("every SAE shares one seed (sae.shared_init: the paper's setup)" if store.run["shared_init"]
             else "each SAE has its own seed")
     print(f"run {store.run['name']}: feature flows per edge, similarity > {t} persists; {init}; "
           "matching across models uses replica 0 of each SAE")
-    for mode in store.modes:
+    for mode in modes:
         print(f"\nmode {mode} ({mode_label(mode)}){'  [default]' if mode == store.default_mode else ''}")
         print(f"{'edge':32s} {'persist':>8s} {'vanish':>8s} {'inherit':>8s} {'emerge':>8s} {'persist%':>9s} "
               f"{'floor%':>8s} {'same-idx':>8s}  floor from")
@@ -29,7 +38,8 @@ def print_report(db: str, threshold: float | None = None) -> None:
         for f in store.floors(t, mode):
             print(f"  floor {f['model']}: {f['matched']} of {f['alive']} alive features ({100 * f['share']:.1f}%) "
                   f"match another seed replica; mean match r {f['mean_r']:.3f}")
-    print("\nalive features by origin (default mode; where their chain of persisting matches starts):")
+    print(f"\nalive features by origin (stored lineage: mode {store.default_mode}, threshold "
+          f"{store.run['default_threshold']}; where their chain of persisting matches starts):")
     for r in store.origin_counts():
         print(f"  {r['model']:20s} from {r['origin_model']:20s} {r['n']:6d}")
     print("\nSAE health:")

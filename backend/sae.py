@@ -15,13 +15,15 @@ On disk an SAE is a SAELens folder (`cfg.json` + `sae_weights.safetensors`, arch
 `topk`, `apply_b_dec_to_input: true`) with `b_dec = b_d + μ`: SAELens computes act(W_enc (x − b_dec) + b_enc)
 and W_dec f + b_dec, which is exactly the function above. `featureflow.json` beside them records the
 recipe, μ, the training curve and the health metrics.
+
+Every SAE the later stages use is loaded back with `load_sae`, through SAELens (`LensSAE`): ours and
+pretrained ones of any SAELens architecture (standard, topk, jumprelu, gated, ...) are encoded by SAELens
+itself. Hooks are TransformerLens names on any architecture TransformerLens boots (`backend/hooks.py`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,78 +36,24 @@ from tqdm.auto import tqdm
 
 from .artifacts import read_json, write_json
 from .config import SAEConfig
+from .hooks import hooked
 
 logger = logging.getLogger("featureflow")
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 # --------------------------------------------------------------------------------- hook sites
-_HOOK = re.compile(r"^blocks\.(\d+)\.(mlp\.hook_post|hook_resid_post|mlp\.hook_out)$")
-
-
-def hook_module(model, hook: str):
-    """The HF module and mode that expose a TransformerLens hook name.
-
-    `blocks.L.mlp.hook_post` is the input of `mlp.down_proj` (act(gate(x)) * up(x)); the identity is
-    proven against TransformerBridge in the tests.
-    """
-    m = _HOOK.match(hook)
-    if not m:
-        raise ValueError(f"unsupported hook '{hook}' (supported: blocks.L.mlp.hook_post, blocks.L.mlp.hook_out, "
-                         "blocks.L.hook_resid_post)")
-    layer, site = int(m.group(1)), m.group(2)
-    layers = model.model.layers
-    if layer >= len(layers):
-        raise ValueError(f"hook '{hook}': the model has {len(layers)} layer(s)")
-    if site == "mlp.hook_post":
-        return layers[layer].mlp.down_proj, "input"
-    if site == "mlp.hook_out":
-        return layers[layer].mlp, "output"
-    return layers[layer], "output"
-
-
-@contextlib.contextmanager
-def capture(model, hook: str) -> Iterator[dict]:
-    """Record the hook's activation of the next forward pass into `store['act']`."""
-    module, mode = hook_module(model, hook)
-    store: dict = {}
-    if mode == "input":
-        h = module.register_forward_pre_hook(lambda mod, args: store.__setitem__("act", args[0]))
-    else:
-        h = module.register_forward_hook(
-            lambda mod, args, out: store.__setitem__("act", out[0] if isinstance(out, tuple) else out))
-    try:
-        yield store
-    finally:
-        h.remove()
-
-
-@contextlib.contextmanager
-def splice(model, hook: str, fn):
-    """Replace the hook's activation by `fn(act)` during forward passes (for loss recovered)."""
-    module, mode = hook_module(model, hook)
-    if mode == "input":
-        h = module.register_forward_pre_hook(lambda mod, args: (fn(args[0]),) + tuple(args[1:]))
-    else:
-        def out_hook(mod, args, out):
-            if isinstance(out, tuple):
-                return (fn(out[0]),) + tuple(out[1:])
-            return fn(out)
-        h = module.register_forward_hook(out_hook)
-    try:
-        yield
-    finally:
-        h.remove()
-
-
-@torch.no_grad()
+# Hooks are TransformerLens names, read and edited through TransformerLens's TransformerBridge for any
+# architecture it boots (backend/hooks.py); `model` may be an HF model or a HookedLM.
 def activations(model, tokens: torch.Tensor, hook: str) -> torch.Tensor:
-    """(batch, pos) token ids -> (batch, pos, d) activations at `hook`.
+    """(batch, pos) token ids -> (batch, pos, d) float32 activations at `hook` (the pass stops there)."""
+    return hooked(model).activations(tokens, hook)
 
-    Runs the decoder stack only (`model.model`): the LM head is not needed for a hook inside it."""
-    with capture(model, hook) as store:
-        model.model(tokens.to(next(model.parameters()).device))
-    return store["act"].float()
+
+def splice(model, hook: str, fn):
+    """Context manager: the hook's activation is replaced by `fn(act)` during forward passes of
+    `hooked(model)` (for loss recovered)."""
+    return hooked(model).splice(hook, fn)
 
 
 # --------------------------------------------------------------------------------------- model
@@ -257,13 +205,19 @@ SPARSE_BELOW = 0.06  # share of active latents under which CPU training uses `sp
 
 
 # ------------------------------------------------------------------------------- SAELens I/O
-def save_sae(sae: SparseAutoencoder, folder: Path, hook: str, model_name: str, extra: dict) -> None:
+def save_sae(sae: "SparseAutoencoder | LensSAE", folder: Path, hook: str, model_name: str, extra: dict) -> None:
     """Write a SAELens SAE (cfg.json + sae_weights.safetensors) and featureflow.json.
 
     Standard SAEs are written as SAELens `standard`, TopK and BatchTopK ones as SAELens `topk` with their k
-    (per token at inference), both with `apply_b_dec_to_input: true` and b_dec = b_d + μ."""
+    (per token at inference), both with `apply_b_dec_to_input: true` and b_dec = b_d + μ. A loaded
+    (pretrained) `LensSAE` is written by SAELens as it is, whatever its architecture."""
     from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
+
+    if isinstance(sae, LensSAE):
+        sae.lens.save_model(str(folder))
+        write_json(folder / "featureflow.json", {**extra, "sae_lens_architecture": sae.architecture})
+        return
 
     meta = SAEMetadata(hook_name=hook, model_name=model_name)
     common = dict(d_in=sae.d_in, d_sae=sae.d_sae, dtype="float32", device="cpu", apply_b_dec_to_input=True,
@@ -281,43 +235,81 @@ def save_sae(sae: SparseAutoencoder, folder: Path, hook: str, model_name: str, e
     write_json(folder / "featureflow.json", {**extra, "mean": sae.mean.tolist()})
 
 
-def load_sae(folder: str | Path) -> SparseAutoencoder:
-    """Load a SAELens `standard` or `topk` SAE folder (ours or someone else's) as a SparseAutoencoder that
-    computes the same function as SAELens's own `encode` / `decode`.
+class LensSAE(nn.Module):
+    """A SAELens SAE of any architecture (standard with or without b_dec on its input, topk, jumprelu, gated,
+    ...) behind the interface the pipeline uses: `encode`, `decode`, `forward` -> (x̂, f), `W_dec`, `d_in`,
+    `d_sae`, `k`. Encoding and decoding are SAELens's own, so input normalisation and every architecture's
+    activation are exactly what SAELens computes."""
 
-    Folded on load: b_dec into the encoder bias where the SAE does not subtract it from its input
-    (`apply_b_dec_to_input: false`), and decoder norms into the encoder where a topk SAE rescales by them
-    (`rescale_acts_by_decoder_norm: true`). Per-token input normalisation (layer_norm, constant_norm_rescale)
-    and hook_z reshaping have no equivalent here and are refused."""
+    def __init__(self, lens):
+        super().__init__()
+        self.lens = lens
+
+    @property
+    def cfg(self):
+        return self.lens.cfg
+
+    @property
+    def architecture(self) -> str:
+        return self.lens.cfg.architecture()
+
+    @property
+    def hook_name(self) -> str | None:
+        return getattr(self.lens.cfg.metadata, "hook_name", None) or None
+
+    @property
+    def d_in(self) -> int:
+        return int(self.lens.cfg.d_in)
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.lens.cfg.d_sae)
+
+    @property
+    def k(self) -> int | None:
+        k = getattr(self.lens.cfg, "k", None)
+        return None if k is None else int(k)
+
+    @property
+    def W_dec(self) -> torch.Tensor:
+        return self.lens.W_dec
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.lens.encode(x.to(self.lens.dtype))
+        return (f.to_dense() if f.is_sparse else f).float()
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        return self.lens.decode(f.to(self.lens.dtype)).float()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.encode(x)
+        return self.decode(f), f
+
+
+def load_sae(folder: str | Path, hook: str | None = None, d_in: int | None = None) -> LensSAE:
+    """Load a SAELens SAE folder (ours or anyone's, any architecture) with `SAE.load_from_disk`.
+
+    With `hook` and `d_in`, the SAE must have been trained on that hook (its `metadata.hook_name`, where it
+    records one) and read activations of that width. SAEs that reshape their input (hook_z SAEs over
+    attention heads) are refused: featureflow hooks carry one vector per token."""
     from sae_lens import SAE
 
     folder = Path(folder)
     if not (folder / "cfg.json").exists():
         raise FileNotFoundError(f"'{folder}' is not a SAELens folder (no cfg.json)")
-    s = SAE.load_from_disk(str(folder), device="cpu")
-    arch = s.cfg.architecture()
-    if arch not in ("standard", "topk"):
-        raise ValueError(f"SAE at '{folder}' has architecture '{arch}'; supported: standard (ReLU), topk")
-    norm = getattr(s.cfg, "normalize_activations", "none")
-    if norm in ("layer_norm", "constant_norm_rescale"):
-        raise ValueError(f"SAE at '{folder}' normalises its input per token ('{norm}'); not supported")
+    try:
+        s = SAE.load_from_disk(str(folder), device="cpu")
+    except Exception as e:  # SAELens raises KeyError / ValueError / TypeError for configs it cannot read
+        raise ValueError(f"SAELens cannot load the SAE at '{folder}': {type(e).__name__}: {e}") from None
     if getattr(s.cfg, "reshape_activations", "none") != "none":
-        raise ValueError(f"SAE at '{folder}' reshapes its input ('{s.cfg.reshape_activations}'); not supported")
-    with torch.no_grad():
-        W_enc, b_enc = s.W_enc.detach().float().clone(), s.b_enc.detach().float().clone()
-        W_dec, b_dec = s.W_dec.detach().float().clone(), s.b_dec.detach().float().clone()
-        k = int(s.cfg.k) if arch == "topk" else None
-        if k is not None and getattr(s.cfg, "rescale_acts_by_decoder_norm", False):
-            n = W_dec.norm(dim=-1).clamp_min(1e-8)
-            W_enc, b_enc, W_dec = W_enc * n, b_enc * n, W_dec / n[:, None]
-        if not getattr(s.cfg, "apply_b_dec_to_input", True):
-            b_enc = b_enc + b_dec @ W_enc  # (x − b_dec) W_enc + b_enc' = x W_enc + b_enc
-        sae = SparseAutoencoder(W_enc.shape[0], W_enc.shape[1], k=k)
-        sae.W_enc.copy_(W_enc)
-        sae.b_enc.copy_(b_enc)
-        sae.W_dec.copy_(W_dec)
-        sae.b_dec.copy_(b_dec)  # mean already folded in
-    return sae.eval()
+        raise ValueError(f"SAE at '{folder}' reshapes its input ('{s.cfg.reshape_activations}'); featureflow hooks "
+                         "carry one vector per token")
+    sae = LensSAE(s).eval()
+    if hook is not None and sae.hook_name is not None and sae.hook_name != hook:
+        raise ValueError(f"SAE at '{folder}' was trained on hook '{sae.hook_name}', but sae.hook is '{hook}'")
+    if d_in is not None and sae.d_in != d_in:
+        raise ValueError(f"SAE at '{folder}' reads d_in = {sae.d_in} but the model's '{hook}' has width {d_in}")
+    return sae
 
 
 def sae_info(folder: Path) -> dict:
@@ -478,17 +470,19 @@ def train_sae(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seed: int, 
 
 # ------------------------------------------------------------------------------------- health
 @torch.no_grad()
-def sae_health(model, sae: SparseAutoencoder, windows: torch.Tensor, hook: str, batch_size: int = 32) -> dict:
+def sae_health(model, sae: "SparseAutoencoder | LensSAE", windows: torch.Tensor, hook: str, batch_size: int = 32) -> dict:
     """Raw sums for L0, MSE, explained variance, dead features and loss recovered on held-out windows;
     `summarise` turns one or several of these (e.g. one per domain) into the figures."""
-    device = next(model.parameters()).device
+    lm = hooked(model)
+    device = lm.device
     sae = sae.to(device)
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=device)
     sums = {"l0": 0.0, "sq_err": 0.0, "x_sum": None, "x_sq": 0.0, "ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0,
             "n_tok": 0, "n_pred": 0}
     for i in range(0, len(windows), batch_size):
         x_tok = windows[i:i + batch_size].to(device)
-        flat = activations(model, x_tok, hook).reshape(-1, sae.d_in)
+        clean_logits, got = lm.run(x_tok, [hook])
+        flat = got[hook].float().reshape(-1, sae.d_in)
         x_hat, f = sae(flat)
         fired |= (f > 0).any(0)
         sums["l0"] += (f > 0).float().sum().item()
@@ -502,11 +496,11 @@ def sae_health(model, sae: SparseAutoencoder, windows: torch.Tensor, hook: str, 
             return torch.nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]).float(), x_tok[:, 1:].reshape(-1), reduction="sum").item()
 
-        sums["ce_clean"] += ce(model(x_tok).logits)
-        with splice(model, hook, lambda a: sae(a.float())[0].to(a.dtype)):
-            sums["ce_sae"] += ce(model(x_tok).logits)
-        with splice(model, hook, torch.zeros_like):
-            sums["ce_zero"] += ce(model(x_tok).logits)
+        sums["ce_clean"] += ce(clean_logits)
+        with lm.splice(hook, lambda a: sae(a.float())[0].to(a.dtype)):
+            sums["ce_sae"] += ce(lm.logits(x_tok))
+        with lm.splice(hook, torch.zeros_like):
+            sums["ce_zero"] += ce(lm.logits(x_tok))
         sums["n_pred"] += x_tok[:, 1:].numel()
     sums["fired"] = fired.cpu()
     sums["d_in"] = sae.d_in

@@ -53,7 +53,9 @@ def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
 
 def encode_documents(tokenizer: PreTrainedTokenizerFast, docs: list[str]) -> np.ndarray:
     """Concatenate documents into one token stream, each document followed by EOS."""
-    eos = tokenizer.convert_tokens_to_ids(EOS)
+    eos = tokenizer.convert_tokens_to_ids(EOS) if EOS in tokenizer.get_vocab() else tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(f"the tokenizer has neither '{EOS}' nor an eos_token to end documents with")
     ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
     total = sum(len(x) + 1 for x in ids)
     dtype = np.uint16 if len(tokenizer) <= 65535 else np.int32

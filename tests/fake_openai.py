@@ -1,13 +1,16 @@
 """A fake OpenAI-compatible chat-completions server on 127.0.0.1 for tests.
 
 `FakeOpenAI(script)` serves POST /v1/chat/completions. Each request is recorded (body and headers);
-`script(body, n)` returns (status, headers, json_body) for the n-th request, or None for the default
-answer, which plays a sensible model: the explainer says the feature fires on "=", the simulator
-predicts 10 for tokens holding "=" and 0 otherwise, the detector names excerpts holding "=".
+`script(body, n)` (or `script(body, n, headers)`) returns (status, headers, json_body) for the n-th
+request, or None for the default answer, which plays a sensible model: the explainer says the feature
+fires on "=", the simulator predicts 10 for tokens holding "=" and 0 otherwise, the detector names
+excerpts holding "=". `echo_key_error(status)` is a leaky proxy's error: it quotes the caller's
+Authorization header (the API key) in its body, as some proxies do.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import threading
@@ -37,9 +40,19 @@ def default_answer(body: dict) -> dict:
     return completion("?")
 
 
+def echo_key_error(status: int, headers: dict) -> tuple[int, dict, dict]:
+    """An error answer that echoes the request's key, in the message and in a field of its own."""
+    auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+    key = auth.removeprefix("Bearer ")
+    kind = {401: "invalid_api_key", 403: "permission_denied"}.get(status, "invalid_request_error")
+    return status, {}, {"error": {"message": f"Incorrect API key provided: {key}. Request had {auth}.",
+                                  "type": kind, "code": kind, "param": key}}
+
+
 class FakeOpenAI:
     def __init__(self, script=None):
         self.script = script or (lambda body, n: None)
+        with_headers = len(inspect.signature(self.script).parameters) >= 3
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self._lock = threading.Lock()
@@ -55,7 +68,7 @@ class FakeOpenAI:
                     n = len(outer.requests)
                     outer.requests.append(body)
                     outer.headers.append(dict(self.headers))
-                got = outer.script(body, n)
+                got = outer.script(body, n, dict(self.headers)) if with_headers else outer.script(body, n)
                 status, headers, payload = got if got is not None else (200, {}, default_answer(body))
                 data = json.dumps(payload).encode()
                 self.send_response(status)

@@ -1,5 +1,8 @@
 """The explorer over the tiny run's store, through FastAPI's TestClient."""
 
+import re
+import unicodedata
+
 import duckdb
 import pytest
 from fastapi.testclient import TestClient
@@ -46,8 +49,8 @@ def test_every_mode_shows_persistence_beside_its_noise_floor(client, con):
             assert f["mode"] == mode and f["floor_source"]
         html = client.get("/", params={"mode": mode}).text
         assert data["mode_label"] in html and "noise floor" in html
-        link_text = " ".join(data["sankey"]["data"][0]["link"]["customdata"])
-        assert "noise floor" in link_text
+        junctions = [text for text, _ in data["sankey"]["data"][0]["node"]["customdata"] if " → " in text]
+        assert len(junctions) == 4 and all("noise floor" in text for text in junctions)
     floors = client.get("/api/floors").json()["floors"]
     root = floors[0]
     assert root["replicas"] >= 1 and 0 <= root["share"] <= 1 and sum(h["n"] for h in root["histogram"]) == root["alive"]
@@ -151,6 +154,81 @@ def test_search_filters_sort_and_paginate(client, con):
     assert client.get("/api/features?model=nosuch").status_code == 404
 
 
+def _fates_by_hand(con, mode: str, t: float, edge: tuple[str, str] | None = None) -> dict:
+    """(model, fate) -> number of features, from the raw matches: an independent check of the search SQL."""
+    sim, rule = mode.split("-")[0], "1to1" if mode.endswith("-1to1") else "best"
+    table = "assignments" if rule == "1to1" else "matches WHERE rank = 0 AND"
+    rows = con.execute(f"SELECT parent, child, direction, src, r FROM {table} "
+                       f"{'WHERE' if rule == '1to1' else ''} similarity = ?", [sim]).fetchall()
+    alive = {(m, f) for m, f in con.execute("SELECT model, feature FROM features WHERE alive").fetchall()}
+    up, down = {}, {}
+    for parent, child, direction, src, r in rows:
+        if edge and (parent, child) != edge:
+            continue
+        key = (parent if direction == "p2c" else child, src)
+        side = down if direction == "p2c" else up
+        side[key] = side.get(key, False) or (r is not None and r > t)
+    out: dict = {}
+    for side, yes, no in ((down, "persisting", "disappearing"), (up, "inherited", "emerging")):
+        for key, above in side.items():
+            if key in alive:
+                out[(key[0], yes if above else no)] = out.get((key[0], yes if above else no), 0) + 1
+    return out
+
+
+def test_search_fates_follow_threshold_mode_and_edge(client, con):
+    models = [m for (m,) in con.execute("SELECT model FROM models ORDER BY idx").fetchall()]
+    for mode, t in (("pearson", 0.6), ("pearson-1to1", 0.8)):
+        state = {"threshold": t, "mode": mode}
+        overview = client.get("/api/", params=state).json()
+        by_hand = _fates_by_hand(con, mode, t)
+        for m in models:
+            for fate in ("persisting", "disappearing", "inherited", "emerging"):
+                d = client.get("/api/features", params={**state, "model": m, "fate": fate, "per_page": 200}).json()
+                assert d["total"] == by_hand.get((m, fate), 0), (mode, m, fate)
+                assert all(fate in r["fate"].split(", ") and r["model"] == m for r in d["rows"])
+            if m in overview["emerged"]:  # the Sankey's "new" count of a model over all its parents
+                em = client.get("/api/features", params={**state, "model": m, "fate": "emerging"}).json()
+                assert em["total"] == overview["emerged"][m]
+        for f in overview["flows"]:  # per edge: exactly the flow counts and the features of the edge lists
+            edge_hand = _fates_by_hand(con, mode, t, (f["parent"], f["child"]))
+            for fate in ("persisting", "disappearing", "inherited", "emerging"):
+                q = {**state, "edge": f"{f['parent']}>{f['child']}", "fate": fate, "sort": "feature",
+                     "per_page": 200}
+                d = client.get("/api/features", params=q).json()
+                side = f["parent"] if fate in ("persisting", "disappearing") else f["child"]
+                assert d["total"] == f[fate] == edge_hand.get((side, fate), 0)
+                listed = client.get(f"/api/edges/{f['parent']}/{f['child']}",
+                                    params={**state, "fate": fate, "sort": "feature", "order": "asc",
+                                            "per_page": 200}).json()["rows"]
+                assert [r["feature"] for r in d["rows"]] == [r["feature"] for r in listed]
+                assert all(r["model"] == side and r["fate"] == fate for r in d["rows"])
+    # a lower threshold persists at least as many; the default state is the run's
+    lo = client.get("/api/features", params={"fate": "persisting", "threshold": 0.3}).json()["total"]
+    hi = client.get("/api/features", params={"fate": "persisting", "threshold": 0.9}).json()["total"]
+    assert lo > hi
+    html = client.get("/features", params={"fate": "emerging", "threshold": 0.6, "mode": "pearson-1to1"}).text
+    assert "similarity &gt; 0.60" in html and "selected>emerging</option>" in html
+    assert "threshold=0.6&amp;mode=pearson-1to1" in html  # links carry the view state
+
+
+def test_search_sorts_both_ways_and_bounds_its_parameters(client):
+    for sort in ("parent_r", "density", "feature"):
+        q = {"model": "lua", "sort": sort, "per_page": 30}
+        key = {"parent_r": "parent_r", "density": "density", "feature": "feature"}[sort]
+        down = [r[key] for r in client.get("/api/features", params={**q, "order": "desc"}).json()["rows"]]
+        up = [r[key] for r in client.get("/api/features", params={**q, "order": "asc"}).json()["rows"]]
+        assert down == sorted(down, reverse=True) and up == sorted(up) and up[0] < down[0]
+    natural = [r["feature"] for r in client.get("/api/features", params={"model": "lua", "sort": "feature"}).json()["rows"]]
+    assert natural == sorted(natural)
+    for bad in ({"order": "sideways"}, {"threshold": 1.5}, {"edge": "lua"}, {"page": 0}, {"per_page": 201},
+                {"fate": "zombie"}, {"mode": "vibes"}):
+        r = client.get("/api/features", params=bad)
+        assert r.status_code == 422 and r.json()["detail"], bad
+    r = client.get("/api/features", params={"edge": "lua>babypython"})
+    assert r.status_code == 404 and "babypython -> lua" in r.json()["detail"]
+
+
 def test_jump_schema_vendor_and_openapi(client):
     r = client.get("/jump?model=lua&feature=3", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/models/lua/features/3"
@@ -164,6 +242,55 @@ def test_tokens_are_escaped_and_whitespace_visible():
     out = str(show_ws("<b> & 'x'\t\n"))
     assert "<b>" not in out and "&lt;b&gt;" in out and "&amp;" in out and "&#39;x&#39;" in out
     assert "→" in out and "↵" in out and "·" in out
+
+
+def test_hidden_characters_render_as_visible_escapes():
+    # a right-to-left override cannot reverse what follows: it is drawn as text, never emitted
+    out = str(show_ws("\u202eevil"))
+    assert "\u202e" not in out and "‹U+202E›" in out and out.endswith("evil")
+    assert "right-to-left override" in out  # its name on hover
+    for ch in ("\u200b", "\u200f", "\u2066", "\u2069", "\ufeff", "\x00", "\x1b", "\x85", "\xa0", "\u2028",
+               "\U000e0041", "\ufe0f", "\u3164"):
+        assert f"‹U+{ord(ch):04X}›" in str(show_ws("a" + ch + "b")) and ch not in str(show_ws("a" + ch + "b"))
+    assert "‹empty›" in str(show_ws("")) and str(show_ws(None)) == ""
+    assert "‹U+0301›" in str(show_ws("\u0301a")) and "a\u0301" in str(show_ws("a\u0301"))  # a mark joins its own token only
+    # nothing invisible survives: every control, format, separator or unassigned code point of the BMP and
+    # the tag block, in one string, comes out as printable HTML
+    hostile = "".join(chr(i) for i in [*range(0x10000), *range(0xE0000, 0xE0080)]
+                      if (unicodedata.category(chr(i))[0] in "CZ" and chr(i) not in " \t\n"))
+    out = str(show_ws(hostile + "<script>"))
+    assert not [c for c in out if unicodedata.category(c)[0] in "CZ" and c != " "]
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    # prose: words keep their spaces; quoted tokens, runs of spaces, tabs and newlines show
+    prose = str(show_ws('fires on " the" (9%),  "a\\"b"\nnext\u202e', prose=True))
+    assert prose.startswith("fires on &#34;<span class=\"ws-space\">·</span>the&#34; (9%),")
+    assert prose.count("ws-space") == 3 and "ws-nl" in prose and "‹U+202E›" in prose and "<br>" not in prose
+
+
+def test_feature_page_escapes_hidden_tokens_and_keeps_newline_chips_whole(client, con):
+    model, feat = con.execute("""SELECT l.model, l.feature FROM feature_logits l JOIN vocab v USING (token_id)
+                                 WHERE v.text BETWEEN chr(0) AND chr(8) ORDER BY l.model, l.feature LIMIT 1""").fetchone()
+    html = client.get(f"/models/{model}/features/{feat}").text
+    assert "‹U+000" in html and not [c for c in html if unicodedata.category(c) == "Cc" and c not in "\n\t"]
+    # a newline token is one chip: the line break comes after its span closes, never inside it
+    model, feat = con.execute("""SELECT e.model, e.feature FROM examples e JOIN sample_tokens s
+                                   ON s.token_index >= e.start AND s.token_index < e."end"
+                                 WHERE s.token_id = (SELECT token_id FROM vocab WHERE text = chr(10)) AND e.kind = 'top'
+                                 ORDER BY e.model, e.feature LIMIT 1""").fetchone()
+    html = client.get(f"/models/{model}/features/{feat}").text
+    assert '<span class="ws-nl">↵</span></span><br>' in html and '↵</span><br></span>' not in html
+
+def test_pages_name_models_by_label(tiny_pipeline, con):
+    app = create_app(tiny_pipeline.cfg.store_path())
+    for m in app.state.store.models:  # the tiny run's labels equal its names: relabel in memory only
+        m["label"] = f"Label of {m['model']}"
+    c = TestClient(app)
+    feat = con.execute("SELECT feature FROM features WHERE model = 'luastories' AND depth > 0 LIMIT 1").fetchone()[0]
+    html = c.get(f"/models/luastories/features/{feat}").text
+    assert re.search(r'<span>origin</span><b><a href="[^"]*">Label of \w+ #', html)
+    assert "<td>Label of babypython → Label of lua</td>" in c.get("/").text
+    rows = c.get("/features", params={"model": "luastories", "per_page": 200, "edge": "lua>luastories"}).text
+    assert re.search(r"<td>Label of \w+</td>", rows) and "on the edge Label of lua → Label of luastories" in rows
 
 
 def test_store_is_opened_read_only(client):
@@ -221,15 +348,30 @@ def test_sankey_columns_follow_the_family_depth():
     from app.figures import sankey
 
     models = [{"model": m, "label": m.upper()} for m in ("root", "a", "b", "merge")]
-    flows = [{"parent": p, "child": c, "persisting": 3, "disappearing": 2, "persist_share": 0.6}
-             for p, c in (("root", "a"), ("root", "b"), ("a", "merge"), ("b", "merge"))]
-    fig = sankey(models, flows, {"a": 1, "b": 2, "merge": 4}, 0.8)["data"][0]
-    x = dict(zip(fig["node"]["customdata"], fig["node"]["x"]))
-    assert x["ROOT"] < x["A"] == x["B"] < x["MERGE"]
-    assert x["A"] < x["features new in MERGE"] < x["MERGE"]
-    assert x["A features with no match in MERGE"] == x["MERGE"]
-    assert {"lost from A", "lost from B", "lost", "new"} <= set(fig["node"]["label"])
-    assert sum(fig["link"]["value"]) == 4 * 3 + 4 * 2 + 1 + 2 + 4
+    flows = [{"parent": p, "child": c, "persisting": 3, "disappearing": 2, "inherited": 3, "emerging": 2,
+              "parent_alive": 5, "persist_share": 0.6} for p, c in (("root", "a"), ("root", "b"), ("a", "merge"),
+                                                                   ("b", "merge"))]
+    nodes = [{"side": "out", "model": "root", "via": "a", "n": 2}, {"side": "out", "model": "root", "via": "b", "n": 1},
+             {"side": "out", "model": "root", "via": None, "n": 2},
+             {"side": "in", "model": "a", "via": "root", "n": 3}, {"side": "in", "model": "a", "via": None, "n": 2},
+             {"side": "in", "model": "b", "via": "root", "n": 3}, {"side": "in", "model": "b", "via": None, "n": 2},
+             {"side": "out", "model": "a", "via": "merge", "n": 3}, {"side": "out", "model": "a", "via": None, "n": 2},
+             {"side": "out", "model": "b", "via": "merge", "n": 1}, {"side": "out", "model": "b", "via": None, "n": 4},
+             {"side": "in", "model": "merge", "via": "a", "n": 2}, {"side": "in", "model": "merge", "via": "b", "n": 1},
+             {"side": "in", "model": "merge", "via": None, "n": 2}]
+    fig = sankey(models, flows, nodes, 0.8, state="threshold=0.8")["data"][0]
+    x = {c[0].split(":")[0]: xx for c, xx in zip(fig["node"]["customdata"], fig["node"]["x"])}
+    assert x["ROOT"] < x["ROOT → A"] < x["A"] == x["B"] < x["A → MERGE"] < x["MERGE"]
+    assert x["A"] < x["2 MERGE features match no feature of any parent above the threshold"] < x["MERGE"]
+    assert x["2 ROOT features match no feature of any child above the threshold"] == x["A"]
+    labels = fig["node"]["label"]
+    assert {"ROOT · 5", "A · 5", "B · 5", "MERGE · 5", "lost · 2", "new · 2"} <= set(labels)
+    assert "60.0% persist" in " ".join(labels)
+    # every count of `nodes` is drawn exactly once, as one band
+    assert sorted(fig["link"]["value"]) == sorted(n["n"] for n in nodes)
+    hrefs = {c[1] for c in fig["link"]["customdata"]}
+    assert "/edges/root/a?fate=persisting&threshold=0.8" in hrefs and "/edges/root/a?fate=inherited&threshold=0.8" in hrefs
+    assert "/features?model=root&fate=disappearing&threshold=0.8" in hrefs  # lost over two children
 
 
 def test_models_pages(client, con):
@@ -254,3 +396,113 @@ def test_feature_page_shows_logit_effects(client, con):
     assert len(pos) == len(neg) == 10 and pos == sorted(pos, reverse=True) and neg == sorted(neg)
     assert min(pos) >= max(neg)
     assert "promotes" in client.get(f"/models/lua/features/{f}").text
+
+
+def test_edge_lists_hold_exactly_the_flow_counts(client):
+    for mode, t in (("pearson", 0.6), ("pearson-1to1", 0.8)):
+        flows = client.get("/api/", params={"threshold": t, "mode": mode}).json()["flows"]
+        for f in flows:
+            for fate in ("persisting", "disappearing", "inherited", "emerging"):
+                d = client.get(f"/api/edges/{f['parent']}/{f['child']}",
+                               params={"fate": fate, "threshold": t, "mode": mode, "per_page": 200}).json()
+                assert d["total"] == f[fate] and len(d["rows"]) == min(200, f[fate])
+                side = f["parent"] if fate in ("persisting", "disappearing") else f["child"]
+                assert all(r["model"] == side for r in d["rows"])
+                above = [r["r"] is not None and r["r"] > t for r in d["rows"]]
+                assert all(above) if fate in ("persisting", "inherited") else not any(above)
+
+
+def test_edge_list_sorts_both_ways_and_paginates(client):
+    q = {"fate": "disappearing", "per_page": 10}
+    down = client.get("/api/edges/babypython/lua", params={**q, "sort": "density"}).json()["rows"]
+    up = client.get("/api/edges/babypython/lua", params={**q, "sort": "density", "order": "asc"}).json()["rows"]
+    assert [r["density"] for r in down] == sorted((r["density"] for r in down), reverse=True)
+    assert [r["density"] for r in up] == sorted(r["density"] for r in up) and up[0]["density"] < down[0]["density"]
+    p2 = client.get("/api/edges/babypython/lua", params={**q, "sort": "density", "page": 2}).json()["rows"]
+    assert not {r["feature"] for r in down} & {r["feature"] for r in p2}
+    top = down[0]
+    assert top["snippet"] and any(t["center"] for t in top["snippet"])  # its top context, peak marked
+    html = client.get("/edges/babypython/lua", params={**q, "sort": "density"}).text
+    assert "order=asc" in html and 'class="tok' in html and "noise floor" in html
+    r = client.get("/api/edges/lua/babypython")
+    assert r.status_code == 404 and "babypython -> lua" in r.json()["detail"]
+    assert client.get("/api/edges/babypython/lua?fate=lost").status_code == 422
+    assert client.get("/api/edges/babypython/lua?sort=vibes").status_code == 422
+
+
+def test_sankey_counts_each_alive_feature_once_per_model(client, con):
+    for mode, t in (("pearson", 0.8), ("pearson-1to1", 0.5)):
+        data = client.get("/api/", params={"threshold": t, "mode": mode}).json()
+        fig = data["sankey"]["data"][0]
+        labels, (src, dst, val) = fig["node"]["label"], (fig["link"][k] for k in ("source", "target", "value"))
+        alive = dict(con.execute("SELECT model, count(*) FROM features WHERE alive GROUP BY model").fetchall())
+        for m in data["models_overview"]:
+            i = next(j for j, lab in enumerate(labels) if lab.startswith(m["label"] + " ·"))
+            into = sum(v for d, v in zip(dst, val) if d == i)
+            out = sum(v for s, v in zip(src, val) if s == i)
+            assert labels[i].endswith(f"{alive[m['model']]:,}")
+            assert into in (0, alive[m["model"]]) and out in (0, alive[m["model"]]) and into + out > 0
+        hrefs = [c[1] for c in fig["link"]["customdata"] + fig["node"]["customdata"]]
+        assert all(f"threshold={t}" in h and f"mode={mode}" in h for h in hrefs)
+        for h in {h for h in hrefs if h.startswith("/edges/")}:
+            assert client.get(h).status_code == 200
+
+
+def test_feature_page_honours_and_carries_threshold_and_mode(client, con):
+    feat = con.execute("SELECT feature FROM features WHERE model = 'luastories' AND depth > 0 LIMIT 1").fetchone()[0]
+    q = {"threshold": 0.55, "mode": "pearson-1to1"}
+    d = client.get(f"/api/models/luastories/features/{feat}", params=q).json()
+    assert d["state"]["threshold"] == 0.55 and d["state"]["mode"] == "pearson-1to1"
+    assigned = dict(((p, r) for p, r in con.execute(
+        """SELECT parent, r FROM assignments WHERE child = 'luastories' AND direction = 'c2p' AND src = ?
+           AND similarity = 'pearson' AND r IS NOT NULL""", [feat]).fetchall()))
+    lin = d["lineage"]
+    if lin["ancestors"]:  # the nearest ancestor is the assigned partner with the highest r, above 0.55
+        assert lin["ancestors"][-1]["r_to_next"] == pytest.approx(max(assigned.values())) and max(assigned.values()) > 0.55
+    else:
+        assert not assigned or max(assigned.values()) <= 0.55
+    html = client.get(f"/models/luastories/features/{feat}", params=q).text
+    assert "similarity &gt; 0.55" in html and "one-to-one assignment" in html and "r &gt; 0.80" not in html
+    links = [h for h in html.split('href="')[1:] if h.startswith("/models/") and "/features/" in h]
+    assert links and all("threshold=0.55&amp;mode=pearson-1to1" in h.split('"')[0] for h in links)
+    assert "threshold=0.55" in client.get("/jump", params={"model": "lua", "feature": 1, **q},
+                                          follow_redirects=False).headers["location"]
+    assert 'href="/features?threshold=0.55&amp;mode=pearson-1to1"' in client.get("/merge", params=q).text
+    assert client.get("/merge", params={"mode": "nonsense"}).status_code == 422
+
+
+def test_security_headers_favicon_and_docs_from_packaged_assets(client):
+    for url in ("/", "/api/", "/static/app.css", "/vendor/htmx.min.js", "/models/nosuch", "/docs", "/favicon.ico"):
+        h = client.get(url).headers
+        assert "script-src 'self';" in h["content-security-policy"] and "frame-ancestors 'none'" in h[
+            "content-security-policy"], url
+        assert h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "same-origin", url
+    assert client.get("/favicon.ico").headers["content-type"].startswith("image/svg+xml")
+    for url, asset in (("/docs", "/vendor/swagger-ui-bundle.js"), ("/redoc", "/vendor/redoc.standalone.js")):
+        html = client.get(url).text
+        assert asset in html and "cdn" not in html.lower() and "<script>" not in html
+        assert client.get(asset).status_code == 200
+    assert client.get("/vendor/swagger-ui.css").headers["content-type"].startswith("text/css")
+    html = client.get("/").text
+    assert "<script>" not in html and " oninput=" not in html  # no inline script for the CSP to block
+
+
+def test_serve_refuses_to_start_without_the_vendored_scripts(tiny_pipeline, monkeypatch, capsys):
+    import app.main as main_mod
+    from backend.cli import main
+
+    monkeypatch.setitem(main_mod.VENDOR, "htmx.min.js", main_mod.NPM / "htmx.org" / "gone" / "htmx.min.js")
+    assert main(["serve", "--db", str(tiny_pipeline.cfg.store_path()), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "htmx.min.js" in err and "npm --prefix frontend ci" in err
+
+
+def test_overview_shows_the_stage_timings_and_hardware_of_the_build(client, tiny_pipeline):
+    data = client.get("/api/").json()
+    stages = {s["stage"]: s["seconds"] for s in data["timings"]["stages"]}
+    built = {k: v for k, v in tiny_pipeline.stage_seconds.items() if k != "store"}  # written before it finished
+    assert list(stages) == list(built) and len(built) >= 10  # every stage the run went through, in order
+    assert stages == pytest.approx(built)
+    assert data["timings"]["hardware"]["cores"] >= 1 and data["timings"]["hardware"]["device"] == "cpu"
+    html = client.get("/").text
+    assert f"Built in {data['timings']['total']:.0f} s" in html and "fingerprints" in html

@@ -83,10 +83,10 @@ def test_follow_a_lineage_link(page, server, tiny_pipeline):
                                   WHERE model = 'luastories' AND depth > 0 LIMIT 1""").fetchone()
     con.close()
     page.goto(f"{server}/models/luastories/features/{feat}")
-    link = page.locator(f".lineage a[href='/models/{pm}/features/{pf}']")
+    link = page.locator(f".lineage a[href^='/models/{pm}/features/{pf}?']")  # the view state rides along
     assert link.count() >= 1
     link.first.click()
-    page.wait_for_url(f"**/models/{pm}/features/{pf}")
+    page.wait_for_url(f"**/models/{pm}/features/{pf}?threshold=*")
     assert f"#{pf}" in page.locator("h1").inner_text()
 
 
@@ -119,3 +119,51 @@ def test_models_page_draws_the_fingerprint_views(page, server):
     page.wait_for_selector("#fp-map .main-svg")
     page.wait_for_selector("#fp-additivity .main-svg")
     assert not page.errors
+
+
+def test_click_a_sankey_band_and_land_on_its_feature_list(page, server):
+    page.goto(server + "/?threshold=0.5")
+    page.wait_for_selector("#sankey .sankey-link", timeout=15000)
+    band = page.locator("#sankey .sankey-link").first  # the first band: parent -> junction of the first edge
+    band.dispatch_event("click")
+    page.wait_for_url("**/edges/**", timeout=10000)
+    assert "threshold=0.5" in page.url and "fate=" in page.url
+    page.wait_for_selector("#results table tbody tr td a")
+    fate = page.url.split("fate=")[1].split("&")[0]
+    heading = page.locator("h1").inner_text()
+    assert f"{fate} features" in heading
+    assert int(heading.split(": ")[1].split(" ")[0]) == page.locator("#results tbody tr").count() or "next" in \
+        page.locator("nav.pages").inner_text()
+    assert not page.errors
+
+
+def test_a_threshold_set_on_the_overview_reaches_a_feature_page_through_links(page, server):
+    page.goto(server + "/")
+    page.wait_for_selector("#sankey .sankey-node", timeout=15000)
+    page.locator("#threshold-input").fill("0.42")
+    page.locator("#threshold-input").dispatch_event("change")
+    page.wait_for_selector("#flows[data-threshold='0.42']", timeout=10000)
+    page.locator("header nav a", has_text="Features").click()
+    page.wait_for_url("**/features?*threshold=0.42*")
+    page.locator("#results table a").first.click()
+    page.wait_for_url("**/features/*")
+    assert "similarity > 0.42" in page.locator(".card h2", has_text="Lineage").inner_text()
+    assert page.locator("form.viewstate input[name=threshold]").input_value() == "0.42"
+    assert not page.errors
+
+
+def test_api_docs_load_with_no_network(page, server):
+    outside = []
+
+    def only_local(route):
+        if route.request.url.startswith(server):
+            return route.continue_()
+        outside.append(route.request.url)
+        return route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock", timeout=15000)
+    assert page.locator(".opblock-summary-path", has_text="/api/edges/{parent}/{child}").count() == 1
+    assert not outside and not page.errors
+    page.unroute("**/*")

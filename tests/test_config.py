@@ -91,3 +91,63 @@ def test_dag_helpers(tmp_path):
                            ("tinystories", "luastories")]
     assert cfg.member_domains("luastories") == ["babylm", "python", "lua", "tinystories"]
     assert cfg.own_domains("luastories") == ["lua", "tinystories"]
+
+
+def test_every_path_is_checked_at_validation_naming_its_field(tmp_path):
+    d = tiny_dict(tmp_path)
+    d["tokenizer"] = {"path": str(tmp_path / "no-tokenizer")}
+    d["sae"]["pretrained"] = {"lua": str(tmp_path / "no-sae")}
+    d["corpora"]["domains"]["lua"] = {"source": "files", "paths": [str(tmp_path / "*.lua")]}
+    (tmp_path / "not-a-model").mkdir()
+    d["family"].append({"name": "ext", "make": "load", "path": str(tmp_path / "not-a-model"), "parents": ["lua"]})
+    with pytest.raises(ConfigError) as e:
+        parse_config(d, "x.yaml")
+    errors = e.value.errors
+    assert f"tokenizer.path: '{tmp_path / 'no-tokenizer'}' does not exist" in errors
+    assert f"sae.pretrained.lua: '{tmp_path / 'no-sae'}' does not exist" in errors
+    assert f"corpora.domains.lua.paths.0: '{tmp_path / '*.lua'}' matches no file" in errors
+    assert any(x.startswith("family.4.path:") and "not a Hugging Face model folder" in x for x in errors)
+    assert str(e.value).splitlines() == [f"x.yaml: {x}" for x in errors]  # one line per fault
+
+
+def test_one_error_format_dotted_without_pydantic_internals(tmp_path):
+    fam = _family(tmp_path)
+    fam[3]["t"] = 1.5
+    msg = _err(tmp_path, family=fam)
+    assert msg.startswith("family.3.t: t must lie in [0, 1]")  # not family.3.merge.t
+    fam = _family(tmp_path)
+    fam[1]["parents"] = ["babypyton"]
+    fam[2]["domains"] = ["klingon"]
+    msg = _err(tmp_path, family=fam, sae={"hook": "blocks.0.mlp"})
+    assert msg.splitlines() == [
+        "family.1.parents: unknown parent 'babypyton' of 'lua' (members: babypython, lua, tinystories, luastories)",
+        "family.2.domains: unknown domain 'klingon' of 'tinystories' (corpora.domains: babylm, python, lua, "
+        "tinystories)"]
+    assert "sae.hook: 'blocks.0.mlp' is not a TransformerLens hook name" in _err(tmp_path, sae={"hook": "blocks.0.mlp"})
+    assert "sae.hook: 'blocks.1.mlp.hook_post' is past the last layer" in _err(tmp_path, sae={"hook": "blocks.1.mlp.hook_post"})
+
+
+def test_load_only_family_needs_the_models_tokenizer(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    msg = _err(tmp_path, family=[{"name": "m", "make": "load", "path": str(folder), "domains": ["lua"]}], cases=[])
+    assert msg == f"tokenizer.path: no member is trained here, so the family tokenizer must be the loaded models' " \
+                  f"own: set tokenizer.path to a model folder (e.g. {folder})"
+
+
+def test_cli_bad_config_exits_2_with_one_line_per_fault_and_no_traceback(tmp_path, capsys):
+    import yaml
+
+    from backend.cli import main
+
+    d = tiny_dict(tmp_path)
+    d["tokenizer"] = {"path": "/nonexistent/tok"}
+    d["sae"]["pretrained"] = {"lua": "/nonexistent/sae"}
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(d))
+    for cmd in ("validate", "run"):
+        assert main([cmd, "--config", str(p)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err == [f"featureflow: error: {p}: tokenizer.path: '/nonexistent/tok' does not exist",
+                       f"featureflow: error: {p}: sae.pretrained.lua: '/nonexistent/sae' does not exist"]

@@ -4,8 +4,23 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from backend.matching import (TopK, assign, best_of, decoder_topk, pearson_topk,
-                              same_index_share, token_type_means, trace_origins)
+from backend.matching import (TopK, assign, best_of, decoder_topk, pearson_topk, pearson_topk_blockwise,
+                              pearson_topk_cpu, pearson_topk_torch, same_index_share, token_type_means,
+                              trace_origins)
+
+ENGINES = {
+    "blockwise": lambda A, B, k: pearson_topk_blockwise(A, B, k, block_size=32, desc=None),
+    "cpu-kernel-1-thread": lambda A, B, k: pearson_topk_cpu(A, B, k, threads=1),
+    "cpu-kernel-3-threads": lambda A, B, k: pearson_topk_cpu(A, B, k, threads=3),
+    "torch-cpu": lambda A, B, k: pearson_topk_torch(A, B, k, device="cpu", chunk_tokens=1500),
+    "torch-cuda": lambda A, B, k: pearson_topk_torch(A, B, k, device="cuda", chunk_tokens=1500),
+}
+
+
+def engine(name):
+    if name == "torch-cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return ENGINES[name]
 
 
 def brute_pearson(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -24,7 +39,8 @@ def random_acts(rng, n, f, density):
     return m
 
 
-def test_engine_equals_brute_force_including_dead_features():
+@pytest.mark.parametrize("name", list(ENGINES))
+def test_engine_equals_brute_force_including_dead_features(name):
     rng = np.random.default_rng(0)
     A = random_acts(rng, 4000, 60, 0.03).tolil()
     B = random_acts(rng, 4000, 90, 0.03).tolil()
@@ -33,7 +49,7 @@ def test_engine_equals_brute_force_including_dead_features():
     B[:, :20] = A[:, :20] * 1.5  # some exact copies (r = 1)
     B[:, 20] = A[:, 21] + A[:, 22]  # a mixture
     A, B = A.tocsc(), B.tocsc()
-    top = pearson_topk(A, B, k=4, block_size=32)
+    top = engine(name)(A, B, 4)
     R = brute_pearson(A.toarray(), B.toarray())
     assert not np.isnan(top.p2c_r).any() and not np.isnan(top.c2p_r).any()
     np.testing.assert_allclose(top.p2c_r, -np.sort(-R, axis=1)[:, :4], atol=1e-5)
@@ -48,9 +64,53 @@ def test_engine_equals_brute_force_including_dead_features():
 def test_block_size_does_not_change_the_answer():
     rng = np.random.default_rng(3)
     A, B = random_acts(rng, 500, 40, 0.1), random_acts(rng, 500, 50, 0.1)
-    a, b = pearson_topk(A, B, 3, block_size=7), pearson_topk(A, B, 3, block_size=1000)
+    a, b = pearson_topk_blockwise(A, B, 3, block_size=7), pearson_topk_blockwise(A, B, 3, block_size=1000)
     np.testing.assert_allclose(a.p2c_r, b.p2c_r, atol=1e-12)
     np.testing.assert_allclose(a.c2p_r, b.c2p_r, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [n for n in ENGINES if n != "blockwise"])
+def test_fast_engines_equal_the_float64_reference_exactly(name):
+    """float32 SAE activations, sparse like an SAE's (L0 ~ 3 of 200): every engine returns the reference's
+    values to float64 rounding and the same indices (no ties in continuous random data)."""
+    rng = np.random.default_rng(7)
+    A = random_acts(rng, 6000, 200, 0.015).astype(np.float32)
+    B = sp.hstack([A[:, :50] * 3, random_acts(rng, 6000, 150, 0.015).astype(np.float32)], format="csc")
+    ref = pearson_topk_blockwise(A, B, 6, desc=None)
+    R = brute_pearson(A.toarray().astype(np.float64), B.toarray().astype(np.float64))
+    np.testing.assert_allclose(ref.p2c_r, -np.sort(-R, 1)[:, :6], atol=1e-12)
+    top = engine(name)(A, B, 6)
+    for field in ("p2c_r", "c2p_r"):
+        np.testing.assert_allclose(getattr(top, field), getattr(ref, field), rtol=0, atol=1e-12)
+    for field in ("p2c_idx", "c2p_idx"):
+        np.testing.assert_array_equal(getattr(top, field), getattr(ref, field))
+
+
+def test_cpu_kernel_orders_ties_by_index_whatever_the_thread_count():
+    """Exact ties (duplicated columns): the lower index comes first, with 1, 2 or 5 threads alike."""
+    rng = np.random.default_rng(11)
+    base = random_acts(rng, 3000, 10, 0.05)
+    A = sp.hstack([base, base, base], format="csc")  # parents i, i+10, i+20 identical
+    B = sp.hstack([base[:, ::-1], base], format="csc")
+    runs = [pearson_topk_cpu(A, B, 4, threads=t) for t in (1, 2, 5)]
+    for top in runs[1:]:
+        for f in ("p2c_idx", "p2c_r", "c2p_idx", "c2p_r"):
+            np.testing.assert_array_equal(getattr(top, f), getattr(runs[0], f))
+    top = runs[0]
+    assert list(top.c2p_idx[10, :3]) == [0, 10, 20] and np.allclose(top.c2p_r[10, :3], 1.0)
+    assert list(top.p2c_idx[0, :2]) == [9, 10] and np.allclose(top.p2c_r[0, :2], 1.0)
+
+
+def test_pearson_topk_dispatches_cpu_to_the_kernel(monkeypatch):
+    import backend.matching as m
+
+    called = []
+    monkeypatch.setattr(m, "pearson_topk_cpu", lambda *a, **kw: called.append("cpu") or "cpu")
+    monkeypatch.setattr(m, "pearson_topk_torch", lambda *a, **kw: called.append("torch") or "torch")
+    A = sp.csc_matrix(np.ones((4, 2)))
+    assert m.pearson_topk(A, A, 1) == "cpu" and m.pearson_topk(A, A, 1, device="cuda") == "torch"
+    with pytest.raises(ValueError, match="different token counts"):
+        m.pearson_topk(A, sp.csc_matrix(np.ones((5, 2))), 1)
 
 
 def test_token_type_variant_matches_brute_force_on_means():

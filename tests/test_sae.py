@@ -276,16 +276,21 @@ def test_load_sae_reads_foreign_saelens_variants(tmp_path):
             np.testing.assert_allclose(ours(x)[0].numpy(), lens.decode(f).numpy(), atol=1e-4)
 
 
-def test_load_sae_refuses_what_it_cannot_represent(tmp_path):
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig
+def test_load_sae_encodes_jumprelu_and_normalised_saes_through_saelens(tmp_path):
+    """Once refused, now SAELens's own encode: a JumpReLU SAE and one that layer-normalises its input."""
+    from sae_lens import SAE, JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig
 
-    JumpReLUSAE(JumpReLUSAEConfig(d_in=8, d_sae=16)).save_model(str(tmp_path / "jr"))
-    StandardSAE(StandardSAEConfig(d_in=8, d_sae=16, normalize_activations="layer_norm")).save_model(
-        str(tmp_path / "ln"))
-    with pytest.raises(ValueError, match="jumprelu"):
-        load_sae(tmp_path / "jr")
-    with pytest.raises(ValueError, match="layer_norm"):
-        load_sae(tmp_path / "ln")
+    torch.manual_seed(0)
+    for name, sae in (("jr", JumpReLUSAE(JumpReLUSAEConfig(d_in=8, d_sae=16))),
+                      ("ln", StandardSAE(StandardSAEConfig(d_in=8, d_sae=16, normalize_activations="layer_norm")))):
+        with torch.no_grad():
+            for p in sae.parameters():
+                p.normal_(0, 0.5)
+        sae.save_model(str(tmp_path / name))
+        x = torch.randn(32, 8) * 3
+        with torch.no_grad():
+            want = SAE.load_from_disk(str(tmp_path / name)).encode(x)
+            assert torch.equal(load_sae(tmp_path / name).encode(x), want) and (want > 0).any(), name
 
 
 @pytest.mark.parametrize("k,batch_topk,recipe", [(None, False, "paper-text"), (None, False, "paper-code"),

@@ -3,7 +3,9 @@
 `explain_model` builds records from the model's sparse activations on the shared sample, explains each
 feature (offline from token statistics, or with an LLM), scores the explanation on held-out windows
 (simulation: pooled Pearson r; detection: balanced accuracy) and returns one row per feature, each
-labelled with the explainer and scorer that made it. Failures are rows too, with their reason.
+labelled with the explainer and scorer that made it. Failures are rows too, with their reason (redacted:
+no key or key-shaped text). A refused key (401 / 403) stops the stage; `check_failures` stops it when
+most features failed, with a summary of why.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from tqdm.auto import tqdm
 
 from ..config import AutointerpConfig
 from . import offline
-from .llm import LLM, MalformedAnswer, Spend, SpendLimitReached, detect_messages, explain_messages, \
-    parse_detection, parse_explanation, parse_levels, simulate_messages
+from .llm import LLM, AutointerpError, LLMAuthError, MalformedAnswer, Spend, SpendLimitReached, detect_messages, \
+    explain_messages, parse_detection, parse_explanation, parse_levels, redact, simulate_messages
 from .records import QUANTISATION, FeatureRecords, balanced_accuracy, build_records, simulation_score
 
 log = logging.getLogger("featureflow")
 
 SIM_SCALE = "pearson r over all held-out tokens, -1..1"
 DET_SCALE = "balanced accuracy over held-out windows, 0..1 (0.5 = chance)"
+MAX_FAILED_SHARE = 0.5  # more failed features than this share stops the stage (nothing is stored)
 
 
 def select_features(cfg: AutointerpConfig, alive: np.ndarray, persisting: np.ndarray, seed: int) -> np.ndarray:
@@ -70,7 +73,7 @@ def explain_offline(fr: FeatureRecords, vocab: list[str]) -> dict:
 def explain_llm(fr: FeatureRecords, vocab: list[str], llm: LLM) -> dict:
     row = _row(fr, f"llm:{llm.model}", f"llm:{llm.model}")
     try:
-        text = parse_explanation(llm.chat(explain_messages(fr.explain, vocab))["content"])
+        text = redact(parse_explanation(llm.chat(explain_messages(fr.explain, vocab))["content"]))
         row["explanation"] = text
         preds = [parse_levels(llm.chat(simulate_messages(text, r, vocab), json_answer=True, logprobs=True),
                               len(r.token_ids)) for r in fr.score]
@@ -80,10 +83,27 @@ def explain_llm(fr: FeatureRecords, vocab: list[str], llm: LLM) -> dict:
     except SpendLimitReached as e:
         row.update(status="skipped", reason=str(e))
     except MalformedAnswer as e:
-        row.update(status="failed", reason=f"malformed answer: {e}")
+        row.update(status="failed", reason=redact(f"malformed answer: {e}"))
+    except LLMAuthError:
+        raise  # the key was refused: the stage stops
     except Exception as e:  # an API error after the client's retries: this feature fails, the run goes on
-        row.update(status="failed", reason=f"{type(e).__name__}: {str(e)[:200]}")
+        # redact the whole message before cutting it, so no partial key survives the cut
+        row.update(status="failed", reason=redact(f"{type(e).__name__}: {e}")[:300])
     return row
+
+
+def check_failures(rows: list[dict], name: str) -> None:
+    """Raise AutointerpError with a summary when more than MAX_FAILED_SHARE of the features failed."""
+    from collections import Counter
+
+    failed = [r for r in rows if r["status"] == "failed"]
+    if not rows or len(failed) <= MAX_FAILED_SHARE * len(rows):
+        return
+    reasons = Counter(r["reason"] or "no reason" for r in failed).most_common(3)
+    top = "; ".join(f"{n} x {reason[:160]}" for reason, n in reasons)
+    raise AutointerpError(f"autointerp for model '{name}': {len(failed)} of {len(rows)} features failed, more than "
+                          f"{MAX_FAILED_SHARE:.0%}, so nothing was stored (rerun to retry; answers already "
+                          f"received are cached). Most common reasons: {top}")
 
 
 def explain_model(acts: sp.csc_matrix, tokens: np.ndarray, vocab: list[str], features: np.ndarray,
@@ -107,7 +127,14 @@ def explain_model(acts: sp.csc_matrix, tokens: np.ndarray, vocab: list[str], fea
         return row
 
     with ThreadPoolExecutor(cfg.concurrency) as pool:
-        rows = list(pool.map(one, [int(f) for f in features]))
+        futures = [pool.submit(one, int(f)) for f in features]
+        try:
+            rows = [fu.result() for fu in futures]
+        except LLMAuthError as e:  # no feature that has not started yet will start
+            for fu in futures:
+                fu.cancel()
+            bar.close()
+            raise LLMAuthError(f"autointerp for model '{name}': {e}") from None
     bar.close()
     return rows, {**spend.as_dict(), "mode": "llm", "model": cfg.model}
 

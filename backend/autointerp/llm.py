@@ -9,7 +9,10 @@
 Every call is cached on disk by a hash of (model, request), so a rerun pays nothing twice. Retries on
 429 / 5xx are the client's own (exponential backoff with jitter, Retry-After honoured, bounded by
 `max_retries`). Spend (tokens and USD from `usage`) is tracked and the run stops cleanly at the limit.
-The key comes from OPENAI_API_KEY only and is never logged, stored or shown.
+The key comes from OPENAI_API_KEY only and is never logged, stored or shown: servers and proxies may echo
+it in their error bodies, so every text that leaves this module (failure reasons, explanations) goes
+through `redact`, which removes the key itself and anything shaped like a secret. A 401 / 403 stops the
+run (`LLMAuthError`) instead of failing every feature one by one.
 """
 
 from __future__ import annotations
@@ -18,11 +21,48 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import PipelineError
 from .records import Record
+
+REDACTED = "[redacted]"
+# Shapes of secrets, each replaced by REDACTED (a named prefix such as "Bearer " or "api_key=" is kept):
+_SECRET_SHAPES = [
+    (re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}"), REDACTED),  # OpenAI-style keys (sk-..., sk-proj-...)
+    (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=\-]{6,}"), rf"\1\2{REDACTED}"),
+    (re.compile(r"(?i)\b((?:x-)?api[ _-]?key(?: provided)?|apikey|access[_-]?token|secret|password|authorization)"
+                r"([\"']?\s*[:=]\s*[\"']?)(?!(?:bearer|basic|token)\s|\[redacted\])[^\s\"',;&}]{6,}"),
+     rf"\1\2{REDACTED}"),
+    (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), rf"\1{REDACTED}@"),  # credentials in a URL
+    (re.compile(r"\b[0-9a-fA-F]{32,}\b"), REDACTED),  # long hex
+    # long base64 / url-safe runs with both letters and digits (paths are left alone: no '/')
+    (re.compile(r"(?<![A-Za-z0-9_\-])(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}={0,2}"),
+     REDACTED),
+]
+
+
+def redact(text: str | None, secrets: tuple[str, ...] = ()) -> str | None:
+    """`text` without the API key (OPENAI_API_KEY, and any of `secrets`) or anything shaped like a secret."""
+    if not text:
+        return text
+    for s in (os.environ.get("OPENAI_API_KEY") or "", *secrets):
+        if len(s) >= 6:  # shorter 'keys' would redact ordinary words; the shapes below still apply
+            text = text.replace(s, REDACTED)
+    for pattern, repl in _SECRET_SHAPES:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class AutointerpError(PipelineError):
+    """The autointerp stage cannot go on (no key, key refused, most features failed); the message says why."""
+
+
+class LLMAuthError(AutointerpError):
+    """The server refused the key (401) or the model (403): every further call would fail the same way."""
 
 
 class SpendLimitReached(RuntimeError):
@@ -68,13 +108,17 @@ class LLM:
 
         key = os.environ.get("OPENAI_API_KEY")
         if not key:
-            raise RuntimeError("autointerp.mode 'llm' needs the OPENAI_API_KEY environment variable")
+            raise AutointerpError("autointerp.mode 'llm' needs the OPENAI_API_KEY environment variable")
         self.client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=max_retries, timeout=timeout)
         self.model, self.cache_dir, self.spend, self.logprobs = model, Path(cache_dir), spend, logprobs
+        self.server = redact(base_url) or "the OpenAI API"
+        self.fatal: LLMAuthError | None = None  # set on a 401 / 403: every later call raises it at once
         self.cache_dir.mkdir(parents=True, exist_ok=True)
 
     def chat(self, messages: list[dict], json_answer: bool = False, logprobs: bool = False) -> dict:
         """One chat completion as a plain dict {content, logprobs, usage}; cached by (model, request)."""
+        import openai
+
         request: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
         if json_answer:
             request["response_format"] = {"type": "json_object"}
@@ -85,11 +129,20 @@ class LLM:
         if path.exists():
             self.spend.cached_calls += 1
             return json.loads(path.read_text())
+        if self.fatal is not None:
+            raise self.fatal
         self.spend.check()
-        resp = self.client.chat.completions.create(**request)
+        try:
+            resp = self.client.chat.completions.create(**request)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+            what = "the API key" if e.status_code == 401 else f"access to model '{self.model}'"
+            self.fatal = LLMAuthError(
+                f"the LLM server {self.server} refused {what} (HTTP {e.status_code}); check OPENAI_API_KEY, "
+                f"autointerp.model and autointerp.base_url. The run stopped: no further calls were made")
+            raise self.fatal from None  # the server's message may echo the key: keep it out of tracebacks
         choice = resp.choices[0]
         out = {
-            "content": choice.message.content or "",
+            "content": redact(choice.message.content or ""),  # a model can be made to echo a key too
             "logprobs": [{"token": c.token, "top": [{"token": t.token, "logprob": t.logprob} for t in (c.top_logprobs or [])]}
                          for c in (choice.logprobs.content or [])] if getattr(choice, "logprobs", None) else None,
             "usage": resp.usage.model_dump() if resp.usage else None,

@@ -1,1 +1,2 @@
-"""The model family: one-layer Hugging Face Mistral models, trained, fine-tuned, merged or loaded."""
+"""The model family: one-layer Hugging Face Mistral models trained, fine-tuned and merged here, and local
+Hugging Face models of any architecture TransformerLens boots, loaded (`load.py`)."""

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ..artifacts import write_json
 from ..config import FinetuneMember, LoadMember, MergeMember, TrainMember
+from .load import WEIGHTS_POINTER, check_loaded_model, folder_digest
 from .merge import MergeError, MergeRecipe, find_crossing
 from .model import load_model, new_model, save_model, shape_of
 from .train import evaluate, train_lm
@@ -49,14 +50,17 @@ def build_member(pl: "Pipeline", m, parents: dict[str, Path], out: Path) -> None
         info.update(t=curve["t"], t_direction=curve["t_direction"], method=curve["method"])
 
     elif isinstance(m, LoadMember):
-        model = load_model(m.path, pl.device)
-        if model.config.vocab_size != len(pl.hf_tokenizer):
-            raise ValueError(
-                f"member '{m.name}': model at '{m.path}' has vocab {model.config.vocab_size} but the family "
-                f"tokenizer has {len(pl.hf_tokenizer)}; set tokenizer.path to the model's tokenizer")
-        for f in Path(m.path).iterdir():  # keep anything else the folder carries (e.g. its README)
-            if f.is_file() and not (out / f.name).exists() and f.suffix not in (".safetensors", ".bin"):
-                shutil.copy2(f, out / f.name)
+        src = Path(m.path).expanduser().resolve()
+        model = load_model(src, pl.device)
+        texts = [d for dom in cfg.own_domains(m.name) for d in pl.documents(dom, "val")[:3]]
+        check_loaded_model(m.name, src, model, pl.hf_tokenizer, texts)
+        info.update(source=str(src), source_digest=folder_digest(src), copied=m.copy_weights)
+        if m.copy_weights:
+            for f in src.iterdir():  # keep anything else the folder carries (e.g. its README)
+                if f.is_file() and not (out / f.name).exists() and f.suffix not in (".safetensors", ".bin"):
+                    shutil.copy2(f, out / f.name)
+        else:  # reference the weights in place: load_model and merges follow the pointer
+            write_json(out / WEIGHTS_POINTER, {"path": str(src)})
     else:  # pragma: no cover - the config union is closed
         raise TypeError(type(m))
 
@@ -65,7 +69,7 @@ def build_member(pl: "Pipeline", m, parents: dict[str, Path], out: Path) -> None
         for f in Path(tok_dir).iterdir():
             if f.is_file():
                 shutil.copy2(f, out / f.name)
-    else:
+    elif not (isinstance(m, LoadMember) and not m.copy_weights):
         save_model(model, out, tok_dir)
     info["shape"] = shape_of(model)
     info["eval"] = evaluate(model.to(pl.device), pl.val_windows(all_domains, cfg.training.eval_tokens))

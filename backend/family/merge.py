@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import yaml
 
+from .load import weights_folder
+
 METHODS = ("slerp", "linear", "ties")
 
 
@@ -112,12 +114,13 @@ class MergeRecipe:
             raise MergeError(f"unknown merge method '{self.method}' (methods: {', '.join(METHODS)})")
         if len(self.parents) != 2:
             raise MergeError(f"a merge takes exactly two parents, got {len(self.parents)}")
-        object.__setattr__(self, "parents", tuple(Path(p).resolve() for p in self.parents))
+        # a `copy: false` member's weights live where its weights_at.json says
+        object.__setattr__(self, "parents", tuple(weights_folder(p).resolve() for p in self.parents))
         if self.method == "ties":
             if self.base is None:
                 raise MergeError(f"method 'ties' needs a base model: the parents {self._names()[:2]} share no "
                                  "common ancestor; name one with `base:`")
-            object.__setattr__(self, "base", Path(self.base).resolve())
+            object.__setattr__(self, "base", weights_folder(self.base).resolve())
             if self.density is None:
                 object.__setattr__(self, "density", 0.5)
             if not 0.0 < float(self.density) <= 1.0:

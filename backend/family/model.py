@@ -1,4 +1,5 @@
-"""A one-layer Mistral-like LM as a Hugging Face `MistralForCausalLM`.
+"""A one-layer Mistral-like LM as a Hugging Face `MistralForCausalLM` (the family's own models; `load`
+members may be any causal LM TransformerLens boots).
 
 RMSNorm, rotary positions, grouped-query attention and a gated SiLU MLP; `intermediate_size` is the
 MLP width d_mlp whose post-activation `act(gate(x)) * up(x)` is TransformerLens's
@@ -48,18 +49,25 @@ def save_model(model: MistralForCausalLM, folder: Path, tokenizer_dir: Path) -> 
             shutil.copy2(f, folder / f.name)
 
 
-def load_model(folder: str | Path, device: str = "cpu") -> MistralForCausalLM:
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+def load_model(folder: str | Path, device: str = "cpu"):
+    """Any causal LM saved in `folder` (or in the folder its `weights_at.json` names: a `copy: false` load
+    member), in float32, in eval mode."""
+    from .load import weights_folder
+
+    model = AutoModelForCausalLM.from_pretrained(str(weights_folder(folder)), dtype=torch.float32)
     return model.to(device).eval()
 
 
 def shape_of(model) -> dict:
-    c = model.config
+    """Architecture and sizes of any model TransformerLens boots, from the bridge's config."""
+    from ..hooks import hooked
+
+    c = hooked(model).bridge.cfg
     return {
         "architecture": type(model).__name__,
-        "hidden": c.hidden_size,
-        "d_mlp": c.intermediate_size,
-        "layers": c.num_hidden_layers,
-        "heads": c.num_attention_heads,
-        "vocab": c.vocab_size,
+        "hidden": c.d_model,
+        "d_mlp": c.d_mlp,
+        "layers": c.n_layers,
+        "heads": c.n_heads,
+        "vocab": model.get_input_embeddings().weight.shape[0],
     }

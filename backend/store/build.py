@@ -1,8 +1,10 @@
 """Build the run's DuckDB file from the pipeline's artefacts.
 
 Everything is written into `<run>.duckdb.tmp-<pid>` and renamed over `<run>.duckdb` only when complete,
-so a killed build leaves the previous store untouched. The build is skipped when the store already
-holds the same inputs (`runs.inputs_key`).
+so a killed build leaves the previous store untouched; the next build removes the temp files (and their
+`.wal`) of builds whose process is gone. The build is skipped when the store already holds the same
+inputs (`runs.inputs_key`). Correlations are stored clamped to [-1, 1]; text that could carry a secret
+(the config, explanations and failure reasons) is stored redacted.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ..artifacts import key_of, read_json
+from ..artifacts import key_of, read_json, sweep_temps
+from ..autointerp.llm import redact
 from ..config import MergeMember
 from ..matching import trace_origins
 from .schema import SCHEMA_VERSION, ddl
@@ -69,13 +72,17 @@ def existing_inputs_key(path: Path) -> str | None:
 def build_store(pl: "Pipeline") -> Path:
     cfg = pl.cfg
     out = cfg.store_path()
+    for p in sweep_temps(out.parent):  # `.<run>.duckdb.tmp-<pid>` (and .wal) of killed builds
+        log.info("store: removed %s, left by a killed build", p)
     key = inputs_key(pl)
     if existing_inputs_key(out) == key:
         log.info("store: %s is up to date", out)
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    wal = tmp.with_name(tmp.name + ".wal")
     tmp.unlink(missing_ok=True)
+    wal.unlink(missing_ok=True)
     t0 = time.time()
     con = duckdb.connect(str(tmp))
     try:
@@ -86,11 +93,27 @@ def build_store(pl: "Pipeline") -> Path:
     except BaseException:
         con.close()
         tmp.unlink(missing_ok=True)
+        wal.unlink(missing_ok=True)
         raise
     con.close()
     os.replace(tmp, out)
     log.info("store: wrote %s (%.1f MB) in %.1f s", out, out.stat().st_size / 1e6, time.time() - t0)
     return out
+
+
+def _timings_json(pl) -> str:
+    """`runs.timings_json`: {"stages": seconds per stage of the run that built this store (a stage found
+    cached takes about 0 s), "calls": seconds per stage call, "hardware": what it ran on}."""
+    from ..pipeline import hardware
+
+    return json.dumps({"stages": pl.stage_seconds, "calls": pl.timings, "hardware": hardware(pl.device)})
+
+
+def _config_json(cfg) -> str:
+    """The config as stored: the LLM server URL without credentials (`https://user:key@host`)."""
+    d = cfg.model_dump(mode="json")
+    d["autointerp"]["base_url"] = redact(d["autointerp"]["base_url"])
+    return json.dumps(d)
 
 
 def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
@@ -100,7 +123,7 @@ def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
     tokens = pl.sample_tokens()
     W, C = tokens.shape
     con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-        cfg.name, cfg.description, cfg.model_dump_json(), pl.device, json.dumps(pl.timings),
+        cfg.name, cfg.description, _config_json(cfg), pl.device, _timings_json(pl),
         cfg.matching.threshold, cfg.matching.top_k, cfg.matching.modes, pl.default_mode, cfg.sae.shared_init,
         W * C, C, cfg.sae.hook, key])
 
@@ -211,9 +234,23 @@ def _side_rows(idx: np.ndarray, r: np.ndarray, **const) -> dict:
     n_src, k = idx.shape
     out = {c: np.full(n_src * k, v, dtype=object) for c, v in const.items()}
     out.update(src=np.repeat(np.arange(n_src, dtype=np.int32), k), rank=np.tile(np.arange(k, dtype=np.int32), n_src),
-               dst=pa.array(idx.ravel().astype(np.int32), mask=idx.ravel() < 0),
-               r=pa.array(r.ravel().astype(np.float64), mask=~np.isfinite(r.ravel())))
+               dst=pa.array(idx.ravel().astype(np.int32), mask=idx.ravel() < 0), r=_r_column(r.ravel()))
     return out
+
+
+def _r_column(r: np.ndarray) -> pa.Array:
+    """Correlations as stored: clamped to [-1, 1] (float error can leave |r| a few ulps above 1), NaN -> NULL."""
+    r = np.asarray(r, dtype=np.float64)
+    return pa.array(np.clip(r, -1.0, 1.0), mask=~np.isfinite(r))
+
+
+def _redacted(t: pa.Table, columns: tuple[str, ...]) -> pa.Table:
+    """`t` with its text `columns` passed through `redact` (no API key or key-shaped text is stored)."""
+    for c in columns:
+        if c in t.column_names:
+            i = t.column_names.index(c)
+            t = t.set_column(i, c, pa.array([redact(v) for v in t.column(c).to_pylist()], pa.string()))
+    return t
 
 
 def _fill_matches(pl: "Pipeline", con: duckdb.DuckDBPyConnection, alive: dict[str, np.ndarray]) -> None:
@@ -236,8 +273,7 @@ def _fill_matches(pl: "Pipeline", con: duckdb.DuckDBPyConnection, alive: dict[st
             _insert(con, "noise_floor", {
                 "model": np.full(len(r), name, dtype=object), "replica": np.full(len(r), rep, dtype=np.int32),
                 "similarity": np.full(len(r), sim, dtype=object), "rule": np.full(len(r), rule, dtype=object),
-                "feature": np.arange(len(r), dtype=np.int32), "alive": alive[name],
-                "r": pa.array(r.astype(np.float64), mask=~np.isfinite(r))})
+                "feature": np.arange(len(r), dtype=np.int32), "alive": alive[name], "r": _r_column(r)})
 
 
 def _fill_flows(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
@@ -251,6 +287,10 @@ def _fill_flows(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
                 "parent", "child", "mode", "threshold", "persisting", "disappearing", "inherited", "emerging",
                 "parent_dead", "child_dead", "parent_alive", "child_alive", "persist_share", "same_index",
                 "floor_share", "floor_mean_r", "floor_source")})
+
+
+def _clamp(r: float | None) -> float | None:
+    return None if r is None or not np.isfinite(r) else min(1.0, max(-1.0, float(r)))
 
 
 def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[str]) -> None:
@@ -285,8 +325,10 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
         t = t.append_column("model", pa.array([n] * F))
         t = t.append_column("parent_model", pa.array(np.where(has_parent, names[np.maximum(o["parent_model"], 0)], None)))
         t = t.append_column("parent_feature", pa.array(np.where(has_parent, o["parent_feature"], None), pa.int32()))
-        t = t.append_column("parent_r", pa.array(np.where(has_parent, o["parent_r"], np.nan)).cast(pa.float64()))
-        t = t.append_column("best_child_r", pa.array(np.where(np.isfinite(best_child_r[n]), best_child_r[n], np.nan)))
+        t = t.append_column("parent_r", pa.array(np.clip(np.where(has_parent, o["parent_r"], np.nan), -1, 1))
+                            .cast(pa.float64()))
+        t = t.append_column("best_child_r", pa.array(np.clip(
+            np.where(np.isfinite(best_child_r[n]), best_child_r[n], np.nan), -1, 1)))
         t = t.append_column("origin_model", pa.array(names[o["origin_model"]]))
         t = t.append_column("origin_feature", pa.array(o["origin_feature"].astype(np.int32)))
         t = t.append_column("depth", pa.array(o["depth"].astype(np.int32)))
@@ -298,7 +340,7 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
         _insert(con, "features", t)
         ex_path = pl.explain(n) / "explanations.parquet"
         if ex_path.exists():
-            part = pq.read_table(ex_path)
+            part = _redacted(pq.read_table(ex_path), ("explanation", "explanation_json", "reason"))
             _insert(con, "explanations", part.append_column("model", pa.array([n] * part.num_rows, pa.string())))
         sp = read_json(pl.explain(n) / "spend.json")
         con.execute("INSERT INTO autointerp_spend VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
@@ -316,9 +358,9 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
     for c in read_json(pl.cases() / "cases.json"):
         con.execute("INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             c["slug"], c["title"], c["description"], c["hypothesis"], c["root_model"], c["root_feature"],
-            c.get("root_llr"), c["mean_r"], c["persists_everywhere"], c["status"], c["reason"]])
+            c.get("root_llr"), _clamp(c["mean_r"]), c["persists_everywhere"], c["status"], c["reason"]])
         _insert(con, "case_hops", _rows([{"slug": c["slug"], "step": i + 1, **{k: h[k] for k in (
-            "model", "feature", "parent_model", "parent_feature", "r", "llr", "persists")}}
+            "model", "feature", "parent_model", "parent_feature", "llr", "persists")}, "r": _clamp(h["r"])}
             for i, h in enumerate(c["hops"])]))
     _fill_flows(pl, con)
     # NaN -> NULL for "no parent" / "never fires" rows

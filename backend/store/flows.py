@@ -121,3 +121,66 @@ def floor_histogram(cur, model: str, mode: str, bins: int = 20) -> list[dict]:
         SELECT least(floor((coalesce(r, 0) + 1) / 2 * $bins), $bins - 1)::INTEGER AS bin, count(*) AS n
         FROM noise_floor WHERE model = $model AND similarity = $sim AND rule = $rule AND alive
         GROUP BY bin ORDER BY bin""", {"bins": bins, "model": model, "sim": sim, "rule": rule}))
+
+
+# -- per-node partition and per-edge feature lists (the explorer's Sankey and /edges pages) ---------------
+def node_flows(cur, threshold: float, mode: str) -> list[dict]:
+    """Each alive feature counted once per model node, for the Sankey.
+
+    Rows (side, model, via, n): side 'out' partitions a parent's alive features by the child its best
+    persisting match lies in (the strongest r over its children; `via` NULL: it persists in none, lost);
+    side 'in' partitions a child's alive features by the parent its best persisting match lies in (`via`
+    NULL: no parent reaches it, new). Ties go to the model earlier in family order."""
+    sim, rule = parse_mode(mode)
+    return _dicts(cur.execute(f"""
+        WITH best AS ({_BEST[rule]}),
+        side AS (
+            SELECT CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, src AS feature,
+                   CASE WHEN direction = 'p2c' THEN child ELSE parent END AS other, direction,
+                   coalesce(r, -1e9) AS r FROM best),
+        ranked AS (
+            SELECT s.*, row_number() OVER (PARTITION BY s.model, s.feature, s.direction
+                                           ORDER BY s.r DESC, o.idx) AS k
+            FROM side s JOIN models o ON o.model = s.other)
+        SELECT CASE WHEN k.direction = 'p2c' THEN 'out' ELSE 'in' END AS side, k.model,
+               CASE WHEN k.r > $t THEN k.other END AS via, count(*) AS n
+        FROM ranked k JOIN features f ON f.model = k.model AND f.feature = k.feature
+        WHERE k.k = 1 AND f.alive GROUP BY ALL ORDER BY ALL""", {"t": threshold, "sim": sim}))
+
+
+EDGE_FATES = {"persisting": ("p2c", True), "disappearing": ("p2c", False),
+              "inherited": ("c2p", True), "emerging": ("c2p", False)}
+EDGE_SORTS = {"r": "m.r", "density": "f.density", "llr": "f.top_token_llr",
+              "sim_score": "e.sim_score", "feature": "f.feature"}
+
+
+def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mode: str, sort: str = "r",
+                  descending: bool = True, limit: int = 50, offset: int = 0) -> tuple[int, list[dict]]:
+    """The alive features behind one count of `flows` on edge parent -> child: persisting / disappearing
+    parent features or inherited / emerging child features, each with its match on the other side (its
+    best match, or its assigned partner under `1to1`; NULL when unassigned), r, density, top-token LLR and
+    explanation. Returns (total, one page of rows sorted by `sort`, NULLs last)."""
+    sim, rule = parse_mode(mode)
+    if fate not in EDGE_FATES:
+        raise ValueError(f"unknown edge fate '{fate}' (fates: {', '.join(EDGE_FATES)})")
+    if sort not in EDGE_SORTS:
+        raise ValueError(f"unknown sort '{sort}' (sorts: {', '.join(EDGE_SORTS)})")
+    direction, persists = EDGE_FATES[fate]
+    base = f"""
+        FROM ({_BEST[rule]}) m
+        JOIN features f ON f.model = (CASE WHEN m.direction = 'p2c' THEN m.parent ELSE m.child END)
+                       AND f.feature = m.src
+        LEFT JOIN vocab v ON v.token_id = f.top_token_id
+        LEFT JOIN explanations e ON e.model = f.model AND e.feature = f.feature
+        WHERE m.parent = $parent AND m.child = $child AND m.direction = $direction AND f.alive
+          AND (coalesce(m.r, -1e9) > $t) = $persists"""
+    params = {"sim": sim, "parent": parent, "child": child, "direction": direction, "t": threshold,
+              "persists": persists}
+    total = cur.execute(f"SELECT count(*) {base}", params).fetchone()[0]
+    order = "DESC" if descending else "ASC"
+    rows = _dicts(cur.execute(f"""
+        SELECT f.model, f.feature, m.dst AS match_feature, m.r, f.density, f.max_act, f.top_token_llr,
+               v.text AS top_token, e.explanation, e.explainer, e.sim_score {base}
+        ORDER BY {EDGE_SORTS[sort]} {order} NULLS LAST, f.feature LIMIT $limit OFFSET $offset""",
+                              {**params, "limit": limit, "offset": offset}))
+    return total, rows

@@ -16,7 +16,9 @@ SCHEMA_VERSION = 2
 TABLES: dict[str, tuple[str, str]] = {
     "schema_version": ("The schema version this file was written with.", """
         version INTEGER NOT NULL, created_at TIMESTAMP NOT NULL"""),
-    "runs": ("The run: its config (YAML as JSON), device and stage timings (JSON, seconds). `modes`: the "
+    "runs": ("The run: its config (YAML as JSON), device, and `timings_json`: {stages: seconds per stage of the "
+             "process that built the store (about 0 for a stage found cached), calls: seconds per stage call, "
+             "hardware: cpu, cores, gpu, python, torch}. `modes`: the "
              "matching modes stored (a similarity, optionally `-1to1` for the one-to-one rule), the first the "
              "default; `shared_init`: every SAE started from one seed (the paper's setup) instead of its own.", """
         name VARCHAR PRIMARY KEY, description VARCHAR, config_json VARCHAR, device VARCHAR,

@@ -1,0 +1,220 @@
+"""Compiled (Numba) loops that no library provides, imported only where used.
+
+`pearson_rows`: the row kernel of `backend.matching.pearson_topk_cpu`. Compiled on first use and cached on
+disk (`cache=True`, beside this file in __pycache__), so later processes load it in well under a second.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def insert_desc(vals, idx, v, j):
+    """Insert (v, j) into the descending arrays vals / idx if v beats their last entry. Strict comparison:
+    among equal values the one inserted first stays first."""
+    m = vals.shape[0]
+    if not v > vals[m - 1]:
+        return
+    p = m - 1
+    while p > 0 and v > vals[p - 1]:
+        vals[p] = vals[p - 1]
+        idx[p] = idx[p - 1]
+        p -= 1
+    vals[p] = v
+    idx[p] = j
+
+
+@numba.njit(cache=True, nogil=True)
+def pearson_rows(r0, r1, a_ptr, a_tok, a_val, b_ptr, b_feat, b_val, inv_n, mu_a, isd_a, mu_b, isd_b,
+                 p_idx, p_val, c_idx, c_val, acc):
+    """Parents r0..r1-1, one at a time: S_i = Σ_t a_ti B_t (t over the tokens where parent i fires; A given
+    as Aᵀ in CSR, B in CSR by token) into the dense float64 row `acc`, then
+
+        r_ij = (S_ij / N − μ_i ν_j) · (1/σ_i) · (1/τ_j)      (1/σ = 0 for a feature that never fires)
+
+    the row's top-k into p_idx / p_val[i] and each child's running top-k over these parents into
+    c_idx / c_val (the caller's, one per thread). `acc` is left zeroed.
+
+    B's entry q of token t (b_ptr[t] <= q < b_ptr[t + 1]) is the child b_feat[2q] with value b_val[2q + 1]:
+    `b_feat` and `b_val` are int32 and float32 views of ONE interleaved buffer, so a token's row is one
+    contiguous run of memory (one cache miss instead of two: the loop is bound by those misses)."""
+    Fb = acc.shape[0]
+    kb = c_val.shape[1]
+    for i in range(r0, r1):
+        for p in range(a_ptr[i], a_ptr[i + 1]):
+            t = a_tok[p]
+            a = np.float64(a_val[p])
+            for q in range(b_ptr[t], b_ptr[t + 1]):
+                acc[b_feat[2 * q]] += a * np.float64(b_val[2 * q + 1])
+        mi = mu_a[i]
+        si = isd_a[i]
+        pv = p_val[i]
+        pi = p_idx[i]
+        for j in range(Fb):
+            r = (acc[j] * inv_n - mi * mu_b[j]) * si * isd_b[j]
+            acc[j] = 0.0
+            if r > pv[pv.shape[0] - 1]:
+                insert_desc(pv, pi, r, j)
+            if r > c_val[j, kb - 1]:
+                insert_desc(c_val[j], c_idx[j], r, i)
+
+
+def interleave(indices: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 view, value view) of one buffer holding index, value, index, value, ... (the layout
+    `pearson_rows` reads B in). Values must be 4-byte (float32); float64 values get 8-byte slots."""
+    if values.dtype == np.float32:
+        buf = np.empty(2 * len(indices), dtype=np.int32)
+        buf[0::2] = indices
+        buf[1::2] = values.view(np.int32)
+        return buf, buf.view(np.float32)
+    buf = np.empty(2 * len(indices), dtype=np.int64)
+    buf[0::2] = indices
+    buf[1::2] = values.astype(np.float64).view(np.int64)
+    return buf, buf.view(np.float64)
+
+
+# ------------------------------------------------------------------------- per-feature tables
+@numba.njit(cache=True, nogil=True)
+def _argsort_desc_stable(vals):
+    """argsort(-vals, kind='stable') for float32 values. Non-negative values (activations) take a fast path:
+    one quicksort of unique uint64 keys (inverted float bits, then the position), three times faster here
+    than Numba's mergesort and the same order."""
+    n = vals.shape[0]
+    if n == 0 or vals.min() < 0:
+        return np.argsort(-vals, kind="mergesort")
+    bits = vals.view(np.uint32)
+    key = np.empty(n, dtype=np.uint64)
+    for p in range(n):
+        key[p] = ((np.uint64(0xFFFFFFFF) - np.uint64(bits[p])) << np.uint64(32)) | np.uint64(p)
+    key.sort()
+    out = np.empty(n, dtype=np.int64)
+    for p in range(n):
+        out[p] = np.int64(key[p] & np.uint64(0xFFFFFFFF))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _feature_tables_one(j, rows, vals, toks, bins, top_k, q_bins, per_bin, seed, context, window,
+                        h_counts, t_ids, t_counts, t_totals, t_n, c_rows, c_kind, c_rank, c_n):
+    n = rows.shape[0]
+    top = vals.max()
+    # histogram on [0, max] in bins of equal width, numpy.histogram's rule: edges are float32
+    # linspace(0, max, bins + 1); a value v goes to bin i with edges[i] <= v < edges[i + 1], the last bin closed
+    step = np.float64(top) / bins
+    edges = np.empty(bins + 1, dtype=np.float32)
+    for i in range(bins):
+        edges[i] = np.float32(i * step)
+    edges[bins] = top
+    for p in range(n):
+        v = vals[p]
+        b = int(np.float64(v) / step) if step > 0 else 0
+        b = min(max(b, 0), bins - 1)
+        while b > 0 and v < edges[b]:
+            b -= 1
+        while b < bins - 1 and v >= edges[b + 1]:
+            b += 1
+        h_counts[j, b] += 1
+    # top examples: the largest activations first (stable: equal values in row order), skipping a centre
+    # whose window would overlap an earlier top window (same sample window, closer than `window` tokens)
+    by_val = _argsort_desc_stable(vals)
+    m = 0
+    for p in range(n):
+        if m == top_k:
+            break
+        c = rows[by_val[p]]
+        clash = False
+        for q in range(m):
+            o = c_rows[j, q]
+            if o // context == c // context and abs(o - c) < window:
+                clash = True
+                break
+        if clash:
+            continue
+        c_rows[j, m] = c
+        c_kind[j, m] = 0
+        c_rank[j, m] = m
+        m += 1
+    # quantile examples: ascending values cut into q_bins groups of equal count (numpy.array_split's sizes),
+    # per_bin picked at random without replacement from each, in ascending activation order
+    if per_bin > 0:
+        np.random.seed(seed)
+        base, extra = n // q_bins, n % q_bins
+        start = 0
+        qi = 0
+        for g in range(q_bins):
+            size = base + (1 if g < extra else 0)
+            if size == 0:
+                continue
+            pos = np.arange(start, start + size)
+            k = min(per_bin, size)
+            for s in range(k):  # partial Fisher-Yates
+                r = s + np.random.randint(0, size - s)
+                pos[s], pos[r] = pos[r], pos[s]
+            picked = np.sort(pos[:k])
+            for rank in range(k):
+                c_rows[j, m] = rows[by_val[n - 1 - picked[rank]]]  # ascending order = by_val reversed
+                c_kind[j, m] = 1 + qi
+                c_rank[j, m] = rank
+                m += 1
+            start += size
+            qi += 1
+    c_n[j] = m
+    # top tokens: token types by total activation (ties: lower token id first)
+    order = np.argsort(toks)  # any order within a token type: only the runs matter
+    n_types = 0
+    ids = np.empty(n, dtype=np.int64)
+    cnt = np.zeros(n, dtype=np.int64)
+    tot = np.zeros(n, dtype=np.float64)
+    for p in range(n):
+        t = toks[order[p]]
+        if n_types == 0 or ids[n_types - 1] != t:
+            ids[n_types] = t
+            n_types += 1
+        cnt[n_types - 1] += 1
+        tot[n_types - 1] += np.float64(vals[order[p]])
+    kt = min(t_ids.shape[1], n_types)
+    best_v = np.full(kt, -np.inf)
+    best_i = np.zeros(kt, dtype=np.int64)
+    for u in range(n_types):  # ids ascending, strict insertion: ties keep the lower id first
+        if tot[u] > best_v[kt - 1]:
+            insert_desc(best_v, best_i, tot[u], u)
+    for r in range(kt):
+        t_ids[j, r] = ids[best_i[r]]
+        t_counts[j, r] = cnt[best_i[r]]
+        t_totals[j, r] = tot[best_i[r]]
+    t_n[j] = kt
+
+
+@numba.njit(cache=True, nogil=True)
+def feature_tables(j0, j1, indptr, rows, vals, tokens_flat, bins, top_k, q_bins, per_bin, seed, context, window,
+                   h_counts, t_ids, t_counts, t_totals, t_n, c_rows, c_kind, c_rank, c_n):
+    """Features j0..j1-1 of a CSC activation matrix (rows sorted within each column): histogram counts,
+    top tokens, and the centres of its example windows (the top_k largest whose windows do not overlap, then
+    per_bin from each quantile group; kind 0 = top, 1 + i = the i-th non-empty quantile group from the bottom). The random picks of
+    feature j come from a generator seeded with seed + j, so they do not depend on how features are split
+    between threads."""
+    for j in range(j0, j1):
+        a, b = indptr[j], indptr[j + 1]
+        if b == a:
+            continue
+        r = rows[a:b]
+        _feature_tables_one(j, r, vals[a:b], tokens_flat[r], bins, top_k, q_bins, per_bin, seed + j, context,
+                            window, h_counts, t_ids, t_counts, t_totals, t_n, c_rows, c_kind, c_rank, c_n)
+
+
+@numba.njit(cache=True, nogil=True)
+def window_values(w0, w1, feat, start, end, indptr, rows, vals, offsets, out):
+    """Windows w0..w1-1: feature feat[w]'s activation on every token start[w]..end[w]-1 (0 where it does
+    not fire) into out[offsets[w]:offsets[w + 1]]."""
+    for w in range(w0, w1):
+        a, b = indptr[feat[w]], indptr[feat[w] + 1]
+        r = rows[a:b]
+        lo = np.searchsorted(r, start[w])
+        hi = np.searchsorted(r, end[w])
+        o = offsets[w]
+        for p in range(o, offsets[w + 1]):
+            out[p] = 0.0
+        for p in range(lo, hi):
+            out[o + r[p] - start[w]] = vals[a + p]

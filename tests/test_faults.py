@@ -1,0 +1,373 @@
+"""Faults and bad input (issue 15): no secret stored or served, no server error, no debris.
+
+- Secrets: a server that echoes the API key in its errors (proxies do) leaves no trace of it in reasons,
+  logs, artefacts, the store or any served page; a refused key stops the run; most features failing
+  exits non-zero with a summary.
+- HTTP: schemathesis over /openapi.json (in-process ASGI, bounded examples) finds no server error and
+  no answer outside the schema; wildcards search literally; correlations are deterministic and in [-1, 1].
+- Debris: temp stores and temp artefact folders of dead processes are swept; `featureflow gc` lists and
+  removes artefacts the config no longer reaches.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import schemathesis
+import yaml
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+
+from app.main import ErrorBody, create_app
+from backend import autointerp
+from backend.autointerp import AutointerpError, LLMAuthError, check_failures, explain_model
+from backend.autointerp.llm import REDACTED, redact
+from backend.cli import main
+from backend.config import parse_config
+from backend.pipeline import Pipeline, RedactingFilter
+from fake_openai import FakeOpenAI, echo_key_error
+from test_autointerp import KEY, VOCAB, _llm_cfg, synthetic
+
+FRAGMENT = KEY[3:15]  # a piece of the key: a cut-off key must not survive either
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+
+
+def _no_key(text: str, where: str = "") -> None:
+    assert KEY not in text and FRAGMENT not in text, f"the key leaked {where}"
+
+
+# ------------------------------------------------------------------------------------ secrets
+def test_redact_removes_the_key_and_key_shaped_text(key):
+    assert redact(f"401: Incorrect API key provided: {KEY}") == f"401: Incorrect API key provided: {REDACTED}"
+    other = "sk-proj-AbCdEf0123456789xyz"
+    hexkey, b64 = "0123456789abcdef" * 3, "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0MTIz"
+    text = redact(f"k={other} h={hexkey} b={b64} Authorization: Bearer tok123456 https://u:pw123456@h/v1")
+    for secret in (other, hexkey, b64, "tok123456", "pw123456"):
+        assert secret not in text
+    assert "Bearer [redacted]" in text and "https://u:[redacted]@h/v1" in text
+    plain = "fires on the assignment sign = in data/tiny/autointerp/lua-0123456789ab"
+    assert redact(plain) == plain  # ordinary text and artefact paths are left alone
+
+
+def test_echoed_key_is_redacted_from_failure_reasons_and_logs(tmp_path, key, caplog):
+    caplog.set_level(logging.DEBUG)
+    acts, tokens = synthetic()
+
+    def leaky(body, n, headers):  # feature 1's explanation request gets a 400 that quotes the key
+        if body["messages"][0]["content"].startswith("We study") and n > 0:
+            return echo_key_error(400, headers)
+        return None
+
+    with FakeOpenAI(leaky) as fake:
+        rows, _ = explain_model(acts, tokens, VOCAB, np.array([0, 1]), _llm_cfg(fake.url, concurrency=1), 0, tmp_path)
+    assert rows[0]["status"] == "ok"
+    assert rows[1]["status"] == "failed" and "BadRequestError" in rows[1]["reason"] and REDACTED in rows[1]["reason"]
+    _no_key(json.dumps(rows), "in the rows")
+    _no_key(caplog.text, "in the log")
+
+
+def test_a_key_in_an_answer_is_neither_cached_nor_kept(tmp_path, key):
+    acts, tokens = synthetic()
+    from fake_openai import completion
+
+    def echo(body, n):
+        return (200, {}, completion(f"fires on = (debug: key {KEY})")) if body["messages"][0]["content"].startswith(
+            "We study") else None
+
+    with FakeOpenAI(echo) as fake:
+        rows, _ = explain_model(acts, tokens, VOCAB, np.array([0]), _llm_cfg(fake.url), 0, tmp_path)
+    assert rows[0]["status"] == "ok" and rows[0]["explanation"] == f"fires on = (debug: key {REDACTED})"
+    files = [f for f in tmp_path.rglob("*.json")]
+    assert files and not any(KEY in f.read_text() for f in files)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_key_stops_the_run_with_a_clear_message(tmp_path, key, status):
+    acts, tokens = synthetic()
+    with FakeOpenAI(lambda body, n, headers: echo_key_error(status, headers)) as fake:
+        with pytest.raises(LLMAuthError) as err:
+            explain_model(acts, tokens, VOCAB, np.arange(3), _llm_cfg(fake.url, concurrency=1), 0, tmp_path,
+                          name="lua")
+    msg = str(err.value)
+    assert f"HTTP {status}" in msg and "OPENAI_API_KEY" in msg and "'lua'" in msg
+    assert len(fake.requests) == 1  # no retry, no further feature
+    _no_key("".join(traceback.format_exception(err.value)), "in the traceback")
+
+
+def test_most_features_failing_is_an_error_with_a_summary():
+    ok = {"status": "ok", "reason": None}
+    bad = {"status": "failed", "reason": "APIConnectionError: Connection error."}
+    check_failures([ok, bad], "lua")  # half failed: the stage goes on
+    check_failures([], "lua")
+    with pytest.raises(AutointerpError, match=r"2 of 3 features failed.*2 x APIConnectionError"):
+        check_failures([ok, bad, bad], "lua")
+
+
+def test_log_records_are_redacted_whoever_logs_them(key):
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("openai.fake-test")
+    logger.addHandler(handler)
+    try:
+        logger.error("request headers %s", {"Authorization": f"Bearer {KEY}"})
+        try:
+            raise RuntimeError(f"server said: bad key {KEY}")
+        except RuntimeError:
+            logger.exception("call failed")
+    finally:
+        logger.removeHandler(handler)
+    assert "request headers" in out.getvalue() and "RuntimeError" in out.getvalue()
+    _no_key(out.getvalue(), "in a log line")
+
+
+# ---------------------------------------------------------------------- a run against a leaky server
+def _linked_copy(src: Path, dst: Path) -> None:
+    """A run folder whose finished artefacts are symlinks to `src`'s: new artefacts land in `dst` only."""
+    for stage in src.iterdir():
+        if stage.is_dir() and stage.name != "llm_cache":
+            (dst / stage.name).mkdir(parents=True)
+            for art in stage.iterdir():
+                if (art / "DONE").exists():
+                    (dst / stage.name / art.name).symlink_to(art)
+
+
+def _llm_run(tiny_pipeline, tmp_path, url: str) -> dict:
+    d = tiny_pipeline.cfg.model_dump(mode="json")
+    d["data_dir"] = str(tmp_path / "data")
+    d["autointerp"].update(mode="llm", model="fake-model", base_url=url, n_top=4, n_quantiles=1, per_quantile=1,
+                           window=8, concurrency=1, max_retries=0)
+    _linked_copy(tiny_pipeline.root, tmp_path / "data" / d["name"])
+    return d
+
+
+@pytest.fixture
+def few_features(monkeypatch):
+    """Explain four alive features per model (the selection rule itself is tested in test_autointerp)."""
+    monkeypatch.setattr(autointerp, "select_features", lambda cfg, alive, persisting, seed: np.flatnonzero(alive)[:4])
+
+
+def test_leaked_key_is_nowhere_stored_or_served(tiny_pipeline, tmp_path, key, few_features, caplog):
+    caplog.set_level(logging.DEBUG)
+    explains = []
+
+    def leaky(body, n, headers):  # every fourth explanation request: a 400 quoting the key
+        if body["messages"][0]["content"].startswith("We study"):
+            explains.append(n)
+            if len(explains) % 4 == 1:
+                return echo_key_error(400, headers)
+        return None
+
+    with FakeOpenAI(leaky) as fake:
+        d = _llm_run(tiny_pipeline, tmp_path, fake.url)
+        pl = Pipeline(parse_config(d), device="cpu")
+        pl.run()
+    _no_key(caplog.text, "in the log")
+    for f in [*pl.root.joinpath("autointerp").rglob("*"), *pl.root.joinpath("llm_cache").rglob("*")]:
+        if f.is_file() and not f.is_symlink():
+            _no_key(f.read_bytes().decode("utf-8", "replace"), f"in {f}")
+    reasons = [r for n in pl.cfg.topological_order()
+               for r in pq.read_table(pl.explain(n) / "explanations.parquet").column("reason").to_pylist() if r]
+    assert len(reasons) == len(pl.cfg.topological_order()) and all(REDACTED in r for r in reasons)
+
+    db = pl.cfg.store_path()
+    con = duckdb.connect(str(db), read_only=True)
+    text_columns = con.execute("""SELECT table_name, column_name FROM information_schema.columns
+                                  WHERE data_type = 'VARCHAR'""").fetchall()
+    for table, column in text_columns:
+        hits = con.execute(f'SELECT count(*) FROM "{table}" WHERE contains("{column}", ?) OR contains("{column}", ?)',
+                           [KEY, FRAGMENT]).fetchone()[0]
+        assert hits == 0, f"the key is in {table}.{column}"
+    failed = con.execute("SELECT model, feature FROM explanations WHERE status = 'failed'").fetchall()
+    explained = con.execute("SELECT model, feature FROM explanations").fetchall()
+    con.close()
+    assert len(failed) == 4 and len(explained) == 16
+
+    client = TestClient(create_app(db))
+    urls = ["/", "/autointerp", "/features?q=fires", "/cases", "/cases/assignment", "/models"]
+    urls += [f"/models/{m}/features/{f}" for m, f in explained]
+    for url in urls:
+        for u in (url, "/api" + url):
+            r = client.get(u)
+            assert r.status_code == 200, u
+            _no_key(r.text, f"on {u}")
+    page = client.get(f"/api/models/{failed[0][0]}/features/{failed[0][1]}").json()
+    assert page["explanation"]["status"] == "failed" and REDACTED in page["explanation"]["reason"]
+
+
+def test_cli_exits_nonzero_on_a_refused_key_and_when_most_features_fail(tiny_pipeline, tmp_path, key, few_features,
+                                                                          capsys):
+    for status, expect in ((401, "refused the API key (HTTP 401)"), (400, "4 of 4 features failed")):
+        with FakeOpenAI(lambda body, n, headers: echo_key_error(status, headers)) as fake:
+            d = _llm_run(tiny_pipeline, tmp_path / str(status), fake.url)
+            cfg = tmp_path / f"{status}.yaml"
+            cfg.write_text(yaml.safe_dump(d))
+            assert main(["run", "--config", str(cfg)]) == 1
+        err = capsys.readouterr().err
+        line = [l for l in err.splitlines() if l.startswith("featureflow: error:")]
+        assert len(line) == 1 and expect in line[0] and "Traceback" not in err, err[-2000:]
+        _no_key(err, "on stderr")
+        assert len(fake.requests) <= (1 if status == 401 else 4)
+        run = Path(d["data_dir"]) / d["name"]
+        made = [p for p in (run / "autointerp").glob("babypython-*") if not p.is_symlink()]
+        assert not made  # nothing half-explained was kept (the linked ones are the offline run's)
+        assert not Path(d["data_dir"], f"{d['name']}.duckdb").exists()
+
+
+# ------------------------------------------------------------------------------------ debris
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_temp_stores_of_dead_builds_are_swept_and_live_ones_kept(tiny_pipeline):
+    db = tiny_pipeline.cfg.store_path()
+    dead, live = _dead_pid(), os.getppid()
+    debris = [db.with_name(f".{db.name}.tmp-{dead}"), db.with_name(f".{db.name}.tmp-{dead}.wal")]
+    keep = db.with_name(f".{db.name}.tmp-{live}")
+    for p in debris + [keep]:
+        p.write_bytes(b"half a store")
+    try:
+        Pipeline(tiny_pipeline.cfg, device="cpu").store()  # up to date: no rebuild, but the sweep runs
+        assert not any(p.exists() for p in debris)
+        assert keep.exists()  # a build that is still running is left alone
+    finally:
+        keep.unlink(missing_ok=True)
+
+
+def test_temp_artefacts_of_dead_runs_are_swept(tiny_pipeline, tmp_path):
+    d = tiny_pipeline.cfg.model_dump(mode="json")
+    d["data_dir"] = str(tmp_path / "data")
+    root = tmp_path / "data" / d["name"]
+    _linked_copy(tiny_pipeline.root, root)
+    dead, live = _dead_pid(), os.getppid()
+    stale = [root / "saes" / f".lua-0123456789ab.tmp-{dead}", root / "llm_cache" / f".abc.json.tmp-{dead}-7"]
+    kept = root / "saes" / f".lua-0123456789ab.tmp-{live}"
+    for p in (stale[0], kept):
+        p.mkdir(parents=True)
+        (p / "half").write_text("x")
+    stale[1].parent.mkdir()
+    stale[1].write_text("{")
+    Pipeline(parse_config(d), device="cpu").run("corpora")
+    assert not any(p.exists() for p in stale) and kept.exists()
+
+
+def test_gc_lists_then_removes_artefacts_no_key_reaches(tiny_pipeline, tmp_path, capsys):
+    d = tiny_pipeline.cfg.model_dump(mode="json")
+    d["data_dir"] = str(tmp_path / "data")
+    root = tmp_path / "data" / d["name"]
+    _linked_copy(tiny_pipeline.root, root)
+    old = root / "matching" / "lua--luastories.pearson-0123456789ab"  # a superseded key
+    old.mkdir()
+    (old / "topk.npz").write_bytes(b"\0" * 3_000_000)
+    (old / "DONE").write_text("{}")
+    cache = root / "llm_cache" / "x.json"  # paid-for answers are never garbage
+    cache.parent.mkdir()
+    cache.write_text("{}")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    live = Pipeline(parse_config(d), device="cpu").live_artefacts()
+    assert live and all(p.exists() for p in live)  # every live artefact of the copy is there
+
+    assert main(["gc", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    listed = [Path(line.split("MB", 1)[1].strip()) for line in out.splitlines() if "MB  " in line]
+    assert old in listed and "3.0 MB" in out and "pass --delete" in out
+    assert not set(listed) & live
+    assert old.exists()  # a dry run removes nothing
+
+    originals = sorted(tiny_pipeline.root.rglob("DONE"))
+    assert main(["gc", "--config", str(cfg), "--delete"]) == 0
+    assert not any(p.exists() or p.is_symlink() for p in listed)
+    assert all(p.exists() for p in live) and cache.exists()
+    assert sorted(tiny_pipeline.root.rglob("DONE")) == originals  # removing a link leaves its target alone
+    capsys.readouterr()
+    main(["gc", "--config", str(cfg)])
+    assert "would remove 0 folder(s)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ HTTP
+@pytest.fixture(scope="module")
+def client(tiny_pipeline):
+    return TestClient(create_app(tiny_pipeline.cfg.store_path()))
+
+
+@pytest.fixture(scope="module")
+def api_schema(tiny_pipeline):
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(tiny_pipeline.cfg.store_path()))
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_api_keeps_its_schema(case):
+    """Every documented operation: no 5xx, and every answer (4xx included) has a documented status and body."""
+    from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
+                                     status_code_conformance)
+
+    case.call_and_validate(checks=[not_a_server_error, status_code_conformance, content_type_conformance,
+                                   response_schema_conformance])
+
+
+def test_huge_integers_are_422_in_the_error_schema(client):
+    for url in ("/api/features?page=9223372036854775807", "/api/features?page=1000001",
+                "/api/models/lua/features/9223372036854775807", "/api/compare?a=&b=",
+                "/api/compare?a=lua:99999999999&b=lua:1", "/api/?threshold=NaN", "/api/features?min_density=nan"):
+        r = client.get(url)
+        assert r.status_code == 422, url
+        body = ErrorBody.model_validate(r.json())
+        assert body.errors and body.detail, url
+    assert "finite" in client.get("/api/?threshold=NaN").json()["detail"]
+    assert client.get("/features?page=9223372036854775807").status_code == 422
+    r = client.get("/api/models/lua/features/99999")
+    assert r.status_code == 404 and ErrorBody.model_validate(r.json()).errors == []
+    schema_doc = client.get("/openapi.json").json()
+    for path, ops in schema_doc["paths"].items():
+        for op in ops.values():
+            assert {"404", "422"} <= set(op["responses"]), path
+            assert op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+
+
+@pytest.mark.parametrize("term", ["%", "_", "\\"])
+def test_token_search_is_literal(client, tiny_pipeline, term):
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    tops = con.execute("SELECT v.text FROM features f JOIN vocab v ON v.token_id = f.top_token_id").fetchall()
+    con.close()
+    expected = sum(term in t.lower() for (t,) in tops)
+    got = client.get("/api/features", params={"token": term, "min_density": 0}).json()["total"]
+    assert got == expected and got < len(tops)
+    assert client.get("/api/features", params={"q": "%%%"}).json()["total"] == 0
+
+
+def test_correlations_are_deterministic_and_clamped(client, tiny_pipeline):
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    (f,) = con.execute("SELECT feature FROM features WHERE model = 'lua' AND alive ORDER BY n_active DESC").fetchone()
+    bounds = con.execute("SELECT min(r), max(r) FROM matches").fetchone()
+    con.close()
+    assert -1 <= bounds[0] and bounds[1] <= 1
+    same = client.get(f"/api/compare?a=lua:{f}&b=lua:{f}").json()["r"]
+    assert same == 1.0
+    rs = {client.get(f"/api/compare?a=lua:{f}&b=luastories:{g}").json()["r"] for g in (0, 0, 0)}
+    assert len(rs) == 1
+    case = client.get("/api/cases/assignment").json()
+    for row in case["matrix"]:
+        assert all(r is None or -1 <= r <= 1 for r in row)
+    assert all(case["matrix"][i][i] in (1.0, None) for i in range(len(case["matrix"])))
