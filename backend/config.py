@@ -274,7 +274,7 @@ class MatchingConfig(Strict):
     top_k: int = Field(5, gt=0)
     modes: list[str] = Field(default_factory=lambda: ["pearson", "pearson-1to1", "decoder", "decoder-1to1"],
                              min_length=1)
-    block_size: int = Field(2048, gt=0)
+    block_size: int = Field(2048, gt=0, description="decoder cosine: child features per dense block (memory: features x block float64)")
 
     @field_validator("modes")
     @classmethod

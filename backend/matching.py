@@ -110,8 +110,7 @@ def _blockwise_topk(Fa: int, Fb: int, k: int, block_size: int,
     return TopK(p_idx, p_val, c_idx, c_val)
 
 
-def pearson_topk(A: sp.spmatrix, B: sp.spmatrix, k: int, block_size: int = 2048, desc: str | None = "match",
-                 device: str = "cpu") -> TopK:
+def pearson_topk(A: sp.spmatrix, B: sp.spmatrix, k: int, desc: str | None = "match", device: str = "cpu") -> TopK:
     """Exact Pearson top-k of every column of A against every column of B (rows = the same tokens).
 
     device 'cpu': `pearson_topk_cpu` (a compiled row kernel, both cores, no Fa x Fb matrix); 'cuda':

@@ -363,7 +363,7 @@ class Pipeline:
         if similarity == "decoder":
             top = decoder_topk(A, B, cfg.top_k, cfg.block_size)
         else:
-            top = pearson_topk(A, B, cfg.top_k, cfg.block_size, desc=f"match {label} ({similarity})",
+            top = pearson_topk(A, B, cfg.top_k, desc=f"match {label} ({similarity})",
                                device=self.device)
         np.savez(tmp / "topk.npz", p2c_idx=top.p2c_idx, p2c_r=top.p2c_r, c2p_idx=top.c2p_idx, c2p_r=top.c2p_r)
         a1 = assign(top)

@@ -196,7 +196,7 @@ def test_token_type_mode_equals_brute_force_means_and_corrcoef():
     Ma = np.stack([sums_a[t] / counts[t] for t in present])
     Mb = np.stack([sums_b[t] / counts[t] for t in present])
     R = np.corrcoef(Ma.T, Mb.T)[:9, 9:]
-    top = pearson_topk(token_type_means(A, ids, vocab), token_type_means(B, ids, vocab), k=3, block_size=5)
+    top = pearson_topk(token_type_means(A, ids, vocab), token_type_means(B, ids, vocab), k=3)
     ref = dense_topk(R, 3)
     np.testing.assert_allclose(top.p2c_r, ref.p2c_r, atol=1e-10)
     np.testing.assert_allclose(top.c2p_r, ref.c2p_r, atol=1e-10)
