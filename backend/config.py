@@ -571,33 +571,29 @@ def _raise(errors: list[str]) -> None:
         raise ValueError("\n".join(errors))
 
 
-def _check_model_folder(field: str, path: str, name: str) -> list[str]:
+def _check_folder(field: str, path: str, what: str, markers: tuple[str, ...], how: str, of: str = "") -> list[str]:
+    """[] when `path` is a folder holding one of `markers`, else one error naming the field."""
     p = Path(path).expanduser()
+    where = f"'{path}'" + (f" of '{of}'" if of else "")
     if not p.exists():
-        return [f"{field}: '{path}' of '{name}' does not exist"]
-    if not (p / "config.json").is_file():
-        return [f"{field}: '{path}' of '{name}' is not a Hugging Face model folder (no config.json; save it "
-                "with model.save_pretrained(folder) and tokenizer.save_pretrained(folder))"]
+        return [f"{field}: {where} does not exist"]
+    if not p.is_dir() or not any((p / f).is_file() for f in markers):
+        return [f"{field}: {where} is not {what} (no {' or '.join(markers)}; {how})"]
     return []
+
+
+def _check_model_folder(field: str, path: str, name: str) -> list[str]:
+    return _check_folder(field, path, "a Hugging Face model folder", ("config.json",),
+                         "save it with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)", of=name)
 
 
 def _check_tokenizer_folder(field: str, path: str) -> list[str]:
-    p = Path(path).expanduser()
-    if not p.exists():
-        return [f"{field}: '{path}' does not exist"]
-    if not p.is_dir() or not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        return [f"{field}: '{path}' is not a tokenizer folder (no tokenizer.json or tokenizer_config.json; "
-                "save one with tokenizer.save_pretrained(folder))"]
-    return []
+    return _check_folder(field, path, "a tokenizer folder", ("tokenizer.json", "tokenizer_config.json"),
+                         "save one with tokenizer.save_pretrained(folder)")
 
 
 def _check_sae_folder(field: str, path: str) -> list[str]:
-    p = Path(path).expanduser()
-    if not p.exists():
-        return [f"{field}: '{path}' does not exist"]
-    if not (p / "cfg.json").is_file():
-        return [f"{field}: '{path}' is not a SAELens folder (no cfg.json; save one with sae.save_model(folder))"]
-    return []
+    return _check_folder(field, path, "a SAELens folder", ("cfg.json",), "save one with sae.save_model(folder)")
 
 
 def _format_errors(err: ValidationError) -> list[str]:
