@@ -78,18 +78,19 @@ def interleave(indices: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.
 # ------------------------------------------------------------------------- per-feature tables
 @numba.njit(cache=True, nogil=True)
 def _argsort_desc_stable(vals):
-    """argsort(-vals, kind='stable') for float32 values. Non-negative values (activations) take a fast path:
-    an LSD radix sort (three passes of 11 bits) of the inverted float bits, whose order is the values'
-    descending order; radix passes are stable, so equal values stay in position order. Measured at paper
-    size (16,384 features of 5,500 activations): 0.36 s against 3.6 s for one quicksort of (bits, position)
-    keys."""
+    """argsort(-vals, kind='stable') for float32 values, by an LSD radix sort (three passes of 11 bits) of
+    order-preserving keys: the float bits with the sign bit flipped (non-negative values) or all bits flipped
+    (negative ones) order like the values; inverted, they order descending. Radix passes are stable, so
+    equal values stay in position order. Measured at paper size (16,384 features of 5,500 activations):
+    0.36 s against 3.6 s for one quicksort of (bits, position) keys; and it compiles in a fraction of the
+    time of Numba's mergesort."""
     n = vals.shape[0]
-    if n == 0 or vals.min() < 0:
-        return np.argsort(-vals, kind="mergesort")
     bits = vals.view(np.uint32)
     key = np.empty(n, dtype=np.uint32)
     for p in range(n):
-        key[p] = np.uint32(0xFFFFFFFF) - bits[p]
+        b = bits[p] if bits[p] != np.uint32(0x80000000) else np.uint32(0)  # -0.0 sorts as 0.0
+        up = b ^ np.uint32(0xFFFFFFFF) if b >> np.uint32(31) else b ^ np.uint32(0x80000000)
+        key[p] = np.uint32(0xFFFFFFFF) - up
     idx = np.arange(n)
     tmp = np.empty(n, dtype=np.int64)
     cnt = np.empty(2049, dtype=np.int64)
@@ -180,7 +181,14 @@ def _feature_tables_one(j, rows, vals, toks, bins, top_k, q_bins, per_bin, seed,
             for s in range(k):  # partial Fisher-Yates
                 r = s + np.random.randint(0, size - s)
                 pos[s], pos[r] = pos[r], pos[s]
-            picked = np.sort(pos[:k])
+            picked = pos[:k]
+            for s in range(1, k):  # insertion sort of the k picks (few; np.sort costs 1.5 s of compile time)
+                v = picked[s]
+                r = s
+                while r > 0 and picked[r - 1] > v:
+                    picked[r] = picked[r - 1]
+                    r -= 1
+                picked[r] = v
             for rank in range(k):
                 c_rows[j, m] = rows[by_val[n - 1 - picked[rank]]]  # ascending order = by_val reversed
                 c_kind[j, m] = 1 + qi

@@ -87,3 +87,16 @@ def test_example_windows_hold_the_dense_column(window):
         w0 = centers[i] // 50 * 50
         assert w0 <= start[i] <= centers[i] < end[i] <= w0 + 50 and end[i] - start[i] == min(window, 50)
         np.testing.assert_array_equal(values[offsets[i]:offsets[i + 1]], dense[start[i]:end[i], feat[i]])
+
+
+def test_radix_argsort_is_numpys_stable_descending_argsort():
+    from backend.kernels import _argsort_desc_stable
+
+    rng = np.random.default_rng(3)
+    cases = [np.zeros(0, np.float32), np.array([1.0], np.float32), np.array([0.0, -0.0, 0.0, -0.0], np.float32),
+             rng.exponential(1.0, 20_000).astype(np.float32),                 # every bucket of all three passes
+             (rng.integers(-30, 30, 5_000) / 7).astype(np.float32),           # negatives and many ties
+             (rng.standard_normal(3_000) * 1e30).astype(np.float32),
+             np.array([np.inf, 3.0, -np.inf, 3.0, 0.0], np.float32)]
+    for v in cases:
+        np.testing.assert_array_equal(_argsort_desc_stable(v), np.argsort(-v, kind="stable"))
