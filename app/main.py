@@ -415,27 +415,67 @@ def create_app(db_path: str | Path) -> FastAPI:
                 "scores": rows}
 
     @view("/cases", "cases.html")
-    def cases() -> dict:
-        """The case studies this run found."""
-        return {"cases": store.cases()}
+    def cases(threshold: Threshold = None, mode: Mode = None) -> dict:
+        """The case studies this run found, each followed down its root feature's lineage at a threshold and
+        matching mode."""
+        state = view_state(threshold, mode)
+        return {"cases": store.cases(state["threshold"], state["mode"]), "state": state,
+                "modes": store.modes, "mode_labels": {m: mode_label(m) for m in store.modes}}
 
     @view("/cases/{slug}", "case.html")
-    def case(slug: str) -> dict:
-        """One case study: its features down the tree, their cross-correlations, LLRs and examples."""
-        c = store.case(slug)
+    def case(slug: str, threshold: Threshold = None, mode: Mode = None) -> dict:
+        """One case study: its root feature's lineage at a threshold and matching mode (the feature page's), r
+        and the token's LLR per hop, cross-correlations, and every feature's activations on the same contexts
+        (the root feature's top windows and random windows from its activation quantiles)."""
+        state = view_state(threshold, mode)
+        c = store.case(slug, state["threshold"], state["mode"])
+        out = {"case": c, "features": [], "matrix": [], "contexts": [], "state": state, "modes": store.modes,
+               "mode_labels": {m: mode_label(m) for m in store.modes}}
         if c["status"] != "ok":
-            return {"case": c, "features": [], "matrix": []}
-        feats = [{"model": c["root_model"], "feature": c["root_feature"], "llr": c["root_llr"], "r": None}]
-        feats += [{"model": h["model"], "feature": h["feature"], "llr": h["llr"], "r": h["r"],
-                   "parent_model": h["parent_model"], "parent_feature": h["parent_feature"]} for h in c["hops"]]
+            return out
+        feats = [{"model": c["root_model"], "feature": c["root_feature"], "llr": c["root_llr"]}]
+        for h in c["hops"]:
+            if not any((f["model"], f["feature"]) == (h["model"], h["feature"]) for f in feats):
+                feats.append({"model": h["model"], "feature": h["feature"], "llr": h["llr"]})
         for f in feats:
             f["label"] = store.label(f["model"])
             f["explanation"] = store.explanation(f["model"], f["feature"])
-            f["examples"] = store.examples(f["model"], f["feature"], kinds="top")[:3]
             f["max_act"] = store.feature_row(f["model"], f["feature"])["max_act"]
+        for h in c["hops"]:
+            h["label"], h["parent_label"] = store.label(h["model"]), store.label(h["parent_model"])
+            h["explanation"] = next(f["explanation"] for f in feats if (f["model"], f["feature"]) == (h["model"], h["feature"]))
         matrix = [[store.correlation(a["model"], a["feature"], b["model"], b["feature"]) for b in feats]
                   for a in feats]
-        return {"case": c, "features": feats, "matrix": matrix}
+        return {**out, "features": feats, "matrix": matrix,
+                "contexts": shared_contexts(case_windows(c["root_model"], c["root_feature"]), feats)}
+
+    def case_windows(model: str, feature: int, top: int = 4, quantiles: int = 3) -> list[dict]:
+        """The feature's first `top` top windows, then the first random window of `quantiles` of its
+        activation quantiles spread from the highest to the lowest."""
+        exs = store.examples(model, feature)
+        tops = [e for e in exs if e["kind"] == "top"][:top]
+        by_q = {}
+        for e in exs:
+            if e["kind"] != "top":
+                by_q.setdefault(e["kind"], e)
+        qs = sorted(by_q, key=lambda k: -int(k[1:]))
+        picks = sorted({round(i * (len(qs) - 1) / max(1, quantiles - 1)) for i in range(min(quantiles, len(qs)))})
+        return tops + [by_q[qs[i]] for i in picks]
+
+    def shared_contexts(windows: list[dict], feats: list[dict]) -> list[dict]:
+        """Each window's tokens once, and per feature its activation on every one of them ("rows")."""
+        out = []
+        for w in windows:
+            toks = [{"text": t["text"], "id": t["id"], "center": t["center"], "index": w["start"] + i}
+                    for i, t in enumerate(w["tokens"])]
+            rows = [{"model": f["model"], "feature": f["feature"], "label": f["label"], "max_act": f["max_act"],
+                     "tokens": [{**t, "act": a} for t, a in zip(toks, store.activations_at(
+                         f["model"], f["feature"], w["start"], w["start"] + len(toks)))]} for f in feats]
+            kind = (f"top window #{w['rank'] + 1}" if w["kind"] == "top" else
+                    f"random window from activation quantile {w['kind'][1:]} (0 = lowest)")
+            out.append({"kind": kind, "domain": w["domain"], "start": w["start"], "end": w["start"] + len(toks),
+                        "center": w["center"], "rows": rows})
+        return out
 
     @view("/models", "models.html")
     def models_page(variant: Variant = "delta-hidden") -> dict:

@@ -335,13 +335,67 @@ def test_case_pages(client, con):
     feats = d["features"]
     assert (feats[0]["model"], feats[0]["feature"]) == (root_model, root_feature)
     assert d["matrix"][0][0] == pytest.approx(1.0)
-    hop_r = con.execute("SELECT r FROM case_hops WHERE slug = 'assignment' AND step = 1").fetchone()[0]
-    assert d["matrix"][0][1] == pytest.approx(hop_r, abs=1e-5)  # exact r recomputed from stored activations
+    first = d["case"]["hops"][0]
+    j = next(i for i, f in enumerate(feats) if (f["model"], f["feature"]) == (first["model"], first["feature"]))
+    assert d["matrix"][0][j] == pytest.approx(first["r"], abs=1e-5)  # exact r recomputed from stored activations
     html = client.get("/cases/assignment").text
     assert f"/models/{root_model}/features/{root_feature}" in html
     r = client.get("/cases/nosuch")
     assert r.status_code == 404 and "assignment" in r.text and "exception" in r.text
     assert "assignment" in client.get("/cases").text
+
+
+def _tree_hops(nodes, pm, pf):
+    for n in nodes:
+        yield (n["model"], n["feature"], pm, pf, n["r"], n["persists"])
+        yield from _tree_hops(n["children"], n["model"], n["feature"])
+
+
+@pytest.mark.parametrize("state", ["", "threshold=0.3&mode=pearson-1to1", "threshold=0.2&mode=pearson"])
+def test_case_hops_are_the_root_features_lineage(client, con, state):
+    c = client.get(f"/api/cases/assignment?{state}").json()["case"]
+    lin = client.get(f"/api/models/{c['root_model']}/features/{c['root_feature']}?{state}").json()["lineage"]
+    want = list(_tree_hops(lin["descendants"], c["root_model"], c["root_feature"]))
+    got = [(h["model"], h["feature"], h["parent_model"], h["parent_feature"], h["r"], h["persists"]) for h in c["hops"]]
+    assert want and sorted(got) == sorted(want)
+    assert c["mean_r"] == pytest.approx(sum(h["r"] for h in c["hops"]) / len(c["hops"]))
+    assert c["persists_everywhere"] == all(h["persists"] for h in c["hops"])
+    llr = dict(((m, f), v) for m, f, v in con.execute(
+        "SELECT model, feature, llr FROM case_llrs WHERE slug = 'assignment'").fetchall())
+    assert [h["llr"] for h in c["hops"]] == [llr.get((h["model"], h["feature"])) for h in c["hops"]]
+    html = client.get(f"/cases/assignment?{state}").text
+    for m, f, *_ in want:
+        assert f'href="/models/{m}/features/{f}?' in html
+    listed = next(x for x in client.get(f"/api/cases?{state}").json()["cases"] if x["slug"] == "assignment")
+    assert [(h["model"], h["feature"], h["parent_feature"], h["r"], h["llr"]) for h in listed["hops"]] == \
+        [(h["model"], h["feature"], h["parent_feature"], h["r"], h["llr"]) for h in c["hops"]]
+
+
+def test_case_follows_the_view_state(client):
+    deep = client.get("/api/cases/assignment?threshold=0.2&mode=pearson").json()["case"]["hops"]
+    default = client.get("/api/cases/assignment").json()["case"]["hops"]
+    assert {h["model"] for h in deep} == {"lua", "tinystories", "luastories"}  # every descendant reached
+    assert len(deep) > len(default)  # at 0.8 the tiny run's hops do not persist, so the tree stops early
+    assert "threshold=0.2&amp;mode=pearson" in client.get("/cases?threshold=0.2&mode=pearson").text
+
+
+def test_case_rows_show_every_feature_on_the_same_tokens(client, tiny_pipeline):
+    d = client.get("/api/cases/assignment?threshold=0.2&mode=pearson").json()
+    acts = {f["model"]: tiny_pipeline.load_acts(f["model"]).tocsc() for f in d["features"]}
+    root = d["features"][0]
+    exs = client.get(f"/api/models/{root['model']}/features/{root['feature']}").json()["examples"]
+    tops = [c["start"] for c in d["contexts"] if c["kind"].startswith("top")]
+    rand = [c["start"] for c in d["contexts"] if c["kind"].startswith("random")]
+    assert tops == [e["start"] for e in exs if e["kind"] == "top"][:4]
+    assert rand and set(rand) <= {e["start"] for e in exs if e["kind"] != "top"}
+    for c in d["contexts"]:
+        assert [(r["model"], r["feature"]) for r in c["rows"]] == [(f["model"], f["feature"]) for f in d["features"]]
+        for r in c["rows"]:
+            idx = [t["index"] for t in r["tokens"]]
+            assert idx == list(range(c["start"], c["end"]))
+            col = acts[r["model"]][:, r["feature"]].toarray().ravel()
+            assert [t["act"] for t in r["tokens"]] == pytest.approx(col[idx].tolist(), abs=1e-5)
+        assert len({tuple(t["text"] for t in r["tokens"]) for r in c["rows"]}) == 1
 
 
 def test_sankey_columns_follow_the_family_depth():
