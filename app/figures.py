@@ -10,6 +10,7 @@ from urllib.parse import quote
 PERSIST = "rgba(46, 139, 87, 0.55)"
 LOST = "rgba(150, 150, 150, 0.45)"
 NEW = "rgba(230, 126, 34, 0.55)"
+HEAT_A, HEAT_B = "230, 126, 34", "52, 120, 219"  # token shading of /compare's features A (orange) and B (blue)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 
 
@@ -261,6 +262,29 @@ def additivity_curves(rows: list[dict]) -> dict:
                                      "height": 380, "xaxis": {"title": {"text": "t"}, "range": [0, 1]},
                                      "margin": {"l": 50, "r": 10, "t": 40, "b": 50},
                                      "legend": {"orientation": "h", "y": -0.3}}}
+
+
+def pair_scatter(joint: dict, name_a: str, name_b: str, r: float | None, max_points: int = 4000) -> dict:
+    """Feature A's activation against B's on every sample token where either fires (`Store.joint_activations`;
+    beyond `max_points` every k-th of them, in token order); the tokens where neither fires sit at (0, 0) and
+    are counted in the title, not drawn. Axis titles carry the two features' colours on /compare."""
+    n = len(joint["a"])
+    step = max(1, -(-n // max_points))
+    head = f"{name_a} against {name_b}: r = {r:.3f}" if r is not None else f"{name_a} against {name_b} (r undefined)"
+    note = (f"{n:,} tokens where either fires" + (f", every {step}th drawn" if step > 1 else "") +
+            f"; {joint['neither']:,} where neither fires, not drawn")
+    return {
+        "data": [{"type": "scatter", "mode": "markers", "x": joint["a"][::step].tolist(),
+                  "y": joint["b"][::step].tolist(), "customdata": joint["token_index"][::step].tolist(),
+                  "marker": {"size": 5, "color": "rgba(80, 80, 80, 0.45)"},
+                  "hovertemplate": "sample token %{customdata}: A %{x:.3f}, B %{y:.3f}<extra></extra>"}],
+        "layout": {"title": {"text": f"{head}<br><sup>{note}</sup>"}, "height": 440,
+                   "margin": {"l": 20, "r": 20, "t": 70, "b": 20},
+                   "xaxis": {"title": {"text": f"A: {name_a}", "font": {"color": f"rgb({HEAT_A})"}},
+                             "automargin": True, "rangemode": "tozero"},
+                   "yaxis": {"title": {"text": f"B: {name_b}", "font": {"color": f"rgb({HEAT_B})"}},
+                             "automargin": True, "rangemode": "tozero"}},
+    }
 
 
 def floor_histogram(hist: list[dict], label: str, threshold: float, bins: int = 20) -> dict:

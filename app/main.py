@@ -52,8 +52,8 @@ FeatureId = Annotated[int, PathParam(ge=0, le=MAX_FEATURE, description="the SAE 
 Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")]
 PerPage = Annotated[int, Query(ge=1, le=200, description="rows per page")]
 Density = Annotated[float, Query(ge=0, le=1, allow_inf_nan=False)]
-FeatureRef = Annotated[str, Query(min_length=3, max_length=200, pattern=r"^.+:[0-9]{1,9}$",
-                                  description="model:feature, e.g. lua:12")]
+FeatureRef = Annotated[str | None, Query(min_length=3, max_length=200, pattern=r"^.+:[0-9]{1,9}$",
+                                            description="model:feature, e.g. lua:12")]
 
 
 class FieldError(BaseModel):
@@ -142,11 +142,14 @@ def show_ws(text: str | None, prose: bool = False) -> Markup:
     return Markup("".join(out))
 
 
-def heat(act: float, top: float) -> str:
-    """Background colour for a token: darker orange = higher activation relative to `top`."""
+HEAT, COMPARE_B = figures.HEAT_A, figures.HEAT_B  # orange: a feature's activations; /compare draws B in blue
+
+
+def heat(act: float, top: float, rgb: str = HEAT) -> str:
+    """Background colour for a token: a darker `rgb` = higher activation relative to `top`."""
     if act <= 0 or top <= 0:
         return "transparent"
-    return f"rgba(230, 126, 34, {min(1.0, 0.12 + 0.88 * act / top):.3f})"
+    return f"rgba({rgb}, {min(1.0, 0.12 + 0.88 * act / top):.3f})"
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -340,19 +343,41 @@ def create_app(db_path: str | Path) -> FastAPI:
                 "parents": store.parents(model), "children": store.children(model)}
 
     @view("/compare", "compare.html")
-    def compare(a: FeatureRef, b: FeatureRef) -> dict:
-        """Two features side by side on the same contexts, with their exact correlation over the sample."""
-        ra, rb = Ref.parse(a), Ref.parse(b)
-        fa, fb = store.feature_row(ra.model, ra.feature), store.feature_row(rb.model, rb.feature)
+    def compare(a: FeatureRef = None, b: FeatureRef = None) -> dict:
+        """Two features side by side on the same contexts (A's and B's top windows, each row labelled and in its
+        own colour), A against B over the sample as a scatter, and their exact correlation; without both
+        features, only the picker."""
+        ra, rb = Ref.parse(a) if a else None, Ref.parse(b) if b else None
+        pick = {"a": ra and vars(ra), "b": rb and vars(rb)}  # what the picker shows selected
+        if not (ra and rb):
+            return {"a": None, "b": None, "r": None, "contexts": [], "scatter": None, "pick": pick,
+                    "colors": {"a": HEAT, "b": COMPARE_B}}
+        side = {}
+        for key, ref in (("a", ra), ("b", rb)):
+            side[key] = {**store.feature_row(ref.model, ref.feature), "label": store.label(ref.model)}
         contexts = []
-        for src, other in ((ra, rb), (rb, ra)):
+        for src, other, key in ((ra, rb, "a"), (rb, ra, "b")):
             for ex in store.examples(src.model, src.feature, kinds="top")[:5]:
                 other_acts = store.activations_at(other.model, other.feature, ex["start"], ex["end"])
-                contexts.append({"from": f"{src.model}:{src.feature}", "domain": ex["domain"], "tokens": [
-                    {**tok, "act_a": tok["act"] if src == ra else oa, "act_b": oa if src == ra else tok["act"]}
-                    for tok, oa in zip(ex["tokens"], other_acts)]})
-        return {"a": {**fa, "label": store.label(ra.model)}, "b": {**fb, "label": store.label(rb.model)},
-                "r": store.correlation(ra.model, ra.feature, rb.model, rb.feature), "contexts": contexts}
+                contexts.append({"from": key, "from_label": f"{side[key]['label']} #{src.feature}", "domain": ex["domain"],
+                                 "tokens": [{**tok, "act_a": tok["act"] if src == ra else oa,
+                                             "act_b": oa if src == ra else tok["act"]}
+                                            for tok, oa in zip(ex["tokens"], other_acts)]})
+        r = store.correlation(ra.model, ra.feature, rb.model, rb.feature)
+        joint = store.joint_activations(ra.model, ra.feature, rb.model, rb.feature)
+        names = [f"{side[k]['label']} #{side[k]['feature']}" for k in ("a", "b")]
+        return {**side, "r": r, "contexts": contexts, "pick": pick, "colors": {"a": HEAT, "b": COMPARE_B},
+                "scatter": figures.pair_scatter(joint, names[0], names[1], r)}
+
+    @app.get("/compare/pick", include_in_schema=False)
+    def compare_pick(a_model: str, a_feature: Annotated[int, Query(ge=0, le=MAX_FEATURE)], b_model: str,
+                     b_feature: Annotated[int, Query(ge=0, le=MAX_FEATURE)], threshold: Threshold = None,
+                     mode: Mode = None):
+        """The compare picker's form: open /compare for the two features chosen."""
+        store.feature_row(a_model, a_feature), store.feature_row(b_model, b_feature)
+        q = urlencode({"a": f"{a_model}:{a_feature}", "b": f"{b_model}:{b_feature}"})
+        state = "" if threshold is None and mode is None else "&" + view_state(threshold, mode)["query"]
+        return RedirectResponse(f"/compare?{q}{state}", status_code=303)
 
     @view("/merge", "merge.html")
     def merge() -> dict:

@@ -330,6 +330,16 @@ class Store:
                                     [model, feature]).fetchnumpy()
         return np.asarray(got["token_index"], dtype=np.int64), np.asarray(got["act"], dtype=np.float64)
 
+    def joint_activations(self, ma: str, fa: int, mb: str, fb: int) -> dict:
+        """Both features' activations on every sample token where either fires (ascending token index; 0 where
+        one does not fire), and how many sample tokens neither fires on."""
+        ia, xa = self._sparse(ma, fa)
+        ib, xb = self._sparse(mb, fb)
+        idx = np.union1d(ia, ib)
+        a, b = np.zeros(len(idx)), np.zeros(len(idx))
+        a[np.searchsorted(idx, ia)], b[np.searchsorted(idx, ib)] = xa, xb
+        return {"token_index": idx, "a": a, "b": b, "neither": int(self.run["sample_tokens"]) - len(idx)}
+
     def correlation(self, ma: str, fa: int, mb: str, fb: int) -> float | None:
         """Exact Pearson r of two features over the whole shared sample, from their sparse activations.
 

@@ -125,6 +125,57 @@ def test_compare_r_equals_the_matching_engine(client, con):
     assert client.get("/api/compare?a=nosuch:1&b=lua:1").status_code == 404
 
 
+def test_compare_labels_colours_and_scatter(client, tiny_pipeline):
+    import numpy as np
+
+    A, B = tiny_pipeline.load_acts("lua").toarray(), tiny_pipeline.load_acts("luastories").toarray()
+    fa = int(np.argmax((A > 0).sum(0)))
+    fb = int(np.argmax([abs(np.corrcoef(A[:, fa], B[:, j])[0, 1]) if B[:, j].std() else 0 for j in range(B.shape[1])]))
+    d = client.get(f"/api/compare?a=lua:{fa}&b=luastories:{fb}").json()
+    either = (A[:, fa] > 0) | (B[:, fb] > 0)
+    fig = d["scatter"]
+    pts = fig["data"][0]
+    assert pts["type"] == "scatter" and len(pts["x"]) == len(pts["y"]) == min(int(either.sum()), len(pts["x"]))
+    step = -(-int(either.sum()) // 4000)
+    idx = np.flatnonzero(either)[::step]
+    assert pts["customdata"] == idx.tolist()
+    assert np.allclose(pts["x"], A[idx, fa], atol=1e-6) and np.allclose(pts["y"], B[idx, fb], atol=1e-6)
+    assert f"r = {d['r']:.3f}" in fig["layout"]["title"]["text"]
+    assert f"{len(A) - int(either.sum()):,} where neither fires" in fig["layout"]["title"]["text"]
+    assert d["colors"]["a"] != d["colors"]["b"]
+    html = client.get(f"/compare?a=lua:{fa}&b=luastories:{fb}").text
+    h1 = re.search(r"<h1>(.*?)</h1>", html, re.S).group(1)
+    assert f"lua:{fa}" not in h1 and f"#{fa}" in h1 and f"#{fb}" in h1
+    assert f"lua:{fa}" not in re.sub(r'(href|value)="[^"]*"', "", html)  # no raw model:feature name anywhere shown
+    rows_a = re.findall(r'<div class="shared-row row-a"><span class="rowlabel">(.*?)</span><div class="ctx">(.*?)</div>',
+                        html, re.S)
+    rows_b = re.findall(r'<div class="shared-row row-b"><span class="rowlabel">(.*?)</span><div class="ctx">(.*?)</div>',
+                        html, re.S)
+    assert rows_a and len(rows_a) == len(rows_b) == len(d["contexts"])
+    assert all(f"lua #{fa}" in label for label, _ in rows_a) and all(f"luastories #{fb}" in label for label, _ in rows_b)
+    a_rgb, b_rgb = d["colors"]["a"], d["colors"]["b"]
+    assert any(f"rgba({a_rgb}," in t for _, t in rows_a) and not any(f"rgba({b_rgb}," in t for _, t in rows_a)
+    assert any(f"rgba({b_rgb}," in t for _, t in rows_b) and not any(f"rgba({a_rgb}," in t for _, t in rows_b)
+    assert 'id="scatter"' in html and "class=\"legend\"" in html
+
+
+def test_compare_picker_opens_the_chosen_features(client):
+    html = client.get("/compare").text
+    assert 'action="/compare/pick"' in html and 'name="a_model"' in html and 'name="b_feature"' in html
+    assert 'href="/features?' in html  # the search link carries the view state
+    r = client.get("/compare/pick?a_model=lua&a_feature=3&b_model=tinystories&b_feature=4&threshold=0.5"
+                   "&mode=pearson-1to1", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/compare?a=lua%3A3&b=tinystories%3A4&threshold=0.5&mode=pearson-1to1"
+    page = client.get(r.headers["location"]).text
+    assert re.search(r'<option value="lua" selected>', page) and re.search(r'<option value="tinystories" selected>', page)
+    assert 'name="a_feature" type="number" min="0" step="1" required value="3"' in page
+    assert 'name="threshold" value="0.5"' in page
+    assert client.get("/compare/pick?a_model=nosuch&a_feature=1&b_model=lua&b_feature=1").status_code == 404
+    assert client.get("/compare/pick?a_model=lua&a_feature=99999&b_model=lua&b_feature=1").status_code == 404
+    assert client.get("/api/compare?a=lua:3").json()["scatter"] is None
+
+
 def test_merge_view(client, tiny_pipeline):
     from backend.artifacts import read_json
 
