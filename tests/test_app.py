@@ -449,6 +449,46 @@ def test_case_rows_show_every_feature_on_the_same_tokens(client, tiny_pipeline):
         assert len({tuple(t["text"] for t in r["tokens"]) for r in c["rows"]}) == 1
 
 
+def test_score_histograms_bin_each_score_over_its_own_range():
+    from app.figures import score_histograms
+
+    rows = [{"model": "m", "persisting": True, "sim_score": v, "detection_score": d}
+            for v, d in ((-0.5, 0.5), (0.2, 1.0), (1.0, 1.0), (0.97, 0.02))]
+    det = score_histograms(rows, [("m", "M")], "detection_score")
+    bar = det["data"][0]
+    assert det["layout"]["xaxis"]["range"] == [0.0, 1] and min(bar["x"]) == pytest.approx(0.025)
+    assert sum(bar["customdata"]) == 4 and bar["customdata"][-1] == 2  # the two perfect scores count, in the top bin
+    assert sum(bar["y"]) == pytest.approx(1.0)
+    sim = score_histograms(rows, [("m", "M")])
+    assert sim["layout"]["xaxis"]["range"] == [-1.0, 1] and sum(sim["data"][0]["customdata"]) == 4
+    assert sim["data"][0]["customdata"][5] == 1  # -0.5 falls in [-0.5, -0.4)
+
+
+def test_score_histogram_legend_names_every_group_once(client):
+    d = client.get("/api/autointerp").json()
+    shown = [t["name"] for t in d["det_figure"]["data"] if t["showlegend"]]
+    assert sorted(shown) == sorted({t["name"] for t in d["det_figure"]["data"]})
+
+
+def test_heatmap_colours_span_the_data_not_a_fixed_range():
+    from app.figures import heatmap
+
+    sims = [{"a": a, "b": b, "cos": c} for a, b, c in (("x", "x", 1.0), ("x", "y", 0.31), ("y", "x", 0.31),
+                                                       ("y", "y", 1.0))]
+    t = heatmap(["x", "y"], sims, "t")["data"][0]
+    assert (t["zmin"], t["zmax"]) == (0.31, 1.0) and "zmid" not in t
+    t = heatmap(["x", "y"], sims + [{"a": "x", "b": "y", "cos": -0.2}], "t")["data"][0]
+    assert (t["zmin"], t["zmax"], t["zmid"]) == (-0.2, 1.0, 0)
+
+
+def test_slerp_chosen_t_label_sits_beside_its_line_above_the_plot(client):
+    for m in client.get("/api/merge").json()["merges"]:
+        note = m["figure"]["layout"]["annotations"][0]
+        assert note["x"] == m["t"] and note["text"] == f"chosen t = {m['t']:.3f}"
+        assert note["yanchor"] == "bottom" and note["y"] >= 1  # above the plot area, over no curve
+        assert (note["xanchor"], note["xshift"] > 0) in (("left", True), ("right", False))
+
+
 def test_sankey_columns_follow_the_family_depth():
     from app.figures import sankey
 
