@@ -245,7 +245,7 @@ def create_app(db_path: str | Path) -> FastAPI:
 
         def deco(fn: Callable[..., dict]):
             router.add_api_route("/api" + path, fn, methods=["GET"], name=f"api_{fn.__name__}",
-                                 summary=(fn.__doc__ or "").strip().split("\n")[0])
+                                 summary=" ".join((fn.__doc__ or "").split()).split(". ")[0].rstrip("."))
             sig = inspect.signature(fn)
 
             @functools.wraps(fn)
