@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import numpy as np
+
 PERSIST = "rgba(46, 139, 87, 0.55)"
 LOST = "rgba(150, 150, 150, 0.45)"
 NEW = "rgba(230, 126, 34, 0.55)"
+HEAT_A, HEAT_B = "230, 126, 34", "52, 120, 219"  # token shading of /compare's features A (orange) and B (blue)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 
 
@@ -178,20 +181,26 @@ def slerp_curves(merge: dict, labels: dict[str, str]) -> dict:
             "xaxis": {"title": {"text": "t"}, "range": [0, 1]}, "yaxis": {"title": {"text": "next-token accuracy"}},
             "shapes": [{"type": "line", "x0": merge["t"], "x1": merge["t"], "yref": "paper", "y0": 0, "y1": 1,
                         "line": {"color": "#333", "dash": "dot"}}],
-            "annotations": [{"x": merge["t"], "yref": "paper", "y": 1.02, "showarrow": False,
-                             "text": f"chosen t = {merge['t']:.3f}"}],
-            "margin": {"l": 60, "r": 10, "t": 50, "b": 50}, "legend": {"orientation": "h", "y": -0.2},
+            # above the plot area, beside the line: clear of the curves' markers and of the line itself
+            "annotations": [{"x": merge["t"], "yref": "paper", "y": 1.0, "yanchor": "bottom", "showarrow": False,
+                             "xanchor": "left" if merge["t"] <= 0.7 else "right", "xshift": 5 if merge["t"] <= 0.7 else -5,
+                             "bgcolor": "rgba(255, 255, 255, 0.85)", "text": f"chosen t = {merge['t']:.3f}"}],
+            "margin": {"l": 60, "r": 20, "t": 70, "b": 50}, "legend": {"orientation": "h", "y": -0.2},
         },
     }
 
 
-def score_histograms(rows: list[dict], labels: list[tuple[str, str]], score: str = "sim_score") -> dict:
-    """One panel per model: the distribution of explanation scores, persisting vs not-persisting features
-    overlaid (the paper's Figure 6). Models without children show all their features in one trace."""
+def score_histograms(rows: list[dict], labels: list[tuple[str, str]], score: str = "sim_score", bins: int = 20) -> dict:
+    """One panel per model: the distribution of explanation scores (share of the group's features per bin),
+    persisting vs not-persisting features overlaid (the paper's Figure 6), over the score's own range:
+    [0, 1] for detection (balanced accuracy), [-1, 1] for simulation (Pearson r). Models without children
+    show all their features in one trace."""
     n = max(1, len(labels))
-    data, layout = [], {"height": 300, "barmode": "overlay", "margin": {"l": 50, "r": 10, "t": 50, "b": 40},
-                        "title": {"text": f"Explanation scores ({score.replace('_', ' ')}) per model"},
-                        "legend": {"orientation": "h", "y": -0.25}}
+    lo = 0.0 if score == "detection_score" else -1.0  # balanced accuracy lies in [0, 1], a Pearson r in [-1, 1]
+    data, layout = [], {"height": 300, "barmode": "overlay", "margin": {"l": 50, "r": 10, "t": 60, "b": 40},
+                        "title": {"text": f"Explanation scores ({score.replace('_', ' ')}) per model", "x": 0.01},
+                        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"}}
+    shown: set[str] = set()
     for i, (model, label) in enumerate(labels):
         axis = "" if i == 0 else str(i + 1)
         groups = {"persisting": [], "not persisting": [], "all (no children)": []}
@@ -202,27 +211,38 @@ def score_histograms(rows: list[dict], labels: list[tuple[str, str]], score: str
                 groups[key].append(r[score])
         for (name, vals), color in zip(groups.items(), [PALETTE[2], PALETTE[1], PALETTE[0]]):
             if vals:
-                data.append({"type": "histogram", "x": vals, "name": name, "legendgroup": name,
-                             "showlegend": i == 0 or name == "all (no children)", "opacity": 0.6,
-                             "histnorm": "probability", "xbins": {"start": -1, "end": 1, "size": 0.1},
-                             "marker": {"color": color}, "xaxis": f"x{axis}", "yaxis": f"y{axis}"})
-        lo, hi = i / n + 0.02, (i + 1) / n - 0.02
-        layout[f"xaxis{axis}"] = {"domain": [lo, hi], "range": [-1, 1], "title": {"text": label}}
-        layout[f"yaxis{axis}"] = {"anchor": f"x{axis}", "title": {"text": "share" if i == 0 else ""}}
+                counts, edges = np.histogram(vals, bins=bins, range=(lo, 1.0))  # last bin closed: 1.0 counts
+                data.append({"type": "bar", "x": ((edges[:-1] + edges[1:]) / 2).tolist(),
+                             "y": (counts / len(vals)).tolist(), "width": (1 - lo) / bins, "name": name,
+                             "legendgroup": name, "showlegend": name not in shown, "opacity": 0.6,
+                             "customdata": counts.tolist(), "marker": {"color": color, "line": {"width": 0}},
+                             "hovertemplate": "%{x:.3f}: %{customdata} features (%{y:.1%})<extra>" + name + "</extra>",
+                             "xaxis": f"x{axis}", "yaxis": f"y{axis}"})
+                shown.add(name)
+        layout[f"xaxis{axis}"] = {"domain": [i / n + 0.02, (i + 1) / n - 0.02], "range": [lo, 1],
+                                  "title": {"text": label}, "automargin": True}
+        layout[f"yaxis{axis}"] = {"anchor": f"x{axis}", "title": {"text": "share" if i == 0 else ""}, "automargin": True}
     return {"data": data, "layout": layout}
 
 
 def heatmap(names: list[str], sims: list[dict], title: str) -> dict:
+    """Cosine similarities coloured over their real range: diverging around 0 (RdBu) when they span it,
+    else a sequential scale from their minimum to their maximum."""
     idx = {n: i for i, n in enumerate(names)}
     z = [[None] * len(names) for _ in names]
     for r in sims:
         if r["a"] in idx and r["b"] in idx:
             z[idx[r["a"]]][idx[r["b"]]] = r["cos"]
-    return {"data": [{"type": "heatmap", "x": names, "y": names, "z": z, "zmin": -1, "zmax": 1,
-                      "colorscale": "RdBu", "reversescale": True,
+    vals = [v for row in z for v in row if v is not None]
+    lo, hi = (min(vals), max(vals)) if vals else (-1.0, 1.0)
+    colors = ({"colorscale": "RdBu", "reversescale": True, "zmid": 0} if lo < 0 < hi else
+              {"colorscale": "Blues" if lo >= 0 else "Reds", "reversescale": True})  # darker = further from 0
+    return {"data": [{"type": "heatmap", "x": names, "y": names, "z": z, "zmin": lo, "zmax": hi, **colors,
+                      "colorbar": {"title": {"text": "cos"}},
                       "hovertemplate": "%{y} vs %{x}: cos %{z:.3f}<extra></extra>"}],
-            "layout": {"title": {"text": title}, "height": 460, "margin": {"l": 140, "r": 10, "t": 40, "b": 120},
-                       "yaxis": {"autorange": "reversed"}}}
+            "layout": {"title": {"text": title}, "height": 460, "margin": {"l": 20, "r": 10, "t": 40, "b": 20},
+                       "xaxis": {"automargin": True, "tickangle": -40},
+                       "yaxis": {"autorange": "reversed", "automargin": True}}}
 
 
 def fingerprint_map(points: list[dict], ratio: tuple[float, float] | None, method: str = "pca") -> dict:
@@ -261,6 +281,29 @@ def additivity_curves(rows: list[dict]) -> dict:
                                      "height": 380, "xaxis": {"title": {"text": "t"}, "range": [0, 1]},
                                      "margin": {"l": 50, "r": 10, "t": 40, "b": 50},
                                      "legend": {"orientation": "h", "y": -0.3}}}
+
+
+def pair_scatter(joint: dict, name_a: str, name_b: str, r: float | None, max_points: int = 4000) -> dict:
+    """Feature A's activation against B's on every sample token where either fires (`Store.joint_activations`;
+    beyond `max_points` every k-th of them, in token order); the tokens where neither fires sit at (0, 0) and
+    are counted in the title, not drawn. Axis titles carry the two features' colours on /compare."""
+    n = len(joint["a"])
+    step = max(1, -(-n // max_points))
+    head = f"{name_a} against {name_b}: r = {r:.3f}" if r is not None else f"{name_a} against {name_b} (r undefined)"
+    note = (f"{n:,} tokens where either fires" + (f", every {step}th drawn" if step > 1 else "") +
+            f"; {joint['neither']:,} where neither fires, not drawn")
+    return {
+        "data": [{"type": "scatter", "mode": "markers", "x": joint["a"][::step].tolist(),
+                  "y": joint["b"][::step].tolist(), "customdata": joint["token_index"][::step].tolist(),
+                  "marker": {"size": 5, "color": "rgba(80, 80, 80, 0.45)"},
+                  "hovertemplate": "sample token %{customdata}: A %{x:.3f}, B %{y:.3f}<extra></extra>"}],
+        "layout": {"title": {"text": f"{head}<br><sup>{note}</sup>"}, "height": 440,
+                   "margin": {"l": 20, "r": 20, "t": 70, "b": 20},
+                   "xaxis": {"title": {"text": f"A: {name_a}", "font": {"color": f"rgb({HEAT_A})"}},
+                             "automargin": True, "rangemode": "tozero"},
+                   "yaxis": {"title": {"text": f"B: {name_b}", "font": {"color": f"rgb({HEAT_B})"}},
+                             "automargin": True, "rangemode": "tozero"}},
+    }
 
 
 def floor_histogram(hist: list[dict], label: str, threshold: float, bins: int = 20) -> dict:

@@ -52,8 +52,8 @@ FeatureId = Annotated[int, PathParam(ge=0, le=MAX_FEATURE, description="the SAE 
 Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")]
 PerPage = Annotated[int, Query(ge=1, le=200, description="rows per page")]
 Density = Annotated[float, Query(ge=0, le=1, allow_inf_nan=False)]
-FeatureRef = Annotated[str, Query(min_length=3, max_length=200, pattern=r"^.+:[0-9]{1,9}$",
-                                  description="model:feature, e.g. lua:12")]
+FeatureRef = Annotated[str | None, Query(min_length=3, max_length=200, pattern=r"^.+:[0-9]{1,9}$",
+                                            description="model:feature, e.g. lua:12")]
 
 
 class FieldError(BaseModel):
@@ -142,11 +142,14 @@ def show_ws(text: str | None, prose: bool = False) -> Markup:
     return Markup("".join(out))
 
 
-def heat(act: float, top: float) -> str:
-    """Background colour for a token: darker orange = higher activation relative to `top`."""
+HEAT, COMPARE_B = figures.HEAT_A, figures.HEAT_B  # orange: a feature's activations; /compare draws B in blue
+
+
+def heat(act: float, top: float, rgb: str = HEAT) -> str:
+    """Background colour for a token: a darker `rgb` = higher activation relative to `top`."""
     if act <= 0 or top <= 0:
         return "transparent"
-    return f"rgba(230, 126, 34, {min(1.0, 0.12 + 0.88 * act / top):.3f})"
+    return f"rgba({rgb}, {min(1.0, 0.12 + 0.88 * act / top):.3f})"
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -242,7 +245,7 @@ def create_app(db_path: str | Path) -> FastAPI:
 
         def deco(fn: Callable[..., dict]):
             router.add_api_route("/api" + path, fn, methods=["GET"], name=f"api_{fn.__name__}",
-                                 summary=(fn.__doc__ or "").strip().split("\n")[0])
+                                 summary=" ".join((fn.__doc__ or "").split()).split(". ")[0].rstrip("."))
             sig = inspect.signature(fn)
 
             @functools.wraps(fn)
@@ -340,19 +343,41 @@ def create_app(db_path: str | Path) -> FastAPI:
                 "parents": store.parents(model), "children": store.children(model)}
 
     @view("/compare", "compare.html")
-    def compare(a: FeatureRef, b: FeatureRef) -> dict:
-        """Two features side by side on the same contexts, with their exact correlation over the sample."""
-        ra, rb = Ref.parse(a), Ref.parse(b)
-        fa, fb = store.feature_row(ra.model, ra.feature), store.feature_row(rb.model, rb.feature)
+    def compare(a: FeatureRef = None, b: FeatureRef = None) -> dict:
+        """Two features side by side on the same contexts (A's and B's top windows, each row labelled and in its
+        own colour), A against B over the sample as a scatter, and their exact correlation; without both
+        features, only the picker."""
+        ra, rb = Ref.parse(a) if a else None, Ref.parse(b) if b else None
+        pick = {"a": ra and vars(ra), "b": rb and vars(rb)}  # what the picker shows selected
+        if not (ra and rb):
+            return {"a": None, "b": None, "r": None, "contexts": [], "scatter": None, "pick": pick,
+                    "colors": {"a": HEAT, "b": COMPARE_B}}
+        side = {}
+        for key, ref in (("a", ra), ("b", rb)):
+            side[key] = {**store.feature_row(ref.model, ref.feature), "label": store.label(ref.model)}
         contexts = []
-        for src, other in ((ra, rb), (rb, ra)):
+        for src, other, key in ((ra, rb, "a"), (rb, ra, "b")):
             for ex in store.examples(src.model, src.feature, kinds="top")[:5]:
                 other_acts = store.activations_at(other.model, other.feature, ex["start"], ex["end"])
-                contexts.append({"from": f"{src.model}:{src.feature}", "domain": ex["domain"], "tokens": [
-                    {**tok, "act_a": tok["act"] if src == ra else oa, "act_b": oa if src == ra else tok["act"]}
-                    for tok, oa in zip(ex["tokens"], other_acts)]})
-        return {"a": {**fa, "label": store.label(ra.model)}, "b": {**fb, "label": store.label(rb.model)},
-                "r": store.correlation(ra.model, ra.feature, rb.model, rb.feature), "contexts": contexts}
+                contexts.append({"from": key, "from_label": f"{side[key]['label']} #{src.feature}", "domain": ex["domain"],
+                                 "tokens": [{**tok, "act_a": tok["act"] if src == ra else oa,
+                                             "act_b": oa if src == ra else tok["act"]}
+                                            for tok, oa in zip(ex["tokens"], other_acts)]})
+        r = store.correlation(ra.model, ra.feature, rb.model, rb.feature)
+        joint = store.joint_activations(ra.model, ra.feature, rb.model, rb.feature)
+        names = [f"{side[k]['label']} #{side[k]['feature']}" for k in ("a", "b")]
+        return {**side, "r": r, "contexts": contexts, "pick": pick, "colors": {"a": HEAT, "b": COMPARE_B},
+                "scatter": figures.pair_scatter(joint, names[0], names[1], r)}
+
+    @app.get("/compare/pick", include_in_schema=False)
+    def compare_pick(a_model: str, a_feature: Annotated[int, Query(ge=0, le=MAX_FEATURE)], b_model: str,
+                     b_feature: Annotated[int, Query(ge=0, le=MAX_FEATURE)], threshold: Threshold = None,
+                     mode: Mode = None):
+        """The compare picker's form: open /compare for the two features chosen."""
+        store.feature_row(a_model, a_feature), store.feature_row(b_model, b_feature)
+        q = urlencode({"a": f"{a_model}:{a_feature}", "b": f"{b_model}:{b_feature}"})
+        state = "" if threshold is None and mode is None else "&" + view_state(threshold, mode)["query"]
+        return RedirectResponse(f"/compare?{q}{state}", status_code=303)
 
     @view("/merge", "merge.html")
     def merge() -> dict:
@@ -415,27 +440,67 @@ def create_app(db_path: str | Path) -> FastAPI:
                 "scores": rows}
 
     @view("/cases", "cases.html")
-    def cases() -> dict:
-        """The case studies this run found."""
-        return {"cases": store.cases()}
+    def cases(threshold: Threshold = None, mode: Mode = None) -> dict:
+        """The case studies this run found, each followed down its root feature's lineage at a threshold and
+        matching mode."""
+        state = view_state(threshold, mode)
+        return {"cases": store.cases(state["threshold"], state["mode"]), "state": state,
+                "modes": store.modes, "mode_labels": {m: mode_label(m) for m in store.modes}}
 
     @view("/cases/{slug}", "case.html")
-    def case(slug: str) -> dict:
-        """One case study: its features down the tree, their cross-correlations, LLRs and examples."""
-        c = store.case(slug)
+    def case(slug: str, threshold: Threshold = None, mode: Mode = None) -> dict:
+        """One case study: its root feature's lineage at a threshold and matching mode (the feature page's), r
+        and the token's LLR per hop, cross-correlations, and every feature's activations on the same contexts
+        (the root feature's top windows and random windows from its activation quantiles)."""
+        state = view_state(threshold, mode)
+        c = store.case(slug, state["threshold"], state["mode"])
+        out = {"case": c, "features": [], "matrix": [], "contexts": [], "state": state, "modes": store.modes,
+               "mode_labels": {m: mode_label(m) for m in store.modes}}
         if c["status"] != "ok":
-            return {"case": c, "features": [], "matrix": []}
-        feats = [{"model": c["root_model"], "feature": c["root_feature"], "llr": c["root_llr"], "r": None}]
-        feats += [{"model": h["model"], "feature": h["feature"], "llr": h["llr"], "r": h["r"],
-                   "parent_model": h["parent_model"], "parent_feature": h["parent_feature"]} for h in c["hops"]]
+            return out
+        feats = [{"model": c["root_model"], "feature": c["root_feature"], "llr": c["root_llr"]}]
+        for h in c["hops"]:
+            if not any((f["model"], f["feature"]) == (h["model"], h["feature"]) for f in feats):
+                feats.append({"model": h["model"], "feature": h["feature"], "llr": h["llr"]})
         for f in feats:
             f["label"] = store.label(f["model"])
             f["explanation"] = store.explanation(f["model"], f["feature"])
-            f["examples"] = store.examples(f["model"], f["feature"], kinds="top")[:3]
             f["max_act"] = store.feature_row(f["model"], f["feature"])["max_act"]
+        for h in c["hops"]:
+            h["label"], h["parent_label"] = store.label(h["model"]), store.label(h["parent_model"])
+            h["explanation"] = next(f["explanation"] for f in feats if (f["model"], f["feature"]) == (h["model"], h["feature"]))
         matrix = [[store.correlation(a["model"], a["feature"], b["model"], b["feature"]) for b in feats]
                   for a in feats]
-        return {"case": c, "features": feats, "matrix": matrix}
+        return {**out, "features": feats, "matrix": matrix,
+                "contexts": shared_contexts(case_windows(c["root_model"], c["root_feature"]), feats)}
+
+    def case_windows(model: str, feature: int, top: int = 4, quantiles: int = 3) -> list[dict]:
+        """The feature's first `top` top windows, then the first random window of `quantiles` of its
+        activation quantiles spread from the highest to the lowest."""
+        exs = store.examples(model, feature)
+        tops = [e for e in exs if e["kind"] == "top"][:top]
+        by_q = {}
+        for e in exs:
+            if e["kind"] != "top":
+                by_q.setdefault(e["kind"], e)
+        qs = sorted(by_q, key=lambda k: -int(k[1:]))
+        picks = sorted({round(i * (len(qs) - 1) / max(1, quantiles - 1)) for i in range(min(quantiles, len(qs)))})
+        return tops + [by_q[qs[i]] for i in picks]
+
+    def shared_contexts(windows: list[dict], feats: list[dict]) -> list[dict]:
+        """Each window's tokens once, and per feature its activation on every one of them ("rows")."""
+        out = []
+        for w in windows:
+            toks = [{"text": t["text"], "id": t["id"], "center": t["center"], "index": w["start"] + i}
+                    for i, t in enumerate(w["tokens"])]
+            rows = [{"model": f["model"], "feature": f["feature"], "label": f["label"], "max_act": f["max_act"],
+                     "tokens": [{**t, "act": a} for t, a in zip(toks, store.activations_at(
+                         f["model"], f["feature"], w["start"], w["start"] + len(toks)))]} for f in feats]
+            kind = (f"top window #{w['rank'] + 1}" if w["kind"] == "top" else
+                    f"random window from activation quantile {w['kind'][1:]} (0 = lowest)")
+            out.append({"kind": kind, "domain": w["domain"], "start": w["start"], "end": w["start"] + len(toks),
+                        "center": w["center"], "rows": rows})
+        return out
 
     @view("/models", "models.html")
     def models_page(variant: Variant = "delta-hidden") -> dict:

@@ -257,16 +257,41 @@ class Store:
                    (SELECT first(explainer) FROM explanations e WHERE e.model = s.model) AS explainer
             FROM autointerp_spend s JOIN models m USING (model) ORDER BY m.idx""")
 
-    def cases(self) -> list[dict]:
-        return self.q("SELECT * FROM cases ORDER BY slug")
+    def cases(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Every case with its hops at `threshold` under `mode` (see `case`)."""
+        return [self.case(r["slug"], threshold, mode) for r in self.q("SELECT slug FROM cases ORDER BY slug")]
 
-    def case(self, slug: str) -> dict:
+    def case(self, slug: str, threshold: float, mode: str | None = None) -> dict:
+        """A case and its hops: the root feature's lineage (`lineage_hops`) at `threshold` under `mode`, kept to
+        the case's `descendants` when it names some, each hop with its feature's LLR for the case's token
+        (None: never fires on it); the mean r over the hops and whether every hop persists."""
         c = self.q1("SELECT * FROM cases WHERE slug = ?", [slug])
         if c is None:
-            have = ", ".join(r["slug"] for r in self.cases()) or "none"
+            have = ", ".join(r["slug"] for r in self.q("SELECT slug FROM cases ORDER BY slug")) or "none"
             raise NotFound(f"no case study '{slug}' in run '{self.run['name']}' (cases: {have})")
-        c["hops"] = self.q("SELECT * FROM case_hops WHERE slug = ? ORDER BY step", [slug])
+        c.update(hops=[], mean_r=None, persists_everywhere=None)
+        if c["status"] != "ok":
+            return c
+        hops = self.lineage_hops(c["root_model"], c["root_feature"], threshold, mode)
+        if c["descendants"] is not None:
+            hops = [h for h in hops if h["model"] in c["descendants"]]
+        llr = self.case_llrs(slug, [(h["model"], h["feature"]) for h in hops])
+        for h in hops:
+            h["llr"] = llr.get((h["model"], h["feature"]))
+        rs = [h["r"] for h in hops]
+        c.update(hops=hops, mean_r=sum(rs) / len(rs) if rs else None,
+                 persists_everywhere=bool(hops) and all(h["persists"] for h in hops))
         return c
+
+    def case_llrs(self, slug: str, features: list[tuple[str, int]]) -> dict[tuple[str, int], float]:
+        """The stored LLR for the case's token of each (model, feature) that fires on it."""
+        if not features:
+            return {}
+        rows = self.q("""SELECT l.model, l.feature, l.llr FROM case_llrs l
+                         JOIN (SELECT unnest(?::VARCHAR[]) AS model, unnest(?::INTEGER[]) AS feature) w
+                           USING (model, feature) WHERE l.slug = ?""",
+                      [[m for m, _ in features], [f for _, f in features], slug])
+        return {(r["model"], r["feature"]): r["llr"] for r in rows}
 
     def examples(self, model: str, feature: int, kinds: str = "all") -> list[dict]:
         """Example windows with every token's text, id and this feature's activation.
@@ -304,6 +329,16 @@ class Store:
                                        WHERE model = ? AND feature = ? ORDER BY token_index""",
                                     [model, feature]).fetchnumpy()
         return np.asarray(got["token_index"], dtype=np.int64), np.asarray(got["act"], dtype=np.float64)
+
+    def joint_activations(self, ma: str, fa: int, mb: str, fb: int) -> dict:
+        """Both features' activations on every sample token where either fires (ascending token index; 0 where
+        one does not fire), and how many sample tokens neither fires on."""
+        ia, xa = self._sparse(ma, fa)
+        ib, xb = self._sparse(mb, fb)
+        idx = np.union1d(ia, ib)
+        a, b = np.zeros(len(idx)), np.zeros(len(idx))
+        a[np.searchsorted(idx, ia)], b[np.searchsorted(idx, ib)] = xa, xb
+        return {"token_index": idx, "a": a, "b": b, "neither": int(self.run["sample_tokens"]) - len(idx)}
 
     def correlation(self, ma: str, fa: int, mb: str, fb: int) -> float | None:
         """Exact Pearson r of two features over the whole shared sample, from their sparse activations.
@@ -385,6 +420,22 @@ class Store:
         origin = up[0] if up else {"model": model, "feature": feature}
         fate = self._fate(model, feature, threshold, mode)
         return {"ancestors": up, "descendants": down(model, feature, 0), "origin": origin, "fate": fate}
+
+    def lineage_hops(self, model: str, feature: int, threshold: float, mode: str | None = None) -> list[dict]:
+        """The descendant tree of `lineage` as a list of hops, one per edge of the tree (parent first, then
+        in family order): {model, feature, parent_model, parent_feature, r, persists}. A model reached
+        through two parents appears once per parent. Case studies read their hops here."""
+        out: list[dict] = []
+
+        def walk(nodes: list[dict], pm: str, pf: int) -> None:
+            for n in nodes:
+                out.append({"model": n["model"], "feature": n["feature"], "parent_model": pm, "parent_feature": pf,
+                            "r": n["r"], "persists": n["persists"]})
+                walk(n["children"], n["model"], n["feature"])
+
+        walk(self.lineage(model, feature, threshold, mode)["descendants"], model, feature)
+        idx = {m["model"]: m["idx"] for m in self.models}
+        return sorted(out, key=lambda h: idx[h["model"]])
 
     def _fate(self, model: str, feature: int, threshold: float, mode: str | None = None) -> str:
         row = self.feature_row(model, feature)

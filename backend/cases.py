@@ -1,21 +1,26 @@
 """Case studies found from the data, not typed in.
 
 A token case (e.g. the assignment token "="): in the root model, among features that fire on the
-token, the one with the highest log-likelihood ratio log P(s | feature) / P(s); then its best match in
-every descendant (or only in `descendants`), hop by hop down the family tree, with r on each hop, the
-LLR of every matched feature for the same token, and the mean cross-correlation over the hops.
-A feature case starts from a named feature instead.
+token, the one with the highest log-likelihood ratio log P(s | feature) / P(s). A feature case starts
+from a named feature instead. The stage records the root feature and, for a token case, every feature's
+LLR for the token in every model (`case_llrs.parquet`, finite values only). Its hops down the family tree
+are not chosen here: the explorer reads them off the root feature's lineage (`app/queries.py:
+Store.lineage`) at the page's threshold and matching mode, so a case and its feature page never disagree.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from .artifacts import write_json
 from .autointerp import hypothesis_ids, llr_for_tokens, unigram
-from .config import CaseConfig, parse_mode
+from .config import CaseConfig
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -32,39 +37,16 @@ def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def follow(start_model: str, start_feature: int, children: dict[str, list[str]],
-           best_child: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], allowed: set[str] | None) -> list[dict]:
-    """Breadth-first from a feature to its best match in each descendant; each model visited once, via
-    the parent whose match correlates best."""
-    hops: dict[str, dict] = {}
-    frontier = [(start_model, start_feature)]
-    while frontier:
-        nxt = []
-        for m, f in frontier:
-            for c in children[m]:
-                idx, r = best_child[(m, c)]
-                cand = {"model": c, "feature": int(idx[f]), "parent_model": m, "parent_feature": f, "r": float(r[f])}
-                if c not in hops or cand["r"] > hops[c]["r"]:
-                    hops[c] = cand
-                    nxt.append((c, cand["feature"]))
-        frontier = nxt
-    out = list(hops.values())
-    if allowed is not None:
-        out = [h for h in out if h["model"] in allowed]
-    return out
-
-
-def find_case(case: CaseConfig, order: list[str], children: dict[str, list[str]], best_child, acts: dict,
-              tokens_flat: np.ndarray, vocab: list[str], threshold: float, root: str) -> dict:
+def find_case(case: CaseConfig, order: list[str], acts: dict, tokens_flat: np.ndarray, vocab: list[str],
+              root: str) -> dict:
+    """The case's root feature, and under "llrs" per model the features with a finite LLR for its token
+    (feature indices, LLRs); a feature left out never fires on the token."""
     p_uni = unigram(tokens_flat, len(vocab))
     ids = hypothesis_ids(vocab, case.token) if case.token else []
-    llrs = {}
-    if ids:
-        for m in order:
-            llrs[m], _ = llr_for_tokens(acts[m], tokens_flat, ids, p_uni)
+    llrs = {m: llr_for_tokens(acts[m], tokens_flat, ids, p_uni)[0] for m in order} if ids else {}
     out = {"slug": case.slug, "title": case.title, "description": case.description, "hypothesis": case.token,
-           "token_ids": ids, "root_model": None, "root_feature": None, "hops": [], "mean_r": None,
-           "persists_everywhere": None, "status": "ok", "reason": None}
+           "token_ids": ids, "descendants": case.descendants, "root_model": None, "root_feature": None,
+           "root_llr": None, "root_coverage": None, "status": "ok", "reason": None, "llrs": {}}
     if case.token is not None:
         if not ids:
             return {**out, "status": "failed", "reason": f"no token of the vocabulary is '{case.token}'"}
@@ -83,15 +65,21 @@ def find_case(case: CaseConfig, order: list[str], children: dict[str, list[str]]
         root, start = case.feature.model, case.feature.id
         if start >= acts[root].shape[1]:
             return {**out, "status": "failed", "reason": f"'{root}' has no feature {start}"}
-    allowed = set(case.descendants) if case.descendants else None
-    hops = follow(root, start, children, best_child, allowed)
-    for h in hops:
-        h["llr"] = _finite(llrs[h["model"]][h["feature"]]) if llrs else None
-        h["persists"] = h["r"] > threshold
-    rs = [h["r"] for h in hops]
+    finite = {m: np.flatnonzero(np.isfinite(v)) for m, v in llrs.items()}
     return {**out, "root_model": root, "root_feature": start,
-            "root_llr": _finite(llrs[root][start]) if llrs else None, "hops": hops,
-            "mean_r": float(np.mean(rs)) if rs else None, "persists_everywhere": bool(rs) and all(r > threshold for r in rs)}
+            "root_llr": _finite(llrs[root][start]) if llrs else None,
+            "llrs": {m: (finite[m], llrs[m][finite[m]]) for m in llrs}}
+
+
+def write_cases(folder: Path, cases: list[dict]) -> None:
+    """cases.json (one record per case) and case_llrs.parquet (slug, model, feature, llr)."""
+    rows = [(c["slug"], m, f, v) for c in cases for m, (fs, vs) in c["llrs"].items() for f, v in zip(fs, vs)]
+    pq.write_table(pa.table({"slug": pa.array([r[0] for r in rows], pa.string()),
+                             "model": pa.array([r[1] for r in rows], pa.string()),
+                             "feature": pa.array([int(r[2]) for r in rows], pa.int32()),
+                             "llr": pa.array([float(r[3]) for r in rows], pa.float64())}),
+                   folder / "case_llrs.parquet")
+    write_json(folder / "cases.json", [{k: v for k, v in c.items() if k != "llrs"} for c in cases])
 
 
 def find_cases(pl: "Pipeline") -> list[dict]:
@@ -99,14 +87,7 @@ def find_cases(pl: "Pipeline") -> list[dict]:
 
     cfg = pl.cfg
     order = cfg.topological_order()
-    children = {n: [c for (p, c) in cfg.edges() if p == n] for n in order}
-    best_child = {}
-    sim = parse_mode(pl.default_mode)[0]
-    for p, c in cfg.edges():  # the closest match under the default similarity, assigned or not
-        best = pl.best_matches(pl.match(p, c, sim), "best")
-        best_child[(p, c)] = (best["p2c_idx"], best["p2c_r"])
     acts = {n: pl.load_acts(n) for n in order}
     vocab = token_strings(pl.hf_tokenizer)
     flat = pl.sample_tokens().ravel()
-    return [find_case(c, order, children, best_child, acts, flat, vocab, cfg.matching.threshold, cfg.roots()[0])
-            for c in cfg.cases]
+    return [find_case(c, order, acts, flat, vocab, cfg.roots()[0]) for c in cfg.cases]

@@ -33,7 +33,7 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
 # activations 4: per-feature tables compiled, quantile examples seeded per feature (seed + feature).
 # autointerp 2: failure reasons are redacted (older artefacts may hold an API key a server echoed).
 VERSIONS = {s: 1 for s in STAGES} | {"models": 2, "saes": 3, "activations": 4, "matching": 2, "autointerp": 2,
-                                     "fingerprints": 2}
+                                     "cases": 2, "fingerprints": 2}
 
 
 def _stage(fn):
@@ -474,13 +474,11 @@ class Pipeline:
     @_stage
     def cases(self) -> Path:
         """Case studies found from the data (cases.json)."""
-        from .cases import find_cases
+        from .cases import find_cases, write_cases
 
         cfg = self.cfg
-        key = key_of(VERSIONS["cases"], cfg.cases, [p.name for p in self.activations().values()],
-                     [p.name for p in self.matching().values()], self.default_mode)
-        return build_dir(self._dir("cases", "cases", key),
-                         lambda tmp: write_json(tmp / "cases.json", find_cases(self)))
+        key = key_of(VERSIONS["cases"], cfg.cases, [p.name for p in self.activations().values()])
+        return build_dir(self._dir("cases", "cases", key), lambda tmp: write_cases(tmp, find_cases(self)))
 
     # ------------------------------------------------------------------------------- fingerprints
     def pool_members(self) -> list[dict]:

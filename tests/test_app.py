@@ -125,6 +125,57 @@ def test_compare_r_equals_the_matching_engine(client, con):
     assert client.get("/api/compare?a=nosuch:1&b=lua:1").status_code == 404
 
 
+def test_compare_labels_colours_and_scatter(client, tiny_pipeline):
+    import numpy as np
+
+    A, B = tiny_pipeline.load_acts("lua").toarray(), tiny_pipeline.load_acts("luastories").toarray()
+    fa = int(np.argmax((A > 0).sum(0)))
+    fb = int(np.argmax([abs(np.corrcoef(A[:, fa], B[:, j])[0, 1]) if B[:, j].std() else 0 for j in range(B.shape[1])]))
+    d = client.get(f"/api/compare?a=lua:{fa}&b=luastories:{fb}").json()
+    either = (A[:, fa] > 0) | (B[:, fb] > 0)
+    fig = d["scatter"]
+    pts = fig["data"][0]
+    assert pts["type"] == "scatter" and len(pts["x"]) == len(pts["y"]) == min(int(either.sum()), len(pts["x"]))
+    step = -(-int(either.sum()) // 4000)
+    idx = np.flatnonzero(either)[::step]
+    assert pts["customdata"] == idx.tolist()
+    assert np.allclose(pts["x"], A[idx, fa], atol=1e-6) and np.allclose(pts["y"], B[idx, fb], atol=1e-6)
+    assert f"r = {d['r']:.3f}" in fig["layout"]["title"]["text"]
+    assert f"{len(A) - int(either.sum()):,} where neither fires" in fig["layout"]["title"]["text"]
+    assert d["colors"]["a"] != d["colors"]["b"]
+    html = client.get(f"/compare?a=lua:{fa}&b=luastories:{fb}").text
+    h1 = re.search(r"<h1>(.*?)</h1>", html, re.S).group(1)
+    assert f"lua:{fa}" not in h1 and f"#{fa}" in h1 and f"#{fb}" in h1
+    assert f"lua:{fa}" not in re.sub(r'(href|value)="[^"]*"', "", html)  # no raw model:feature name anywhere shown
+    rows_a = re.findall(r'<div class="shared-row row-a"><span class="rowlabel">(.*?)</span><div class="ctx">(.*?)</div>',
+                        html, re.S)
+    rows_b = re.findall(r'<div class="shared-row row-b"><span class="rowlabel">(.*?)</span><div class="ctx">(.*?)</div>',
+                        html, re.S)
+    assert rows_a and len(rows_a) == len(rows_b) == len(d["contexts"])
+    assert all(f"lua #{fa}" in label for label, _ in rows_a) and all(f"luastories #{fb}" in label for label, _ in rows_b)
+    a_rgb, b_rgb = d["colors"]["a"], d["colors"]["b"]
+    assert any(f"rgba({a_rgb}," in t for _, t in rows_a) and not any(f"rgba({b_rgb}," in t for _, t in rows_a)
+    assert any(f"rgba({b_rgb}," in t for _, t in rows_b) and not any(f"rgba({a_rgb}," in t for _, t in rows_b)
+    assert 'id="scatter"' in html and "class=\"legend\"" in html
+
+
+def test_compare_picker_opens_the_chosen_features(client):
+    html = client.get("/compare").text
+    assert 'action="/compare/pick"' in html and 'name="a_model"' in html and 'name="b_feature"' in html
+    assert 'href="/features?' in html  # the search link carries the view state
+    r = client.get("/compare/pick?a_model=lua&a_feature=3&b_model=tinystories&b_feature=4&threshold=0.5"
+                   "&mode=pearson-1to1", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/compare?a=lua%3A3&b=tinystories%3A4&threshold=0.5&mode=pearson-1to1"
+    page = client.get(r.headers["location"]).text
+    assert re.search(r'<option value="lua" selected>', page) and re.search(r'<option value="tinystories" selected>', page)
+    assert 'name="a_feature" type="number" min="0" step="1" required value="3"' in page
+    assert 'name="threshold" value="0.5"' in page
+    assert client.get("/compare/pick?a_model=nosuch&a_feature=1&b_model=lua&b_feature=1").status_code == 404
+    assert client.get("/compare/pick?a_model=lua&a_feature=99999&b_model=lua&b_feature=1").status_code == 404
+    assert client.get("/api/compare?a=lua:3").json()["scatter"] is None
+
+
 def test_merge_view(client, tiny_pipeline):
     from backend.artifacts import read_json
 
@@ -335,13 +386,107 @@ def test_case_pages(client, con):
     feats = d["features"]
     assert (feats[0]["model"], feats[0]["feature"]) == (root_model, root_feature)
     assert d["matrix"][0][0] == pytest.approx(1.0)
-    hop_r = con.execute("SELECT r FROM case_hops WHERE slug = 'assignment' AND step = 1").fetchone()[0]
-    assert d["matrix"][0][1] == pytest.approx(hop_r, abs=1e-5)  # exact r recomputed from stored activations
+    first = d["case"]["hops"][0]
+    j = next(i for i, f in enumerate(feats) if (f["model"], f["feature"]) == (first["model"], first["feature"]))
+    assert d["matrix"][0][j] == pytest.approx(first["r"], abs=1e-5)  # exact r recomputed from stored activations
     html = client.get("/cases/assignment").text
     assert f"/models/{root_model}/features/{root_feature}" in html
     r = client.get("/cases/nosuch")
     assert r.status_code == 404 and "assignment" in r.text and "exception" in r.text
     assert "assignment" in client.get("/cases").text
+
+
+def _tree_hops(nodes, pm, pf):
+    for n in nodes:
+        yield (n["model"], n["feature"], pm, pf, n["r"], n["persists"])
+        yield from _tree_hops(n["children"], n["model"], n["feature"])
+
+
+@pytest.mark.parametrize("state", ["", "threshold=0.3&mode=pearson-1to1", "threshold=0.2&mode=pearson"])
+def test_case_hops_are_the_root_features_lineage(client, con, state):
+    c = client.get(f"/api/cases/assignment?{state}").json()["case"]
+    lin = client.get(f"/api/models/{c['root_model']}/features/{c['root_feature']}?{state}").json()["lineage"]
+    want = list(_tree_hops(lin["descendants"], c["root_model"], c["root_feature"]))
+    got = [(h["model"], h["feature"], h["parent_model"], h["parent_feature"], h["r"], h["persists"]) for h in c["hops"]]
+    assert want and sorted(got) == sorted(want)
+    assert c["mean_r"] == pytest.approx(sum(h["r"] for h in c["hops"]) / len(c["hops"]))
+    assert c["persists_everywhere"] == all(h["persists"] for h in c["hops"])
+    llr = dict(((m, f), v) for m, f, v in con.execute(
+        "SELECT model, feature, llr FROM case_llrs WHERE slug = 'assignment'").fetchall())
+    assert [h["llr"] for h in c["hops"]] == [llr.get((h["model"], h["feature"])) for h in c["hops"]]
+    html = client.get(f"/cases/assignment?{state}").text
+    for m, f, *_ in want:
+        assert f'href="/models/{m}/features/{f}?' in html
+    listed = next(x for x in client.get(f"/api/cases?{state}").json()["cases"] if x["slug"] == "assignment")
+    assert [(h["model"], h["feature"], h["parent_feature"], h["r"], h["llr"]) for h in listed["hops"]] == \
+        [(h["model"], h["feature"], h["parent_feature"], h["r"], h["llr"]) for h in c["hops"]]
+
+
+def test_case_follows_the_view_state(client):
+    deep = client.get("/api/cases/assignment?threshold=0.2&mode=pearson").json()["case"]["hops"]
+    default = client.get("/api/cases/assignment").json()["case"]["hops"]
+    assert {h["model"] for h in deep} == {"lua", "tinystories", "luastories"}  # every descendant reached
+    assert len(deep) > len(default)  # at 0.8 the tiny run's hops do not persist, so the tree stops early
+    assert "threshold=0.2&amp;mode=pearson" in client.get("/cases?threshold=0.2&mode=pearson").text
+
+
+def test_case_rows_show_every_feature_on_the_same_tokens(client, tiny_pipeline):
+    d = client.get("/api/cases/assignment?threshold=0.2&mode=pearson").json()
+    acts = {f["model"]: tiny_pipeline.load_acts(f["model"]).tocsc() for f in d["features"]}
+    root = d["features"][0]
+    exs = client.get(f"/api/models/{root['model']}/features/{root['feature']}").json()["examples"]
+    tops = [c["start"] for c in d["contexts"] if c["kind"].startswith("top")]
+    rand = [c["start"] for c in d["contexts"] if c["kind"].startswith("random")]
+    assert tops == [e["start"] for e in exs if e["kind"] == "top"][:4]
+    assert rand and set(rand) <= {e["start"] for e in exs if e["kind"] != "top"}
+    for c in d["contexts"]:
+        assert [(r["model"], r["feature"]) for r in c["rows"]] == [(f["model"], f["feature"]) for f in d["features"]]
+        for r in c["rows"]:
+            idx = [t["index"] for t in r["tokens"]]
+            assert idx == list(range(c["start"], c["end"]))
+            col = acts[r["model"]][:, r["feature"]].toarray().ravel()
+            assert [t["act"] for t in r["tokens"]] == pytest.approx(col[idx].tolist(), abs=1e-5)
+        assert len({tuple(t["text"] for t in r["tokens"]) for r in c["rows"]}) == 1
+
+
+def test_score_histograms_bin_each_score_over_its_own_range():
+    from app.figures import score_histograms
+
+    rows = [{"model": "m", "persisting": True, "sim_score": v, "detection_score": d}
+            for v, d in ((-0.5, 0.5), (0.2, 1.0), (1.0, 1.0), (0.97, 0.02))]
+    det = score_histograms(rows, [("m", "M")], "detection_score")
+    bar = det["data"][0]
+    assert det["layout"]["xaxis"]["range"] == [0.0, 1] and min(bar["x"]) == pytest.approx(0.025)
+    assert sum(bar["customdata"]) == 4 and bar["customdata"][-1] == 2  # the two perfect scores count, in the top bin
+    assert sum(bar["y"]) == pytest.approx(1.0)
+    sim = score_histograms(rows, [("m", "M")])
+    assert sim["layout"]["xaxis"]["range"] == [-1.0, 1] and sum(sim["data"][0]["customdata"]) == 4
+    assert sim["data"][0]["customdata"][5] == 1  # -0.5 falls in [-0.5, -0.4)
+
+
+def test_score_histogram_legend_names_every_group_once(client):
+    d = client.get("/api/autointerp").json()
+    shown = [t["name"] for t in d["det_figure"]["data"] if t["showlegend"]]
+    assert sorted(shown) == sorted({t["name"] for t in d["det_figure"]["data"]})
+
+
+def test_heatmap_colours_span_the_data_not_a_fixed_range():
+    from app.figures import heatmap
+
+    sims = [{"a": a, "b": b, "cos": c} for a, b, c in (("x", "x", 1.0), ("x", "y", 0.31), ("y", "x", 0.31),
+                                                       ("y", "y", 1.0))]
+    t = heatmap(["x", "y"], sims, "t")["data"][0]
+    assert (t["zmin"], t["zmax"]) == (0.31, 1.0) and "zmid" not in t
+    t = heatmap(["x", "y"], sims + [{"a": "x", "b": "y", "cos": -0.2}], "t")["data"][0]
+    assert (t["zmin"], t["zmax"], t["zmid"]) == (-0.2, 1.0, 0)
+
+
+def test_slerp_chosen_t_label_sits_beside_its_line_above_the_plot(client):
+    for m in client.get("/api/merge").json()["merges"]:
+        note = m["figure"]["layout"]["annotations"][0]
+        assert note["x"] == m["t"] and note["text"] == f"chosen t = {m['t']:.3f}"
+        assert note["yanchor"] == "bottom" and note["y"] >= 1  # above the plot area, over no curve
+        assert (note["xanchor"], note["xshift"] > 0) in (("left", True), ("right", False))
 
 
 def test_sankey_columns_follow_the_family_depth():

@@ -167,3 +167,46 @@ def test_api_docs_load_with_no_network(page, server):
     assert page.locator(".opblock-summary-path", has_text="/api/edges/{parent}/{child}").count() == 1
     assert not outside and not page.errors
     page.unroute("**/*")
+
+
+def test_a_case_highlights_the_same_token_positions_in_every_models_row(page, server):
+    page.goto(server + "/cases/assignment?threshold=0.2&mode=pearson")
+    page.wait_for_selector(".shared .shared-row .tok")
+    windows = page.evaluate("""() => [...document.querySelectorAll('.shared')].map(w =>
+        [...w.querySelectorAll('.shared-row')].map(r => ({
+            feature: r.dataset.model + ':' + r.dataset.feature,
+            idx: [...r.querySelectorAll('.tok')].map(t => t.dataset.i),
+            center: [...r.querySelectorAll('.tok.center')].map(t => t.dataset.i),
+            lit: [...r.querySelectorAll('.tok')].filter(t => getComputedStyle(t).backgroundColor !== 'rgba(0, 0, 0, 0)')
+                    .map(t => t.dataset.i),
+            positive: [...r.querySelectorAll('.tok')].filter(t => parseFloat(t.title) > 0).map(t => t.dataset.i),
+            outline: [...r.querySelectorAll('.tok.center')].map(t => getComputedStyle(t).outlineStyle + getComputedStyle(t).borderStyle)})))""")
+    assert len(windows) >= 2
+    models = {row["feature"].split(":")[0] for row in windows[0]}
+    assert {"babypython", "lua", "tinystories", "luastories"} <= models  # every model has a row at this threshold
+    for rows in windows:
+        assert len({tuple(r["idx"]) for r in rows}) == 1 and rows[0]["idx"]  # identical token indices per row
+        assert len({tuple(r["center"]) for r in rows}) == 1 and len(rows[0]["center"]) == 1  # one peak, same place
+        assert len({r["outline"][0] for r in rows}) == 1 and rows[0]["outline"][0] != "nonenone"  # drawn alike
+        for r in rows:
+            assert r["lit"] == r["positive"]  # shaded exactly where that model's feature fires
+    assert any(len({tuple(r["lit"]) for r in rows}) > 1 for rows in windows)  # the rows do differ in activation
+    assert not page.errors
+
+
+def test_compare_picker_opens_two_features(page, server):
+    page.goto(server + "/compare")
+    page.select_option("select[name=a_model]", "lua")
+    page.fill("input[name=a_feature]", "3")
+    page.select_option("select[name=b_model]", "tinystories")
+    page.fill("input[name=b_feature]", "4")
+    page.locator("form.picker button[type=submit]").click()
+    page.wait_for_url("**/compare?a=lua%3A3&b=tinystories%3A4*")
+    page.wait_for_selector("#scatter .main-svg")
+    assert page.locator("#scatter .point").count() > 0
+    assert "lua #3" in page.locator("h1").inner_text() and "tinystories #4" in page.locator("h1").inner_text()
+    colours = page.evaluate("""() => ['.row-a', '.row-b'].map(s => [...document.querySelectorAll(s + ' .tok')]
+        .map(t => getComputedStyle(t).backgroundColor).filter(c => c !== 'rgba(0, 0, 0, 0)')
+        .map(c => c.split(',').slice(0, 3).join(',')))""")
+    assert colours[0] and colours[1] and not set(colours[0]) & set(colours[1])  # two distinct highlight colours
+    assert not page.errors

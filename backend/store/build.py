@@ -358,10 +358,8 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
     for c in read_json(pl.cases() / "cases.json"):
         con.execute("INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             c["slug"], c["title"], c["description"], c["hypothesis"], c["root_model"], c["root_feature"],
-            c.get("root_llr"), _clamp(c["mean_r"]), c["persists_everywhere"], c["status"], c["reason"]])
-        _insert(con, "case_hops", _rows([{"slug": c["slug"], "step": i + 1, **{k: h[k] for k in (
-            "model", "feature", "parent_model", "parent_feature", "llr", "persists")}, "r": _clamp(h["r"])}
-            for i, h in enumerate(c["hops"])]))
+            c["root_llr"], c["root_coverage"], c["descendants"], c["status"], c["reason"]])
+    _insert(con, "case_llrs", pq.read_table(pl.cases() / "case_llrs.parquet"))
     _fill_flows(pl, con)
     # NaN -> NULL for "no parent" / "never fires" rows
     con.execute("UPDATE features SET top_token_llr = NULL WHERE isnan(top_token_llr)")

@@ -10,7 +10,7 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
@@ -122,15 +122,16 @@ TABLES: dict[str, tuple[str, str]] = {
     "autointerp_spend": ("Per model: LLM calls (and cache hits), tokens and USD spent by autointerp.", """
         model VARCHAR, mode VARCHAR, llm_model VARCHAR, calls INTEGER, cached_calls INTEGER,
         prompt_tokens BIGINT, completion_tokens BIGINT, usd DOUBLE"""),
-    "cases": ("Case studies found by the pipeline: a token hypothesis or a named feature, its root feature "
-              "and the mean correlation of the hops to its matches in descendants.", """
+    "cases": ("Case studies found by the pipeline: a token hypothesis or a named feature and its root feature "
+              "(for a token: the root feature's LLR and the share of the token's occurrences it fires on). "
+              "`descendants`: the only models the case follows into (NULL: all). Its hops are not stored: "
+              "they are the root feature's lineage at the page's threshold and matching mode.", """
         slug VARCHAR PRIMARY KEY, title VARCHAR, description VARCHAR, hypothesis VARCHAR, root_model VARCHAR,
-        root_feature INTEGER, root_llr DOUBLE, mean_r DOUBLE, persists_everywhere BOOLEAN, status VARCHAR,
+        root_feature INTEGER, root_llr DOUBLE, root_coverage DOUBLE, descendants VARCHAR[], status VARCHAR,
         reason VARCHAR"""),
-    "case_hops": ("Each hop of a case: the best match of the previous feature in a descendant, with r and the "
-                  "matched feature's LLR for the case's token.", """
-        slug VARCHAR, step INTEGER, model VARCHAR, feature INTEGER, parent_model VARCHAR,
-        parent_feature INTEGER, r DOUBLE, llr DOUBLE, persists BOOLEAN"""),
+    "case_llrs": ("Per token case, every model's features with a finite LLR log P(s | feature) / P(s) for the "
+                  "case's token; a feature without a row never fires on the token.", """
+        slug VARCHAR, model VARCHAR, feature INTEGER, llr DOUBLE, PRIMARY KEY (slug, model, feature)"""),
     "fingerprints": ("Delta Activations: per entity (a member, a pool member or a SLERP sweep point) and "
                      "variant, its shift against its base on the probes. delta-hidden: final hidden state after "
                      "the final norm at the last token; delta-mlp: mean hook_post over probe tokens; "
