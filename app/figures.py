@@ -80,7 +80,7 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     for f in flows:
         p, c = f["parent"], f["child"]
         floor = ("no noise floor measured" if f.get("floor_share") is None else
-                 f"noise floor {100 * f['floor_share']:.1f}% ({f['floor_source']})")
+                 f"noise floor {100 * f['floor_share']:.1f}% ({f['floor_source_label']})")
         short = "" if f.get("floor_share") is None else f" · floor {100 * f['floor_share']:.0f}%"
         j = node(f"edge:{p}:{c}", f"{100 * f['persist_share']:.1f}% persist{short}", "#7f8c8d",
                  column_x((depth[p] + depth[c]) / 2),

@@ -113,3 +113,16 @@ def test_stored_flows_equal_counts_from_the_artefacts_in_every_mode(tiny_pipelin
                         "same_index": int((alive[p] & (pr > t) & (m["p2c_idx"] == np.arange(len(pr)))).sum())}
                 assert {k: got[(p, c)][k] for k in want} == want, (mode, t, p, c)
     con.close()
+
+
+def test_edge_floor_names_its_source_by_label():
+    from backend.store.flows import edge_floor
+
+    fl = {"lua": {"share": 0.2, "mean_r": 0.5, "alive": 10, "matched": 2},
+          "root": {"share": 0.1, "mean_r": 0.3, "alive": 30, "matched": 3}}
+    labels = {"lua": "Lua", "root": "BabyPython", "kid": "Kid"}
+    own = edge_floor("lua", "kid", fl, labels)
+    assert (own["source"], own["source_label"], own["share"]) == ("lua", "Lua", 0.2)
+    pooled = edge_floor("a", "b", fl, labels)
+    assert pooled["source"] == "pooled: lua, root" and pooled["source_label"] == "pooled: Lua, BabyPython"
+    assert pooled["share"] == 5 / 40 and edge_floor("a", "b", {}, labels) is None

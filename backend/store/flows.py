@@ -51,17 +51,21 @@ def floors(cur, threshold: float, mode: str) -> dict[str, dict]:
     return {r["model"]: {**r, "share": r["matched"] / r["alive"] if r["alive"] else 0.0} for r in rows}
 
 
-def edge_floor(parent: str, child: str, fl: dict[str, dict]) -> dict | None:
-    """The floor shown beside one edge: the parent's, else the child's, else every replicated member's pooled."""
+def edge_floor(parent: str, child: str, fl: dict[str, dict], labels: dict[str, str] | None = None) -> dict | None:
+    """The floor shown beside one edge: the parent's, else the child's, else every replicated member's pooled.
+    `source` names the member(s) it comes from, `source_label` the same by their labels."""
+    labels = labels or {}
     for m in (parent, child):
         if m in fl:
-            return {"share": fl[m]["share"], "mean_r": fl[m]["mean_r"], "source": m}
+            return {"share": fl[m]["share"], "mean_r": fl[m]["mean_r"], "source": m,
+                    "source_label": labels.get(m, m)}
     if not fl:
         return None
     alive = sum(f["alive"] for f in fl.values())
     return {"share": sum(f["matched"] for f in fl.values()) / alive if alive else 0.0,
             "mean_r": sum(f["mean_r"] * f["alive"] for f in fl.values()) / alive if alive else 0.0,
-            "source": "pooled: " + ", ".join(sorted(fl))}
+            "source": "pooled: " + ", ".join(sorted(fl)),
+            "source_label": "pooled: " + ", ".join(labels.get(m, m) for m in sorted(fl))}
 
 
 def flows(cur, threshold: float, mode: str) -> list[dict]:
@@ -89,15 +93,17 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
         GROUP BY e.parent, e.child, pm.idx, cm.idx ORDER BY cm.idx, pm.idx""",
                               {"t": threshold, "sim": sim}))
     fl = floors(cur, threshold, mode)
+    labels = dict(cur.execute("SELECT model, label FROM models").fetchall())
     for r in rows:
         r["mode"] = mode
         r["mode_label"] = mode_label(mode)
         r["threshold"] = threshold
         r["persist_share"] = r["persisting"] / r["parent_alive"] if r["parent_alive"] else 0.0
-        f = edge_floor(r["parent"], r["child"], fl)
+        f = edge_floor(r["parent"], r["child"], fl, labels)
         r["floor_share"] = f["share"] if f else None
         r["floor_mean_r"] = f["mean_r"] if f else None
         r["floor_source"] = f["source"] if f else None
+        r["floor_source_label"] = f["source_label"] if f else None
     return rows
 
 
