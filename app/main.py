@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.middleware.gzip import GZipMiddleware
 from markupsafe import Markup, escape
 from pydantic import BaseModel, Field
 
@@ -28,6 +29,7 @@ from . import figures
 from backend.store.flows import mode_label
 
 from .queries import NotFound, Ref, Store
+from .serving import ServeHeaders, identity
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 NPM = FRONTEND / "node_modules"
@@ -88,6 +90,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
+
+GZIP_MIN_BYTES = 1024  # smaller answers (304s, short JSON) gain less than the header and the CPU cost
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -173,6 +177,9 @@ def create_app(db_path: str | Path) -> FastAPI:
                   description=f"Features of run '{store.run['name']}' through fine-tuning and merging. "
                               "Every page has a JSON twin under /api.", responses=ERRORS)
     app.state.store = store
+    # the outermost layer: security headers on every response, ETag / 304 (app/serving.py); then gzip
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=6)
+    app.add_middleware(ServeHeaders, security=SECURITY_HEADERS, seed=identity(store.path, store.run))
     templates = Jinja2Templates(directory=str(FRONTEND / "templates"))
     templates.env.filters.update(show_ws=show_ws, show_text=functools.partial(show_ws, prose=True), heat=heat,
                                  fmt=fmt, pct=pct)
@@ -189,12 +196,6 @@ def create_app(db_path: str | Path) -> FastAPI:
                             status_code=404, media_type="text/plain")
         kind = "text/css" if name.endswith(".css") else "text/javascript"
         return FileResponse(path, media_type=kind, headers={"Cache-Control": "public, max-age=86400"})
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon():

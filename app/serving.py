@@ -1,0 +1,96 @@
+"""How the explorer is served: headers on every response, ETag / 304 from the store's identity, and the app
+factory that uvicorn's worker processes import (`featureflow serve --workers N`).
+
+The store is read-only and never changes while it is served, so a response is a function of the store, the
+explorer's code and the request (its URL and whether htmx asked for a fragment). `identity()` hashes the
+first two once at startup; `ServeHeaders` adds the request and answers a matching `If-None-Match` with 304
+before any view runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from starlette.datastructures import Headers, MutableHeaders
+
+DB_ENV = "FEATUREFLOW_DB"
+APP = Path(__file__).resolve().parent
+FRONTEND = APP.parent / "frontend"
+# The store never changes while served, but a restart may serve a rebuilt one: browsers keep a page a minute,
+# then revalidate it with its ETag (a 304 costs no query).
+CACHE_CONTROL = "public, max-age=60"
+
+
+def identity(db_path: str | Path, run: dict) -> str:
+    """A hash of what every response depends on besides the request: the store (its `runs` row, file size and
+    mtime) and the explorer's code (app/*.py, templates, static files). Equal in every worker process."""
+    st = os.stat(db_path)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps(run, sort_keys=True, default=str).encode())
+    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    code = sorted([*APP.glob("*.py"), *(FRONTEND / "templates").rglob("*"), *(FRONTEND / "static").rglob("*")])
+    for p in code:
+        if p.is_file():
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+class ServeHeaders:
+    """Pure ASGI middleware: the security headers on every response; on each 200 answer to a GET a weak ETag
+    of (store identity, URL, HX-Request) with Cache-Control and `Vary: HX-Request`; a GET whose
+    `If-None-Match` holds that tag gets 304 without running the view. Responses that set their own ETag or
+    Cache-Control (static and vendored files) keep them."""
+
+    def __init__(self, app, security: dict[str, str], seed: str):
+        self.app = app
+        self.security = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in security.items()]
+        self.seed = seed.encode()
+
+    def etag(self, scope: dict, headers: Headers) -> str:
+        h = hashlib.blake2b(self.seed, digest_size=12)
+        h.update(scope["path"].encode() + b"?" + scope.get("query_string", b""))
+        if headers.get("hx-request"):
+            h.update(b"|hx")
+        return f'W/"{h.hexdigest()}"'
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        tag = None
+        if scope["method"] in ("GET", "HEAD"):
+            headers = Headers(scope=scope)
+            tag = self.etag(scope, headers)
+            match = headers.get("if-none-match", "")
+            if tag in (t.strip() for t in match.split(",")):
+                await send({"type": "http.response.start", "status": 304, "headers": [
+                    *self.security, (b"etag", tag.encode()), (b"cache-control", CACHE_CONTROL.encode()),
+                    (b"vary", b"HX-Request, Accept-Encoding")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                h = MutableHeaders(scope=message)
+                for k, v in self.security:
+                    h[k.decode()] = v.decode()
+                if tag and message["status"] == 200 and "etag" not in h and "cache-control" not in h:
+                    h["etag"] = tag
+                    h["cache-control"] = CACHE_CONTROL
+                    h.add_vary_header("HX-Request")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def app_from_env():
+    """The app factory each uvicorn worker imports (`app.serving:app_from_env`): the store named by
+    $FEATUREFLOW_DB, which `featureflow serve` sets after checking that the app starts on it."""
+    from .main import create_app
+
+    path = os.environ.get(DB_ENV)
+    if not path:
+        raise RuntimeError(f"${DB_ENV} names no store (start the explorer with `featureflow serve --db ...`)")
+    return create_app(path)

@@ -1,0 +1,66 @@
+"""Serving: ETag / 304 from the store's identity, gzip, and `featureflow serve --workers N`."""
+
+import gzip
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def client(tiny_pipeline):
+    return TestClient(create_app(tiny_pipeline.cfg.store_path()))
+
+
+def test_a_matching_if_none_match_is_304_without_running_the_view(client, monkeypatch):
+    r = client.get("/?threshold=0.6")
+    tag = r.headers["etag"]
+    assert r.status_code == 200 and tag.startswith('W/"') and "max-age=" in r.headers["cache-control"]
+    assert "HX-Request" in r.headers["vary"]
+
+    def no_queries(*a, **k):
+        raise AssertionError("the view ran")
+
+    monkeypatch.setattr(client.app.state.store, "flows", no_queries)
+    r = client.get("/?threshold=0.6", headers={"If-None-Match": f'W/"other", {tag}'})
+    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == tag
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]  # security headers on a 304 too
+    with pytest.raises(AssertionError, match="the view ran"):  # another tag, another URL: the view runs
+        client.get("/?threshold=0.6", headers={"If-None-Match": 'W/"other"'})
+
+
+def test_the_etag_names_the_url_the_fragment_and_the_store(client, tiny_pipeline, tmp_path):
+    tags = {client.get(u, headers=h).headers["etag"] for u, h in (
+        ("/", {}), ("/?threshold=0.5", {}), ("/?threshold=0.5", {"HX-Request": "true"}), ("/api/", {}))}
+    assert len(tags) == 4
+    assert client.get("/models/nosuch").headers.get("etag") is None  # errors are not cached
+    again = TestClient(create_app(tiny_pipeline.cfg.store_path()))  # another worker: the same tags
+    assert again.get("/api/").headers["etag"] == client.get("/api/").headers["etag"]
+    copy = tmp_path / "copy.duckdb"
+    shutil.copyfile(tiny_pipeline.cfg.store_path(), copy)
+    os.utime(copy, ns=(1, 1))  # another file (a rebuilt store): every tag changes
+    assert TestClient(create_app(copy)).get("/api/").headers["etag"] != client.get("/api/").headers["etag"]
+
+
+def test_responses_are_gzipped_when_asked_and_large_enough(client):
+    for url in ("/", "/api/"):
+        r = client.get(url, headers={"Accept-Encoding": "gzip"})
+        assert r.headers["content-encoding"] == "gzip" and int(r.headers["content-length"]) < len(r.content) / 2
+        assert "Accept-Encoding" in r.headers["vary"]
+        raw = client.get(url, headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in raw.headers and raw.content == r.content
+    r = client.get("/api/cases/nosuch", headers={"Accept-Encoding": "gzip"})  # a short 404 stays plain
+    assert r.status_code == 404 and "content-encoding" not in r.headers
+    with client.stream("GET", "/api/", headers={"Accept-Encoding": "gzip"}) as s:
+        assert gzip.decompress(b"".join(s.iter_raw()))[:1] == b"{"
