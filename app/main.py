@@ -334,11 +334,22 @@ def create_app(db_path: str | Path) -> FastAPI:
         state = view_state(threshold, mode)
         t, mode = state["threshold"], state["mode"]
         f = store.feature(model, feature)
-        return {"threshold": t, "state": state, "feature": f, "examples": store.examples(model, feature),
+        return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
                 "explanation": store.explanation(model, feature),
                 "matches": store.matches(model, feature, t, mode), "lineage": store.lineage(model, feature, t, mode),
                 "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
                 "parents": store.parents(model), "children": store.children(model)}
+
+    def examples_url(model: str, feature: int) -> str:
+        return f"/models/{quote(model, safe='')}/features/{feature}/examples"
+
+    @view("/models/{model}/features/{feature}/examples", "feature_examples.html", fragment="_examples.html")
+    def feature_examples(model: str, feature: FeatureId) -> dict:
+        """One feature's highlighted examples: its top activations, then random windows from each equal-count
+        activation quantile (the feature page loads them with htmx after its first paint)."""
+        f = store.feature_row(model, feature)
+        return {"feature": {"model": model, "feature": feature, "label": store.label(model), "max_act": f["max_act"]},
+                "examples": store.examples(model, feature)}
 
     @view("/compare", "compare.html")
     def compare(a: FeatureRef, b: FeatureRef) -> dict:

@@ -64,3 +64,27 @@ def test_responses_are_gzipped_when_asked_and_large_enough(client):
     assert r.status_code == 404 and "content-encoding" not in r.headers
     with client.stream("GET", "/api/", headers={"Accept-Encoding": "gzip"}) as s:
         assert gzip.decompress(b"".join(s.iter_raw()))[:1] == b"{"
+
+
+def test_feature_examples_are_a_fragment_with_a_json_twin(client, tiny_pipeline):
+    import duckdb
+
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    (f, n), = con.execute("""SELECT feature, count(*) FROM examples WHERE model = 'lua'
+                             GROUP BY feature ORDER BY count(*) DESC, feature LIMIT 1""").fetchall()
+    kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM examples WHERE model = 'lua' AND feature = ?",
+                                       [f]).fetchall()}
+    dead = con.execute("SELECT feature FROM features WHERE model = 'lua' AND NOT alive LIMIT 1").fetchone()
+    con.close()
+    page = client.get(f"/models/lua/features/{f}")
+    frag = client.get(f"/models/lua/features/{f}/examples", headers={"HX-Request": "true"})
+    data = client.get(f"/api/models/lua/features/{f}/examples").json()
+    assert len(data["examples"]) == n and {e["kind"] for e in data["examples"]} == kinds and len(kinds) >= 2
+    assert frag.text.count('<div class="example">') == n and "Top activations" in frag.text
+    assert "<html" not in frag.text and 'class="example"' not in page.text
+    full = client.get(f"/models/lua/features/{f}/examples")  # a link that works without JavaScript
+    assert "<html" in full.text and full.text.count('<div class="example">') == n
+    assert f'href="/models/lua/features/{f}?' in full.text
+    assert client.get("/api/models/lua/features/99999/examples").status_code == 404
+    if dead:
+        assert "never fires" in client.get(f"/models/lua/features/{dead[0]}/examples").text
