@@ -88,3 +88,47 @@ def test_feature_examples_are_a_fragment_with_a_json_twin(client, tiny_pipeline)
     assert client.get("/api/models/lua/features/99999/examples").status_code == 404
     if dead:
         assert "never fires" in client.get(f"/models/lua/features/{dead[0]}/examples").text
+
+
+def test_serve_parses_workers_and_hands_uvicorn_the_factory(tiny_pipeline, monkeypatch):
+    import uvicorn
+
+    from backend import cli
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setenv("FEATUREFLOW_DB", "")  # restored when the test ends
+    db = str(tiny_pipeline.cfg.store_path())
+    assert cli.main(["serve", "--db", db, "--workers", "3", "--port", "8123"]) == 0
+    app, kw = calls.pop()
+    assert app == "app.serving:app_from_env" and kw["factory"] and kw["workers"] == 3 and kw["port"] == 8123
+    assert os.environ["FEATUREFLOW_DB"] == str(Path(db).resolve())
+    assert cli.main(["serve", "--db", db, "--workers", "1"]) == 0
+    app, kw = calls.pop()
+    assert hasattr(app, "state") and "workers" not in kw  # one worker: the app built here, no factory
+    assert cli.main(["serve", "--db", db]) == 0
+    assert calls.pop()[1].get("workers", 1) == cli.cores()
+    assert cli.main(["serve", "--db", db, "--workers", "0"]) == 2
+    assert cli.main(["serve", "--db", db + ".missing", "--workers", "2"]) == 2 and not calls
+
+
+def test_serve_with_two_workers_answers_and_stops(tiny_pipeline):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--db", str(tiny_pipeline.cfg.store_path()),
+                             "--workers", "2", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        r = None
+        for _ in range(300):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert r is not None and r.status_code == 200 and "featureflow" in r.text and r.headers["etag"]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert out.count("Started server process") == 2, out
