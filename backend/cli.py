@@ -89,14 +89,14 @@ def _gc(args) -> int:
 
 
 def _serve(args) -> int:
-    """One worker: the app built here. Several: uvicorn's worker processes each build it from the factory
-    `app.serving:app_from_env` on the store named by $FEATUREFLOW_DB, once it has started here (so a missing
-    store or front-end file is refused with its message before any worker starts)."""
+    """One worker: the app built here. Several: uvicorn's worker processes (`app.serving.run_workers`) each
+    build it from the factory `app.serving:app_from_env` on the store named by $FEATUREFLOW_DB, once it has
+    started here (so a missing store or front-end file is refused with its message before any worker starts)."""
     import uvicorn
 
     from app.main import create_app
     from app.queries import StoreError
-    from app.serving import DB_ENV
+    from app.serving import DB_ENV, run_workers
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1 (got {args.workers})")
@@ -109,8 +109,7 @@ def _serve(args) -> int:
         return 0
     app.state.store.close()
     os.environ[DB_ENV] = str(Path(args.db).resolve())
-    uvicorn.run("app.serving:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port,
-                log_level="info")
+    run_workers(args.host, args.port, args.workers)
     return 0
 
 

@@ -92,22 +92,37 @@ def test_feature_examples_are_a_fragment_with_a_json_twin(client, tiny_pipeline)
 
 def test_serve_parses_workers_and_hands_uvicorn_the_factory(tiny_pipeline, monkeypatch):
     import uvicorn
+    import uvicorn.supervisors
 
     from backend import cli
 
     calls = []
+
+    class Supervisor:
+        def __init__(self, config, sockets):
+            calls.append((config, sockets))
+
+        def run(self):
+            for s in calls[-1][1]:
+                s.close()
+
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", Supervisor)
     monkeypatch.setenv("FEATUREFLOW_DB", "")  # restored when the test ends
     db = str(tiny_pipeline.cfg.store_path())
-    assert cli.main(["serve", "--db", db, "--workers", "3", "--port", "8123"]) == 0
-    app, kw = calls.pop()
-    assert app == "app.serving:app_from_env" and kw["factory"] and kw["workers"] == 3 and kw["port"] == 8123
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert cli.main(["serve", "--db", db, "--workers", "3", "--port", str(port)]) == 0
+    config, (sock,) = calls.pop()
+    assert config.app == "app.serving:app_from_env" and config.factory and config.workers == 3
+    assert config.port == port and sock.proto == socket.IPPROTO_TCP  # so asyncio sets TCP_NODELAY
     assert os.environ["FEATUREFLOW_DB"] == str(Path(db).resolve())
     assert cli.main(["serve", "--db", db, "--workers", "1"]) == 0
     app, kw = calls.pop()
     assert hasattr(app, "state") and "workers" not in kw  # one worker: the app built here, no factory
-    assert cli.main(["serve", "--db", db]) == 0
-    assert calls.pop()[1].get("workers", 1) == cli.cores()
+    assert cli.main(["serve", "--db", db, "--port", str(port)]) == 0
+    assert getattr(calls.pop()[0], "workers", 1) == cli.cores()
     assert cli.main(["serve", "--db", db, "--workers", "0"]) == 2
     assert cli.main(["serve", "--db", db + ".missing", "--workers", "2"]) == 2 and not calls
 
