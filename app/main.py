@@ -29,7 +29,7 @@ from . import figures
 from backend.store.flows import mode_label
 
 from .queries import NotFound, Ref, Store
-from .serving import ServeHeaders, identity
+from .serving import ResponseCache, ServeHeaders, identity
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 NPM = FRONTEND / "node_modules"
@@ -177,10 +177,13 @@ def create_app(db_path: str | Path) -> FastAPI:
                   description=f"Features of run '{store.run['name']}' through fine-tuning and merging. "
                               "Every page has a JSON twin under /api.", responses=ERRORS)
     app.state.store = store
-    # the outermost layer: security headers on every response, ETag / 304 (app/serving.py); then gzip
+    # from the outside in (app/serving.py): security headers on every response and ETag / 304; answers
+    # kept per request (the store never changes while served); gzip
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=6)
+    app.add_middleware(ResponseCache)
     app.add_middleware(ServeHeaders, security=SECURITY_HEADERS, seed=identity(store.path, store.run))
     templates = Jinja2Templates(directory=str(FRONTEND / "templates"))
+    templates.env.auto_reload = False  # templates are part of the code: no stat() per render
     templates.env.filters.update(show_ws=show_ws, show_text=functools.partial(show_ws, prose=True), heat=heat,
                                  fmt=fmt, pct=pct)
     templates.env.globals.update(run=store.run, models=store.models,

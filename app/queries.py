@@ -6,6 +6,8 @@ plain dicts / lists ready for JSON and templates; the schema they read is `backe
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 import threading
@@ -47,6 +49,18 @@ def _clean(v: Any) -> Any:
 def like_literal(text: str) -> str:
     """`text` for a LIKE pattern with ESCAPE '\\': its wildcards (% _) and the escape itself match literally."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def memo(fn):
+    """Keep a Store method's answers per arguments (the store never changes while it is open; at most 256
+    argument sets, e.g. thresholds, least recently used out); each caller gets its own deep copy to change."""
+    cached = functools.lru_cache(maxsize=256)(fn)
+
+    @functools.wraps(fn)
+    def fresh(*args, **kwargs):
+        return copy.deepcopy(cached(*args, **kwargs))
+
+    return fresh
 
 
 def _dicts(cur) -> list[dict]:
@@ -116,6 +130,7 @@ class Store:
         return self.model(model)["label"]
 
     # -- overview -----------------------------------------------------------------------------
+    @memo
     def overview_models(self) -> list[dict]:
         rows = self.q("""
             SELECT m.model, m.label, m.make, m.domains, m.merge_t, m.train_tokens, m.seconds, m.d_sae,
@@ -141,11 +156,13 @@ class Store:
                              f"(modes: {', '.join(self.modes)})")
         return mode
 
+    @memo
     def flows(self, threshold: float, mode: str | None = None) -> list[dict]:
         """Per edge at `threshold` under `mode`, from the stored matches, with the edge's noise floor."""
         return [{k: _clean(v) for k, v in r.items()}
                 for r in flow_sql.flows(self.cursor(), threshold, self.mode(mode))]
 
+    @memo
     def floors(self, threshold: float, mode: str | None = None) -> list[dict]:
         """Per replicated member: the seed-control noise floor at `threshold` under `mode`, with the
         distribution of its replica match r."""
@@ -167,10 +184,12 @@ class Store:
             JOIN models o ON o.model = f.origin_model
             WHERE f.alive GROUP BY f.model, f.origin_model, m.idx, o.idx ORDER BY m.idx, o.idx""")
 
+    @memo
     def emerged_in(self, threshold: float, mode: str | None = None) -> dict[str, int]:
         """Alive features of each non-root model that no parent feature reaches (over all its parents)."""
         return flow_sql.emerged_in(self.cursor(), threshold, self.mode(mode))
 
+    @memo
     def node_flows(self, threshold: float, mode: str | None = None) -> list[dict]:
         """Each alive feature once per model node (the Sankey): see `flows.node_flows`."""
         return flow_sql.node_flows(self.cursor(), threshold, self.mode(mode))

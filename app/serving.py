@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -83,6 +84,63 @@ class ServeHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class ResponseCache:
+    """Pure ASGI middleware: the store never changes while served, so a 200 answer to a GET is kept (per
+    process, least recently used first out, at most `max_bytes` in all) and replayed for the same request:
+    path, query, HX-Request and whether gzip was accepted. Requests with a Range or a conditional header go
+    through (the layers around answer those); so do answers over `max_item` bytes."""
+
+    def __init__(self, app, max_bytes: int = 64 << 20, max_item: int = 4 << 20):
+        self.app = app
+        self.max_bytes, self.max_item = max_bytes, max_item
+        self.entries: OrderedDict[tuple, tuple[dict, bytes]] = OrderedDict()
+        self.size = 0
+
+    def key(self, scope: dict) -> tuple | None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return None
+        headers = Headers(scope=scope)
+        if any(h in headers for h in ("range", "if-none-match", "if-modified-since")):
+            return None
+        return (scope["path"], scope.get("query_string", b""), "hx-request" in headers,
+                "gzip" in headers.get("accept-encoding", ""))
+
+    async def __call__(self, scope, receive, send):
+        key = self.key(scope)
+        if key is None:
+            return await self.app(scope, receive, send)
+        hit = self.entries.get(key)
+        if hit is not None:
+            self.entries.move_to_end(key)
+            start, body = hit
+            await send({**start, "headers": list(start["headers"])})
+            await send({"type": "http.response.body", "body": body})
+            return
+        start, chunks, size = None, [], 0
+
+        async def keep(message):
+            nonlocal start, size
+            if message["type"] == "http.response.start":
+                start = {**message, "headers": list(message["headers"])} if message["status"] == 200 else None
+            elif start is not None and message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > self.max_item:
+                    start = None
+                elif not message.get("more_body"):
+                    self.put(key, start, b"".join(chunks))
+            await send(message)
+
+        await self.app(scope, receive, keep)
+
+    def put(self, key: tuple, start: dict, body: bytes) -> None:
+        self.entries[key] = (start, body)
+        self.size += len(body)
+        while self.size > self.max_bytes:
+            _, (_, old) = self.entries.popitem(last=False)
+            self.size -= len(old)
 
 
 def app_from_env():
