@@ -339,7 +339,7 @@ def create_app(db_path: str | Path) -> FastAPI:
         f = store.feature(model, feature)
         return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
                 "explanation": store.explanation(model, feature),
-                "matches": store.matches(model, feature, t, mode), "lineage": store.lineage(model, feature, t, mode),
+                "matches": store.matches(model, feature, t, mode), "lineage": store.lineage(model, feature, t, mode, row=f),
                 "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
                 "parents": store.parents(model), "children": store.children(model)}
 

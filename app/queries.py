@@ -86,6 +86,7 @@ class Store:
         self.similarity = parse_mode(self.default_mode)[0]  # feature pages, lineage and cases use this one
         self.models = self.q("SELECT * FROM models ORDER BY idx")
         self.model_names = [m["model"] for m in self.models]
+        self.model_idx = {m["model"]: m["idx"] for m in self.models}
         self.edges = self.q("SELECT e.* FROM model_edges e JOIN models c ON c.model = e.child "
                             "JOIN models p ON p.model = e.parent ORDER BY c.idx, p.idx")
 
@@ -244,12 +245,19 @@ class Store:
         row["label"] = self.label(model)
         hist = self.q1("SELECT edges, counts FROM feature_histograms WHERE model = ? AND feature = ?", [model, feature])
         row["histogram"] = hist or {"edges": [], "counts": []}
-        row["logits"] = self.q("""
-            SELECT l.sign, l.rank, l.token_id, v.text, l.value FROM feature_logits l JOIN vocab v USING (token_id)
-            WHERE l.model = ? AND l.feature = ? ORDER BY l.sign, l.rank""", [model, feature])
-        row["top_tokens"] = self.q("""
-            SELECT t.rank, t.token_id, v.text, t.count, t.mean_act, t.total_act FROM feature_top_tokens t
-            JOIN vocab v USING (token_id) WHERE t.model = ? AND t.feature = ? ORDER BY t.rank""", [model, feature])
+        # logits and top tokens in one read: one pass over the vocabulary for both
+        toks = self.q("""
+            SELECT t.kind, t.sign, t.rank, t.token_id, v.text, t.value, t.count, t.mean_act, t.total_act FROM (
+                SELECT 'logit' AS kind, sign, rank, token_id, value, NULL AS count, NULL AS mean_act, NULL AS total_act
+                FROM feature_logits WHERE model = $model AND feature = $feature
+                UNION ALL
+                SELECT 'top', NULL, rank, token_id, NULL, count, mean_act, total_act
+                FROM feature_top_tokens WHERE model = $model AND feature = $feature) t
+            JOIN vocab v USING (token_id) ORDER BY t.kind, t.sign, t.rank""", {"model": model, "feature": feature})
+        row["logits"] = [{k: t[k] for k in ("sign", "rank", "token_id", "text", "value")}
+                         for t in toks if t["kind"] == "logit"]
+        row["top_tokens"] = [{k: t[k] for k in ("rank", "token_id", "text", "count", "mean_act", "total_act")}
+                             for t in toks if t["kind"] == "top"]
         return row
 
     def explanation(self, model: str, feature: int) -> dict | None:
@@ -348,12 +356,14 @@ class Store:
         """Top-k matches under `mode`'s similarity in every parent (c2p) and child (p2c) model, each with r and
         whether it persists."""
         sim = parse_mode(self.mode(mode))[0]
-        up = self.q("""SELECT parent AS model, dst AS feature, rank, r FROM matches
-                       WHERE child = ? AND direction = 'c2p' AND src = ? AND similarity = ?
-                       ORDER BY parent, rank""", [model, feature, sim])
-        down = self.q("""SELECT child AS model, dst AS feature, rank, r FROM matches
-                         WHERE parent = ? AND direction = 'p2c' AND src = ? AND similarity = ?
-                         ORDER BY child, rank""", [model, feature, sim])
+        rows = self.q("""SELECT direction, CASE direction WHEN 'c2p' THEN parent ELSE child END AS model, dst AS feature,
+                                rank, r FROM matches
+                         WHERE src = $feature AND similarity = $sim
+                           AND (child = $model AND direction = 'c2p' OR parent = $model AND direction = 'p2c')
+                         ORDER BY direction, model, rank""", {"model": model, "feature": feature, "sim": sim})
+        up, down = [], []
+        for r in rows:
+            (up if r.pop("direction") == "c2p" else down).append(r)
         for r in up + down:
             r["persists"] = r["r"] > threshold
             r["label"] = self.label(r["model"])
@@ -364,11 +374,15 @@ class Store:
         match (rank 0), or its assigned partner under the `1to1` rule (left out when unassigned). The one
         rule behind lineage, fates and case studies."""
         sim, rule = parse_mode(self.mode(mode))
+        if not (self.parents(model) if direction == "c2p" else self.children(model)):
+            return []  # a root has no parent models, a leaf no child models
         here, there = ("child", "parent") if direction == "c2p" else ("parent", "child")
         table, rank = ("assignments", "") if rule == "1to1" else ("matches", " AND m.rank = 0")
-        return self.q(f"""SELECT m.{there} AS model, m.dst AS feature, m.r FROM {table} m JOIN models o ON o.model = m.{there}
+        rows = self.q(f"""SELECT m.{there} AS model, m.dst AS feature, m.r FROM {table} m
                           WHERE m.{here} = ? AND m.direction = ? AND m.src = ? AND m.similarity = ?
-                            AND m.dst IS NOT NULL{rank} ORDER BY m.r DESC, o.idx""", [model, direction, feature, sim])
+                            AND m.dst IS NOT NULL{rank}""", [model, direction, feature, sim])
+        # strongest first, ties in family order (sorted here: a join with `models` costs more than the read)
+        return sorted(rows, key=lambda p: (-(p["r"] if p["r"] is not None else -math.inf), self.model_idx[p["model"]]))
 
     def best_parent(self, model: str, feature: int, mode: str | None = None) -> dict | None:
         """The strongest of the feature's partners over its parents (ties: the parent first in family order)."""
@@ -378,44 +392,44 @@ class Store:
     def best_children(self, model: str, feature: int, mode: str | None = None) -> list[dict]:
         return self.partners(model, feature, "p2c", mode)
 
-    def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict:
+    def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None,
+                row: dict | None = None) -> dict:
         """The feature's lineage at `threshold`: the chain of best persisting parent matches up to its
-        origin, and the tree of best persisting child matches down to the leaves."""
+        origin, and the tree of best persisting child matches down to the leaves. `row`: its `features` row,
+        when the caller has it."""
         up: list[dict] = []
-        m, f = model, feature
-        while True:
-            bp = self.best_parent(m, f, mode)
-            if bp is None or bp["r"] <= threshold:
-                break
+        own = bp = self.best_parent(model, feature, mode)
+        while bp is not None and bp["r"] > threshold:
             up.append({"model": bp["model"], "label": self.label(bp["model"]), "feature": bp["feature"],
                        "r_to_next": bp["r"]})
-            m, f = bp["model"], bp["feature"]
+            bp = self.best_parent(bp["model"], bp["feature"], mode)
         up.reverse()
 
-        def down(m: str, f: int, depth: int) -> list[dict]:
+        def down(kids: list[dict], depth: int) -> list[dict]:
             out = []
-            for c in self.best_children(m, f, mode):
+            for c in kids:
                 node = {"model": c["model"], "label": self.label(c["model"]), "feature": c["feature"], "r": c["r"],
                         "persists": c["r"] > threshold}
-                node["children"] = down(c["model"], c["feature"], depth + 1) if node["persists"] and depth < 16 else []
+                node["children"] = down(self.best_children(c["model"], c["feature"], mode), depth + 1) \
+                    if node["persists"] and depth < 16 else []
                 out.append(node)
             return out
 
+        kids = self.best_children(model, feature, mode)
         origin = up[0] if up else {"model": model, "feature": feature}
-        fate = self._fate(model, feature, threshold, mode)
-        return {"ancestors": up, "descendants": down(model, feature, 0), "origin": origin, "fate": fate}
+        alive = (row or self.feature_row(model, feature))["alive"]
+        return {"ancestors": up, "descendants": down(kids, 0), "origin": origin,
+                "fate": self._fate(model, alive, own, kids, threshold)}
 
-    def _fate(self, model: str, feature: int, threshold: float, mode: str | None = None) -> str:
-        row = self.feature_row(model, feature)
-        if not row["alive"]:
+    def _fate(self, model: str, alive: bool, best_parent: dict | None, best_children: list[dict],
+              threshold: float) -> str:
+        if not alive:
             return "dead"
         parts = []
         if self.parents(model):
-            bp = self.best_parent(model, feature, mode)
-            parts.append("inherited" if bp and bp["r"] > threshold else "emerging")
-        kids = self.best_children(model, feature, mode)
+            parts.append("inherited" if best_parent and best_parent["r"] > threshold else "emerging")
         if self.children(model):
-            parts.append("persisting" if any(k["r"] > threshold for k in kids) else "disappearing")
+            parts.append("persisting" if any(k["r"] > threshold for k in best_children) else "disappearing")
         return ", ".join(parts) or "alive"
 
     # -- browse / search ------------------------------------------------------------------------
