@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.queries import NotFound
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,3 +148,36 @@ def test_serve_with_two_workers_answers_and_stops(tiny_pipeline):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert out.count("Started server process") == 2, out
+
+
+def test_answers_are_kept_per_request_and_errors_are_not(tiny_pipeline, monkeypatch):
+    c = TestClient(create_app(tiny_pipeline.cfg.store_path()))
+    first = c.get("/api/?threshold=0.7")
+    page = c.get("/?threshold=0.7")
+    c.get("/api/?threshold=0.7", headers={"Accept-Encoding": "identity"})
+    assert c.get("/api/models/lua/features/99999").status_code == 404
+    calls = []
+    store = c.app.state.store
+    monkeypatch.setattr(store, "flows", lambda *a, **k: calls.append(a) or [])
+
+    def missing(*a, **k):
+        calls.append(a)
+        raise NotFound("no such feature")
+
+    monkeypatch.setattr(store, "feature_row", missing)
+    again = c.get("/api/?threshold=0.7")
+    assert again.json() == first.json() and again.headers["etag"] == first.headers["etag"] and not calls
+    assert c.get("/?threshold=0.7").text == page.text and not calls
+    assert c.get("/api/?threshold=0.7", headers={"Accept-Encoding": "identity"}).json() == first.json() and not calls
+    c.get("/?threshold=0.7", headers={"HX-Request": "true"})  # the fragment is another answer: computed
+    assert c.get("/api/models/lua/features/99999").status_code == 404  # so is an error, again
+    assert len(calls) == 2
+
+
+def test_memoised_store_answers_cannot_be_changed_by_a_caller(client):
+    floors = client.get("/api/floors").json()["floors"]  # the floors view adds a figure to each floor it reads
+    assert floors and all("figure" in f for f in floors)
+    assert all("figure" not in f for f in client.get("/api/").json()["floors"])
+    store = client.app.state.store
+    store.flows(0.8)[0]["persisting"] = -1
+    assert store.flows(0.8)[0]["persisting"] >= 0
