@@ -117,6 +117,7 @@ def _escape_chip(ch: str) -> str:
     return f'<span class="ws-esc" title="{escape(name.lower())}">‹U+{ord(ch):04X}›</span>'
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a pure function of a vocabulary's few thousand token texts
 def show_ws(text: str | None, prose: bool = False) -> Markup:
     """Escape text for HTML with nothing hidden in it.
 
@@ -153,6 +154,20 @@ def heat(act: float, top: float) -> str:
     return f"rgba(230, 126, 34, {min(1.0, 0.12 + 0.88 * act / top):.3f})"
 
 
+def chips(toks: list[dict], top: float, key: str = "act") -> Markup:
+    """A context as one chip per token, shaded by `key` relative to `top`, the value and token id on hover,
+    a line break after a token that holds a newline (after its chip, which never breaks inside). The
+    `tokens` macro's HTML, made here: a Jinja loop took ~5 ms for a feature's 1,280 example tokens."""
+    out = ['<div class="ctx">']
+    for t in toks:
+        out.append(f'<span class="tok{" center" if t["center"] else ""}" style="background: {heat(t[key], top)}" '
+                   f'title="{t[key]:.4f} · id {escape(t["id"])}">{show_ws(t["text"])}</span>')
+        if "\n" in t["text"]:
+            out.append("<br>")
+    out.append("</div>")
+    return Markup("".join(out))
+
+
 def fmt(x, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -185,7 +200,7 @@ def create_app(db_path: str | Path) -> FastAPI:
     templates = Jinja2Templates(directory=str(FRONTEND / "templates"))
     templates.env.auto_reload = False  # templates are part of the code: no stat() per render
     templates.env.filters.update(show_ws=show_ws, show_text=functools.partial(show_ws, prose=True), heat=heat,
-                                 fmt=fmt, pct=pct)
+                                 chips=chips, fmt=fmt, pct=pct)
     templates.env.globals.update(run=store.run, models=store.models,
                                  models_by_name={m["model"]: m for m in store.models}, modes=store.modes,
                                  mode_labels={m: mode_label(m) for m in store.modes})
