@@ -352,9 +352,10 @@ def create_app(db_path: str | Path) -> FastAPI:
         state = view_state(threshold, mode)
         t, mode = state["threshold"], state["mode"]
         f = store.feature(model, feature)
+        matches = store.matches(model, feature, t, mode)
         return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
-                "explanation": store.explanation(model, feature),
-                "matches": store.matches(model, feature, t, mode), "lineage": store.lineage(model, feature, t, mode, row=f),
+                "explanation": store.explanation(model, feature), "matches": matches,
+                "lineage": store.lineage(model, feature, t, mode, row=f, matches=matches),
                 "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
                 "parents": store.parents(model), "children": store.children(model)}
 

@@ -381,7 +381,11 @@ class Store:
         rows = self.q(f"""SELECT m.{there} AS model, m.dst AS feature, m.r FROM {table} m
                           WHERE m.{here} = ? AND m.direction = ? AND m.src = ? AND m.similarity = ?
                             AND m.dst IS NOT NULL{rank}""", [model, direction, feature, sim])
-        # strongest first, ties in family order (sorted here: a join with `models` costs more than the read)
+        return self._strongest_first(rows)
+
+    def _strongest_first(self, rows: list[dict]) -> list[dict]:
+        """Partners by r descending, ties in family order (sorted here: a join with `models` costs more than the
+        read)."""
         return sorted(rows, key=lambda p: (-(p["r"] if p["r"] is not None else -math.inf), self.model_idx[p["model"]]))
 
     def best_parent(self, model: str, feature: int, mode: str | None = None) -> dict | None:
@@ -393,12 +397,18 @@ class Store:
         return self.partners(model, feature, "p2c", mode)
 
     def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None,
-                row: dict | None = None) -> dict:
+                row: dict | None = None, matches: dict | None = None) -> dict:
         """The feature's lineage at `threshold`: the chain of best persisting parent matches up to its
-        origin, and the tree of best persisting child matches down to the leaves. `row`: its `features` row,
-        when the caller has it."""
+        origin, and the tree of best persisting child matches down to the leaves. `row` (its `features` row)
+        and `matches` (its `matches()` under `mode`) save reads when the caller has them."""
+        if matches is not None and parse_mode(self.mode(mode))[1] == "best":  # its partners: the rank-0 matches
+            ups, kids = ([{"model": m["model"], "feature": m["feature"], "r": m["r"]} for m in matches[side]
+                          if m["rank"] == 0 and m["feature"] is not None] for side in ("parents", "children"))
+            ups, kids = self._strongest_first(ups), self._strongest_first(kids)
+        else:
+            ups, kids = self.partners(model, feature, "c2p", mode), self.partners(model, feature, "p2c", mode)
         up: list[dict] = []
-        own = bp = self.best_parent(model, feature, mode)
+        own = bp = ups[0] if ups else None
         while bp is not None and bp["r"] > threshold:
             up.append({"model": bp["model"], "label": self.label(bp["model"]), "feature": bp["feature"],
                        "r_to_next": bp["r"]})
@@ -415,7 +425,6 @@ class Store:
                 out.append(node)
             return out
 
-        kids = self.best_children(model, feature, mode)
         origin = up[0] if up else {"model": model, "feature": feature}
         alive = (row or self.feature_row(model, feature))["alive"]
         return {"ancestors": up, "descendants": down(kids, 0), "origin": origin,

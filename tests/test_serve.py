@@ -181,3 +181,16 @@ def test_memoised_store_answers_cannot_be_changed_by_a_caller(client):
     store = client.app.state.store
     store.flows(0.8)[0]["persisting"] = -1
     assert store.flows(0.8)[0]["persisting"] >= 0
+
+
+def test_lineage_from_the_matches_already_read_equals_a_fresh_read(client):
+    store = client.app.state.store
+    seen = []
+    for mode in store.modes:
+        for model in store.model_names:
+            for feature in range(0, 256, 5):
+                m = store.matches(model, feature, 0.5, mode)
+                lin = store.lineage(model, feature, 0.5, mode, matches=m)
+                assert lin == store.lineage(model, feature, 0.5, mode), (mode, model, feature)
+                seen.append(bool(lin["ancestors"]) and bool(lin["descendants"]))
+    assert any(seen)  # some features sit in the middle of a chain, with ancestors and descendants
