@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
+import socket
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -154,20 +158,50 @@ def app_from_env():
     return create_app(path)
 
 
-def run_workers(host: str, port: int, workers: int, log_level: str = "info") -> None:
-    """`workers` uvicorn processes on one listening socket, each building the app with `app_from_env`.
+def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to (host, port), as IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections of such a
+    socket, and without it every answer on a kept-alive connection waits ~40 ms for the client's delayed ACK
+    (uvicorn's own sockets for workers are protocol 0: 52 ms a feature page over one connection, not 11 ms)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
 
-    uvicorn binds that socket with protocol 0, and asyncio sets TCP_NODELAY only on connections of a socket
-    whose protocol is IPPROTO_TCP: every answer on a kept-alive connection then waits ~40 ms for the client's
-    delayed ACK (measured: 52 ms a feature page over one connection instead of 11 ms). So the socket is
-    bound here as IPPROTO_TCP and handed to uvicorn's supervisor."""
-    import socket
 
+def _worker(host: str, port: int, log_level: str) -> None:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
-    config = uvicorn.Config("app.serving:app_from_env", factory=True, host=host, port=port, workers=workers,
-                            log_level=log_level)
-    bound = config.bind_socket()
-    sock = socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
-    Multiprocess(config, sockets=[sock]).run()
+    config = uvicorn.Config("app.serving:app_from_env", factory=True, host=host, port=port, log_level=log_level)
+    uvicorn.Server(config).run(sockets=[listening_socket(host, port, reuse_port=True)])
+
+
+def run_workers(host: str, port: int, workers: int, log_level: str = "info") -> int:
+    """`workers` processes, each a uvicorn server building the app with `app_from_env` on a socket of its own
+    (SO_REUSEPORT), so the kernel spreads connections over them. (On uvicorn's one shared socket the first
+    worker awake accepts every connection that is waiting: 8 connections opened together all went to one
+    worker, leaving the other core idle.) Returns when SIGINT / SIGTERM arrives or a worker stops; 1 if one
+    failed."""
+    try:
+        listening_socket(host, port, reuse_port=False).close()  # free, and no server shares it already
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(host, port, log_level)) for _ in range(workers)]
+    stop = threading.Event()
+    before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in procs:
+            p.start()
+        while not stop.wait(0.5) and all(p.is_alive() for p in procs):
+            pass
+    finally:
+        for p in procs:
+            p.terminate()  # each uvicorn finishes the requests in flight
+        for p in procs:
+            p.join(30)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    return 0 if stop.is_set() else 1  # else a worker stopped by itself (it could not start, or crashed)

@@ -89,9 +89,9 @@ def _gc(args) -> int:
 
 
 def _serve(args) -> int:
-    """One worker: the app built here. Several: uvicorn's worker processes (`app.serving.run_workers`) each
-    build it from the factory `app.serving:app_from_env` on the store named by $FEATUREFLOW_DB, once it has
-    started here (so a missing store or front-end file is refused with its message before any worker starts)."""
+    """One worker: the app built here. Several: worker processes (`app.serving.run_workers`), each a uvicorn
+    server building it from the factory `app.serving:app_from_env` on the store named by $FEATUREFLOW_DB, once it
+    has started here (so a missing store or front-end file is refused with its message before any worker starts)."""
     import uvicorn
 
     from app.main import create_app
@@ -109,8 +109,7 @@ def _serve(args) -> int:
         return 0
     app.state.store.close()
     os.environ[DB_ENV] = str(Path(args.db).resolve())
-    run_workers(args.host, args.port, args.workers)
-    return 0
+    return run_workers(args.host, args.port, args.workers)
 
 
 def cores() -> int:

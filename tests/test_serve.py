@@ -91,41 +91,47 @@ def test_feature_examples_are_a_fragment_with_a_json_twin(client, tiny_pipeline)
         assert "never fires" in client.get(f"/models/lua/features/{dead[0]}/examples").text
 
 
-def test_serve_parses_workers_and_hands_uvicorn_the_factory(tiny_pipeline, monkeypatch):
+def test_serve_parses_workers_and_hands_them_the_factory(tiny_pipeline, monkeypatch):
     import uvicorn
-    import uvicorn.supervisors
 
+    import app.serving
     from backend import cli
 
     calls = []
-
-    class Supervisor:
-        def __init__(self, config, sockets):
-            calls.append((config, sockets))
-
-        def run(self):
-            for s in calls[-1][1]:
-                s.close()
-
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
-    monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", Supervisor)
+    monkeypatch.setattr(app.serving, "run_workers", lambda *a: calls.append(a) or 0)
     monkeypatch.setenv("FEATUREFLOW_DB", "")  # restored when the test ends
     db = str(tiny_pipeline.cfg.store_path())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    assert cli.main(["serve", "--db", db, "--workers", "3", "--port", str(port)]) == 0
-    config, (sock,) = calls.pop()
-    assert config.app == "app.serving:app_from_env" and config.factory and config.workers == 3
-    assert config.port == port and sock.proto == socket.IPPROTO_TCP  # so asyncio sets TCP_NODELAY
-    assert os.environ["FEATUREFLOW_DB"] == str(Path(db).resolve())
+    assert cli.main(["serve", "--db", db, "--workers", "3", "--port", "8123"]) == 0
+    assert calls.pop() == ("127.0.0.1", 8123, 3)
+    assert os.environ["FEATUREFLOW_DB"] == str(Path(db).resolve())  # what app_from_env opens in each worker
+    assert app.serving.app_from_env().state.store.path == Path(db).resolve()
     assert cli.main(["serve", "--db", db, "--workers", "1"]) == 0
-    app, kw = calls.pop()
-    assert hasattr(app, "state") and "workers" not in kw  # one worker: the app built here, no factory
-    assert cli.main(["serve", "--db", db, "--port", str(port)]) == 0
-    assert getattr(calls.pop()[0], "workers", 1) == cli.cores()
+    app_, kw = calls.pop()
+    assert hasattr(app_, "state") and "workers" not in kw  # one worker: the app built here, in this process
+    assert cli.main(["serve", "--db", db]) == 0
+    got = calls.pop()
+    assert (got[2] if len(got) == 3 else 1) == cli.cores()  # the default: one worker per core
     assert cli.main(["serve", "--db", db, "--workers", "0"]) == 2
     assert cli.main(["serve", "--db", db + ".missing", "--workers", "2"]) == 2 and not calls
+
+
+def test_each_worker_listens_on_its_own_tcp_socket_of_one_port():
+    from app.serving import listening_socket, run_workers
+
+    a = listening_socket("127.0.0.1", 0, reuse_port=True)
+    port = a.getsockname()[1]
+    b = listening_socket("127.0.0.1", port, reuse_port=True)  # a second worker on the same port
+    try:
+        for s in (a, b):
+            assert s.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY on such a socket's connections
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+        a.listen()
+        with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}"):  # no second server on it
+            run_workers("127.0.0.1", port, 2)
+    finally:
+        a.close()
+        b.close()
 
 
 def test_serve_with_two_workers_answers_and_stops(tiny_pipeline):
