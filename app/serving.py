@@ -1,5 +1,5 @@
-"""How the explorer is served: headers on every response, ETag / 304 from the store's identity, and the app
-factory that uvicorn's worker processes import (`featureflow serve --workers N`).
+"""How the explorer is served: headers on every response, ETag / 304 from the store's identity, answers kept
+per request, and the worker processes of `featureflow serve --workers N` with the app factory they import.
 
 The store is read-only and never changes while it is served, so a response is a function of the store, the
 explorer's code and the request (its URL and whether htmx asked for a fragment). `identity()` hashes the
@@ -108,7 +108,7 @@ class ResponseCache:
         headers = Headers(scope=scope)
         if any(h in headers for h in ("range", "if-none-match", "if-modified-since")):
             return None
-        return (scope["path"], scope.get("query_string", b""), "hx-request" in headers,
+        return (scope["path"], scope.get("query_string", b""), bool(headers.get("hx-request")),
                 "gzip" in headers.get("accept-encoding", ""))
 
     async def __call__(self, scope, receive, send):
