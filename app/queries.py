@@ -6,6 +6,8 @@ plain dicts / lists ready for JSON and templates; the schema they read is `backe
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 import threading
@@ -49,6 +51,18 @@ def like_literal(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def memo(fn):
+    """Keep a Store method's answers per arguments (the store never changes while it is open; at most 256
+    argument sets, e.g. thresholds, least recently used out); each caller gets its own deep copy to change."""
+    cached = functools.lru_cache(maxsize=256)(fn)
+
+    @functools.wraps(fn)
+    def fresh(*args, **kwargs):
+        return copy.deepcopy(cached(*args, **kwargs))
+
+    return fresh
+
+
 def _dicts(cur) -> list[dict]:
     cols = [d[0] for d in cur.description]
     return [{c: _clean(v) for c, v in zip(cols, row)} for row in cur.fetchall()]
@@ -72,6 +86,7 @@ class Store:
         self.similarity = parse_mode(self.default_mode)[0]  # feature pages, lineage and cases use this one
         self.models = self.q("SELECT * FROM models ORDER BY idx")
         self.model_names = [m["model"] for m in self.models]
+        self.model_idx = {m["model"]: m["idx"] for m in self.models}
         self.edges = self.q("SELECT e.* FROM model_edges e JOIN models c ON c.model = e.child "
                             "JOIN models p ON p.model = e.parent ORDER BY c.idx, p.idx")
 
@@ -116,6 +131,7 @@ class Store:
         return self.model(model)["label"]
 
     # -- overview -----------------------------------------------------------------------------
+    @memo
     def overview_models(self) -> list[dict]:
         rows = self.q("""
             SELECT m.model, m.label, m.make, m.domains, m.merge_t, m.train_tokens, m.seconds, m.d_sae,
@@ -141,11 +157,13 @@ class Store:
                              f"(modes: {', '.join(self.modes)})")
         return mode
 
+    @memo
     def flows(self, threshold: float, mode: str | None = None) -> list[dict]:
         """Per edge at `threshold` under `mode`, from the stored matches, with the edge's noise floor."""
         return [{k: _clean(v) for k, v in r.items()}
                 for r in flow_sql.flows(self.cursor(), threshold, self.mode(mode))]
 
+    @memo
     def floors(self, threshold: float, mode: str | None = None) -> list[dict]:
         """Per replicated member: the seed-control noise floor at `threshold` under `mode`, with the
         distribution of its replica match r."""
@@ -167,10 +185,12 @@ class Store:
             JOIN models o ON o.model = f.origin_model
             WHERE f.alive GROUP BY f.model, f.origin_model, m.idx, o.idx ORDER BY m.idx, o.idx""")
 
+    @memo
     def emerged_in(self, threshold: float, mode: str | None = None) -> dict[str, int]:
         """Alive features of each non-root model that no parent feature reaches (over all its parents)."""
         return flow_sql.emerged_in(self.cursor(), threshold, self.mode(mode))
 
+    @memo
     def node_flows(self, threshold: float, mode: str | None = None) -> list[dict]:
         """Each alive feature once per model node (the Sankey): see `flows.node_flows`."""
         return flow_sql.node_flows(self.cursor(), threshold, self.mode(mode))
@@ -225,12 +245,19 @@ class Store:
         row["label"] = self.label(model)
         hist = self.q1("SELECT edges, counts FROM feature_histograms WHERE model = ? AND feature = ?", [model, feature])
         row["histogram"] = hist or {"edges": [], "counts": []}
-        row["logits"] = self.q("""
-            SELECT l.sign, l.rank, l.token_id, v.text, l.value FROM feature_logits l JOIN vocab v USING (token_id)
-            WHERE l.model = ? AND l.feature = ? ORDER BY l.sign, l.rank""", [model, feature])
-        row["top_tokens"] = self.q("""
-            SELECT t.rank, t.token_id, v.text, t.count, t.mean_act, t.total_act FROM feature_top_tokens t
-            JOIN vocab v USING (token_id) WHERE t.model = ? AND t.feature = ? ORDER BY t.rank""", [model, feature])
+        # logits and top tokens in one read: one pass over the vocabulary for both
+        toks = self.q("""
+            SELECT t.kind, t.sign, t.rank, t.token_id, v.text, t.value, t.count, t.mean_act, t.total_act FROM (
+                SELECT 'logit' AS kind, sign, rank, token_id, value, NULL AS count, NULL AS mean_act, NULL AS total_act
+                FROM feature_logits WHERE model = $model AND feature = $feature
+                UNION ALL
+                SELECT 'top', NULL, rank, token_id, NULL, count, mean_act, total_act
+                FROM feature_top_tokens WHERE model = $model AND feature = $feature) t
+            JOIN vocab v USING (token_id) ORDER BY t.kind, t.sign, t.rank""", {"model": model, "feature": feature})
+        row["logits"] = [{k: t[k] for k in ("sign", "rank", "token_id", "text", "value")}
+                         for t in toks if t["kind"] == "logit"]
+        row["top_tokens"] = [{k: t[k] for k in ("rank", "token_id", "text", "count", "mean_act", "total_act")}
+                             for t in toks if t["kind"] == "top"]
         return row
 
     def explanation(self, model: str, feature: int) -> dict | None:
@@ -364,12 +391,14 @@ class Store:
         """Top-k matches under `mode`'s similarity in every parent (c2p) and child (p2c) model, each with r and
         whether it persists."""
         sim = parse_mode(self.mode(mode))[0]
-        up = self.q("""SELECT parent AS model, dst AS feature, rank, r FROM matches
-                       WHERE child = ? AND direction = 'c2p' AND src = ? AND similarity = ?
-                       ORDER BY parent, rank""", [model, feature, sim])
-        down = self.q("""SELECT child AS model, dst AS feature, rank, r FROM matches
-                         WHERE parent = ? AND direction = 'p2c' AND src = ? AND similarity = ?
-                         ORDER BY child, rank""", [model, feature, sim])
+        rows = self.q("""SELECT direction, CASE direction WHEN 'c2p' THEN parent ELSE child END AS model, dst AS feature,
+                                rank, r FROM matches
+                         WHERE src = $feature AND similarity = $sim
+                           AND (child = $model AND direction = 'c2p' OR parent = $model AND direction = 'p2c')
+                         ORDER BY direction, model, rank""", {"model": model, "feature": feature, "sim": sim})
+        up, down = [], []
+        for r in rows:
+            (up if r.pop("direction") == "c2p" else down).append(r)
         for r in up + down:
             r["persists"] = r["r"] > threshold
             r["label"] = self.label(r["model"])
@@ -380,11 +409,19 @@ class Store:
         match (rank 0), or its assigned partner under the `1to1` rule (left out when unassigned). The one
         rule behind lineage, fates and case studies."""
         sim, rule = parse_mode(self.mode(mode))
+        if not (self.parents(model) if direction == "c2p" else self.children(model)):
+            return []  # a root has no parent models, a leaf no child models
         here, there = ("child", "parent") if direction == "c2p" else ("parent", "child")
         table, rank = ("assignments", "") if rule == "1to1" else ("matches", " AND m.rank = 0")
-        return self.q(f"""SELECT m.{there} AS model, m.dst AS feature, m.r FROM {table} m JOIN models o ON o.model = m.{there}
+        rows = self.q(f"""SELECT m.{there} AS model, m.dst AS feature, m.r FROM {table} m
                           WHERE m.{here} = ? AND m.direction = ? AND m.src = ? AND m.similarity = ?
-                            AND m.dst IS NOT NULL{rank} ORDER BY m.r DESC, o.idx""", [model, direction, feature, sim])
+                            AND m.dst IS NOT NULL{rank}""", [model, direction, feature, sim])
+        return self._strongest_first(rows)
+
+    def _strongest_first(self, rows: list[dict]) -> list[dict]:
+        """Partners by r descending, ties in family order (sorted here: a join with `models` costs more than the
+        read)."""
+        return sorted(rows, key=lambda p: (-(p["r"] if p["r"] is not None else -math.inf), self.model_idx[p["model"]]))
 
     def best_parent(self, model: str, feature: int, mode: str | None = None) -> dict | None:
         """The strongest of the feature's partners over its parents (ties: the parent first in family order)."""
@@ -394,32 +431,39 @@ class Store:
     def best_children(self, model: str, feature: int, mode: str | None = None) -> list[dict]:
         return self.partners(model, feature, "p2c", mode)
 
-    def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict:
+    def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None,
+                row: dict | None = None, matches: dict | None = None) -> dict:
         """The feature's lineage at `threshold`: the chain of best persisting parent matches up to its
-        origin, and the tree of best persisting child matches down to the leaves."""
+        origin, and the tree of best persisting child matches down to the leaves. `row` (its `features` row)
+        and `matches` (its `matches()` under `mode`) save reads when the caller has them."""
+        if matches is not None and parse_mode(self.mode(mode))[1] == "best":  # its partners: the rank-0 matches
+            ups, kids = ([{"model": m["model"], "feature": m["feature"], "r": m["r"]} for m in matches[side]
+                          if m["rank"] == 0 and m["feature"] is not None] for side in ("parents", "children"))
+            ups, kids = self._strongest_first(ups), self._strongest_first(kids)
+        else:
+            ups, kids = self.partners(model, feature, "c2p", mode), self.partners(model, feature, "p2c", mode)
         up: list[dict] = []
-        m, f = model, feature
-        while True:
-            bp = self.best_parent(m, f, mode)
-            if bp is None or bp["r"] <= threshold:
-                break
+        own = bp = ups[0] if ups else None
+        while bp is not None and bp["r"] > threshold:
             up.append({"model": bp["model"], "label": self.label(bp["model"]), "feature": bp["feature"],
                        "r_to_next": bp["r"]})
-            m, f = bp["model"], bp["feature"]
+            bp = self.best_parent(bp["model"], bp["feature"], mode)
         up.reverse()
 
-        def down(m: str, f: int, depth: int) -> list[dict]:
+        def down(kids: list[dict], depth: int) -> list[dict]:
             out = []
-            for c in self.best_children(m, f, mode):
+            for c in kids:
                 node = {"model": c["model"], "label": self.label(c["model"]), "feature": c["feature"], "r": c["r"],
                         "persists": c["r"] > threshold}
-                node["children"] = down(c["model"], c["feature"], depth + 1) if node["persists"] and depth < 16 else []
+                node["children"] = down(self.best_children(c["model"], c["feature"], mode), depth + 1) \
+                    if node["persists"] and depth < 16 else []
                 out.append(node)
             return out
 
         origin = up[0] if up else {"model": model, "feature": feature}
-        fate = self._fate(model, feature, threshold, mode)
-        return {"ancestors": up, "descendants": down(model, feature, 0), "origin": origin, "fate": fate}
+        alive = (row or self.feature_row(model, feature))["alive"]
+        return {"ancestors": up, "descendants": down(kids, 0), "origin": origin,
+                "fate": self._fate(model, alive, own, kids, threshold)}
 
     def lineage_hops(self, model: str, feature: int, threshold: float, mode: str | None = None) -> list[dict]:
         """The descendant tree of `lineage` as a list of hops, one per edge of the tree (parent first, then
@@ -437,17 +481,15 @@ class Store:
         idx = {m["model"]: m["idx"] for m in self.models}
         return sorted(out, key=lambda h: idx[h["model"]])
 
-    def _fate(self, model: str, feature: int, threshold: float, mode: str | None = None) -> str:
-        row = self.feature_row(model, feature)
-        if not row["alive"]:
+    def _fate(self, model: str, alive: bool, best_parent: dict | None, best_children: list[dict],
+              threshold: float) -> str:
+        if not alive:
             return "dead"
         parts = []
         if self.parents(model):
-            bp = self.best_parent(model, feature, mode)
-            parts.append("inherited" if bp and bp["r"] > threshold else "emerging")
-        kids = self.best_children(model, feature, mode)
+            parts.append("inherited" if best_parent and best_parent["r"] > threshold else "emerging")
         if self.children(model):
-            parts.append("persisting" if any(k["r"] > threshold for k in kids) else "disappearing")
+            parts.append("persisting" if any(k["r"] > threshold for k in best_children) else "disappearing")
         return ", ".join(parts) or "alive"
 
     # -- browse / search ------------------------------------------------------------------------

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
+from pathlib import Path
 
 from .artifacts import PipelineError
 from .config import ConfigError, load_config
@@ -87,12 +89,32 @@ def _gc(args) -> int:
 
 
 def _serve(args) -> int:
+    """One worker: the app built here. Several: worker processes (`app.serving.run_workers`), each a uvicorn
+    server building it from the factory `app.serving:app_from_env` on the store named by $FEATUREFLOW_DB, once it
+    has started here (so a missing store or front-end file is refused with its message before any worker starts)."""
     import uvicorn
 
     from app.main import create_app
+    from app.queries import StoreError
+    from app.serving import DB_ENV, run_workers
 
-    uvicorn.run(create_app(args.db), host=args.host, port=args.port, log_level="info")
-    return 0
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1 (got {args.workers})")
+    try:
+        app = create_app(args.db)  # VendorMissing (a FileNotFoundError) names the missing front-end files
+    except StoreError as e:  # no store, or one of another schema version
+        raise ValueError(str(e)) from None
+    if args.workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        return 0
+    app.state.store.close()
+    os.environ[DB_ENV] = str(Path(args.db).resolve())
+    return run_workers(args.host, args.port, args.workers)
+
+
+def cores() -> int:
+    """CPU cores this process may run on (the default number of workers)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--db", required=True)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=cores(), help="worker processes (default: the number of cores, "
+                   f"{cores()} here); each opens the store read-only")
     s.set_defaults(fn=_serve)
     args = p.parse_args(argv)
     try:

@@ -87,15 +87,18 @@ def test_feature_page_and_api(client, con):
     data = client.get(f"/api/models/lua/features/{f}").json()
     row = con.execute("SELECT density, max_act FROM features WHERE model = 'lua' AND feature = ?", [f]).fetchone()
     assert data["feature"]["density"] == pytest.approx(row[0]) and data["feature"]["max_act"] == pytest.approx(row[1])
-    ex = data["examples"]
+    assert "examples" not in data  # loaded on demand: the page's fragment and its JSON twin
+    ex = client.get(f"/api{data['examples_url']}").json()["examples"]
     assert ex and ex[0]["kind"] == "top"
     top = max(t["act"] for t in ex[0]["tokens"])
     assert top == pytest.approx(row[1], rel=1e-5)  # the first top example holds the maximum
     assert {m["model"] for m in data["matches"]["parents"]} == {"babypython"}
     assert {m["model"] for m in data["matches"]["children"]} == {"luastories"}
     html = client.get(f"/models/lua/features/{f}").text
-    assert 'class="tok' in html and "rgba(230, 126, 34" in html
+    assert f'hx-get="/models/lua/features/{f}/examples"' in html and 'class="ctx"' not in html
     assert "/models/babypython/features/" in html  # match links
+    frag = client.get(f"/models/lua/features/{f}/examples", headers={"HX-Request": "true"}).text
+    assert 'class="tok' in frag and "rgba(230, 126, 34" in frag and "<html" not in frag
 
 
 def test_lineage_follows_persisting_matches(client, con):
@@ -328,7 +331,7 @@ def test_feature_page_escapes_hidden_tokens_and_keeps_newline_chips_whole(client
                                    ON s.token_index >= e.start AND s.token_index < e."end"
                                  WHERE s.token_id = (SELECT token_id FROM vocab WHERE text = chr(10)) AND e.kind = 'top'
                                  ORDER BY e.model, e.feature LIMIT 1""").fetchone()
-    html = client.get(f"/models/{model}/features/{feat}").text
+    html = client.get(f"/models/{model}/features/{feat}/examples").text
     assert '<span class="ws-nl">↵</span></span><br>' in html and '↵</span><br></span>' not in html
 
 def test_pages_name_models_by_label(tiny_pipeline, con):
@@ -434,7 +437,7 @@ def test_case_rows_show_every_feature_on_the_same_tokens(client, tiny_pipeline):
     d = client.get("/api/cases/assignment?threshold=0.2&mode=pearson").json()
     acts = {f["model"]: tiny_pipeline.load_acts(f["model"]).tocsc() for f in d["features"]}
     root = d["features"][0]
-    exs = client.get(f"/api/models/{root['model']}/features/{root['feature']}").json()["examples"]
+    exs = client.get(f"/api/models/{root['model']}/features/{root['feature']}/examples").json()["examples"]
     tops = [c["start"] for c in d["contexts"] if c["kind"].startswith("top")]
     rand = [c["start"] for c in d["contexts"] if c["kind"].startswith("random")]
     assert tops == [e["start"] for e in exs if e["kind"] == "top"][:4]
