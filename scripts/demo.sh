@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quick start, part 1: install featureflow, run the demo pipeline (about 8 minutes on 2 cores), then
+# Quick start, part 1: install featureflow, run the demo pipeline (about 5 minutes on 2 idle cores), then
 # serve the explorer on it at http://127.0.0.1:8000 (HOST / PORT override; CONFIG picks another run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
