@@ -3,7 +3,8 @@
 Starts two servers on 127.0.0.1 over the same store (opened read-only, never rebuilt):
 
 - new: `featureflow serve --workers N` from this tree (gzip, ETag, examples loaded on demand, caches);
-- baseline: the explorer at `--baseline-rev` (default 9cd7a15, the commit before the serving work), served as
+- baseline: the explorer at `--baseline-rev` (default fc1f310: main just before the serving work was merged, the
+  first commit that reads store schema 3, so both servers read the same file), served as
   it was, one uvicorn process with no gzip and the examples inline in the feature page; its files are taken
   with `git archive` into a temporary folder (this checkout is not touched).
 
@@ -125,7 +126,7 @@ def main() -> int:
     ap.add_argument("db", nargs="?", default="data/demo.duckdb")
     ap.add_argument("--port", type=int, default=8111, help="the new server's port; the baseline's is the next")
     ap.add_argument("--workers", type=int, default=None, help="the new server's workers (default: its default)")
-    ap.add_argument("--baseline-rev", default="9cd7a15", help="the commit served as the baseline")
+    ap.add_argument("--baseline-rev", default="fc1f310", help="the commit served as the baseline")
     ap.add_argument("--feature-requests", type=int, default=600)
     ap.add_argument("--overview-requests", type=int, default=3000)
     ap.add_argument("--fresh-requests", type=int, default=300)
