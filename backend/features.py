@@ -104,12 +104,13 @@ def feature_tables(acts: sp.csc_matrix, tokens_flat: np.ndarray, cfg: SampleConf
            "c_rank": np.zeros((F, slots), dtype=np.int64), "c_n": np.zeros(F, dtype=np.int64)}
     indptr, rows = acts.indptr.astype(np.int64), acts.indices.astype(np.int64)
     vals, toks = acts.data.astype(np.float32), np.ascontiguousarray(tokens_flat, dtype=np.int64)
+    n_vocab = int(toks.max()) + 1 if len(toks) else 1  # the kernel's per-token-type scratch size
     threads = max(1, threads or torch.get_num_threads())
     step = 512
     bar = tqdm(total=F, desc=desc, unit="feat", dynamic_ncols=True, mininterval=1.0) if desc else None
 
     def run(j0: int) -> None:
-        kernel(j0, min(F, j0 + step), indptr, rows, vals, toks, cfg.histogram_bins, cfg.top_k_examples,
+        kernel(j0, min(F, j0 + step), indptr, rows, vals, toks, n_vocab, cfg.histogram_bins, cfg.top_k_examples,
                cfg.quantile_bins, cfg.examples_per_bin, int(seed), cfg.context, cfg.window, *out.values())
         if bar is not None:
             bar.update(min(F, j0 + step) - j0)

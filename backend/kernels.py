@@ -12,13 +12,14 @@ import numpy as np
 
 @numba.njit(cache=True, nogil=True)
 def insert_desc(vals, idx, v, j):
-    """Insert (v, j) into the descending arrays vals / idx if v beats their last entry. Strict comparison:
-    among equal values the one inserted first stays first."""
+    """Insert (v, j) into vals / idx, kept in order of value descending, then index ascending, if it beats
+    their last entry (empty slots hold -inf). Callers that insert indices in ascending order (the matching
+    rows) never meet the index tie-break: among equal values the one inserted first stays first."""
     m = vals.shape[0]
-    if not v > vals[m - 1]:
+    if not (v > vals[m - 1] or (v == vals[m - 1] and j < idx[m - 1])):
         return
     p = m - 1
-    while p > 0 and v > vals[p - 1]:
+    while p > 0 and (v > vals[p - 1] or (v == vals[p - 1] and j < idx[p - 1])):
         vals[p] = vals[p - 1]
         idx[p] = idx[p - 1]
         p -= 1
@@ -109,22 +110,6 @@ def _argsort_desc_stable(vals):
 
 
 @numba.njit(cache=True, nogil=True)
-def _insert_desc_tie_low(vals, ids, v, t):
-    """Insert (v, t) into vals / ids kept in order of value descending, then id ascending, if it beats their
-    last entry (ids of -1 mark empty slots, which lose to anything)."""
-    m = vals.shape[0]
-    if not (v > vals[m - 1] or (v == vals[m - 1] and (ids[m - 1] < 0 or t < ids[m - 1]))):
-        return
-    p = m - 1
-    while p > 0 and (v > vals[p - 1] or (v == vals[p - 1] and (ids[p - 1] < 0 or t < ids[p - 1]))):
-        vals[p] = vals[p - 1]
-        ids[p] = ids[p - 1]
-        p -= 1
-    vals[p] = v
-    ids[p] = t
-
-
-@numba.njit(cache=True, nogil=True)
 def _feature_tables_one(j, rows, vals, toks, bins, top_k, q_bins, per_bin, seed, context, window,
                         h_counts, t_ids, t_counts, t_totals, t_n, c_rows, c_kind, c_rank, c_n, s_cnt, s_tot, s_seen):
     n = rows.shape[0]
@@ -212,7 +197,7 @@ def _feature_tables_one(j, rows, vals, toks, bins, top_k, q_bins, per_bin, seed,
     best_t = np.full(kt, -1, dtype=np.int64)
     for u in range(n_types):
         t = s_seen[u]
-        _insert_desc_tie_low(best_v, best_t, s_tot[t], t)
+        insert_desc(best_v, best_t, s_tot[t], t)
     for r in range(kt):
         t_ids[j, r] = best_t[r]
         t_counts[j, r] = s_cnt[best_t[r]]
@@ -224,14 +209,13 @@ def _feature_tables_one(j, rows, vals, toks, bins, top_k, q_bins, per_bin, seed,
 
 
 @numba.njit(cache=True, nogil=True)
-def feature_tables(j0, j1, indptr, rows, vals, tokens_flat, bins, top_k, q_bins, per_bin, seed, context, window,
+def feature_tables(j0, j1, indptr, rows, vals, tokens_flat, n_vocab, bins, top_k, q_bins, per_bin, seed, context, window,
                    h_counts, t_ids, t_counts, t_totals, t_n, c_rows, c_kind, c_rank, c_n):
     """Features j0..j1-1 of a CSC activation matrix (rows sorted within each column): histogram counts,
     top tokens, and the centres of its example windows (the top_k largest whose windows do not overlap, then
     per_bin from each quantile group; kind 0 = top, 1 + i = the i-th non-empty quantile group from the bottom). The random picks of
     feature j come from a generator seeded with seed + j, so they do not depend on how features are split
-    between threads."""
-    n_vocab = tokens_flat.max() + 1 if tokens_flat.shape[0] else 1
+    between threads. `n_vocab` (above every token id) sizes the per-token-type scratch arrays."""
     s_cnt = np.zeros(n_vocab, dtype=np.int64)   # per token type: count and total of the current feature
     s_tot = np.zeros(n_vocab, dtype=np.float64)
     s_seen = np.empty(max(1, min(n_vocab, rows.shape[0])), dtype=np.int64)
