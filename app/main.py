@@ -398,8 +398,8 @@ def create_app(db_path: str | Path) -> FastAPI:
                                  "tokens": [{**tok, "act_a": tok["act"] if src == ra else oa,
                                              "act_b": oa if src == ra else tok["act"]}
                                             for tok, oa in zip(ex["tokens"], other_acts)]})
-        r = store.correlation(ra.model, ra.feature, rb.model, rb.feature)
         joint = store.joint_activations(ra.model, ra.feature, rb.model, rb.feature)
+        r = joint["r"]
         names = [f"{side[k]['label']} #{side[k]['feature']}" for k in ("a", "b")]
         return {**side, "r": r, "contexts": contexts, "pick": pick, "colors": {"a": HEAT, "b": COMPARE_B},
                 "scatter": figures.pair_scatter(joint, names[0], names[1], r)}
@@ -504,8 +504,7 @@ def create_app(db_path: str | Path) -> FastAPI:
         for h in c["hops"]:
             h["label"], h["parent_label"] = store.label(h["model"]), store.label(h["parent_model"])
             h["explanation"] = next(f["explanation"] for f in feats if (f["model"], f["feature"]) == (h["model"], h["feature"]))
-        matrix = [[store.correlation(a["model"], a["feature"], b["model"], b["feature"]) for b in feats]
-                  for a in feats]
+        matrix = store.correlations([(f["model"], f["feature"]) for f in feats])
         return {**out, "features": feats, "matrix": matrix,
                 "contexts": shared_contexts(case_windows(c["root_model"], c["root_feature"]), feats)}
 

@@ -359,30 +359,45 @@ class Store:
 
     def joint_activations(self, ma: str, fa: int, mb: str, fb: int) -> dict:
         """Both features' activations on every sample token where either fires (ascending token index; 0 where
-        one does not fire), and how many sample tokens neither fires on."""
-        ia, xa = self._sparse(ma, fa)
-        ib, xb = self._sparse(mb, fb)
+        one does not fire), how many sample tokens neither fires on, and their correlation `r` (each feature
+        read once)."""
+        (ia, xa), (ib, xb) = self._sparse(ma, fa), self._sparse(mb, fb)
         idx = np.union1d(ia, ib)
         a, b = np.zeros(len(idx)), np.zeros(len(idx))
         a[np.searchsorted(idx, ia)], b[np.searchsorted(idx, ib)] = xa, xb
-        return {"token_index": idx, "a": a, "b": b, "neither": int(self.run["sample_tokens"]) - len(idx)}
+        return {"token_index": idx, "a": a, "b": b, "neither": int(self.run["sample_tokens"]) - len(idx),
+                "r": self._pearson((ia, xa), (ib, xb), (ma, fa) == (mb, fb))}
 
     def correlation(self, ma: str, fa: int, mb: str, fb: int) -> float | None:
         """Exact Pearson r of two features over the whole shared sample, from their sparse activations.
 
         The two pairs compared are chosen per request (any two features), so this is computed here, not
-        stored; the sums are exactly rounded (math.fsum), so identical requests give identical bits
-        whatever DuckDB's thread count, and r is clamped to [-1, 1]. None when either never varies."""
+        stored; see `_pearson`."""
+        return self._pearson(self._sparse(ma, fa), self._sparse(mb, fb), (ma, fa) == (mb, fb))
+
+    def correlations(self, features: list[tuple[str, int]]) -> list[list[float | None]]:
+        """The matrix of `correlation` over (model, feature) pairs, each feature's activations read once and
+        each pair computed once (r is symmetric)."""
+        acts = [self._sparse(m, f) for m, f in features]
+        out = [[None] * len(features) for _ in features]
+        for i in range(len(features)):
+            for j in range(i, len(features)):
+                out[i][j] = out[j][i] = self._pearson(acts[i], acts[j], features[i] == features[j])
+        return out
+
+    def _pearson(self, a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], same: bool) -> float | None:
+        """Pearson r over the sample of two sparse activation vectors (token indices, values). The sums are
+        exactly rounded (math.fsum), so identical requests give identical bits whatever DuckDB's thread count,
+        and r is clamped to [-1, 1]; a feature with itself (`same`) is exactly 1. None when either never varies."""
         n = self.run["sample_tokens"]
-        ia, xa = self._sparse(ma, fa)
-        ib, xb = self._sparse(mb, fb)
+        (ia, xa), (ib, xb) = a, b
         _, pa, pb = np.intersect1d(ia, ib, assume_unique=True, return_indices=True)
         sa, sb = math.fsum(xa), math.fsum(xb)
         var_a = math.fsum(xa * xa) / n - (sa / n) ** 2
         var_b = math.fsum(xb * xb) / n - (sb / n) ** 2
         if var_a <= 0 or var_b <= 0:
             return None
-        if (ma, fa) == (mb, fb):
+        if same:
             return 1.0  # by definition (the float formula can land an ulp either side)
         cov = math.fsum(xa[pa] * xb[pb]) / n - (sa / n) * (sb / n)
         return max(-1.0, min(1.0, cov / math.sqrt(var_a * var_b)))
@@ -478,8 +493,7 @@ class Store:
                 walk(n["children"], n["model"], n["feature"])
 
         walk(self.lineage(model, feature, threshold, mode)["descendants"], model, feature)
-        idx = {m["model"]: m["idx"] for m in self.models}
-        return sorted(out, key=lambda h: idx[h["model"]])
+        return sorted(out, key=lambda h: self.model_idx[h["model"]])
 
     def _fate(self, model: str, alive: bool, best_parent: dict | None, best_children: list[dict],
               threshold: float) -> str:

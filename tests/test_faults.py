@@ -371,3 +371,18 @@ def test_correlations_are_deterministic_and_clamped(client, tiny_pipeline):
     for row in case["matrix"]:
         assert all(r is None or -1 <= r <= 1 for r in row)
     assert all(case["matrix"][i][i] in (1.0, None) for i in range(len(case["matrix"])))
+
+
+def test_correlation_matrix_equals_pairwise_correlation_and_numpy(client, tiny_pipeline):
+    store = client.app.state.store
+    feats = [("babypython", 0), ("lua", 1), ("lua", 1), ("luastories", 2), ("tinystories", 3)]
+    matrix = store.correlations(feats)
+    dense = {m: tiny_pipeline.load_acts(m).tocsc() for m, _ in feats}
+    for i, (ma, fa) in enumerate(feats):
+        for j, (mb, fb) in enumerate(feats):
+            assert matrix[i][j] == store.correlation(ma, fa, mb, fb)  # the same bits
+            x, y = dense[ma][:, fa].toarray().ravel(), dense[mb][:, fb].toarray().ravel()
+            if x.std() > 0 and y.std() > 0:
+                assert matrix[i][j] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-6)
+    joint = store.joint_activations("lua", 1, "luastories", 2)
+    assert joint["r"] == store.correlation("lua", 1, "luastories", 2)
