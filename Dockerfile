@@ -7,12 +7,10 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -c requirements.lock torch --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
-COPY backend backend
-COPY app app
-COPY frontend frontend
+COPY featureflow featureflow
 COPY configs configs
 COPY scripts scripts
-RUN pip install --no-cache-dir -c requirements.lock -e ".[pipeline]" && npm --prefix frontend ci --no-audit --no-fund
+RUN pip install --no-cache-dir -c requirements.lock -e ".[pipeline]" && npm --prefix featureflow/explorer ci --no-audit --no-fund
 ENV HOST=0.0.0.0 PORT=8000 FEATUREFLOW_VENV=system
 EXPOSE 8000
 VOLUME /app/data

@@ -3,7 +3,7 @@
     python scripts/bench_features.py [--tokens 3000000 --features 16384 --l0 30] [--baseline OLD_FEATURES_PY]
 
 Times `write_feature_tables` on synthetic activations of the given size (paper size by default) and, with
---baseline (e.g. `git show 88e0e93:backend/features.py > /tmp/features_old.py`, the per-feature Python loop),
+--baseline (e.g. `git show 88e0e93:featureflow/features.py > /tmp/features_old.py`, the per-feature Python loop),
 the old module on the same input in the same run, and prints both and the ratio.
 """
 
@@ -21,12 +21,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backend.config import SampleConfig  # noqa: E402
+from featureflow.config import SampleConfig  # noqa: E402
 from bench_matching import synthetic  # noqa: E402
 
 
 def load(path: str):
-    spec = importlib.util.spec_from_file_location("backend._features_baseline", path)
+    spec = importlib.util.spec_from_file_location("featureflow.pipeline._features_baseline", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--l0", type=float, default=30)
     ap.add_argument("--baseline", default=None)
     a = ap.parse_args()
-    import backend.features as current
+    import featureflow.pipeline.features as current
 
     cfg = SampleConfig(tokens=a.tokens, context=64, top_k_examples=20, quantile_bins=10, examples_per_bin=5,
                        window=32)

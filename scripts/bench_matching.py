@@ -9,7 +9,7 @@ process's peak resident memory after each engine (ru_maxrss: a high-water mark, 
     python scripts/bench_matching.py --tokens 3000000 --features 16384
     python scripts/bench_matching.py --tokens 300000 --features 16384 --no-reference
 
-`--assign` instead times the one-to-one rule (`backend.matching.assign`) on synthetic TopK arrays:
+`--assign` instead times the one-to-one rule (`featureflow.pipeline.matching.assign`) on synthetic TopK arrays:
 seconds and traced peak memory (tracemalloc, which sees NumPy's and SciPy's array allocations), against
 a dense `scipy.optimize.linear_sum_assignment` on max(S, 0) where that fits (`--dense-max`).
 
@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from backend.matching import TopK, assign, pearson_topk_blockwise, pearson_topk_cpu, pearson_topk_torch
+from featureflow.pipeline.matching import TopK, assign, pearson_topk_blockwise, pearson_topk_cpu, pearson_topk_torch
 
 
 def synthetic(n: int, f: int, l0: float, seed: int) -> sp.csc_matrix:

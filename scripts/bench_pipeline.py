@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.config import load_config  # noqa: E402
-from backend.pipeline import STAGES, Pipeline, hardware, setup_logging  # noqa: E402
+from featureflow.config import load_config  # noqa: E402
+from featureflow.pipeline.runner import STAGES, Pipeline, hardware, setup_logging  # noqa: E402
 
 
 def main() -> None:

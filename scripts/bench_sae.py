@@ -3,7 +3,7 @@
     python scripts/bench_sae.py throughput [--baseline OLD_SAE_PY] [--repeats 3] [--steps 12]
         Tokens/s of `train_sae`'s training loop (the mean estimate excluded) on the demo shape: a one-layer
         Mistral hidden 128 / d_mlp 512 (x4 -> 2048 latents), blocks of 24 x 128 tokens. With --baseline
-        (e.g. `git show HEAD:backend/sae.py > /tmp/sae_head.py`) the old and the current module run
+        (e.g. `git show HEAD:featureflow/sae.py > /tmp/sae_head.py`) the old and the current module run
         interleaved, so a shared machine's load falls on both alike.
     python scripts/bench_sae.py calibrate --model DIR --streams DIR [--target 30 --expansion 4 ...]
         Train standard SAEs with target_l0 (and topk / batchtopk SAEs) on a trained model and its token
@@ -24,14 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.config import ModelShape, SAEConfig  # noqa: E402
+from featureflow.config import ModelShape, SAEConfig  # noqa: E402
 
 
 def load_impl(path: str | None):
     if path is None:
-        import backend.sae as mod
+        import featureflow.pipeline.sae as mod
         return mod
-    spec = importlib.util.spec_from_file_location("backend._sae_baseline", path)
+    spec = importlib.util.spec_from_file_location("featureflow.pipeline._sae_baseline", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -55,7 +55,7 @@ class LoopTimer:
 
 
 def throughput(args) -> None:
-    from backend.family.model import new_model
+    from featureflow.pipeline.family.model import new_model
 
     torch.set_num_threads(args.threads)
     model = new_model(ModelShape(hidden=128, d_mlp=512, heads=4, context=128), 4096, 0, seed=0).eval()
@@ -87,10 +87,10 @@ def throughput(args) -> None:
 
 
 def calibrate(args) -> None:
-    from backend.family.model import load_model
-    from backend.sae import train_sae
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.sae import train_sae
 
-    from backend.sae import L0Controller
+    from featureflow.pipeline.sae import L0Controller
 
     for kv in args.ctrl or []:
         key, val = kv.split("=")
@@ -112,7 +112,7 @@ def calibrate(args) -> None:
                 tr = train_sae(model, streams, cfg, seed=seed, desc=f"{arch} {target}")
                 secs = time.time() - t
                 # final L0 / dead / EV on fresh batches of the training shape (other windows, same streams)
-                from backend.sae import activations, block_batches
+                from featureflow.pipeline.sae import activations, block_batches
                 fired = torch.zeros(tr.sae.d_sae, dtype=torch.bool, device=device)
                 l0s, ev_num, ev_den = [], 0.0, 0.0
                 with torch.no_grad():
@@ -140,10 +140,10 @@ def calibrate(args) -> None:
 def paper(args) -> None:
     """On a GPU: a paper-shape LM (hidden 512, d_mlp 1024, 16 heads, context 256) trained briefly on the given
     streams, then the paper's SAE recipe (x16, lr 1e-4, Adam (0.9, 0.9999), 128 blocks of 24, 15M tokens)."""
-    from backend.config import TrainingConfig
-    from backend.family.model import new_model
-    from backend.family.train import train_lm, validation_windows
-    from backend.sae import activations, block_batches, sae_health, summarise, train_sae
+    from featureflow.config import TrainingConfig
+    from featureflow.pipeline.family.model import new_model
+    from featureflow.pipeline.family.train import train_lm, validation_windows
+    from featureflow.pipeline.sae import activations, block_batches, sae_health, summarise, train_sae
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -55,21 +55,26 @@ def machine() -> str:
 
 
 def baseline_tree(rev: str, into: Path) -> Path:
-    """The files of commit `rev` (app, backend, frontend) in `into`, with this checkout's npm packages."""
+    """The files of commit `rev` (its packages: `featureflow/`, or `app/`, `backend/`, `frontend/` before the
+    move into one package) in `into`, with this checkout's npm packages."""
     archive = into / "tree.tar"
-    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "app", "backend", "frontend"],
-                   check=True)
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", rev], capture_output=True, text=True,
+                            check=True).stdout.split()
+    parts = [p for p in ("featureflow", "app", "backend", "frontend") if p in listed]
+    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, *parts], check=True)
     with tarfile.open(archive) as t:
         t.extractall(into / "tree", filter="data")
-    nm = into / "tree" / "frontend" / "node_modules"
+    npm_home = "featureflow/explorer" if "featureflow" in parts else "frontend"
+    nm = into / "tree" / npm_home / "node_modules"
     if not nm.exists():
-        nm.symlink_to((ROOT / "frontend" / "node_modules").resolve())
+        nm.symlink_to((ROOT / "featureflow" / "explorer" / "node_modules").resolve())
     return into / "tree"
 
 
 def start(cwd: Path, db: str, port: int, extra: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(cwd)}
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--db", db, "--host", "127.0.0.1",
+    cli = "featureflow.cli" if (cwd / "featureflow").is_dir() else "backend.cli"
+    proc = subprocess.Popen([sys.executable, "-m", cli, "serve", "--db", db, "--host", "127.0.0.1",
                              "--port", str(port), *extra], cwd=cwd, env=env, stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
     for _ in range(600):

@@ -1,6 +1,6 @@
 """Benchmark: explorer latency on a paper-scale store, against loading the tables into Python.
 
-Builds a synthetic store with the real schema (`backend/store/schema.py`) at paper scale by default
+Builds a synthetic store with the real schema (`featureflow/store/schema.py`) at paper scale by default
 (4 models x 16,384 features, top-10 matches both ways per edge, 20 examples per feature over a
 3M-token sample) and times the explorer's JSON views through FastAPI's TestClient. The baseline,
 measured in the same run, answers the feature view the way the issue forbids: whole tables into
@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from backend.store.schema import SCHEMA_VERSION, ddl
+from featureflow.store.schema import SCHEMA_VERSION, ddl
 
 MODELS = ["root", "a", "b", "merge"]
 EDGES = [("root", "a"), ("root", "b"), ("a", "merge"), ("b", "merge")]
@@ -112,7 +112,7 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from featureflow.explorer.app import create_app
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "bench.duckdb"

@@ -12,7 +12,7 @@ if [ "$VENV" != system ]; then   # FEATUREFLOW_VENV=system installs into the cur
 fi
 python -m pip install -q -c requirements.lock torch          # first: the CPU build named in the lock
 python -m pip install -q -c requirements.lock -e ".[pipeline]"
-npm --prefix frontend ci --no-audit --no-fund   # htmx, Swagger UI, ReDoc from npm (plotly.js ships in the plotly package)
+npm --prefix featureflow/explorer ci --no-audit --no-fund   # htmx, Swagger UI, ReDoc from npm (plotly.js ships in the plotly package)
 featureflow run --config "$CONFIG"
 DB="data/$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["name"])' "$CONFIG").duckdb"
 featureflow report --db "$DB"

@@ -20,8 +20,8 @@ def tiny_dict(data_dir: Path, **over) -> dict:
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory):
     """The whole tiny pipeline (all stages, store included), built once."""
-    from backend.config import parse_config
-    from backend.pipeline import Pipeline
+    from featureflow.config import parse_config
+    from featureflow.pipeline.runner import Pipeline
 
     data = tmp_path_factory.mktemp("tinyrun")
     pl = Pipeline(parse_config(tiny_dict(data)), device="cpu")

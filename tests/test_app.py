@@ -7,7 +7,7 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app, show_ws
+from featureflow.explorer.app import create_app, show_ws
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_compare_picker_opens_the_chosen_features(client):
 
 
 def test_merge_view(client, tiny_pipeline):
-    from backend.artifacts import read_json
+    from featureflow.pipeline.artifacts import read_json
 
     curve = read_json(tiny_pipeline.member("luastories") / "merge_curve.json")
     data = client.get("/api/merge").json()
@@ -453,7 +453,7 @@ def test_case_rows_show_every_feature_on_the_same_tokens(client, tiny_pipeline):
 
 
 def test_score_histograms_bin_each_score_over_its_own_range():
-    from app.figures import score_histograms
+    from featureflow.explorer.figures import score_histograms
 
     rows = [{"model": "m", "persisting": True, "sim_score": v, "detection_score": d}
             for v, d in ((-0.5, 0.5), (0.2, 1.0), (1.0, 1.0), (0.97, 0.02))]
@@ -474,7 +474,7 @@ def test_score_histogram_legend_names_every_group_once(client):
 
 
 def test_heatmap_colours_span_the_data_not_a_fixed_range():
-    from app.figures import heatmap
+    from featureflow.explorer.figures import heatmap
 
     sims = [{"a": a, "b": b, "cos": c} for a, b, c in (("x", "x", 1.0), ("x", "y", 0.31), ("y", "x", 0.31),
                                                        ("y", "y", 1.0))]
@@ -493,7 +493,7 @@ def test_slerp_chosen_t_label_sits_beside_its_line_above_the_plot(client):
 
 
 def test_sankey_columns_follow_the_family_depth():
-    from app.figures import sankey
+    from featureflow.explorer.figures import sankey
 
     models = [{"model": m, "label": m.upper()} for m in ("root", "a", "b", "merge")]
     flows = [{"parent": p, "child": c, "persisting": 3, "disappearing": 2, "inherited": 3, "emerging": 2,
@@ -636,13 +636,13 @@ def test_security_headers_favicon_and_docs_from_packaged_assets(client):
 
 
 def test_serve_refuses_to_start_without_the_vendored_scripts(tiny_pipeline, monkeypatch, capsys):
-    import app.main as main_mod
-    from backend.cli import main
+    import featureflow.explorer.app as main_mod
+    from featureflow.cli import main
 
     monkeypatch.setitem(main_mod.VENDOR, "htmx.min.js", main_mod.NPM / "htmx.org" / "gone" / "htmx.min.js")
     assert main(["serve", "--db", str(tiny_pipeline.cfg.store_path()), "--port", "1"]) == 2
     err = capsys.readouterr().err
-    assert "htmx.min.js" in err and "npm --prefix frontend ci" in err
+    assert "htmx.min.js" in err and "npm --prefix featureflow/explorer ci" in err
 
 
 def test_overview_shows_the_stage_timings_and_hardware_of_the_build(client, tiny_pipeline):

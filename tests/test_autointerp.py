@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from backend.autointerp import explain_model, hypothesis_ids, llr_for_tokens, unigram
-from backend.autointerp.llm import expected_levels
-from backend.autointerp.records import balanced_accuracy, build_records, quantise, simulation_score
-from backend.config import AutointerpConfig
+from featureflow.pipeline.autointerp import explain_model, hypothesis_ids, llr_for_tokens, unigram
+from featureflow.pipeline.autointerp.llm import expected_levels
+from featureflow.pipeline.autointerp.records import balanced_accuracy, build_records, quantise, simulation_score
+from featureflow.config import AutointerpConfig
 from fake_openai import FakeOpenAI, completion
 
 VOCAB = ["x", " =", " 1", "\n", " y", " (", " )", " if", "\t", " foo"]
@@ -64,7 +64,7 @@ def test_offline_explainer_finds_the_token_and_scores_well(tmp_path):
     assert eq["sim_score"] > 0.6 and eq["detection_score"] == pytest.approx(1.0)
     assert '" if"' in iff["explanation"] and "keyword" in iff["explanation"]
     # negative control: the ' if' explanation applied to the ' =' feature's held-out windows scores ~0
-    from backend.autointerp import offline, records_for
+    from featureflow.pipeline.autointerp import offline, records_for
 
     fr = records_for(acts, tokens, 0, AutointerpConfig(n_top=10), 0)
     wrong = json.loads(iff["explanation_json"])

@@ -15,7 +15,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 def server(tiny_pipeline):
     import uvicorn
 
-    from app.main import create_app
+    from featureflow.explorer.app import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from backend.config import ConfigError, parse_config
+from featureflow.config import ConfigError, parse_config
 
 HOOK = "blocks.0.mlp.hook_post"
 
 
 # ------------------------------------------------------------------------------------ tiny checkpoints
 def _tokenizer(vocab_size: int = 300):
-    from backend.corpora import domain_documents
-    from backend.config import DomainSource
-    from backend.tokenizer import train_tokenizer
+    from featureflow.pipeline.corpora import domain_documents
+    from featureflow.config import DomainSource
+    from featureflow.pipeline.tokenizer import train_tokenizer
 
     docs = {d: domain_documents(d, DomainSource(chars=20_000), 0) for d in ("babylm", "lua")}
     return train_tokenizer(docs, vocab_size)
@@ -147,8 +147,8 @@ def test_hooks_are_transformer_lens_values_for_six_architectures(byo):
     bridge wraps a twin of is left untouched."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    from backend.family.model import load_model
-    from backend.hooks import hooked
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.hooks import hooked
 
     tok, root = byo["tok"], byo["root"]
     folders = {"gpt2": byo["models"]["gpt2-base"], "neox": byo["models"]["neox-base"]}
@@ -172,8 +172,8 @@ def test_hooks_are_transformer_lens_values_for_six_architectures(byo):
 
 
 def test_unknown_hook_lists_the_valid_ones(byo):
-    from backend.family.model import load_model
-    from backend.hooks import HookError, hooked
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.hooks import HookError, hooked
 
     lm = hooked(load_model(byo["models"]["gpt2-base"]))
     assert lm.check(HOOK) == 64 and lm.check("blocks.1.hook_resid_post") == 32
@@ -185,8 +185,8 @@ def test_unknown_hook_lists_the_valid_ones(byo):
 
 
 def test_in_place_weight_changes_are_seen_through_the_hooks(byo):
-    from backend.family.model import load_model
-    from backend.hooks import hooked
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.hooks import hooked
 
     model = load_model(byo["models"]["neox-base"])
     x = torch.randint(0, len(byo["tok"]), (1, 8), generator=torch.Generator().manual_seed(1))
@@ -207,9 +207,9 @@ def test_in_place_weight_changes_are_seen_through_the_hooks(byo):
 
 def test_logit_effects_of_a_gpt2_feature_equal_the_explicit_product(byo):
     """Through GPT-2's Conv1D output projection and LayerNorm (centred, gain only) into the unembedding."""
-    from backend.family.model import load_model
-    from backend.features import logit_effects
-    from backend.sae import load_sae
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.features import logit_effects
+    from featureflow.pipeline.sae import load_sae
 
     model = load_model(byo["models"]["gpt2-base"])
     sae = load_sae(byo["saes"]["gpt2-base"])
@@ -232,7 +232,7 @@ def test_logit_effects_of_a_gpt2_feature_equal_the_explicit_product(byo):
 def test_every_saelens_architecture_encodes_through_saelens(tmp_path, arch, extra):
     from sae_lens import SAE
 
-    from backend.sae import load_sae
+    from featureflow.pipeline.sae import load_sae
 
     folder = _sae(arch, 16, 40, tmp_path, **extra)
     ours = load_sae(folder, HOOK, 16)
@@ -246,7 +246,7 @@ def test_every_saelens_architecture_encodes_through_saelens(tmp_path, arch, extr
 
 
 def test_a_pretrained_sae_must_match_the_hook_and_its_width(tmp_path):
-    from backend.sae import load_sae
+    from featureflow.pipeline.sae import load_sae
 
     folder = _sae("topk", 16, 40, tmp_path, hook="blocks.0.hook_resid_post", k=4)
     with pytest.raises(ValueError, match="trained on hook 'blocks.0.hook_resid_post', but sae.hook is"):
@@ -267,9 +267,9 @@ def test_load_member_needs_domains_or_a_parent(byo):
 
 
 def test_tokenizer_is_compared_by_content(byo, tmp_path):
-    from backend.family.load import check_loaded_model
-    from backend.family.model import load_model
-    from backend.tokenizer import load_tokenizer
+    from featureflow.pipeline.family.load import check_loaded_model
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.tokenizer import load_tokenizer
 
     family = load_tokenizer(byo["tok_dir"])
     other = _tokenizer(vocab_size=280)  # trained on the same text, with fewer merges
@@ -281,7 +281,7 @@ def test_tokenizer_is_compared_by_content(byo, tmp_path):
 
 
 def test_validate_names_every_fault(byo, tmp_path):
-    from backend.validate import check_config
+    from featureflow.pipeline.validate import check_config
 
     d = _config(byo)
     d["fingerprints"] = {}  # neox members would be fingerprinted against the GPT-2 root
@@ -308,9 +308,9 @@ def test_byo_family_end_to_end_into_a_served_store(byo):
     from sae_lens import SAE
     from transformer_lens.model_bridge import TransformerBridge
 
-    from app.main import create_app
-    from backend.pipeline import Pipeline
-    from backend.validate import check_config
+    from featureflow.explorer.app import create_app
+    from featureflow.pipeline.runner import Pipeline
+    from featureflow.pipeline.validate import check_config
 
     cfg = parse_config(_config(byo))
     check_config(cfg)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from backend.artifacts import read_json
-from backend.autointerp import hypothesis_ids
-from backend.tokenizer import token_strings
+from featureflow.pipeline.artifacts import read_json
+from featureflow.pipeline.autointerp import hypothesis_ids
+from featureflow.pipeline.tokenizer import token_strings
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def test_descendants_are_recorded_for_the_explorer(cases):
 
 
 def test_unknown_hypothesis_fails_with_a_reason(tiny_pipeline):
-    from backend.cases import find_case
-    from backend.config import CaseConfig
+    from featureflow.pipeline.cases import find_case
+    from featureflow.config import CaseConfig
 
     c = find_case(CaseConfig(slug="x", title="x", token="zzzqqq"), ["babypython"],
                   {"babypython": tiny_pipeline.load_acts("babypython")}, tiny_pipeline.sample_tokens().ravel(),
@@ -68,8 +68,8 @@ def test_unknown_hypothesis_fails_with_a_reason(tiny_pipeline):
 def test_saturated_llr_ties_go_to_the_feature_covering_more_occurrences():
     import scipy.sparse as sp
 
-    from backend.cases import find_case
-    from backend.config import CaseConfig
+    from featureflow.pipeline.cases import find_case
+    from featureflow.config import CaseConfig
 
     vocab = ["a", " =", "b"]
     tokens = np.array([0, 1, 2, 1, 0, 1, 2, 1, 0, 1] * 10)

@@ -1,6 +1,6 @@
 import pytest
 
-from backend.config import ConfigError, load_config, parse_config
+from featureflow.config import ConfigError, load_config, parse_config
 from conftest import ROOT, tiny_dict
 
 
@@ -139,7 +139,7 @@ def test_load_only_family_needs_the_models_tokenizer(tmp_path):
 def test_cli_bad_config_exits_2_with_one_line_per_fault_and_no_traceback(tmp_path, capsys):
     import yaml
 
-    from backend.cli import main
+    from featureflow.cli import main
 
     d = tiny_dict(tmp_path)
     d["tokenizer"] = {"path": "/nonexistent/tok"}

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from backend.config import DomainSource
-from backend.corpora import CorpusError, domain_documents, split_documents
-from backend.corpora.generators import generate
+from featureflow.config import DomainSource
+from featureflow.pipeline.corpora import CorpusError, domain_documents, split_documents
+from featureflow.pipeline.corpora.generators import generate
 
 
 def test_generators_are_deterministic_and_varied():

@@ -13,9 +13,9 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from backend.export import ExportError, export_neuronpedia, export_parquet, import_parquet
-from backend.store.schema import SCHEMA_VERSION, TABLES
+from featureflow.explorer.app import create_app
+from featureflow.store.export import ExportError, export_neuronpedia, export_parquet, import_parquet
+from featureflow.store.schema import SCHEMA_VERSION, TABLES
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +280,7 @@ def _printed_persisting(text: str) -> dict[tuple[str, str], int]:
 
 
 def test_report_at_another_threshold_and_mode(store, con, capsys):
-    from backend.cli import main
+    from featureflow.cli import main
 
     modes = list(con.execute("SELECT modes FROM runs").fetchone()[0])
     mode = next(m for m in modes if m.endswith("-1to1"))

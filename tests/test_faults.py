@@ -29,13 +29,13 @@ import yaml
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from app.main import ErrorBody, create_app
-from backend import autointerp
-from backend.autointerp import AutointerpError, LLMAuthError, check_failures, explain_model
-from backend.autointerp.llm import REDACTED, redact
-from backend.cli import main
-from backend.config import parse_config
-from backend.pipeline import Pipeline, RedactingFilter
+from featureflow.explorer.app import ErrorBody, create_app
+from featureflow.pipeline import autointerp
+from featureflow.pipeline.autointerp import AutointerpError, LLMAuthError, check_failures, explain_model
+from featureflow.pipeline.autointerp.llm import REDACTED, redact
+from featureflow.cli import main
+from featureflow.config import parse_config
+from featureflow.pipeline.runner import Pipeline, RedactingFilter
 from fake_openai import FakeOpenAI, echo_key_error
 from test_autointerp import KEY, VOCAB, _llm_cfg, synthetic
 

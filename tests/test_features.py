@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from backend.config import SampleConfig
-from backend.features import example_windows, feature_tables, histogram_edges
+from featureflow.config import SampleConfig
+from featureflow.pipeline.features import example_windows, feature_tables, histogram_edges
 
 
 def acts_and_tokens(seed=0, n=3000, f=40, vocab=25):
@@ -90,7 +90,7 @@ def test_example_windows_hold_the_dense_column(window):
 
 
 def test_radix_argsort_is_numpys_stable_descending_argsort():
-    from backend.kernels import _argsort_desc_stable
+    from featureflow.pipeline.kernels import _argsort_desc_stable
 
     rng = np.random.default_rng(3)
     cases = [np.zeros(0, np.float32), np.array([1.0], np.float32), np.array([0.0, -0.0, 0.0, -0.0], np.float32),

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from backend.fingerprints import (additivity, delta, encode_probes, probe_states, probe_texts, silhouette_cosine,
+from featureflow.pipeline.fingerprints import (additivity, delta, encode_probes, probe_states, probe_texts, silhouette_cosine,
                                   VARIANTS)
 
 
 @pytest.fixture(scope="module")
 def base(tiny_pipeline):
-    from backend.family.model import load_model
+    from featureflow.pipeline.family.model import load_model
 
     return load_model(tiny_pipeline.member("babypython"))
 
@@ -28,7 +28,7 @@ def test_identical_child_gives_zero(base, probes):
 
 
 def test_known_change_to_the_final_norm(tiny_pipeline, base, probes):
-    from backend.family.model import load_model
+    from featureflow.pipeline.family.model import load_model
 
     child = load_model(tiny_pipeline.member("babypython"))
     with torch.no_grad():
@@ -68,7 +68,7 @@ def test_additivity_exact_for_same_direction_deltas():
 
 
 def test_fingerprint_leaves_the_base_untouched(tiny_pipeline, tmp_path, base, probes):
-    from backend.fingerprints import fingerprint_run
+    from featureflow.pipeline.fingerprints import fingerprint_run
 
     before = {k: v.clone() for k, v in base.state_dict().items()}
     probe_states(base, *probes)
@@ -82,7 +82,7 @@ def test_fingerprint_leaves_the_base_untouched(tiny_pipeline, tmp_path, base, pr
 def test_store_holds_every_member_and_sweep_point(tiny_pipeline):
     import duckdb
 
-    from backend.artifacts import read_json
+    from featureflow.pipeline.artifacts import read_json
 
     con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
     ents = con.execute("SELECT DISTINCT entity, kind FROM fingerprints").fetchall()
@@ -100,7 +100,7 @@ def test_store_holds_every_member_and_sweep_point(tiny_pipeline):
 
 
 def test_tsne_only_with_enough_fingerprints():
-    from backend.fingerprints import TSNE_MIN, tsne_2d
+    from featureflow.pipeline.fingerprints import TSNE_MIN, tsne_2d
 
     rng = np.random.default_rng(0)
     assert tsne_2d(rng.normal(size=(TSNE_MIN - 1, 8))) is None

@@ -4,7 +4,7 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from backend.matching import (TopK, assign, best_of, decoder_topk, pearson_topk, pearson_topk_blockwise,
+from featureflow.pipeline.matching import (TopK, assign, best_of, decoder_topk, pearson_topk, pearson_topk_blockwise,
                               pearson_topk_cpu, pearson_topk_torch, same_index_share, token_type_means,
                               trace_origins)
 
@@ -102,7 +102,7 @@ def test_cpu_kernel_orders_ties_by_index_whatever_the_thread_count():
 
 
 def test_pearson_topk_dispatches_cpu_to_the_kernel(monkeypatch):
-    import backend.matching as m
+    import featureflow.pipeline.matching as m
 
     called = []
     monkeypatch.setattr(m, "pearson_topk_cpu", lambda *a, **kw: called.append("cpu") or "cpu")

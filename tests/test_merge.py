@@ -21,10 +21,10 @@ import yaml
 from conftest import tiny_dict
 from safetensors.torch import load_file
 
-from backend.config import ModelShape, parse_config
-from backend.family.build import build_member, merge_base, merge_recipe
-from backend.family.merge import MergeError, MergeRecipe, find_crossing
-from backend.family.model import load_model, new_model
+from featureflow.config import ModelShape, parse_config
+from featureflow.pipeline.family.build import build_member, merge_base, merge_recipe
+from featureflow.pipeline.family.merge import MergeError, MergeRecipe, find_crossing
+from featureflow.pipeline.family.model import load_model, new_model
 
 SHAPE = ModelShape(hidden=32, d_mlp=64, heads=2, context=32)
 VOCAB = 512

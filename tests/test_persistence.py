@@ -4,10 +4,10 @@ import duckdb
 import numpy as np
 import pytest
 
-from backend.artifacts import read_json
-from backend.config import parse_config
-from backend.matching import same_index_share
-from backend.pipeline import Pipeline
+from featureflow.pipeline.artifacts import read_json
+from featureflow.config import parse_config
+from featureflow.pipeline.matching import same_index_share
+from featureflow.pipeline.runner import Pipeline
 
 
 def _shared(tiny_pipeline, **sae) -> Pipeline:
@@ -100,7 +100,7 @@ def test_stored_flows_equal_counts_from_the_artefacts_in_every_mode(tiny_pipelin
     con = duckdb.connect(str(pl.cfg.store_path()), read_only=True)
     alive = {n: np.diff(pl.load_acts(n).indptr) > 0 for n in pl.cfg.topological_order()}
     for t in (0.3, pl.cfg.matching.threshold):
-        from backend.store.flows import flows
+        from featureflow.store.flows import flows
 
         for mode in pl.cfg.matching.modes:
             got = {(f["parent"], f["child"]): f for f in flows(con, t, mode)}
@@ -116,7 +116,7 @@ def test_stored_flows_equal_counts_from_the_artefacts_in_every_mode(tiny_pipelin
 
 
 def test_edge_floor_names_its_source_by_label():
-    from backend.store.flows import edge_floor
+    from featureflow.store.flows import edge_floor
 
     fl = {"lua": {"share": 0.2, "mean_r": 0.5, "alive": 10, "matched": 2},
           "root": {"share": 0.1, "mean_r": 0.3, "alive": 30, "matched": 3}}

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.artifacts import DONE, build_dir
-from backend.config import parse_config
-from backend.pipeline import STAGES, Pipeline
+from featureflow.pipeline.artifacts import DONE, build_dir
+from featureflow.config import parse_config
+from featureflow.pipeline.runner import STAGES, Pipeline
 from conftest import tiny_dict
 
 
@@ -21,7 +21,7 @@ def test_every_stage_left_a_finished_artefact(tiny_pipeline):
 
 
 def test_fine_tunes_beat_the_root_on_their_own_domain(tiny_pipeline):
-    from backend.artifacts import read_json
+    from featureflow.pipeline.artifacts import read_json
 
     ev = {n: read_json(p / "member.json")["eval"] for n, p in tiny_pipeline.models().items()}
     assert ev["lua"]["lua"]["accuracy"] > ev["babypython"]["lua"]["accuracy"]
@@ -32,7 +32,7 @@ def test_fine_tunes_beat_the_root_on_their_own_domain(tiny_pipeline):
 
 
 def test_checkpoint_round_trip_same_logits(tiny_pipeline, tmp_path):
-    from backend.family.model import load_model, save_model
+    from featureflow.pipeline.family.model import load_model, save_model
 
     m = load_model(tiny_pipeline.member("lua"))
     save_model(m, tmp_path, tiny_pipeline.tokenizer() / "tokenizer")
@@ -46,8 +46,8 @@ def test_hook_post_equals_gated_mlp_and_transformer_lens(tiny_pipeline):
     from transformers import AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
 
-    from backend.family.model import load_model
-    from backend.sae import activations
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.sae import activations
 
     folder = tiny_pipeline.member("babypython")
     AutoTokenizer.from_pretrained(str(folder))  # the tokenizer travels with the model
@@ -77,7 +77,7 @@ def test_rerun_does_no_work(tiny_pipeline):
 
 
 def test_killed_stage_resumes_where_it_stopped(tmp_path, monkeypatch):
-    from backend.family import build
+    from featureflow.pipeline.family import build
 
     cfg = parse_config(tiny_dict(tmp_path))
     real = build.train_lm
@@ -116,7 +116,7 @@ def test_changing_one_section_reruns_only_what_depends_on_it(tiny_pipeline):
 
 
 def test_load_member_joins_without_training(tiny_pipeline, tmp_path):
-    from backend.family.model import load_model, save_model
+    from featureflow.pipeline.family.model import load_model, save_model
 
     ext = tmp_path / "ext"
     save_model(load_model(tiny_pipeline.member("lua")), ext, tiny_pipeline.tokenizer() / "tokenizer")

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.config import SAEConfig
+from featureflow.config import SAEConfig
 from conftest import tiny_dict
-from backend.sae import SparseAutoencoder, load_sae, sae_loss, save_sae, train_sae
+from featureflow.pipeline.sae import SparseAutoencoder, load_sae, sae_loss, save_sae, train_sae
 
 
 def test_loss_terms_match_the_formula():
@@ -21,7 +21,7 @@ def test_loss_terms_match_the_formula():
 
 
 def test_decoder_rows_unit_norm_after_training(tiny_pipeline):
-    from backend.family.model import load_model
+    from featureflow.pipeline.family.model import load_model
 
     model = load_model(tiny_pipeline.member("babypython"))
     streams = {"babylm": tiny_pipeline.stream("babylm", "train")}
@@ -53,7 +53,7 @@ def test_saelens_round_trip_is_the_same_function(tmp_path):
 
 
 def test_health_metrics_are_recorded(tiny_pipeline):
-    from backend.artifacts import read_json
+    from featureflow.pipeline.artifacts import read_json
 
     info = read_json(tiny_pipeline.sae("lua") / "featureflow.json")
     h = info["health"]
@@ -68,8 +68,8 @@ def test_health_metrics_are_recorded(tiny_pipeline):
 
 
 def test_pooled_health_equals_one_pass_over_everything(tiny_pipeline):
-    from backend.family.model import load_model
-    from backend.sae import sae_health, summarise
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.sae import sae_health, summarise
 
     model = load_model(tiny_pipeline.member("lua"))
     sae = load_sae(tiny_pipeline.sae("lua"))
@@ -82,8 +82,8 @@ def test_pooled_health_equals_one_pass_over_everything(tiny_pipeline):
 
 
 def test_logit_effects_equal_the_explicit_product(tiny_pipeline):
-    from backend.family.model import load_model
-    from backend.features import logit_effects
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.features import logit_effects
 
     model = load_model(tiny_pipeline.member("lua"))
     sae = load_sae(tiny_pipeline.sae("lua"))
@@ -106,9 +106,9 @@ class TinyLM:
     domains = ("babylm", "python")
 
     def __init__(self, data_dir):
-        from backend.config import parse_config
-        from backend.family.model import load_model
-        from backend.pipeline import Pipeline
+        from featureflow.config import parse_config
+        from featureflow.pipeline.family.model import load_model
+        from featureflow.pipeline.runner import Pipeline
 
         self.pl = Pipeline(parse_config(tiny_dict(data_dir)), device="cpu")
         self.model = load_model(self.pl.member("babypython"))
@@ -124,7 +124,7 @@ def tiny_lm(tmp_path_factory):
 
 
 def test_topk_activations_follow_their_definitions():
-    from backend.sae import batch_topk_relu, topk_relu
+    from featureflow.pipeline.sae import batch_topk_relu, topk_relu
 
     torch.manual_seed(0)
     pre = torch.randn(40, 64)
@@ -146,7 +146,7 @@ def test_topk_activations_follow_their_definitions():
 
 @pytest.mark.parametrize("target", [12.0, 40.0])
 def test_target_l0_steers_lambda_into_the_band(tiny_lm, target):
-    from backend.sae import L0Controller, activations, block_batches, sae_health, summarise
+    from featureflow.pipeline.sae import L0Controller, activations, block_batches, sae_health, summarise
 
     model, streams = tiny_lm.model, tiny_lm.streams
     cfg = SAEConfig(expansion=4, tokens=120_000, block_tokens=16, blocks_per_batch=32, lr=3e-3,
@@ -189,8 +189,8 @@ def test_target_l0_orders_lambda(tiny_lm):
 def test_topk_saes_train_save_and_load_as_saelens_topk(tiny_lm, tmp_path, arch):
     from sae_lens import SAE
 
-    from backend.artifacts import read_json
-    from backend.sae import activations, sae_health, summarise
+    from featureflow.pipeline.artifacts import read_json
+    from featureflow.pipeline.sae import activations, sae_health, summarise
 
     model, streams = tiny_lm.model, tiny_lm.streams
     k = 6
@@ -297,7 +297,7 @@ def test_load_sae_encodes_jumprelu_and_normalised_saes_through_saelens(tmp_path)
                                                   (4, False, "paper-text"), (4, True, "paper-text")])
 def test_sparse_backward_is_autograds_gradient(k, batch_topk, recipe):
     """The hand-written sparse backward pass equals autograd through the dense loss (float64)."""
-    from backend.sae import sparse_sae_loss
+    from featureflow.pipeline.sae import sparse_sae_loss
 
     torch.manual_seed(0)
     sae = SparseAutoencoder(16, 64, mean=torch.randn(16), seed=1, k=k).double()
@@ -323,8 +323,8 @@ def test_sparse_backward_is_autograds_gradient(k, batch_topk, recipe):
 
 def test_train_sae_switches_to_the_sparse_pass_and_learns(tiny_pipeline, monkeypatch):
     """Once the SAE is sparse, training goes through `sparse_sae_loss`; the result still reconstructs."""
-    import backend.sae as mod
-    from backend.family.model import load_model
+    import featureflow.pipeline.sae as mod
+    from featureflow.pipeline.family.model import load_model
 
     calls = {"sparse": 0}
     real = mod.sparse_sae_loss

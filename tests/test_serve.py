@@ -13,8 +13,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.queries import NotFound
+from featureflow.explorer.app import create_app
+from featureflow.explorer.queries import NotFound
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,18 +94,18 @@ def test_feature_examples_are_a_fragment_with_a_json_twin(client, tiny_pipeline)
 def test_serve_parses_workers_and_hands_them_the_factory(tiny_pipeline, monkeypatch):
     import uvicorn
 
-    import app.serving
-    from backend import cli
+    import featureflow.explorer.serving
+    from featureflow import cli
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
-    monkeypatch.setattr(app.serving, "run_workers", lambda *a: calls.append(a) or 0)
+    monkeypatch.setattr(featureflow.explorer.serving, "run_workers", lambda *a: calls.append(a) or 0)
     monkeypatch.setenv("FEATUREFLOW_DB", "")  # restored when the test ends
     db = str(tiny_pipeline.cfg.store_path())
     assert cli.main(["serve", "--db", db, "--workers", "3", "--port", "8123"]) == 0
     assert calls.pop() == ("127.0.0.1", 8123, 3)
     assert os.environ["FEATUREFLOW_DB"] == str(Path(db).resolve())  # what app_from_env opens in each worker
-    assert app.serving.app_from_env().state.store.path == Path(db).resolve()
+    assert featureflow.explorer.serving.app_from_env().state.store.path == Path(db).resolve()
     assert cli.main(["serve", "--db", db, "--workers", "1"]) == 0
     app_, kw = calls.pop()
     assert hasattr(app_, "state") and "workers" not in kw  # one worker: the app built here, in this process
@@ -117,7 +117,7 @@ def test_serve_parses_workers_and_hands_them_the_factory(tiny_pipeline, monkeypa
 
 
 def test_each_worker_listens_on_its_own_tcp_socket_of_one_port():
-    from app.serving import listening_socket, run_workers
+    from featureflow.explorer.serving import listening_socket, run_workers
 
     a = listening_socket("127.0.0.1", 0, reuse_port=True)
     port = a.getsockname()[1]
@@ -138,7 +138,7 @@ def test_serve_with_two_workers_answers_and_stops(tiny_pipeline):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--db", str(tiny_pipeline.cfg.store_path()),
+    proc = subprocess.Popen([sys.executable, "-m", "featureflow.cli", "serve", "--db", str(tiny_pipeline.cfg.store_path()),
                              "--workers", "2", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

@@ -3,9 +3,9 @@ import hashlib
 import duckdb
 import pytest
 
-from backend.config import parse_config
-from backend.pipeline import Pipeline
-from backend.store.schema import SCHEMA_VERSION, TABLES
+from featureflow.config import parse_config
+from featureflow.pipeline.runner import Pipeline
+from featureflow.store.schema import SCHEMA_VERSION, TABLES
 
 
 def _digest(p):
@@ -23,7 +23,7 @@ def test_store_has_every_documented_table_and_the_version(tiny_pipeline):
 
 
 def test_killed_build_leaves_the_previous_store_untouched(tiny_pipeline, monkeypatch):
-    from backend.store import build
+    from featureflow.store import build
 
     path = tiny_pipeline.cfg.store_path()
     before = _digest(path)
@@ -52,7 +52,7 @@ def test_unchanged_inputs_skip_the_build(tiny_pipeline):
 
 
 def test_report_prints_the_stored_flows(tiny_pipeline, capsys):
-    from backend.cli import main
+    from featureflow.cli import main
 
     assert main(["report", "--db", str(tiny_pipeline.cfg.store_path())]) == 0
     out = capsys.readouterr().out
@@ -73,7 +73,7 @@ def test_report_prints_the_stored_flows(tiny_pipeline, capsys):
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
-    from backend.cli import main
+    from featureflow.cli import main
 
     assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -82,7 +82,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_pretrained_saelens_sae_is_loaded_not_trained(tiny_pipeline):
-    from backend.artifacts import read_json
+    from featureflow.pipeline.artifacts import read_json
 
     d = tiny_pipeline.cfg.model_dump()
     d["sae"]["pretrained"] = {"lua": str(tiny_pipeline.sae("lua"))}

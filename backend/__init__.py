@@ -1,1 +1,0 @@
-"""featureflow's offline pipeline: corpora -> tokenizer -> model family -> SAEs -> matching -> DuckDB."""

@@ -1,0 +1,633 @@
+"""One pydantic-validated YAML file describes a whole experiment.
+
+The family of models is a DAG: every member names how it is made (`train`, `finetune`, `merge`,
+`load`) and its parents. Validation errors name the field at fault as a dotted path, one line each, e.g.
+`family.2.parents: unknown parent 'lau' of 'merged' (members: root, lau1, ...)`. Every path the config
+names (tokenizer.path, sae.pretrained, corpora files, load members) is checked here, before any work;
+`featureflow/validate.py` then checks what needs the models themselves (hooks, widths, tokenizers).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DOMAINS = ("babylm", "python", "lua", "tinystories")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------- corpora
+class DomainSource(Strict):
+    """Where a domain's text comes from.
+
+    - `generated`: this project's embedded generators (babylm, tinystories, lua) or, for `python`,
+      the standard library's own `.py` files.
+    - `files`: local `.txt` (one document per file or per blank-line block), `.jsonl` or `.parquet`
+      (a `text_field` column), given as paths or glob patterns.
+    - `hf`: a `datasets` dataset by name (needs the hub or a local cache; not used by the demo).
+    """
+
+    source: Literal["generated", "files", "hf"] = "generated"
+    paths: list[str] = Field(default_factory=list)
+    text_field: str = "text"
+    dataset: str | None = None
+    dataset_config: str | None = None
+    data_dir: str | None = Field(None, description="e.g. data/lua for bigcode/the-stack-smol")
+    data_files: list[str] | None = Field(None, description="local files for a `datasets` builder such as json / parquet")
+    split: str = "train"
+    chars: int = Field(2_000_000, gt=0, description="characters of text to take for this domain")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> "DomainSource":
+        if self.source == "files" and not self.paths:
+            raise ValueError("source 'files' needs at least one entry in 'paths'")
+        if self.source == "hf" and not self.dataset:
+            raise ValueError("source 'hf' needs 'dataset'")
+        return self
+
+
+class CorporaConfig(Strict):
+    domains: dict[str, DomainSource]
+    validation_fraction: float = Field(0.05, gt=0, lt=0.5)
+
+    @field_validator("domains")
+    @classmethod
+    def _known_domains(cls, v: dict[str, DomainSource]) -> dict[str, DomainSource]:
+        for name, src in v.items():
+            if src.source == "generated" and name not in DOMAINS:
+                raise ValueError(
+                    f"domain '{name}' has no embedded generator (known: {', '.join(DOMAINS)}); "
+                    "give it source: files or source: hf"
+                )
+        return v
+
+
+class TokenizerConfig(Strict):
+    vocab_size: int = Field(4096, ge=260)
+    path: str | None = Field(None, description="use an existing tokenizer folder instead of training one")
+
+
+# ---------------------------------------------------------------------------------------- models
+class ModelShape(Strict):
+    hidden: int = Field(128, gt=0)
+    d_mlp: int = Field(512, gt=0)
+    heads: int = Field(4, gt=0)
+    kv_heads: int | None = None
+    context: int = Field(128, gt=1)
+    rope_theta: float = 10000.0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelShape":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
+        return self
+
+
+class TrainingConfig(Strict):
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_every: int = Field(100, gt=0)
+    eval_tokens: int = Field(16_384, gt=0, description="validation tokens per domain per evaluation")
+
+
+class _Member(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    parents: list[str] = Field(default_factory=list)
+    label: str | None = Field(None, description="display name; defaults to name")
+    seed: int | None = None
+
+
+class TrainMember(_Member):
+    make: Literal["train"]
+    domains: list[str] = Field(min_length=1)
+    tokens: int = Field(gt=0, description="training tokens")
+    lr: float | None = None
+
+
+class FinetuneMember(_Member):
+    make: Literal["finetune"]
+    domains: list[str] = Field(min_length=1)
+    tokens: int = Field(gt=0)
+    lr: float | None = None
+
+    @field_validator("parents")
+    @classmethod
+    def _one_parent(cls, v: list[str]) -> list[str]:
+        if len(v) != 1:
+            raise ValueError(f"a finetune member needs exactly one parent, got {len(v)}")
+        return v
+
+
+class MergeMember(_Member):
+    """A merge of two parents through mergekit's own merge pipeline (the same as `mergekit-yaml`).
+
+    - `slerp`: mergekit's SLERP with `base_model` = parents[0]; t = 0 is parents[0], t = 1 is parents[1].
+    - `linear`: weights (1 - t, t) on parents[0], parents[1].
+    - `ties`: TIES-merging of both parents' task vectors against `base` (default: their nearest common
+      ancestor), weights (1 - t, t) and `density`.
+    `t: auto` sweeps t and picks where the parents' own-domain accuracies meet.
+    """
+
+    make: Literal["merge"]
+    method: Literal["slerp", "linear", "ties"] = "slerp"
+    t: float | Literal["auto"] = "auto"
+    base: str | None = Field(None, description="ties only: the model whose task vectors are merged "
+                             "(default: the parents' nearest common ancestor)")
+    density: float = Field(0.5, gt=0, le=1, description="ties only: share of each task vector kept")
+
+    @field_validator("parents")
+    @classmethod
+    def _two_parents(cls, v: list[str]) -> list[str]:
+        if len(v) != 2:
+            raise ValueError(f"a merge member needs exactly two parents, got {len(v)}")
+        return v
+
+    @field_validator("t")
+    @classmethod
+    def _t_range(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and not 0.0 <= v <= 1.0:
+            raise ValueError(f"t must lie in [0, 1] or be 'auto', got {v}")
+        return v
+
+
+class LoadMember(_Member):
+    """A local Hugging Face causal-LM folder (any architecture TransformerLens boots), with its tokenizer.
+
+    `domains`: what the member is about (its SAE trains and is evaluated on them); inherited from its parent
+    when left out, required for a root. `copy: false` references the weights where they are instead of
+    copying them into the run folder. The member's key hashes the folder's content (not its mtimes)."""
+
+    make: Literal["load"]
+    path: str
+    domains: list[str] = Field(default_factory=list)
+    copy_weights: bool = Field(True, alias="copy", description="false: reference the weights in place "
+                               "instead of copying them into data/<run>/models/")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("parents")
+    @classmethod
+    def _at_most_one(cls, v: list[str]) -> list[str]:
+        if len(v) > 1:
+            raise ValueError("a load member has at most one parent")
+        return v
+
+
+Member = Annotated[Union[TrainMember, FinetuneMember, MergeMember, LoadMember], Field(discriminator="make")]
+
+
+class MergeSweepConfig(Strict):
+    grid_step: float = Field(0.05, gt=0, le=0.5)
+    tolerance: float = Field(0.005, gt=0)
+    eval_tokens: int = Field(16_384, gt=0)
+
+
+# ----------------------------------------------------------------------------------- SAEs & after
+class SAEConfig(Strict):
+    hook: str = "blocks.0.mlp.hook_post"
+    expansion: int = Field(4, gt=0)
+    l1_coefficient: float = Field(3e-4, ge=0)
+    lr: float = Field(1e-4, gt=0)
+    adam_betas: tuple[float, float] = (0.9, 0.9999)
+    lr_decay_fraction: float = Field(0.0, ge=0, lt=1, description="decay lr linearly to 0 over this last share "
+                                     "of training (the paper: constant, 0)")
+    block_tokens: int = Field(24, gt=0, description="tokens per sampled block")
+    blocks_per_batch: int = Field(128, gt=0)
+    tokens: int = Field(500_000, gt=0, description="training tokens per SAE")
+    recipe: Literal["paper-text", "paper-code"] = Field(
+        "paper-text",
+        description="paper-text: appendix B as written (centred input minus b_d, per-feature unit-norm "
+        "decoder, plain MSE); paper-code: the released code's variant (loss normalised by |x|)",
+    )
+    eval_tokens: int = Field(16_384, gt=0)
+    pretrained: dict[str, str] = Field(
+        default_factory=dict, description="member name -> local SAELens folder to load instead of training"
+    )
+    architecture: Literal["standard", "topk", "batchtopk"] = Field(
+        "standard", description="standard: ReLU + L1 (the paper); topk: the k largest latents per token; "
+        "batchtopk: the k x batch largest latents per batch while training, saved as a SAELens topk SAE")
+    k: int | None = Field(None, gt=0, description="topk / batchtopk: latents per token (default: target_l0, else 32)")
+    sparse_backward: bool = Field(
+        True, description="on a CPU, train through a hand-written sparse backward pass once fewer than 6% of "
+        "the latents fire (the same gradient to float rounding, about 3x faster); false: dense autograd throughout")
+    target_l0: float | None = Field(
+        None, gt=0, description="standard: tune the L1 coefficient during training so the SAE ends at this mean "
+        "L0 (l1_coefficient is then the starting value); topk / batchtopk: the default k")
+    shared_init: bool = Field(
+        False, description="true reproduces the paper's single-seed setup: every SAE (all members, all replicas) "
+        "starts from the same initialisation and sees the same batch order. false (the default): each SAE's seed "
+        "and batch order derive from (run seed, member, replica)")
+    replicas: dict[str, int] | None = Field(
+        None, description="member -> number of extra SAEs trained with other seeds; replica 0 is the one used "
+        "for matching across models, replicas against replica 0 give the member's noise floor. Default: one "
+        "extra SAE for every root member; {} for none")
+
+
+class SampleConfig(Strict):
+    tokens: int = Field(200_000, gt=0, description="shared sample size (paper: 3M)")
+    context: int = Field(64, gt=1, description="window length the sample is cut into")
+    top_k_examples: int = Field(20, gt=0)
+    quantile_bins: int = Field(5, gt=0)
+    examples_per_bin: int = Field(4, ge=0)
+    window: int = Field(32, gt=2, description="tokens shown per example context")
+    histogram_bins: int = Field(30, gt=1)
+
+
+SIMILARITIES = ("pearson", "decoder", "token-type")
+RULES = ("best", "1to1")
+
+
+def parse_mode(mode: str) -> tuple[str, str]:
+    """'pearson' -> ('pearson', 'best'); 'decoder-1to1' -> ('decoder', '1to1')."""
+    sim, rule = (mode[: -len("-1to1")], "1to1") if mode.endswith("-1to1") else (mode, "best")
+    if sim not in SIMILARITIES:
+        raise ValueError(f"unknown matching mode '{mode}' (modes: a similarity of {', '.join(SIMILARITIES)}, "
+                         "optionally followed by -1to1)")
+    return sim, rule
+
+
+class MatchingConfig(Strict):
+    """How features are matched parent -> child. A mode is a similarity and a rule:
+
+    similarities: `pearson` (activations over token positions of the shared sample, the paper's text),
+    `decoder` (cosine of decoder directions, data-free, as Neuronpedia and cross-layer feature flow match),
+    `token-type` (Pearson of per-token-type mean activations, the paper's released code).
+    rules: best match (`pearson`), or a one-to-one assignment of maximum total similarity (`pearson-1to1`).
+    Every listed mode is computed and stored; the first is the default the explorer opens with.
+    """
+
+    threshold: float = Field(0.8, gt=-1, lt=1)
+    top_k: int = Field(5, gt=0)
+    modes: list[str] = Field(default_factory=lambda: ["pearson", "pearson-1to1", "decoder", "decoder-1to1"],
+                             min_length=1)
+    block_size: int = Field(2048, gt=0, description="decoder cosine: child features per dense block (memory: features x block float64)")
+
+    @field_validator("modes")
+    @classmethod
+    def _known_modes(cls, v: list[str]) -> list[str]:
+        for m in v:
+            parse_mode(m)
+        if len(set(v)) != len(v):
+            raise ValueError("modes are listed twice")
+        return v
+
+    @property
+    def similarities(self) -> list[str]:
+        return list(dict.fromkeys(parse_mode(m)[0] for m in self.modes))
+
+
+class AutointerpConfig(Strict):
+    mode: Literal["offline", "llm"] = Field(
+        "offline", description="offline: token-statistics explainer + simulator (no key, no network); "
+        "llm: any OpenAI-compatible server through the openai client, key from OPENAI_API_KEY only")
+    model: str = "gpt-4o-mini"
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8001/v1 for vLLM or Ollama")
+    concurrency: int = Field(4, ge=1, le=64)
+    features: Literal["all", "persisting+random"] = "all"
+    random_per_model: int = Field(200, ge=0)
+    max_usd: float = Field(5.0, ge=0, description="stop cleanly once this much is spent")
+    price_per_input_token: float = Field(1.5e-7, ge=0)
+    price_per_output_token: float = Field(6e-7, ge=0)
+    max_retries: int = Field(4, ge=0, le=10)
+    timeout: float = Field(60.0, gt=0)
+    logprobs: bool = True
+    n_top: int = Field(20, ge=2, description="top windows; even ranks explain, odd ranks are held out")
+    n_quantiles: int = Field(5, ge=1)
+    per_quantile: int = Field(2, ge=0)
+    window: int = Field(32, ge=4)
+
+
+class CaseFeature(Strict):
+    model: str
+    id: int = Field(ge=0)
+
+
+class CaseConfig(Strict):
+    """A case study: a token hypothesis (the root feature with the highest LLR for it) or a named feature,
+    followed to its best match in every descendant (or only in `descendants`)."""
+
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
+    title: str
+    description: str = ""
+    token: str | None = None
+    feature: CaseFeature | None = None
+    root: str | None = None
+    descendants: list[str] | None = None
+    min_coverage: float = Field(0.1, ge=0, le=1, description="a feature 'fires on' the token when it fires on at "
+                                "least this share of the token's occurrences (the LLR saturates at -log P(s) for "
+                                "any feature that fires only on s, however rarely)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "CaseConfig":
+        if (self.token is None) == (self.feature is None):
+            raise ValueError("a case needs exactly one of 'token' or 'feature'")
+        return self
+
+
+class PoolConfig(Strict):
+    """Extra short fine-tunes of the root, only for fingerprint clustering (no SAEs)."""
+
+    per_domain: int = Field(0, ge=0, description="extra members per domain; 0 = no pool")
+    domains: list[str] = Field(default_factory=list, description="default: the family's fine-tune domains")
+    tokens: int = Field(100_000, gt=0)
+    lr: float | None = None
+
+
+class FingerprintConfig(Strict):
+    probes: list[str] | None = Field(None, description="probe texts; default: built-in domain-neutral ones")
+    probe_set: Literal["neutral", "instruction"] = "neutral"
+    base: dict[str, str] = Field(default_factory=dict, description="member -> its base (default: the root)")
+    pool: PoolConfig = PoolConfig()
+    top_features: int = Field(20, gt=0)
+
+
+class ExperimentConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str = ""
+    seed: int = 0
+    data_dir: str = "data"
+    corpora: CorporaConfig
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelShape = ModelShape()
+    training: TrainingConfig = TrainingConfig()
+    family: list[Member] = Field(min_length=1)
+    merge: MergeSweepConfig = MergeSweepConfig()
+    sae: SAEConfig = SAEConfig()
+    sample: SampleConfig = SampleConfig()
+    matching: MatchingConfig = MatchingConfig()
+    autointerp: AutointerpConfig = AutointerpConfig()
+    cases: list[CaseConfig] = Field(default_factory=list)
+    fingerprints: FingerprintConfig = FingerprintConfig()
+
+    @model_validator(mode="after")
+    def _check_family(self) -> "ExperimentConfig":
+        """Cross-field checks. Every fault is reported at once, one `field: message` line each."""
+        errors: list[str] = []
+        names = [m.name for m in self.family]
+        known = f"members: {', '.join(names)}"
+        seen: set[str] = set()
+        for i, m in enumerate(self.family):
+            if m.name in seen:
+                errors.append(f"family.{i}.name: duplicate member '{m.name}'")
+            seen.add(m.name)
+            for p in m.parents:
+                if p not in names:
+                    errors.append(f"family.{i}.parents: unknown parent '{p}' of '{m.name}' ({known})")
+                elif p == m.name:
+                    errors.append(f"family.{i}.parents: '{m.name}' is its own parent")
+            for d in getattr(m, "domains", []):
+                if d not in self.corpora.domains:
+                    errors.append(f"family.{i}.domains: unknown domain '{d}' of '{m.name}' "
+                                  f"(corpora.domains: {', '.join(self.corpora.domains)})")
+            if isinstance(m, LoadMember):
+                if not m.domains and not m.parents:
+                    errors.append(f"family.{i}.domains: load member '{m.name}' has no parent to inherit domains "
+                                  f"from; list the corpora domains it is about (its SAE trains and is evaluated "
+                                  f"on them), e.g. domains: [{next(iter(self.corpora.domains))}]")
+                errors += _check_model_folder(f"family.{i}.path", m.path, m.name)
+            if isinstance(m, MergeMember) and m.base is not None:
+                if m.method != "ties":
+                    errors.append(f"family.{i}.base: only method 'ties' takes a base (got '{m.method}')")
+                elif m.base not in names:
+                    errors.append(f"family.{i}.base: unknown member '{m.base}' ({known})")
+                elif m.base == m.name:
+                    errors.append(f"family.{i}.base: '{m.name}' cannot be its own base")
+        if self.tokenizer.path is not None:
+            errors += _check_tokenizer_folder("tokenizer.path", self.tokenizer.path)
+        elif not any(isinstance(m, TrainMember) for m in self.family) and \
+                any(isinstance(m, LoadMember) for m in self.family):
+            loaded = next(m.path for m in self.family if isinstance(m, LoadMember))
+            errors.append("tokenizer.path: no member is trained here, so the family tokenizer must be the loaded "
+                          f"models' own: set tokenizer.path to a model folder (e.g. {loaded})")
+        for d, src in self.corpora.domains.items():
+            if src.source == "files":
+                for j, pattern in enumerate(src.paths):
+                    if not glob.glob(os.path.expanduser(pattern), recursive=True):
+                        errors.append(f"corpora.domains.{d}.paths.{j}: '{pattern}' matches no file")
+            for j, f in enumerate(src.data_files or []):
+                if not glob.glob(os.path.expanduser(f), recursive=True):
+                    errors.append(f"corpora.domains.{d}.data_files.{j}: '{f}' matches no file")
+        for name, path in self.sae.pretrained.items():
+            if name not in names:
+                errors.append(f"sae.pretrained.{name}: unknown member '{name}' ({known})")
+            errors += _check_sae_folder(f"sae.pretrained.{name}", path)
+        _raise(errors)
+        try:
+            self.topological_order()
+        except ValueError as e:
+            _raise([str(e)])
+
+        if not HOOK_NAME.match(self.sae.hook):
+            errors.append(f"sae.hook: '{self.sae.hook}' is not a TransformerLens hook name (e.g. "
+                          "blocks.0.mlp.hook_post, blocks.0.hook_resid_post; `featureflow validate` lists a "
+                          "model's hooks)")
+        else:
+            layer = re.match(r"^blocks\.(\d+)\.", self.sae.hook)
+            trained = [m.name for m in self.family if isinstance(m, (TrainMember, FinetuneMember, MergeMember))
+                       and all(isinstance(self.member(r), TrainMember) for r in self.ancestors_roots(m.name))]
+            if layer and trained and int(layer.group(1)) >= TRAINED_LAYERS:
+                errors.append(f"sae.hook: '{self.sae.hook}' is past the last layer of the family's own models "
+                              f"({', '.join(trained)}: {TRAINED_LAYERS} layer, blocks.0 only)")
+        for name, n in (self.sae.replicas or {}).items():
+            if name not in names:
+                errors.append(f"sae.replicas.{name}: unknown member '{name}' ({known})")
+            elif n < 0:
+                errors.append(f"sae.replicas.{name}: needs a count >= 0, got {n}")
+            elif n and name in self.sae.pretrained:
+                errors.append(f"sae.replicas.{name}: '{name}' loads a pretrained SAE; only trained SAEs have "
+                              "replicas")
+        for m, b in self.fingerprints.base.items():
+            for n in (m, b):
+                if n not in names:
+                    errors.append(f"fingerprints.base.{m}: unknown member '{n}' ({known})")
+        for j, d in enumerate(self.fingerprints.pool.domains):
+            if d not in self.corpora.domains:
+                errors.append(f"fingerprints.pool.domains.{j}: unknown domain '{d}'")
+        slugs: set[str] = set()
+        for i, c in enumerate(self.cases):
+            if c.slug in slugs:
+                errors.append(f"cases.{i}.slug: duplicate case '{c.slug}'")
+            slugs.add(c.slug)
+            for n in [c.root] * bool(c.root) + (c.descendants or []) + ([c.feature.model] if c.feature else []):
+                if n not in names:
+                    errors.append(f"cases.{i}: unknown model '{n}' ({known})")
+        _raise(errors)
+        return self
+
+    # ---- family helpers (the DAG) ----
+    def member(self, name: str) -> Member:
+        for m in self.family:
+            if m.name == name:
+                return m
+        raise KeyError(f"no member '{name}' (members: {', '.join(m.name for m in self.family)})")
+
+    def topological_order(self) -> list[str]:
+        """Members ordered so that every parent precedes its children; raises on a cycle."""
+        parents = {m.name: list(m.parents) for m in self.family}
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(n: str, path: list[str]) -> None:
+            if state.get(n) == 2:
+                return
+            if state.get(n) == 1:
+                cycle = path[path.index(n):] + [n]
+                raise ValueError(f"family: cycle {' -> '.join(cycle)}")
+            state[n] = 1
+            for p in parents[n]:
+                visit(p, path + [n])
+            state[n] = 2
+            order.append(n)
+
+        for m in self.family:
+            visit(m.name, [])
+        return order
+
+    def ancestors_roots(self, name: str) -> list[str]:
+        """The root members `name` descends from (itself if it is a root)."""
+        m = self.member(name)
+        if not m.parents:
+            return [name]
+        return list(dict.fromkeys(r for p in m.parents for r in self.ancestors_roots(p)))
+
+    def edges(self) -> list[tuple[str, str]]:
+        """(parent, child) pairs in topological order of the child."""
+        return [(p, c) for c in self.topological_order() for p in self.member(c).parents]
+
+    def roots(self) -> list[str]:
+        return [n for n in self.topological_order() if not self.member(n).parents]
+
+    def member_domains(self, name: str) -> list[str]:
+        """The domains a member was trained on, inherited through the tree (an SAE trains on these)."""
+        m = self.member(name)
+        inherited = [d for p in m.parents for d in self.member_domains(p)]
+        return list(dict.fromkeys(inherited + list(getattr(m, "domains", []))))
+
+    def own_domains(self, name: str) -> list[str]:
+        """The domains that define a member: its own training domains, or for a merge its parents' own."""
+        m = self.member(name)
+        if isinstance(m, MergeMember):
+            return list(dict.fromkeys(d for p in m.parents for d in self.own_domains(p)))
+        return list(getattr(m, "domains", [])) or self.member_domains(name)
+
+    def sae_replicas(self) -> dict[str, int]:
+        """Extra SAEs per member (the default: one for every root member without a pretrained SAE)."""
+        if self.sae.replicas is not None:
+            return {n: k for n, k in self.sae.replicas.items() if k > 0}
+        return {r: 1 for r in self.roots() if r not in self.sae.pretrained}
+
+    def common_ancestor(self, a: str, b: str) -> str | None:
+        """The nearest member that both `a` and `b` descend from (or are)."""
+        def up(n: str) -> list[str]:
+            out, todo = [], [n]
+            while todo:
+                x = todo.pop(0)
+                if x not in out:
+                    out.append(x)
+                    todo += self.member(x).parents
+            return out
+        ub = set(up(b))
+        return next((x for x in up(a) if x in ub), None)
+
+    def run_dir(self) -> Path:
+        return Path(self.data_dir) / self.name
+
+    def store_path(self) -> Path:
+        return Path(self.data_dir) / f"{self.name}.duckdb"
+
+
+class ConfigError(ValueError):
+    """A config that does not validate. `errors` holds one line per fault, `field: message`, the field a
+    dotted path (`family.1.parents`, `sae.pretrained.lua`, `corpora.domains.lua.paths.0`); the message is
+    those lines, each prefixed with the config's source."""
+
+    def __init__(self, errors: str | list[str], source: str | None = None):
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        self.source = source
+        super().__init__("\n".join(f"{source}: {e}" if source else e for e in self.errors))
+
+
+HOOK_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.|\d+\.)*hook_[A-Za-z0-9_]+$")  # TransformerLens style
+TRAINED_LAYERS = 1  # the family's own models (featureflow/family/model.py) have one layer
+_MAKES = ("train", "finetune", "merge", "load")
+
+
+def _raise(errors: list[str]) -> None:
+    if errors:
+        raise ValueError("\n".join(errors))
+
+
+def _check_folder(field: str, path: str, what: str, markers: tuple[str, ...], how: str, of: str = "") -> list[str]:
+    """[] when `path` is a folder holding one of `markers`, else one error naming the field."""
+    p = Path(path).expanduser()
+    where = f"'{path}'" + (f" of '{of}'" if of else "")
+    if not p.exists():
+        return [f"{field}: {where} does not exist"]
+    if not p.is_dir() or not any((p / f).is_file() for f in markers):
+        return [f"{field}: {where} is not {what} (no {' or '.join(markers)}; {how})"]
+    return []
+
+
+def _check_model_folder(field: str, path: str, name: str) -> list[str]:
+    return _check_folder(field, path, "a Hugging Face model folder", ("config.json",),
+                         "save it with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)", of=name)
+
+
+def _check_tokenizer_folder(field: str, path: str) -> list[str]:
+    return _check_folder(field, path, "a tokenizer folder", ("tokenizer.json", "tokenizer_config.json"),
+                         "save one with tokenizer.save_pretrained(folder)")
+
+
+def _check_sae_folder(field: str, path: str) -> list[str]:
+    return _check_folder(field, path, "a SAELens folder", ("cfg.json",), "save one with sae.save_model(folder)")
+
+
+def _format_errors(err: ValidationError) -> list[str]:
+    """pydantic's errors as `field: message` lines: a dotted location without pydantic's internal parts
+    (the `make` tag of a family member, function-after wrappers); errors raised by the cross-field
+    validator already name their field and may be several lines."""
+    lines = []
+    for e in err.errors():
+        loc = [str(x) for x in e["loc"] if not str(x).startswith(("function-after", "tagged-union"))]
+        if len(loc) > 2 and loc[0] == "family" and loc[2] in _MAKES:
+            loc.pop(2)
+        msg = e["msg"].removeprefix("Value error, ")
+        if loc:
+            lines.append(f"{'.'.join(loc)}: {msg}")
+        else:
+            lines += msg.splitlines()
+    return lines
+
+
+def parse_config(data: dict, source: str | None = None) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e), source) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    return parse_config(data, str(path))

@@ -1,0 +1,568 @@
+"""The featureflow explorer: FastAPI + Jinja2 + htmx + Plotly over one run's DuckDB store (read-only).
+
+Every view is one function returning a dict. `view()` registers it twice: as a page at `path`
+(rendered by a Jinja2 template) and as its JSON twin at `/api<path>`, so anything a page shows can be
+fetched as data. The app never imports torch and never runs a model.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import unicodedata
+from pathlib import Path
+from typing import Annotated, Callable
+from urllib.parse import quote, urlencode
+
+import plotly
+from fastapi import APIRouter, FastAPI, Path as PathParam, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.middleware.gzip import GZipMiddleware
+from markupsafe import Markup, escape
+from pydantic import BaseModel, Field
+
+from featureflow.explorer import figures
+from featureflow.store.flows import mode_label
+
+from featureflow.explorer.queries import NotFound, Ref, Store
+from featureflow.explorer.serving import ResponseCache, ServeHeaders, identity
+
+FRONTEND = Path(__file__).resolve().parent
+NPM = FRONTEND / "node_modules"
+VENDOR = {
+    "htmx.min.js": NPM / "htmx.org" / "dist" / "htmx.min.js",
+    "swagger-ui-bundle.js": NPM / "swagger-ui-dist" / "swagger-ui-bundle.js",
+    "swagger-ui.css": NPM / "swagger-ui-dist" / "swagger-ui.css",
+    "redoc.standalone.js": NPM / "redoc" / "bundles" / "redoc.standalone.js",
+    "plotly.min.js": Path(plotly.__file__).parent / "package_data" / "plotly.min.js",
+}
+
+Threshold = Annotated[float | None, Query(gt=-1, lt=1, allow_inf_nan=False,
+                                          description="similarity above which a match persists")]
+Mode = Annotated[str | None, Query(max_length=40, description="matching mode, e.g. pearson, pearson-1to1, decoder "
+                                   "(default: the run's first)")]
+Variant = Annotated[str, Query(pattern="^delta-(hidden|mlp|logits)$", description="fingerprint variant")]
+
+# Every integer parameter is bounded, so no value reaches DuckDB that overflows its INTEGER / BIGINT columns.
+MAX_FEATURE = 2**31 - 1  # features.feature is an INTEGER
+MAX_PAGE = 10**6
+FeatureId = Annotated[int, PathParam(ge=0, le=MAX_FEATURE, description="the SAE latent index")]
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")]
+PerPage = Annotated[int, Query(ge=1, le=200, description="rows per page")]
+Density = Annotated[float, Query(ge=0, le=1, allow_inf_nan=False)]
+FeatureRef = Annotated[str | None, Query(min_length=3, max_length=200, pattern=r"^.+:[0-9]{1,9}$",
+                                            description="model:feature, e.g. lua:12")]
+
+
+class FieldError(BaseModel):
+    loc: str = Field(description="where: e.g. query.page or path.feature")
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """The one error shape: every 4xx answer under /api is one of these."""
+
+    detail: str = Field(description="what was wrong and, where it helps, what exists instead")
+    errors: list[FieldError] = Field(default_factory=list, description="one entry per invalid parameter (422)")
+
+
+ERRORS = {404: {"model": ErrorBody, "description": "No such model, feature, edge or case (the message says "
+                "which exist)"},
+          422: {"model": ErrorBody, "description": "A parameter is invalid (`errors` names each one)"}}
+
+
+class VendorMissing(FileNotFoundError):
+    """A front-end file the explorer serves itself (never from a CDN) is not installed."""
+
+
+# Scripts from this server only; styles may be inline (Plotly, Swagger UI and ReDoc set element styles);
+# ReDoc runs its search in a blob: worker. Never framed.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                               "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+GZIP_MIN_BYTES = 1024  # smaller answers (304s, short JSON) gain less than the header and the CPU cost
+
+
+# ------------------------------------------------------------------------------------ rendering
+_WS = {" ": ("ws-space", "·"), "\t": ("ws-tab", "→"), "\n": ("ws-nl", "↵")}
+# Drawn as nothing (or as plain space) though they are letters or marks: Hangul fillers, braille blank,
+# the combining grapheme joiner, Mongolian and Unicode variation selectors.
+_INVISIBLE = {0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800, 0x034F, 0x180B, 0x180C, 0x180D, 0x180F,
+              *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)}
+
+
+def _hidden(ch: str, first: bool) -> bool:
+    """Whether `ch` would be invisible, move other text (bidi controls) or merge into its neighbour: control
+    and format characters (C0/C1, U+200B-U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF, ...), unassigned,
+    private-use and surrogate code points, line/paragraph separators, every space but U+0020, the
+    invisible letters above, and a combining mark that starts a token (it would join the previous token)."""
+    cat = unicodedata.category(ch)
+    return (cat[0] == "C" or cat in ("Zl", "Zp") or (cat == "Zs" and ch != " ") or ord(ch) in _INVISIBLE
+            or (first and cat in ("Mn", "Me", "Mc")))
+
+
+def _escape_chip(ch: str) -> str:
+    name = unicodedata.name(ch, "") or ("control character" if unicodedata.category(ch) == "Cc" else "")
+    return f'<span class="ws-esc" title="{escape(name.lower())}">‹U+{ord(ch):04X}›</span>'
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a pure function of a vocabulary's few thousand token texts
+def show_ws(text: str | None, prose: bool = False) -> Markup:
+    """Escape text for HTML with nothing hidden in it.
+
+    Tokens (default): · space, → tab, ↵ newline (no line break: the `tokens` macro breaks after a token that holds one),
+    and every hidden character (see `_hidden`) as a visible escape such as ‹U+202E›, so no token can
+    reverse, hide or join its neighbours; an empty token reads ‹empty›. Prose (`prose=True`, explanations):
+    the same escapes, ↵ and →, but spaces stay spaces except inside double quotes (the explainers quote
+    tokens: "·the") and in runs of two or more, which HTML would otherwise collapse. None renders as nothing."""
+    if text is None:
+        return Markup("")
+    if text == "" and not prose:
+        return Markup('<span class="ws-esc" title="empty token">‹empty›</span>')
+    out, quoted, backslash = [], False, False
+    for i, ch in enumerate(text):
+        if ch == '"' and not backslash:  # \" inside a quoted token neither opens nor closes
+            quoted = not quoted
+        backslash = ch == "\\" and not backslash
+        if ch == " " and prose and not quoted and text[i - 1:i] != " " and text[i + 1:i + 2] != " ":
+            out.append(" ")
+        elif ch in _WS:
+            cls, sym = _WS[ch]
+            out.append(f'<span class="{cls}">{sym}</span>')
+        elif _hidden(ch, i == 0):
+            out.append(_escape_chip(ch))
+        else:
+            out.append(str(escape(ch)))
+    return Markup("".join(out))
+
+
+HEAT, COMPARE_B = figures.HEAT_A, figures.HEAT_B  # orange: a feature's activations; /compare draws B in blue
+
+
+def heat(act: float, top: float, rgb: str = HEAT) -> str:
+    """Background colour for a token: a darker `rgb` = higher activation relative to `top`."""
+    if act <= 0 or top <= 0:
+        return "transparent"
+    return f"rgba({rgb}, {min(1.0, 0.12 + 0.88 * act / top):.3f})"
+
+
+def chips(toks: list[dict], top: float, key: str = "act", rgb: str | None = None, breaks: bool = True) -> Markup:
+    """A context as one chip per token, shaded by `key` relative to `top` in `rgb` (default: orange), the value
+    and token id on hover; a token with an `index` (its sample token index) carries it as data-i. After a
+    token that holds a newline a line break (after its chip, which never breaks inside), unless
+    `breaks=False` (rows of one window stacked for comparison stay one line each); elsewhere a <wbr>, so a
+    long window wraps between tokens. The `tokens` macro's HTML, made here: a Jinja loop took ~5 ms for a
+    feature's 1,280 example tokens."""
+    out = ['<div class="ctx">']
+    for t in toks:
+        index = f' data-i="{int(t["index"])}"' if "index" in t else ""
+        colour = heat(t[key], top, rgb) if rgb else heat(t[key], top)
+        out.append(f'<span class="tok{" center" if t.get("center") else ""}"{index} style="background: {colour}" '
+                   f'title="{t[key]:.4f} · id {escape(t["id"])}">{show_ws(t["text"])}</span>')
+        out.append("<br>" if breaks and "\n" in t["text"] else "<wbr>")
+    out.append("</div>")
+    return Markup("".join(out))
+
+
+def fmt(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def pct(x, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+# ------------------------------------------------------------------------------------ the app
+def create_app(db_path: str | Path) -> FastAPI:
+    store = Store(db_path)
+    missing = [f"{name} ({path})" for name, path in VENDOR.items() if not path.exists()]
+    if missing:
+        raise VendorMissing("the explorer's front-end files are not installed: " + ", ".join(missing) +
+                            ". Install them with `npm --prefix featureflow/explorer ci` (htmx, Swagger UI, ReDoc) and "
+                            "`pip install -e .` (plotly.js ships in the plotly package)")
+    app = FastAPI(title="featureflow explorer", docs_url=None, redoc_url=None,
+                  description=f"Features of run '{store.run['name']}' through fine-tuning and merging. "
+                              "Every page has a JSON twin under /api.", responses=ERRORS)
+    app.state.store = store
+    # from the outside in (featureflow/explorer/serving.py): security headers on every response and ETag / 304; answers
+    # kept per request (the store never changes while served); gzip
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=6)
+    app.add_middleware(ResponseCache)
+    app.add_middleware(ServeHeaders, security=SECURITY_HEADERS, seed=identity(store.path, store.run))
+    templates = Jinja2Templates(directory=str(FRONTEND / "templates"))
+    templates.env.auto_reload = False  # templates are part of the code: no stat() per render
+    templates.env.filters.update(show_ws=show_ws, show_text=functools.partial(show_ws, prose=True), heat=heat,
+                                 chips=chips, fmt=fmt, pct=pct)
+    templates.env.globals.update(run=store.run, models=store.models,
+                                 models_by_name={m["model"]: m for m in store.models}, modes=store.modes,
+                                 mode_labels={m: mode_label(m) for m in store.modes})
+    app.mount("/static", StaticFiles(directory=str(FRONTEND / "static")), name="static")
+
+    @app.get("/vendor/{name}", include_in_schema=False)
+    def vendor(name: str):
+        path = VENDOR.get(name)
+        if path is None or not path.exists():
+            return Response(f"vendor file '{name}' is not installed (run `npm --prefix featureflow/explorer ci`)",
+                            status_code=404, media_type="text/plain")
+        kind = "text/css" if name.endswith(".css") else "text/javascript"
+        return FileResponse(path, media_type=kind, headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return FileResponse(FRONTEND / "static" / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request):
+        """Swagger UI from the swagger-ui-dist npm package (started by static/docs.js: no inline script)."""
+        return templates.TemplateResponse(request, "docs.html", {"title": app.title, "kind": "swagger"})
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request):
+        """ReDoc from the redoc npm package."""
+        return templates.TemplateResponse(request, "docs.html", {"title": app.title, "kind": "redoc"})
+
+    def error(request: Request, status: int, detail: str, errors: list[FieldError] = ()):
+        """The same error as JSON (ErrorBody) under /api, as a page elsewhere."""
+        if request.url.path.startswith("/api/"):
+            body = ErrorBody(detail=detail, errors=list(errors))
+            return JSONResponse(body.model_dump(), status_code=status)
+        title = "Not found" if status == 404 else "Bad request"
+        return templates.TemplateResponse(request, "error.html", {"status": status, "title": title,
+                                                                  "message": detail}, status_code=status)
+
+    @app.exception_handler(NotFound)
+    def not_found(request: Request, exc: NotFound):
+        return error(request, 404, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError):
+        errors = [FieldError(loc=".".join(str(x) for x in e["loc"]), msg=e["msg"]) for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+                           for e in exc.errors())
+        return error(request, 422, detail, errors)
+
+    @app.exception_handler(ValueError)
+    def bad_value(request: Request, exc: ValueError):
+        return error(request, 422, str(exc))
+
+    router = APIRouter()
+
+    def view(path: str, template: str, fragment: str | None = None):
+        """Register `fn` as the page `path` and its JSON twin `/api<path>`."""
+
+        def deco(fn: Callable[..., dict]):
+            router.add_api_route("/api" + path, fn, methods=["GET"], name=f"api_{fn.__name__}",
+                                 summary=" ".join((fn.__doc__ or "").split()).split(". ")[0].rstrip("."))
+            sig = inspect.signature(fn)
+
+            @functools.wraps(fn)
+            def page(request: Request, **kwargs):
+                ctx = fn(**kwargs)
+                if "state" not in ctx:  # pages that do not use the view state still carry it in their links
+                    t = request.query_params.get("threshold")
+                    ctx["state"] = view_state(float(t) if t else None, request.query_params.get("mode") or None)
+                name = fragment if fragment and request.headers.get("HX-Request") else template
+                return templates.TemplateResponse(request, name, ctx)
+
+            page.__signature__ = sig.replace(parameters=[
+                inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+                *sig.parameters.values()])
+            router.add_api_route(path, page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False,
+                                 name=fn.__name__)
+            return fn
+
+        return deco
+
+    def thr(t: float | None) -> float:
+        return store.run["default_threshold"] if t is None else t
+
+    def view_state(threshold: float | None, mode: str | None) -> dict:
+        """The threshold and matching mode every page honours and every link carries (`query`)."""
+        t, m = thr(threshold), store.mode(mode)
+        return {"threshold": t, "mode": m, "mode_label": mode_label(m), "query": urlencode({"threshold": t, "mode": m}),
+                "default": t == store.run["default_threshold"] and m == store.default_mode}
+
+    # -- views ---------------------------------------------------------------------------------
+    @view("/", "overview.html", fragment="_flows.html")
+    def overview(threshold: Threshold = None, mode: Mode = None) -> dict:
+        """The run: models, lineage, SAE health and the Sankey of feature flows at a threshold and matching
+        mode, each edge's persistence beside its seed-control noise floor."""
+        t, mode = thr(threshold), store.mode(mode)
+        models = store.overview_models()
+        flows = store.flows(t, mode)
+        emerged = store.emerged_in(t, mode)
+        return {"threshold": t, "mode": mode, "mode_label": mode_label(mode), "modes": store.modes,
+                "mode_labels": {m: mode_label(m) for m in store.modes}, "models_overview": models, "flows": flows,
+                "emerged": emerged, "floors": store.floors(t, mode), "edges": store.edges,
+                "timings": store.timings, "state": view_state(t, mode),
+                "colors": {"persist": figures.PERSIST, "lost": figures.LOST, "new": figures.NEW},
+                "sankey": figures.sankey(store.models, flows, store.node_flows(t, mode), t, mode_label(mode),
+                                         view_state(t, mode)["query"])}
+
+    @view("/edges/{parent}/{child}", "edge.html", fragment="_edge_rows.html")
+    def edge(parent: str, child: str,
+             fate: Annotated[str, Query(pattern="^(persisting|disappearing|inherited|emerging)$",
+                                        description="persisting / disappearing parent features, inherited / "
+                                                    "emerging child features")] = "persisting",
+             threshold: Threshold = None, mode: Mode = None,
+             sort: Annotated[str, Query(pattern="^(r|density|llr|sim_score|feature)$")] = "r",
+             order: Annotated[str, Query(pattern="^(desc|asc)$")] = "desc",
+             page: Page = 1, per_page: PerPage = 50) -> dict:
+        """The features behind one flow of edge parent -> child at a threshold and mode: sortable both ways by
+        r, density, top-token LLR and explanation score, paginated, each with its match and top context."""
+        state = view_state(threshold, mode)
+        e = store.edge(parent, child)
+        counts = next(f for f in store.flows(state["threshold"], state["mode"])
+                      if f["parent"] == parent and f["child"] == child)
+        res = store.edge_features(parent, child, fate, state["threshold"], state["mode"], sort, order == "desc",
+                                  page, per_page)
+        params = {"fate": fate, "threshold": state["threshold"], "mode": state["mode"], "sort": sort, "order": order,
+                  "per_page": per_page}
+        resort = {k: urlencode({**params, "sort": k, "order": "asc" if (k, order) == (sort, "desc") else "desc"})
+                  for k in ("r", "density", "llr", "sim_score")}
+        return {**res, "edge": {**e, "parent_label": store.label(parent), "child_label": store.label(child)},
+                "fate": fate, "counts": counts, "sort": sort, "order": order, "state": state,
+                "query": urlencode(params), "resort": resort,
+                "modes": store.modes, "mode_labels": {m: mode_label(m) for m in store.modes}}
+
+    @view("/floors", "floors.html")
+    def floors(threshold: Threshold = None, mode: Mode = None) -> dict:
+        """The seed-control noise floor: per replicated member, how many features two SAEs of the same model
+        that differ only in their seed match above the threshold, and the distribution of their match r."""
+        t, mode = thr(threshold), store.mode(mode)
+        fl = store.floors(t, mode)
+        for f in fl:
+            f["figure"] = figures.floor_histogram(f["histogram"], f["label"], t)
+        return {"threshold": t, "mode": mode, "mode_label": mode_label(mode), "modes": store.modes,
+                "mode_labels": {m: mode_label(m) for m in store.modes}, "floors": fl}
+
+    @view("/models/{model}/features/{feature}", "feature.html")
+    def feature(model: str, feature: FeatureId, threshold: Threshold = None, mode: Mode = None) -> dict:
+        """One feature: statistics, histogram, top tokens, highlighted examples, and its matches and lineage
+        at a threshold and matching mode."""
+        state = view_state(threshold, mode)
+        t, mode = state["threshold"], state["mode"]
+        f = store.feature(model, feature)
+        matches = store.matches(model, feature, t, mode)
+        return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
+                "explanation": store.explanation(model, feature), "matches": matches,
+                "lineage": store.lineage(model, feature, t, mode, row=f, matches=matches),
+                "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
+                "parents": store.parents(model), "children": store.children(model)}
+
+    def examples_url(model: str, feature: int) -> str:
+        return f"/models/{quote(model, safe='')}/features/{feature}/examples"
+
+    @view("/models/{model}/features/{feature}/examples", "feature_examples.html", fragment="_examples.html")
+    def feature_examples(model: str, feature: FeatureId) -> dict:
+        """One feature's highlighted examples: its top activations, then random windows from each equal-count
+        activation quantile (the feature page loads them with htmx after its first paint)."""
+        f = store.feature_row(model, feature)
+        return {"feature": {"model": model, "feature": feature, "label": store.label(model), "max_act": f["max_act"]},
+                "examples": store.examples(model, feature)}
+
+    @view("/compare", "compare.html")
+    def compare(a: FeatureRef = None, b: FeatureRef = None) -> dict:
+        """Two features side by side on the same contexts (A's and B's top windows, each row labelled and in its
+        own colour), A against B over the sample as a scatter, and their exact correlation; without both
+        features, only the picker."""
+        ra, rb = Ref.parse(a) if a else None, Ref.parse(b) if b else None
+        pick = {"a": ra and vars(ra), "b": rb and vars(rb)}  # what the picker shows selected
+        if not (ra and rb):
+            return {"a": None, "b": None, "r": None, "contexts": [], "scatter": None, "pick": pick,
+                    "colors": {"a": HEAT, "b": COMPARE_B}}
+        side = {}
+        for key, ref in (("a", ra), ("b", rb)):
+            side[key] = {**store.feature_row(ref.model, ref.feature), "label": store.label(ref.model)}
+        contexts = []
+        for src, other, key in ((ra, rb, "a"), (rb, ra, "b")):
+            for ex in store.examples(src.model, src.feature, kinds="top")[:5]:
+                other_acts = store.activations_at(other.model, other.feature, ex["start"], ex["end"])
+                contexts.append({"from": key, "from_label": f"{side[key]['label']} #{src.feature}", "domain": ex["domain"],
+                                 "tokens": [{**tok, "act_a": tok["act"] if src == ra else oa,
+                                             "act_b": oa if src == ra else tok["act"]}
+                                            for tok, oa in zip(ex["tokens"], other_acts)]})
+        joint = store.joint_activations(ra.model, ra.feature, rb.model, rb.feature)
+        r = joint["r"]
+        names = [f"{side[k]['label']} #{side[k]['feature']}" for k in ("a", "b")]
+        return {**side, "r": r, "contexts": contexts, "pick": pick, "colors": {"a": HEAT, "b": COMPARE_B},
+                "scatter": figures.pair_scatter(joint, names[0], names[1], r)}
+
+    @app.get("/compare/pick", include_in_schema=False)
+    def compare_pick(a_model: str, a_feature: Annotated[int, Query(ge=0, le=MAX_FEATURE)], b_model: str,
+                     b_feature: Annotated[int, Query(ge=0, le=MAX_FEATURE)], threshold: Threshold = None,
+                     mode: Mode = None):
+        """The compare picker's form: open /compare for the two features chosen."""
+        store.feature_row(a_model, a_feature), store.feature_row(b_model, b_feature)
+        q = urlencode({"a": f"{a_model}:{a_feature}", "b": f"{b_model}:{b_feature}"})
+        state = "" if threshold is None and mode is None else "&" + view_state(threshold, mode)["query"]
+        return RedirectResponse(f"/compare?{q}{state}", status_code=303)
+
+    @view("/merge", "merge.html")
+    def merge() -> dict:
+        """SLERP sweeps: accuracy on each parent's domains against t, root baselines, the chosen t."""
+        labels = {m["model"]: m["label"] for m in store.models}
+        merges = store.merges()
+        for m in merges:
+            m["figure"] = figures.slerp_curves(m, labels)
+        return {"merges": merges}
+
+    @view("/features", "features.html", fragment="_feature_rows.html")
+    def features(
+        model: Annotated[str | None, Query(description="model name")] = None,
+        fate: Annotated[str | None, Query(pattern="^(persisting|disappearing|inherited|emerging|leaf|dead)?$",
+                                          description="at the threshold and mode; empty: any")] = None,
+        edge: Annotated[str | None, Query(max_length=200, pattern="^([^>]+>[^>]+)?$",
+                                          description="parent>child: fates on that edge only; empty: all")] = None,
+        min_density: Density = 0.0,
+        max_density: Density = 1.0,
+        token: Annotated[str | None, Query(max_length=100, description="text in the top token")] = None,
+        q: Annotated[str | None, Query(max_length=200, description="text in the explanation")] = None,
+        sort: Annotated[str, Query(pattern="^(density|max_act|feature|parent_r|best_child_r|sim_score|llr)$")] = "density",
+        order: Annotated[str | None, Query(pattern="^(desc|asc)?$",
+                                           description="empty: the sort's natural order (feature ascending, "
+                                                       "the rest descending)")] = None,
+        threshold: Threshold = None, mode: Mode = None,
+        page: Page = 1,
+        per_page: PerPage = 50,
+    ) -> dict:
+        """Browse and search features by model, edge, fate (at a threshold and matching mode), density, top
+        token and explanation; sorted either way and paginated."""
+        state = view_state(threshold, mode)
+        model = model or None
+        pair = tuple(edge.split(">")) if edge else None
+        res = store.search(model, fate or None, min_density, max_density, token or None, sort, page, per_page,
+                           text=q or None, threshold=state["threshold"], mode=state["mode"], edge=pair,
+                           descending=None if not order else order == "desc")
+        filters = {"model": model or "", "edge": edge or "", "fate": fate or "", "min_density": min_density,
+                   "max_density": max_density, "token": token or "", "q": q or "", "sort": sort,
+                   "order": order or "", "per_page": per_page, "threshold": state["threshold"], "mode": state["mode"]}
+        query = urlencode({k: v for k, v in filters.items() if v != ""})
+        return {**res, "filters": filters, "query": query, "fates": store.fates(), "state": state,
+                "edges": [{**e, "value": f"{e['parent']}>{e['child']}"} for e in store.edges],
+                "sorts": list(store.SORTS)}
+
+    @app.get("/jump", include_in_schema=False)
+    def jump(model: str, feature: Annotated[int, Query(ge=0, le=MAX_FEATURE)], threshold: Threshold = None,
+             mode: Mode = None):
+        store.model(model)
+        state = "" if threshold is None and mode is None else "?" + view_state(threshold, mode)["query"]
+        return RedirectResponse(f"/models/{quote(model)}/features/{feature}{state}", status_code=303)
+
+    @view("/autointerp", "autointerp.html")
+    def autointerp() -> dict:
+        """Explanation scores per model, persisting vs not (the paper's Figure 6), and what it cost."""
+        rows = store.score_distributions()
+        labels = [(m["model"], m["label"]) for m in store.models]
+        return {"summary": store.autointerp_summary(), "sim_figure": figures.score_histograms(rows, labels),
+                "det_figure": figures.score_histograms(rows, labels, "detection_score"),
+                "scores": rows}
+
+    @view("/cases", "cases.html")
+    def cases(threshold: Threshold = None, mode: Mode = None) -> dict:
+        """The case studies this run found, each followed down its root feature's lineage at a threshold and
+        matching mode."""
+        state = view_state(threshold, mode)
+        return {"cases": store.cases(state["threshold"], state["mode"]), "state": state,
+                "modes": store.modes, "mode_labels": {m: mode_label(m) for m in store.modes}}
+
+    @view("/cases/{slug}", "case.html")
+    def case(slug: str, threshold: Threshold = None, mode: Mode = None) -> dict:
+        """One case study: its root feature's lineage at a threshold and matching mode (the feature page's), r
+        and the token's LLR per hop, cross-correlations, and every feature's activations on the same contexts
+        (the root feature's top windows and random windows from its activation quantiles)."""
+        state = view_state(threshold, mode)
+        c = store.case(slug, state["threshold"], state["mode"])
+        out = {"case": c, "features": [], "matrix": [], "contexts": [], "state": state, "modes": store.modes,
+               "mode_labels": {m: mode_label(m) for m in store.modes}}
+        if c["status"] != "ok":
+            return out
+        feats = [{"model": c["root_model"], "feature": c["root_feature"], "llr": c["root_llr"]}]
+        for h in c["hops"]:
+            if not any((f["model"], f["feature"]) == (h["model"], h["feature"]) for f in feats):
+                feats.append({"model": h["model"], "feature": h["feature"], "llr": h["llr"]})
+        for f in feats:
+            f["label"] = store.label(f["model"])
+            f["explanation"] = store.explanation(f["model"], f["feature"])
+            f["max_act"] = store.feature_row(f["model"], f["feature"])["max_act"]
+        for h in c["hops"]:
+            h["label"], h["parent_label"] = store.label(h["model"]), store.label(h["parent_model"])
+            h["explanation"] = next(f["explanation"] for f in feats if (f["model"], f["feature"]) == (h["model"], h["feature"]))
+        matrix = store.correlations([(f["model"], f["feature"]) for f in feats])
+        return {**out, "features": feats, "matrix": matrix,
+                "contexts": shared_contexts(case_windows(c["root_model"], c["root_feature"]), feats)}
+
+    def case_windows(model: str, feature: int, top: int = 4, quantiles: int = 3) -> list[dict]:
+        """The feature's first `top` top windows, then the first random window of `quantiles` of its
+        activation quantiles spread from the highest to the lowest."""
+        exs = store.examples(model, feature)
+        tops = [e for e in exs if e["kind"] == "top"][:top]
+        by_q = {}
+        for e in exs:
+            if e["kind"] != "top":
+                by_q.setdefault(e["kind"], e)
+        qs = sorted(by_q, key=lambda k: -int(k[1:]))
+        picks = sorted({round(i * (len(qs) - 1) / max(1, quantiles - 1)) for i in range(min(quantiles, len(qs)))})
+        return tops + [by_q[qs[i]] for i in picks]
+
+    def shared_contexts(windows: list[dict], feats: list[dict]) -> list[dict]:
+        """Each window's tokens once, and per feature its activation on every one of them ("rows")."""
+        out = []
+        for w in windows:
+            toks = [{"text": t["text"], "id": t["id"], "center": t["center"], "index": w["start"] + i}
+                    for i, t in enumerate(w["tokens"])]
+            rows = [{"model": f["model"], "feature": f["feature"], "label": f["label"], "max_act": f["max_act"],
+                     "tokens": [{**t, "act": a} for t, a in zip(toks, store.activations_at(
+                         f["model"], f["feature"], w["start"], w["start"] + len(toks)))]} for f in feats]
+            kind = (f"top window #{w['rank'] + 1}" if w["kind"] == "top" else
+                    f"random window from activation quantile {w['kind'][1:]} (0 = lowest)")
+            out.append({"kind": kind, "domain": w["domain"], "start": w["start"], "end": w["start"] + len(toks),
+                        "center": w["center"], "rows": rows})
+        return out
+
+    @view("/models", "models.html")
+    def models_page(variant: Variant = "delta-hidden") -> dict:
+        """Model fingerprints (Delta Activations): similarity heatmap, 2-D map, silhouette, additivity."""
+        fp = store.fingerprint_overview(variant)
+        names = [e["entity"] for e in fp["entities"]]
+        stats = fp["stats"] or {"pca_var1": 0.0, "pca_var2": 0.0}
+        return {**fp, "variant": variant, "variants": store.VARIANTS, "edges": store.edges,
+                "heatmap": figures.heatmap(names, fp["similarity"], f"Cosine similarity ({variant})"),
+                "map_figure": figures.fingerprint_map([p for p in fp["map"] if p["method"] == "pca"],
+                                                      (stats["pca_var1"], stats["pca_var2"])),
+                "tsne_figure": figures.fingerprint_map([p for p in fp["map"] if p["method"] == "tsne"], None, "tsne")
+                if any(p["method"] == "tsne" for p in fp["map"]) else None,
+                "additivity_figure": figures.additivity_curves(fp["additivity"])}
+
+    @view("/models/{model}", "model.html")
+    def model_page(model: str, variant: Variant = "delta-hidden") -> dict:
+        """One model: how it was made, its nearest models and the features behind its fingerprint."""
+        m = store.model(model)
+        return {"m": m, "variant": variant, "parents": store.parents(model), "children": store.children(model),
+                **store.model_fingerprint(model, variant)}
+
+    @app.get("/api/schema", summary="The store's schema, documented")
+    def schema() -> dict:
+        from featureflow.store.schema import SCHEMA_VERSION, TABLES
+
+        return {"version": SCHEMA_VERSION, "tables": {k: {"doc": d, "columns": " ".join(b.split())}
+                                                      for k, (d, b) in TABLES.items()}}
+
+    app.include_router(router)
+    return app

@@ -1,0 +1,640 @@
+"""Every SQL query the explorer runs. Read-only, bound parameters only, nothing loads a whole table.
+
+`Store` opens the run's DuckDB file read-only and hands each request its own cursor. Functions return
+plain dicts / lists ready for JSON and templates; the schema they read is `featureflow/store/schema.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from featureflow.config import parse_mode
+from featureflow.store import flows as flow_sql
+from featureflow.store.schema import SCHEMA_VERSION
+
+
+def run_timings(text: str | None) -> dict:
+    """`runs.timings_json` as {"stages": [{stage, seconds}], "total": s, "hardware": {...}}; stores built before
+    per-stage timings were recorded give no stages."""
+    raw = json.loads(text) if text else {}
+    stages = raw.get("stages") if isinstance(raw.get("stages"), dict) else {}
+    rows = [{"stage": k, "seconds": float(v)} for k, v in stages.items()]
+    return {"stages": rows, "total": sum(r["seconds"] for r in rows), "hardware": raw.get("hardware") or {}}
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class NotFound(LookupError):
+    """A model / feature / case that does not exist; the message says what does."""
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    return v
+
+
+def like_literal(text: str) -> str:
+    """`text` for a LIKE pattern with ESCAPE '\\': its wildcards (% _) and the escape itself match literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def memo(fn):
+    """Keep a Store method's answers per arguments (the store never changes while it is open; at most 256
+    argument sets, e.g. thresholds, least recently used out); each caller gets its own deep copy to change."""
+    cached = functools.lru_cache(maxsize=256)(fn)
+
+    @functools.wraps(fn)
+    def fresh(*args, **kwargs):
+        return copy.deepcopy(cached(*args, **kwargs))
+
+    return fresh
+
+
+def _dicts(cur) -> list[dict]:
+    cols = [d[0] for d in cur.description]
+    return [{c: _clean(v) for c, v in zip(cols, row)} for row in cur.fetchall()]
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"store '{self.path}' does not exist (run `featureflow run --config ...` first)")
+        self._con = duckdb.connect(str(self.path), read_only=True)
+        self._local = threading.local()
+        version = self._con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"store '{self.path}' has schema version {version}; this explorer reads version "
+                             f"{SCHEMA_VERSION}: rebuild it with `featureflow run`")
+        self.run = self.q1("SELECT * FROM runs")
+        self.timings = run_timings(self.run.get("timings_json"))
+        self.modes = list(self.run["modes"])
+        self.default_mode = self.run["default_mode"]
+        self.similarity = parse_mode(self.default_mode)[0]  # feature pages, lineage and cases use this one
+        self.models = self.q("SELECT * FROM models ORDER BY idx")
+        self.model_names = [m["model"] for m in self.models]
+        self.model_idx = {m["model"]: m["idx"] for m in self.models}
+        self.edges = self.q("SELECT e.* FROM model_edges e JOIN models c ON c.model = e.child "
+                            "JOIN models p ON p.model = e.parent ORDER BY c.idx, p.idx")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self._con.cursor()
+        return cur
+
+    def q(self, sql: str, params: list | dict | None = None) -> list[dict]:
+        return _dicts(self.cursor().execute(sql, params or []))
+
+    def q1(self, sql: str, params: list | dict | None = None) -> dict | None:
+        rows = self.q(sql, params)
+        return rows[0] if rows else None
+
+    def close(self) -> None:
+        self._con.close()
+
+    # -- validation ---------------------------------------------------------------------------
+    def model(self, name: str) -> dict:
+        for m in self.models:
+            if m["model"] == name:
+                return m
+        raise NotFound(f"no model '{name}' in run '{self.run['name']}' (models: {', '.join(self.model_names)})")
+
+    def feature_row(self, model: str, feature: int) -> dict:
+        m = self.model(model)
+        row = self.q1("SELECT * FROM features WHERE model = ? AND feature = ?", [model, feature])
+        if row is None:
+            raise NotFound(f"model '{model}' has no feature {feature} (features 0 to {m['d_sae'] - 1})")
+        return row
+
+    def parents(self, model: str) -> list[str]:
+        return [e["parent"] for e in self.edges if e["child"] == model]
+
+    def children(self, model: str) -> list[str]:
+        return [e["child"] for e in self.edges if e["parent"] == model]
+
+    def label(self, model: str) -> str:
+        return self.model(model)["label"]
+
+    # -- overview -----------------------------------------------------------------------------
+    @memo
+    def overview_models(self) -> list[dict]:
+        rows = self.q("""
+            SELECT m.model, m.label, m.make, m.domains, m.merge_t, m.train_tokens, m.seconds, m.d_sae,
+                   s.l0, s.mse, s.explained_variance, s.dead_features, s.loss_recovered, s.recipe,
+                   s.loss_recovered_scope, s.loss_recovered_all, s.eval_tokens,
+                   (SELECT count(*) FILTER (WHERE alive) FROM features f WHERE f.model = m.model) AS alive
+            FROM models m JOIN sae_metrics s USING (model) ORDER BY m.idx""")
+        evals = self.q("SELECT model, domain, loss, accuracy FROM model_eval")
+        per_domain = self.q("SELECT * FROM sae_health_domains")
+        for r in rows:
+            r["parents"] = self.parents(r["model"])
+            r["eval"] = {e["domain"]: {"loss": e["loss"], "accuracy": e["accuracy"]}
+                         for e in evals if e["model"] == r["model"]}
+            r["sae_by_domain"] = [h for h in per_domain if h["model"] == r["model"]]
+        return rows
+
+    def mode(self, mode: str | None) -> str:
+        """A stored matching mode (default: the run's); anything else is a clear error."""
+        if mode is None:
+            return self.default_mode
+        if mode not in self.modes:
+            raise ValueError(f"matching mode '{mode}' is not stored in run '{self.run['name']}' "
+                             f"(modes: {', '.join(self.modes)})")
+        return mode
+
+    @memo
+    def flows(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Per edge at `threshold` under `mode`, from the stored matches, with the edge's noise floor."""
+        return [{k: _clean(v) for k, v in r.items()}
+                for r in flow_sql.flows(self.cursor(), threshold, self.mode(mode))]
+
+    @memo
+    def floors(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Per replicated member: the seed-control noise floor at `threshold` under `mode`, with the
+        distribution of its replica match r."""
+        mode = self.mode(mode)
+        fl = flow_sql.floors(self.cursor(), threshold, mode)
+        reps = self.q("SELECT * FROM sae_replicas ORDER BY model, replica")
+        out = []
+        for m in self.models:
+            if m["model"] in fl:
+                out.append({**fl[m["model"]], "label": m["label"], "mode": mode, "threshold": threshold,
+                            "histogram": flow_sql.floor_histogram(self.cursor(), m["model"], mode),
+                            "saes": [r for r in reps if r["model"] == m["model"]]})
+        return out
+
+    def origin_counts(self) -> list[dict]:
+        """Alive features per model by the model their chain of persisting matches starts in (default threshold)."""
+        return self.q("""
+            SELECT f.model, f.origin_model, count(*) AS n FROM features f JOIN models m USING (model)
+            JOIN models o ON o.model = f.origin_model
+            WHERE f.alive GROUP BY f.model, f.origin_model, m.idx, o.idx ORDER BY m.idx, o.idx""")
+
+    @memo
+    def emerged_in(self, threshold: float, mode: str | None = None) -> dict[str, int]:
+        """Alive features of each non-root model that no parent feature reaches (over all its parents)."""
+        return flow_sql.emerged_in(self.cursor(), threshold, self.mode(mode))
+
+    @memo
+    def node_flows(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Each alive feature once per model node (the Sankey): see `flows.node_flows`."""
+        return flow_sql.node_flows(self.cursor(), threshold, self.mode(mode))
+
+    def edge(self, parent: str, child: str) -> dict:
+        """An edge of the family, or NotFound naming the edges there are."""
+        for e in self.edges:
+            if e["parent"] == parent and e["child"] == child:
+                return e
+        self.model(parent), self.model(child)
+        have = ", ".join(f"{e['parent']} -> {e['child']}" for e in self.edges) or "none"
+        raise NotFound(f"'{parent}' -> '{child}' is not an edge of run '{self.run['name']}' (edges: {have})")
+
+    def edge_features(self, parent: str, child: str, fate: str, threshold: float, mode: str | None, sort: str,
+                      descending: bool, page: int, per_page: int) -> dict:
+        """One page of the features behind a flow count of edge parent -> child (see `flows.edge_features`),
+        each with a short highlighted context around its top activation."""
+        self.edge(parent, child)
+        total, rows = flow_sql.edge_features(self.cursor(), parent, child, fate, threshold, self.mode(mode), sort,
+                                             descending, per_page, (page - 1) * per_page)
+        model = parent if flow_sql.EDGE_FATES[fate][0] == "p2c" else child
+        snippets = self.snippets(model, [r["feature"] for r in rows])
+        for r in rows:
+            r["match_model"] = child if model == parent else parent
+            r["snippet"] = snippets.get(r["feature"], [])
+        return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),
+                "rows": rows}
+
+    def snippets(self, model: str, features: list[int], radius: int = 4) -> dict[int, list[dict]]:
+        """Per feature: the tokens of its top example within `radius` of the peak, with activations."""
+        if not features:
+            return {}
+        rows = self.q("""SELECT feature, center, start, acts FROM examples
+                         WHERE model = ? AND kind = 'top' AND rank = 0
+                           AND feature IN (SELECT unnest(?::INTEGER[]))""", [model, features])
+        spans = {r["feature"]: (max(r["start"], r["center"] - radius), r["center"] + radius + 1, r) for r in rows}
+        wanted = sorted({i for lo, hi, _ in spans.values() for i in range(lo, hi)})
+        toks = {t["token_index"]: t for t in self.q("""
+            SELECT s.token_index, s.token_id, v.text FROM sample_tokens s JOIN vocab v USING (token_id)
+            WHERE s.token_index IN (SELECT unnest(?::BIGINT[]))""", [wanted])} if wanted else {}
+        out = {}
+        for f, (lo, hi, r) in spans.items():
+            acts = r["acts"]
+            out[f] = [{"text": toks[i]["text"], "id": toks[i]["token_id"], "act": float(acts[i - r["start"]]),
+                       "center": i == r["center"]} for i in range(lo, hi)
+                      if i in toks and i - r["start"] < len(acts)]
+        return out
+
+    # -- features -----------------------------------------------------------------------------
+    def feature(self, model: str, feature: int) -> dict:
+        row = self.feature_row(model, feature)
+        row["label"] = self.label(model)
+        hist = self.q1("SELECT edges, counts FROM feature_histograms WHERE model = ? AND feature = ?", [model, feature])
+        row["histogram"] = hist or {"edges": [], "counts": []}
+        # logits and top tokens in one read: one pass over the vocabulary for both
+        toks = self.q("""
+            SELECT t.kind, t.sign, t.rank, t.token_id, v.text, t.value, t.count, t.mean_act, t.total_act FROM (
+                SELECT 'logit' AS kind, sign, rank, token_id, value, NULL AS count, NULL AS mean_act, NULL AS total_act
+                FROM feature_logits WHERE model = $model AND feature = $feature
+                UNION ALL
+                SELECT 'top', NULL, rank, token_id, NULL, count, mean_act, total_act
+                FROM feature_top_tokens WHERE model = $model AND feature = $feature) t
+            JOIN vocab v USING (token_id) ORDER BY t.kind, t.sign, t.rank""", {"model": model, "feature": feature})
+        row["logits"] = [{k: t[k] for k in ("sign", "rank", "token_id", "text", "value")}
+                         for t in toks if t["kind"] == "logit"]
+        row["top_tokens"] = [{k: t[k] for k in ("rank", "token_id", "text", "count", "mean_act", "total_act")}
+                             for t in toks if t["kind"] == "top"]
+        return row
+
+    def explanation(self, model: str, feature: int) -> dict | None:
+        return self.q1("SELECT * EXCLUDE (model, feature) FROM explanations WHERE model = ? AND feature = ?",
+                       [model, feature])
+
+    def score_distributions(self) -> list[dict]:
+        """Per model, explained features' simulation and detection scores, split persisting vs not
+        (the paper's Figure 6). `persisting` is NULL for models without children."""
+        return self.q("""
+            SELECT e.model, m.label, e.explainer, e.sim_score, e.detection_score,
+                   CASE WHEN f.fate IN ('persisting', 'disappearing') THEN f.fate = 'persisting' END AS persisting
+            FROM explanations e JOIN features f USING (model, feature) JOIN models m USING (model)
+            WHERE e.status = 'ok' ORDER BY m.idx, e.feature""")
+
+    def autointerp_summary(self) -> list[dict]:
+        return self.q("""
+            SELECT s.*, m.label,
+                   (SELECT count(*) FROM explanations e WHERE e.model = s.model AND e.status = 'ok') AS explained,
+                   (SELECT count(*) FROM explanations e WHERE e.model = s.model AND e.status = 'failed') AS failed,
+                   (SELECT count(*) FROM explanations e WHERE e.model = s.model AND e.status = 'skipped') AS skipped,
+                   (SELECT avg(sim_score) FROM explanations e WHERE e.model = s.model) AS mean_sim,
+                   (SELECT avg(detection_score) FROM explanations e WHERE e.model = s.model) AS mean_detection,
+                   (SELECT first(explainer) FROM explanations e WHERE e.model = s.model) AS explainer
+            FROM autointerp_spend s JOIN models m USING (model) ORDER BY m.idx""")
+
+    def cases(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Every case with its hops at `threshold` under `mode` (see `case`)."""
+        return [self.case(r["slug"], threshold, mode) for r in self.q("SELECT slug FROM cases ORDER BY slug")]
+
+    def case(self, slug: str, threshold: float, mode: str | None = None) -> dict:
+        """A case and its hops: the root feature's lineage (`lineage_hops`) at `threshold` under `mode`, kept to
+        the case's `descendants` when it names some, each hop with its feature's LLR for the case's token
+        (None: never fires on it); the mean r over the hops and whether every hop persists."""
+        c = self.q1("SELECT * FROM cases WHERE slug = ?", [slug])
+        if c is None:
+            have = ", ".join(r["slug"] for r in self.q("SELECT slug FROM cases ORDER BY slug")) or "none"
+            raise NotFound(f"no case study '{slug}' in run '{self.run['name']}' (cases: {have})")
+        c.update(hops=[], mean_r=None, persists_everywhere=None)
+        if c["status"] != "ok":
+            return c
+        hops = self.lineage_hops(c["root_model"], c["root_feature"], threshold, mode)
+        if c["descendants"] is not None:
+            hops = [h for h in hops if h["model"] in c["descendants"]]
+        llr = self.case_llrs(slug, [(h["model"], h["feature"]) for h in hops])
+        for h in hops:
+            h["llr"] = llr.get((h["model"], h["feature"]))
+        rs = [h["r"] for h in hops]
+        c.update(hops=hops, mean_r=sum(rs) / len(rs) if rs else None,
+                 persists_everywhere=bool(hops) and all(h["persists"] for h in hops))
+        return c
+
+    def case_llrs(self, slug: str, features: list[tuple[str, int]]) -> dict[tuple[str, int], float]:
+        """The stored LLR for the case's token of each (model, feature) that fires on it."""
+        if not features:
+            return {}
+        rows = self.q("""SELECT l.model, l.feature, l.llr FROM case_llrs l
+                         JOIN (SELECT unnest(?::VARCHAR[]) AS model, unnest(?::INTEGER[]) AS feature) w
+                           USING (model, feature) WHERE l.slug = ?""",
+                      [[m for m, _ in features], [f for _, f in features], slug])
+        return {(r["model"], r["feature"]): r["llr"] for r in rows}
+
+    def examples(self, model: str, feature: int, kinds: str = "all") -> list[dict]:
+        """Example windows with every token's text, id and this feature's activation.
+
+        Two indexed reads: the feature's example rows, then every token they cover in one query
+        (a correlated per-window join scans the whole sample: 30x slower at paper scale)."""
+        where = "" if kinds == "all" else " AND kind = 'top'"
+        rows = self.q(f"""SELECT kind, rank, center, start, "end", acts FROM examples
+                          WHERE model = ? AND feature = ?{where}
+                          ORDER BY kind = 'top' DESC, kind DESC, rank""", [model, feature])
+        wanted = sorted({i for r in rows for i in range(r["start"], r["end"])})
+        toks = {t["token_index"]: t for t in self.q("""
+            SELECT s.token_index, s.token_id, s.domain, v.text FROM sample_tokens s JOIN vocab v USING (token_id)
+            WHERE s.token_index IN (SELECT unnest(?::BIGINT[]))""", [wanted])} if wanted else {}
+        for r in rows:
+            r["domain"] = toks[r["center"]]["domain"]
+            r["tokens"] = [{"text": toks[i]["text"], "id": toks[i]["token_id"], "act": float(a), "center": i == r["center"]}
+                           for i, a in zip(range(r["start"], r["end"]), r.pop("acts"))]
+        return rows
+
+    def activations_at(self, model: str, feature: int, start: int, end: int) -> list[float]:
+        """A feature's activation on sample tokens [start, end): from the stored examples it appears in,
+        else from its row in `activation_values` when the store keeps all activations."""
+        rows = self.q("""SELECT token_index, act FROM activation_values
+                         WHERE model = ? AND feature = ? AND token_index >= ? AND token_index < ?""",
+                      [model, feature, start, end])
+        out = [0.0] * (end - start)
+        for r in rows:
+            out[r["token_index"] - start] = r["act"]
+        return out
+
+    def _sparse(self, model: str, feature: int) -> tuple[np.ndarray, np.ndarray]:
+        """A feature's non-zero activations over the sample: token indices (ascending) and values (float64)."""
+        got = self.cursor().execute("""SELECT token_index, act FROM activation_values
+                                       WHERE model = ? AND feature = ? ORDER BY token_index""",
+                                    [model, feature]).fetchnumpy()
+        return np.asarray(got["token_index"], dtype=np.int64), np.asarray(got["act"], dtype=np.float64)
+
+    def joint_activations(self, ma: str, fa: int, mb: str, fb: int) -> dict:
+        """Both features' activations on every sample token where either fires (ascending token index; 0 where
+        one does not fire), how many sample tokens neither fires on, and their correlation `r` (each feature
+        read once)."""
+        (ia, xa), (ib, xb) = self._sparse(ma, fa), self._sparse(mb, fb)
+        idx = np.union1d(ia, ib)
+        a, b = np.zeros(len(idx)), np.zeros(len(idx))
+        a[np.searchsorted(idx, ia)], b[np.searchsorted(idx, ib)] = xa, xb
+        return {"token_index": idx, "a": a, "b": b, "neither": int(self.run["sample_tokens"]) - len(idx),
+                "r": self._pearson((ia, xa), (ib, xb), (ma, fa) == (mb, fb))}
+
+    def correlation(self, ma: str, fa: int, mb: str, fb: int) -> float | None:
+        """Exact Pearson r of two features over the whole shared sample, from their sparse activations.
+
+        The two pairs compared are chosen per request (any two features), so this is computed here, not
+        stored; see `_pearson`."""
+        return self._pearson(self._sparse(ma, fa), self._sparse(mb, fb), (ma, fa) == (mb, fb))
+
+    def correlations(self, features: list[tuple[str, int]]) -> list[list[float | None]]:
+        """The matrix of `correlation` over (model, feature) pairs, each feature's activations read once and
+        each pair computed once (r is symmetric)."""
+        acts = [self._sparse(m, f) for m, f in features]
+        out = [[None] * len(features) for _ in features]
+        for i in range(len(features)):
+            for j in range(i, len(features)):
+                out[i][j] = out[j][i] = self._pearson(acts[i], acts[j], features[i] == features[j])
+        return out
+
+    def _pearson(self, a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], same: bool) -> float | None:
+        """Pearson r over the sample of two sparse activation vectors (token indices, values). The sums are
+        exactly rounded (math.fsum), so identical requests give identical bits whatever DuckDB's thread count,
+        and r is clamped to [-1, 1]; a feature with itself (`same`) is exactly 1. None when either never varies."""
+        n = self.run["sample_tokens"]
+        (ia, xa), (ib, xb) = a, b
+        _, pa, pb = np.intersect1d(ia, ib, assume_unique=True, return_indices=True)
+        sa, sb = math.fsum(xa), math.fsum(xb)
+        var_a = math.fsum(xa * xa) / n - (sa / n) ** 2
+        var_b = math.fsum(xb * xb) / n - (sb / n) ** 2
+        if var_a <= 0 or var_b <= 0:
+            return None
+        if same:
+            return 1.0  # by definition (the float formula can land an ulp either side)
+        cov = math.fsum(xa[pa] * xb[pb]) / n - (sa / n) * (sb / n)
+        return max(-1.0, min(1.0, cov / math.sqrt(var_a * var_b)))
+
+    def matches(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict:
+        """Top-k matches under `mode`'s similarity in every parent (c2p) and child (p2c) model, each with r and
+        whether it persists."""
+        sim = parse_mode(self.mode(mode))[0]
+        rows = self.q("""SELECT direction, CASE direction WHEN 'c2p' THEN parent ELSE child END AS model, dst AS feature,
+                                rank, r FROM matches
+                         WHERE src = $feature AND similarity = $sim
+                           AND (child = $model AND direction = 'c2p' OR parent = $model AND direction = 'p2c')
+                         ORDER BY direction, model, rank""", {"model": model, "feature": feature, "sim": sim})
+        up, down = [], []
+        for r in rows:
+            (up if r.pop("direction") == "c2p" else down).append(r)
+        for r in up + down:
+            r["persists"] = r["r"] > threshold
+            r["label"] = self.label(r["model"])
+        return {"parents": up, "children": down}
+
+    def partners(self, model: str, feature: int, direction: str, mode: str | None = None) -> list[dict]:
+        """The feature's match under `mode` in each parent (direction 'c2p') or child ('p2c') model: its best
+        match (rank 0), or its assigned partner under the `1to1` rule (left out when unassigned). The one
+        rule behind lineage, fates and case studies."""
+        sim, rule = parse_mode(self.mode(mode))
+        if not (self.parents(model) if direction == "c2p" else self.children(model)):
+            return []  # a root has no parent models, a leaf no child models
+        here, there = ("child", "parent") if direction == "c2p" else ("parent", "child")
+        table, rank = ("assignments", "") if rule == "1to1" else ("matches", " AND m.rank = 0")
+        rows = self.q(f"""SELECT m.{there} AS model, m.dst AS feature, m.r FROM {table} m
+                          WHERE m.{here} = ? AND m.direction = ? AND m.src = ? AND m.similarity = ?
+                            AND m.dst IS NOT NULL{rank}""", [model, direction, feature, sim])
+        return self._strongest_first(rows)
+
+    def _strongest_first(self, rows: list[dict]) -> list[dict]:
+        """Partners by r descending, ties in family order (sorted here: a join with `models` costs more than the
+        read)."""
+        return sorted(rows, key=lambda p: (-(p["r"] if p["r"] is not None else -math.inf), self.model_idx[p["model"]]))
+
+    def best_parent(self, model: str, feature: int, mode: str | None = None) -> dict | None:
+        """The strongest of the feature's partners over its parents (ties: the parent first in family order)."""
+        rows = self.partners(model, feature, "c2p", mode)
+        return rows[0] if rows else None
+
+    def best_children(self, model: str, feature: int, mode: str | None = None) -> list[dict]:
+        return self.partners(model, feature, "p2c", mode)
+
+    def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None,
+                row: dict | None = None, matches: dict | None = None) -> dict:
+        """The feature's lineage at `threshold`: the chain of best persisting parent matches up to its
+        origin, and the tree of best persisting child matches down to the leaves. `row` (its `features` row)
+        and `matches` (its `matches()` under `mode`) save reads when the caller has them."""
+        if matches is not None and parse_mode(self.mode(mode))[1] == "best":  # its partners: the rank-0 matches
+            ups, kids = ([{"model": m["model"], "feature": m["feature"], "r": m["r"]} for m in matches[side]
+                          if m["rank"] == 0 and m["feature"] is not None] for side in ("parents", "children"))
+            ups, kids = self._strongest_first(ups), self._strongest_first(kids)
+        else:
+            ups, kids = self.partners(model, feature, "c2p", mode), self.partners(model, feature, "p2c", mode)
+        up: list[dict] = []
+        own = bp = ups[0] if ups else None
+        while bp is not None and bp["r"] > threshold:
+            up.append({"model": bp["model"], "label": self.label(bp["model"]), "feature": bp["feature"],
+                       "r_to_next": bp["r"]})
+            bp = self.best_parent(bp["model"], bp["feature"], mode)
+        up.reverse()
+
+        def down(kids: list[dict], depth: int) -> list[dict]:
+            out = []
+            for c in kids:
+                node = {"model": c["model"], "label": self.label(c["model"]), "feature": c["feature"], "r": c["r"],
+                        "persists": c["r"] > threshold}
+                node["children"] = down(self.best_children(c["model"], c["feature"], mode), depth + 1) \
+                    if node["persists"] and depth < 16 else []
+                out.append(node)
+            return out
+
+        origin = up[0] if up else {"model": model, "feature": feature}
+        alive = (row or self.feature_row(model, feature))["alive"]
+        return {"ancestors": up, "descendants": down(kids, 0), "origin": origin,
+                "fate": self._fate(model, alive, own, kids, threshold)}
+
+    def lineage_hops(self, model: str, feature: int, threshold: float, mode: str | None = None) -> list[dict]:
+        """The descendant tree of `lineage` as a list of hops, one per edge of the tree (parent first, then
+        in family order): {model, feature, parent_model, parent_feature, r, persists}. A model reached
+        through two parents appears once per parent. Case studies read their hops here."""
+        out: list[dict] = []
+
+        def walk(nodes: list[dict], pm: str, pf: int) -> None:
+            for n in nodes:
+                out.append({"model": n["model"], "feature": n["feature"], "parent_model": pm, "parent_feature": pf,
+                            "r": n["r"], "persists": n["persists"]})
+                walk(n["children"], n["model"], n["feature"])
+
+        walk(self.lineage(model, feature, threshold, mode)["descendants"], model, feature)
+        return sorted(out, key=lambda h: self.model_idx[h["model"]])
+
+    def _fate(self, model: str, alive: bool, best_parent: dict | None, best_children: list[dict],
+              threshold: float) -> str:
+        if not alive:
+            return "dead"
+        parts = []
+        if self.parents(model):
+            parts.append("inherited" if best_parent and best_parent["r"] > threshold else "emerging")
+        if self.children(model):
+            parts.append("persisting" if any(k["r"] > threshold for k in best_children) else "disappearing")
+        return ", ".join(parts) or "alive"
+
+    # -- browse / search ------------------------------------------------------------------------
+    # Sort keys, each with its natural direction (the default when no order is given).
+    SORTS = {"density": ("f.density", True), "max_act": ("f.max_act", True), "feature": ("f.feature", False),
+             "sim_score": ("e.sim_score", True), "llr": ("f.top_token_llr", True),
+             "parent_r": ("s.parent_r", True), "best_child_r": ("s.best_child_r", True)}
+    # Search fates at a threshold and mode. persisting / disappearing: an alive feature of a model with
+    # children, matched above the threshold in some child / in none; inherited / emerging: an alive feature
+    # of a model with parents, matched in some parent / in none; leaf: alive in a model without children.
+    FATE_FILTERS = {"persisting": "f.alive AND s.persisting", "disappearing": "f.alive AND NOT s.persisting",
+                    "inherited": "f.alive AND s.inherited", "emerging": "f.alive AND NOT s.inherited",
+                    "leaf": "f.alive AND f.model NOT IN (SELECT parent FROM model_edges)", "dead": "NOT f.alive"}
+
+    def search(self, model: str | None, fate: str | None, min_density: float, max_density: float,
+               token: str | None, sort: str, page: int, per_page: int, text: str | None = None,
+               threshold: float | None = None, mode: str | None = None, edge: tuple[str, str] | None = None,
+               descending: bool | None = None) -> dict:
+        """One page of features matching the filters, each with its fate, best parent r and best child r
+        computed at `threshold` under `mode` from the stored matches (the rule of `flows`: counts per edge
+        equal `flows`, per model `emerged_in` and the Sankey's lost features). With `edge` (parent, child)
+        only that edge's matches count and only its two models' features are listed. `descending`: None
+        sorts `sort` in its natural direction; NULLs sort last either way."""
+        sim, rule = parse_mode(self.mode(mode))
+        params: dict = {"sim": sim, "t": self.run["default_threshold"] if threshold is None else threshold,
+                        "lo": min_density, "hi": max_density}
+        where = ["f.density >= $lo AND f.density <= $hi"]
+        on_edge = ""
+        if edge:
+            self.edge(*edge)
+            params.update(parent=edge[0], child=edge[1])
+            on_edge = "WHERE b.parent = $parent AND b.child = $child"
+            where.append("f.model IN ($parent, $child)")
+        if model:
+            self.model(model)
+            where.append("f.model = $model")
+            params["model"] = model
+        if fate:
+            where.append(self.FATE_FILTERS[fate])
+        if token:  # literal substring: % and _ in the search text match themselves
+            where.append("v.text ILIKE $token ESCAPE '\\'")
+            params["token"] = f"%{like_literal(token)}%"
+        if text:
+            where.append("e.explanation ILIKE $text ESCAPE '\\'")
+            params["text"] = f"%{like_literal(text)}%"
+        base = f"""
+            FROM features f JOIN models m USING (model) LEFT JOIN vocab v ON v.token_id = f.top_token_id
+            LEFT JOIN explanations e USING (model, feature)
+            LEFT JOIN (SELECT CASE WHEN b.direction = 'p2c' THEN b.parent ELSE b.child END AS model,
+                              b.src AS feature,
+                              max(b.r) FILTER (WHERE b.direction = 'c2p') AS parent_r,
+                              max(b.r) FILTER (WHERE b.direction = 'p2c') AS best_child_r,
+                              bool_or(coalesce(b.r, -1e9) > $t) FILTER (WHERE b.direction = 'c2p') AS inherited,
+                              bool_or(coalesce(b.r, -1e9) > $t) FILTER (WHERE b.direction = 'p2c') AS persisting
+                       FROM ({flow_sql._BEST[rule]}) b {on_edge} GROUP BY ALL) s
+              ON s.model = f.model AND s.feature = f.feature
+            WHERE {" AND ".join(where)}"""
+        total = self.cursor().execute(f"SELECT count(*) {base}", params).fetchone()[0]
+        column, natural = self.SORTS[sort]
+        order = "DESC" if (natural if descending is None else descending) else "ASC"
+        rows = self.q(f"""
+            SELECT f.model, m.label, f.feature, f.density, f.max_act,
+                   CASE WHEN NOT f.alive THEN 'dead' ELSE coalesce(nullif(concat_ws(', ',
+                       CASE s.inherited WHEN true THEN 'inherited' WHEN false THEN 'emerging' END,
+                       CASE s.persisting WHEN true THEN 'persisting' WHEN false THEN 'disappearing' END), ''),
+                       'alive') END AS fate,
+                   s.parent_r, s.best_child_r, f.origin_model, v.text AS top_token, f.top_token_share,
+                   f.top_token_llr, e.explanation, e.explainer, e.sim_score
+            {base} ORDER BY {column} {order} NULLS LAST, m.idx, f.feature LIMIT $limit OFFSET $offset""",
+                      {**params, "limit": per_page, "offset": (page - 1) * per_page})
+        return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),
+                "rows": rows}
+
+    def fates(self) -> list[str]:
+        return list(self.FATE_FILTERS)
+
+    # -- merges ---------------------------------------------------------------------------------
+    def merges(self) -> list[dict]:
+        out = []
+        for meta in self.q("SELECT * FROM slerp_meta s JOIN models m USING (model) ORDER BY m.idx"):
+            meta["curve_domains"] = json.loads(meta.pop("curve_domains_json"))
+            meta["points"] = self.q("""SELECT t, source, domain, loss, accuracy FROM slerp_curve
+                                       WHERE model = ? ORDER BY t, domain""", [meta["model"]])
+            meta["baselines"] = self.q("SELECT root, domain, loss, accuracy FROM slerp_baselines WHERE model = ?",
+                                       [meta["model"]])
+            out.append(meta)
+        return out
+
+    # -- fingerprints -----------------------------------------------------------------------------
+    VARIANTS = ("delta-hidden", "delta-mlp", "delta-logits")
+
+    def fingerprint_overview(self, variant: str) -> dict:
+        ents = self.q("""SELECT entity, kind, model, base, label, norm FROM fingerprints
+                         WHERE variant = ? AND kind IN ('member', 'pool') ORDER BY kind, entity""", [variant])
+        return {
+            "entities": ents,
+            "similarity": self.q("SELECT a, b, cos FROM fingerprint_similarity WHERE variant = ?", [variant]),
+            "map": self.q("""SELECT m.method, m.entity, m.x, m.y, f.kind, f.label FROM fingerprint_map m
+                             JOIN fingerprints f ON f.entity = m.entity AND f.variant = m.variant
+                             WHERE m.variant = ? ORDER BY f.kind, m.entity""", [variant]),
+            "stats": self.q1("SELECT * FROM fingerprint_stats WHERE variant = ?", [variant]),
+            "probe_counts": self.q("SELECT k, silhouette, mean_cos_to_all FROM fingerprint_probe_counts ORDER BY k"),
+            "additivity": self.q("""SELECT model, t, cos_interp, rel_norm_interp, cos_sum, rel_norm_sum
+                                    FROM fingerprint_additivity WHERE variant = ? ORDER BY model, t""", [variant]),
+        }
+
+    def model_fingerprint(self, model: str, variant: str) -> dict:
+        self.model(model)
+        return {
+            "fingerprint": self.q1("""SELECT entity, base, label, norm FROM fingerprints
+                                      WHERE entity = ? AND variant = ?""", [model, variant]),
+            "neighbours": self.q("""SELECT rank, other, cos FROM fingerprint_neighbours
+                                    WHERE entity = ? AND variant = ? ORDER BY rank""", [model, variant]),
+            "features_behind": self.q("""
+                SELECT b.rank_by, b.rank, b.feature, b.base, b.base_mean, b.child_mean, b.delta_mean, b.base_rate,
+                       b.child_rate, b.delta_rate, e.explanation
+                FROM fingerprint_features b LEFT JOIN explanations e ON e.model = b.base AND e.feature = b.feature
+                WHERE b.model = ? ORDER BY b.rank_by, b.rank""", [model]),
+        }
+
+
+@dataclass
+class Ref:
+    """`model:feature` as used in /compare."""
+
+    model: str
+    feature: int
+
+    @classmethod
+    def parse(cls, s: str) -> "Ref":
+        model, sep, feat = s.rpartition(":")
+        if not sep or not model or not feat.lstrip("-").isdigit():
+            raise ValueError(f"'{s}' is not of the form model:feature (e.g. lua:12)")
+        return cls(model, int(feat))

@@ -1,0 +1,605 @@
+"""The stage graph: every stage is a method that asks for its inputs, then builds (or reuses) its artefact.
+
+    corpora -> tokenizer -> models -> saes -> sample -> activations -> matching -> floors -> autointerp
+            -> cases -> fingerprints -> store
+
+A stage's artefact lives at `data/<run>/<stage>/<name>-<key>/`; the key hashes the stage's config
+section and its inputs' keys, so changing one section re-runs that stage and what depends on it,
+and a killed run resumes at the first artefact that is not done. Stage functions themselves live in
+their modules (family/, sae.py, ...); this file only wires them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featureflow.pipeline.artifacts import build_dir, key_of, planning, sweep_temps, write_json
+from featureflow.config import ExperimentConfig, LoadMember, MergeMember, parse_mode
+
+log = logging.getLogger("featureflow")
+
+STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "floors", "autointerp",
+          "cases", "fingerprints", "store"]
+# Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
+# activations 4: per-feature tables compiled, quantile examples seeded per feature (seed + feature).
+# autointerp 2: failure reasons are redacted (older artefacts may hold an API key a server echoed).
+VERSIONS = {s: 1 for s in STAGES} | {"models": 2, "saes": 3, "activations": 4, "matching": 2, "autointerp": 2,
+                                     "cases": 2, "fingerprints": 2}
+
+
+def _stage(fn):
+    """Memoise a stage method per pipeline instance and log how long it took."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args):
+        k = (fn.__name__, args)
+        if k not in self._memo:
+            t0 = time.time()
+            self._memo[k] = fn(self, *args)
+            self.timings[f"{fn.__name__}{'/' + '/'.join(map(str, args)) if args else ''}"] = time.time() - t0
+        return self._memo[k]
+
+    return wrapper
+
+
+class Pipeline:
+    def __init__(self, cfg: ExperimentConfig, device: str | None = None):
+        import transformers
+
+        from featureflow.pipeline.family.train import pick_device
+
+        transformers.utils.logging.disable_progress_bar()  # per-save bars drown our own
+
+        self.cfg = cfg
+        self.device = device or pick_device()
+        self.root = cfg.run_dir()
+        self._memo: dict = {}
+        self.timings: dict[str, float] = {}        # every stage call of this process, seconds
+        self.stage_seconds: dict[str, float] = {}  # `run`'s stages in this process (a cached stage is fast)
+
+    def _dir(self, stage: str, name: str, key: str) -> Path:
+        return self.root / stage / f"{name}-{key}"
+
+    # ------------------------------------------------------------------------------------ corpora
+    @_stage
+    def corpora(self) -> Path:
+        from featureflow.pipeline.corpora import domain_documents, split_documents
+
+        cfg = self.cfg
+        key = key_of(VERSIONS["corpora"], cfg.corpora, cfg.seed)
+
+        def build(tmp: Path) -> None:
+            stats = {}
+            for domain, src in cfg.corpora.domains.items():
+                log.info("corpora: %s from %s", domain, src.source)
+                docs = domain_documents(domain, src, cfg.seed)
+                train, val = split_documents(docs, cfg.corpora.validation_fraction, cfg.seed, domain)
+                for split, part in (("train", train), ("val", val)):
+                    with open(tmp / f"{domain}.{split}.jsonl", "w", encoding="utf-8") as f:
+                        for d in part:
+                            f.write(json.dumps({"text": d}) + "\n")
+                stats[domain] = {"source": src.source, "train_docs": len(train), "val_docs": len(val),
+                                 "train_chars": sum(map(len, train)), "val_chars": sum(map(len, val))}
+            write_json(tmp / "stats.json", stats)
+
+        return build_dir(self._dir("corpora", "text", key), build)
+
+    def documents(self, domain: str, split: str) -> list[str]:
+        with open(self.corpora() / f"{domain}.{split}.jsonl", encoding="utf-8") as f:
+            return [json.loads(line)["text"] for line in f]
+
+    # ---------------------------------------------------------------------------------- tokenizer
+    @_stage
+    def tokenizer(self) -> Path:
+        """The shared tokenizer (`tokenizer/`) and every domain's token streams (`<domain>.<split>.npy`)."""
+        from featureflow.pipeline.tokenizer import encode_documents, load_tokenizer, train_tokenizer
+
+        cfg = self.cfg
+        corpora = self.corpora()
+        from featureflow.pipeline.family.load import folder_digest
+
+        given = cfg.tokenizer.path and folder_digest(cfg.tokenizer.path)  # a given tokenizer by its content
+        key = key_of(VERSIONS["tokenizer"], cfg.tokenizer, corpora.name, *([given] if given else []))
+
+        def build(tmp: Path) -> None:
+            domains = list(cfg.corpora.domains)
+            if cfg.tokenizer.path:
+                tok = load_tokenizer(cfg.tokenizer.path)
+            else:
+                log.info("tokenizer: training byte-level BPE, vocab %d", cfg.tokenizer.vocab_size)
+                tok = train_tokenizer({d: self.documents(d, "train") for d in domains}, cfg.tokenizer.vocab_size)
+            tok.save_pretrained(tmp / "tokenizer")
+            counts = {}
+            for d in domains:
+                for split in ("train", "val"):
+                    arr = encode_documents(tok, self.documents(d, split))
+                    np.save(tmp / f"{d}.{split}.npy", arr)
+                    counts[f"{d}.{split}"] = int(len(arr))
+            write_json(tmp / "token_counts.json", counts)
+
+        return build_dir(self._dir("tokenizer", "bpe", key), build)
+
+    def stream(self, domain: str, split: str) -> np.ndarray:
+        return np.load(self.tokenizer() / f"{domain}.{split}.npy", mmap_mode="r")
+
+    def val_windows(self, domains: list[str], n_tokens: int) -> dict[str, torch.Tensor]:
+        from featureflow.pipeline.family.train import validation_windows
+
+        return {d: validation_windows(self.stream(d, "val"), self.cfg.model.context, n_tokens) for d in domains}
+
+    @functools.cached_property
+    def hf_tokenizer(self):
+        from featureflow.pipeline.tokenizer import load_tokenizer
+
+        return load_tokenizer(self.tokenizer() / "tokenizer")
+
+    # ------------------------------------------------------------------------------------- models
+    def member_key(self, name: str) -> str:
+        cfg = self.cfg
+        m = cfg.member(name)
+        parents = [self.member_key(p) for p in m.parents]
+        if isinstance(m, LoadMember):  # the folder's content, not its mtimes: touching it reruns nothing
+            from featureflow.pipeline.family.load import folder_digest
+
+            return key_of(VERSIONS["models"], m, folder_digest(m.path), parents, self.tokenizer().name)
+        extra = cfg.merge if isinstance(m, MergeMember) else cfg.training
+        if isinstance(m, MergeMember) and m.base:  # a ties base need not be an ancestor
+            parents.append(self.member_key(m.base))
+        return key_of(VERSIONS["models"], m, cfg.model, extra, parents, self.tokenizer().name, cfg.seed)
+
+    @_stage
+    def member(self, name: str) -> Path:
+        """One member's folder: a Hugging Face model + tokenizer, `member.json`, and its training log
+        (`train_log.json`) or SLERP sweep (`merge_curve.json`)."""
+        from featureflow.pipeline.family import build
+
+        m = self.cfg.member(name)
+        parents = {p: self.member(p) for p in m.parents}
+        return build_dir(self._dir("models", name, self.member_key(name)),
+                         lambda tmp: build.build_member(self, m, parents, tmp))
+
+    @_stage
+    def models(self) -> dict[str, Path]:
+        return {n: self.member(n) for n in self.cfg.topological_order()}
+
+    # --------------------------------------------------------------------------------------- SAEs
+    def sae_seed(self, name: str, replica: int = 0) -> int:
+        """The seed of one SAE's initialisation and batch order.
+
+        Derived from (run seed, member, replica), so no two SAEs share an initialisation; with
+        `sae.shared_init` every SAE gets the same one (the paper's single-seed setup)."""
+        if self.cfg.sae.shared_init:
+            return self.cfg.seed + 17
+        digest = hashlib.sha256(f"sae|{self.cfg.seed}|{name}|{replica}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+    def sae_key(self, name: str, replica: int = 0) -> str:
+        from featureflow.pipeline.family.load import folder_digest
+
+        pre = self.cfg.sae.pretrained.get(name)
+        pre = pre and (pre, folder_digest(pre))  # a pretrained SAE by its content
+        section = self.cfg.sae.model_dump(exclude={"replicas", "shared_init", "pretrained"})
+        return key_of(VERSIONS["saes"], section, self.member_key(name), pre, self.sae_seed(name, replica))
+
+    def replicas(self, name: str) -> list[int]:
+        """Replica indices of a member's SAEs: [0] plus one per extra seed in `sae.replicas`."""
+        return list(range(1 + self.cfg.sae_replicas().get(name, 0)))
+
+    @_stage
+    def sae(self, name: str, replica: int = 0) -> Path:
+        """One SAE of a member as a SAELens folder, with featureflow.json (recipe, seed, training log, health).
+        Replica 0 is the SAE matched across models; replicas 1.. differ only in their seed."""
+        from featureflow.pipeline.family.model import load_model
+        from featureflow.pipeline.sae import load_sae, sae_health, save_sae, summarise, train_sae
+
+        cfg = self.cfg
+        member_dir = self.member(name)
+        seed = self.sae_seed(name, replica)
+        tag = name if replica == 0 else f"{name}.r{replica}"
+
+        def build(tmp: Path) -> None:
+            t0 = time.time()
+            model = load_model(member_dir, self.device)
+            pre = cfg.sae.pretrained.get(name)
+            l1 = cfg.sae.l1_coefficient
+            if pre:
+                from featureflow.pipeline.hooks import hooked  # checked against the member's hook and its width there
+
+                sae = load_sae(pre, cfg.sae.hook, hooked(model).check(cfg.sae.hook))
+                log_rows, recipe = [], f"loaded from {pre}"
+            else:
+                domains = cfg.member_domains(name)
+                trained = train_sae(model, {d: self.stream(d, "train") for d in domains}, cfg.sae,
+                                    seed=seed, desc=f"sae {tag}")
+                sae, log_rows, recipe = trained.sae, trained.log, cfg.sae.recipe
+                l1 = getattr(trained, "l1_coefficient", l1)
+            domains = cfg.member_domains(name)
+            windows = self.val_windows(domains, cfg.sae.eval_tokens)
+            parts = {d: sae_health(model, sae, w, cfg.sae.hook) for d, w in windows.items()}
+            own = [d for d in cfg.own_domains(name) if d in parts] or domains
+            health = summarise(list(parts.values()))  # L0, MSE, EV, dead: over the SAE's whole mix
+            on_own = summarise([parts[d] for d in own])
+            health.update(loss_recovered_all=health["loss_recovered"], loss_recovered=on_own["loss_recovered"],
+                          loss_recovered_scope="own domains: " + ", ".join(own),
+                          **{k: on_own[k] for k in ("ce_clean", "ce_sae", "ce_zero")})
+            by_domain = {d: summarise([p]) for d, p in parts.items()}
+            log.info("sae %s: L0 %.1f, MSE %.4g, explained var %.3f, dead %d, loss recovered %s (%s)", tag,
+                     health["l0"], health["mse"], health["explained_variance"], health["dead_features"],
+                     health["loss_recovered"], health["loss_recovered_scope"])
+            save_sae(sae.cpu(), tmp, cfg.sae.hook, name, {
+                "recipe": recipe, "architecture": "pretrained" if pre else cfg.sae.architecture,
+                "k": getattr(sae, "k", None), "target_l0": cfg.sae.target_l0,
+                "l1_coefficient": l1, "l1_start": cfg.sae.l1_coefficient, "training_tokens": cfg.sae.tokens,
+                "seed": None if pre else seed, "replica": replica, "shared_init": cfg.sae.shared_init,
+                "log": log_rows, "health": health, "health_by_domain": by_domain,
+                "seconds": round(time.time() - t0, 2)})
+
+        return build_dir(self._dir("saes", tag, self.sae_key(name, replica)), build)
+
+    @_stage
+    def saes(self) -> dict[str, Path]:
+        """Every member's SAE (replica 0), then the seed replicas."""
+        out = {n: self.sae(n) for n in self.cfg.topological_order()}
+        for n in self.cfg.topological_order():
+            for r in self.replicas(n)[1:]:
+                self.sae(n, r)
+        return out
+
+    # ------------------------------------------------------------------------------------- sample
+    @_stage
+    def sample(self) -> Path:
+        """The shared token sample: tokens.npy (windows x context) and window_domains.npy."""
+        from featureflow.pipeline.features import draw_sample
+
+        cfg = self.cfg
+        key = key_of(VERSIONS["sample"], cfg.sample, self.tokenizer().name, cfg.seed)
+
+        def build(tmp: Path) -> None:
+            streams = {d: self.stream(d, "train") for d in cfg.corpora.domains}
+            tokens, doms = draw_sample(streams, cfg.sample, cfg.seed + 29)
+            np.save(tmp / "tokens.npy", tokens)
+            np.save(tmp / "window_domains.npy", doms)
+            write_json(tmp / "domains.json", list(streams))
+
+        return build_dir(self._dir("sample", "shared", key), build)
+
+    def sample_tokens(self) -> np.ndarray:
+        return np.load(self.sample() / "tokens.npy")
+
+    # -------------------------------------------------------------------------------- activations
+    def acts_key(self, name: str) -> str:
+        return key_of(VERSIONS["activations"], self.sae_key(name), self.sample().name, self.cfg.sample)
+
+    @_stage
+    def activation(self, name: str) -> Path:
+        """A member's sparse SAE activations on the shared sample (acts.npz) and every per-feature table
+        the explorer shows (features / histograms / top_tokens / examples / logits as parquet)."""
+        from featureflow.pipeline.family.model import load_model
+        from featureflow.pipeline.features import encode_sample, logit_effects, write_feature_tables, write_logit_table
+        from featureflow.pipeline.sae import load_sae
+
+        cfg = self.cfg
+
+        def build(tmp: Path) -> None:
+            import scipy.sparse as sps
+
+            model = load_model(self.member(name), self.device)
+            sae = load_sae(self.sae(name))
+            acts = encode_sample(model, sae, self.sample_tokens(), cfg.sae.hook, desc=f"encode {name}")
+            sps.save_npz(tmp / "acts.npz", acts, compressed=False)
+            write_feature_tables(acts, self.sample_tokens(), cfg.sample, cfg.seed, name, tmp)
+            write_logit_table(logit_effects(model.cpu(), sae.cpu()), tmp)
+
+        return build_dir(self._dir("activations", name, self.acts_key(name)), build)
+
+    @_stage
+    def replica_activation(self, name: str, replica: int) -> Path:
+        """A seed replica's sparse activations on the shared sample (acts.npz only: replicas are matched,
+        never shown)."""
+        from featureflow.pipeline.family.model import load_model
+        from featureflow.pipeline.features import encode_sample
+        from featureflow.pipeline.sae import load_sae
+
+        cfg = self.cfg
+        key = key_of(VERSIONS["activations"], self.sae_key(name, replica), self.sample().name, cfg.sample)
+
+        def build(tmp: Path) -> None:
+            import scipy.sparse as sps
+
+            model = load_model(self.member(name), self.device)
+            acts = encode_sample(model, load_sae(self.sae(name, replica)), self.sample_tokens(), cfg.sae.hook,
+                                 desc=f"encode {name}.r{replica}")
+            sps.save_npz(tmp / "acts.npz", acts, compressed=False)
+
+        return build_dir(self._dir("activations", f"{name}.r{replica}", key), build)
+
+    @_stage
+    def activations(self) -> dict[str, Path]:
+        out = {n: self.activation(n) for n in self.cfg.topological_order()}
+        for n in self.cfg.topological_order():
+            for r in self.replicas(n)[1:]:
+                self.replica_activation(n, r)
+        return out
+
+    def load_acts(self, name: str, replica: int = 0):
+        import scipy.sparse as sps
+
+        folder = self.activation(name) if replica == 0 else self.replica_activation(name, replica)
+        return sps.load_npz(folder / "acts.npz").tocsc()
+
+    # ----------------------------------------------------------------------------------- matching
+    @property
+    def default_mode(self) -> str:
+        return self.cfg.matching.modes[0]
+
+    def similarity_inputs(self, name: str, replica: int, similarity: str):
+        """What a similarity compares: sparse activations (pearson), per-token-type means (token-type) or
+        decoder directions (decoder)."""
+        from featureflow.pipeline.matching import token_type_means
+        from featureflow.pipeline.sae import load_sae
+
+        if similarity == "decoder":
+            return load_sae(self.sae(name, replica)).W_dec.detach().cpu().numpy()
+        acts = self.load_acts(name, replica)
+        if similarity == "token-type":
+            acts = token_type_means(acts, self.sample_tokens().ravel(), len(self.hf_tokenizer))
+        return acts
+
+    def _match_pair(self, a: tuple[str, int], b: tuple[str, int], similarity: str, label: str, tmp: Path) -> None:
+        """Top-k in both directions (topk.npz) and the one-to-one assignment (assign.npz) of SAE `a` to `b`."""
+        from featureflow.pipeline.matching import assign, decoder_topk, pearson_topk
+
+        cfg = self.cfg.matching
+        A, B = self.similarity_inputs(*a, similarity), self.similarity_inputs(*b, similarity)
+        if similarity == "decoder":
+            top = decoder_topk(A, B, cfg.top_k, cfg.block_size)
+        else:
+            top = pearson_topk(A, B, cfg.top_k, desc=f"match {label} ({similarity})",
+                               device=self.device)
+        np.savez(tmp / "topk.npz", p2c_idx=top.p2c_idx, p2c_r=top.p2c_r, c2p_idx=top.c2p_idx, c2p_r=top.c2p_r)
+        a1 = assign(top)
+        np.savez(tmp / "assign.npz", p2c_idx=a1.a2b_idx, p2c_r=a1.a2b_r, c2p_idx=a1.b2a_idx, c2p_r=a1.b2a_r)
+
+    def _pair_key(self, a: tuple[str, int], b: tuple[str, int], similarity: str) -> str:
+        cfg = self.cfg.matching
+        side = (lambda n, r: self.sae_key(n, r)) if similarity == "decoder" else \
+            (lambda n, r: self.acts_key(n) if r == 0 else key_of(self.sae_key(n, r), self.sample().name))
+        return key_of(VERSIONS["matching"], similarity, cfg.top_k, cfg.block_size, side(*a), side(*b))
+
+    @_stage
+    def match(self, parent: str, child: str, similarity: str | None = None) -> Path:
+        """One parent -> child edge under one similarity: top-k matches in both directions (topk.npz)
+        and the one-to-one assignment (assign.npz)."""
+        sim = similarity or parse_mode(self.default_mode)[0]
+        key = self._pair_key((parent, 0), (child, 0), sim)
+        return build_dir(self._dir("matching", f"{parent}--{child}.{sim}", key),
+                         lambda tmp: self._match_pair((parent, 0), (child, 0), sim, f"{parent}->{child}", tmp))
+
+    @_stage
+    def matching(self) -> dict[tuple[str, str], Path]:
+        """Every edge under every configured similarity; returns the default similarity's folders."""
+        for sim in self.cfg.matching.similarities:
+            for e in self.cfg.edges():
+                self.match(*e, sim)
+        return {e: self.match(*e) for e in self.cfg.edges()}
+
+    def best_matches(self, folder: Path, rule: str) -> dict[str, np.ndarray]:
+        """Each feature's match on one side under a rule: best (top-1) or 1to1 (its assigned partner; r is
+        NaN where it has none). Keys p2c_idx, p2c_r, c2p_idx, c2p_r."""
+        if rule == "1to1":
+            return dict(np.load(folder / "assign.npz"))
+        top = np.load(folder / "topk.npz")
+        return {k: top[k][:, 0] for k in ("p2c_idx", "p2c_r", "c2p_idx", "c2p_r")}
+
+    def edge_matches(self, parent: str, child: str, mode: str | None = None) -> dict[str, np.ndarray]:
+        sim, rule = parse_mode(mode or self.default_mode)
+        return self.best_matches(self.match(parent, child, sim), rule)
+
+    # ------------------------------------------------------------------------------------- floors
+    @_stage
+    def floor(self, name: str, replica: int, similarity: str) -> Path:
+        """Replica 0 of a member's SAE matched against replica `replica`: the same engine as an edge."""
+        key = self._pair_key((name, 0), (name, replica), similarity)
+        return build_dir(self._dir("floors", f"{name}.r0--r{replica}.{similarity}", key),
+                         lambda tmp: self._match_pair((name, 0), (name, replica), similarity,
+                                                      f"{name} r0->r{replica}", tmp))
+
+    @_stage
+    def floors(self) -> dict[tuple[str, int, str], Path]:
+        """The seed-control noise floor: for every replicated member, every replica against replica 0
+        under every configured similarity."""
+        return {(n, r, sim): self.floor(n, r, sim) for n in self.cfg.topological_order()
+                for r in self.replicas(n)[1:] for sim in self.cfg.matching.similarities}
+
+    # --------------------------------------------------------------------------------- autointerp
+    def persisting(self, name: str, n_features: int) -> np.ndarray:
+        """Features of `name` whose match in some child exceeds the threshold (default mode)."""
+        out = np.zeros(n_features, dtype=bool)
+        for p, c in self.cfg.edges():
+            if p == name:
+                out |= np.nan_to_num(self.edge_matches(p, c)["p2c_r"], nan=-1.0) > self.cfg.matching.threshold
+        return out
+
+    @_stage
+    def explain(self, name: str) -> Path:
+        """A member's explanations and scores (explanations.parquet), spend (spend.json) and the LLR of
+        every feature's top token (llr.npy)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from featureflow.pipeline.autointerp import check_failures, explain_model, select_features, top_token_llr, unigram
+        from featureflow.pipeline.tokenizer import token_strings
+
+        cfg = self.cfg
+        edges = [self.match(p, c).name for p, c in cfg.edges() if p == name] + [self.default_mode]
+        ai = cfg.autointerp.model_dump(exclude={"concurrency", "max_retries", "timeout"})
+        key = key_of(VERSIONS["autointerp"], ai, self.acts_key(name), edges, cfg.matching.threshold, cfg.seed)
+
+        def build(tmp: Path) -> None:
+            acts = self.load_acts(name)
+            tokens = self.sample_tokens()
+            vocab = token_strings(self.hf_tokenizer)
+            feats = pq.read_table(self.activation(name) / "features.parquet")
+            alive = feats.column("alive").to_numpy()
+            chosen = select_features(cfg.autointerp, alive, self.persisting(name, len(alive)), cfg.seed)
+            rows, spend = explain_model(acts, tokens, vocab, chosen, cfg.autointerp, cfg.seed,
+                                        self.root / "llm_cache", name)
+            check_failures(rows, name)  # most features failed: stop, store nothing
+            if rows:
+                pq.write_table(pa.Table.from_pylist(rows), tmp / "explanations.parquet")
+            write_json(tmp / "spend.json", spend)
+            # LLR of each feature's top token: top_token_share is P(top | feature)
+            flat = tokens.ravel()
+            top_id = feats.column("top_token_id").to_numpy()
+            share = feats.column("top_token_share").to_numpy()
+            llr = top_token_llr(top_id, share, np.ones_like(share), unigram(flat, len(vocab)))
+            np.save(tmp / "llr.npy", llr)
+
+        return build_dir(self._dir("autointerp", name, key), build)
+
+    @_stage
+    def autointerp(self) -> dict[str, Path]:
+        return {n: self.explain(n) for n in self.cfg.topological_order()}
+
+    # -------------------------------------------------------------------------------------- cases
+    @_stage
+    def cases(self) -> Path:
+        """Case studies found from the data (cases.json)."""
+        from featureflow.pipeline.cases import find_cases, write_cases
+
+        cfg = self.cfg
+        key = key_of(VERSIONS["cases"], cfg.cases, [p.name for p in self.activations().values()])
+        return build_dir(self._dir("cases", "cases", key), lambda tmp: write_cases(tmp, find_cases(self)))
+
+    # ------------------------------------------------------------------------------- fingerprints
+    def pool_members(self) -> list[dict]:
+        """Extra short fine-tunes of the root for fingerprint clustering: [{name, domain, path}]."""
+        from featureflow.pipeline.family.model import load_model, save_model
+        from featureflow.pipeline.family.train import train_lm
+
+        cfg, pool = self.cfg, self.cfg.fingerprints.pool
+        if pool.per_domain == 0:
+            return []
+        root = cfg.roots()[0]
+        domains = pool.domains or list(dict.fromkeys(
+            d for m in cfg.family if m.make == "finetune" for d in m.domains))
+        out = []
+        for d in domains:
+            for i in range(pool.per_domain):
+                name = f"pool-{d}-{i}"
+                seed = cfg.seed + 7919 * (i + 1) + sum(map(ord, d))
+                key = key_of(VERSIONS["fingerprints"], pool, self.member_key(root), d, i, cfg.training, cfg.seed)
+
+                def build(tmp: Path, d=d, seed=seed, name=name) -> None:
+                    model = load_model(self.member(root), self.device)
+                    lr = pool.lr or cfg.training.lr / 3
+                    train_lm(model, {d: self.stream(d, "train")}, self.val_windows([d], cfg.training.eval_tokens),
+                             pool.tokens, cfg.model.context, cfg.training, lr, seed, desc=f"pool {name}")
+                    save_model(model.to("cpu"), tmp, self.tokenizer() / "tokenizer")
+
+                out.append({"name": name, "domain": d, "path": build_dir(self._dir("pool", name, key), build)})
+        return out
+
+    @_stage
+    def fingerprints(self) -> Path:
+        """Delta Activations for every non-root member, pool member and SLERP sweep point, their
+        analyses, and the base-SAE features behind each member's fingerprint."""
+        from featureflow.pipeline.fingerprints import fingerprint_run
+
+        cfg = self.cfg
+        pool = self.pool_members()
+        key = key_of(VERSIONS["fingerprints"], cfg.fingerprints, [self.member_key(n) for n in cfg.topological_order()],
+                     [p["path"].name for p in pool], [p.name for p in self.activations().values()])
+        return build_dir(self._dir("fingerprints", "delta", key), lambda tmp: fingerprint_run(self, pool, tmp))
+
+    # -------------------------------------------------------------------------------------- store
+    @_stage
+    def store(self) -> Path:
+        """Build data/<run>.duckdb from every artefact (temp file, then rename)."""
+        from featureflow.store.build import build_store
+
+        return build_store(self)
+
+    # ---------------------------------------------------------------------------- later stages
+    def run(self, stage: str | None = None) -> None:
+        """Run every stage up to and including `stage` (default: all)."""
+        if stage is not None and stage not in STAGES:
+            raise ValueError(f"unknown stage '{stage}' (stages: {', '.join(STAGES)})")
+        target = stage or STAGES[-1]
+        for p in sweep_temps(self.root, recursive=True):
+            log.info("removed %s, left by a killed run", p)
+        for s in STAGES[: STAGES.index(target) + 1]:
+            fn = getattr(self, s, None)
+            if fn is None:
+                log.warning("stage '%s' is not implemented yet; stopping before it", s)
+                return
+            t0 = time.time()
+            fn()
+            self.stage_seconds[s] = round(time.time() - t0, 2)
+            log.info("stage %-11s done in %6.1f s", s, time.time() - t0)
+
+    def live_artefacts(self) -> set[Path]:
+        """Every artefact folder the current config reaches (built or not), found by walking the stage
+        graph with building switched off; `featureflow gc` removes the others."""
+        with planning() as paths:
+            for s in STAGES[:-1]:  # the store is a file beside the run folder, not an artefact in it
+                getattr(self, s)()
+        return set(paths)
+
+
+class RedactingFilter(logging.Filter):
+    """Removes the API key and anything key-shaped from a record's message and traceback, whichever
+    library logged it (openai, httpx, ours)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from featureflow.pipeline.autointerp.llm import redact
+
+        record.msg, record.args = redact(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.exc_text = redact(record.exc_text)
+        return True
+
+
+def hardware(device: str) -> dict:
+    """What the run ran on, for the store and the benchmarks: CPU model and cores, GPU, library versions."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if str(device).startswith("cuda") and torch.cuda.is_available() else None
+    return {"device": str(device), "cpu": cpu, "cores": cores, "gpu": gpu, "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def setup_logging(verbose: bool = True) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for h in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in h.filters):
+            h.addFilter(RedactingFilter())
+
+
+__all__ = ["Pipeline", "STAGES", "VERSIONS", "hardware", "setup_logging"]

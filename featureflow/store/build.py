@@ -1,0 +1,367 @@
+"""Build the run's DuckDB file from the pipeline's artefacts.
+
+Everything is written into `<run>.duckdb.tmp-<pid>` and renamed over `<run>.duckdb` only when complete,
+so a killed build leaves the previous store untouched; the next build removes the temp files (and their
+`.wal`) of builds whose process is gone. The build is skipped when the store already holds the same
+inputs (`runs.inputs_key`). Correlations are stored clamped to [-1, 1]; text that could carry a secret
+(the config, explanations and failure reasons) is stored redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from featureflow.pipeline.artifacts import key_of, read_json, sweep_temps
+from featureflow.pipeline.autointerp.llm import redact
+from featureflow.config import MergeMember
+from featureflow.pipeline.matching import trace_origins
+from featureflow.store.schema import SCHEMA_VERSION, ddl
+
+if TYPE_CHECKING:
+    from featureflow.pipeline.runner import Pipeline
+
+log = logging.getLogger("featureflow")
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: dict | pa.Table) -> None:
+    t = rows if isinstance(rows, pa.Table) else pa.table(rows)
+    if t.num_rows == 0:
+        return
+    con.register("_src", t)
+    cols = ", ".join(f'"{c}"' for c in t.column_names)
+    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _src")
+    con.unregister("_src")
+
+
+def _rows(dicts: list[dict]) -> dict[str, list]:
+    keys = list(dicts[0]) if dicts else []
+    return {k: [d[k] for d in dicts] for k in keys}
+
+
+def inputs_key(pl: "Pipeline") -> str:
+    from featureflow.pipeline.runner import VERSIONS
+
+    return key_of(SCHEMA_VERSION, VERSIONS, pl.cfg, [p.name for p in pl.activations().values()],
+                  [p.name for p in pl.matching().values()], [p.name for p in pl.floors().values()],
+                  [p.name for p in pl.autointerp().values()], pl.cases().name, pl.fingerprints().name)
+
+
+def existing_inputs_key(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            return con.execute("SELECT inputs_key FROM runs").fetchone()[0]
+        finally:
+            con.close()
+    except (duckdb.Error, TypeError):
+        return None
+
+
+def build_store(pl: "Pipeline") -> Path:
+    cfg = pl.cfg
+    out = cfg.store_path()
+    for p in sweep_temps(out.parent):  # `.<run>.duckdb.tmp-<pid>` (and .wal) of killed builds
+        log.info("store: removed %s, left by a killed build", p)
+    key = inputs_key(pl)
+    if existing_inputs_key(out) == key:
+        log.info("store: %s is up to date", out)
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    wal = tmp.with_name(tmp.name + ".wal")
+    tmp.unlink(missing_ok=True)
+    wal.unlink(missing_ok=True)
+    t0 = time.time()
+    con = duckdb.connect(str(tmp))
+    try:
+        for stmt in ddl():
+            con.execute(stmt)
+        _fill(pl, con, key)
+        con.execute("CHECKPOINT")
+    except BaseException:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        wal.unlink(missing_ok=True)
+        raise
+    con.close()
+    os.replace(tmp, out)
+    log.info("store: wrote %s (%.1f MB) in %.1f s", out, out.stat().st_size / 1e6, time.time() - t0)
+    return out
+
+
+def _timings_json(pl) -> str:
+    """`runs.timings_json`: {"stages": seconds per stage of the run that built this store (a stage found
+    cached takes about 0 s), "calls": seconds per stage call, "hardware": what it ran on}."""
+    from featureflow.pipeline.runner import hardware
+
+    return json.dumps({"stages": pl.stage_seconds, "calls": pl.timings, "hardware": hardware(pl.device)})
+
+
+def _config_json(cfg) -> str:
+    """The config as stored: the LLM server URL without credentials (`https://user:key@host`)."""
+    d = cfg.model_dump(mode="json")
+    d["autointerp"]["base_url"] = redact(d["autointerp"]["base_url"])
+    return json.dumps(d)
+
+
+def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
+    cfg = pl.cfg
+    order = cfg.topological_order()
+    con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, datetime.now(timezone.utc)])
+    tokens = pl.sample_tokens()
+    W, C = tokens.shape
+    con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        cfg.name, cfg.description, _config_json(cfg), pl.device, _timings_json(pl),
+        cfg.matching.threshold, cfg.matching.top_k, cfg.matching.modes, pl.default_mode, cfg.sae.shared_init,
+        W * C, C, cfg.sae.hook, key])
+
+    # corpora & sample
+    stats = read_json(pl.corpora() / "stats.json")
+    counts = read_json(pl.tokenizer() / "token_counts.json")
+    sample_domains = read_json(pl.sample() / "domains.json")
+    win_dom = np.load(pl.sample() / "window_domains.npy")
+    _insert(con, "domains", _rows([{
+        "domain": d, "source": s["source"], "train_docs": s["train_docs"], "val_docs": s["val_docs"],
+        "train_tokens": counts[f"{d}.train"], "val_tokens": counts[f"{d}.val"],
+        "sample_windows": int((win_dom == sample_domains.index(d)).sum()) if d in sample_domains else 0,
+    } for d, s in stats.items()]))
+    from featureflow.pipeline.tokenizer import token_strings
+
+    vocab = token_strings(pl.hf_tokenizer)
+    _insert(con, "vocab", {"token_id": np.arange(len(vocab), dtype=np.int32), "text": vocab})
+    _insert(con, "sample_tokens", {
+        "token_index": np.arange(W * C, dtype=np.int64), "window_idx": np.repeat(np.arange(W, dtype=np.int32), C),
+        "position": np.tile(np.arange(C, dtype=np.int32), W),
+        "domain": np.asarray(sample_domains, dtype=object)[np.repeat(win_dom, C)],
+        "token_id": tokens.ravel().astype(np.int32)})
+
+    # models, evaluations, curves, merges
+    for i, name in enumerate(order):
+        m = cfg.member(name)
+        mdir = pl.member(name)
+        info = read_json(mdir / "member.json")
+        sinfo = read_json(pl.sae(name) / "featureflow.json")
+        d_sae = read_json(pl.sae(name) / "cfg.json")["d_sae"]
+        h = sinfo["health"]
+        con.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            name, m.label or name, i, m.make, info["domains"], info["seed"], info.get("tokens"), info.get("steps"),
+            info.get("t"), info["seconds"], info["shape"]["hidden"], info["shape"]["d_mlp"], info["shape"]["heads"],
+            info["shape"]["vocab"], d_sae])
+        for p in m.parents:
+            con.execute("INSERT INTO model_edges VALUES (?, ?, ?)", [p, name, m.make])
+        _insert(con, "model_eval", _rows([{"model": name, "domain": d, "loss": v["loss"], "accuracy": v["accuracy"]}
+                                          for d, v in info["eval"].items()]))
+        if (mdir / "train_log.json").exists():
+            _insert(con, "training_curves", _rows([
+                {"model": name, "step": r["step"], "tokens": r["tokens"], "lr": r["lr"], "train_loss": r["train_loss"],
+                 "domain": d, "val_loss": v["loss"], "val_accuracy": v["accuracy"]}
+                for r in read_json(mdir / "train_log.json") for d, v in r["val"].items()]))
+        if isinstance(m, MergeMember):
+            c = read_json(mdir / "merge_curve.json")
+            con.execute("INSERT INTO slerp_meta VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                name, c["parents"][0], c["parents"][1], c["t"], c["t_mode"], c["t_star"], c["crossed"],
+                c["t_grid_interpolated"], c["grid_step"], c["tolerance"], c["t_direction"],
+                json.dumps(c["curve_domains"])])
+            _insert(con, "slerp_curve", _rows([
+                {"model": name, "t": p["t"], "source": p["source"], "domain": d, "loss": v["loss"],
+                 "accuracy": v["accuracy"]} for p in c["points"] for d, v in p["val"].items()]))
+            _insert(con, "slerp_baselines", _rows([
+                {"model": name, "root": r, "domain": d, "loss": v["loss"], "accuracy": v["accuracy"]}
+                for r, ev in c["baselines"].items() for d, v in ev.items()]))
+        con.execute("INSERT INTO sae_metrics VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            name, cfg.sae.hook, info["shape"]["d_mlp"], d_sae, sinfo["recipe"], sinfo.get("architecture"),
+            sinfo.get("k"), sinfo.get("target_l0"), sinfo.get("seed"), len(pl.replicas(name)) - 1,
+            sinfo["l1_coefficient"], sinfo["training_tokens"], h["l0"], h["mse"],
+            h["explained_variance"], h["dead_features"], h["dead_fraction"], h["ce_clean"], h["ce_sae"],
+            h["ce_zero"], h["loss_recovered"], h["loss_recovered_scope"], h["loss_recovered_all"],
+            h["eval_tokens"], sinfo["seconds"]])
+        _insert(con, "sae_health_domains", _rows([
+            {"model": name, "domain": d, **{k: v[k] for k in ("l0", "mse", "explained_variance", "ce_clean", "ce_sae",
+                                                              "ce_zero", "loss_recovered")}}
+            for d, v in sinfo["health_by_domain"].items()]))
+        if sinfo["log"]:
+            cols = ("step", "tokens", "loss", "mse", "l1", "l0")
+            _insert(con, "sae_training", _rows([{"model": name, **{k: r.get(k) for k in cols}} for r in sinfo["log"]]))
+        for rep in pl.replicas(name):
+            ri = read_json(pl.sae(name, rep) / "featureflow.json")
+            rh = ri["health"]
+            con.execute("INSERT INTO sae_replicas VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                name, rep, ri.get("seed"), ri["l1_coefficient"], rh["l0"], rh["mse"], rh["explained_variance"],
+                rh["dead_features"], rh["loss_recovered"]])
+
+    _fill_features(pl, con, order)
+    _fill_fingerprints(pl, con)
+
+
+def _fill_fingerprints(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
+    folder = pl.fingerprints()
+    fp = read_json(folder / "fingerprints.json")
+    vecs = np.load(folder / "vectors.npz")
+    rows = []
+    for e in fp["entities"]:
+        for v, norm in e["norms"].items():
+            rows.append({**{k: e[k] for k in ("entity", "kind", "model", "t", "base", "label")}, "variant": v,
+                         "norm": norm, "vector": vecs[f"{e['entity']}|{v}"].tolist()})
+    if rows:
+        _insert(con, "fingerprints", pa.Table.from_pylist(rows, schema=pa.schema([
+            ("entity", pa.string()), ("kind", pa.string()), ("model", pa.string()), ("t", pa.float64()),
+            ("base", pa.string()), ("label", pa.string()), ("variant", pa.string()), ("norm", pa.float64()),
+            ("vector", pa.list_(pa.float64()))])))
+    for table, key in (("fingerprint_similarity", "similarity"), ("fingerprint_neighbours", "neighbours"),
+                       ("fingerprint_map", "map"), ("fingerprint_stats", "stats"),
+                       ("fingerprint_probe_counts", "probe_counts"), ("fingerprint_additivity", "additivity"),
+                       ("fingerprint_features", "features_behind")):
+        if fp[key]:
+            _insert(con, table, pa.Table.from_pylist(fp[key]))
+
+
+def _side_rows(idx: np.ndarray, r: np.ndarray, **const) -> dict:
+    """Columns for one direction of matches (idx, r of shape (n_src, k)) or of an assignment ((n_src,))."""
+    idx, r = (idx, r) if idx.ndim == 2 else (idx[:, None], r[:, None])
+    n_src, k = idx.shape
+    out = {c: np.full(n_src * k, v, dtype=object) for c, v in const.items()}
+    out.update(src=np.repeat(np.arange(n_src, dtype=np.int32), k), rank=np.tile(np.arange(k, dtype=np.int32), n_src),
+               dst=pa.array(idx.ravel().astype(np.int32), mask=idx.ravel() < 0), r=_r_column(r.ravel()))
+    return out
+
+
+def _r_column(r: np.ndarray) -> pa.Array:
+    """Correlations as stored: clamped to [-1, 1] (float error can leave |r| a few ulps above 1), NaN -> NULL."""
+    r = np.asarray(r, dtype=np.float64)
+    return pa.array(np.clip(r, -1.0, 1.0), mask=~np.isfinite(r))
+
+
+def _redacted(t: pa.Table, columns: tuple[str, ...]) -> pa.Table:
+    """`t` with its text `columns` passed through `redact` (no API key or key-shaped text is stored)."""
+    for c in columns:
+        if c in t.column_names:
+            i = t.column_names.index(c)
+            t = t.set_column(i, c, pa.array([redact(v) for v in t.column(c).to_pylist()], pa.string()))
+    return t
+
+
+def _fill_matches(pl: "Pipeline", con: duckdb.DuckDBPyConnection, alive: dict[str, np.ndarray]) -> None:
+    """matches and assignments for every similarity, and the noise floor."""
+    cfg = pl.cfg
+    for sim in cfg.matching.similarities:
+        for p, c in cfg.edges():
+            folder = pl.match(p, c, sim)
+            top, one = np.load(folder / "topk.npz"), pl.best_matches(folder, "1to1")
+            for d in ("p2c", "c2p"):
+                _insert(con, "matches", _side_rows(top[f"{d}_idx"], top[f"{d}_r"], similarity=sim, parent=p, child=c,
+                                                   direction=d))
+                rows = _side_rows(one[f"{d}_idx"], one[f"{d}_r"], similarity=sim, parent=p, child=c, direction=d)
+                rows.pop("rank")
+                _insert(con, "assignments", rows)
+    for (name, rep, sim), folder in pl.floors().items():
+        for rule in ("best", "1to1"):
+            m = pl.best_matches(folder, rule)
+            r = m["p2c_r"]
+            _insert(con, "noise_floor", {
+                "model": np.full(len(r), name, dtype=object), "replica": np.full(len(r), rep, dtype=np.int32),
+                "similarity": np.full(len(r), sim, dtype=object), "rule": np.full(len(r), rule, dtype=object),
+                "feature": np.arange(len(r), dtype=np.int32), "alive": alive[name], "r": _r_column(r)})
+
+
+def _fill_flows(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
+    """The flows table: every mode at the default threshold (the explorer recomputes at any other)."""
+    from featureflow.store.flows import flows
+
+    cfg = pl.cfg
+    for mode in cfg.matching.modes:
+        for f in flows(con, cfg.matching.threshold, mode):
+            _insert(con, "flows", {k: [f[k]] for k in (
+                "parent", "child", "mode", "threshold", "persisting", "disappearing", "inherited", "emerging",
+                "parent_dead", "child_dead", "parent_alive", "child_alive", "persist_share", "same_index",
+                "floor_share", "floor_mean_r", "floor_source")})
+
+
+def _clamp(r: float | None) -> float | None:
+    return None if r is None or not np.isfinite(r) else min(1.0, max(-1.0, float(r)))
+
+
+def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[str]) -> None:
+    import pyarrow.parquet as pq
+
+    cfg = pl.cfg
+    thr = cfg.matching.threshold
+    feats = {n: pq.read_table(pl.activation(n) / "features.parquet") for n in order}
+    alive = {n: feats[n].column("alive").to_numpy() for n in order}
+    parents = {n: list(cfg.member(n).parents) for n in order}
+    children = {n: [c for (p, c) in cfg.edges() if p == n] for n in order}
+
+    _fill_matches(pl, con, alive)
+    best_parent, best_child_r = {}, {n: np.full(len(alive[n]), -np.inf) for n in order}
+    for p, c in cfg.edges():  # lineage and fates under the default mode
+        best = pl.edge_matches(p, c)
+        best_parent[(p, c)] = (best["c2p_idx"], np.nan_to_num(best["c2p_r"], nan=-np.inf))
+        best_child_r[p] = np.maximum(best_child_r[p], np.nan_to_num(best["p2c_r"], nan=-np.inf))
+
+    origins = trace_origins(order, parents, best_parent, alive, thr)
+    names = np.asarray(order, dtype=object)
+    for n in order:
+        o = origins[n]
+        F = len(alive[n])
+        has_parent = o["parent_model"] >= 0
+        if children[n]:
+            fate = np.where(best_child_r[n] > thr, "persisting", "disappearing").astype(object)
+        else:
+            fate = np.full(F, "leaf", dtype=object)
+        fate[~alive[n]] = "dead"
+        t = feats[n]
+        t = t.append_column("model", pa.array([n] * F))
+        t = t.append_column("parent_model", pa.array(np.where(has_parent, names[np.maximum(o["parent_model"], 0)], None)))
+        t = t.append_column("parent_feature", pa.array(np.where(has_parent, o["parent_feature"], None), pa.int32()))
+        t = t.append_column("parent_r", pa.array(np.clip(np.where(has_parent, o["parent_r"], np.nan), -1, 1))
+                            .cast(pa.float64()))
+        t = t.append_column("best_child_r", pa.array(np.clip(
+            np.where(np.isfinite(best_child_r[n]), best_child_r[n], np.nan), -1, 1)))
+        t = t.append_column("origin_model", pa.array(names[o["origin_model"]]))
+        t = t.append_column("origin_feature", pa.array(o["origin_feature"].astype(np.int32)))
+        t = t.append_column("depth", pa.array(o["depth"].astype(np.int32)))
+        t = t.append_column("fate", pa.array(fate.astype(str)))
+        emerged = has_parent & alive[n] & ~(np.nan_to_num(o["parent_r"], nan=-1) > thr)
+        t = t.append_column("emerged", pa.array(emerged))
+        llr = np.load(pl.explain(n) / "llr.npy")
+        t = t.append_column("top_token_llr", pa.array(np.where(np.isfinite(llr), llr, np.nan)))
+        _insert(con, "features", t)
+        ex_path = pl.explain(n) / "explanations.parquet"
+        if ex_path.exists():
+            part = _redacted(pq.read_table(ex_path), ("explanation", "explanation_json", "reason"))
+            _insert(con, "explanations", part.append_column("model", pa.array([n] * part.num_rows, pa.string())))
+        sp = read_json(pl.explain(n) / "spend.json")
+        con.execute("INSERT INTO autointerp_spend VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+            n, sp["mode"], sp.get("model"), sp["calls"], sp["cached_calls"], sp["prompt_tokens"],
+            sp["completion_tokens"], sp["usd"]])
+        acts = pl.load_acts(n)
+        _insert(con, "activation_values", {
+            "model": pa.DictionaryArray.from_arrays(np.zeros(acts.nnz, dtype=np.int32), pa.array([n])),
+            "feature": np.repeat(np.arange(acts.shape[1], dtype=np.int32), np.diff(acts.indptr)),
+            "token_index": acts.indices.astype(np.int64), "act": acts.data.astype(np.float32)})
+        for table, fname in (("feature_histograms", "histograms"), ("feature_top_tokens", "top_tokens"),
+                             ("examples", "examples"), ("feature_logits", "logits")):
+            part = pq.read_table(pl.activation(n) / f"{fname}.parquet")
+            _insert(con, table, part.append_column("model", pa.array([n] * part.num_rows, pa.string())))
+    for c in read_json(pl.cases() / "cases.json"):
+        con.execute("INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            c["slug"], c["title"], c["description"], c["hypothesis"], c["root_model"], c["root_feature"],
+            c["root_llr"], c["root_coverage"], c["descendants"], c["status"], c["reason"]])
+    _insert(con, "case_llrs", pq.read_table(pl.cases() / "case_llrs.parquet"))
+    _fill_flows(pl, con)
+    # NaN -> NULL for "no parent" / "never fires" rows
+    con.execute("UPDATE features SET top_token_llr = NULL WHERE isnan(top_token_llr)")
+    con.execute("UPDATE features SET parent_r = NULL WHERE isnan(parent_r)")
+    con.execute("UPDATE features SET best_child_r = NULL WHERE isnan(best_child_r)")

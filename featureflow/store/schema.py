@@ -1,0 +1,192 @@
+"""The DuckDB schema: the contract between the pipeline (`featureflow/`) and the explorer (`app/`).
+
+One `.duckdb` file per run. Models are named by their config name (`models.model`); features by
+(model, feature) with `feature` the SAE latent index. Every number the explorer shows is a column
+here or a query over columns. Bump SCHEMA_VERSION on any incompatible change; the app refuses a store
+of another version with a message that says which.
+
+Imported by both sides, and free of heavy imports (the app never imports torch).
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 3
+
+# table name -> (documentation, DDL body). Order matters only for readability.
+TABLES: dict[str, tuple[str, str]] = {
+    "schema_version": ("The schema version this file was written with.", """
+        version INTEGER NOT NULL, created_at TIMESTAMP NOT NULL"""),
+    "runs": ("The run: its config (YAML as JSON), device, and `timings_json`: {stages: seconds per stage of the "
+             "process that built the store (about 0 for a stage found cached), calls: seconds per stage call, "
+             "hardware: cpu, cores, gpu, python, torch}. `modes`: the "
+             "matching modes stored (a similarity, optionally `-1to1` for the one-to-one rule), the first the "
+             "default; `shared_init`: every SAE started from one seed (the paper's setup) instead of its own.", """
+        name VARCHAR PRIMARY KEY, description VARCHAR, config_json VARCHAR, device VARCHAR,
+        timings_json VARCHAR, default_threshold DOUBLE, top_k INTEGER, modes VARCHAR[], default_mode VARCHAR,
+        shared_init BOOLEAN, sample_tokens BIGINT, sample_context INTEGER, hook VARCHAR, inputs_key VARCHAR"""),
+    "domains": ("Corpora domains: where the text came from and how much of it.", """
+        domain VARCHAR PRIMARY KEY, source VARCHAR, train_docs INTEGER, val_docs INTEGER,
+        train_tokens BIGINT, val_tokens BIGINT, sample_windows INTEGER"""),
+    "models": ("Family members in topological order (`idx`), with their own domains and shape.", """
+        model VARCHAR PRIMARY KEY, label VARCHAR, idx INTEGER, make VARCHAR, domains VARCHAR[],
+        seed INTEGER, train_tokens BIGINT, train_steps INTEGER, merge_t DOUBLE, seconds DOUBLE,
+        hidden INTEGER, d_mlp INTEGER, heads INTEGER, vocab INTEGER, d_sae INTEGER"""),
+    "model_edges": ("The family DAG: one row per parent -> child edge.", """
+        parent VARCHAR, child VARCHAR, make VARCHAR"""),
+    "model_eval": ("Each member's final validation loss / next-token accuracy on every domain.", """
+        model VARCHAR, domain VARCHAR, loss DOUBLE, accuracy DOUBLE"""),
+    "training_curves": ("Validation curves logged while training / fine-tuning (one row per eval and domain).", """
+        model VARCHAR, step INTEGER, tokens BIGINT, lr DOUBLE, train_loss DOUBLE, domain VARCHAR,
+        val_loss DOUBLE, val_accuracy DOUBLE"""),
+    "slerp_meta": ("Per merged member: parents (t = 0 is parent0), chosen t, crossing t* and sweep settings.", """
+        model VARCHAR PRIMARY KEY, parent0 VARCHAR, parent1 VARCHAR, t DOUBLE, t_mode VARCHAR,
+        t_star DOUBLE, crossed BOOLEAN, t_grid_interpolated DOUBLE, grid_step DOUBLE, tolerance DOUBLE,
+        t_direction VARCHAR, curve_domains_json VARCHAR"""),
+    "slerp_curve": ("Every evaluation of the sweep: t, where it came from (grid / bisection / chosen), per domain.", """
+        model VARCHAR, t DOUBLE, source VARCHAR, domain VARCHAR, loss DOUBLE, accuracy DOUBLE"""),
+    "slerp_baselines": ("The root model(s) on the sweep's domains: the dashed baselines.", """
+        model VARCHAR, root VARCHAR, domain VARCHAR, loss DOUBLE, accuracy DOUBLE"""),
+    "sae_metrics": ("SAE health on held-out windows, for replica 0 (the SAE matched across models). `seed` is its "
+                    "initialisation and batch-order seed, `replicas` how many extra seeds it has (sae_replicas). L0, MSE, explained variance and dead features over all the "
+                    "domains the SAE trained on; loss recovered (and the CE figures) on the member's own domains "
+                    "(`loss_recovered_scope`), since a fine-tuned model may have forgotten other domains so "
+                    "thoroughly that zero-ablating its MLP helps there; `loss_recovered_all` pools every domain.", """
+        model VARCHAR PRIMARY KEY, hook VARCHAR, d_in INTEGER, d_sae INTEGER, recipe VARCHAR, architecture VARCHAR,
+        k INTEGER, target_l0 DOUBLE, seed BIGINT, replicas INTEGER, l1_coefficient DOUBLE, training_tokens BIGINT, l0 DOUBLE, mse DOUBLE, explained_variance DOUBLE,
+        dead_features INTEGER, dead_fraction DOUBLE, ce_clean DOUBLE, ce_sae DOUBLE, ce_zero DOUBLE,
+        loss_recovered DOUBLE, loss_recovered_scope VARCHAR, loss_recovered_all DOUBLE, eval_tokens BIGINT,
+        seconds DOUBLE"""),
+    "sae_replicas": ("Every SAE of a member, replica 0 included: its seed, final L1 coefficient and health.", """
+        model VARCHAR, replica INTEGER, seed BIGINT, l1_coefficient DOUBLE, l0 DOUBLE, mse DOUBLE,
+        explained_variance DOUBLE, dead_features INTEGER, loss_recovered DOUBLE"""),
+    "sae_health_domains": ("SAE health per validation domain (loss recovered NULL where zero-ablation does not hurt).", """
+        model VARCHAR, domain VARCHAR, l0 DOUBLE, mse DOUBLE, explained_variance DOUBLE, ce_clean DOUBLE,
+        ce_sae DOUBLE, ce_zero DOUBLE, loss_recovered DOUBLE"""),
+    "sae_training": ("SAE training curve.", """
+        model VARCHAR, step INTEGER, tokens BIGINT, loss DOUBLE, mse DOUBLE, l1 DOUBLE, l0 DOUBLE"""),
+    "vocab": ("Token id -> its text (byte-level pieces decoded; may be a partial UTF-8 character).", """
+        token_id INTEGER PRIMARY KEY, text VARCHAR"""),
+    "sample_tokens": ("The shared sample, one row per token: token_index = window_idx * context + position.", """
+        token_index BIGINT PRIMARY KEY, window_idx INTEGER, position INTEGER, domain VARCHAR, token_id INTEGER"""),
+    "features": ("One row per (model, feature): activation statistics over the shared sample and, at the "
+                 "default threshold and matching mode, its lineage: the best parent match (`parent_*`) and the origin of its "
+                 "chain of persisting matches (`origin_*`, `depth` hops up). `fate`: persisting (a child "
+                 "feature matches it), disappearing (none does), leaf (no children), dead (never fires).", """
+        model VARCHAR, feature INTEGER, density DOUBLE, n_active BIGINT, max_act DOUBLE, mean_act DOUBLE,
+        mean_when_active DOUBLE, alive BOOLEAN, top_token_id INTEGER, top_token_share DOUBLE, top_token_llr DOUBLE,
+        parent_model VARCHAR, parent_feature INTEGER, parent_r DOUBLE, best_child_r DOUBLE,
+        origin_model VARCHAR, origin_feature INTEGER, depth INTEGER, fate VARCHAR, emerged BOOLEAN,
+        PRIMARY KEY (model, feature)"""),
+    "feature_histograms": ("Equal-width histogram of a feature's non-zero activations: bin edges and counts.", """
+        model VARCHAR, feature INTEGER, edges DOUBLE[], counts INTEGER[], PRIMARY KEY (model, feature)"""),
+    "feature_top_tokens": ("Token types a feature fires on, by total activation.", """
+        model VARCHAR, feature INTEGER, rank INTEGER, token_id INTEGER, count INTEGER, mean_act DOUBLE,
+        total_act DOUBLE"""),
+    "feature_logits": ("A feature's direct effect on the logits, W_U (g * W_down W_dec[f]) with g the final norm's "
+                       "gain (its 1/rms scale left out): the top promoted (+) and suppressed (-) tokens.", """
+        model VARCHAR, feature INTEGER, sign VARCHAR, rank INTEGER, token_id INTEGER, value DOUBLE"""),
+    "examples": ("Context windows [start, end) of sample token indices with the feature's value on every "
+                 "token. kind: 'top' (top-activating, rank 0 = highest) or 'q<i>' (i-th equal-count "
+                 "activation quantile from the bottom).", """
+        model VARCHAR, feature INTEGER, kind VARCHAR, rank INTEGER, center BIGINT, start BIGINT,
+        "end" BIGINT, acts FLOAT[]"""),
+    "activation_values": ("Every non-zero SAE activation on the shared sample (sparse), sorted by model and "
+                          "feature so per-feature reads touch few blocks. Lets the explorer show any feature on any "
+                          "context and recompute a correlation exactly.", """
+        model VARCHAR, feature INTEGER, token_index BIGINT, act FLOAT"""),
+    "matches": ("Top-k matches per edge and similarity ('pearson': activations over sample positions; 'decoder': "
+                "cosine of decoder directions; 'token-type': per-token-type means). direction 'p2c': src is a "
+                "parent feature, dst a child feature; 'c2p' the reverse. rank 0 is the best match (the "
+                "'best' rule). `r` is the similarity.", """
+        similarity VARCHAR, parent VARCHAR, child VARCHAR, direction VARCHAR, src INTEGER, rank INTEGER,
+        dst INTEGER, r DOUBLE"""),
+    "assignments": ("The '1to1' rule: a one-to-one assignment of maximum total similarity per edge and "
+                    "similarity, over the top-k candidates of both directions. One row per feature on each side; "
+                    "dst and r are NULL where a feature is left unassigned.", """
+        similarity VARCHAR, parent VARCHAR, child VARCHAR, direction VARCHAR, src INTEGER, dst INTEGER,
+        r DOUBLE"""),
+    "noise_floor": ("The seed-control noise floor: replica 0 of a member's SAE matched against replica `replica` "
+                    "(same model, another seed) with the same engine, per similarity and rule. One row per "
+                    "feature of replica 0: its match r in the other replica (NULL: unassigned under 1to1). "
+                    "The floor at a threshold t is the share of alive features with r > t: what 'persistence' "
+                    "reads between two SAEs of one unchanged model.", """
+        model VARCHAR, replica INTEGER, similarity VARCHAR, rule VARCHAR, feature INTEGER, alive BOOLEAN,
+        r DOUBLE"""),
+    "explanations": ("One explanation per explained feature with its scores, each labelled with the "
+                     "explainer / simulator that made it (offline ones start with 'offline-') and the scale of "
+                     "each score. status: ok / failed / skipped (spend limit), with the reason.", """
+        model VARCHAR, feature INTEGER, explainer VARCHAR, simulator VARCHAR, explanation VARCHAR,
+        explanation_json VARCHAR, sim_score DOUBLE, detection_score DOUBLE, sim_scale VARCHAR,
+        detection_scale VARCHAR, quantisation VARCHAR, n_explain INTEGER, n_score INTEGER, status VARCHAR,
+        reason VARCHAR, PRIMARY KEY (model, feature)"""),
+    "autointerp_spend": ("Per model: LLM calls (and cache hits), tokens and USD spent by autointerp.", """
+        model VARCHAR, mode VARCHAR, llm_model VARCHAR, calls INTEGER, cached_calls INTEGER,
+        prompt_tokens BIGINT, completion_tokens BIGINT, usd DOUBLE"""),
+    "cases": ("Case studies found by the pipeline: a token hypothesis or a named feature and its root feature "
+              "(for a token: the root feature's LLR and the share of the token's occurrences it fires on). "
+              "`descendants`: the only models the case follows into (NULL: all). Its hops are not stored: "
+              "they are the root feature's lineage at the page's threshold and matching mode.", """
+        slug VARCHAR PRIMARY KEY, title VARCHAR, description VARCHAR, hypothesis VARCHAR, root_model VARCHAR,
+        root_feature INTEGER, root_llr DOUBLE, root_coverage DOUBLE, descendants VARCHAR[], status VARCHAR,
+        reason VARCHAR"""),
+    "case_llrs": ("Per token case, every model's features with a finite LLR log P(s | feature) / P(s) for the "
+                  "case's token; a feature without a row never fires on the token.", """
+        slug VARCHAR, model VARCHAR, feature INTEGER, llr DOUBLE, PRIMARY KEY (slug, model, feature)"""),
+    "fingerprints": ("Delta Activations: per entity (a member, a pool member or a SLERP sweep point) and "
+                     "variant, its shift against its base on the probes. delta-hidden: final hidden state after "
+                     "the final norm at the last token; delta-mlp: mean hook_post over probe tokens; "
+                     "delta-logits: mean next-token log-probabilities.", """
+        entity VARCHAR, kind VARCHAR, model VARCHAR, t DOUBLE, base VARCHAR, label VARCHAR, variant VARCHAR,
+        norm DOUBLE, vector DOUBLE[]"""),
+    "fingerprint_similarity": ("Cosine similarity between fingerprints of members and pool members.", """
+        variant VARCHAR, a VARCHAR, b VARCHAR, cos DOUBLE"""),
+    "fingerprint_neighbours": ("Each entity's nearest others by cosine similarity.", """
+        variant VARCHAR, entity VARCHAR, rank INTEGER, other VARCHAR, cos DOUBLE"""),
+    "fingerprint_map": ("2-D maps of the fingerprints: method 'pca' always, 'tsne' (cosine) when there are at "
+                        "least 20 fingerprints.", """
+        variant VARCHAR, method VARCHAR, entity VARCHAR, x DOUBLE, y DOUBLE"""),
+    "fingerprint_stats": ("Clustering quality per variant: silhouette on cosine distance with domain labels.", """
+        variant VARCHAR, silhouette DOUBLE, n INTEGER, n_labels INTEGER, pca_var1 DOUBLE, pca_var2 DOUBLE,
+        convention VARCHAR"""),
+    "fingerprint_probe_counts": ("How the map changes with the number of probes (1, 2, 4, all).", """
+        variant VARCHAR, k INTEGER, silhouette DOUBLE, mean_cos_to_all DOUBLE"""),
+    "fingerprint_additivity": ("Along each SLERP sweep: delta(merge at t) against (1 - t) d0 + t d1 and d0 + d1.", """
+        model VARCHAR, t DOUBLE, variant VARCHAR, cos_interp DOUBLE, rel_norm_interp DOUBLE, cos_sum DOUBLE,
+        rel_norm_sum DOUBLE"""),
+    "fingerprint_features": ("Base-SAE features behind a member's fingerprint: the base's and the child's "
+                             "activations encoded with the base's SAE over the shared sample, ranked by the "
+                             "change in mean activation (rank_by 'mean') or firing rate ('rate').", """
+        model VARCHAR, base VARCHAR, rank_by VARCHAR, rank INTEGER, feature INTEGER, base_mean DOUBLE,
+        child_mean DOUBLE, delta_mean DOUBLE, base_rate DOUBLE, child_rate DOUBLE, delta_rate DOUBLE"""),
+    "flows": ("Per edge and matching mode at the default threshold: parent features persisting / "
+              "disappearing, child features inherited / emerging, dead features on either side; `same_index`: "
+              "persisting matches that pair identical latent indices (a sign of shared initialisation); the "
+              "noise floor beside it (`floor_share` of alive features matched between seed replicas of "
+              "`floor_source`, `floor_mean_r` their mean match r).", """
+        parent VARCHAR, child VARCHAR, mode VARCHAR, threshold DOUBLE, persisting INTEGER, disappearing INTEGER,
+        inherited INTEGER, emerging INTEGER, parent_dead INTEGER, child_dead INTEGER,
+        parent_alive INTEGER, child_alive INTEGER, persist_share DOUBLE, same_index INTEGER, floor_share DOUBLE,
+        floor_mean_r DOUBLE, floor_source VARCHAR"""),
+}
+
+INDEXES = [
+    "CREATE INDEX idx_examples ON examples (model, feature)",
+    "CREATE INDEX idx_top_tokens ON feature_top_tokens (model, feature)",
+    "CREATE INDEX idx_logits ON feature_logits (model, feature)",
+    "CREATE INDEX idx_matches_src ON matches (parent, child, direction, src, similarity)",
+    "CREATE INDEX idx_assign_src ON assignments (parent, child, direction, src, similarity)",
+    "CREATE INDEX idx_features_fate ON features (model, fate)",
+]
+
+
+def ddl() -> list[str]:
+    return [f"CREATE TABLE {name} ({body})" for name, (_, body) in TABLES.items()] + INDEXES
+
+
+def describe() -> str:
+    """The schema as Markdown (README and /api/schema)."""
+    out = [f"Schema version {SCHEMA_VERSION}.", ""]
+    for name, (doc, body) in TABLES.items():
+        cols = " ".join(body.split())
+        out += [f"- **{name}**: {doc}", f"  `{cols}`"]
+    return "\n".join(out)
