@@ -22,7 +22,7 @@ from conftest import tiny_dict
 from safetensors.torch import load_file
 
 from featureflow.config import ModelShape, parse_config
-from featureflow.pipeline.family.build import build_member, merge_base, merge_recipe
+from featureflow.pipeline.family.build import MemberInputs, build_member, merge_base, merge_recipe
 from featureflow.pipeline.family.merge import MergeError, MergeRecipe, find_crossing
 from featureflow.pipeline.family.model import load_model, new_model
 
@@ -74,6 +74,11 @@ class StandIn:
     def tokenizer(self) -> Path:
         return self.root / "tok"
 
+    def inputs(self) -> MemberInputs:
+        return MemberInputs(cfg=self.cfg, member=self.member, tokenizer_dir=self.tokenizer() / "tokenizer",
+                            hf_tokenizer=lambda: None, device=self.device, stream=None,
+                            val_windows=self.val_windows, documents=None)
+
     def val_windows(self, domains, n_tokens):
         return {d: self._window(d, n_tokens) for d in domains}
 
@@ -115,7 +120,7 @@ def build_merge(family: Path, tmp: Path, **member):
     out.mkdir()
     m = cfg.member("luastories")
     t0 = time.time()
-    build_member(pl, m, {p: family / p for p in m.parents}, out)
+    build_member(pl.inputs(), m, {p: family / p for p in m.parents}, out)
     return pl, m, out, time.time() - t0
 
 
@@ -276,7 +281,7 @@ def test_merge_errors(family, tmp_path):
     # an explicit base is used as given
     cfg = tiny_cfg(tmp_path, {"name": "luastories", "make": "merge", "parents": ["lua", "tinystories"],
                               "method": "ties", "t": 0.5, "base": "babypython", "density": 0.3})
-    rec = merge_recipe(StandIn(cfg, family), cfg.member("luastories"))
+    rec = merge_recipe(StandIn(cfg, family).inputs(), cfg.member("luastories"))
     assert rec.base == (family / "babypython").resolve() and rec.density == 0.3
 
 

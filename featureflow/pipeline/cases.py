@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,9 +20,6 @@ import pyarrow.parquet as pq
 from featureflow.pipeline.artifacts import write_json
 from featureflow.pipeline.autointerp import hypothesis_ids, llr_for_tokens, unigram
 from featureflow.config import CaseConfig
-
-if TYPE_CHECKING:
-    from featureflow.pipeline.runner import Pipeline
 
 
 def token_coverage(acts, tokens_flat: np.ndarray, token_ids: list[int]) -> np.ndarray:
@@ -82,12 +78,12 @@ def write_cases(folder: Path, cases: list[dict]) -> None:
     write_json(folder / "cases.json", [{k: v for k, v in c.items() if k != "llrs"} for c in cases])
 
 
-def find_cases(pl: "Pipeline") -> list[dict]:
-    from featureflow.pipeline.tokenizer import token_strings
+def find_cases(cases: list, order: list[str], acts: dict, sample_tokens: np.ndarray, vocab: list[str],
+               root: str) -> list[dict]:
+    """Every configured case (`cfg.cases`) found from the members' activations on the shared sample.
 
-    cfg = pl.cfg
-    order = cfg.topological_order()
-    acts = {n: pl.load_acts(n) for n in order}
-    vocab = token_strings(pl.hf_tokenizer)
-    flat = pl.sample_tokens().ravel()
-    return [find_case(c, order, acts, flat, vocab, cfg.roots()[0]) for c in cfg.cases]
+    `order`: members in topological order; `acts`: member -> its sparse SAE activations on the sample;
+    `sample_tokens`: the sample's token ids (any shape, read flat); `vocab`: token id -> text; `root`: the root
+    member whose features the cases start from."""
+    flat = np.asarray(sample_tokens).ravel()
+    return [find_case(c, order, acts, flat, vocab, root) for c in cases]

@@ -225,7 +225,7 @@ def fingerprint_run(pl, pool: list[dict], out) -> None:
             continue
         curve = read_json(pl.member(n) / "merge_curve.json")
         p0, p1 = m.parents
-        recipe = merge_recipe(pl, m)  # the member's own mergekit merge, t left open
+        recipe = merge_recipe(pl.member_inputs(), m)  # the member's own mergekit merge, t left open
         m0 = load_model(pl.member(p0))
         b = base_of[n]
         d0, d1 = delta(states[p0], states[b]), delta(states[p1], states[b])

@@ -165,7 +165,15 @@ class Pipeline:
         m = self.cfg.member(name)
         parents = {p: self.member(p) for p in m.parents}
         return build_dir(self._dir("models", name, self.member_key(name)),
-                         lambda tmp: build.build_member(self, m, parents, tmp))
+                         lambda tmp: build.build_member(self.member_inputs(), m, parents, tmp))
+
+    def member_inputs(self):
+        """What building (or re-merging) a member reads, as explicit inputs."""
+        from featureflow.pipeline.family.build import MemberInputs
+
+        return MemberInputs(cfg=self.cfg, member=self.member, tokenizer_dir=self.tokenizer() / "tokenizer",
+                            hf_tokenizer=lambda: self.hf_tokenizer, device=self.device, stream=self.stream,
+                            val_windows=self.val_windows, documents=self.documents)
 
     @_stage
     def models(self) -> dict[str, Path]:
@@ -475,10 +483,17 @@ class Pipeline:
     def cases(self) -> Path:
         """Case studies found from the data (cases.json)."""
         from featureflow.pipeline.cases import find_cases, write_cases
+        from featureflow.pipeline.tokenizer import token_strings
 
         cfg = self.cfg
         key = key_of(VERSIONS["cases"], cfg.cases, [p.name for p in self.activations().values()])
-        return build_dir(self._dir("cases", "cases", key), lambda tmp: write_cases(tmp, find_cases(self)))
+
+        def build(tmp: Path) -> None:
+            order = cfg.topological_order()
+            write_cases(tmp, find_cases(cfg.cases, order, {n: self.load_acts(n) for n in order}, self.sample_tokens(),
+                                        token_strings(self.hf_tokenizer), cfg.roots()[0]))
+
+        return build_dir(self._dir("cases", "cases", key), build)
 
     # ------------------------------------------------------------------------------- fingerprints
     def pool_members(self) -> list[dict]:

@@ -4,26 +4,39 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
 from featureflow.pipeline.artifacts import write_json
-from featureflow.config import FinetuneMember, LoadMember, MergeMember, TrainMember
+from featureflow.config import ExperimentConfig, FinetuneMember, LoadMember, MergeMember, TrainMember
 from featureflow.pipeline.family.load import WEIGHTS_POINTER, check_loaded_model, folder_digest
 from featureflow.pipeline.family.merge import MergeError, MergeRecipe, find_crossing
 from featureflow.pipeline.family.model import load_model, new_model, save_model, shape_of
 from featureflow.pipeline.family.train import evaluate, train_lm
 
-if TYPE_CHECKING:
-    from featureflow.pipeline.runner import Pipeline
+@dataclass
+class MemberInputs:
+    """What building a member reads, resolved by the runner (tests pass their own): the config, the folders of
+    members already built, the family tokenizer, the device, and the token streams / validation windows /
+    validation documents of each domain (read lazily: a merge never reads a training stream)."""
+
+    cfg: ExperimentConfig
+    member: Callable[[str], Path]                   # a built member's folder (parents, roots, a ties base)
+    tokenizer_dir: Path                             # the family tokenizer's HF folder
+    hf_tokenizer: Callable[[], Any]                 # the family tokenizer, loaded
+    device: str
+    stream: Callable[[str, str], Any]               # (domain, split) -> token ids
+    val_windows: Callable[[list[str], int], dict]   # (domains, tokens) -> validation windows per domain
+    documents: Callable[[str, str], list[str]]      # (domain, split) -> documents
 
 
-def build_member(pl: "Pipeline", m, parents: dict[str, Path], out: Path) -> None:
-    cfg = pl.cfg
+def build_member(inp: MemberInputs, m, parents: dict[str, Path], out: Path) -> None:
+    cfg = inp.cfg
     t0 = time.time()
-    tok_dir = pl.tokenizer() / "tokenizer"
+    tok_dir = inp.tokenizer_dir
     index = [x.name for x in cfg.family].index(m.name)
     seed = m.seed if m.seed is not None else cfg.seed + 1000 * index
     all_domains = list(cfg.corpora.domains)
@@ -32,28 +45,28 @@ def build_member(pl: "Pipeline", m, parents: dict[str, Path], out: Path) -> None
 
     if isinstance(m, (TrainMember, FinetuneMember)):
         if isinstance(m, TrainMember):
-            tok = pl.hf_tokenizer
+            tok = inp.hf_tokenizer()
             model = new_model(cfg.model, len(tok), tok.eos_token_id, seed)
         else:
             model = load_model(parents[m.parents[0]])
-        model.to(pl.device)
+        model.to(inp.device)
         lr = m.lr or (cfg.training.lr if isinstance(m, TrainMember) else cfg.training.lr / 3)
-        streams = {d: pl.stream(d, "train") for d in m.domains}
-        result = train_lm(model, streams, pl.val_windows(m.domains, cfg.training.eval_tokens), m.tokens,
+        streams = {d: inp.stream(d, "train") for d in m.domains}
+        result = train_lm(model, streams, inp.val_windows(m.domains, cfg.training.eval_tokens), m.tokens,
                           cfg.model.context, cfg.training, lr, seed, desc=f"{m.make} {m.name}")
         write_json(out / "train_log.json", result.log)
         info.update(steps=result.steps, tokens=result.tokens, lr=lr)
 
     elif isinstance(m, MergeMember):
-        model, curve = merge_member(pl, m, parents, out)  # mergekit writes the weights and config into `out`
+        model, curve = merge_member(inp, m, parents, out)  # mergekit writes the weights and config into `out`
         write_json(out / "merge_curve.json", curve)
         info.update(t=curve["t"], t_direction=curve["t_direction"], method=curve["method"])
 
     elif isinstance(m, LoadMember):
         src = Path(m.path).expanduser().resolve()
-        model = load_model(src, pl.device)
-        texts = [d for dom in cfg.own_domains(m.name) for d in pl.documents(dom, "val")[:3]]
-        check_loaded_model(m.name, src, model, pl.hf_tokenizer, texts)
+        model = load_model(src, inp.device)
+        texts = [d for dom in cfg.own_domains(m.name) for d in inp.documents(dom, "val")[:3]]
+        check_loaded_model(m.name, src, model, inp.hf_tokenizer(), texts)
         info.update(source=str(src), source_digest=folder_digest(src), copied=m.copy_weights)
         if m.copy_weights:
             for f in src.iterdir():  # keep anything else the folder carries (e.g. its README)
@@ -72,7 +85,7 @@ def build_member(pl: "Pipeline", m, parents: dict[str, Path], out: Path) -> None
     elif not (isinstance(m, LoadMember) and not m.copy_weights):
         save_model(model, out, tok_dir)
     info["shape"] = shape_of(model)
-    info["eval"] = evaluate(model.to(pl.device), pl.val_windows(all_domains, cfg.training.eval_tokens))
+    info["eval"] = evaluate(model.to(inp.device), inp.val_windows(all_domains, cfg.training.eval_tokens))
     info["seconds"] = round(time.time() - t0, 2)
     write_json(out / "member.json", info)
 
@@ -90,15 +103,15 @@ def merge_base(cfg, m: MergeMember) -> str | None:
     return base
 
 
-def merge_recipe(pl: "Pipeline", m: MergeMember, parents: dict[str, Path] | None = None) -> MergeRecipe:
+def merge_recipe(inp: MemberInputs, m: MergeMember, parents: dict[str, Path] | None = None) -> MergeRecipe:
     """The member's merge (method, parent folders, base, density), with t left open.
 
     ties: the base is `m.base`, else the parents' nearest common ancestor."""
     p0, p1 = m.parents
-    parents = dict(parents) if parents else {p: pl.member(p) for p in m.parents}
-    base_name, base = merge_base(pl.cfg, m), None
+    parents = dict(parents) if parents else {p: inp.member(p) for p in m.parents}
+    base_name, base = merge_base(inp.cfg, m), None
     if base_name is not None:
-        base = parents[base_name] if base_name in parents else pl.member(base_name)
+        base = parents[base_name] if base_name in parents else inp.member(base_name)
     try:
         return MergeRecipe(m.method, (parents[p0], parents[p1]), base=base,
                            density=m.density if m.method == "ties" else None,
@@ -107,25 +120,25 @@ def merge_recipe(pl: "Pipeline", m: MergeMember, parents: dict[str, Path] | None
         raise MergeError(f"member '{m.name}': {e}") from None
 
 
-def merge_member(pl: "Pipeline", m: MergeMember, parents: dict[str, Path], out: Path):
+def merge_member(inp: MemberInputs, m: MergeMember, parents: dict[str, Path], out: Path):
     """Sweep t, find where the parents' own-domain accuracies meet, and write the merge at the chosen t.
 
     Every evaluated point is a merge by mergekit's pipeline (`run_merge`, what `mergekit-yaml` runs), and
     so is the member folder: `out` receives mergekit's output for the chosen t. Returns (model, curve)."""
-    cfg = pl.cfg
+    cfg = inp.cfg
     p0, p1 = m.parents
-    recipe = merge_recipe(pl, m, parents)
+    recipe = merge_recipe(inp, m, parents)
     base_name = merge_base(cfg, m)
     dom0, dom1 = cfg.own_domains(p0), cfg.own_domains(p1)
     domains = list(dict.fromkeys(dom0 + dom1))
-    windows = pl.val_windows(domains, cfg.merge.eval_tokens)
+    windows = inp.val_windows(domains, cfg.merge.eval_tokens)
     work = load_model(parents[p0])  # one module for every evaluation; each point loads mergekit's tensors
     rows: dict[float, dict] = {}
     bar = tqdm(desc=f"{m.method} sweep {m.name}", unit="eval", dynamic_ncols=True)
 
     def eval_at(t: float) -> tuple[float, float]:
         work.load_state_dict(recipe.state_dict(t))
-        work.to(pl.device)
+        work.to(inp.device)
         ev = evaluate(work, windows)
         rows[t] = ev
         a = sum(ev[d]["accuracy"] for d in dom0) / len(dom0)
@@ -138,11 +151,11 @@ def merge_member(pl: "Pipeline", m: MergeMember, parents: dict[str, Path], out: 
     bar.close()
     t = crossing.t_star if m.t == "auto" else float(m.t)
     config_text = recipe.write(t, out)  # the member folder is mergekit's own output
-    model = load_model(out, pl.device)
+    model = load_model(out, inp.device)
     rows[t] = evaluate(model, windows)  # the chosen point is always a real evaluation, of the folder itself
     baselines = {}
-    for root in pl.cfg.roots():
-        rm = load_model(pl.member(root), pl.device)
+    for root in inp.cfg.roots():
+        rm = load_model(inp.member(root), inp.device)
         baselines[root] = evaluate(rm, windows)
     points = [{"t": tt, "source": next((p["source"] for p in crossing.points if abs(p["t"] - tt) < 1e-12), "chosen"),
                "val": ev} for tt, ev in sorted(rows.items())]
