@@ -75,7 +75,9 @@ def test_fingerprint_leaves_the_base_untouched(tiny_pipeline, tmp_path, base, pr
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
     f = tiny_pipeline.member("babypython") / "model.safetensors"
     digest = hashlib.sha256(f.read_bytes()).hexdigest()
-    fingerprint_run(tiny_pipeline, tiny_pipeline.pool_members(), tmp_path)
+    pl, order = tiny_pipeline, tiny_pipeline.cfg.topological_order()
+    fingerprint_run(pl.cfg, {n: pl.member(n) for n in order}, {n: pl.sae(n) for n in order}, pl.load_acts,
+                    pl.hf_tokenizer, pl.sample_tokens(), pl.device, pl.pool_members(), pl.member_inputs(), tmp_path)
     assert hashlib.sha256(f.read_bytes()).hexdigest() == digest
 
 

@@ -179,8 +179,14 @@ def feature_shift(base_acts, child_acts) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------ the stage
-def fingerprint_run(pl, pool: list[dict], out) -> None:
-    """Compute everything the store's fingerprint tables hold; write fingerprints.json + vectors.npz."""
+def fingerprint_run(cfg, members: dict, saes: dict, load_acts, tokenizer, sample_tokens, device: str,
+                    pool: list[dict], merge_inputs, out) -> None:
+    """Compute everything the store's fingerprint tables hold; write fingerprints.json + vectors.npz.
+
+    `members` / `saes`: member -> its model folder / its replica-0 SAE folder; `load_acts(member)`: its sparse
+    SAE activations on the shared sample; `tokenizer`: the family tokenizer; `sample_tokens`: the sample's
+    token ids; `pool`: extra fine-tunes [{name, domain, path}]; `merge_inputs`: what re-merging a merge member
+    along its t sweep reads (`family.build.MemberInputs`)."""
     import time
 
     from tqdm.auto import tqdm
@@ -192,16 +198,15 @@ def fingerprint_run(pl, pool: list[dict], out) -> None:
     from featureflow.pipeline.sae import load_sae
 
     t0 = time.time()
-    cfg = pl.cfg
     fcfg = cfg.fingerprints
     order = cfg.topological_order()
     root = cfg.roots()[0]
     probes = probe_texts(fcfg.probes, fcfg.probe_set)
-    ids, mask = encode_probes(pl.hf_tokenizer, probes)
+    ids, mask = encode_probes(tokenizer, probes)
     hook = cfg.sae.hook
     states = {}
     for n in tqdm(order, desc="fingerprint members", unit="model", dynamic_ncols=True):
-        states[n] = probe_states(load_model(pl.member(n), pl.device), ids, mask, hook)
+        states[n] = probe_states(load_model(members[n], device), ids, mask, hook)
     base_of = {n: fcfg.base.get(n, root) for n in order}
     entities = []  # (entity, kind, model, t, base, label, vectors)
 
@@ -214,7 +219,7 @@ def fingerprint_run(pl, pool: list[dict], out) -> None:
                              "label": label(n), "vec": delta(states[n], states[base_of[n]]),
                              "per_probe": states[n]["per_probe_hidden"] - states[base_of[n]]["per_probe_hidden"]})
     for p in tqdm(pool, desc="fingerprint pool", unit="model", dynamic_ncols=True, disable=not pool):
-        st = probe_states(load_model(p["path"], pl.device), ids, mask, hook)
+        st = probe_states(load_model(p["path"], device), ids, mask, hook)
         entities.append({"entity": p["name"], "kind": "pool", "model": p["name"], "t": None, "base": root,
                          "label": p["domain"], "vec": delta(st, states[root]),
                          "per_probe": st["per_probe_hidden"] - states[root]["per_probe_hidden"]})
@@ -223,16 +228,16 @@ def fingerprint_run(pl, pool: list[dict], out) -> None:
         m = cfg.member(n)
         if m.make != "merge":
             continue
-        curve = read_json(pl.member(n) / "merge_curve.json")
+        curve = read_json(members[n] / "merge_curve.json")
         p0, p1 = m.parents
-        recipe = merge_recipe(pl.member_inputs(), m)  # the member's own mergekit merge, t left open
-        m0 = load_model(pl.member(p0))
+        recipe = merge_recipe(merge_inputs, m)  # the member's own mergekit merge, t left open
+        m0 = load_model(members[p0])
         b = base_of[n]
         d0, d1 = delta(states[p0], states[b]), delta(states[p1], states[b])
         for t in tqdm(sorted({pt["t"] for pt in curve["points"]}), desc=f"fingerprint sweep {n}", unit="t",
                       dynamic_ncols=True):
             m0.load_state_dict(recipe.state_dict(t))
-            st = probe_states(m0.to(pl.device), ids, mask, hook)
+            st = probe_states(m0.to(device), ids, mask, hook)
             dv = delta(st, states[b])
             entities.append({"entity": f"{n}@t={t:.4f}", "kind": "sweep", "model": n, "t": t, "base": b,
                              "label": label(n), "vec": dv, "per_probe": None})
@@ -276,16 +281,16 @@ def fingerprint_run(pl, pool: list[dict], out) -> None:
 
     # features behind each member's fingerprint, through its base's SAE
     behind = []
-    tokens = pl.sample_tokens()
+    tokens = sample_tokens
     base_acts: dict = {}  # each base's activations are read once, however many children it has
     for n in order:
         b = base_of[n]
         if n == b:
             continue
-        child_acts = encode_sample(load_model(pl.member(n), pl.device), load_sae(pl.sae(b)), tokens, hook,
+        child_acts = encode_sample(load_model(members[n], device), load_sae(saes[b]), tokens, hook,
                                    desc=f"features behind {n}")
         if b not in base_acts:
-            base_acts[b] = pl.load_acts(b)
+            base_acts[b] = load_acts(b)
         sh = feature_shift(base_acts[b], child_acts)
         for by, col in (("mean", "delta_mean"), ("rate", "delta_rate")):
             top = np.argsort(-np.abs(sh[col]), kind="stable")[: fcfg.top_features]

@@ -534,7 +534,10 @@ class Pipeline:
         pool = self.pool_members()
         key = key_of(VERSIONS["fingerprints"], cfg.fingerprints, [self.member_key(n) for n in cfg.topological_order()],
                      [p["path"].name for p in pool], [p.name for p in self.activations().values()])
-        return build_dir(self._dir("fingerprints", "delta", key), lambda tmp: fingerprint_run(self, pool, tmp))
+        order = cfg.topological_order()
+        return build_dir(self._dir("fingerprints", "delta", key), lambda tmp: fingerprint_run(
+            cfg, {n: self.member(n) for n in order}, {n: self.sae(n) for n in order}, self.load_acts,
+            self.hf_tokenizer, self.sample_tokens(), self.device, pool, self.member_inputs(), tmp))
 
     # -------------------------------------------------------------------------------------- store
     @_stage
