@@ -3,17 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
 import time
 from pathlib import Path
 
-from featureflow.pipeline.artifacts import PipelineError
 from featureflow.config import ConfigError, load_config
+from featureflow.pipeline.artifacts import PipelineError  # torch-free (pydantic only)
+
+# What the `pipeline` extra installs that the pipeline's commands import (import names). The base install
+# (explorer, report, export, import) has none of them.
+PIPELINE_MODULES = ("torch", "transformers", "tokenizers", "safetensors", "transformer_lens", "sae_lens", "mergekit",
+                    "datasets", "tqdm", "scipy", "numba", "sklearn", "pyarrow")
+
+
+class ExtraMissing(ValueError):
+    """A command needs an optional extra that is not installed (exit 2, one line)."""
+
+
+def need_pipeline(cmd: str) -> None:
+    """Refuse a pipeline command in a base install, naming the extra, before anything imports torch. Off a
+    terminal, other libraries' progress bars are switched off before they load (featureflow.progress)."""
+    missing = [m for m in PIPELINE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExtraMissing(f"`featureflow {cmd}` needs the pipeline extra ({', '.join(missing)} not installed): "
+                           "pip install 'featureflow[pipeline]'")
+    from featureflow.progress import quiet_other_bars
+
+    quiet_other_bars()
 
 
 def _validate(args) -> int:
+    need_pipeline("validate")
     from featureflow.pipeline.validate import check_config
 
     cfg = load_config(args.config)
@@ -25,6 +48,7 @@ def _validate(args) -> int:
 
 
 def _run(args) -> int:
+    need_pipeline("run")
     from featureflow.pipeline.runner import Pipeline, setup_logging
     from featureflow.pipeline.validate import check_config
 
@@ -49,6 +73,8 @@ def _report(args) -> int:
 def _export(args) -> int:
     from featureflow.store.export import export
 
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
     t0 = time.time()
     kw = {"creator_id": args.creator_id} if args.format == "neuronpedia" else {}
     out = export(args.db, args.out, args.format, **kw)
@@ -60,6 +86,8 @@ def _export(args) -> int:
 def _import(args) -> int:
     from featureflow.store.export import import_parquet
 
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
     t0 = time.time()
     db = import_parquet(args.src, args.db, force=args.force)
     print(f"rebuilt store {db} from '{args.src}' in {time.time() - t0:.1f} s; serve it with "
@@ -69,6 +97,7 @@ def _import(args) -> int:
 
 def _gc(args) -> int:
     """List (or with --delete remove) artefact folders under data/<run>/ that the config no longer reaches."""
+    need_pipeline("gc")
     from featureflow.pipeline.artifacts import remove, size_of, stale_artefacts
     from featureflow.pipeline.runner import Pipeline
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sys
+
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/synthetic_store.py, tests/fake_openai.py
 
 
 def tiny_dict(data_dir: Path, **over) -> dict:
@@ -15,6 +18,15 @@ def tiny_dict(data_dir: Path, **over) -> dict:
     d["data_dir"] = str(data_dir)
     d.update(over)
     return d
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory):
+    """A small store built through the schema's DDL from synthetic rows (tests/synthetic_store.py): no torch,
+    about a second. Its `SyntheticRun` keeps the arrays the rows came from."""
+    from synthetic_store import build
+
+    return build(tmp_path_factory.mktemp("synthetic") / "synthetic.duckdb")
 
 
 @pytest.fixture(scope="session")

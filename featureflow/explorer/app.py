@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Callable
 from urllib.parse import quote, urlencode
 
-import plotly
 from fastapi import APIRouter, FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -30,16 +29,10 @@ from featureflow.store.flows import mode_label
 
 from featureflow.explorer.queries import NotFound, Ref, Store
 from featureflow.explorer.serving import ResponseCache, ServeHeaders, identity
+from featureflow.explorer.vendor import missing_message, vendor_files
 
 FRONTEND = Path(__file__).resolve().parent
-NPM = FRONTEND / "node_modules"
-VENDOR = {
-    "htmx.min.js": NPM / "htmx.org" / "dist" / "htmx.min.js",
-    "swagger-ui-bundle.js": NPM / "swagger-ui-dist" / "swagger-ui-bundle.js",
-    "swagger-ui.css": NPM / "swagger-ui-dist" / "swagger-ui.css",
-    "redoc.standalone.js": NPM / "redoc" / "bundles" / "redoc.standalone.js",
-    "plotly.min.js": Path(plotly.__file__).parent / "package_data" / "plotly.min.js",
-}
+VENDOR = vendor_files()  # served name -> file (featureflow/explorer/vendor.py)
 
 Threshold = Annotated[float | None, Query(gt=-1, lt=1, allow_inf_nan=False,
                                           description="similarity above which a match persists")]
@@ -192,9 +185,7 @@ def create_app(db_path: str | Path) -> FastAPI:
     store = Store(db_path)
     missing = [f"{name} ({path})" for name, path in VENDOR.items() if not path.exists()]
     if missing:
-        raise VendorMissing("the explorer's front-end files are not installed: " + ", ".join(missing) +
-                            ". Install them with `npm --prefix featureflow/explorer ci` (htmx, Swagger UI, ReDoc) and "
-                            "`pip install -e .` (plotly.js ships in the plotly package)")
+        raise VendorMissing(missing_message(missing))
     app = FastAPI(title="featureflow explorer", docs_url=None, redoc_url=None,
                   description=f"Features of run '{store.run['name']}' through fine-tuning and merging. "
                               "Every page has a JSON twin under /api.", responses=ERRORS)
@@ -217,7 +208,7 @@ def create_app(db_path: str | Path) -> FastAPI:
     def vendor(name: str):
         path = VENDOR.get(name)
         if path is None or not path.exists():
-            return Response(f"vendor file '{name}' is not installed (run `npm --prefix featureflow/explorer ci`)",
+            return Response(f"vendor file '{name}' is not installed",
                             status_code=404, media_type="text/plain")
         kind = "text/css" if name.endswith(".css") else "text/javascript"
         return FileResponse(path, media_type=kind, headers={"Cache-Control": "public, max-age=86400"})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
+from featureflow.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from featureflow.config import SampleConfig
 from featureflow.pipeline.sae import SparseAutoencoder, activations

@@ -189,7 +189,7 @@ def fingerprint_run(cfg, members: dict, saes: dict, load_acts, tokenizer, sample
     along its t sweep reads (`family.build.MemberInputs`)."""
     import time
 
-    from tqdm.auto import tqdm
+    from featureflow.progress import progress as tqdm
 
     from featureflow.pipeline.artifacts import read_json, write_json
     from featureflow.pipeline.family.build import merge_recipe

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
-from tqdm.auto import tqdm
+from featureflow.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from featureflow.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from featureflow.pipeline.artifacts import read_json, write_json
 from featureflow.config import SAEConfig

@@ -50,7 +50,7 @@ from typing import Any, Iterator
 
 import duckdb
 import numpy as np
-from tqdm.auto import tqdm
+from featureflow.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from featureflow.store.schema import INDEXES, SCHEMA_VERSION, TABLES
 
@@ -124,7 +124,10 @@ def export(db: str | Path, out: str | Path, fmt: str, **kw) -> Path:
 # ------------------------------------------------------------------------------------ parquet
 def export_parquet(db: str | Path, out: str | Path) -> dict:
     """Every schema table as Parquet, the manifest and the README of columns. Returns the manifest."""
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ExportError("--format parquet needs pyarrow (not installed): pip install 'featureflow[export]'") from None
 
     con = open_store(db)
     try:

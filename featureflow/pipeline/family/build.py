@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tqdm.auto import tqdm
+from featureflow.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from featureflow.pipeline.artifacts import write_json
 from featureflow.config import ExperimentConfig, FinetuneMember, LoadMember, MergeMember, TrainMember

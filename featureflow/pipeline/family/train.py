@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from featureflow.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from featureflow.config import TrainingConfig
 

@@ -1,0 +1,402 @@
+"""A small store built from synthetic rows through the schema's own DDL: no pipeline, no torch, well under a
+second. The explorer's fast tests run on it; `SyntheticRun` keeps the arrays it was made from, so a test can count
+what a page should show from them (numpy, not the store's SQL).
+
+The family is a diamond: `base` (root) -> `left`, `right` (fine-tunes) -> `merged` (their merge), 4 edges.
+Each model has `F` features over a sample of `W` windows of `C` tokens. A child feature is either a noisy copy of
+a parent feature (under a permutation, so matches rarely pair equal indices) or new; the last feature of every
+model never fires (dead). Matches are the exact Pearson r of the dense activations (and the cosine of synthetic
+decoder directions), top-k in both directions; the one-to-one rule is scipy's assignment over them. `base` has a
+seed replica for the noise floor. Token texts include markup, whitespace and hidden characters.
+
+Run as a script to write a store: `python tests/synthetic_store.py out.duckdb`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from featureflow.store.schema import SCHEMA_VERSION, ddl
+
+F, W, C, V, TOP_K = 12, 12, 16, 28, 3
+N = W * C
+THRESHOLD = 0.8
+MODELS = [  # name, make, parents, domains
+    ("base", "train", [], ["code", "prose"]),
+    ("left", "finetune", ["base"], ["code"]),
+    ("right", "finetune", ["base"], ["prose"]),
+    ("merged", "merge", ["left", "right"], ["code", "prose"]),
+]
+SIMILARITIES = ("pearson", "decoder")
+MODES = ["pearson", "pearson-1to1", "decoder"]
+TEXTS = ["=", " the", "<b>", "&amp;", "\n", "  ", "\t", "end", "local", "def", "\u200b", "e\u0301", "\u202e",
+         "'", '"', "x", "(", ")", ":", " cat", " dog", "1", "2", "..", "~=", "\ufffd", "<script>", "ok"]
+VARIANTS = ("delta-hidden", "delta-mlp", "delta-logits")
+# Every page of the explorer on this store (each also has its JSON twin under /api), and the API docs.
+PAGES = ["/", "/?mode=decoder&threshold=0.5", "/?mode=pearson-1to1", "/floors", "/edges/base/left?fate=persisting",
+         "/edges/left/merged?fate=emerging", "/models/base/features/1", "/models/merged/features/3/examples",
+         "/models/base/features/11", "/compare?a=base:1&b=left:2", "/merge", "/models", "/models/left",
+         "/autointerp", "/cases", "/cases/equals", "/cases/missing", "/features",
+         "/features?fate=persisting&model=base"]
+DOCS = ["/docs", "/redoc", "/openapi.json", "/api/schema"]
+
+
+@dataclass
+class SyntheticRun:
+    path: Path
+    acts: dict[str, np.ndarray] = field(default_factory=dict)        # model -> (N, F) activations
+    decoders: dict[str, np.ndarray] = field(default_factory=dict)    # model -> (F, 8) unit decoder rows
+    sim: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)  # (sim, parent, child) -> (F, F)
+    assign: dict[tuple[str, str, str], dict[str, dict[int, tuple[int, float] | None]]] = field(default_factory=dict)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    tokens: np.ndarray | None = None
+
+    def alive(self, model: str) -> np.ndarray:
+        return (self.acts[model] > 0).any(axis=0)
+
+    def partner_r(self, mode: str, parent: str, child: str, direction: str) -> np.ndarray:
+        """Per source feature: its match r under `mode` on one edge (-inf where unassigned)."""
+        sim, rule = (mode[:-5], "1to1") if mode.endswith("-1to1") else (mode, "best")
+        if rule == "best":
+            s = self.sim[(sim, parent, child)]
+            return s.max(axis=1) if direction == "p2c" else s.max(axis=0)
+        got = self.assign[(sim, parent, child)][direction]
+        return np.array([-np.inf if got[i] is None else got[i][1] for i in range(F)])
+
+    def expected_flows(self, threshold: float, mode: str) -> dict[tuple[str, str], dict[str, int]]:
+        """Persisting / disappearing / inherited / emerging per edge, counted here in numpy."""
+        out = {}
+        for p, c in self.edges:
+            down, up = self.partner_r(mode, p, c, "p2c"), self.partner_r(mode, p, c, "c2p")
+            ap, ac = self.alive(p), self.alive(c)
+            out[(p, c)] = {"persisting": int((ap & (down > threshold)).sum()),
+                           "disappearing": int((ap & ~(down > threshold)).sum()),
+                           "inherited": int((ac & (up > threshold)).sum()),
+                           "emerging": int((ac & ~(up > threshold)).sum())}
+        return out
+
+
+def _pearson_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact Pearson r between every column of a and every column of b (0 where either never varies)."""
+    a, b = a - a.mean(0), b - b.mean(0)
+    na, nb = np.sqrt((a * a).sum(0)), np.sqrt((b * b).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a.T @ b) / np.outer(na, nb)
+    return np.nan_to_num(np.clip(r, -1, 1))
+
+
+def _assignment(s: np.ndarray) -> dict[str, dict[int, tuple[int, float] | None]]:
+    """One-to-one assignment of maximum total similarity over the top-k candidates of both directions."""
+    from scipy.optimize import linear_sum_assignment
+
+    cand = np.zeros_like(s, dtype=bool)
+    top_p = np.argsort(-s, axis=1)[:, :TOP_K]
+    top_c = np.argsort(-s, axis=0)[:TOP_K, :]
+    cand[np.arange(F)[:, None], top_p] = True
+    cand[top_c, np.arange(F)[None, :]] = True
+    cost = np.where(cand, -s, 1e6)
+    rows, cols = linear_sum_assignment(cost)
+    p2c: dict[int, tuple[int, float] | None] = {i: None for i in range(F)}
+    c2p: dict[int, tuple[int, float] | None] = {i: None for i in range(F)}
+    for i, j in zip(rows, cols):
+        if cand[i, j]:
+            p2c[int(i)], c2p[int(j)] = (int(j), float(s[i, j])), (int(i), float(s[i, j]))
+    return {"p2c": p2c, "c2p": c2p}
+
+
+def _sparse(rng: np.random.Generator, rate: float = 0.15) -> np.ndarray:
+    return np.where(rng.random(N) < rate, rng.gamma(2.0, 1.0, N), 0.0)
+
+
+def synthesize(seed: int = 0) -> tuple[SyntheticRun, dict[str, list[dict]]]:
+    """The arrays and every table's rows (table -> list of dicts; columns a table lacks are dropped on insert)."""
+    rng = np.random.default_rng(seed)
+    run = SyntheticRun(path=Path())
+    tokens = rng.integers(0, V, N)
+    run.tokens = tokens
+    names = [m[0] for m in MODELS]
+    run.edges = [(p, name) for name, _, parents, _ in MODELS for p in parents]
+    for name, make, parents, _ in MODELS:
+        a = np.zeros((N, F))
+        dec = rng.normal(size=(F, 8))
+        if not parents:
+            for f in range(F - 1):
+                a[:, f] = _sparse(rng)
+        else:
+            perm = rng.permutation(F - 1)
+            keep = rng.random(F - 1) < 0.6  # copied from a parent feature, else new
+            for f in range(F - 1):
+                p = parents[f % len(parents)]
+                if keep[f]:
+                    noise = rng.normal(0, 0.05 + 0.4 * rng.random(), N)
+                    a[:, f] = np.maximum(run.acts[p][:, perm[f]] * (1 + noise), 0)
+                    dec[f] = run.decoders[p][perm[f]] + rng.normal(0, 0.2, 8)
+                else:
+                    a[:, f] = _sparse(rng)
+        run.acts[name] = a
+        run.decoders[name] = dec / np.linalg.norm(dec, axis=1, keepdims=True)
+    replica = np.maximum(run.acts["base"] * (1 + rng.normal(0, 0.5, (N, F))), 0)
+    for f in np.flatnonzero(rng.random(F - 1) < 0.5):  # half the seed replica's features are other features
+        replica[:, f] = _sparse(rng)
+    for p, c in run.edges:
+        run.sim[("pearson", p, c)] = _pearson_matrix(run.acts[p], run.acts[c])
+        run.sim[("decoder", p, c)] = np.clip(run.decoders[p] @ run.decoders[c].T, -1, 1)
+        for s in SIMILARITIES:
+            run.assign[(s, p, c)] = _assignment(run.sim[(s, p, c)])
+
+    t: dict[str, list[dict]] = {}
+    t["schema_version"] = [{"version": SCHEMA_VERSION, "created_at": "2026-12-01 12:00:00"}]
+    stages = {"corpora": 0.4, "tokenizer": 0.3, "models": 5.1, "saes": 3.2, "sample": 0.2, "activations": 0.9,
+              "matching": 0.5, "floors": 0.3, "autointerp": 0.4, "cases": 0.1, "fingerprints": 1.2}
+    t["runs"] = [{"name": "synthetic", "description": "synthetic rows for the explorer's tests",
+                  "config_json": json.dumps({"name": "synthetic"}), "device": "cpu",
+                  "timings_json": json.dumps({"stages": stages, "calls": stages,
+                                              "hardware": {"cpu": "synthetic", "cores": 2, "gpu": None,
+                                                           "python": "3.11", "torch": None, "device": "cpu"}}),
+                  "default_threshold": THRESHOLD, "top_k": TOP_K, "modes": MODES, "default_mode": MODES[0],
+                  "shared_init": False, "sample_tokens": N, "sample_context": C, "hook": "blocks.0.mlp.hook_post",
+                  "inputs_key": "synthetic"}]
+    domains = ["code" if w % 2 == 0 else "prose" for w in range(W)]
+    t["domains"] = [{"domain": d, "source": "generated", "train_docs": 10, "val_docs": 2, "train_tokens": 1000,
+                     "val_tokens": 200, "sample_windows": domains.count(d)} for d in ("code", "prose")]
+    t["models"] = [{"model": n, "label": n.capitalize(), "idx": i, "make": make, "domains": doms, "seed": i,
+                    "train_tokens": 1000 * (i + 1), "train_steps": 10, "merge_t": 0.5 if make == "merge" else None,
+                    "seconds": 1.0 + i, "hidden": 8, "d_mlp": 32, "heads": 2, "vocab": V, "d_sae": F}
+                   for i, (n, make, _, doms) in enumerate(MODELS)]
+    t["model_edges"] = [{"parent": p, "child": c, "make": dict((m[0], m[1]) for m in MODELS)[c]} for p, c in run.edges]
+    t["model_eval"] = [{"model": n, "domain": d, "loss": float(2 + rng.random()), "accuracy": float(rng.random())}
+                       for n in names for d in ("code", "prose")]
+    t["training_curves"] = [{"model": n, "step": s, "tokens": 100 * s, "lr": 1e-3, "train_loss": 3.0 - 0.1 * s,
+                             "domain": d, "val_loss": 3.1 - 0.1 * s, "val_accuracy": 0.05 * s}
+                            for n, make, _, _ in MODELS if make != "merge" for s in range(1, 6) for d in ("code", "prose")]
+    grid = [0.0, 0.25, 0.5, 0.75, 1.0]
+    t["slerp_meta"] = [{"model": "merged", "parent0": "left", "parent1": "right", "t": 0.5, "t_mode": "auto",
+                        "t_star": 0.5, "crossed": True, "t_grid_interpolated": 0.5, "grid_step": 0.25,
+                        "tolerance": 0.005, "t_direction": "t = 0 is Left, t = 1 is Right",
+                        "curve_domains_json": json.dumps({"left": ["code"], "right": ["prose"]})}]
+    t["slerp_curve"] = [{"model": "merged", "t": x, "source": "grid", "domain": d,
+                         "loss": 2 + (x if d == "code" else 1 - x), "accuracy": (1 - x if d == "code" else x) * 0.5}
+                        for x in grid for d in ("code", "prose")]
+    t["slerp_baselines"] = [{"model": "merged", "root": "base", "domain": d, "loss": 2.5, "accuracy": 0.3}
+                            for d in ("code", "prose")]
+    alive = {n: run.alive(n) for n in names}
+    t["sae_metrics"] = [{"model": n, "hook": "blocks.0.mlp.hook_post", "d_in": 32, "d_sae": F, "recipe": "paper-text",
+                         "architecture": "standard", "k": None, "target_l0": None, "seed": 100 + i,
+                         "replicas": 1 if n == "base" else 0, "l1_coefficient": 1e-3, "training_tokens": 5000,
+                         "l0": float((run.acts[n] > 0).sum(1).mean()), "mse": 0.01, "explained_variance": 0.8,
+                         "dead_features": int((~alive[n]).sum()), "dead_fraction": float((~alive[n]).mean()),
+                         "ce_clean": 2.0, "ce_sae": 2.2, "ce_zero": 3.0, "loss_recovered": 0.8,
+                         "loss_recovered_scope": "own domains", "loss_recovered_all": 0.75, "eval_tokens": 500,
+                         "seconds": 1.0} for i, n in enumerate(names)]
+    t["sae_replicas"] = [{"model": "base", "replica": r, "seed": 100 + 7 * r, "l1_coefficient": 1e-3, "l0": 2.0,
+                          "mse": 0.01, "explained_variance": 0.8, "dead_features": 1, "loss_recovered": 0.8}
+                         for r in (0, 1)]
+    t["sae_health_domains"] = [{"model": n, "domain": d, "l0": 2.0, "mse": 0.01, "explained_variance": 0.8,
+                                "ce_clean": 2.0, "ce_sae": 2.2, "ce_zero": 3.0, "loss_recovered": 0.8}
+                               for n in names for d in ("code", "prose")]
+    t["sae_training"] = [{"model": n, "step": s, "tokens": 100 * s, "loss": 1.0 / s, "mse": 0.5 / s, "l1": 0.5 / s,
+                          "l0": 10.0 / s} for n in names for s in range(1, 6)]
+    t["vocab"] = [{"token_id": i, "text": TEXTS[i]} for i in range(V)]
+    t["sample_tokens"] = [{"token_index": i, "window_idx": i // C, "position": i % C, "domain": domains[i // C],
+                           "token_id": int(tokens[i])} for i in range(N)]
+
+    # features and their tables
+    t["features"], t["feature_histograms"], t["feature_top_tokens"], t["feature_logits"] = [], [], [], []
+    t["examples"], t["activation_values"], t["explanations"] = [], [], []
+    for n in names:
+        a = run.acts[n]
+        for f in range(F):
+            x = a[:, f]
+            on = x > 0
+            totals = np.bincount(tokens, weights=x, minlength=V)
+            counts = np.bincount(tokens[on], minlength=V)
+            top = int(totals.argmax()) if on.any() else None
+            t["features"].append({
+                "model": n, "feature": f, "density": float(on.mean()), "n_active": int(on.sum()),
+                "max_act": float(x.max()), "mean_act": float(x.mean()),
+                "mean_when_active": float(x[on].mean()) if on.any() else 0.0, "alive": bool(on.any()),
+                "top_token_id": top, "top_token_share": float(totals[top] / x.sum()) if on.any() else None,
+                "top_token_llr": float(rng.normal(2, 1)) if on.any() else None, **_lineage(run, n, f)})
+            if not on.any():
+                continue
+            edges, hcounts = np.histogram(x[on], bins=6)
+            t["feature_histograms"].append({"model": n, "feature": f, "edges": edges.tolist(),
+                                            "counts": hcounts.tolist()})
+            for rank, tok in enumerate(np.argsort(-totals)[:4]):
+                if totals[tok] > 0:
+                    t["feature_top_tokens"].append({"model": n, "feature": f, "rank": rank, "token_id": int(tok),
+                                                    "count": int(counts[tok]),
+                                                    "mean_act": float(totals[tok] / max(counts[tok], 1)),
+                                                    "total_act": float(totals[tok])})
+            for sign in ("+", "-"):
+                for rank in range(3):
+                    t["feature_logits"].append({"model": n, "feature": f, "sign": sign, "rank": rank,
+                                                "token_id": int(rng.integers(V)),
+                                                "value": float((3 - rank) * (1 if sign == "+" else -1))})
+            windows = x.reshape(W, C)
+            order = np.argsort(-windows.max(1), kind="stable")
+            for rank, w in enumerate(order[:3]):
+                if windows[w].max() > 0:
+                    t["examples"].append(_example(n, f, "top", rank, w, windows[w]))
+            fired = [w for w in range(W) if windows[w].max() > 0]
+            for q, w in enumerate(sorted(fired, key=lambda w: windows[w].max())[:2]):
+                t["examples"].append(_example(n, f, f"q{q}", 0, w, windows[w]))
+            t["activation_values"] += [{"model": n, "feature": f, "token_index": int(i), "act": float(x[i])}
+                                       for i in np.flatnonzero(on)]
+            ok = f != 0
+            t["explanations"].append({
+                "model": n, "feature": f, "explainer": "offline-top-tokens", "simulator": "offline-token-lookup",
+                "explanation": f"fires on {TEXTS[top]!r} <em>tokens</em>" if ok else None,
+                "explanation_json": json.dumps({"top": TEXTS[top]}), "sim_score": float(rng.random()) if ok else None,
+                "detection_score": float(rng.random()) if ok else None, "sim_scale": "pearson r",
+                "detection_scale": "balanced accuracy", "quantisation": "none", "n_explain": 3, "n_score": 4,
+                "status": "ok" if ok else "failed", "reason": None if ok else "no examples to explain"})
+    t["autointerp_spend"] = [{"model": n, "mode": "offline", "llm_model": None, "calls": 0, "cached_calls": 0,
+                              "prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0} for n in names]
+
+    # noise floor: base replica 0 against replica 1
+    t["noise_floor"] = []
+    rep_sim = {"pearson": _pearson_matrix(run.acts["base"], replica),
+               "decoder": run.decoders["base"] @ run.decoders["base"].T}
+    for s, m in rep_sim.items():
+        assign = _assignment(m)["p2c"]
+        for f in range(F):
+            for rule, r in (("best", float(m[f].max())),
+                            ("1to1", None if assign[f] is None else assign[f][1])):
+                t["noise_floor"].append({"model": "base", "replica": 1, "similarity": s, "rule": rule, "feature": f,
+                                         "alive": bool(alive["base"][f]), "r": r})
+
+    # matches and assignments
+    t["matches"], t["assignments"] = [], []
+    for (s, p, c), m in run.sim.items():
+        for direction, mat in (("p2c", m), ("c2p", m.T)):
+            for src in range(F):
+                for rank, dst in enumerate(np.argsort(-mat[src], kind="stable")[:TOP_K]):
+                    t["matches"].append({"similarity": s, "parent": p, "child": c, "direction": direction,
+                                         "src": src, "rank": rank, "dst": int(dst), "r": float(mat[src, dst])})
+            for src, got in run.assign[(s, p, c)][direction].items():
+                t["assignments"].append({"similarity": s, "parent": p, "child": c, "direction": direction,
+                                         "src": src, "dst": None if got is None else got[0],
+                                         "r": None if got is None else got[1]})
+
+    # a case: the token '=' and the base feature with the most activation on it
+    eq = TEXTS.index("=")
+    on_eq = tokens == eq
+    root = int(np.argmax([run.acts["base"][on_eq, f].sum() for f in range(F)]))
+    t["cases"] = [{"slug": "equals", "title": "The '=' feature", "description": "assignment <b>tokens</b>",
+                   "hypothesis": "=", "root_model": "base", "root_feature": root, "root_llr": 2.5,
+                   "root_coverage": float((run.acts["base"][on_eq, root] > 0).mean()), "descendants": None,
+                   "status": "ok", "reason": None},
+                  {"slug": "missing", "title": "A token nobody fires on", "description": "none",
+                   "hypothesis": "zzz", "root_model": None, "root_feature": None, "root_llr": None,
+                   "root_coverage": None, "descendants": None, "status": "failed",
+                   "reason": "token 'zzz' is not in the vocabulary"}]
+    t["case_llrs"] = [{"slug": "equals", "model": n, "feature": f, "llr": float(rng.normal(1, 1))}
+                      for n in names for f in range(F) if (run.acts[n][on_eq, f] > 0).any()]
+
+    # fingerprints
+    ents = [("left", "member", "left", None), ("right", "member", "right", None), ("merged", "member", "merged", None),
+            ("pool-code-0", "pool", None, None), ("pool-prose-0", "pool", None, None),
+            ("merged@0.25", "sweep", "merged", 0.25), ("merged@0.75", "sweep", "merged", 0.75)]
+    vecs = {e[0]: rng.normal(size=6) for e in ents}
+    t["fingerprints"] = [{"entity": e, "kind": k, "model": m, "t": tt, "base": "base", "label": e, "variant": v,
+                          "norm": float(np.linalg.norm(vecs[e])), "vector": vecs[e].tolist()}
+                         for e, k, m, tt in ents for v in VARIANTS]
+    fp = [e for e, k, _, _ in ents if k in ("member", "pool")]
+    cos = {(a, b): float(vecs[a] @ vecs[b] / np.linalg.norm(vecs[a]) / np.linalg.norm(vecs[b])) for a in fp for b in fp}
+    t["fingerprint_similarity"] = [{"variant": v, "a": a, "b": b, "cos": c} for v in VARIANTS for (a, b), c in cos.items()]
+    t["fingerprint_neighbours"] = [{"variant": v, "entity": a, "rank": r, "other": b, "cos": cos[(a, b)]}
+                                   for v in VARIANTS for a in fp
+                                   for r, b in enumerate(sorted((b for b in fp if b != a), key=lambda b: -cos[(a, b)]))]
+    t["fingerprint_map"] = [{"variant": v, "method": "pca", "entity": e, "x": float(vecs[e][0]), "y": float(vecs[e][1])}
+                            for v in VARIANTS for e in fp]
+    t["fingerprint_stats"] = [{"variant": v, "silhouette": 0.1, "n": len(fp), "n_labels": 2, "pca_var1": 0.4,
+                               "pca_var2": 0.3, "convention": "cosine distance"} for v in VARIANTS]
+    t["fingerprint_probe_counts"] = [{"variant": v, "k": k, "silhouette": 0.05 * k, "mean_cos_to_all": 0.2 * k}
+                                     for v in VARIANTS for k in (1, 2, 4)]
+    t["fingerprint_additivity"] = [{"model": "merged", "t": x, "variant": v, "cos_interp": 0.9, "rel_norm_interp": 0.2,
+                                    "cos_sum": 0.8, "rel_norm_sum": 0.5} for v in VARIANTS for x in (0.25, 0.75)]
+    t["fingerprint_features"] = [{"model": n, "base": "base", "rank_by": by, "rank": r, "feature": r, "base_mean": 0.1,
+                                  "child_mean": 0.2 + r, "delta_mean": 0.1 + r, "base_rate": 0.1, "child_rate": 0.2,
+                                  "delta_rate": 0.1} for n in names[1:] for by in ("mean", "rate") for r in range(3)]
+
+    # the stored flows table (where the schema still has one), counted here
+    t["flows"] = []
+    for mode in MODES:
+        for (p, c), k in run.expected_flows(THRESHOLD, mode).items():
+            ap, ac = alive[p], alive[c]
+            t["flows"].append({"parent": p, "child": c, "mode": mode, "threshold": THRESHOLD, **k,
+                               "parent_dead": int((~ap).sum()), "child_dead": int((~ac).sum()),
+                               "parent_alive": int(ap.sum()), "child_alive": int(ac.sum()),
+                               "persist_share": k["persisting"] / ap.sum(), "same_index": 0, "floor_share": None,
+                               "floor_mean_r": None, "floor_source": None})
+    return run, t
+
+
+def _example(model: str, f: int, kind: str, rank: int, w: int, acts: np.ndarray) -> dict:
+    start = w * C
+    return {"model": model, "feature": f, "kind": kind, "rank": rank, "center": start + int(acts.argmax()),
+            "start": start, "end": start + C, "acts": acts.astype(np.float32).tolist()}
+
+
+def _lineage(run: SyntheticRun, model: str, f: int) -> dict:
+    """The stored lineage columns at the default threshold and mode (pearson, best match)."""
+    parents = [p for p, c in run.edges if c == model]
+    children = [c for p, c in run.edges if p == model]
+    alive = bool(run.alive(model)[f])
+    best = max(((float(run.sim[("pearson", p, model)][:, f].max()), p,
+                 int(run.sim[("pearson", p, model)][:, f].argmax())) for p in parents), default=None,
+               key=lambda x: x[0])
+    child_r = max((float(run.sim[("pearson", model, c)][f].max()) for c in children), default=None)
+    origin, feat, depth, hop = model, f, 0, best
+    while hop is not None and hop[0] > THRESHOLD:
+        origin, feat, depth = hop[1], hop[2], depth + 1
+        ps = [p for p, c in run.edges if c == origin]
+        hop = max(((float(run.sim[("pearson", p, origin)][:, feat].max()), p,
+                    int(run.sim[("pearson", p, origin)][:, feat].argmax())) for p in ps), default=None,
+                  key=lambda x: x[0])
+    fate = ("dead" if not alive else "leaf" if not children else
+            "persisting" if child_r > THRESHOLD else "disappearing")
+    return {"parent_model": best[1] if best else None, "parent_feature": best[2] if best else None,
+            "parent_r": best[0] if best else None, "best_child_r": child_r, "origin_model": origin,
+            "origin_feature": feat, "depth": depth, "fate": fate,
+            "emerged": bool(alive and parents and not best[0] > THRESHOLD)}
+
+
+def _py(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def build(path: str | Path, seed: int = 0) -> SyntheticRun:
+    """Write the synthetic store to `path` through the schema's DDL; returns the arrays it came from."""
+    path = Path(path)
+    run, tables = synthesize(seed)
+    run.path = path
+    con = duckdb.connect(str(path))
+    try:
+        for stmt in ddl():
+            con.execute(stmt)
+        for table, rows in tables.items():
+            cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                              "WHERE table_name = ?", [table]).fetchall()}
+            if not cols or not rows:
+                continue  # a table this schema no longer has
+            names = [c for c in rows[0] if c in cols]
+            batch = pa.Table.from_pylist([{c: _py(r[c]) for c in names} for r in rows])  # noqa: F841 (read by name)
+            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM batch')
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return run
+
+
+if __name__ == "__main__":
+    build(sys.argv[1])
+    print(sys.argv[1])

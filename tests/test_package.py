@@ -1,0 +1,162 @@
+"""One installable package and a light explorer install: what the base install imports, what the pipeline
+commands say without the `pipeline` extra, and (slow) the wheel itself installed into a fresh venv without torch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from synthetic_store import DOCS, PAGES
+
+ROOT = Path(__file__).resolve().parent.parent
+# What the pipeline extra brings; the explorer and the light commands must load none of it.
+HEAVY = ("torch", "transformers", "sae_lens", "transformer_lens", "mergekit", "numba", "datasets", "sklearn",
+         "tokenizers", "safetensors", "scipy", "tqdm", "openai")
+
+
+def _modules_after(code: str, *args: str) -> set[str]:
+    """The top-level modules a fresh interpreter holds after running `code` (sys.modules: the oracle)."""
+    script = code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_explorer_never_imports_torch_or_the_pipeline(synthetic_store):
+    mods = _modules_after("import sys; from featureflow.explorer.app import create_app; "
+                          "from fastapi.testclient import TestClient; c = TestClient(create_app(sys.argv[1])); "
+                          "assert all(c.get(u).status_code == 200 for u in sys.argv[2:])",
+                          str(synthetic_store.path), *PAGES)
+    assert not {m.split(".")[0] for m in mods} & set(HEAVY)
+    assert not [m for m in mods if m.startswith("featureflow.pipeline")]
+    assert "featureflow.explorer.app" in mods  # it did run
+
+
+@pytest.mark.parametrize("argv", [["report"], ["export", "--format", "neuronpedia", "{tmp}/np"], ["serve-check"]])
+def test_light_commands_import_no_torch(synthetic_store, tmp_path, argv):
+    """`featureflow report`, `export` and `serve` (up to the point where uvicorn would listen) in a fresh
+    interpreter: none of the pipeline extra's libraries is loaded."""
+    db = str(synthetic_store.path)
+    if argv == ["serve-check"]:  # serve builds the app in-process before it listens: do exactly that much
+        code = ("import sys, uvicorn; uvicorn.run = lambda app, **kw: None; from featureflow.cli import main; "
+                "assert main(['serve', '--db', sys.argv[1], '--workers', '1']) == 0")
+        args = [db]
+    else:
+        code = "import sys; from featureflow.cli import main; assert main(sys.argv[1:]) == 0"
+        args = [argv[0], "--db", db, *[a.format(tmp=tmp_path) for a in argv[1:]]]
+    mods = _modules_after(code, *args)
+    assert "featureflow.cli" in mods
+    assert not {m.split(".")[0] for m in mods} & set(HEAVY), sorted({m.split(".")[0] for m in mods} & set(HEAVY))
+
+
+@pytest.mark.parametrize("cmd", ["run", "validate", "gc"])
+def test_pipeline_commands_without_the_extra_name_it(cmd, monkeypatch, capsys):
+    """In a base install (here: torch and sklearn reported absent to the check) a pipeline command refuses in one
+    line naming the extra, exit 2, before any stage runs."""
+    from featureflow.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "sklearn") else real(name, *a))
+    assert main([cmd, "--config", str(ROOT / "configs" / "tiny.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'featureflow[pipeline]'" in err[0] and "torch, sklearn" in err[0]
+    assert err[0].startswith(f"featureflow: error: `featureflow {cmd}` needs the pipeline extra")
+
+
+def test_vendor_files_come_from_the_package_else_node_modules(tmp_path, monkeypatch):
+    import featureflow.explorer.vendor as vendor
+
+    names = set(vendor.NPM_FILES) | {"plotly.min.js"}
+    monkeypatch.setattr(vendor, "PACKAGED", tmp_path / "vendor")
+    monkeypatch.setattr(vendor, "NPM", tmp_path / "node_modules")
+    got = vendor.vendor_files()
+    assert set(got) == names
+    assert all(got[n] == tmp_path / "node_modules" / rel for n, rel in vendor.NPM_FILES.items())  # a checkout
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "htmx.min.js").write_text("x")
+    got = vendor.vendor_files()
+    assert got["htmx.min.js"] == tmp_path / "vendor" / "htmx.min.js"  # an installed wheel's copy first
+    assert got["redoc.standalone.js"] == tmp_path / "node_modules" / vendor.NPM_FILES["redoc.standalone.js"]
+    assert got["plotly.min.js"].is_file()  # from the plotly Python package
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.slow
+def test_wheel_installs_alone_and_serves_every_page_without_torch(synthetic_store, tmp_path):
+    """`pip wheel .` -> one top-level package with the npm files inside; installed alone in a fresh venv (base
+    dependencies only, no torch) `featureflow serve` answers every page, /docs and the vendored scripts with 200,
+    and `featureflow run` names the extra to install. Like scripts/test.sh it reaches the package registries: pip
+    for the base dependencies, npm (from its cache when it has the files) for the front-end."""
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "-w", str(dist), "--no-deps", "--no-build-isolation", "-q"], cwd=ROOT,
+                   check=True, timeout=600)
+    [wheel] = dist.glob("featureflow-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"featureflow", wheel.name.split("-py3")[0] + ".dist-info"}
+    vendored = {n.rsplit("/", 1)[1] for n in names if n.startswith("featureflow/explorer/static/vendor/")}
+    assert vendored == {"htmx.min.js", "swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"}
+    assert not [n for n in names if "node_modules" in n]
+    assert "featureflow/explorer/templates/base.html" in names
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py, ff = venv / "bin" / "python", venv / "bin" / "featureflow"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], check=True, timeout=900)
+    for mod in ("torch", "transformers", "sae_lens"):
+        assert subprocess.run([str(py), "-c", f"import {mod}"], capture_output=True).returncode == 1
+
+    run = subprocess.run([str(ff), "run", "--config", str(ROOT / "configs" / "tiny.yaml")], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "pip install 'featureflow[pipeline]'" in run.stderr and "torch" in run.stderr
+    rep = subprocess.run([str(ff), "report", "--db", str(synthetic_store.path)], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert rep.returncode == 0 and "base -> left" in rep.stdout
+
+    port = _free_port()
+    proc = subprocess.Popen([str(ff), "serve", "--db", str(synthetic_store.path), "--port", str(port),
+                             "--workers", "1"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if _get(base + "/api/schema")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the installed server did not start")
+        for url in [*PAGES, *DOCS, *("/api" + p if p != "/" else "/api/" for p in PAGES)]:
+            status, body = _get(base + url)
+            assert status == 200, (url, body[:300])
+        for name in ("htmx.min.js", "swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "plotly.min.js"):
+            status, body = _get(f"{base}/vendor/{name}")
+            assert status == 200 and len(body) > 10_000, name
+        assert b"/vendor/swagger-ui-bundle.js" in _get(base + "/docs")[1]
+    finally:
+        proc.terminate()
+        proc.wait(30)
