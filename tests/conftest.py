@@ -39,3 +39,14 @@ def tiny_pipeline(tmp_path_factory):
     pl = Pipeline(parse_config(tiny_dict(data)), device="cpu")
     pl.run()
     return pl
+
+
+# Fixtures that train or run models: a test that uses one (directly or through another fixture) is `slow`.
+# `pytest -m "not slow"` is the fast tier (synthetic stores, formulas against their oracles).
+TRAINS = {"tiny_pipeline", "byo", "family", "tiny_lm"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -56,6 +56,7 @@ class SyntheticRun:
     sim: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)  # (sim, parent, child) -> (F, F)
     assign: dict[tuple[str, str, str], dict[str, dict[int, tuple[int, float] | None]]] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
+    floor_r: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (sim, rule) -> base's replica r (nan: none)
     tokens: np.ndarray | None = None
 
     def alive(self, model: str) -> np.ndarray:
@@ -69,6 +70,13 @@ class SyntheticRun:
             return s.max(axis=1) if direction == "p2c" else s.max(axis=0)
         got = self.assign[(sim, parent, child)][direction]
         return np.array([-np.inf if got[i] is None else got[i][1] for i in range(F)])
+
+    def expected_floor(self, threshold: float, mode: str) -> float:
+        """The noise floor of `base` (the one replicated member): share of its alive features matched above
+        `threshold` in its seed replica."""
+        sim, rule = (mode[:-5], "1to1") if mode.endswith("-1to1") else (mode, "best")
+        r = np.nan_to_num(self.floor_r[(sim, rule)], nan=-np.inf)
+        return float((r[self.alive("base")] > threshold).mean())
 
     def expected_flows(self, threshold: float, mode: str) -> dict[tuple[str, str], dict[str, int]]:
         """Persisting / disappearing / inherited / emerging per edge, counted here in numpy."""
@@ -263,10 +271,13 @@ def synthesize(seed: int = 0) -> tuple[SyntheticRun, dict[str, list[dict]]]:
 
     # noise floor: base replica 0 against replica 1
     t["noise_floor"] = []
-    rep_sim = {"pearson": _pearson_matrix(run.acts["base"], replica),
-               "decoder": run.decoders["base"] @ run.decoders["base"].T}
+    rep_dec = run.decoders["base"] + rng.normal(0, 0.5, run.decoders["base"].shape)
+    rep_dec /= np.linalg.norm(rep_dec, axis=1, keepdims=True)
+    rep_sim = {"pearson": _pearson_matrix(run.acts["base"], replica), "decoder": run.decoders["base"] @ rep_dec.T}
     for s, m in rep_sim.items():
         assign = _assignment(m)["p2c"]
+        run.floor_r[(s, "best")] = m.max(axis=1)
+        run.floor_r[(s, "1to1")] = np.array([np.nan if assign[f] is None else assign[f][1] for f in range(F)])
         for f in range(F):
             for rule, r in (("best", float(m[f].max())),
                             ("1to1", None if assign[f] is None else assign[f][1])):

@@ -123,23 +123,28 @@ def test_wheel_installs_alone_and_serves_every_page_without_torch(synthetic_stor
     assert "featureflow/explorer/templates/base.html" in names
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     py, ff = venv / "bin" / "python", venv / "bin" / "featureflow"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], check=True, timeout=900)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], check=True, timeout=900, env=env,
+                   cwd=tmp_path)
     for mod in ("torch", "transformers", "sae_lens"):
-        assert subprocess.run([str(py), "-c", f"import {mod}"], capture_output=True).returncode == 1
+        assert subprocess.run([str(py), "-c", f"import {mod}"], capture_output=True, env=env).returncode == 1
+    where = subprocess.run([str(py), "-c", "import featureflow; print(featureflow.__file__)"], capture_output=True,
+                           text=True, env=env, cwd=tmp_path, check=True).stdout
+    assert where.startswith(str(venv))  # the installed package, not this checkout
 
     run = subprocess.run([str(ff), "run", "--config", str(ROOT / "configs" / "tiny.yaml")], capture_output=True,
-                         text=True, cwd=tmp_path)
+                         text=True, cwd=tmp_path, env=env)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     assert "pip install 'featureflow[pipeline]'" in run.stderr and "torch" in run.stderr
     rep = subprocess.run([str(ff), "report", "--db", str(synthetic_store.path)], capture_output=True, text=True,
-                         cwd=tmp_path)
+                         cwd=tmp_path, env=env)
     assert rep.returncode == 0 and "base -> left" in rep.stdout
 
     port = _free_port()
     proc = subprocess.Popen([str(ff), "serve", "--db", str(synthetic_store.path), "--port", str(port),
-                             "--workers", "1"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "--workers", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(300):

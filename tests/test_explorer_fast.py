@@ -1,0 +1,116 @@
+"""The explorer on the synthetic store (tests/synthetic_store.py): what each page counts or computes, against the
+same quantity counted in numpy from the arrays the store was made from. No model is trained; no torch."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from featureflow.explorer.app import create_app
+from featureflow.explorer.queries import Store
+from synthetic_store import MODES, PAGES
+
+FATES = ("persisting", "disappearing", "inherited", "emerging")
+
+
+@pytest.fixture(scope="module")
+def client(synthetic_store):
+    return TestClient(create_app(synthetic_store.path))
+
+
+def test_every_page_and_its_json_twin_answer(client):
+    for url in PAGES:
+        assert client.get(url).status_code == 200, url
+        assert client.get("/api" + url if url != "/" else "/api/").status_code == 200, url
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.95])
+def test_overview_flows_and_floors_equal_counts_from_the_arrays(client, synthetic_store, mode, threshold):
+    """Every flow count per edge and the noise floor beside it, counted again in numpy from the activations,
+    decoders and assignments the store's rows were made from."""
+    want = synthetic_store.expected_flows(threshold, mode)
+    data = client.get("/api/", params={"threshold": threshold, "mode": mode}).json()
+    got = {(f["parent"], f["child"]): {k: f[k] for k in FATES} for f in data["flows"]}
+    assert got == want
+    floor = synthetic_store.expected_floor(threshold, mode)
+    assert all(f["floor_share"] == pytest.approx(floor) for f in data["flows"])
+    assert data["floors"][0]["share"] == pytest.approx(floor)
+
+
+def test_edge_lists_hold_the_features_counted_from_the_arrays(client, synthetic_store):
+    for mode in MODES:
+        for (p, c), counts in synthetic_store.expected_flows(0.8, mode).items():
+            down = synthetic_store.partner_r(mode, p, c, "p2c")
+            alive = synthetic_store.alive(p)
+            d = client.get(f"/api/edges/{p}/{c}", params={"fate": "persisting", "mode": mode, "per_page": 200}).json()
+            assert d["total"] == counts["persisting"]
+            assert sorted(r["feature"] for r in d["rows"]) == np.flatnonzero(alive & (down > 0.8)).tolist()
+
+
+def test_report_prints_flows_counted_from_the_arrays(synthetic_store, capsys):
+    from featureflow.cli import main
+
+    for mode, t in (("pearson", 0.8), ("decoder", 0.5), ("pearson-1to1", 0.6)):
+        assert main(["report", "--db", str(synthetic_store.path), "--mode", mode, "--threshold", str(t)]) == 0
+        out = capsys.readouterr().out
+        for (p, c), k in synthetic_store.expected_flows(t, mode).items():
+            cols = next(line for line in out.splitlines() if line.startswith(f"{p} -> {c} ")).split()
+            assert cols[3:7] == [str(k[f]) for f in FATES]
+            alive = int(synthetic_store.alive(p).sum())
+            assert cols[7] == f"{100 * k['persisting'] / alive:.1f}%"
+            assert cols[8] == f"{100 * synthetic_store.expected_floor(t, mode):.1f}%"
+
+
+def _numpy_r(run, ma, fa, mb, fb) -> float | None:
+    x = run.acts[ma][:, fa].astype(np.float32).astype(np.float64)  # the store keeps FLOAT activations
+    y = run.acts[mb][:, fb].astype(np.float32).astype(np.float64)
+    return None if x.std() == 0 or y.std() == 0 else float(np.corrcoef(x, y)[0, 1])
+
+
+PAIRS = [("base", 0, "left", 1), ("base", 3, "right", 5), ("left", 2, "merged", 2), ("right", 4, "base", 4),
+         ("merged", 1, "merged", 7), ("base", 11, "left", 0)]  # feature 11 never fires
+
+
+def test_compare_r_is_numpys_pearson(client, synthetic_store):
+    for ma, fa, mb, fb in PAIRS:
+        got = client.get(f"/api/compare?a={ma}:{fa}&b={mb}:{fb}").json()["r"]
+        want = _numpy_r(synthetic_store, ma, fa, mb, fb)
+        assert got is None if want is None else got == pytest.approx(want, abs=1e-9)
+    assert client.get("/api/compare?a=left:3&b=left:3").json()["r"] == 1.0
+
+
+def test_correlations_are_the_same_bits_whatever_duckdbs_thread_count(synthetic_store):
+    """Each Store computes r itself (no response cache in between), one reading with 1 thread, one with 4."""
+    stores = [Store(synthetic_store.path) for _ in range(2)]
+    try:
+        for store, threads in zip(stores, (1, 4)):
+            store.cursor().execute(f"SET threads TO {threads}")
+        for ma, fa, mb, fb in PAIRS:
+            a, b = (s.correlation(ma, fa, mb, fb) for s in stores)
+            assert (a is None and b is None) or (math.isfinite(a) and a.hex() == b.hex() and -1 <= a <= 1)
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_correlation_matrix_and_joint_activations_are_numpys(client, synthetic_store):
+    store = client.app.state.store
+    feats = [("base", 0), ("left", 1), ("left", 1), ("merged", 2), ("right", 3), ("right", 11)]
+    matrix = store.correlations(feats)
+    for i, (ma, fa) in enumerate(feats):
+        for j, (mb, fb) in enumerate(feats):
+            want = _numpy_r(synthetic_store, ma, fa, mb, fb)
+            if want is None:
+                assert matrix[i][j] is None
+            else:
+                assert matrix[i][j] == pytest.approx(1.0 if (ma, fa) == (mb, fb) else want, abs=1e-9)
+    joint = store.joint_activations("left", 1, "merged", 2)
+    x, y = synthetic_store.acts["left"][:, 1], synthetic_store.acts["merged"][:, 2]
+    either = np.flatnonzero((x > 0) | (y > 0))
+    assert joint["token_index"].tolist() == either.tolist() and joint["neither"] == len(x) - len(either)
+    assert np.allclose(joint["a"], x[either], atol=1e-6) and np.allclose(joint["b"], y[either], atol=1e-6)
+    assert joint["r"] == pytest.approx(_numpy_r(synthetic_store, "left", 1, "merged", 2), abs=1e-9)
