@@ -248,7 +248,6 @@ class SampleConfig(Strict):
 
 
 SIMILARITIES = ("pearson", "decoder", "token-type")
-RULES = ("best", "1to1")
 
 
 def parse_mode(mode: str) -> tuple[str, str]:

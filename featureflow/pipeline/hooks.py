@@ -216,10 +216,3 @@ def hooked(model) -> HookedLM:
     if lm is None or not lm.shares_tensors_with(model):
         lm = _CACHE[model] = HookedLM(model)
     return lm
-
-
-def model_hooks(folder) -> dict[str, int]:
-    """Hook name -> width for the model saved in `folder` (for validation before any work)."""
-    from featureflow.pipeline.family.model import load_model
-
-    return hooked(load_model(folder)).hook_widths

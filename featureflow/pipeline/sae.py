@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from featureflow.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
-from featureflow.pipeline.artifacts import read_json, write_json
+from featureflow.pipeline.artifacts import write_json
 from featureflow.config import SAEConfig
 from featureflow.pipeline.hooks import hooked
 
@@ -48,12 +48,6 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 def activations(model, tokens: torch.Tensor, hook: str) -> torch.Tensor:
     """(batch, pos) token ids -> (batch, pos, d) float32 activations at `hook` (the pass stops there)."""
     return hooked(model).activations(tokens, hook)
-
-
-def splice(model, hook: str, fn):
-    """Context manager: the hook's activation is replaced by `fn(act)` during forward passes of
-    `hooked(model)` (for loss recovered)."""
-    return hooked(model).splice(hook, fn)
 
 
 # --------------------------------------------------------------------------------------- model
@@ -310,11 +304,6 @@ def load_sae(folder: str | Path, hook: str | None = None, d_in: int | None = Non
     if d_in is not None and sae.d_in != d_in:
         raise ValueError(f"SAE at '{folder}' reads d_in = {sae.d_in} but the model's '{hook}' has width {d_in}")
     return sae
-
-
-def sae_info(folder: Path) -> dict:
-    p = Path(folder) / "featureflow.json"
-    return read_json(p) if p.exists() else {}
 
 
 # ------------------------------------------------------------------------------------ training

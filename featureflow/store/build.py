@@ -289,10 +289,6 @@ def _fill_flows(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
                 "floor_share", "floor_mean_r", "floor_source")})
 
 
-def _clamp(r: float | None) -> float | None:
-    return None if r is None or not np.isfinite(r) else min(1.0, max(-1.0, float(r)))
-
-
 def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[str]) -> None:
     import pyarrow.parquet as pq
 

@@ -182,11 +182,3 @@ INDEXES = [
 def ddl() -> list[str]:
     return [f"CREATE TABLE {name} ({body})" for name, (_, body) in TABLES.items()] + INDEXES
 
-
-def describe() -> str:
-    """The schema as Markdown (README and /api/schema)."""
-    out = [f"Schema version {SCHEMA_VERSION}.", ""]
-    for name, (doc, body) in TABLES.items():
-        cols = " ".join(body.split())
-        out += [f"- **{name}**: {doc}", f"  `{cols}`"]
-    return "\n".join(out)
