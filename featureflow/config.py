@@ -10,6 +10,7 @@ names (tokenizer.path, sae.pretrained, corpora files, load members) is checked h
 from __future__ import annotations
 
 import glob
+import graphlib
 import os
 import re
 from pathlib import Path
@@ -475,26 +476,22 @@ class ExperimentConfig(Strict):
         raise KeyError(f"no member '{name}' (members: {', '.join(m.name for m in self.family)})")
 
     def topological_order(self) -> list[str]:
-        """Members ordered so that every parent precedes its children; raises on a cycle."""
-        parents = {m.name: list(m.parents) for m in self.family}
+        """Members ordered so that every parent precedes its children (`graphlib`); among members whose parents
+        are all placed, the one listed first in the config goes first, so a family listed parents-first keeps
+        its order. Raises on a cycle, naming it parent -> child."""
+        ts = graphlib.TopologicalSorter({m.name: list(m.parents) for m in self.family})
+        try:
+            ts.prepare()
+        except graphlib.CycleError as e:
+            raise ValueError(f"family: cycle {' -> '.join(e.args[1])} (each a parent of the next)") from None
+        listed = {m.name: i for i, m in enumerate(self.family)}
         order: list[str] = []
-        state: dict[str, int] = {}
-
-        def visit(n: str, path: list[str]) -> None:
-            if state.get(n) == 2:
-                return
-            if state.get(n) == 1:
-                cycle = path[path.index(n):] + [n]
-                raise ValueError(f"family: cycle {' -> '.join(cycle)}")
-            state[n] = 1
-            for p in parents[n]:
-                visit(p, path + [n])
-            state[n] = 2
-            order.append(n)
-
-        for m in self.family:
-            visit(m.name, [])
-        return order
+        ready: list[str] = []
+        while ts.is_active():
+            ready = sorted({*ready, *ts.get_ready()}, key=lambda n: listed.get(n, len(listed)))
+            order.append(ready.pop(0))
+            ts.done(order[-1])
+        return [n for n in order if n in listed]
 
     def ancestors_roots(self, name: str) -> list[str]:
         """The root members `name` descends from (itself if it is a root)."""

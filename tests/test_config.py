@@ -151,3 +151,55 @@ def test_cli_bad_config_exits_2_with_one_line_per_fault_and_no_traceback(tmp_pat
         err = capsys.readouterr().err.splitlines()
         assert err == [f"featureflow: error: {p}: tokenizer.path: '/nonexistent/tok' does not exist",
                        f"featureflow: error: {p}: sae.pretrained.lua: '/nonexistent/sae' does not exist"]
+
+
+def _dfs_order(family: list[dict]) -> list[str]:
+    """The depth-first order config.py computed by hand before it used graphlib (the reference)."""
+    parents = {m["name"]: list(m.get("parents", [])) for m in family}
+    order: list[str] = []
+
+    def visit(n):
+        if n not in order:
+            for p in parents[n]:
+                visit(p)
+            order.append(n)
+
+    for m in family:
+        visit(m["name"])
+    return order
+
+
+def test_family_order_is_unchanged_by_graphlib(tmp_path):
+    import random
+
+    from featureflow.config import ExperimentConfig
+
+    for name in ("tiny", "demo", "paper", "fingerprints"):
+        path = ROOT / "configs" / f"{name}.yaml"
+        if path.exists():
+            cfg = load_config(path)
+            assert cfg.topological_order() == _dfs_order([m.model_dump() for m in cfg.family])
+    rng = random.Random(0)
+    for trial in range(200):  # random DAGs, listed parents-first and then shuffled
+        names = [f"m{i}" for i in range(rng.randint(1, 9))]
+        fam = [{"name": n, "parents": rng.sample(names[:i], rng.randint(0, min(2, i)))} for i, n in enumerate(names)]
+        members = [type("M", (), {"name": m["name"], "parents": m["parents"]}) for m in fam]
+        order = ExperimentConfig.topological_order(type("C", (), {"family": members})())
+        assert order == _dfs_order(fam) == names  # parents-first listing: kept as listed
+        rng.shuffle(members)
+        shuffled = ExperimentConfig.topological_order(type("C", (), {"family": members})())
+        assert sorted(shuffled) == sorted(names)
+        assert all(shuffled.index(p) < shuffled.index(m["name"]) for m in fam for p in m["parents"])
+
+
+def test_a_cycle_is_named_parent_to_child():
+    from featureflow.config import ExperimentConfig
+
+    fam = [type("M", (), {"name": n, "parents": ps}) for n, ps in (("a", ["c"]), ("b", ["a"]), ("c", ["b"]),
+                                                                     ("d", ["a"]))]
+    with pytest.raises(ValueError) as e:
+        ExperimentConfig.topological_order(type("C", (), {"family": fam})())
+    path = str(e.value).split("cycle ")[1].split(" (")[0].split(" -> ")
+    assert path[0] == path[-1] and len(path) == 4
+    parents = {"a": "c", "b": "a", "c": "b"}
+    assert all(parents[child] == parent for parent, child in zip(path, path[1:]))  # each a parent of the next

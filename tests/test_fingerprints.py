@@ -47,16 +47,51 @@ def test_padding_does_not_leak_into_probe_states(tiny_pipeline, base):
     np.testing.assert_allclose(alone, padded, atol=1e-5)
 
 
-def test_silhouette_equals_sklearn():
-    from sklearn.metrics import silhouette_score
+def _silhouette_by_definition(X, labels):
+    """The silhouette written out (the hand-written version fingerprints.py had before it called sklearn):
+    d = 1 - cos; s = (b - a) / max(a, b); a sample alone in its cluster scores 0."""
+    labels = np.asarray(labels)
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    D = np.clip(1.0 - U @ U.T, 0.0, 2.0)
+    np.fill_diagonal(D, 0.0)
+    s = np.zeros(len(labels))
+    for i, li in enumerate(labels):
+        same = labels == li
+        if same.sum() == 1:
+            continue
+        a = D[i, same].sum() / (same.sum() - 1)
+        b = min(D[i, labels == lj].mean() for lj in np.unique(labels) if lj != li)
+        s[i] = (b - a) / max(a, b)
+    return float(s.mean())
 
+
+def test_silhouette_is_unchanged_from_the_definition():
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(1, 0.5, (5, 6)), rng.normal(-1, 0.5, (4, 6)), rng.normal(0, 1, (3, 6))])
     labels = ["a"] * 5 + ["b"] * 4 + ["c"] * 3
-    assert silhouette_cosine(X, labels) == pytest.approx(silhouette_score(X, labels, metric="cosine"), abs=1e-9)
-    labels2 = ["a"] * 5 + ["b"] * 6 + ["solo"]  # a singleton cluster scores 0, as in sklearn
-    assert silhouette_cosine(X, labels2) == pytest.approx(silhouette_score(X, labels2, metric="cosine"), abs=1e-9)
-    assert silhouette_cosine(X, ["a"] * 12) is None
+    assert silhouette_cosine(X, labels) == pytest.approx(_silhouette_by_definition(X, labels), abs=1e-12)
+    labels2 = ["a"] * 5 + ["b"] * 6 + ["solo"]  # a singleton cluster scores 0
+    assert silhouette_cosine(X, labels2) == pytest.approx(_silhouette_by_definition(X, labels2), abs=1e-12)
+    assert silhouette_cosine(X, ["a"] * 12) is None and silhouette_cosine(X[:3], ["a", "b", "c"]) is None
+
+
+def test_pca_map_is_unchanged_from_the_svd_up_to_each_axis_sign():
+    """The map equals the projection on the first two right singular vectors of the centred data (what
+    fingerprints.py computed with numpy before it called sklearn's PCA), each axis up to its sign."""
+    from featureflow.pipeline.fingerprints import pca_2d
+
+    rng = np.random.default_rng(1)
+    for shape in ((9, 6), (5, 40), (3, 1)):
+        X = rng.normal(size=shape) * np.linspace(3, 0.5, shape[1])
+        coords, ratio = pca_2d(X)
+        U, S, _ = np.linalg.svd(X - X.mean(0), full_matrices=False)
+        want = np.pad(U[:, :2] * S[:2], ((0, 0), (0, max(0, 2 - len(S[:2])))))
+        for k in range(2):
+            sign = 1.0 if coords[:, k] @ want[:, k] >= 0 else -1.0
+            np.testing.assert_allclose(coords[:, k], sign * want[:, k], atol=1e-10)
+        var = S ** 2
+        assert ratio == pytest.approx((var[:2] / var.sum()).tolist() + [0.0] * (2 - len(var[:2])), abs=1e-12)
+    assert pca_2d(np.ones((4, 3))) == (pytest.approx(np.zeros((4, 2))), [0.0, 0.0])  # no variance
 
 
 def test_additivity_exact_for_same_direction_deltas():

@@ -101,37 +101,28 @@ def cosine_matrix(X: np.ndarray) -> np.ndarray:
 
 
 def silhouette_cosine(X: np.ndarray, labels: list[str]) -> float | None:
-    """Mean silhouette with cosine distance d = 1 − cos (sklearn's convention: a sample alone in its
-    cluster scores 0). None when there are fewer than 2 or as many clusters as samples."""
-    labels = np.asarray(labels)
-    uniq = np.unique(labels)
-    if len(uniq) < 2 or len(uniq) >= len(labels):
+    """Mean silhouette with cosine distance d = 1 − cos (`sklearn.metrics.silhouette_score`: a sample alone in
+    its cluster scores 0). None when there are fewer than 2 or as many clusters as samples."""
+    from sklearn.metrics import silhouette_score
+
+    if not 2 <= len(set(labels)) < len(labels):
         return None
-    D = np.clip(1.0 - cosine_matrix(np.asarray(X, float)), 0.0, 2.0)
-    np.fill_diagonal(D, 0.0)
-    s = np.zeros(len(labels))
-    for i, li in enumerate(labels):
-        same = labels == li
-        if same.sum() == 1:
-            continue
-        a = D[i, same].sum() / (same.sum() - 1)
-        b = min(D[i, labels == lj].mean() for lj in uniq if lj != li)
-        s[i] = (b - a) / max(a, b) if max(a, b) > 0 else 0.0
-    return float(s.mean())
+    return float(silhouette_score(np.asarray(X, float), list(labels), metric="cosine"))
 
 
 def pca_2d(X: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """Coordinates on the first two principal components and their explained-variance ratios."""
-    Xc = X - X.mean(0)
-    if len(X) < 2:
+    """Coordinates on the first two principal components (`sklearn.decomposition.PCA`, its sign convention) and
+    their explained-variance ratios; zeros where there is no variance to explain."""
+    from sklearn.decomposition import PCA
+
+    X = np.asarray(X, float)
+    if len(X) < 2 or not np.any(X - X.mean(0)):
         return np.zeros((len(X), 2)), [0.0, 0.0]
-    U, S, _ = np.linalg.svd(Xc, full_matrices=False)
-    coords = U[:, :2] * S[:2]
-    if coords.shape[1] < 2:
-        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-    var = S ** 2
-    ratio = (var[:2] / var.sum()).tolist() if var.sum() > 0 else [0.0, 0.0]
-    return coords, ratio + [0.0] * (2 - len(ratio))
+    k = min(2, *X.shape)
+    pca = PCA(n_components=k, svd_solver="full")
+    coords = pca.fit_transform(X)
+    ratio = pca.explained_variance_ratio_.tolist()
+    return np.pad(coords, ((0, 0), (0, 2 - k))), ratio + [0.0] * (2 - k)
 
 
 TSNE_MIN = 20  # fewer fingerprints than this: PCA only (t-SNE needs a neighbourhood to mean anything)
