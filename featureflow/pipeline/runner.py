@@ -32,7 +32,7 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
 # activations 4: per-feature tables compiled, quantile examples seeded per feature (seed + feature).
 # autointerp 2: failure reasons are redacted (older artefacts may hold an API key a server echoed).
-VERSIONS = {s: 1 for s in STAGES} | {"models": 2, "saes": 3, "activations": 4, "matching": 2, "autointerp": 2,
+VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 3, "activations": 4, "matching": 2, "autointerp": 2,
                                      "cases": 2, "fingerprints": 2}
 
 

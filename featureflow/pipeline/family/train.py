@@ -7,7 +7,7 @@ domains taken in turn, so a two-domain model sees equal token counts of each.
 from __future__ import annotations
 
 import contextlib
-import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,11 +60,18 @@ def evaluate(model, windows: dict[str, torch.Tensor], batch_size: int = 32) -> d
     return out
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float, min_ratio: float) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+def lr_schedule(opt: torch.optim.Optimizer, total: int, warmup: int, min_ratio: float):
+    """transformers' linear warm-up then cosine decay to `min_ratio` of the peak, advanced once before the first
+    update: update k (0-based) runs at peak * (k + 1) / warmup during warm-up, then decays to exactly
+    min_ratio * peak at the last update (call `.step()` after each optimizer step)."""
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, num_warmup_steps=warmup, num_training_steps=total,
+                                                        min_lr_rate=min_ratio)
+    with warnings.catch_warnings():  # stepping before the first optimizer step is what we mean here
+        warnings.simplefilter("ignore", UserWarning)
+        sched.step()
+    return sched
 
 
 @dataclass
@@ -100,6 +107,7 @@ def train_lm(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr, betas=(0.9, 0.95),
     )
+    sched = lr_schedule(opt, steps, min(cfg.warmup_steps, steps // 5), cfg.min_lr_ratio)
     log: list[dict] = []
     model.train()
     bar = tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True)
@@ -111,14 +119,13 @@ def train_lm(
             i = int(rng.integers(0, len(s) - context))
             rows.append(s[i:i + context].astype(np.int64))
         x = torch.from_numpy(np.stack(rows)).to(device)
-        cur_lr = lr_at(step, steps, min(cfg.warmup_steps, steps // 5), lr, cfg.min_lr_ratio)
-        for g in opt.param_groups:
-            g["lr"] = cur_lr
+        cur_lr = opt.param_groups[0]["lr"]
         with autocast(device.type):
             loss = model(x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        sched.step()
         opt.zero_grad(set_to_none=True)
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if (step + 1) % cfg.eval_every == 0 or step + 1 == steps:
