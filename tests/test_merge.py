@@ -305,3 +305,65 @@ def test_crossing_on_synthetic_curves():
 def test_no_crossing_reports_closest_approach():
     c = find_crossing(lambda t: (2.0 - t, 0.5 * t), 0.1, 0.01)
     assert not c.crossed and c.t_star == 1.0
+
+
+def _old_find_crossing(evaluate_at, grid_step, tolerance):
+    """The hand-written bisection merge.py had before it called scipy (the reference): (t*, t_interp, points).
+    One change, the stopping rule: scipy stops once the halved bracket is below the tolerance plus 4 ulp of t
+    (its rtol); the old loop recomputed `hi - lo` by subtraction, which can land an ulp above the tolerance
+    (0.55 - 0.54 > 0.01) and bisect once more than the tolerance asks."""
+    grid = list(np.round(np.arange(0.0, 1.0 + 1e-9, grid_step), 10))
+    if grid[-1] < 1.0:
+        grid.append(1.0)
+    seen, points = {}, []
+
+    def ev(t, source):
+        t = float(round(t, 10))
+        if t not in seen:
+            seen[t] = evaluate_at(t)
+            points.append((t, source))
+        return seen[t][0] - seen[t][1]
+
+    diffs = [ev(t, "grid") for t in grid]
+    bracket = next((i for i in range(len(grid) - 1) if diffs[i] * diffs[i + 1] < 0), None)
+    assert bracket is not None and 0 not in diffs
+    lo, hi, d_lo, d_hi = grid[bracket], grid[bracket + 1], diffs[bracket], diffs[bracket + 1]
+    t_interp = lo + (hi - lo) * d_lo / (d_lo - d_hi)
+    width = hi - lo
+    while width > tolerance:
+        mid = (lo + hi) / 2
+        d_mid = ev(mid, "bisection")
+        if d_mid == 0:
+            return mid, t_interp, sorted(points)
+        if d_lo * d_mid < 0:
+            hi, d_hi = mid, d_mid
+        else:
+            lo, d_lo = mid, d_mid
+        width /= 2
+        if width < tolerance + 4 * np.finfo(float).eps * abs(mid):
+            break
+    return lo + (hi - lo) * d_lo / (d_lo - d_hi), t_interp, sorted(points)
+
+
+def test_crossing_search_is_unchanged_by_scipy():
+    """Same evaluations (t and source), same t* and grid interpolation as the hand-written bisection, on random
+    crossing curves (several roots included) and grids."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for trial in range(300):
+        c = rng.normal(size=4)
+        step, tol = float(rng.choice([0.05, 0.1, 0.04, 0.25])), float(rng.choice([0.005, 0.01, 0.001]))
+
+        def f(t, c=c):
+            return float(np.polyval(c, t)), float(np.sin(3 * t) * c[0])
+
+        try:
+            want = _old_find_crossing(f, step, tol)
+        except AssertionError:
+            continue  # no strict sign change on the grid: not a bisection case
+        got = find_crossing(f, step, tol)
+        assert got.crossed and got.t_star == pytest.approx(want[0], abs=1e-12)
+        assert got.t_grid_interpolated == pytest.approx(want[1], abs=1e-12)
+        assert sorted((p["t"], p["source"]) for p in got.points) == want[2]
+        checked += 1
+    assert checked > 100

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 import yaml
+from scipy.optimize import bisect
 
 from featureflow.pipeline.family.load import weights_folder
 
@@ -236,8 +237,8 @@ def find_crossing(
     """Find t in [0, 1] where a(t) = b(t).
 
     Evaluate on a grid; take the first bracket where a - b changes sign; bisect it with real
-    evaluations until it is narrower than `tolerance`; return the linear interpolation inside the
-    final bracket. `evaluate_at(t)` returns (a, b).
+    evaluations (`scipy.optimize.bisect`) until it is narrower than `tolerance`; return the linear
+    interpolation inside the final bracket. `evaluate_at(t)` returns (a, b).
     """
     grid = list(np.round(np.arange(0.0, 1.0 + 1e-9, grid_step), 10))
     if grid[-1] < 1.0:
@@ -270,14 +271,17 @@ def find_crossing(
     lo, hi = grid[bracket], grid[bracket + 1]
     d_lo, d_hi = diffs[bracket], diffs[bracket + 1]
     t_interp = lo + (hi - lo) * d_lo / (d_lo - d_hi)
-    while hi - lo > tolerance:
-        mid = (lo + hi) / 2
-        d_mid = ev(mid, "bisection")
-        if d_mid == 0:
-            return Crossing(mid, True, t_interp, sorted(points, key=lambda p: p["t"]))
-        if d_lo * d_mid < 0:
-            hi, d_hi = mid, d_mid
-        else:
-            lo, d_lo = mid, d_mid
+    if hi - lo > tolerance:
+        # scipy's bisection on the bracket, every step a real evaluation (recorded by `ev`), until the bracket is
+        # narrower than `tolerance`; it returns its last midpoint, one end of the final bracket
+        end = float(round(bisect(lambda t: ev(t, "bisection"), lo, hi, xtol=tolerance), 10))
+        if seen[end][0] == seen[end][1]:
+            return Crossing(end, True, t_interp, sorted(points, key=lambda p: p["t"]))
+        inside = sorted(t for t in seen if lo <= t <= hi)  # no evaluation lies inside the final bracket
+        i = inside.index(end)
+        d_end = ev(end, "bisection")
+        other = next(t for t in (inside[i - 1] if i else None, inside[i + 1] if i + 1 < len(inside) else None)
+                     if t is not None and ev(t, "bisection") * d_end < 0)
+        (lo, d_lo), (hi, d_hi) = sorted([(end, d_end), (other, ev(other, "bisection"))])
     t_star = lo + (hi - lo) * d_lo / (d_lo - d_hi)
     return Crossing(float(t_star), True, float(t_interp), sorted(points, key=lambda p: p["t"]))
