@@ -76,6 +76,7 @@ def test_rerun_does_no_work(tiny_pipeline):
     assert {p: os.stat(p).st_mtime_ns for p in tiny_pipeline.root.glob("*/*")} == stamps
 
 
+@pytest.mark.slow  # runs the tiny pipeline's first stages itself
 def test_killed_stage_resumes_where_it_stopped(tmp_path, monkeypatch):
     from featureflow.pipeline.family import build
 
