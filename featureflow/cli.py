@@ -35,6 +35,11 @@ def need_pipeline(cmd: str) -> None:
     quiet_other_bars()
 
 
+def _log_progress() -> None:
+    """Progress lines (featureflow.progress) of the light commands to stderr, as the pipeline logs its own."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+
 def _validate(args) -> int:
     need_pipeline("validate")
     from featureflow.pipeline.validate import check_config
@@ -73,7 +78,7 @@ def _report(args) -> int:
 def _export(args) -> int:
     from featureflow.store.export import export
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    _log_progress()
 
     t0 = time.time()
     kw = {"creator_id": args.creator_id} if args.format == "neuronpedia" else {}
@@ -86,7 +91,7 @@ def _export(args) -> int:
 def _import(args) -> int:
     from featureflow.store.export import import_parquet
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    _log_progress()
 
     t0 = time.time()
     db = import_parquet(args.src, args.db, force=args.force)
