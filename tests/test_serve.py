@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def client(tiny_pipeline):
-    return TestClient(create_app(tiny_pipeline.cfg.store_path()))
+def client(synthetic_store):  # tests/synthetic_store.py: serving needs no trained model
+    return TestClient(create_app(synthetic_store.path))
 
 
 def test_a_matching_if_none_match_is_304_without_running_the_view(client, monkeypatch):
@@ -41,15 +41,15 @@ def test_a_matching_if_none_match_is_304_without_running_the_view(client, monkey
         client.get("/?threshold=0.61", headers={"If-None-Match": tag})
 
 
-def test_the_etag_names_the_url_the_fragment_and_the_store(client, tiny_pipeline, tmp_path):
+def test_the_etag_names_the_url_the_fragment_and_the_store(client, synthetic_store, tmp_path):
     tags = {client.get(u, headers=h).headers["etag"] for u, h in (
         ("/", {}), ("/?threshold=0.5", {}), ("/?threshold=0.5", {"HX-Request": "true"}), ("/api/", {}))}
     assert len(tags) == 4
     assert client.get("/models/nosuch").headers.get("etag") is None  # errors are not cached
-    again = TestClient(create_app(tiny_pipeline.cfg.store_path()))  # another worker: the same tags
+    again = TestClient(create_app(synthetic_store.path))  # another worker: the same tags
     assert again.get("/api/").headers["etag"] == client.get("/api/").headers["etag"]
     copy = tmp_path / "copy.duckdb"
-    shutil.copyfile(tiny_pipeline.cfg.store_path(), copy)
+    shutil.copyfile(synthetic_store.path, copy)
     os.utime(copy, ns=(1, 1))  # another file (a rebuilt store): every tag changes
     assert TestClient(create_app(copy)).get("/api/").headers["etag"] != client.get("/api/").headers["etag"]
 
@@ -67,31 +67,31 @@ def test_responses_are_gzipped_when_asked_and_large_enough(client):
         assert gzip.decompress(b"".join(s.iter_raw()))[:1] == b"{"
 
 
-def test_feature_examples_are_a_fragment_with_a_json_twin(client, tiny_pipeline):
+def test_feature_examples_are_a_fragment_with_a_json_twin(client, synthetic_store):
     import duckdb
 
-    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
-    (f, n), = con.execute("""SELECT feature, count(*) FROM examples WHERE model = 'lua'
+    con = duckdb.connect(str(synthetic_store.path), read_only=True)
+    (f, n), = con.execute("""SELECT feature, count(*) FROM examples WHERE model = 'left'
                              GROUP BY feature ORDER BY count(*) DESC, feature LIMIT 1""").fetchall()
-    kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM examples WHERE model = 'lua' AND feature = ?",
+    kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM examples WHERE model = 'left' AND feature = ?",
                                        [f]).fetchall()}
-    dead = con.execute("SELECT feature FROM features WHERE model = 'lua' AND NOT alive LIMIT 1").fetchone()
+    dead = con.execute("SELECT feature FROM features WHERE model = 'left' AND NOT alive LIMIT 1").fetchone()
     con.close()
-    page = client.get(f"/models/lua/features/{f}")
-    frag = client.get(f"/models/lua/features/{f}/examples", headers={"HX-Request": "true"})
-    data = client.get(f"/api/models/lua/features/{f}/examples").json()
+    page = client.get(f"/models/left/features/{f}")
+    frag = client.get(f"/models/left/features/{f}/examples", headers={"HX-Request": "true"})
+    data = client.get(f"/api/models/left/features/{f}/examples").json()
     assert len(data["examples"]) == n and {e["kind"] for e in data["examples"]} == kinds and len(kinds) >= 2
     assert frag.text.count('<div class="example">') == n and "Top activations" in frag.text
     assert "<html" not in frag.text and 'class="example"' not in page.text
-    full = client.get(f"/models/lua/features/{f}/examples")  # a link that works without JavaScript
+    full = client.get(f"/models/left/features/{f}/examples")  # a link that works without JavaScript
     assert "<html" in full.text and full.text.count('<div class="example">') == n
-    assert f'href="/models/lua/features/{f}?' in full.text
-    assert client.get("/api/models/lua/features/99999/examples").status_code == 404
+    assert f'href="/models/left/features/{f}?' in full.text
+    assert client.get("/api/models/left/features/99999/examples").status_code == 404
     if dead:
-        assert "never fires" in client.get(f"/models/lua/features/{dead[0]}/examples").text
+        assert "never fires" in client.get(f"/models/left/features/{dead[0]}/examples").text
 
 
-def test_serve_parses_workers_and_hands_them_the_factory(tiny_pipeline, monkeypatch):
+def test_serve_parses_workers_and_hands_them_the_factory(synthetic_store, monkeypatch):
     import uvicorn
 
     import featureflow.explorer.serving
@@ -101,7 +101,7 @@ def test_serve_parses_workers_and_hands_them_the_factory(tiny_pipeline, monkeypa
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     monkeypatch.setattr(featureflow.explorer.serving, "run_workers", lambda *a: calls.append(a) or 0)
     monkeypatch.setenv("FEATUREFLOW_DB", "")  # restored when the test ends
-    db = str(tiny_pipeline.cfg.store_path())
+    db = str(synthetic_store.path)
     assert cli.main(["serve", "--db", db, "--workers", "3", "--port", "8123"]) == 0
     assert calls.pop() == ("127.0.0.1", 8123, 3)
     assert os.environ["FEATUREFLOW_DB"] == str(Path(db).resolve())  # what app_from_env opens in each worker
@@ -134,11 +134,11 @@ def test_each_worker_listens_on_its_own_tcp_socket_of_one_port():
         b.close()
 
 
-def test_serve_with_two_workers_answers_and_stops(tiny_pipeline):
+def test_serve_with_two_workers_answers_and_stops(synthetic_store):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "featureflow.cli", "serve", "--db", str(tiny_pipeline.cfg.store_path()),
+    proc = subprocess.Popen([sys.executable, "-m", "featureflow.cli", "serve", "--db", str(synthetic_store.path),
                              "--workers", "2", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -156,12 +156,12 @@ def test_serve_with_two_workers_answers_and_stops(tiny_pipeline):
     assert out.count("Started server process") == 2, out
 
 
-def test_answers_are_kept_per_request_and_errors_are_not(tiny_pipeline, monkeypatch):
-    c = TestClient(create_app(tiny_pipeline.cfg.store_path()))
+def test_answers_are_kept_per_request_and_errors_are_not(synthetic_store, monkeypatch):
+    c = TestClient(create_app(synthetic_store.path))
     first = c.get("/api/?threshold=0.7")
     page = c.get("/?threshold=0.7")
     c.get("/api/?threshold=0.7", headers={"Accept-Encoding": "identity"})
-    assert c.get("/api/models/lua/features/99999").status_code == 404
+    assert c.get("/api/models/left/features/99999").status_code == 404
     calls = []
     store = c.app.state.store
     monkeypatch.setattr(store, "flows", lambda *a, **k: calls.append(a) or [])
@@ -176,7 +176,7 @@ def test_answers_are_kept_per_request_and_errors_are_not(tiny_pipeline, monkeypa
     assert c.get("/?threshold=0.7").text == page.text and not calls
     assert c.get("/api/?threshold=0.7", headers={"Accept-Encoding": "identity"}).json() == first.json() and not calls
     c.get("/?threshold=0.7", headers={"HX-Request": "true"})  # the fragment is another answer: computed
-    assert c.get("/api/models/lua/features/99999").status_code == 404  # so is an error, again
+    assert c.get("/api/models/left/features/99999").status_code == 404  # so is an error, again
     assert len(calls) == 2
 
 
@@ -194,7 +194,7 @@ def test_lineage_from_the_matches_already_read_equals_a_fresh_read(client):
     seen = []
     for mode in store.modes:
         for model in store.model_names:
-            for feature in range(0, 256, 5):
+            for feature in range(12):  # every feature of the synthetic store
                 m = store.matches(model, feature, 0.5, mode)
                 lin = store.lineage(model, feature, 0.5, mode, matches=m)
                 assert lin == store.lineage(model, feature, 0.5, mode), (mode, model, feature)
