@@ -162,6 +162,44 @@ def test_wheel_installs_alone_and_serves_every_page_without_torch(synthetic_stor
             status, body = _get(f"{base}/vendor/{name}")
             assert status == 200 and len(body) > 10_000, name
         assert b"/vendor/swagger-ui-bundle.js" in _get(base + "/docs")[1]
+        _no_console_errors(base, [*PAGES, "/docs", "/redoc"])
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _no_console_errors(base: str, urls: list[str]) -> None:
+    """Every page in headless Chromium (Debian's, through Playwright, as tests/test_browser.py): no console
+    error, no uncaught exception, no failed request; the Sankey, Swagger UI and ReDoc actually draw."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        try:
+            page = browser.new_page()
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
+                       else (problems.append(f"outside request: {route.request.url}"), route.abort()))
+            for url in urls:
+                page.goto(base + url, wait_until="networkidle")
+                if url == "/redoc":  # ReDoc 2.5's menu always draws its vendor's logo from cdn.redoc.ly, which
+                    # the CSP blocks (and a run without network could not fetch): a known defect, left to the
+                    # explorer's docs page; anything else there still fails
+                    problems[:] = [p for p in problems if "cdn.redoc.ly/redoc/logo-mini.svg" not in p]
+                assert not problems, (url, problems)
+            page.goto(base + "/", wait_until="networkidle")
+            page.wait_for_selector("#sankey .sankey-node", timeout=20_000)  # Plotly drew the Sankey
+            page.goto(base + "/docs", wait_until="networkidle")
+            page.wait_for_selector(".opblock", timeout=20_000)  # Swagger UI rendered the API
+            page.goto(base + "/redoc", wait_until="networkidle")
+            page.wait_for_selector(".menu-content", timeout=30_000)  # ReDoc rendered its menu
+        finally:
+            browser.close()
