@@ -293,6 +293,34 @@ def decoder_topk(W_a: Any, W_b: Any, k: int, block_size: int = 2048, desc: str |
                            lambda j0, j1: np.clip(A @ B[j0:j1].T, -1.0, 1.0), desc)
 
 
+def _hungarian_mean_abs_cos(A: np.ndarray, B: np.ndarray) -> float:
+    """Mean |cos| over the one-to-one pairing of unit rows A and B that maximises the total |cos|."""
+    from scipy.optimize import linear_sum_assignment
+
+    cos = np.abs(A @ B.T)
+    np.clip(cos, 0.0, 1.0, out=cos)
+    rows, cols = linear_sum_assignment(1.0 - cos)
+    return float(cos[rows, cols].mean()) if len(rows) else float("nan")
+
+
+def pw_mcc(dec_a: Any, dec_b: Any, *, seed: int = 0) -> tuple[float, float]:
+    """PW-MCC (Song et al. 2025) of two SAEs' decoders, and its chance level.
+
+    dec_a (Fa x d) and dec_b (Fb x d) hold one decoder direction per row (SAELens' `W_dec`), NumPy or
+    torch. Rows are scaled to unit length (a zero row stays zero), the one-to-one pairing that minimises
+    the total 1 - |cos| is found by the Hungarian algorithm (`scipy.optimize.linear_sum_assignment`;
+    min(Fa, Fb) pairs when the sides differ in size), and the score is the mean |cos| of the matched pairs.
+    The chance level is the same score for random unit vectors of the same shapes (Gaussian rows drawn
+    with `seed`, then normalised): what two unrelated dictionaries of this size reach. Returns
+    (score, chance)."""
+    A, B = unit_rows(dec_a), unit_rows(dec_b)
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(f"decoder directions live in different spaces: d = {A.shape[1]} vs {B.shape[1]}")
+    rng = np.random.default_rng(seed)
+    RA, RB = unit_rows(rng.standard_normal(A.shape)), unit_rows(rng.standard_normal(B.shape))
+    return _hungarian_mean_abs_cos(A, B), _hungarian_mean_abs_cos(RA, RB)
+
+
 # ------------------------------------------------------------------------------------------- rules
 @dataclass
 class Assignment:
