@@ -34,7 +34,7 @@ def reproducible_line(r: dict) -> str:
                   f", seeds {_pct(r['emerge_seed_min'])}-{_pct(r['emerge_seed_max'])}")
         emerge = (f"emerged {r['stable_emerging']} of {r['stable_child']} = {_pct(r['emerge_share'])} "
                   f"{_ci((r['emerge_lo'], r['emerge_hi']))}{spread}")
-    floor = ("reproducible floor unavailable (no member has two or more extra seed replicas)"
+    floor = ("reproducible floor unavailable (neither side has two or more extra seed replicas)"
              if r["repro_floor_source"] is None else
              f"reproducible floor {r['repro_floor_matched']} of {r['repro_floor_n']} = {_pct(r['repro_floor_share'])} "
              f"{_ci((r['repro_floor_lo'], r['repro_floor_hi']))} ({r['repro_floor_source']})")

@@ -76,3 +76,244 @@ def test_pw_mcc_is_one_for_a_decoder_against_a_permuted_sign_flipped_copy_and_ch
 def test_pw_mcc_refuses_decoders_of_different_widths():
     with pytest.raises(ValueError, match="different spaces"):
         pw_mcc(np.ones((3, 4)), np.ones((3, 5)))
+
+
+# ------------------------------------------------------------------ the store against an independent count
+def _tables(con, sim: str, rule: str):
+    """Straight from the store: alive flags, every replica match r and every edge's best match r, as numpy."""
+    alive = {}
+    for m, f, a in con.execute("SELECT model, feature, alive FROM features ORDER BY model, feature").fetchall():
+        alive.setdefault(m, []).append(a)
+    alive = {m: np.array(v, dtype=bool) for m, v in alive.items()}
+    reps: dict[str, dict[int, np.ndarray]] = {}
+    for m, rep, f, r in con.execute("SELECT model, replica, feature, r FROM noise_floor WHERE similarity = ? AND rule = ?",
+                                    [sim, rule]).fetchall():
+        reps.setdefault(m, {}).setdefault(rep, np.full(len(alive[m]), np.nan))[f] = np.nan if r is None else r
+    table = "assignments" if rule == "1to1" else "matches"
+    rank = "" if rule == "1to1" else " AND rank = 0"
+    best = {}
+    for p, c, d, src, r in con.execute(f"SELECT parent, child, direction, src, r FROM {table} WHERE similarity = ?{rank}",
+                                       [sim]).fetchall():
+        side = alive[p] if d == "p2c" else alive[c]
+        best.setdefault((p, c, d), np.full(len(side), np.nan))[src] = np.nan if r is None else r
+    return alive, reps, best
+
+
+def _above(r: np.ndarray, t: float) -> np.ndarray:
+    return np.nan_to_num(r, nan=-2.0) > t
+
+
+def _independent(con, t: float, mode: str) -> dict:
+    """Per edge: reproducible persistence and emergence, the seed spread, the reproducible floor and PW-MCC,
+    counted with numpy from the tables (the oracle for `featureflow report`)."""
+    sim, _, rule = mode.partition("-")
+    rule = rule or "best"
+    alive, reps, best = _tables(con, sim, rule)
+    stable = {m: alive[m] & np.all([_above(r, t) for r in rs.values()], axis=0) for m, rs in reps.items()}
+    floors = {}
+    for m, rs in reps.items():
+        if len(rs) >= 2:
+            num = den = 0
+            for j in rs:
+                pop = alive[m] & np.all([_above(rs[i], t) for i in rs if i != j], axis=0)
+                den += int(pop.sum())
+                num += int((pop & _above(rs[j], t)).sum())
+            floors[m] = (num, den)
+    mcc = {(a, b): (s, ch) for a, b, s, ch in con.execute(
+        "SELECT model_a, model_b, pw_mcc, chance FROM pw_mcc WHERE kind = 'edge'").fetchall()}
+    out = {}
+    for p, c in con.execute("SELECT parent, child FROM model_edges").fetchall():
+        row = {"raw": (alive[p] & _above(best[(p, c, "p2c")], t)).sum() / alive[p].sum()}
+        if p in stable:
+            hit = _above(best[(p, c, "p2c")], t)
+            row["persist"] = (int((stable[p] & hit).sum()), int(stable[p].sum()))
+            row["seeds"] = ([(alive[p] & _above(r, t) & hit).sum() / (alive[p] & _above(r, t)).sum()
+                             for r in reps[p].values() if (alive[p] & _above(r, t)).any()]
+                            if len(reps[p]) >= 2 else None)
+        if c in stable:
+            gone = ~_above(best[(p, c, "c2p")], t)
+            row["emerge"] = (int((stable[c] & gone).sum()), int(stable[c].sum()))
+        src = p if p in floors else c if c in floors else None  # the edge's own members only
+        row["floor"] = floors[src] if src else None
+        row["pw_mcc"] = mcc[(p, c)]
+        out[(p, c)] = row
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _ci(k: int, n: int) -> str:
+    lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
+    return f"[{_pct(0.0 if k == 0 else lo)}, {_pct(1.0 if k == n else hi)}]"
+
+
+def test_report_figures_equal_an_independent_count_from_the_store(tiny_pipeline, capsys):
+    from featureflow.cli import main
+
+    db = tiny_pipeline.cfg.store_path()
+    con = duckdb.connect(str(db), read_only=True)
+    for t in (0.5, tiny_pipeline.cfg.matching.threshold):
+        assert main(["report", "--db", str(db), "--threshold", str(t)]) == 0
+        out = capsys.readouterr().out
+        sections = out.split("\nmode ")[1:]
+        assert [s.split()[0] for s in sections] == tiny_pipeline.cfg.matching.modes
+        checked = 0
+        for section in sections:
+            mode = section.split()[0]
+            for (p, c), want in _independent(con, t, mode).items():
+                line = next(l for l in section.splitlines() if l.strip().startswith(f"repro {p} -> {c}:"))
+                assert f"raw {_pct(want['raw'])}" in line
+                if "persist" in want:
+                    k, n = want["persist"]
+                    if n:
+                        assert f"persisting {k} of {n} = {_pct(k / n)} {_ci(k, n)}" in line, (mode, line)
+                        checked += 1
+                    seeds = [s for s in want["seeds"] or [] if np.isfinite(s)]  # seeds nothing reproduces in: none
+                    if seeds:
+                        assert f"seeds {_pct(min(seeds))}-{_pct(max(seeds))}" in line, (mode, line)
+                    else:
+                        assert "seeds" not in line
+                else:
+                    assert "persisting n/a" in line
+                if "emerge" in want and want["emerge"][1]:
+                    k, n = want["emerge"]
+                    assert f"emerged {k} of {n} = {_pct(k / n)} {_ci(k, n)}" in line, (mode, line)
+                if want["floor"] is None:
+                    assert "reproducible floor unavailable" in line
+                elif want["floor"][1]:
+                    k, n = want["floor"]
+                    assert f"reproducible floor {k} of {n} = {_pct(k / n)} {_ci(k, n)}" in line, (mode, line)
+                score, chance = want["pw_mcc"]
+                assert f"PW-MCC {score:.3f} (chance {chance:.3f})" in line
+        assert checked > 0  # some edge had reproducible features to count
+    con.close()
+
+
+def test_stored_pw_mcc_equals_scipy_on_the_saved_decoders(tiny_pipeline):
+    """The pw_mcc table against the SAE weights as saved (safetensors), paired by scipy directly."""
+    from safetensors.numpy import load_file
+
+    pl = tiny_pipeline
+    con = duckdb.connect(str(pl.cfg.store_path()), read_only=True)
+    rows = con.execute("SELECT kind, model_a, replica_a, model_b, replica_b, pw_mcc, chance FROM pw_mcc").fetchall()
+    con.close()
+    pairs = {(a, ra, b, rb) for _, a, ra, b, rb, _, _ in rows}
+    assert {(p, 0, c, 0) for p, c in pl.cfg.edges()} | {
+        (n, 0, n, r) for n in pl.cfg.topological_order() for r in pl.replicas(n)[1:]} == pairs
+    chances = set()
+    for kind, a, ra, b, rb, score, chance in rows:
+        A, B = (load_file(str(pl.sae(m, r) / "sae_weights.safetensors"))["W_dec"].astype(np.float64)
+                for m, r in ((a, ra), (b, rb)))
+        A, B = A / np.linalg.norm(A, axis=1, keepdims=True), B / np.linalg.norm(B, axis=1, keepdims=True)
+        cos = np.abs(A @ B.T)
+        i, j = linear_sum_assignment(cos, maximize=True)
+        assert score == pytest.approx(cos[i, j].mean(), abs=1e-9)
+        assert kind == ("replica" if a == b else "edge")
+        chances.add(round(chance, 12))
+    assert len(chances) == 1  # every SAE has the same shape here: one chance level
+
+
+def _stability_shares(pl, replicas: list[int]) -> np.ndarray:
+    """Each alive feature's stability (share of replicas it reproduces in at the threshold), through the
+    store's SQL over noise_floor rows made from the floor artefacts."""
+    from featureflow.store.flows import STABILITY, stability_params
+    from featureflow.store.schema import TABLES
+
+    root, t = pl.cfg.roots()[0], pl.cfg.matching.threshold
+    alive = np.diff(pl.load_acts(root).indptr) > 0
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE noise_floor ({TABLES['noise_floor'][1]})")
+    for rep in replicas:
+        r = np.load(pl.floor(root, rep, "pearson") / "topk.npz")["p2c_r"][:, 0]
+        con.executemany("INSERT INTO noise_floor VALUES (?, ?, 'pearson', 'best', ?, ?, ?)",
+                        [[root, rep, i, bool(alive[i]), float(r[i])] for i in range(len(r))])
+    got = con.execute(f"SELECT feature, reproduced / replicas FROM ({STABILITY}) WHERE model = $model ORDER BY feature",
+                      {**stability_params(t, "pearson"), "model": root}).fetchall()
+    con.close()
+    return np.array([s for f, s in got])[alive]
+
+
+def test_stability_is_one_for_equal_seeds_and_falls_with_different_seeds(tiny_pipeline):
+    from featureflow.config import parse_config
+    from featureflow.pipeline.runner import Pipeline
+
+    d = tiny_pipeline.cfg.model_dump()
+    d["sae"].update(shared_init=True)
+    same = Pipeline(parse_config(d), device="cpu")  # every replica of the root from one seed: the same SAE
+    shares = _stability_shares(same, [1, 2])
+    assert len(shares) > 0 and np.all(shares == 1.0)
+    independent = _stability_shares(tiny_pipeline, [1, 2])
+    assert independent.mean() < 0.8, independent.mean()
+
+
+# ---------------------------------------------------------------------------------------- the explorer
+@pytest.fixture(scope="module")
+def client(tiny_pipeline):
+    from fastapi.testclient import TestClient
+
+    from featureflow.explorer.app import create_app
+
+    return TestClient(create_app(tiny_pipeline.cfg.store_path()))
+
+
+def test_feature_page_shows_its_seed_stability(client, tiny_pipeline):
+    pl = tiny_pipeline
+    root, t = pl.cfg.roots()[0], 0.5
+    reps = pl.replicas(root)[1:]
+    rs = np.stack([np.load(pl.floor(root, r, "pearson") / "topk.npz")["p2c_r"][:, 0] for r in reps])
+    alive = np.diff(pl.load_acts(root).indptr) > 0
+    k = (rs > t).sum(axis=0)
+    for f in (int(np.flatnonzero(alive & (k == len(reps)))[0]), int(np.flatnonzero(alive & (k < len(reps)))[0])):
+        d = client.get(f"/api/models/{root}/features/{f}", params={"threshold": t}).json()["stability"]
+        assert (d["replicas"], d["reproduced"], d["stable"]) == (len(reps), int(k[f]), bool(k[f] == len(reps)))
+        assert [x["r"] for x in d["rs"]] == pytest.approx(list(np.clip(rs[:, f], -1, 1)))
+        html = client.get(f"/models/{root}/features/{f}", params={"threshold": t}).text
+        rtext = ", ".join(f"{x:.2f}" for x in np.clip(rs[:, f], -1, 1))
+        assert f"reproduces in {k[f]} of {len(reps)} seeds, r {rtext}</b>" in html
+
+
+def test_stable_filters_in_search_and_edge_lists(client, tiny_pipeline):
+    pl = tiny_pipeline
+    con = duckdb.connect(str(pl.cfg.store_path()), read_only=True)
+    t = 0.5
+    for mode in ("pearson", "pearson-1to1"):
+        sim, _, rule = mode.partition("-")
+        alive, reps, best = _tables(con, sim, rule or "best")
+        for m, rs in reps.items():
+            stable = alive[m] & np.all([_above(r, t) for r in rs.values()], axis=0)
+            q = {"model": m, "threshold": t, "mode": mode, "per_page": 200}
+            got = client.get("/api/features", params={**q, "stable": "true"}).json()
+            assert got["total"] == int(stable.sum()) and all(r["stable"] for r in got["rows"])
+            got = client.get("/api/features", params={**q, "stable": "false"}).json()
+            assert got["total"] == len(stable) - int(stable.sum())  # dead features are never reproducible
+            assert client.get("/api/features", params={**q, "stable": ""}).json()["total"] == len(stable)
+        for f in client.get("/api/", params={"threshold": t, "mode": mode}).json()["flows"]:
+            p, c = f["parent"], f["child"]
+            d = client.get(f"/api/edges/{p}/{c}", params={"fate": "persisting", "threshold": t, "mode": mode,
+                                                          "stable": "true", "per_page": 200}).json()
+            assert d["total"] == f["stable_persisting"]
+            hit = alive[p] & _above(best[(p, c, "p2c")], t) & np.all([_above(r, t) for r in reps[p].values()], axis=0)
+            assert sorted(r["feature"] for r in d["rows"]) == sorted(np.flatnonzero(hit).tolist())[:200]
+            html = client.get(f"/edges/{p}/{c}", params={"fate": "persisting", "threshold": t, "mode": mode}).text
+            assert f"{f['stable_persisting']} persist" in html and "PW-MCC" in html
+    assert client.get("/api/features", params={"stable": "maybe"}).status_code == 422
+    con.close()
+
+
+def test_floors_and_overview_show_pw_mcc_and_the_reproducible_floor(client, tiny_pipeline):
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    mcc = con.execute("SELECT model_a, replica_b, pw_mcc, chance FROM pw_mcc WHERE kind = 'replica'").fetchall()
+    con.close()
+    fl = {f["model"]: f for f in client.get("/api/floors").json()["floors"]}
+    for m, rep, score, chance in mcc:
+        got = next(p for p in fl[m]["pw_mcc"] if p["replica"] == rep)
+        assert (got["pw_mcc"], got["chance"]) == pytest.approx((score, chance))
+    root = tiny_pipeline.cfg.roots()[0]
+    assert fl[root]["reproducible_floor"]["extra"] == 2
+    assert all(f["reproducible_floor"] is None for m, f in fl.items() if m != root)  # one extra replica: no floor
+    html = client.get("/floors").text
+    assert "PW-MCC" in html and "Reproducible floor" in html and "unavailable" in html
+    over = client.get("/", params={"population": "all"}).text
+    assert "reproducible persisting" in over and 'data-population="all"' in over

@@ -18,6 +18,10 @@ Similarities, each producing the top-k matches in both directions (`TopK`):
 - `decoder` (`decoder_topk`): cosine of decoder directions, data-free (as Neuronpedia and cross-layer
   feature flow match); a zero decoder row has cosine 0 with everything.
 
+Agreement as the literature measures it: `pw_mcc` (Song et al. 2025), the mean |cos| of two decoders'
+unit rows under the Hungarian one-to-one pairing, with its chance level for random unit vectors of the same
+shapes; computed for every edge and every seed-replica pair.
+
 Rules:
 
 - `best`: each feature's top-1 of its top-k list (`best_of`); several parents may share a child.

@@ -63,13 +63,13 @@ def floors(cur, threshold: float, mode: str) -> dict[str, dict]:
     return {r["model"]: {**r, "share": r["matched"] / r["alive"] if r["alive"] else 0.0} for r in rows}
 
 
-def floor_members(parent: str, child: str, measured) -> list[str]:
-    """The one rule for whose floor an edge shows: the parent's when measured, else the child's, else every
-    measured member's pooled (sorted); [] when none is measured."""
+def floor_members(parent: str, child: str, measured, pool: bool = True) -> list[str]:
+    """The one rule for whose floor an edge shows: the parent's when measured, else the child's, else (with
+    `pool`) every measured member's pooled (sorted); [] when none is measured."""
     for m in (parent, child):
         if m in measured:
             return [m]
-    return sorted(measured)
+    return sorted(measured) if pool else []
 
 
 def edge_floor(parent: str, child: str, fl: dict[str, dict], labels: dict[str, str] | None = None) -> dict | None:
@@ -159,18 +159,19 @@ def _verdict(parent: str, child: str, ci: tuple | None, floor_ci: tuple | None) 
     if ci is None or floor_ci is None:
         return None
     if ci[1] < floor_ci[0]:
-        return (f"Fewer of {parent}'s reproducible features persist into {child} than between two seeds of one "
+        return (f"Fewer reproducible {parent} features persist into {child} than between two seeds of one "
                 f"unchanged model: this edge changed some of them.")
     if ci[0] > floor_ci[1]:
-        return (f"More of {parent}'s reproducible features persist into {child} than between two seeds of one "
+        return (f"More reproducible {parent} features persist into {child} than between two seeds of one "
                 f"unchanged model.")
     return None
 
 
 def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None = None) -> dict[tuple, dict]:
     """Per edge (parent, child): reproducible persistence and emergence with their intervals and seed spread,
-    the reproducible floor and the verdict (the `flows` table's columns from `stable_parent` to `verdict`;
-    NULL where a side has no replicas)."""
+    the reproducible floor (the parent's, else the child's; never another member's: NULL when neither has
+    two or more extra replicas) and the verdict (the `flows` table's columns from `stable_parent` to
+    `verdict`; NULL where a side has no replicas)."""
     sim, rule = parse_mode(mode)
     labels = labels or {}
     params = stability_params(threshold, mode)
@@ -213,11 +214,11 @@ def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None
                         f"{prefix}_lo": ci[0] if ci else None, f"{prefix}_hi": ci[1] if ci else None,
                         f"{prefix}_seed_min": min(seeds) if seeds else None,
                         f"{prefix}_seed_max": max(seeds) if seeds else None})
-        members = floor_members(p, c, rfl)
+        members = floor_members(p, c, rfl, pool=False)  # never borrowed from a member off the edge
         if members:
             matched, n = sum(rfl[m]["matched"] for m in members), sum(rfl[m]["n"] for m in members)
             fci = wilson(matched, n)
-            source = members[0] if len(members) == 1 and members[0] in (p, c) else "pooled: " + ", ".join(members)
+            source = members[0]
             row.update(repro_floor_matched=matched, repro_floor_n=n, repro_floor_share=matched / n if n else None,
                        repro_floor_lo=fci[0] if fci else None, repro_floor_hi=fci[1] if fci else None,
                        repro_floor_source=source)
@@ -285,9 +286,7 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
         r["floor_source"] = f["source"] if f else None
         r["floor_source_label"] = f["source_label"] if f else None
         r.update(rep[(r["parent"], r["child"])])
-        src = r["repro_floor_source"]
-        r["repro_floor_source_label"] = (None if src is None else labels.get(src, src) if not src.startswith("pooled: ")
-                                         else "pooled: " + ", ".join(labels.get(m, m) for m in src[8:].split(", ")))
+        r["repro_floor_source_label"] = labels.get(r["repro_floor_source"], r["repro_floor_source"])
         pw = mcc.get((r["parent"], r["child"]), {})
         r["pw_mcc"], r["pw_mcc_chance"] = pw.get("pw_mcc"), pw.get("chance")
     return rows
