@@ -232,14 +232,14 @@ def test_the_reproducible_sankey_and_its_toggle_survive_a_shared_link(page, serv
     assert n_stable < n_alive  # the two views differ
 
     def root_count() -> int:
-        text = next(x for x in page.locator("#sankey .sankey-node .node-label").all_inner_texts()
+        text = next(x for x in page.locator("#sankey .sankey-node .node-label").all_text_contents()
                     if x.startswith(f"{label} · "))
         return int(text.split("·")[1].replace(",", ""))
 
     page.goto(server + "/")  # replicas exist: the reproducible view is on by default
     page.wait_for_selector("#flows[data-population='reproducible'] #sankey .sankey-node", timeout=15000)
     assert page.locator("#population-reproducible").is_checked()
-    assert page.locator("#sankey .gtitle").inner_text().startswith("Reproducible feature flows")
+    assert page.locator("#sankey .gtitle").text_content().startswith("Reproducible feature flows")
     assert root_count() == n_stable
     page.locator("#population-all").check()  # toggle: redrawn in place, the URL carries the state
     page.wait_for_function("() => location.search.includes('population=all')", timeout=10000)
@@ -250,7 +250,7 @@ def test_the_reproducible_sankey_and_its_toggle_survive_a_shared_link(page, serv
     page.goto(shared)  # the shared link opens the same view, toggle and all
     page.wait_for_selector("#flows[data-population='all'] #sankey .sankey-node", timeout=15000)
     assert page.locator("#population-all").is_checked() and not page.locator("#population-reproducible").is_checked()
-    assert page.locator("#sankey .gtitle").inner_text().startswith("Feature flows")
+    assert page.locator("#sankey .gtitle").text_content().startswith("Feature flows")
     assert root_count() == n_alive
     page.locator("#population-reproducible").check()
     page.wait_for_function("() => location.search.includes('population=reproducible')", timeout=10000)

@@ -90,7 +90,8 @@ def test_store_holds_every_mode_the_floor_and_same_index_counts(tiny_pipeline):
     # the stored floor equals the floor recomputed from the artefact
     thr = tiny_pipeline.cfg.matching.threshold
     stored = con.execute("""SELECT count(*) FILTER (WHERE alive AND r > ?) / count(*) FILTER (WHERE alive)
-                            FROM noise_floor WHERE model = ? AND similarity = 'pearson' AND rule = 'best'""",
+                            FROM noise_floor WHERE model = ? AND similarity = 'pearson' AND rule = 'best'
+                              AND replica = 1""",
                          [thr, root]).fetchone()[0]
     best = np.load(tiny_pipeline.floor(root, 1, "pearson") / "topk.npz")["p2c_r"][:, 0]
     fires = np.diff(tiny_pipeline.load_acts(root).indptr) > 0
