@@ -88,10 +88,9 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
         short = "" if f.get("floor_share") is None else f" · floor {100 * f['floor_share']:.0f}%"
         text = f"{100 * f['persist_share']:.1f}% persist{short}"
         if reproducible and f.get("repro_share") is not None:
-            rfloor = ("reproducible floor n/a" if f.get("repro_floor_share") is None else
+            rfloor = ("floor n/a" if f.get("repro_floor_share") is None else
                       f"floor {100 * f['repro_floor_share']:.0f}%")
-            text = (f"{100 * f['repro_share']:.1f}% [{100 * f['repro_lo']:.0f}-{100 * f['repro_hi']:.0f}] of "
-                    f"reproducible persist · {rfloor}")
+            text = f"{100 * f['repro_share']:.1f}% [{100 * f['repro_lo']:.0f}-{100 * f['repro_hi']:.0f}] persist · {rfloor}"
             floor += (f"; of {f['stable_parent']:,} reproducible parent features {f['stable_persisting']:,} persist "
                       f"({100 * f['repro_share']:.1f}%, 95% CI {100 * f['repro_lo']:.1f}-{100 * f['repro_hi']:.1f}%; "
                       + ("reproducible floor unavailable" if f.get("repro_floor_share") is None else
