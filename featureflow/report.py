@@ -25,14 +25,18 @@ def reproducible_line(r: dict) -> str:
     else:
         spread = ("" if r["repro_seed_min"] is None else
                   f", seeds {_pct(r['repro_seed_min'])}-{_pct(r['repro_seed_max'])}")
-        persist = (f"persisting {r['stable_persisting']} of {r['stable_parent']} = {_pct(r['repro_share'])} "
+        persist = (f"persisting: no {r['parent']} feature reproduces in every seed replica{spread}"
+                   if r["stable_parent"] == 0 else
+                   f"persisting {r['stable_persisting']} of {r['stable_parent']} = {_pct(r['repro_share'])} "
                    f"{_ci((r['repro_lo'], r['repro_hi']))}{spread}")
     if r["stable_child"] is None:
         emerge = f"emerged n/a ({r['child']} has no seed replicas)"
     else:
         spread = ("" if r["emerge_seed_min"] is None else
                   f", seeds {_pct(r['emerge_seed_min'])}-{_pct(r['emerge_seed_max'])}")
-        emerge = (f"emerged {r['stable_emerging']} of {r['stable_child']} = {_pct(r['emerge_share'])} "
+        emerge = (f"emerged: no {r['child']} feature reproduces in every seed replica{spread}"
+                  if r["stable_child"] == 0 else
+                  f"emerged {r['stable_emerging']} of {r['stable_child']} = {_pct(r['emerge_share'])} "
                   f"{_ci((r['emerge_lo'], r['emerge_hi']))}{spread}")
     floor = ("reproducible floor unavailable (neither side has two or more extra seed replicas)"
              if r["repro_floor_source"] is None else

@@ -7,7 +7,6 @@ store's tables and the pipeline's artefacts (never through featureflow's own SQL
 from __future__ import annotations
 
 import itertools
-import re
 
 import duckdb
 import numpy as np
@@ -79,116 +78,41 @@ def test_pw_mcc_refuses_decoders_of_different_widths():
 
 
 # ------------------------------------------------------------------ the store against an independent count
+def _script():
+    """scripts/check_reproducible.py: numpy / duckdb / statsmodels over the store's tables, no featureflow SQL."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "check_reproducible.py"
+    spec = importlib.util.spec_from_file_location("check_reproducible", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_report_figures_equal_an_independent_count_from_the_store(tiny_pipeline):
+    script = _script()
+    db = tiny_pipeline.cfg.store_path()
+    for t in (0.5, None):  # None: the run's threshold
+        checked, bad = script.check(db, t)
+        assert not bad, bad
+        assert len(checked) == len(tiny_pipeline.cfg.edges()) * len(tiny_pipeline.cfg.matching.modes)
+        assert any(" persisting " in line and " of " in line for line in checked)  # some edge had reproducible features
+    # the oracle can fail: a report off by one feature is caught
+    con = duckdb.connect(str(db), read_only=True)
+    want = next(w for w in script.independent(con, 0.5, "pearson").values() if w["persist"] and w["persist"][1])
+    con.close()
+    k, n = want["persist"]
+    assert f"persisting {k} of {n}" in " ".join(script.expected(want))
+    assert f"persisting {k + 1} of {n}" not in " ".join(script.expected(want))
+
+
 def _tables(con, sim: str, rule: str):
-    """Straight from the store: alive flags, every replica match r and every edge's best match r, as numpy."""
-    alive = {}
-    for m, f, a in con.execute("SELECT model, feature, alive FROM features ORDER BY model, feature").fetchall():
-        alive.setdefault(m, []).append(a)
-    alive = {m: np.array(v, dtype=bool) for m, v in alive.items()}
-    reps: dict[str, dict[int, np.ndarray]] = {}
-    for m, rep, f, r in con.execute("SELECT model, replica, feature, r FROM noise_floor WHERE similarity = ? AND rule = ?",
-                                    [sim, rule]).fetchall():
-        reps.setdefault(m, {}).setdefault(rep, np.full(len(alive[m]), np.nan))[f] = np.nan if r is None else r
-    table = "assignments" if rule == "1to1" else "matches"
-    rank = "" if rule == "1to1" else " AND rank = 0"
-    best = {}
-    for p, c, d, src, r in con.execute(f"SELECT parent, child, direction, src, r FROM {table} WHERE similarity = ?{rank}",
-                                       [sim]).fetchall():
-        side = alive[p] if d == "p2c" else alive[c]
-        best.setdefault((p, c, d), np.full(len(side), np.nan))[src] = np.nan if r is None else r
-    return alive, reps, best
+    return _script().tables(con, sim, rule)
 
 
 def _above(r: np.ndarray, t: float) -> np.ndarray:
     return np.nan_to_num(r, nan=-2.0) > t
-
-
-def _independent(con, t: float, mode: str) -> dict:
-    """Per edge: reproducible persistence and emergence, the seed spread, the reproducible floor and PW-MCC,
-    counted with numpy from the tables (the oracle for `featureflow report`)."""
-    sim, _, rule = mode.partition("-")
-    rule = rule or "best"
-    alive, reps, best = _tables(con, sim, rule)
-    stable = {m: alive[m] & np.all([_above(r, t) for r in rs.values()], axis=0) for m, rs in reps.items()}
-    floors = {}
-    for m, rs in reps.items():
-        if len(rs) >= 2:
-            num = den = 0
-            for j in rs:
-                pop = alive[m] & np.all([_above(rs[i], t) for i in rs if i != j], axis=0)
-                den += int(pop.sum())
-                num += int((pop & _above(rs[j], t)).sum())
-            floors[m] = (num, den)
-    mcc = {(a, b): (s, ch) for a, b, s, ch in con.execute(
-        "SELECT model_a, model_b, pw_mcc, chance FROM pw_mcc WHERE kind = 'edge'").fetchall()}
-    out = {}
-    for p, c in con.execute("SELECT parent, child FROM model_edges").fetchall():
-        row = {"raw": (alive[p] & _above(best[(p, c, "p2c")], t)).sum() / alive[p].sum()}
-        if p in stable:
-            hit = _above(best[(p, c, "p2c")], t)
-            row["persist"] = (int((stable[p] & hit).sum()), int(stable[p].sum()))
-            row["seeds"] = ([(alive[p] & _above(r, t) & hit).sum() / (alive[p] & _above(r, t)).sum()
-                             for r in reps[p].values() if (alive[p] & _above(r, t)).any()]
-                            if len(reps[p]) >= 2 else None)
-        if c in stable:
-            gone = ~_above(best[(p, c, "c2p")], t)
-            row["emerge"] = (int((stable[c] & gone).sum()), int(stable[c].sum()))
-        src = p if p in floors else c if c in floors else None  # the edge's own members only
-        row["floor"] = floors[src] if src else None
-        row["pw_mcc"] = mcc[(p, c)]
-        out[(p, c)] = row
-    return out
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _ci(k: int, n: int) -> str:
-    lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
-    return f"[{_pct(0.0 if k == 0 else lo)}, {_pct(1.0 if k == n else hi)}]"
-
-
-def test_report_figures_equal_an_independent_count_from_the_store(tiny_pipeline, capsys):
-    from featureflow.cli import main
-
-    db = tiny_pipeline.cfg.store_path()
-    con = duckdb.connect(str(db), read_only=True)
-    for t in (0.5, tiny_pipeline.cfg.matching.threshold):
-        assert main(["report", "--db", str(db), "--threshold", str(t)]) == 0
-        out = capsys.readouterr().out
-        sections = out.split("\nmode ")[1:]
-        assert [s.split()[0] for s in sections] == tiny_pipeline.cfg.matching.modes
-        checked = 0
-        for section in sections:
-            mode = section.split()[0]
-            for (p, c), want in _independent(con, t, mode).items():
-                line = next(l for l in section.splitlines() if l.strip().startswith(f"repro {p} -> {c}:"))
-                assert f"raw {_pct(want['raw'])}" in line
-                if "persist" in want:
-                    k, n = want["persist"]
-                    if n:
-                        assert f"persisting {k} of {n} = {_pct(k / n)} {_ci(k, n)}" in line, (mode, line)
-                        checked += 1
-                    seeds = [s for s in want["seeds"] or [] if np.isfinite(s)]  # seeds nothing reproduces in: none
-                    if seeds:
-                        assert f"seeds {_pct(min(seeds))}-{_pct(max(seeds))}" in line, (mode, line)
-                    else:
-                        assert "seeds" not in line
-                else:
-                    assert "persisting n/a" in line
-                if "emerge" in want and want["emerge"][1]:
-                    k, n = want["emerge"]
-                    assert f"emerged {k} of {n} = {_pct(k / n)} {_ci(k, n)}" in line, (mode, line)
-                if want["floor"] is None:
-                    assert "reproducible floor unavailable" in line
-                elif want["floor"][1]:
-                    k, n = want["floor"]
-                    assert f"reproducible floor {k} of {n} = {_pct(k / n)} {_ci(k, n)}" in line, (mode, line)
-                score, chance = want["pw_mcc"]
-                assert f"PW-MCC {score:.3f} (chance {chance:.3f})" in line
-        assert checked > 0  # some edge had reproducible features to count
-    con.close()
 
 
 def test_stored_pw_mcc_equals_scipy_on_the_saved_decoders(tiny_pipeline):
