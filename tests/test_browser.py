@@ -53,12 +53,12 @@ def test_overview_draws_the_sankey_and_the_threshold_redraws_it(page, server):
     page.goto(server + "/")
     page.wait_for_selector("#sankey .sankey-node", timeout=15000)
     assert page.locator("#sankey .sankey-link").count() > 0
-    before = page.locator("#flows table").inner_text()
+    before = page.locator("#flows table").first.inner_text()
     page.locator("#threshold-input").fill("0.4")
     page.locator("#threshold-input").dispatch_event("change")
     page.wait_for_function("() => location.search.includes('threshold=0.4')", timeout=10000)
     page.wait_for_selector("#flows[data-threshold='0.4'] .sankey-node", timeout=10000)
-    assert page.locator("#flows table").inner_text() != before
+    assert page.locator("#flows table").first.inner_text() != before
     assert not page.errors
 
 
