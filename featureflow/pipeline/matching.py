@@ -31,6 +31,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -320,9 +321,15 @@ def pw_mcc(dec_a: Any, dec_b: Any, *, seed: int = 0) -> tuple[float, float]:
     A, B = unit_rows(dec_a), unit_rows(dec_b)
     if A.shape[1] != B.shape[1]:
         raise ValueError(f"decoder directions live in different spaces: d = {A.shape[1]} vs {B.shape[1]}")
+    return _hungarian_mean_abs_cos(A, B), pw_mcc_chance(A.shape, B.shape, seed)
+
+
+@functools.lru_cache(maxsize=64)
+def pw_mcc_chance(shape_a: tuple[int, int], shape_b: tuple[int, int], seed: int = 0) -> float:
+    """PW-MCC of random unit vectors (Gaussian rows drawn with `seed`, normalised) of the given shapes: the
+    chance level. Kept per shapes and seed, since every SAE pair of one run shares them."""
     rng = np.random.default_rng(seed)
-    RA, RB = unit_rows(rng.standard_normal(A.shape)), unit_rows(rng.standard_normal(B.shape))
-    return _hungarian_mean_abs_cos(A, B), _hungarian_mean_abs_cos(RA, RB)
+    return _hungarian_mean_abs_cos(unit_rows(rng.standard_normal(shape_a)), unit_rows(rng.standard_normal(shape_b)))
 
 
 # ------------------------------------------------------------------------------------------- rules
