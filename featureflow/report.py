@@ -5,6 +5,48 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(ci) -> str:
+    return "[n/a]" if ci is None or ci[0] is None else f"[{100 * ci[0]:.1f}%, {100 * ci[1]:.1f}%]"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def reproducible_line(r: dict) -> str:
+    """One edge's reproducible persistence, emergence, raw share, floors and PW-MCC on one line."""
+    edge = f"repro {r['parent']} -> {r['child']}:"
+    if r["stable_parent"] is None:
+        persist = f"persisting n/a ({r['parent']} has no seed replicas)"
+    else:
+        spread = ("" if r["repro_seed_min"] is None else
+                  f", seeds {_pct(r['repro_seed_min'])}-{_pct(r['repro_seed_max'])}")
+        persist = (f"persisting: no {r['parent']} feature reproduces in every seed replica{spread}"
+                   if r["stable_parent"] == 0 else
+                   f"persisting {r['stable_persisting']} of {r['stable_parent']} = {_pct(r['repro_share'])} "
+                   f"{_ci((r['repro_lo'], r['repro_hi']))}{spread}")
+    if r["stable_child"] is None:
+        emerge = f"emerged n/a ({r['child']} has no seed replicas)"
+    else:
+        spread = ("" if r["emerge_seed_min"] is None else
+                  f", seeds {_pct(r['emerge_seed_min'])}-{_pct(r['emerge_seed_max'])}")
+        emerge = (f"emerged: no {r['child']} feature reproduces in every seed replica{spread}"
+                  if r["stable_child"] == 0 else
+                  f"emerged {r['stable_emerging']} of {r['stable_child']} = {_pct(r['emerge_share'])} "
+                  f"{_ci((r['emerge_lo'], r['emerge_hi']))}{spread}")
+    floor = ("reproducible floor unavailable (neither side has two or more extra seed replicas)"
+             if r["repro_floor_source"] is None else
+             f"reproducible floor {r['repro_floor_matched']} of {r['repro_floor_n']} = {_pct(r['repro_floor_share'])} "
+             f"{_ci((r['repro_floor_lo'], r['repro_floor_hi']))} ({r['repro_floor_source']})")
+    raw_floor = _pct(r["floor_share"]) if r["floor_share"] is not None else "n/a"
+    return (f"{edge} {persist}; {floor}; raw {_pct(r['persist_share'])} (floor {raw_floor}); {emerge}; "
+            f"PW-MCC {_num(r['pw_mcc'])} (chance {_num(r['pw_mcc_chance'])})")
+
+
 def print_report(db: str, threshold: float | None = None, mode: str | None = None) -> None:
     """Flows per edge and mode at `threshold` (default: the run's), beside each edge's noise floor; with
     `mode`, that stored matching mode only. Everything is recomputed from the stored matches."""
@@ -35,9 +77,21 @@ def print_report(db: str, threshold: float | None = None, mode: str | None = Non
             floor = "    n/a" if r["floor_share"] is None else f"{100 * r['floor_share']:7.1f}%"
             print(f"{edge:32s} {r['persisting']:8d} {r['disappearing']:8d} {r['inherited']:8d} {r['emerging']:8d} "
                   f"{100 * r['persist_share']:8.1f}% {floor} {r['same_index']:8d}  {r['floor_source'] or 'no replicas'}")
+        print("  reproducible features only (those matched above the threshold in every seed replica of their "
+              "member), 95% Wilson intervals; floor: the same share between seeds of one unchanged model:")
+        for r in store.flows(t, mode):
+            print("  " + reproducible_line(r))
+            if r["verdict"]:
+                print(f"    verdict: {r['verdict']}")
         for f in store.floors(t, mode):
             print(f"  floor {f['model']}: {f['matched']} of {f['alive']} alive features ({100 * f['share']:.1f}%) "
                   f"match another seed replica; mean match r {f['mean_r']:.3f}")
+            rf = f["reproducible_floor"]
+            print(f"    reproducible floor {f['model']}: " + (
+                f"{rf['matched']} of {rf['n']} ({_pct(rf['share'])} {_ci(rf['ci'])})" if rf and rf["n"] else
+                "unavailable (needs two or more extra seed replicas)" if not rf else "no feature reproduces"))
+            for p in f["pw_mcc"]:
+                print(f"    PW-MCC {f['model']} r0 vs r{p['replica']}: {_num(p['pw_mcc'])} (chance {_num(p['chance'])})")
     print(f"\nalive features by origin (stored lineage: mode {store.default_mode}, threshold "
           f"{store.run['default_threshold']}; where their chain of persisting matches starts):")
     for r in store.origin_counts():

@@ -578,17 +578,26 @@ def test_edge_list_sorts_both_ways_and_paginates(client):
 
 
 def test_sankey_counts_each_alive_feature_once_per_model(client, con):
-    for mode, t in (("pearson", 0.8), ("pearson-1to1", 0.5)):
-        data = client.get("/api/", params={"threshold": t, "mode": mode}).json()
+    for (mode, t), population in zip((("pearson", 0.8), ("pearson-1to1", 0.5)) * 2, ["all"] * 2 + ["reproducible"] * 2):
+        data = client.get("/api/", params={"threshold": t, "mode": mode, "population": population}).json()
+        assert data["population"] == population
         fig = data["sankey"]["data"][0]
         labels, (src, dst, val) = fig["node"]["label"], (fig["link"][k] for k in ("source", "target", "value"))
         alive = dict(con.execute("SELECT model, count(*) FROM features WHERE alive GROUP BY model").fetchall())
+        if population == "reproducible":  # alive features matched above t in every seed replica of their member
+            sim, _, rule = mode.partition("-")
+            alive = dict(con.execute("""
+                SELECT f.model, count(*) FROM features f JOIN (
+                    SELECT model, feature, bool_and(coalesce(r > ?, false)) AS ok FROM noise_floor
+                    WHERE similarity = ? AND rule = ? GROUP BY ALL) s USING (model, feature)
+                WHERE f.alive AND s.ok GROUP BY f.model""", [t, sim, rule or "best"]).fetchall())
         for m in data["models_overview"]:
             i = next(j for j, lab in enumerate(labels) if lab.startswith(m["label"] + " ·"))
             into = sum(v for d, v in zip(dst, val) if d == i)
             out = sum(v for s, v in zip(src, val) if s == i)
-            assert labels[i].endswith(f"{alive[m['model']]:,}")
-            assert into in (0, alive[m["model"]]) and out in (0, alive[m["model"]]) and into + out > 0
+            n = alive.get(m["model"], 0)
+            assert labels[i].endswith(f"{n:,}")
+            assert into in (0, n) and out in (0, n) and (into + out > 0 or n == 0)
         hrefs = [c[1] for c in fig["link"]["customdata"] + fig["node"]["customdata"]]
         assert all(f"threshold={t}" in h and f"mode={mode}" in h for h in hrefs)
         for h in {h for h in hrefs if h.startswith("/edges/")}:

@@ -53,12 +53,12 @@ def test_overview_draws_the_sankey_and_the_threshold_redraws_it(page, server):
     page.goto(server + "/")
     page.wait_for_selector("#sankey .sankey-node", timeout=15000)
     assert page.locator("#sankey .sankey-link").count() > 0
-    before = page.locator("#flows table").inner_text()
+    before = page.locator("#flows table").first.inner_text()
     page.locator("#threshold-input").fill("0.4")
     page.locator("#threshold-input").dispatch_event("change")
     page.wait_for_function("() => location.search.includes('threshold=0.4')", timeout=10000)
     page.wait_for_selector("#flows[data-threshold='0.4'] .sankey-node", timeout=10000)
-    assert page.locator("#flows table").inner_text() != before
+    assert page.locator("#flows table").first.inner_text() != before
     assert not page.errors
 
 
@@ -209,4 +209,56 @@ def test_compare_picker_opens_two_features(page, server):
         .map(t => getComputedStyle(t).backgroundColor).filter(c => c !== 'rgba(0, 0, 0, 0)')
         .map(c => c.split(',').slice(0, 3).join(',')))""")
     assert colours[0] and colours[1] and not set(colours[0]) & set(colours[1])  # two distinct highlight colours
+    assert not page.errors
+
+
+def _stable_alive(tiny_pipeline, model: str, threshold: float) -> int:
+    """Alive features of `model` matched above `threshold` in every seed replica (pearson, best), counted
+    from the replica match artefacts with numpy."""
+    import numpy as np
+
+    pl = tiny_pipeline
+    alive = np.diff(pl.load_acts(model).indptr) > 0
+    ok = [np.load(pl.floor(model, r, "pearson") / "topk.npz")["p2c_r"][:, 0] > threshold for r in pl.replicas(model)[1:]]
+    return int((alive & np.all(ok, axis=0)).sum())
+
+
+def test_the_reproducible_sankey_and_its_toggle_survive_a_shared_link(page, server, tiny_pipeline):
+    root = tiny_pipeline.cfg.roots()[0]
+    label = tiny_pipeline.cfg.member(root).label or root
+    t = tiny_pipeline.cfg.matching.threshold
+    n_alive = int((__import__("numpy").diff(tiny_pipeline.load_acts(root).indptr) > 0).sum())
+    n_stable = _stable_alive(tiny_pipeline, root, t)
+    assert n_stable < n_alive  # the two views differ
+
+    def root_count() -> int:
+        text = next(x for x in page.locator("#sankey .sankey-node .node-label").all_text_contents()
+                    if x.startswith(f"{label} · "))
+        return int(text.split("·")[1].replace(",", ""))
+
+    page.goto(server + "/")  # replicas exist: the reproducible view is on by default
+    page.wait_for_selector("#flows[data-population='reproducible'] #sankey .sankey-node", timeout=15000)
+    assert page.locator("#population-reproducible").is_checked()
+    assert page.locator("#sankey .gtitle").text_content().startswith("Reproducible feature flows")
+    assert root_count() == n_stable
+    page.locator("#population-all").check()  # toggle: redrawn in place, the URL carries the state
+    page.wait_for_function("() => location.search.includes('population=all')", timeout=10000)
+    page.wait_for_selector("#flows[data-population='all'] #sankey .sankey-node", timeout=10000)
+    assert root_count() == n_alive
+    shared = page.url
+    page.goto("about:blank")
+    page.goto(shared)  # the shared link opens the same view, toggle and all
+    page.wait_for_selector("#flows[data-population='all'] #sankey .sankey-node", timeout=15000)
+    assert page.locator("#population-all").is_checked() and not page.locator("#population-reproducible").is_checked()
+    assert page.locator("#sankey .gtitle").text_content().startswith("Feature flows")
+    assert root_count() == n_alive
+    page.locator("#population-reproducible").check()
+    page.wait_for_function("() => location.search.includes('population=reproducible')", timeout=10000)
+    page.wait_for_selector("#flows[data-population='reproducible'] #sankey .sankey-node", timeout=10000)
+    shared = page.url
+    page.goto("about:blank")
+    page.goto(shared)
+    page.wait_for_selector("#flows[data-population='reproducible'] #sankey .sankey-node", timeout=15000)
+    assert page.locator("#population-reproducible").is_checked()
+    assert root_count() == n_stable
     assert not page.errors

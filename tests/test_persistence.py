@@ -29,7 +29,10 @@ def test_every_sae_has_its_own_seed_unless_shared_init(tiny_pipeline):
     for n in order:  # the seed each SAE was trained with is recorded next to it
         assert read_json(pl.sae(n) / "featureflow.json")["seed"] == pl.sae_seed(n)
     root = pl.cfg.roots()[0]
-    assert pl.replicas(root) == [0, 1]  # the default: one extra seed for the root
+    assert pl.replicas(root) == [0] + list(range(1, 1 + pl.cfg.sae.replicas[root]))  # as configured
+    d = pl.cfg.model_dump()
+    d["sae"]["replicas"] = None
+    assert parse_config(d).sae_replicas() == {root: 1}  # the default: one extra seed for the root
     assert read_json(pl.sae(root, 1) / "featureflow.json")["seed"] == pl.sae_seed(root, 1)
     shared = _shared(pl, shared_init=True)
     assert len({shared.sae_seed(n, r) for n in order for r in range(3)}) == 1
@@ -79,13 +82,16 @@ def test_store_holds_every_mode_the_floor_and_same_index_counts(tiny_pipeline):
     rows = con.execute("SELECT mode, parent, child, persisting, same_index, floor_share, floor_source FROM flows").fetchall()
     assert {r[0] for r in rows} == set(tiny_pipeline.cfg.matching.modes)
     root = tiny_pipeline.cfg.roots()[0]
+    replicated = sorted(tiny_pipeline.cfg.sae_replicas())
     for mode, parent, child, persisting, same, floor, source in rows:
         assert floor is not None and 0 <= floor <= 1 and 0 <= same <= persisting
-        assert source == (parent if parent == root else f"pooled: {root}")
+        assert source == (parent if parent in replicated else child if child in replicated
+                          else "pooled: " + ", ".join(replicated))
     # the stored floor equals the floor recomputed from the artefact
     thr = tiny_pipeline.cfg.matching.threshold
     stored = con.execute("""SELECT count(*) FILTER (WHERE alive AND r > ?) / count(*) FILTER (WHERE alive)
-                            FROM noise_floor WHERE model = ? AND similarity = 'pearson' AND rule = 'best'""",
+                            FROM noise_floor WHERE model = ? AND similarity = 'pearson' AND rule = 'best'
+                              AND replica = 1""",
                          [thr, root]).fetchone()[0]
     best = np.load(tiny_pipeline.floor(root, 1, "pearson") / "topk.npz")["p2c_r"][:, 0]
     fires = np.diff(tiny_pipeline.load_acts(root).indptr) > 0

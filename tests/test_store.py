@@ -76,6 +76,7 @@ def test_pretrained_saelens_sae_is_loaded_not_trained(tiny_pipeline):
 
     d = tiny_pipeline.cfg.model_dump()
     d["sae"]["pretrained"] = {"lua": str(tiny_pipeline.sae("lua"))}
+    d["sae"]["replicas"] = {k: v for k, v in (d["sae"]["replicas"] or {}).items() if k != "lua"}  # loaded: no seeds
     pl = Pipeline(parse_config(d), device="cpu")
     folder = pl.sae("lua")
     info = read_json(folder / "featureflow.json")

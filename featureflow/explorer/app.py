@@ -39,6 +39,18 @@ Threshold = Annotated[float | None, Query(gt=-1, lt=1, allow_inf_nan=False,
 Mode = Annotated[str | None, Query(max_length=40, description="matching mode, e.g. pearson, pearson-1to1, decoder "
                                    "(default: the run's first)")]
 Variant = Annotated[str, Query(pattern="^delta-(hidden|mlp|logits)$", description="fingerprint variant")]
+Stable = Annotated[str | None, Query(pattern="^(true|false)?$", description="true: only features reproducible "
+                                     "across their member's seed replicas (matched above the threshold in every one); "
+                                     "false: only measured features that are not; empty or absent: all")]
+
+
+def stable_flag(value: str | None) -> bool | None:
+    """The `stable` filter as a bool (None: no filter)."""
+    return None if not value else value == "true"
+Population = Annotated[str | None, Query(pattern="^(reproducible|all)$", description="the Sankey's features: "
+                                         "'reproducible' (only the features of replicated members that reproduce "
+                                         "in every seed replica) or 'all' (default: reproducible where replicas "
+                                         "exist)")]
 
 # Every integer parameter is bounded, so no value reaches DuckDB that overflows its INTEGER / BIGINT columns.
 MAX_FEATURE = 2**31 - 1  # features.feature is an INTEGER
@@ -291,20 +303,28 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     # -- views ---------------------------------------------------------------------------------
     @view("/", "overview.html", fragment="_flows.html")
-    def overview(threshold: Threshold = None, mode: Mode = None) -> dict:
+    def overview(threshold: Threshold = None, mode: Mode = None, population: Population = None) -> dict:
         """The run: models, lineage, SAE health and the Sankey of feature flows at a threshold and matching
-        mode, each edge's persistence beside its seed-control noise floor."""
+        mode (all features, or only reproducible ones: on by default where seed replicas exist), each edge's
+        persistence beside its seed-control noise floor, its reproducible persistence with 95% intervals and
+        reproducible floor, and its decoder PW-MCC beside chance."""
         t, mode = thr(threshold), store.mode(mode)
+        population = population or ("reproducible" if store.replicated else "all")
+        repro = population == "reproducible"
         models = store.overview_models()
         flows = store.flows(t, mode)
         emerged = store.emerged_in(t, mode)
+        state = view_state(t, mode)
+        # links out of the reproducible Sankey list reproducible features, where every member can have them
+        links = state["query"] + ("&stable=true" if repro and len(store.replicated) == len(store.models) else "")
         return {"threshold": t, "mode": mode, "mode_label": mode_label(mode), "modes": store.modes,
                 "mode_labels": {m: mode_label(m) for m in store.modes}, "models_overview": models, "flows": flows,
                 "emerged": emerged, "floors": store.floors(t, mode), "edges": store.edges,
-                "timings": store.timings, "state": view_state(t, mode),
+                "timings": store.timings, "state": state, "population": population,
+                "replicated": store.replicated,
                 "colors": {"persist": figures.PERSIST, "lost": figures.LOST, "new": figures.NEW},
-                "sankey": figures.sankey(store.models, flows, store.node_flows(t, mode), t, mode_label(mode),
-                                         view_state(t, mode)["query"])}
+                "sankey": figures.sankey(store.models, flows, store.node_flows(t, mode, repro), t, mode_label(mode),
+                                         links, reproducible=repro, replicated=store.replicated)}
 
     @view("/edges/{parent}/{child}", "edge.html", fragment="_edge_rows.html")
     def edge(parent: str, child: str,
@@ -314,21 +334,25 @@ def create_app(db_path: str | Path) -> FastAPI:
              threshold: Threshold = None, mode: Mode = None,
              sort: Annotated[str, Query(pattern="^(r|density|llr|sim_score|feature)$")] = "r",
              order: Annotated[str, Query(pattern="^(desc|asc)$")] = "desc",
-             page: Page = 1, per_page: PerPage = 50) -> dict:
+             page: Page = 1, per_page: PerPage = 50, stable: Stable = None) -> dict:
         """The features behind one flow of edge parent -> child at a threshold and mode: sortable both ways by
-        r, density, top-token LLR and explanation score, paginated, each with its match and top context."""
+        r, density, top-token LLR and explanation score, paginated, each with its match, top context and seed
+        stability (`stable` keeps reproducible or other features only); the edge's reproducible persistence
+        with its interval and floor, and its PW-MCC."""
         state = view_state(threshold, mode)
+        stable = stable_flag(stable)
         e = store.edge(parent, child)
         counts = next(f for f in store.flows(state["threshold"], state["mode"])
                       if f["parent"] == parent and f["child"] == child)
         res = store.edge_features(parent, child, fate, state["threshold"], state["mode"], sort, order == "desc",
-                                  page, per_page)
+                                  page, per_page, stable)
         params = {"fate": fate, "threshold": state["threshold"], "mode": state["mode"], "sort": sort, "order": order,
-                  "per_page": per_page}
+                  "per_page": per_page, **({} if stable is None else {"stable": str(stable).lower()})}
         resort = {k: urlencode({**params, "sort": k, "order": "asc" if (k, order) == (sort, "desc") else "desc"})
                   for k in ("r", "density", "llr", "sim_score")}
         return {**res, "edge": {**e, "parent_label": store.label(parent), "child_label": store.label(child)},
-                "fate": fate, "counts": counts, "sort": sort, "order": order, "state": state,
+                "fate": fate, "counts": counts, "sort": sort, "order": order, "state": state, "stable": stable,
+                "stable_query": "" if stable is None else f"&stable={str(stable).lower()}",
                 "query": urlencode(params), "resort": resort,
                 "modes": store.modes, "mode_labels": {m: mode_label(m) for m in store.modes}}
 
@@ -352,6 +376,7 @@ def create_app(db_path: str | Path) -> FastAPI:
         f = store.feature(model, feature)
         matches = store.matches(model, feature, t, mode)
         return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
+                "stability": store.stability(model, feature, t, mode),
                 "explanation": store.explanation(model, feature), "matches": matches,
                 "lineage": store.lineage(model, feature, t, mode, row=f, matches=matches),
                 "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
@@ -432,16 +457,19 @@ def create_app(db_path: str | Path) -> FastAPI:
         threshold: Threshold = None, mode: Mode = None,
         page: Page = 1,
         per_page: PerPage = 50,
+        stable: Stable = None,
     ) -> dict:
-        """Browse and search features by model, edge, fate (at a threshold and matching mode), density, top
-        token and explanation; sorted either way and paginated."""
+        """Browse and search features by model, edge, fate (at a threshold and matching mode), seed stability
+        (`stable`), density, top token and explanation; sorted either way and paginated."""
         state = view_state(threshold, mode)
         model = model or None
+        stable = stable_flag(stable)
         pair = tuple(edge.split(">")) if edge else None
         res = store.search(model, fate or None, min_density, max_density, token or None, sort, page, per_page,
                            text=q or None, threshold=state["threshold"], mode=state["mode"], edge=pair,
-                           descending=None if not order else order == "desc")
-        filters = {"model": model or "", "edge": edge or "", "fate": fate or "", "min_density": min_density,
+                           descending=None if not order else order == "desc", stable=stable)
+        filters = {"model": model or "", "edge": edge or "", "fate": fate or "",
+                   "stable": "" if stable is None else str(stable).lower(), "min_density": min_density,
                    "max_density": max_density, "token": token or "", "q": q or "", "sort": sort,
                    "order": order or "", "per_page": per_page, "threshold": state["threshold"], "mode": state["mode"]}
         query = urlencode({k: v for k, v in filters.items() if v != ""})

@@ -25,7 +25,7 @@ def depths(models: list[dict], edges: list[tuple[str, str]]) -> dict[str, int]:
 
 
 def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: float, mode_label: str = "",
-           state: str = "") -> dict:
+           state: str = "", reproducible: bool = False, replicated: list[str] | tuple = ()) -> dict:
     """The family as a Sankey in which every alive feature is counted once per model node.
 
     Models sit in columns by depth in the family, each as tall as its alive features. Between a parent and
@@ -34,7 +34,9 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     features flow out of the junction of the parent holding their best match (or from its 'new' node).
     `nodes` is `flows.node_flows`; `flows` gives the per-edge counts, shares and noise floors shown on
     hover and on the junctions. Every node and band carries [hover text, href] as customdata: the href
-    opens its features (`state` is the threshold / mode query string carried along)."""
+    opens its features (`state` is the threshold / mode query string carried along). `reproducible`: `nodes`
+    count only reproducible features of the `replicated` members (`flows.node_flows`), and the junctions
+    show reproducible persistence beside its reproducible floor where measured."""
     labels, colors, xs, index, custom, ranks = [], [], [], {}, [], []
     order = {m["model"]: i for i, m in enumerate(models)}
     depth = depths(models, [(f["parent"], f["child"]) for f in flows])
@@ -67,10 +69,12 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
         side = into if parents[m] else out
         return sum(n for (model, _), n in side.items() if model == m)
 
+    kind = "reproducible" if reproducible else "alive"
     for i, m in enumerate(models):
         name = m["model"]
+        own = kind if not reproducible or name in replicated else "alive (no seed replicas: all)"
         node(name, f"{m['label']} · {alive(name):,}", PALETTE[i % len(PALETTE)], column_x(depth[name]),
-             f"{m['label']}: {alive(name):,} alive features", f"/features?model={quote(name)}{amp}", (order[name],))
+             f"{m['label']}: {alive(name):,} {own} features", f"/features?model={quote(name)}{amp}", (order[name],))
     src, dst, val, col, link_custom = [], [], [], [], []
 
     def link(a: int, b: int, v: int, c: str, hover: str, href: str) -> None:
@@ -82,7 +86,16 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
         floor = ("no noise floor measured" if f.get("floor_share") is None else
                  f"noise floor {100 * f['floor_share']:.1f}% ({f['floor_source_label']})")
         short = "" if f.get("floor_share") is None else f" · floor {100 * f['floor_share']:.0f}%"
-        j = node(f"edge:{p}:{c}", f"{100 * f['persist_share']:.1f}% persist{short}", "#7f8c8d",
+        text = f"{100 * f['persist_share']:.1f}% persist{short}"
+        if reproducible and f.get("repro_share") is not None:
+            rfloor = ("floor n/a" if f.get("repro_floor_share") is None else
+                      f"floor {100 * f['repro_floor_share']:.0f}%")
+            text = f"{100 * f['repro_share']:.1f}% [{100 * f['repro_lo']:.0f}-{100 * f['repro_hi']:.0f}] persist · {rfloor}"
+            floor += (f"; of {f['stable_parent']:,} reproducible parent features {f['stable_persisting']:,} persist "
+                      f"({100 * f['repro_share']:.1f}%, 95% CI {100 * f['repro_lo']:.1f}-{100 * f['repro_hi']:.1f}%; "
+                      + ("reproducible floor unavailable" if f.get("repro_floor_share") is None else
+                         f"reproducible floor {100 * f['repro_floor_share']:.1f}%") + ")")
+        j = node(f"edge:{p}:{c}", text, "#7f8c8d",
                  column_x((depth[p] + depth[c]) / 2),
                  f"{label[p]} → {label[c]}: {f['persisting']:,} of {f['parent_alive']:,} parent features persist "
                  f"({100 * f['persist_share']:.1f}%; {floor}); {f['inherited']:,} child features inherit",
@@ -125,7 +138,8 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
             "link": {"source": src, "target": dst, "value": val, "color": col, "customdata": link_custom,
                      "hovertemplate": "%{customdata[0]}<extra></extra>"},
         }],
-        "layout": {"title": {"text": f"Feature flows at r > {threshold:g}" + (f" ({mode_label})" if mode_label else "")},
+        "layout": {"title": {"text": ("Reproducible feature flows" if reproducible else "Feature flows") +
+                                     f" at r > {threshold:g}" + (f" ({mode_label})" if mode_label else "")},
                    "height": 480,
                    "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
     }

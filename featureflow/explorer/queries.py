@@ -169,14 +169,29 @@ class Store:
         distribution of its replica match r."""
         mode = self.mode(mode)
         fl = flow_sql.floors(self.cursor(), threshold, mode)
+        rfl = flow_sql.reproducible_floors(self.cursor(), threshold, mode)
+        mcc = flow_sql.pw_mcc_replicas(self.cursor())
         reps = self.q("SELECT * FROM sae_replicas ORDER BY model, replica")
         out = []
         for m in self.models:
             if m["model"] in fl:
                 out.append({**fl[m["model"]], "label": m["label"], "mode": mode, "threshold": threshold,
                             "histogram": flow_sql.floor_histogram(self.cursor(), m["model"], mode),
-                            "saes": [r for r in reps if r["model"] == m["model"]]})
+                            "saes": [r for r in reps if r["model"] == m["model"]],
+                            "reproducible_floor": rfl.get(m["model"]), "pw_mcc": mcc.get(m["model"], [])})
         return out
+
+    @functools.cached_property
+    def replicated(self) -> list[str]:
+        """Members with seed replicas (rows in `noise_floor`), in family order."""
+        have = {r["model"] for r in self.q("SELECT DISTINCT model FROM noise_floor")}
+        return [m for m in self.model_names if m in have]
+
+    @memo
+    def stability(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict | None:
+        """A feature's seed stability at `threshold` under `mode` (`flows.stability`); None without replicas."""
+        self.model(model)
+        return flow_sql.stability(self.cursor(), model, feature, threshold, self.mode(mode))
 
     def origin_counts(self) -> list[dict]:
         """Alive features per model by the model their chain of persisting matches starts in (default threshold)."""
@@ -191,9 +206,10 @@ class Store:
         return flow_sql.emerged_in(self.cursor(), threshold, self.mode(mode))
 
     @memo
-    def node_flows(self, threshold: float, mode: str | None = None) -> list[dict]:
-        """Each alive feature once per model node (the Sankey): see `flows.node_flows`."""
-        return flow_sql.node_flows(self.cursor(), threshold, self.mode(mode))
+    def node_flows(self, threshold: float, mode: str | None = None, reproducible: bool = False) -> list[dict]:
+        """Each alive feature once per model node (the Sankey): see `flows.node_flows`; with `reproducible`,
+        only the reproducible features of members with seed replicas."""
+        return flow_sql.node_flows(self.cursor(), threshold, self.mode(mode), reproducible)
 
     def edge(self, parent: str, child: str) -> dict:
         """An edge of the family, or NotFound naming the edges there are."""
@@ -205,12 +221,12 @@ class Store:
         raise NotFound(f"'{parent}' -> '{child}' is not an edge of run '{self.run['name']}' (edges: {have})")
 
     def edge_features(self, parent: str, child: str, fate: str, threshold: float, mode: str | None, sort: str,
-                      descending: bool, page: int, per_page: int) -> dict:
+                      descending: bool, page: int, per_page: int, stable: bool | None = None) -> dict:
         """One page of the features behind a flow count of edge parent -> child (see `flows.edge_features`),
         each with a short highlighted context around its top activation."""
         self.edge(parent, child)
         total, rows = flow_sql.edge_features(self.cursor(), parent, child, fate, threshold, self.mode(mode), sort,
-                                             descending, per_page, (page - 1) * per_page)
+                                             descending, per_page, (page - 1) * per_page, stable)
         model = parent if flow_sql.EDGE_FATES[fate][0] == "p2c" else child
         snippets = self.snippets(model, [r["feature"] for r in rows])
         for r in rows:
@@ -521,14 +537,16 @@ class Store:
     def search(self, model: str | None, fate: str | None, min_density: float, max_density: float,
                token: str | None, sort: str, page: int, per_page: int, text: str | None = None,
                threshold: float | None = None, mode: str | None = None, edge: tuple[str, str] | None = None,
-               descending: bool | None = None) -> dict:
+               descending: bool | None = None, stable: bool | None = None) -> dict:
         """One page of features matching the filters, each with its fate, best parent r and best child r
         computed at `threshold` under `mode` from the stored matches (the rule of `flows`: counts per edge
         equal `flows`, per model `emerged_in` and the Sankey's lost features). With `edge` (parent, child)
         only that edge's matches count and only its two models' features are listed. `descending`: None
-        sorts `sort` in its natural direction; NULLs sort last either way."""
+        sorts `sort` in its natural direction; NULLs sort last either way. `stable` True / False keeps
+        only features that are reproducible / measured but not reproducible across their member's seed
+        replicas at the threshold (`flows.STABILITY`; a member without replicas has neither)."""
         sim, rule = parse_mode(self.mode(mode))
-        params: dict = {"sim": sim, "t": self.run["default_threshold"] if threshold is None else threshold,
+        params: dict = {"sim": sim, "rule": rule, "t": self.run["default_threshold"] if threshold is None else threshold,
                         "lo": min_density, "hi": max_density}
         where = ["f.density >= $lo AND f.density <= $hi"]
         on_edge = ""
@@ -549,6 +567,9 @@ class Store:
         if text:
             where.append("e.explanation ILIKE $text ESCAPE '\\'")
             params["text"] = f"%{like_literal(text)}%"
+        if stable is not None:
+            where.append("st.stable = $stable")
+            params["stable"] = stable
         base = f"""
             FROM features f JOIN models m USING (model) LEFT JOIN vocab v ON v.token_id = f.top_token_id
             LEFT JOIN explanations e USING (model, feature)
@@ -560,6 +581,7 @@ class Store:
                               bool_or(coalesce(b.r, -1e9) > $t) FILTER (WHERE b.direction = 'p2c') AS persisting
                        FROM ({flow_sql._BEST[rule]}) b {on_edge} GROUP BY ALL) s
               ON s.model = f.model AND s.feature = f.feature
+            LEFT JOIN ({flow_sql.STABILITY}) st ON st.model = f.model AND st.feature = f.feature
             WHERE {" AND ".join(where)}"""
         total = self.cursor().execute(f"SELECT count(*) {base}", params).fetchone()[0]
         column, natural = self.SORTS[sort]
@@ -571,7 +593,7 @@ class Store:
                        CASE s.persisting WHEN true THEN 'persisting' WHEN false THEN 'disappearing' END), ''),
                        'alive') END AS fate,
                    s.parent_r, s.best_child_r, f.origin_model, v.text AS top_token, f.top_token_share,
-                   f.top_token_llr, e.explanation, e.explainer, e.sim_score
+                   f.top_token_llr, e.explanation, e.explainer, e.sim_score, st.replicas, st.reproduced, st.stable
             {base} ORDER BY {column} {order} NULLS LAST, m.idx, f.feature LIMIT $limit OFFSET $offset""",
                       {**params, "limit": per_page, "offset": (page - 1) * per_page})
         return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),

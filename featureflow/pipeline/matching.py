@@ -18,6 +18,10 @@ Similarities, each producing the top-k matches in both directions (`TopK`):
 - `decoder` (`decoder_topk`): cosine of decoder directions, data-free (as Neuronpedia and cross-layer
   feature flow match); a zero decoder row has cosine 0 with everything.
 
+Agreement as the literature measures it: `pw_mcc` (Song et al. 2025), the mean |cos| of two decoders'
+unit rows under the Hungarian one-to-one pairing, with its chance level for random unit vectors of the same
+shapes; computed for every edge and every seed-replica pair.
+
 Rules:
 
 - `best`: each feature's top-1 of its top-k list (`best_of`); several parents may share a child.
@@ -27,6 +31,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -291,6 +296,40 @@ def decoder_topk(W_a: Any, W_b: Any, k: int, block_size: int = 2048, desc: str |
         raise ValueError(f"decoder directions live in different spaces: d = {A.shape[1]} vs {B.shape[1]}")
     return _blockwise_topk(A.shape[0], B.shape[0], k, block_size,
                            lambda j0, j1: np.clip(A @ B[j0:j1].T, -1.0, 1.0), desc)
+
+
+def _hungarian_mean_abs_cos(A: np.ndarray, B: np.ndarray) -> float:
+    """Mean |cos| over the one-to-one pairing of unit rows A and B that maximises the total |cos|."""
+    from scipy.optimize import linear_sum_assignment
+
+    cos = np.abs(A @ B.T)
+    np.clip(cos, 0.0, 1.0, out=cos)
+    rows, cols = linear_sum_assignment(1.0 - cos)
+    return float(cos[rows, cols].mean()) if len(rows) else float("nan")
+
+
+def pw_mcc(dec_a: Any, dec_b: Any, *, seed: int = 0) -> tuple[float, float]:
+    """PW-MCC (Song et al. 2025) of two SAEs' decoders, and its chance level.
+
+    dec_a (Fa x d) and dec_b (Fb x d) hold one decoder direction per row (SAELens' `W_dec`), NumPy or
+    torch. Rows are scaled to unit length (a zero row stays zero), the one-to-one pairing that minimises
+    the total 1 - |cos| is found by the Hungarian algorithm (`scipy.optimize.linear_sum_assignment`;
+    min(Fa, Fb) pairs when the sides differ in size), and the score is the mean |cos| of the matched pairs.
+    The chance level is the same score for random unit vectors of the same shapes (Gaussian rows drawn
+    with `seed`, then normalised): what two unrelated dictionaries of this size reach. Returns
+    (score, chance)."""
+    A, B = unit_rows(dec_a), unit_rows(dec_b)
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(f"decoder directions live in different spaces: d = {A.shape[1]} vs {B.shape[1]}")
+    return _hungarian_mean_abs_cos(A, B), pw_mcc_chance(A.shape, B.shape, seed)
+
+
+@functools.lru_cache(maxsize=64)
+def pw_mcc_chance(shape_a: tuple[int, int], shape_b: tuple[int, int], seed: int = 0) -> float:
+    """PW-MCC of random unit vectors (Gaussian rows drawn with `seed`, normalised) of the given shapes: the
+    chance level. Kept per shapes and seed, since every SAE pair of one run shares them."""
+    rng = np.random.default_rng(seed)
+    return _hungarian_mean_abs_cos(unit_rows(rng.standard_normal(shape_a)), unit_rows(rng.standard_normal(shape_b)))
 
 
 # ------------------------------------------------------------------------------------------- rules

@@ -32,8 +32,9 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
 # activations 4: per-feature tables compiled, quantile examples seeded per feature (seed + feature).
 # autointerp 2: failure reasons are redacted (older artefacts may hold an API key a server echoed).
-VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 3, "activations": 4, "matching": 2, "autointerp": 2,
-                                     "cases": 2, "fingerprints": 2}
+# matching 3, floors 2: each edge and each replica pair also gets its decoders' PW-MCC and chance level.
+VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 3, "activations": 4, "matching": 3, "floors": 2,
+                                     "autointerp": 2, "cases": 2, "fingerprints": 2}
 
 
 def _stage(fn):
@@ -394,11 +395,38 @@ class Pipeline:
 
     @_stage
     def matching(self) -> dict[tuple[str, str], Path]:
-        """Every edge under every configured similarity; returns the default similarity's folders."""
+        """Every edge under every configured similarity, and its PW-MCC; returns the default similarity's
+        folders."""
         for sim in self.cfg.matching.similarities:
             for e in self.cfg.edges():
                 self.match(*e, sim)
+        for p, c in self.cfg.edges():
+            self.agreement((p, 0), (c, 0))
         return {e: self.match(*e) for e in self.cfg.edges()}
+
+    @_stage
+    def agreement(self, a: tuple[str, int], b: tuple[str, int]) -> Path:
+        """PW-MCC of two SAEs' decoders (`matching.pw_mcc`) and its chance level (pw_mcc.json): an edge
+        (both replicas 0, under `matching/`) or a member's replica pair (under `floors/`)."""
+        from featureflow.pipeline.matching import pw_mcc
+
+        stage = "floors" if a[0] == b[0] else "matching"
+        key = key_of(VERSIONS[stage], "pw_mcc", self.sae_key(*a), self.sae_key(*b))
+        label = (f"{a[0]}.r{a[1]}--r{b[1]}" if stage == "floors" else f"{a[0]}--{b[0]}") + ".pwmcc"
+
+        def build(tmp: Path) -> None:
+            A, B = self.similarity_inputs(*a, "decoder"), self.similarity_inputs(*b, "decoder")
+            t0 = time.time()
+            if A.shape[1] != B.shape[1]:  # members of different widths (loaded models): not comparable
+                score = chance = None
+                log.info("pw-mcc %s: decoders of width %d and %d, not compared", label, A.shape[1], B.shape[1])
+            else:
+                score, chance = pw_mcc(A, B, seed=self.cfg.seed)
+                log.info("pw-mcc %s: %.3f (chance %.3f) in %.1f s", label, score, chance, time.time() - t0)
+            write_json(tmp / "pw_mcc.json", {"a": list(a), "b": list(b), "pw_mcc": score, "chance": chance,
+                                             "n_a": int(A.shape[0]), "n_b": int(B.shape[0]), "seed": self.cfg.seed})
+
+        return build_dir(self._dir(stage, label, key), build)
 
     def best_matches(self, folder: Path, rule: str) -> dict[str, np.ndarray]:
         """Each feature's match on one side under a rule: best (top-1) or 1to1 (its assigned partner; r is
@@ -424,9 +452,18 @@ class Pipeline:
     @_stage
     def floors(self) -> dict[tuple[str, int, str], Path]:
         """The seed-control noise floor: for every replicated member, every replica against replica 0
-        under every configured similarity."""
-        return {(n, r, sim): self.floor(n, r, sim) for n in self.cfg.topological_order()
-                for r in self.replicas(n)[1:] for sim in self.cfg.matching.similarities}
+        under every configured similarity (and each pair's PW-MCC, `agreement`)."""
+        out = {(n, r, sim): self.floor(n, r, sim) for n in self.cfg.topological_order()
+               for r in self.replicas(n)[1:] for sim in self.cfg.matching.similarities}
+        for n in self.cfg.topological_order():
+            for r in self.replicas(n)[1:]:
+                self.agreement((n, 0), (n, r))
+        return out
+
+    def agreements(self) -> list[Path]:
+        """Every PW-MCC artefact: each edge's, then each replica pair's."""
+        return [self.agreement((p, 0), (c, 0)) for p, c in self.cfg.edges()] + [
+            self.agreement((n, 0), (n, r)) for n in self.cfg.topological_order() for r in self.replicas(n)[1:]]
 
     # --------------------------------------------------------------------------------- autointerp
     def persisting(self, name: str, n_features: int) -> np.ndarray:

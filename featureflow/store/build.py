@@ -53,6 +53,7 @@ def inputs_key(pl: "Pipeline") -> str:
 
     return key_of(SCHEMA_VERSION, VERSIONS, pl.cfg, [p.name for p in pl.activations().values()],
                   [p.name for p in pl.matching().values()], [p.name for p in pl.floors().values()],
+                  [p.name for p in pl.agreements()],
                   [p.name for p in pl.autointerp().values()], pl.cases().name, pl.fingerprints().name)
 
 
@@ -280,13 +281,24 @@ def _fill_flows(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
     """The flows table: every mode at the default threshold (the explorer recomputes at any other)."""
     from featureflow.store.flows import flows
 
+    from featureflow.store.schema import columns
+
     cfg = pl.cfg
+    cols = columns("flows")
     for mode in cfg.matching.modes:
         for f in flows(con, cfg.matching.threshold, mode):
-            _insert(con, "flows", {k: [f[k]] for k in (
-                "parent", "child", "mode", "threshold", "persisting", "disappearing", "inherited", "emerging",
-                "parent_dead", "child_dead", "parent_alive", "child_alive", "persist_share", "same_index",
-                "floor_share", "floor_mean_r", "floor_source")})
+            con.execute(f"INSERT INTO flows ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [f[k] for k in cols])
+
+
+def _fill_pw_mcc(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
+    """The pw_mcc table: every edge's and every replica pair's decoder PW-MCC with its chance level."""
+    for folder in pl.agreements():
+        a = read_json(folder / "pw_mcc.json")
+        (ma, ra), (mb, rb) = a["a"], a["b"]
+        con.execute("INSERT INTO pw_mcc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            "replica" if ma == mb else "edge", ma, ra, mb, rb, a["n_a"], a["n_b"], a["pw_mcc"], a["chance"],
+            a["seed"]])
 
 
 def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[str]) -> None:
@@ -356,6 +368,7 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
             c["slug"], c["title"], c["description"], c["hypothesis"], c["root_model"], c["root_feature"],
             c["root_llr"], c["root_coverage"], c["descendants"], c["status"], c["reason"]])
     _insert(con, "case_llrs", pq.read_table(pl.cases() / "case_llrs.parquet"))
+    _fill_pw_mcc(pl, con)
     _fill_flows(pl, con)
     # NaN -> NULL for "no parent" / "never fires" rows
     con.execute("UPDATE features SET top_token_llr = NULL WHERE isnan(top_token_llr)")

@@ -10,10 +10,22 @@ in their seed (`noise_floor`): the share of replica 0's alive features whose mat
 exceeds the threshold, pooled over its replicas. An edge shows the floor of its parent when the parent
 has replicas, else of its child, else the pooled floor of every replicated member (`floor_source` says
 which). Free of heavy imports: the app imports this module.
+
+Seed stability and reproducible persistence (issue 21). A feature of replica 0 of a replicated member
+*reproduces* in another replica when its match there (`noise_floor`, same similarity and rule as the mode)
+exceeds the threshold; its stability is the share of the other replicas it reproduces in, and it is
+*reproducible* (stable) when it reproduces in every one. Reproducible persistence on an edge is the share
+of the parent's alive reproducible features that persist (emergence: of the child's, the share that
+emerged), with a 95% Wilson interval over features and, with two or more extra replicas, the spread over
+seeds. Its floor is what that share reads for an unchanged model: of replica 0's features that reproduce in
+every extra replica but one, the share that also match the one held out (pooled over which is held out).
+All of it is computed at query time, for any threshold, from `noise_floor`, `matches` / `assignments`
+and `features`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from featureflow.config import parse_mode
@@ -51,21 +63,188 @@ def floors(cur, threshold: float, mode: str) -> dict[str, dict]:
     return {r["model"]: {**r, "share": r["matched"] / r["alive"] if r["alive"] else 0.0} for r in rows}
 
 
-def edge_floor(parent: str, child: str, fl: dict[str, dict], labels: dict[str, str] | None = None) -> dict | None:
-    """The floor shown beside one edge: the parent's, else the child's, else every replicated member's pooled.
-    `source` names the member(s) it comes from, `source_label` the same by their labels."""
-    labels = labels or {}
+def floor_members(parent: str, child: str, measured, pool: bool = True) -> list[str]:
+    """The one rule for whose floor an edge shows: the parent's when measured, else the child's, else (with
+    `pool`) every measured member's pooled (sorted); [] when none is measured."""
     for m in (parent, child):
-        if m in fl:
-            return {"share": fl[m]["share"], "mean_r": fl[m]["mean_r"], "source": m,
-                    "source_label": labels.get(m, m)}
-    if not fl:
+        if m in measured:
+            return [m]
+    return sorted(measured) if pool else []
+
+
+def edge_floor(parent: str, child: str, fl: dict[str, dict], labels: dict[str, str] | None = None) -> dict | None:
+    """The floor shown beside one edge (`floor_members`). `source` names the member(s) it comes from,
+    `source_label` the same by their labels."""
+    labels = labels or {}
+    members = floor_members(parent, child, fl)
+    if len(members) == 1 and members[0] in (parent, child):
+        m = members[0]
+        return {"share": fl[m]["share"], "mean_r": fl[m]["mean_r"], "source": m,
+                "source_label": labels.get(m, m)}
+    if not members:
         return None
     alive = sum(f["alive"] for f in fl.values())
     return {"share": sum(f["matched"] for f in fl.values()) / alive if alive else 0.0,
             "mean_r": sum(f["mean_r"] * f["alive"] for f in fl.values()) / alive if alive else 0.0,
             "source": "pooled: " + ", ".join(sorted(fl)),
             "source_label": "pooled: " + ", ".join(labels.get(m, m) for m in sorted(fl))}
+
+
+# -- seed stability and reproducible persistence ---------------------------------------------------------
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion k / n (95% by default); None when n is 0.
+    (Equal to statsmodels' `proportion_confint(k, n, method="wilson")`; written out so the app needs no
+    statsmodels.)"""
+    if not n:
+        return None
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # k = 0 and k = n have exact ends 0 and 1 (the float formula lands an ulp beside them)
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+
+
+# Replica 0's features against each other replica of their member: `ok` when the match exceeds $t.
+_REPLICA_MATCH = """SELECT model, feature, replica, alive, r, coalesce(r, -1e9) > $t AS ok FROM noise_floor
+                    WHERE similarity = $sim AND rule = $rule"""
+# Per feature of a replicated member: how many other replicas, in how many it reproduces, its mean match r
+# (unassigned counts 0) and whether it is reproducible (reproduces in every one).
+STABILITY = f"""SELECT model, feature, count(*) AS replicas, count(*) FILTER (WHERE ok) AS reproduced,
+                       avg(coalesce(r, 0)) AS mean_r, count(*) FILTER (WHERE ok) = count(*) AS stable
+                FROM ({_REPLICA_MATCH}) GROUP BY model, feature"""
+
+
+def stability_params(threshold: float, mode: str) -> dict:
+    """The bound parameters `STABILITY` needs ($t, $sim, $rule)."""
+    sim, rule = parse_mode(mode)
+    return {"t": threshold, "sim": sim, "rule": rule}
+
+
+def stability(cur, model: str, feature: int, threshold: float, mode: str) -> dict | None:
+    """One feature's seed stability at `threshold` under `mode`: its match r in each other replica of its
+    member (`rs`: replica, r, reproduces), how many it reproduces in, the share, the mean r and whether it is
+    reproducible. None when the member has no seed replicas."""
+    rows = _dicts(cur.execute(f"""SELECT replica, r, ok AS reproduces FROM ({_REPLICA_MATCH})
+                                  WHERE model = $model AND feature = $feature ORDER BY replica""",
+                              {**stability_params(threshold, mode), "model": model, "feature": feature}))
+    if not rows:
+        return None
+    n, k = len(rows), sum(r["reproduces"] for r in rows)
+    return {"replicas": n, "reproduced": k, "share": k / n, "stable": k == n, "rs": rows,
+            "mean_r": sum(r["r"] if r["r"] is not None else 0.0 for r in rows) / n}
+
+
+def reproducible_floors(cur, threshold: float, mode: str) -> dict[str, dict]:
+    """Per member with two or more extra replicas: what reproducible persistence reads for an unchanged
+    model. Of replica 0's alive features that reproduce in every extra replica but one, the share that
+    also match the one held out, pooled over which one is held out (`matched` of `n`, `share`, Wilson `ci`);
+    `extra`: its number of extra replicas."""
+    rows = _dicts(cur.execute(f"""
+        WITH per AS (SELECT model, feature, alive, ok, count(*) OVER w AS k, sum(ok::INTEGER) OVER w AS tot
+                     FROM ({_REPLICA_MATCH}) WINDOW w AS (PARTITION BY model, feature))
+        SELECT model, max(k) AS extra,
+               count(*) FILTER (WHERE tot - ok::INTEGER = k - 1) AS n,
+               count(*) FILTER (WHERE tot - ok::INTEGER = k - 1 AND ok) AS matched
+        FROM per WHERE alive AND k >= 2 GROUP BY model""", stability_params(threshold, mode)))
+    return {r["model"]: {**r, "share": r["matched"] / r["n"] if r["n"] else None, "ci": wilson(r["matched"], r["n"])}
+            for r in rows}
+
+
+def _verdict(parent: str, child: str, ci: tuple | None, floor_ci: tuple | None) -> str | None:
+    """A plain-language reading of reproducible persistence against its floor, only where the two 95%
+    intervals do not overlap."""
+    if ci is None or floor_ci is None:
+        return None
+    if ci[1] < floor_ci[0]:
+        return (f"Fewer reproducible {parent} features persist into {child} than between two seeds of one "
+                f"unchanged model: this edge changed some of them.")
+    if ci[0] > floor_ci[1]:
+        return (f"More reproducible {parent} features persist into {child} than between two seeds of one "
+                f"unchanged model.")
+    return None
+
+
+def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None = None) -> dict[tuple, dict]:
+    """Per edge (parent, child): reproducible persistence and emergence with their intervals and seed spread,
+    the reproducible floor (the parent's, else the child's; never another member's: NULL when neither has
+    two or more extra replicas) and the verdict (the `flows` table's columns from `stable_parent` to
+    `verdict`; NULL where a side has no replicas)."""
+    sim, rule = parse_mode(mode)
+    labels = labels or {}
+    params = stability_params(threshold, mode)
+    side = f"""
+        WITH best AS ({_BEST[rule]}),
+        side AS (SELECT m.parent, m.child, m.direction, m.src AS feature, coalesce(m.r, -1e9) > $t AS matched,
+                        CASE WHEN m.direction = 'p2c' THEN m.parent ELSE m.child END AS model FROM best m)"""
+    pooled = _dicts(cur.execute(f"""{side}
+        SELECT s.parent, s.child, s.direction, count(*) AS n, count(*) FILTER (WHERE s.matched) AS matched
+        FROM side s JOIN features f ON f.model = s.model AND f.feature = s.feature
+        JOIN ({STABILITY}) st ON st.model = s.model AND st.feature = s.feature
+        WHERE f.alive AND st.stable GROUP BY ALL""", params))
+    per_seed = _dicts(cur.execute(f"""{side}
+        SELECT s.parent, s.child, s.direction, n.replica, count(*) AS n, count(*) FILTER (WHERE s.matched) AS matched
+        FROM side s JOIN features f ON f.model = s.model AND f.feature = s.feature
+        JOIN ({_REPLICA_MATCH}) n ON n.model = s.model AND n.feature = s.feature
+        WHERE f.alive AND n.ok GROUP BY ALL""", params))
+    extra = dict(cur.execute("""SELECT model, count(DISTINCT replica) FROM noise_floor
+                                WHERE similarity = $sim AND rule = $rule GROUP BY model""",
+                             {"sim": sim, "rule": rule}).fetchall())
+    rfl = reproducible_floors(cur, threshold, mode)
+    out = {}
+    for e in _dicts(cur.execute("SELECT parent, child FROM model_edges")):
+        p, c = e["parent"], e["child"]
+        row: dict[str, Any] = {}
+        for prefix, direction, model, count_key, n_key, k_key in (
+                ("repro", "p2c", p, "matched", "stable_parent", "stable_persisting"),
+                ("emerge", "c2p", c, "unmatched", "stable_child", "stable_emerging")):
+            got = next((r for r in pooled if (r["parent"], r["child"], r["direction"]) == (p, c, direction)), None)
+            n = (got["n"] if got else 0) if model in extra else None
+            k = None if n is None else (got[count_key] if got and count_key == "matched" else
+                                        (got["n"] - got["matched"] if got else 0))
+            ci = wilson(k, n) if n else None
+            seeds = []
+            if extra.get(model, 0) >= 2:
+                for r in per_seed:
+                    if (r["parent"], r["child"], r["direction"]) == (p, c, direction) and r["n"]:
+                        seeds.append((r["matched"] if direction == "p2c" else r["n"] - r["matched"]) / r["n"])
+            row.update({n_key: n, k_key: k, f"{prefix}_share": k / n if n else None,
+                        f"{prefix}_lo": ci[0] if ci else None, f"{prefix}_hi": ci[1] if ci else None,
+                        f"{prefix}_seed_min": min(seeds) if seeds else None,
+                        f"{prefix}_seed_max": max(seeds) if seeds else None})
+        members = floor_members(p, c, rfl, pool=False)  # never borrowed from a member off the edge
+        if members:
+            matched, n = sum(rfl[m]["matched"] for m in members), sum(rfl[m]["n"] for m in members)
+            fci = wilson(matched, n)
+            source = members[0]
+            row.update(repro_floor_matched=matched, repro_floor_n=n, repro_floor_share=matched / n if n else None,
+                       repro_floor_lo=fci[0] if fci else None, repro_floor_hi=fci[1] if fci else None,
+                       repro_floor_source=source)
+        else:
+            fci = None
+            row.update(repro_floor_matched=None, repro_floor_n=None, repro_floor_share=None, repro_floor_lo=None,
+                       repro_floor_hi=None, repro_floor_source=None)
+        ci = None if row["repro_lo"] is None else (row["repro_lo"], row["repro_hi"])
+        row["verdict"] = _verdict(labels.get(p, p), labels.get(c, c), ci, fci)
+        out[(p, c)] = row
+    return out
+
+
+def pw_mcc_edges(cur) -> dict[tuple[str, str], dict]:
+    """Each edge's decoder PW-MCC and chance level (table `pw_mcc`, kind 'edge')."""
+    return {(r["model_a"], r["model_b"]): r for r in _dicts(cur.execute(
+        "SELECT model_a, model_b, pw_mcc, chance FROM pw_mcc WHERE kind = 'edge'"))}
+
+
+def pw_mcc_replicas(cur) -> dict[str, list[dict]]:
+    """Per replicated member: replica 0's decoder PW-MCC against each other replica, with its chance level."""
+    out: dict[str, list[dict]] = {}
+    for r in _dicts(cur.execute("""SELECT model_a AS model, replica_b AS replica, pw_mcc, chance FROM pw_mcc
+                                   WHERE kind = 'replica' ORDER BY model_a, replica_b""")):
+        out.setdefault(r["model"], []).append(r)
+    return out
 
 
 def flows(cur, threshold: float, mode: str) -> list[dict]:
@@ -94,6 +273,8 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
                               {"t": threshold, "sim": sim}))
     fl = floors(cur, threshold, mode)
     labels = dict(cur.execute("SELECT model, label FROM models").fetchall())
+    rep = reproducible(cur, threshold, mode, labels)
+    mcc = pw_mcc_edges(cur)
     for r in rows:
         r["mode"] = mode
         r["mode_label"] = mode_label(mode)
@@ -104,6 +285,10 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
         r["floor_mean_r"] = f["mean_r"] if f else None
         r["floor_source"] = f["source"] if f else None
         r["floor_source_label"] = f["source_label"] if f else None
+        r.update(rep[(r["parent"], r["child"])])
+        r["repro_floor_source_label"] = labels.get(r["repro_floor_source"], r["repro_floor_source"])
+        pw = mcc.get((r["parent"], r["child"]), {})
+        r["pw_mcc"], r["pw_mcc_chance"] = pw.get("pw_mcc"), pw.get("chance")
     return rows
 
 
@@ -130,14 +315,19 @@ def floor_histogram(cur, model: str, mode: str, bins: int = 20) -> list[dict]:
 
 
 # -- per-node partition and per-edge feature lists (the explorer's Sankey and /edges pages) ---------------
-def node_flows(cur, threshold: float, mode: str) -> list[dict]:
+def node_flows(cur, threshold: float, mode: str, reproducible: bool = False) -> list[dict]:
     """Each alive feature counted once per model node, for the Sankey.
 
     Rows (side, model, via, n): side 'out' partitions a parent's alive features by the child its best
     persisting match lies in (the strongest r over its children; `via` NULL: it persists in none, lost);
     side 'in' partitions a child's alive features by the parent its best persisting match lies in (`via`
-    NULL: no parent reaches it, new). Ties go to the model earlier in family order."""
+    NULL: no parent reaches it, new). Ties go to the model earlier in family order. With `reproducible`,
+    a member with seed replicas counts only its reproducible features (`STABILITY`); a member without
+    replicas still counts all of them."""
     sim, rule = parse_mode(mode)
+    keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = k.model AND st.feature = k.feature"
+            if reproducible else "")
+    where = " AND coalesce(st.stable, true)" if reproducible else ""
     return _dicts(cur.execute(f"""
         WITH best AS ({_BEST[rule]}),
         side AS (
@@ -150,8 +340,9 @@ def node_flows(cur, threshold: float, mode: str) -> list[dict]:
             FROM side s JOIN models o ON o.model = s.other)
         SELECT CASE WHEN k.direction = 'p2c' THEN 'out' ELSE 'in' END AS side, k.model,
                CASE WHEN k.r > $t THEN k.other END AS via, count(*) AS n
-        FROM ranked k JOIN features f ON f.model = k.model AND f.feature = k.feature
-        WHERE k.k = 1 AND f.alive GROUP BY ALL ORDER BY ALL""", {"t": threshold, "sim": sim}))
+        FROM ranked k JOIN features f ON f.model = k.model AND f.feature = k.feature {keep}
+        WHERE k.k = 1 AND f.alive{where} GROUP BY ALL ORDER BY ALL""",
+                              {"t": threshold, "sim": sim, **({"rule": rule} if reproducible else {})}))
 
 
 EDGE_FATES = {"persisting": ("p2c", True), "disappearing": ("p2c", False),
@@ -161,11 +352,14 @@ EDGE_SORTS = {"r": "m.r", "density": "f.density", "llr": "f.top_token_llr",
 
 
 def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mode: str, sort: str = "r",
-                  descending: bool = True, limit: int = 50, offset: int = 0) -> tuple[int, list[dict]]:
+                  descending: bool = True, limit: int = 50, offset: int = 0,
+                  stable: bool | None = None) -> tuple[int, list[dict]]:
     """The alive features behind one count of `flows` on edge parent -> child: persisting / disappearing
     parent features or inherited / emerging child features, each with its match on the other side (its
-    best match, or its assigned partner under `1to1`; NULL when unassigned), r, density, top-token LLR and
-    explanation. Returns (total, one page of rows sorted by `sort`, NULLs last)."""
+    best match, or its assigned partner under `1to1`; NULL when unassigned), r, density, top-token LLR,
+    explanation and seed stability (`replicas`, `reproduced`, `stable`: NULL without replicas). `stable`
+    True / False keeps only reproducible / measured but not reproducible features (None: all). Returns
+    (total, one page of rows sorted by `sort`, NULLs last)."""
     sim, rule = parse_mode(mode)
     if fate not in EDGE_FATES:
         raise ValueError(f"unknown edge fate '{fate}' (fates: {', '.join(EDGE_FATES)})")
@@ -178,15 +372,17 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
                        AND f.feature = m.src
         LEFT JOIN vocab v ON v.token_id = f.top_token_id
         LEFT JOIN explanations e ON e.model = f.model AND e.feature = f.feature
+        LEFT JOIN ({STABILITY}) st ON st.model = f.model AND st.feature = f.feature
         WHERE m.parent = $parent AND m.child = $child AND m.direction = $direction AND f.alive
-          AND (coalesce(m.r, -1e9) > $t) = $persists"""
-    params = {"sim": sim, "parent": parent, "child": child, "direction": direction, "t": threshold,
-              "persists": persists}
+          AND (coalesce(m.r, -1e9) > $t) = $persists{"" if stable is None else " AND st.stable = $stable"}"""
+    params = {"sim": sim, "rule": rule, "parent": parent, "child": child, "direction": direction, "t": threshold,
+              "persists": persists, **({} if stable is None else {"stable": stable})}
     total = cur.execute(f"SELECT count(*) {base}", params).fetchone()[0]
     order = "DESC" if descending else "ASC"
     rows = _dicts(cur.execute(f"""
         SELECT f.model, f.feature, m.dst AS match_feature, m.r, f.density, f.max_act, f.top_token_llr,
-               v.text AS top_token, e.explanation, e.explainer, e.sim_score {base}
+               v.text AS top_token, e.explanation, e.explainer, e.sim_score, st.replicas, st.reproduced,
+               st.stable {base}
         ORDER BY {EDGE_SORTS[sort]} {order} NULLS LAST, f.feature LIMIT $limit OFFSET $offset""",
                               {**params, "limit": limit, "offset": offset}))
     return total, rows

@@ -10,7 +10,7 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
@@ -109,7 +109,10 @@ TABLES: dict[str, tuple[str, str]] = {
                     "(same model, another seed) with the same engine, per similarity and rule. One row per "
                     "feature of replica 0: its match r in the other replica (NULL: unassigned under 1to1). "
                     "The floor at a threshold t is the share of alive features with r > t: what 'persistence' "
-                    "reads between two SAEs of one unchanged model.", """
+                    "reads between two SAEs of one unchanged model. A feature's seed stability at t under a "
+                    "mode is read from its rows here (`featureflow/store/flows.py` `stability`): the share of "
+                    "its member's other replicas in which r > t, and its mean r (unassigned counts 0); it is "
+                    "*reproducible* (stable) when r > t in every other replica.", """
         model VARCHAR, replica INTEGER, similarity VARCHAR, rule VARCHAR, feature INTEGER, alive BOOLEAN,
         r DOUBLE"""),
     "explanations": ("One explanation per explained feature with its scores, each labelled with the "
@@ -162,11 +165,36 @@ TABLES: dict[str, tuple[str, str]] = {
               "disappearing, child features inherited / emerging, dead features on either side; `same_index`: "
               "persisting matches that pair identical latent indices (a sign of shared initialisation); the "
               "noise floor beside it (`floor_share` of alive features matched between seed replicas of "
-              "`floor_source`, `floor_mean_r` their mean match r).", """
+              "`floor_source`, `floor_mean_r` their mean match r). Reproducible persistence (NULL where the "
+              "side has no seed replicas): of the parent's alive reproducible features (`stable_parent`: "
+              "matched above the threshold in every seed replica) the `stable_persisting` ones, their share "
+              "`repro_share` and its 95% Wilson interval [`repro_lo`, `repro_hi`]; with two or more extra "
+              "replicas of the parent, `repro_seed_min` / `repro_seed_max`: the least and greatest share over "
+              "seeds, each seed's population being the features that reproduce in that one replica. The same "
+              "for the child's reproducible features that emerged on this edge (`stable_child`, "
+              "`stable_emerging`, `emerge_*`). Its reproducible floor (`repro_floor_source`: the parent when it has "
+              "two or more extra replicas, else the child, else none and NULL): of replica 0's alive features that "
+              "reproduce in every extra replica but one, the share that also match the one held out, pooled over "
+              "which one is held out (`repro_floor_matched` of `repro_floor_n`, share and Wilson interval); "
+              "`verdict`: a plain-language reading, only where the persistence and floor intervals do not "
+              "overlap. `pw_mcc` / `pw_mcc_chance`: the edge's decoder PW-MCC (table `pw_mcc`).", """
         parent VARCHAR, child VARCHAR, mode VARCHAR, threshold DOUBLE, persisting INTEGER, disappearing INTEGER,
         inherited INTEGER, emerging INTEGER, parent_dead INTEGER, child_dead INTEGER,
         parent_alive INTEGER, child_alive INTEGER, persist_share DOUBLE, same_index INTEGER, floor_share DOUBLE,
-        floor_mean_r DOUBLE, floor_source VARCHAR"""),
+        floor_mean_r DOUBLE, floor_source VARCHAR, stable_parent INTEGER, stable_persisting INTEGER,
+        repro_share DOUBLE, repro_lo DOUBLE, repro_hi DOUBLE, repro_seed_min DOUBLE, repro_seed_max DOUBLE,
+        stable_child INTEGER, stable_emerging INTEGER, emerge_share DOUBLE, emerge_lo DOUBLE, emerge_hi DOUBLE,
+        emerge_seed_min DOUBLE, emerge_seed_max DOUBLE, repro_floor_matched INTEGER, repro_floor_n INTEGER,
+        repro_floor_share DOUBLE, repro_floor_lo DOUBLE, repro_floor_hi DOUBLE, repro_floor_source VARCHAR,
+        verdict VARCHAR, pw_mcc DOUBLE, pw_mcc_chance DOUBLE"""),
+    "pw_mcc": ("Decoder agreement as the literature measures it: PW-MCC (Song et al. 2025), the mean |cos| of "
+               "unit-normalised decoder rows under the one-to-one (Hungarian) pairing that maximises it, and "
+               "`chance`: the same for random unit vectors of the same shapes (drawn with `seed`). `kind` "
+               "'edge': parent and child replica 0; 'replica': replica 0 of a member against its replica "
+               "`replica_b`. `n_a`, `n_b`: decoder rows on each side; NULL scores: decoders of different "
+               "widths.", """
+        kind VARCHAR, model_a VARCHAR, replica_a INTEGER, model_b VARCHAR, replica_b INTEGER, n_a INTEGER,
+        n_b INTEGER, pw_mcc DOUBLE, chance DOUBLE, seed BIGINT"""),
 }
 
 INDEXES = [
@@ -181,4 +209,13 @@ INDEXES = [
 
 def ddl() -> list[str]:
     return [f"CREATE TABLE {name} ({body})" for name, (_, body) in TABLES.items()] + INDEXES
+
+
+def columns(table: str) -> list[str]:
+    """A table's column names, in DDL order."""
+    import re
+
+    body = " ".join(TABLES[table][1].split())
+    body = re.sub(r"PRIMARY KEY \([^)]*\)", "", body)
+    return [c.split()[0].strip('"') for c in body.split(",") if c.strip()]
 
