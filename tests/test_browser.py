@@ -276,6 +276,9 @@ def test_sankey_bands_join_the_right_models_at_every_mode_and_threshold(page, se
                 for b in models:
                     da, db = depth[a[6:]], depth[b[6:]]
                     assert (x[a] < x[b]) == (da < db) and (abs(x[a] - x[b]) < 2) == (da == db)
+            for b in got["bands"]:  # every band flows rightwards, from an earlier column into a later one
+                src, dst = b["want"].split(" > ")
+                assert x[src] < x[dst], (mode, t, b)
             for k in x:
                 if k.startswith("edge:"):
                     p, c = k[5:].split(":")
@@ -293,9 +296,8 @@ def test_sankey_bands_join_the_right_models_at_every_mode_and_threshold(page, se
 def test_back_after_two_threshold_moves_restores_one_threshold_everywhere_and_a_live_sankey(page, server):
     page.goto(server + "/")
     page.wait_for_selector("#sankey .sankey-node", timeout=15000)
-    for t in ("0.6", "0.7"):
+    for t in ("0.6", "0.7"):  # fill() moves the slider as a user would: input, then one change event
         page.locator("#threshold-input").fill(t)
-        page.locator("#threshold-input").dispatch_event("change")
         page.wait_for_selector(f"#flows[data-threshold='{t}'] .sankey-node", timeout=10000)
     page.go_back()
     page.wait_for_function("() => location.search.includes('threshold=0.6')", timeout=10000)
@@ -332,17 +334,16 @@ def test_the_sankey_is_reachable_by_keyboard(page, server):
     assert not page.errors
 
 
-def test_every_page_fits_a_390_px_phone(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        pg = browser.new_page(viewport={"width": 390, "height": 844})
+def test_every_page_fits_a_390_px_phone(page, server):
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
         for path in ("/", "/features", "/models", "/models/lua", "/floors", "/merge", "/autointerp", "/cases",
                      "/cases/assignment", "/models/lua/features/3", "/edges/babypython/lua", "/compare?a=lua:3&b=lua:4"):
-            pg.goto(server + path)
-            pg.wait_for_load_state("networkidle")
-            assert pg.evaluate("() => document.documentElement.scrollWidth") <= 390, path
-            nav = pg.locator("header nav a").last.bounding_box()
+            page.goto(server + path)
+            page.wait_for_load_state("networkidle")
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, path  # nothing sticks out
+            nav = page.locator("header nav a").last.bounding_box()
             assert nav["x"] + nav["width"] <= 390, path  # the whole nav is on screen
-        browser.close()
+        assert not page.errors
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})

@@ -130,7 +130,7 @@ def test_every_percentage_on_the_overview_and_the_sankey_comes_from_one_formatte
     monkeypatch.setattr(numbers, "pct", lambda x, digits=1: "⟦" + real(x, digits) + "⟧")
     c = TestClient(create_app(tiny_pipeline.cfg.store_path()))
     for q in ({}, {"threshold": 0.5, "mode": "pearson-1to1"}, {"threshold": 0.99, "mode": "decoder"}):
-        html = c.get("/", params=q).text
+        html = c.get("/", params=q).text.replace("\\u27e6", "⟦").replace("\\u27e7", "⟧")  # as tojson escapes them
         sankey = c.get("/api/", params=q).json()["sankey"]
         texts = [html, *sankey["data"][0]["node"]["label"], *(x[0] for x in sankey["data"][0]["node"]["customdata"]),
                  *(x[0] for x in sankey["data"][0]["link"]["customdata"])]
@@ -201,7 +201,7 @@ def test_byte_tokens_and_indentation_render_readably():
 
 
 def test_every_list_view_has_a_csv_twin_equal_to_its_json(client):
-    for path, key in (("/", "flows"), ("/features?model=lua&per_page=20", "rows"), ("/edges/babypython/lua", "rows"),
+    for path, key in (("/", "flows"), ("/features?model=lua&per_page=20", "rows"), ("/edges/babypython/lua?fate=disappearing", "rows"),
                       ("/autointerp", "scores"), ("/models/lua", "features_behind")):
         page = client.get(path).text
         csv_url = "/csv" + path

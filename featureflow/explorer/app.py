@@ -265,7 +265,7 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     def error(request: Request, status: int, detail: str, errors: list[FieldError] = ()):
         """The same error as JSON (ErrorBody) under /api, as a page elsewhere."""
-        if request.url.path.startswith("/api/"):
+        if request.url.path.startswith(("/api/", "/csv/")):
             body = ErrorBody(detail=detail, errors=list(errors))
             return JSONResponse(body.model_dump(), status_code=status)
         title = "Not found" if status == 404 else "Bad request"
@@ -324,9 +324,9 @@ def create_app(db_path: str | Path) -> FastAPI:
                                     headers={"Content-Disposition": f'attachment; filename="{quote(name)}.csv"'})
 
                 as_csv.__signature__ = with_request
+                # beside the JSON twin it copies (same parameters), so not a second set of operations in /docs
                 router.add_api_route("/csv" + path, as_csv, methods=["GET"], response_class=Response,
-                                     name=f"csv_{fn.__name__}", summary=f"{summary} (CSV)",
-                                     responses={200: {"content": {"text/csv": {}}}})
+                                     name=f"csv_{fn.__name__}", include_in_schema=False)
             return fn
 
         return deco

@@ -46,6 +46,7 @@
         var fig = JSON.parse(el.dataset.plot);
         var sankey = fig.data.length && fig.data[0].type === "sankey";
         var layout = fig.layout || {};
+        if (!sankey && window.innerWidth < 700) layout.modebar = { orientation: "v" }; // clear of a narrow title
         if (dark()) {
           layout.paper_bgcolor = "rgba(0,0,0,0)";
           layout.plot_bgcolor = "rgba(0,0,0,0)";
