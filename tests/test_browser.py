@@ -309,7 +309,7 @@ def test_back_after_two_threshold_moves_restores_one_threshold_everywhere_and_a_
     want = page.evaluate("() => fetch('/api/?threshold=0.6').then(r => r.json())")
     rows = page.locator("#flows table.flows tbody tr").all_inner_texts()
     assert [r.split("\t")[1] for r in rows] == [str(f["persisting"]) for f in want["flows"]]
-    assert "r > 0.60" in page.locator("#sankey .gtitle").inner_text()
+    assert "r > 0.60" in page.locator("#sankey .gtitle").text_content()
     # the Sankey is live: a band still hovers and opens its features at the restored threshold
     band = page.locator("#sankey path.sankey-link").first
     band.dispatch_event("click")
