@@ -46,7 +46,10 @@
         var fig = JSON.parse(el.dataset.plot);
         var sankey = fig.data.length && fig.data[0].type === "sankey";
         var layout = fig.layout || {};
-        if (!sankey && window.innerWidth < 700) layout.modebar = { orientation: "v" }; // clear of a narrow title
+        if (!sankey && window.innerWidth < 700) { // a phone: mode bar and legend clear of the title
+          layout.modebar = { orientation: "v" };
+          if (layout.legend) layout.legend = Object.assign({}, layout.legend, { orientation: "h", x: 0, xanchor: "left", y: -0.5, yanchor: "top" });
+        }
         if (dark()) {
           layout.paper_bgcolor = "rgba(0,0,0,0)";
           layout.plot_bgcolor = "rgba(0,0,0,0)";
