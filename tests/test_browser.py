@@ -262,3 +262,140 @@ def test_the_reproducible_sankey_and_its_toggle_survive_a_shared_link(page, serv
     assert page.locator("#population-reproducible").is_checked()
     assert root_count() == n_stable
     assert not page.errors
+
+
+# every band as drawn: the node whose drawn box holds each end of the band's path, by its key (customdata[2])
+_BANDS_JS = """() => {
+  const svg = document.querySelector('#sankey .main-svg');
+  const nodes = [...document.querySelectorAll('#sankey .sankey-node')].map(g => {
+    const r = g.querySelector('.node-rect').getBoundingClientRect();
+    return {key: g.__data__.node.customdata[2], label: g.__data__.node.label, x0: r.left, x1: r.right, y0: r.top, y1: r.bottom};
+  });
+  const at = (path, x, y) => {
+    const p = path.ownerSVGElement.createSVGPoint(); p.x = x; p.y = y;
+    return p.matrixTransform(path.getScreenCTM());
+  };
+  const holder = (pt, side) => nodes.filter(n => Math.abs((side === 'src' ? n.x1 : n.x0) - pt.x) < 2
+                                               && pt.y >= n.y0 - 2 && pt.y <= n.y1 + 2).map(n => n.key);
+  const bands = [...document.querySelectorAll('#sankey path.sankey-link')].map(path => {
+    const num = path.getAttribute('d').match(/-?[0-9.]+(e-?[0-9]+)?/g).map(Number);
+    // M x0,y0 C c1 c2 x1,y1 L ...: the band's top edge runs from (x0, y0) at its source to (x1, y1) at its target
+    return {want: path.__data__.link.customdata[2], value: path.__data__.link.value,
+            src: holder(at(path, num[0], num[1]), 'src'), dst: holder(at(path, num[6], num[7]), 'dst')};
+  });
+  return {nodes, bands};
+}"""
+
+
+def test_sankey_bands_join_the_right_models_at_every_mode_and_threshold(page, server, tiny_pipeline):
+    import duckdb
+
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    edges = set(con.execute("SELECT parent, child FROM model_edges").fetchall())
+    labels = dict(con.execute("SELECT model, label FROM models").fetchall())
+    modes = list(con.execute("SELECT modes FROM runs").fetchone()[0])
+    con.close()
+    parents = {c: sorted(p for p, cc in edges if cc == c) for _, c in edges}
+    depth = {m: 0 for m in labels}
+    for _ in labels:  # longest path from a root, by relaxation
+        for p, c in edges:
+            depth[c] = max(depth[c], depth[p] + 1)
+    undrawn_seen = 0
+    for mode in modes:
+        for t in (0.5, 0.8, 0.99):
+            page.goto(f"{server}/?threshold={t}&mode={mode}")
+            page.wait_for_selector("#sankey .sankey-node", timeout=15000)
+            got = page.evaluate(_BANDS_JS)
+            fig = page.evaluate("() => JSON.parse(document.getElementById('sankey').dataset.plot).data[0]")
+            assert len(got["bands"]) == len([v for v in fig["link"]["value"] if v > 0]) > 0
+            for b in got["bands"]:
+                src, dst = b["want"].split(" > ")
+                assert b["src"] == [src] and b["dst"] == [dst], (mode, t, b)  # drawn between the nodes it names
+                kind, _, rest = src.partition(":")
+                if kind == "model":  # a parent's features go to the junction of one of its children, or are lost
+                    assert dst == f"lost:{rest}" or (dst.startswith("edge:") and tuple(dst[5:].split(":")) in edges
+                                                     and dst.split(":")[1] == rest)
+                elif kind == "edge":  # a junction feeds the child of its edge
+                    assert tuple(rest.split(":")) in edges and dst == f"model:{rest.split(':')[1]}"
+                else:  # new features enter their own model, which has parents
+                    assert kind == "new" and dst == f"model:{rest}" and parents.get(rest)
+            x = {n["key"]: (n["x0"] + n["x1"]) / 2 for n in got["nodes"]}
+            for n in got["nodes"]:
+                if n["key"].startswith("model:"):
+                    assert n["label"].startswith(labels[n["key"][6:]] + " · ")
+            models = [k for k in x if k.startswith("model:")]
+            for a in models:  # columns by depth in the family
+                for b in models:
+                    da, db = depth[a[6:]], depth[b[6:]]
+                    assert (x[a] < x[b]) == (da < db) and (abs(x[a] - x[b]) < 2) == (da == db)
+            for b in got["bands"]:  # every band flows rightwards, from an earlier column into a later one
+                src, dst = b["want"].split(" > ")
+                assert x[src] < x[dst], (mode, t, b)
+            for k in x:
+                if k.startswith("edge:"):
+                    p, c = k[5:].split(":")
+                    assert x[f"model:{p}"] < x[k] < x[f"model:{c}"]
+            flows = page.evaluate("() => fetch('/api/' + location.search).then(r => r.json())")["flows"]
+            empty = [f for f in flows if not (f["persisting"] or f["inherited"])]
+            for f in empty:  # a zero-flow edge: no junction, named beside the Sankey
+                assert f"edge:{f['parent']}:{f['child']}" not in x
+                assert f"{labels[f['parent']]} → {labels[f['child']]}" in page.locator("p.undrawn").inner_text()
+            undrawn_seen += len(empty)
+    assert undrawn_seen > 0  # zero-flow edges were exercised
+    assert not page.errors
+
+
+def test_back_after_two_threshold_moves_restores_one_threshold_everywhere_and_a_live_sankey(page, server):
+    page.goto(server + "/")
+    page.wait_for_selector("#sankey .sankey-node", timeout=15000)
+    for t in ("0.6", "0.7"):  # fill() moves the slider as a user would: input, then one change event
+        page.locator("#threshold-input").fill(t)
+        page.wait_for_selector(f"#flows[data-threshold='{t}'] .sankey-node", timeout=10000)
+    page.go_back()
+    page.wait_for_function("() => location.search.includes('threshold=0.6')", timeout=10000)
+    page.wait_for_selector("#flows[data-threshold='0.6'] .sankey-link", timeout=10000)
+    page.wait_for_function("() => document.querySelector('#sankey path.sankey-link').__data__ !== undefined",
+                           timeout=10000)
+    assert page.locator("#threshold-input").input_value() == "0.6"
+    assert page.locator("#threshold-value").inner_text() == "0.60"
+    want = page.evaluate("() => fetch('/api/?threshold=0.6').then(r => r.json())")
+    rows = page.locator("#flows table.flows tbody tr").all_inner_texts()
+    assert [r.split("\t")[1] for r in rows] == [str(f["persisting"]) for f in want["flows"]]
+    assert "r > 0.60" in page.locator("#sankey .gtitle").text_content()
+    # the Sankey is live: a band still hovers and opens its features at the restored threshold
+    band = page.locator("#sankey path.sankey-link").first
+    band.dispatch_event("click")
+    page.wait_for_url("**/edges/**threshold=0.6**", timeout=10000)
+    assert not page.errors
+
+
+def test_the_sankey_is_reachable_by_keyboard(page, server):
+    page.goto(server + "/?threshold=0.5")
+    page.wait_for_selector("#sankey .sankey-node[tabindex='0']", timeout=15000)
+    assert page.locator("#sankey .modebar-btn").count() == 0  # no unlabelled buttons in the tab order
+    page.locator("#threshold-input").focus()
+    for _ in range(10):  # tab from the slider into the Sankey
+        page.keyboard.press("Tab")
+        if page.evaluate("() => !!document.activeElement.closest('#sankey')"):
+            break
+    el = page.evaluate("() => [document.activeElement.getAttribute('role'), document.activeElement.getAttribute('aria-label'),"
+                       " document.activeElement.dataset.href]")
+    assert el[0] == "link" and el[1] and el[2].startswith("/")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**" + el[2].split("?")[0] + "*", timeout=10000)
+    assert not page.errors
+
+
+def test_every_page_fits_a_390_px_phone(page, server):
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        for path in ("/", "/features", "/models", "/models/lua", "/floors", "/merge", "/autointerp", "/cases",
+                     "/cases/assignment", "/models/lua/features/3", "/edges/babypython/lua", "/compare?a=lua:3&b=lua:4"):
+            page.goto(server + path)
+            page.wait_for_load_state("networkidle")
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, path  # nothing sticks out
+            nav = page.locator("header nav a").last.bounding_box()
+            assert nav["x"] + nav["width"] <= 390, path  # the whole nav is on screen
+        assert not page.errors
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})

@@ -7,9 +7,13 @@ fetched as data. The app never imports torch and never runs a model.
 
 from __future__ import annotations
 
+import csv
 import functools
 import inspect
+import io
+import json
 import math
+import re
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Callable
@@ -24,11 +28,11 @@ from starlette.middleware.gzip import GZipMiddleware
 from markupsafe import Markup, escape
 from pydantic import BaseModel, Field
 
-from featureflow.explorer import figures
+from featureflow.explorer import figures, numbers
 from featureflow.store.flows import mode_label
 
 from featureflow.explorer.queries import NotFound, Ref, Store
-from featureflow.explorer.serving import ResponseCache, ServeHeaders, identity
+from featureflow.explorer.serving import ResponseCache, ServeHeaders, identity, wants_fragment
 from featureflow.explorer.vendor import missing_message, vendor_files
 
 FRONTEND = Path(__file__).resolve().parent
@@ -107,6 +111,9 @@ _INVISIBLE = {0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800, 0x034F, 0x180B, 0x180C, 0x
               *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)}
 
 
+_BYTE = re.compile(r"<0x[0-9A-F]{2}>")  # how `token_strings` writes a byte that is not a whole character
+
+
 def _hidden(ch: str, first: bool) -> bool:
     """Whether `ch` would be invisible, move other text (bidi controls) or merge into its neighbour: control
     and format characters (C0/C1, U+200B-U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF, ...), unassigned,
@@ -135,6 +142,15 @@ def show_ws(text: str | None, prose: bool = False) -> Markup:
         return Markup("")
     if text == "" and not prose:
         return Markup('<span class="ws-esc" title="empty token">‹empty›</span>')
+    if "<0x" in text and _BYTE.search(text):  # bytes of a character split across tokens (see token_strings)
+        parts, pos = [], 0
+        for m in _BYTE.finditer(text):
+            if m.start() > pos:
+                parts.append(show_ws(text[pos:m.start()], prose))
+            parts.append(f'<span class="ws-byte" title="byte {m.group(0)[1:-1]}: part of a UTF-8 character that '
+                         f'spans several tokens">{escape(m.group(0))}</span>')
+            pos = m.end()
+        return Markup("".join(parts) + (show_ws(text[pos:], prose) if pos < len(text) else ""))
     out, quoted, backslash = [], False, False
     for i, ch in enumerate(text):
         if ch == '"' and not backslash:  # \" inside a quoted token neither opens nor closes
@@ -173,23 +189,40 @@ def chips(toks: list[dict], top: float, key: str = "act", rgb: str | None = None
     for t in toks:
         index = f' data-i="{int(t["index"])}"' if "index" in t else ""
         colour = heat(t[key], top, rgb) if rgb else heat(t[key], top)
-        out.append(f'<span class="tok{" center" if t.get("center") else ""}"{index} style="background: {colour}" '
-                   f'title="{t[key]:.4f} · id {escape(t["id"])}">{show_ws(t["text"])}</span>')
-        out.append("<br>" if breaks and "\n" in t["text"] else "<wbr>")
+        attrs = f'{index} style="background: {colour}" title="{numbers.num(float(t[key]), 4)} · id {escape(t["id"])}"'
+        center = " center" if t.get("center") else ""
+        text = t["text"]
+        if not (breaks and "\n" in text):
+            out.append(f'<span class="tok{center}"{attrs}>{show_ws(text)}</span><wbr>')
+            continue
+        # a token that holds a newline: the line breaks after its ↵, and what follows the newline (a code
+        # line's indentation) starts the next line, drawn as a continuation of the same chip (same value,
+        # id and colour; class "cont")
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
+            if i == len(lines) - 1 and not line:
+                break
+            body = (show_ws(line) if line else "") + (show_ws("\n") if i < len(lines) - 1 else "")
+            out.append(f'<span class="tok{center}{" cont" if i else ""}"{attrs}>{body}</span>')
+            out.append("<br>" if i < len(lines) - 1 else "<wbr>")
     out.append("</div>")
     return Markup("".join(out))
 
 
-def fmt(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
+fmt, pct = numbers.num, numbers.pct  # kept for importers; every number is written by `numbers`
 
 
-def pct(x, digits: int = 1) -> str:
-    return "–" if x is None else f"{100 * x:.{digits}f}%"
+def csv_text(rows: list[dict]) -> str:
+    """Rows as CSV: one column per key (in first-seen order), a nested value (list, dict) as its JSON,
+    None as an empty cell."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else json.dumps(r[c], default=str) if isinstance(r.get(c), (list, dict))
+                    else r[c] for c in cols])
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------ the app
@@ -210,7 +243,9 @@ def create_app(db_path: str | Path) -> FastAPI:
     templates = Jinja2Templates(directory=str(FRONTEND / "templates"))
     templates.env.auto_reload = False  # templates are part of the code: no stat() per render
     templates.env.filters.update(show_ws=show_ws, show_text=functools.partial(show_ws, prose=True), heat=heat,
-                                 chips=chips, fmt=fmt, pct=pct)
+                                 chips=chips, fmt=lambda x, d=3: numbers.num(x, d),
+                                 pct=lambda x, d=1: numbers.pct(x, d), corr=lambda x: numbers.corr(x),
+                                 thr=lambda x: numbers.thr(x), quantile=lambda k: numbers.quantile(k))
     templates.env.globals.update(run=store.run, models=store.models,
                                  models_by_name={m["model"]: m for m in store.models}, modes=store.modes,
                                  mode_labels={m: mode_label(m) for m in store.modes})
@@ -242,7 +277,7 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     def error(request: Request, status: int, detail: str, errors: list[FieldError] = ()):
         """The same error as JSON (ErrorBody) under /api, as a page elsewhere."""
-        if request.url.path.startswith("/api/"):
+        if request.url.path.startswith(("/api/", "/csv/")):
             body = ErrorBody(detail=detail, errors=list(errors))
             return JSONResponse(body.model_dump(), status_code=status)
         title = "Not found" if status == 404 else "Bad request"
@@ -266,13 +301,17 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     router = APIRouter()
 
-    def view(path: str, template: str, fragment: str | None = None):
-        """Register `fn` as the page `path` and its JSON twin `/api<path>`."""
+    def view(path: str, template: str, fragment: str | None = None, table: Callable[[dict], list[dict]] | None = None):
+        """Register `fn` as the page `path` and its JSON twin `/api<path>`; with `table` (the view's main list
+        from its answer), also that list as CSV at `/csv<path>` (same parameters), linked from the page."""
 
         def deco(fn: Callable[..., dict]):
-            router.add_api_route("/api" + path, fn, methods=["GET"], name=f"api_{fn.__name__}",
-                                 summary=" ".join((fn.__doc__ or "").split()).split(". ")[0].rstrip("."))
+            summary = " ".join((fn.__doc__ or "").split()).split(". ")[0].rstrip(".")
+            router.add_api_route("/api" + path, fn, methods=["GET"], name=f"api_{fn.__name__}", summary=summary)
             sig = inspect.signature(fn)
+            with_request = sig.replace(parameters=[
+                inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+                *sig.parameters.values()])
 
             @functools.wraps(fn)
             def page(request: Request, **kwargs):
@@ -280,14 +319,26 @@ def create_app(db_path: str | Path) -> FastAPI:
                 if "state" not in ctx:  # pages that do not use the view state still carry it in their links
                     t = request.query_params.get("threshold")
                     ctx["state"] = view_state(float(t) if t else None, request.query_params.get("mode") or None)
-                name = fragment if fragment and request.headers.get("HX-Request") else template
+                q = ("?" + request.url.query) if request.url.query else ""
+                ctx["twins"] = {"json": "/api" + request.url.path + q,
+                                "csv": ("/csv" + request.url.path + q) if table else None}
+                name = fragment if fragment and wants_fragment(request.headers) else template
                 return templates.TemplateResponse(request, name, ctx)
 
-            page.__signature__ = sig.replace(parameters=[
-                inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
-                *sig.parameters.values()])
+            page.__signature__ = with_request
             router.add_api_route(path, page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False,
                                  name=fn.__name__)
+            if table:
+                @functools.wraps(fn)
+                def as_csv(request: Request, **kwargs):
+                    name = (request.url.path.strip("/").replace("/", "-") or "overview").removeprefix("csv-")
+                    return Response(csv_text(table(fn(**kwargs))), media_type="text/csv; charset=utf-8",
+                                    headers={"Content-Disposition": f'attachment; filename="{quote(name)}.csv"'})
+
+                as_csv.__signature__ = with_request
+                # beside the JSON twin it copies (same parameters), so not a second set of operations in /docs
+                router.add_api_route("/csv" + path, as_csv, methods=["GET"], response_class=Response,
+                                     name=f"csv_{fn.__name__}", include_in_schema=False)
             return fn
 
         return deco
@@ -302,7 +353,7 @@ def create_app(db_path: str | Path) -> FastAPI:
                 "default": t == store.run["default_threshold"] and m == store.default_mode}
 
     # -- views ---------------------------------------------------------------------------------
-    @view("/", "overview.html", fragment="_flows.html")
+    @view("/", "overview.html", fragment="_flows.html", table=lambda d: d["flows"])
     def overview(threshold: Threshold = None, mode: Mode = None, population: Population = None) -> dict:
         """The run: models, lineage, SAE health and the Sankey of feature flows at a threshold and matching
         mode (all features, or only reproducible ones: on by default where seed replicas exist), each edge's
@@ -326,7 +377,7 @@ def create_app(db_path: str | Path) -> FastAPI:
                 "sankey": figures.sankey(store.models, flows, store.node_flows(t, mode, repro), t, mode_label(mode),
                                          links, reproducible=repro, replicated=store.replicated)}
 
-    @view("/edges/{parent}/{child}", "edge.html", fragment="_edge_rows.html")
+    @view("/edges/{parent}/{child}", "edge.html", fragment="_edge_rows.html", table=lambda d: d["rows"])
     def edge(parent: str, child: str,
              fate: Annotated[str, Query(pattern="^(persisting|disappearing|inherited|emerging)$",
                                         description="persisting / disappearing parent features, inherited / "
@@ -356,7 +407,7 @@ def create_app(db_path: str | Path) -> FastAPI:
                 "query": urlencode(params), "resort": resort,
                 "modes": store.modes, "mode_labels": {m: mode_label(m) for m in store.modes}}
 
-    @view("/floors", "floors.html")
+    @view("/floors", "floors.html", table=lambda d: d["floors"])
     def floors(threshold: Threshold = None, mode: Mode = None) -> dict:
         """The seed-control noise floor: per replicated member, how many features two SAEs of the same model
         that differ only in their seed match above the threshold, and the distribution of their match r."""
@@ -367,7 +418,8 @@ def create_app(db_path: str | Path) -> FastAPI:
         return {"threshold": t, "mode": mode, "mode_label": mode_label(mode), "modes": store.modes,
                 "mode_labels": {m: mode_label(m) for m in store.modes}, "floors": fl}
 
-    @view("/models/{model}/features/{feature}", "feature.html")
+    @view("/models/{model}/features/{feature}", "feature.html",
+          table=lambda d: [{"side": side, **m} for side in ("parents", "children") for m in d["matches"][side]])
     def feature(model: str, feature: FeatureId, threshold: Threshold = None, mode: Mode = None) -> dict:
         """One feature: statistics, histogram, top tokens, highlighted examples, and its matches and lineage
         at a threshold and matching mode."""
@@ -390,8 +442,30 @@ def create_app(db_path: str | Path) -> FastAPI:
         """One feature's highlighted examples: its top activations, then random windows from each equal-count
         activation quantile (the feature page loads them with htmx after its first paint)."""
         f = store.feature_row(model, feature)
+        examples = store.examples(model, feature)
         return {"feature": {"model": model, "feature": feature, "label": store.label(model), "max_act": f["max_act"]},
-                "examples": store.examples(model, feature)}
+                "examples": examples, "quantile_bins": store.quantile_bins,
+                "groups": example_groups(examples, store.quantile_ranges(model, feature))}
+
+    def example_groups(examples: list[dict], ranges: dict[str, dict], radius: int = 3) -> list[dict]:
+        """`examples` (in their order: top first, then quantiles from the highest) as groups by kind, each
+        quantile group with its activation range (`Store.quantile_ranges`); within a group, a window whose
+        tokens within `radius` of its centre read the same as an earlier window's is folded under that one
+        (`repeats`: indices into `examples`), so twenty copies of one boilerplate line take one row."""
+        groups: list[dict] = []
+        seen: dict[tuple, dict] = {}
+        for i, ex in enumerate(examples):
+            if not groups or groups[-1]["kind"] != ex["kind"]:
+                groups.append({"kind": ex["kind"], "range": ranges.get(ex["kind"]), "items": []})
+                seen = {}
+            c = ex["center"] - ex["start"]
+            key = tuple(t["text"] for t in ex["tokens"][max(0, c - radius):c + radius + 1])
+            if key in seen:
+                seen[key]["repeats"].append(i)
+            else:
+                seen[key] = {"index": i, "repeats": []}
+                groups[-1]["items"].append(seen[key])
+        return groups
 
     @view("/compare", "compare.html")
     def compare(a: FeatureRef = None, b: FeatureRef = None) -> dict:
@@ -430,7 +504,7 @@ def create_app(db_path: str | Path) -> FastAPI:
         state = "" if threshold is None and mode is None else "&" + view_state(threshold, mode)["query"]
         return RedirectResponse(f"/compare?{q}{state}", status_code=303)
 
-    @view("/merge", "merge.html")
+    @view("/merge", "merge.html", table=lambda d: [{"model": m["model"], **p} for m in d["merges"] for p in m["points"]])
     def merge() -> dict:
         """SLERP sweeps: accuracy on each parent's domains against t, root baselines, the chosen t."""
         labels = {m["model"]: m["label"] for m in store.models}
@@ -439,7 +513,7 @@ def create_app(db_path: str | Path) -> FastAPI:
             m["figure"] = figures.slerp_curves(m, labels)
         return {"merges": merges}
 
-    @view("/features", "features.html", fragment="_feature_rows.html")
+    @view("/features", "features.html", fragment="_feature_rows.html", table=lambda d: d["rows"])
     def features(
         model: Annotated[str | None, Query(description="model name")] = None,
         fate: Annotated[str | None, Query(pattern="^(persisting|disappearing|inherited|emerging|leaf|dead)?$",
@@ -484,7 +558,7 @@ def create_app(db_path: str | Path) -> FastAPI:
         state = "" if threshold is None and mode is None else "?" + view_state(threshold, mode)["query"]
         return RedirectResponse(f"/models/{quote(model)}/features/{feature}{state}", status_code=303)
 
-    @view("/autointerp", "autointerp.html")
+    @view("/autointerp", "autointerp.html", table=lambda d: d["scores"])
     def autointerp() -> dict:
         """Explanation scores per model, persisting vs not (the paper's Figure 6), and what it cost."""
         rows = store.score_distributions()
@@ -493,7 +567,7 @@ def create_app(db_path: str | Path) -> FastAPI:
                 "det_figure": figures.score_histograms(rows, labels, "detection_score"),
                 "scores": rows}
 
-    @view("/cases", "cases.html")
+    @view("/cases", "cases.html", table=lambda d: d["cases"])
     def cases(threshold: Threshold = None, mode: Mode = None) -> dict:
         """The case studies this run found, each followed down its root feature's lineage at a threshold and
         matching mode."""
@@ -501,7 +575,7 @@ def create_app(db_path: str | Path) -> FastAPI:
         return {"cases": store.cases(state["threshold"], state["mode"]), "state": state,
                 "modes": store.modes, "mode_labels": {m: mode_label(m) for m in store.modes}}
 
-    @view("/cases/{slug}", "case.html")
+    @view("/cases/{slug}", "case.html", table=lambda d: d["case"]["hops"])
     def case(slug: str, threshold: Threshold = None, mode: Mode = None) -> dict:
         """One case study: its root feature's lineage at a threshold and matching mode (the feature page's), r
         and the token's LLR per hop, cross-correlations, and every feature's activations on the same contexts
@@ -550,12 +624,12 @@ def create_app(db_path: str | Path) -> FastAPI:
                      "tokens": [{**t, "act": a} for t, a in zip(toks, store.activations_at(
                          f["model"], f["feature"], w["start"], w["start"] + len(toks)))]} for f in feats]
             kind = (f"top window #{w['rank'] + 1}" if w["kind"] == "top" else
-                    f"random window from activation quantile {w['kind'][1:]} (0 = lowest)")
+                    f"random window from activation quantile {numbers.quantile(w['kind'])} (1 = lowest)")
             out.append({"kind": kind, "domain": w["domain"], "start": w["start"], "end": w["start"] + len(toks),
                         "center": w["center"], "rows": rows})
         return out
 
-    @view("/models", "models.html")
+    @view("/models", "models.html", table=lambda d: d["entities"])
     def models_page(variant: Variant = "delta-hidden") -> dict:
         """Model fingerprints (Delta Activations): similarity heatmap, 2-D map, silhouette, additivity."""
         fp = store.fingerprint_overview(variant)
@@ -569,7 +643,7 @@ def create_app(db_path: str | Path) -> FastAPI:
                 if any(p["method"] == "tsne" for p in fp["map"]) else None,
                 "additivity_figure": figures.additivity_curves(fp["additivity"])}
 
-    @view("/models/{model}", "model.html")
+    @view("/models/{model}", "model.html", table=lambda d: d["features_behind"])
     def model_page(model: str, variant: Variant = "delta-hidden") -> dict:
         """One model: how it was made, its nearest models and the features behind its fingerprint."""
         m = store.model(model)

@@ -9,6 +9,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from featureflow.explorer import numbers
+
 PERSIST = "rgba(46, 139, 87, 0.55)"
 LOST = "rgba(150, 150, 150, 0.45)"
 NEW = "rgba(230, 126, 34, 0.55)"
@@ -33,11 +35,17 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     the child holding their best match above the threshold (or to its 'lost' node), and a child's alive
     features flow out of the junction of the parent holding their best match (or from its 'new' node).
     `nodes` is `flows.node_flows`; `flows` gives the per-edge counts, shares and noise floors shown on
-    hover and on the junctions. Every node and band carries [hover text, href] as customdata: the href
-    opens its features (`state` is the threshold / mode query string carried along). `reproducible`: `nodes`
-    count only reproducible features of the `replicated` members (`flows.node_flows`), and the junctions
-    show reproducible persistence beside its reproducible floor where measured."""
-    labels, colors, xs, index, custom, ranks = [], [], [], {}, [], []
+    hover and on the junctions. Every node and band carries [hover text, href, key] as customdata: the href
+    opens its features (`state` is the threshold / mode query string carried along); the key names what the
+    node is ("model:<m>", "edge:<parent>:<child>", "lost:<m>", "new:<m>"; a band: its source's and target's
+    keys joined by " > ").
+
+    Only nodes that some band touches are drawn, each at an explicit position: Plotly leaves out a node
+    without links and then places the others by the wrong entries of `x` and `y`, so a junction with no
+    flow (nothing persists on that edge) is not emitted at all; `undrawn` lists those edges.
+
+    `reproducible`: `nodes` count only reproducible features of the `replicated` members (`flows.node_flows`),
+    and the junctions show reproducible persistence beside its reproducible floor where measured."""
     order = {m["model"]: i for i, m in enumerate(models)}
     depth = depths(models, [(f["parent"], f["child"]) for f in flows])
     span = max(1, max(depth.values(), default=0))
@@ -47,6 +55,8 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     children = {m["model"]: [f["child"] for f in flows if f["parent"] == m["model"]] for m in models}
     parents = {m["model"]: [f["parent"] for f in flows if f["child"] == m["model"]] for m in models}
     amp = "&" + state if state else ""
+    spec: dict[str, dict] = {}  # every node that may be drawn, by key
+    bands: list[tuple] = []     # (source key, target key, value, colour, hover, href)
 
     def edge_href(p: str, c: str, fate: str) -> str:
         return f"/edges/{quote(p)}/{quote(c)}?fate={fate}{amp}"
@@ -54,16 +64,14 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     def column_x(d: float) -> float:
         return 0.01 + 0.98 * d / span
 
-    def node(key: str, text: str, color: str, x: float, hover: str, href: str, rank: tuple) -> int:
+    def node(key: str, text: str, color: str, x: float, hover: str, href: str, rank: tuple) -> str:
         """`rank` orders the nodes of a column top to bottom: each child's feeders beside it, losses last."""
-        if key not in index:
-            index[key] = len(labels)
-            labels.append(text)
-            colors.append(color)
-            xs.append(x)
-            custom.append([hover, href])
-            ranks.append(rank)
-        return index[key]
+        spec.setdefault(key, {"label": text, "color": color, "x": x, "custom": [hover, href, key], "rank": rank})
+        return key
+
+    def link(a: str, b: str, v: int, c: str, hover: str, href: str) -> None:
+        if v > 0:
+            bands.append((a, b, v, c, hover, href))
 
     def alive(m: str) -> int:
         side = into if parents[m] else out
@@ -73,41 +81,40 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     for i, m in enumerate(models):
         name = m["model"]
         own = kind if not reproducible or name in replicated else "alive (no seed replicas: all)"
-        node(name, f"{m['label']} · {alive(name):,}", PALETTE[i % len(PALETTE)], column_x(depth[name]),
+        node(f"model:{name}", f"{m['label']} · {alive(name):,}", PALETTE[i % len(PALETTE)], column_x(depth[name]),
              f"{m['label']}: {alive(name):,} {own} features", f"/features?model={quote(name)}{amp}", (order[name],))
-    src, dst, val, col, link_custom = [], [], [], [], []
-
-    def link(a: int, b: int, v: int, c: str, hover: str, href: str) -> None:
-        if v > 0:
-            src.append(a), dst.append(b), val.append(v), col.append(c), link_custom.append([hover, href])
-
+    undrawn = []
     for f in flows:
         p, c = f["parent"], f["child"]
         floor = ("no noise floor measured" if f.get("floor_share") is None else
-                 f"noise floor {100 * f['floor_share']:.1f}% ({f['floor_source_label']})")
-        short = "" if f.get("floor_share") is None else f" · floor {100 * f['floor_share']:.0f}%"
-        text = f"{100 * f['persist_share']:.1f}% persist{short}"
+                 f"noise floor {numbers.pct(f['floor_share'])} ({f['floor_source_label']})")
+        short = "" if f.get("floor_share") is None else f" · floor {numbers.pct(f['floor_share'])}"
+        text = f"{numbers.pct(f['persist_share'])} persist{short}"
         if reproducible and f.get("repro_share") is not None:
             rfloor = ("floor n/a" if f.get("repro_floor_share") is None else
-                      f"floor {100 * f['repro_floor_share']:.0f}%")
-            text = f"{100 * f['repro_share']:.1f}% [{100 * f['repro_lo']:.0f}-{100 * f['repro_hi']:.0f}] persist · {rfloor}"
+                      f"floor {numbers.pct(f['repro_floor_share'])}")
+            text = (f"{numbers.pct(f['repro_share'])} [{numbers.pct(f['repro_lo'])}–{numbers.pct(f['repro_hi'])}] "
+                    f"persist · {rfloor}")
             floor += (f"; of {f['stable_parent']:,} reproducible parent features {f['stable_persisting']:,} persist "
-                      f"({100 * f['repro_share']:.1f}%, 95% CI {100 * f['repro_lo']:.1f}-{100 * f['repro_hi']:.1f}%; "
+                      f"({numbers.pct(f['repro_share'])}, 95% CI {numbers.pct(f['repro_lo'])}–"
+                      f"{numbers.pct(f['repro_hi'])}; "
                       + ("reproducible floor unavailable" if f.get("repro_floor_share") is None else
-                         f"reproducible floor {100 * f['repro_floor_share']:.1f}%") + ")")
+                         f"reproducible floor {numbers.pct(f['repro_floor_share'])}") + ")")
         j = node(f"edge:{p}:{c}", text, "#7f8c8d",
                  column_x((depth[p] + depth[c]) / 2),
                  f"{label[p]} → {label[c]}: {f['persisting']:,} of {f['parent_alive']:,} parent features persist "
-                 f"({100 * f['persist_share']:.1f}%; {floor}); {f['inherited']:,} child features inherit",
+                 f"({numbers.pct(f['persist_share'])}; {floor}); {f['inherited']:,} child features inherit",
                  edge_href(p, c, "persisting"), (order[c], 0, order[p]))
         a, b = out.get((p, c), 0), into.get((c, p), 0)
+        if not (a or b):
+            undrawn.append({"parent": p, "child": c, "persisting": f["persisting"], "inherited": f["inherited"]})
         also = (f" ({f['persisting'] - a:,} more persist here but match better in another child)"
                 if f["persisting"] > a else "")
-        link(index[p], j, a, PERSIST, f"{a:,} {label[p]} features persist into {label[c]}{also}; "
-             f"{100 * f['persist_share']:.1f}% persist on this edge, {floor}", edge_href(p, c, "persisting"))
+        link(f"model:{p}", j, a, PERSIST, f"{a:,} {label[p]} features persist into {label[c]}{also}; "
+             f"{numbers.pct(f['persist_share'])} persist on this edge, {floor}", edge_href(p, c, "persisting"))
         also = (f" ({f['inherited'] - b:,} more inherit from here but match better in another parent)"
                 if f["inherited"] > b else "")
-        link(j, index[c], b, PERSIST, f"{b:,} {label[c]} features inherited from {label[p]}{also}",
+        link(j, f"model:{c}", b, PERSIST, f"{b:,} {label[c]} features inherited from {label[p]}{also}",
              edge_href(p, c, "inherited"))
     for m in models:
         name = m["model"]
@@ -120,7 +127,7 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
             hover = f"{lost:,} {m['label']} features match no feature of {where} above the threshold"
             n = node(f"lost:{name}", f"lost · {lost:,}", "#aaaaaa",
                      column_x(min(depth[k] for k in kids)), hover, href, (len(models), order[name]))
-            link(index[name], n, lost, LOST, hover, href)
+            link(f"model:{name}", n, lost, LOST, hover, href)
         new = into.get((name, None), 0)
         if ps and new:
             href = (edge_href(ps[0], name, "emerging") if len(ps) == 1
@@ -129,19 +136,27 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
             hover = f"{new:,} {m['label']} features match no feature of {where} above the threshold: new"
             n = node(f"new:{name}", f"new · {new:,}", "#e67e22", column_x(depth[name] - 0.5), hover, href,
                      (order[name], 1))
-            link(n, index[name], new, NEW, hover, href)
+            link(n, f"model:{name}", new, NEW, hover, href)
+    used = {k for a, b, *_ in bands for k in (a, b)}
+    keys = [k for k in spec if k in used]  # creation order, linked nodes only
+    index = {k: i for i, k in enumerate(keys)}
+    xs = [spec[k]["x"] for k in keys]
     return {
         "data": [{
             "type": "sankey", "arrangement": "snap",
-            "node": {"label": labels, "color": colors, "pad": 14, "thickness": 16, "x": xs, "y": _spread(xs, ranks),
-                     "customdata": custom, "hovertemplate": "%{customdata[0]}<extra></extra>"},
-            "link": {"source": src, "target": dst, "value": val, "color": col, "customdata": link_custom,
+            "node": {"label": [spec[k]["label"] for k in keys], "color": [spec[k]["color"] for k in keys],
+                     "pad": 14, "thickness": 16, "x": xs, "y": _spread(xs, [spec[k]["rank"] for k in keys]),
+                     "customdata": [spec[k]["custom"] for k in keys], "hovertemplate": "%{customdata[0]}<extra></extra>"},
+            "link": {"source": [index[a] for a, *_ in bands], "target": [index[b] for _, b, *_ in bands],
+                     "value": [v for _, _, v, *_ in bands], "color": [c for _, _, _, c, *_ in bands],
+                     "customdata": [[h, href, f"{a} > {b}"] for a, b, _, _, h, href in bands],
                      "hovertemplate": "%{customdata[0]}<extra></extra>"},
         }],
         "layout": {"title": {"text": ("Reproducible feature flows" if reproducible else "Feature flows") +
-                                     f" at r > {threshold:g}" + (f" ({mode_label})" if mode_label else "")},
+                                     f" at r > {numbers.thr(threshold)}" + (f" ({mode_label})" if mode_label else "")},
                    "height": 480,
                    "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
+        "undrawn": undrawn,
     }
 
 
@@ -164,7 +179,9 @@ def histogram(edges: list[float], counts: list[int], title: str = "Activation hi
         "data": [{"type": "bar", "x": centers, "y": counts, "width": width, "marker": {"color": "#e67e22"},
                   "hovertemplate": "activation %{x:.3f}: %{y} tokens<extra></extra>"}],
         "layout": {"title": {"text": title}, "height": 240, "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
-                   "xaxis": {"title": {"text": "activation"}}, "yaxis": {"title": {"text": "tokens"}}},
+                   "xaxis": {"title": {"text": "activation"}},
+                   # log counts by default: one tall bin near 0 would flatten the rest (the page toggles linear)
+                   "yaxis": {"title": {"text": "tokens"}, "type": "log"}},
     }
 
 
@@ -198,7 +215,7 @@ def slerp_curves(merge: dict, labels: dict[str, str]) -> dict:
             # above the plot area, beside the line: clear of the curves' markers and of the line itself
             "annotations": [{"x": merge["t"], "yref": "paper", "y": 1.0, "yanchor": "bottom", "showarrow": False,
                              "xanchor": "left" if merge["t"] <= 0.7 else "right", "xshift": 5 if merge["t"] <= 0.7 else -5,
-                             "bgcolor": "rgba(255, 255, 255, 0.85)", "text": f"chosen t = {merge['t']:.3f}"}],
+                             "bgcolor": "rgba(255, 255, 255, 0.85)", "text": f"chosen t = {numbers.num(merge['t'])}"}],
             "margin": {"l": 60, "r": 20, "t": 70, "b": 50}, "legend": {"orientation": "h", "y": -0.2},
         },
     }
@@ -273,8 +290,8 @@ def fingerprint_map(points: list[dict], ratio: tuple[float, float] | None, metho
                                 "symbol": ["diamond" if p["kind"] == "member" else "circle" for p in pts]},
                      "customdata": [p["entity"] for p in pts], "hovertemplate": "%{customdata}<extra></extra>"})
     if method == "pca":
-        axes = {"xaxis": {"title": {"text": f"PC1 ({100 * ratio[0]:.0f}% of variance)"}},
-                "yaxis": {"title": {"text": f"PC2 ({100 * ratio[1]:.0f}% of variance)"}}}
+        axes = {"xaxis": {"title": {"text": f"PC1 ({numbers.pct(ratio[0])} of variance)"}},
+                "yaxis": {"title": {"text": f"PC2 ({numbers.pct(ratio[1])} of variance)"}}}
     else:
         axes = {"xaxis": {"title": {"text": "t-SNE 1"}}, "yaxis": {"title": {"text": "t-SNE 2"}}}
     return {"data": data, "layout": {

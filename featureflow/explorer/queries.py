@@ -351,9 +351,27 @@ class Store:
             WHERE s.token_index IN (SELECT unnest(?::BIGINT[]))""", [wanted])} if wanted else {}
         for r in rows:
             r["domain"] = toks[r["center"]]["domain"]
+            r["act"] = float(r["acts"][r["center"] - r["start"]])  # the example's value: its centre token's
             r["tokens"] = [{"text": toks[i]["text"], "id": toks[i]["token_id"], "act": float(a), "center": i == r["center"]}
                            for i, a in zip(range(r["start"], r["end"]), r.pop("acts"))]
         return rows
+
+    @functools.cached_property
+    def quantile_bins(self) -> int:
+        """How many equal-count activation groups the quantile examples were drawn from (the run's
+        `sample.quantile_bins`; else as many as there are quantile kinds)."""
+        cfg = json.loads(self.run.get("config_json") or "{}")
+        return int((cfg.get("sample") or {}).get("quantile_bins") or
+                   self.cursor().execute("SELECT count(DISTINCT kind) FROM examples WHERE kind <> 'top'").fetchone()[0]
+                   or 1)
+
+    def quantile_ranges(self, model: str, feature: int) -> dict[str, dict]:
+        """Per quantile kind ('q0' = lowest): the activation range [lo, hi] and token count of its group, made
+        as the examples stage makes them: the feature's non-zero activations over the sample, ascending,
+        cut into `quantile_bins` groups of equal count (numpy.array_split's sizes), empty groups skipped."""
+        _, values = self._sparse(model, feature)
+        groups = [g for g in np.array_split(np.sort(values), self.quantile_bins) if len(g)]
+        return {f"q{i}": {"lo": float(g[0]), "hi": float(g[-1]), "n": len(g)} for i, g in enumerate(groups)}
 
     def activations_at(self, model: str, feature: int, start: int, end: int) -> list[float]:
         """A feature's activation on sample tokens [start, end): from the stored examples it appears in,
@@ -465,7 +483,9 @@ class Store:
     def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None,
                 row: dict | None = None, matches: dict | None = None) -> dict:
         """The feature's lineage at `threshold`: the chain of best persisting parent matches up to its
-        origin, and the tree of best persisting child matches down to the leaves. `row` (its `features` row)
+        origin (`ancestors`), the tree of its partners in every parent model followed up while they persist
+        (`parents`: a merge child shows both parents), and the tree of best persisting child matches down to
+        the leaves. `row` (its `features` row)
         and `matches` (its `matches()` under `mode`) save reads when the caller has them."""
         if matches is not None and parse_mode(self.mode(mode))[1] == "best":  # its partners: the rank-0 matches
             ups, kids = ([{"model": m["model"], "feature": m["feature"], "r": m["r"]} for m in matches[side]
@@ -481,6 +501,18 @@ class Store:
             bp = self.best_parent(bp["model"], bp["feature"], mode)
         up.reverse()
 
+        def above(parts: list[dict], depth: int) -> list[dict]:
+            """Every parent model's partner (a merge child has one per parent), strongest first, each followed
+            up while it persists."""
+            out = []
+            for p in parts:
+                node = {"model": p["model"], "label": self.label(p["model"]), "feature": p["feature"], "r": p["r"],
+                        "persists": p["r"] is not None and p["r"] > threshold}
+                node["parents"] = above(self.partners(p["model"], p["feature"], "c2p", mode), depth + 1) \
+                    if node["persists"] and depth < 16 else []
+                out.append(node)
+            return out
+
         def down(kids: list[dict], depth: int) -> list[dict]:
             out = []
             for c in kids:
@@ -493,7 +525,7 @@ class Store:
 
         origin = up[0] if up else {"model": model, "feature": feature}
         alive = (row or self.feature_row(model, feature))["alive"]
-        return {"ancestors": up, "descendants": down(kids, 0), "origin": origin,
+        return {"ancestors": up, "parents": above(ups, 0), "descendants": down(kids, 0), "origin": origin,
                 "fate": self._fate(model, alive, own, kids, threshold)}
 
     def lineage_hops(self, model: str, feature: int, threshold: float, mode: str | None = None) -> list[dict]:

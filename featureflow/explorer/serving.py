@@ -43,6 +43,12 @@ def identity(db_path: str | Path, run: dict) -> str:
     return h.hexdigest()
 
 
+
+def wants_fragment(headers) -> bool:
+    """Whether a request gets a page's htmx fragment: an htmx request, except the one htmx sends to restore
+    a page missing from its history cache (HX-History-Restore-Request), which needs the whole page."""
+    return bool(headers.get("hx-request")) and not headers.get("hx-history-restore-request")
+
 class ServeHeaders:
     """Pure ASGI middleware: the security headers on every response; on each 200 answer to a GET a weak ETag
     of (store identity, URL, HX-Request) with Cache-Control and `Vary: HX-Request`; a GET whose
@@ -57,7 +63,7 @@ class ServeHeaders:
     def etag(self, scope: dict, headers: Headers) -> str:
         h = hashlib.blake2b(self.seed, digest_size=12)
         h.update(scope["path"].encode() + b"?" + scope.get("query_string", b""))
-        if headers.get("hx-request"):
+        if wants_fragment(headers):
             h.update(b"|hx")
         return f'W/"{h.hexdigest()}"'
 
@@ -108,7 +114,7 @@ class ResponseCache:
         headers = Headers(scope=scope)
         if any(h in headers for h in ("range", "if-none-match", "if-modified-since")):
             return None
-        return (scope["path"], scope.get("query_string", b""), bool(headers.get("hx-request")),
+        return (scope["path"], scope.get("query_string", b""), wants_fragment(headers),
                 "gzip" in headers.get("accept-encoding", ""))
 
     async def __call__(self, scope, receive, send):

@@ -421,6 +421,29 @@ def assign(top: TopK) -> Assignment:
     return Assignment(a2b_idx, a2b_r, b2a_idx, b2a_r)
 
 
+def among_alive(match: Callable[[np.ndarray, np.ndarray], TopK], alive_a: np.ndarray, alive_b: np.ndarray,
+                k: int) -> TopK:
+    """Top-k both ways over the alive features only: `match(ia, ib)` matches parent features `ia` against
+    child features `ib` (index arrays of the alive ones) and answers in their local indices; the result is
+    laid out over every feature again, k = min(k, Fb) / min(k, Fa) wide as before. A feature that never fires
+    on the sample has no match (index -1, r NaN: its activation correlation is undefined, and it takes no
+    part in fates), and no alive feature is matched to one (a dead feature's r of 0 would otherwise fill the
+    top-k of a feature with few positive partners and be read as a match)."""
+    alive_a, alive_b = np.asarray(alive_a, dtype=bool), np.asarray(alive_b, dtype=bool)
+    ia, ib = np.flatnonzero(alive_a), np.flatnonzero(alive_b)
+    Fa, Fb = len(alive_a), len(alive_b)
+    ka, kb = min(k, Fb), min(k, Fa)
+    out = TopK(np.full((Fa, ka), -1, dtype=np.int64), np.full((Fa, ka), np.nan),
+               np.full((Fb, kb), -1, dtype=np.int64), np.full((Fb, kb), np.nan))
+    if len(ia) == 0 or len(ib) == 0:
+        return out
+    top = match(ia, ib)
+    wa, wb = top.p2c_idx.shape[1], top.c2p_idx.shape[1]  # min(k, alive on the other side)
+    out.p2c_idx[ia, :wa], out.p2c_r[ia, :wa] = ib[top.p2c_idx], top.p2c_r
+    out.c2p_idx[ib, :wb], out.c2p_r[ib, :wb] = ia[top.c2p_idx], top.c2p_r
+    return out
+
+
 def best_of(top: TopK) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The `best` rule: each feature's top-1 both ways, (p_idx, p_r, c_idx, c_r), each 1-D. A side with no
     candidates at all (the other side is empty) gets index -1 and r NaN."""

@@ -33,8 +33,9 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
 # activations 4: per-feature tables compiled, quantile examples seeded per feature (seed + feature).
 # autointerp 2: failure reasons are redacted (older artefacts may hold an API key a server echoed).
 # matching 3, floors 2: each edge and each replica pair also gets its decoders' PW-MCC and chance level.
-VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 3, "activations": 4, "matching": 3, "floors": 2,
-                                     "autointerp": 2, "cases": 2, "fingerprints": 2}
+# matching 4, floors 3: only features that fire on the sample are matched (a dead feature gets no match).
+VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 3, "activations": 4, "matching": 4, "floors": 3,
+                                     "autointerp": 2, "cases": 2, "fingerprints": 2, "store": 2}
 
 
 def _stage(fn):
@@ -365,23 +366,28 @@ class Pipeline:
 
     def _match_pair(self, a: tuple[str, int], b: tuple[str, int], similarity: str, label: str, tmp: Path) -> None:
         """Top-k in both directions (topk.npz) and the one-to-one assignment (assign.npz) of SAE `a` to `b`."""
-        from featureflow.pipeline.matching import assign, decoder_topk, pearson_topk
+        from featureflow.pipeline.matching import among_alive, assign, decoder_topk, pearson_topk
 
         cfg = self.cfg.matching
         A, B = self.similarity_inputs(*a, similarity), self.similarity_inputs(*b, similarity)
+        # only features that fire on the sample are matched (a dead feature has no match in any mode)
+        alive_a, alive_b = (np.diff(self.load_acts(*side).indptr) > 0 for side in (a, b))
         if similarity == "decoder":
-            top = decoder_topk(A, B, cfg.top_k, cfg.block_size)
+            top = among_alive(lambda ia, ib: decoder_topk(A[ia], B[ib], cfg.top_k, cfg.block_size),
+                              alive_a, alive_b, cfg.top_k)
         else:
-            top = pearson_topk(A, B, cfg.top_k, desc=f"match {label} ({similarity})",
-                               device=self.device)
+            top = among_alive(lambda ia, ib: pearson_topk(A[:, ia], B[:, ib], cfg.top_k,
+                                                          desc=f"match {label} ({similarity})", device=self.device),
+                              alive_a, alive_b, cfg.top_k)
         np.savez(tmp / "topk.npz", p2c_idx=top.p2c_idx, p2c_r=top.p2c_r, c2p_idx=top.c2p_idx, c2p_r=top.c2p_r)
         a1 = assign(top)
         np.savez(tmp / "assign.npz", p2c_idx=a1.a2b_idx, p2c_r=a1.a2b_r, c2p_idx=a1.b2a_idx, c2p_r=a1.b2a_r)
 
     def _pair_key(self, a: tuple[str, int], b: tuple[str, int], similarity: str) -> str:
         cfg = self.cfg.matching
-        side = (lambda n, r: self.sae_key(n, r)) if similarity == "decoder" else \
-            (lambda n, r: self.acts_key(n) if r == 0 else key_of(self.sae_key(n, r), self.sample().name))
+        acts = (lambda n, r: self.acts_key(n) if r == 0 else key_of(self.sae_key(n, r), self.sample().name))
+        # decoder matching reads the activations too: which features are alive
+        side = (lambda n, r: key_of(self.sae_key(n, r), acts(n, r))) if similarity == "decoder" else acts
         return key_of(VERSIONS["matching"], similarity, cfg.top_k, cfg.block_size, side(*a), side(*b))
 
     @_stage

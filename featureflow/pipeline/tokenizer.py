@@ -7,6 +7,7 @@ folder, so `AutoTokenizer` and TransformerLens load it offline.
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,27 @@ def encode_documents(tokenizer: PreTrainedTokenizerFast, docs: list[str]) -> np.
     return out
 
 
+def _hex_bytes(err: UnicodeDecodeError) -> tuple[str, int]:
+    """A codec error handler: each byte that is not (yet) a whole UTF-8 character as <0xE2>."""
+    return "".join(f"<0x{b:02X}>" for b in err.object[err.start:err.end]), err.end
+
+
+codecs.register_error("featureflow-hexbytes", _hex_bytes)
+
+
 def token_strings(tokenizer: PreTrainedTokenizerFast) -> list[str]:
-    """Human-readable text of every token id (byte-level pieces decoded; may be partial UTF-8)."""
-    return [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in range(len(tokenizer))]
+    """Human-readable text of every token id: byte-level pieces decoded, and every byte of a piece that is
+    only part of a UTF-8 character written as <0xE2> (the name byte-fallback vocabularies give such tokens)
+    instead of U+FFFD, so the three tokens of one emoji read <0xF0><0x9F>, <0x98>, <0x80> and not as three
+    identical replacement characters. A real U+FFFD in the text (bytes EF BF BD) stays U+FFFD."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    to_byte = {ch: b for b, ch in bytes_to_unicode().items()}
+    out = []
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i], clean_up_tokenization_spaces=False)
+        piece = tokenizer.convert_ids_to_tokens(i)
+        if "\ufffd" in text and piece and all(ch in to_byte for ch in piece):
+            text = bytes(to_byte[ch] for ch in piece).decode("utf-8", errors="featureflow-hexbytes")
+        out.append(text)
+    return out

@@ -229,13 +229,19 @@ def _fill_fingerprints(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
             _insert(con, table, pa.Table.from_pylist(fp[key]))
 
 
-def _side_rows(idx: np.ndarray, r: np.ndarray, **const) -> dict:
-    """Columns for one direction of matches (idx, r of shape (n_src, k)) or of an assignment ((n_src,))."""
+def _side_rows(idx: np.ndarray, r: np.ndarray, matched_only: bool = False, **const) -> dict:
+    """Columns for one direction of matches (idx, r of shape (n_src, k)) or of an assignment ((n_src,)).
+    `matched_only`: leave out the slots without a partner (index -1: a feature that never fires has no
+    match; see `matching.among_alive`), so the `matches` table holds real matches only."""
     idx, r = (idx, r) if idx.ndim == 2 else (idx[:, None], r[:, None])
     n_src, k = idx.shape
-    out = {c: np.full(n_src * k, v, dtype=object) for c, v in const.items()}
-    out.update(src=np.repeat(np.arange(n_src, dtype=np.int32), k), rank=np.tile(np.arange(k, dtype=np.int32), n_src),
-               dst=pa.array(idx.ravel().astype(np.int32), mask=idx.ravel() < 0), r=_r_column(r.ravel()))
+    src, rank = np.repeat(np.arange(n_src, dtype=np.int32), k), np.tile(np.arange(k, dtype=np.int32), n_src)
+    idx, r = idx.ravel(), r.ravel()
+    if matched_only:
+        keep = idx >= 0
+        src, rank, idx, r = src[keep], rank[keep], idx[keep], r[keep]
+    out = {c: np.full(len(idx), v, dtype=object) for c, v in const.items()}
+    out.update(src=src, rank=rank, dst=pa.array(idx.astype(np.int32), mask=idx < 0), r=_r_column(r))
     return out
 
 
@@ -262,7 +268,7 @@ def _fill_matches(pl: "Pipeline", con: duckdb.DuckDBPyConnection, alive: dict[st
             folder = pl.match(p, c, sim)
             top, one = np.load(folder / "topk.npz"), pl.best_matches(folder, "1to1")
             for d in ("p2c", "c2p"):
-                _insert(con, "matches", _side_rows(top[f"{d}_idx"], top[f"{d}_r"], similarity=sim, parent=p, child=c,
+                _insert(con, "matches", _side_rows(top[f"{d}_idx"], top[f"{d}_r"], True, similarity=sim, parent=p, child=c,
                                                    direction=d))
                 rows = _side_rows(one[f"{d}_idx"], one[f"{d}_r"], similarity=sim, parent=p, child=c, direction=d)
                 rows.pop("rank")
