@@ -100,6 +100,25 @@ def _import(args) -> int:
     return 0
 
 
+def _planted(args) -> int:
+    """Build the planted family of a config (a file with a `planted:` section, or a run config that has one),
+    score every mode's fate calls against the planted truth, write the scorecard JSON and print its table."""
+    from featureflow.config import load_planted
+    from featureflow.pipeline.planted import format_scorecard, run_planted, write_scorecard
+    from featureflow.pipeline.runner import setup_logging
+
+    setup_logging(verbose=args.verbose)
+    planted, sae, matching = load_planted(args.config)
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise ValueError(f"--out: folder '{out.parent}' does not exist")
+    card = run_planted(planted, sae, matching, device=args.device or "cpu", progress=args.verbose)
+    write_scorecard(card, out)
+    print(format_scorecard(card))
+    print(f"wrote {out}")
+    return 0
+
+
 def _gc(args) -> int:
     """List (or with --delete remove) artefact folders under data/<run>/ that the config no longer reaches."""
     need_pipeline("gc")
@@ -182,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     im.add_argument("--db", required=True, help="the store to write")
     im.add_argument("--force", action="store_true", help="replace the store if it exists")
     im.set_defaults(fn=_import)
+    pt = sub.add_parser("planted", help="score every matching mode's persist / emerge / disappear calls against a "
+                        "planted family's truth (precision, recall, F1) and print the scorecard")
+    pt.add_argument("--config", required=True, help="a file with a `planted:` section (configs/planted.yaml), or a "
+                    "run config that has one")
+    pt.add_argument("--out", required=True, help="the scorecard JSON to write")
+    pt.add_argument("--device", default=None, help="cpu or cuda, for Pearson matching (default: cpu)")
+    pt.add_argument("--verbose", action="store_true", help="progress bars and per-SAE log lines")
+    pt.set_defaults(fn=_planted)
     g = sub.add_parser("gc", help="list artefacts under data/<run>/ that no key of the config reaches "
                        "(and temp debris of killed runs); --delete removes them")
     g.add_argument("--config", required=True)

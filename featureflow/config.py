@@ -355,6 +355,114 @@ class FingerprintConfig(Strict):
     top_features: int = Field(20, gt=0)
 
 
+# ------------------------------------------------------------------------------ planted family
+class PlantedChild(Strict):
+    """One member of the planted family made from its parent by known edits. Each fraction is a share of the
+    parent's features (root features for a child of the root), drawn without overlap between the children
+    of one parent, so a merge of two siblings sees each feature edited by at most one of them."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    parent: str = Field("root", description="the member it is made from (the root is called 'root')")
+    drifted: float = Field(0.2, ge=0, le=1, description="share of features kept but drifted: direction rotated "
+                           "by an angle of `drift_angles` (in turn), firing magnitude times `drift_scale`")
+    removed: float = Field(0.1, ge=0, le=1, description="share of features removed (they should disappear)")
+    split: float = Field(0.05, ge=0, le=1, description="share of features split into two children, each firing on "
+                         "half of the parent's firing events (a fixed coin per event), each direction rotated by "
+                         "`split_angle` from the parent's in its own random plane")
+    added: float = Field(0.1, ge=0, le=4, description="new features, as a share of the parent's feature count, "
+                         "with firing events of their own (they should emerge)")
+
+
+class PlantedMerge(Strict):
+    """A merge of two members by interpolated dictionaries (the SLERP analogue): a feature both parents have
+    gets the SLERP of their directions at `t` and the interpolated magnitude; a feature only one parent has
+    keeps its direction at that parent's weight ((1 - t) for the first, t for the second); a feature one
+    parent split is split in the merge too."""
+
+    name: str = Field("merge", pattern=r"^[A-Za-z0-9_\-]+$")
+    parents: list[str] = Field(min_length=2, max_length=2)
+    t: float = Field(0.5, ge=0, le=1)
+
+
+class PlantedConfig(Strict):
+    """A planted family: a root of `features` true features in `d` dimensions (superposition: features > d;
+    directions and firing from SAELens's `sae_lens.synthetic`: `FeatureDictionary` with its orthogonalising
+    initialiser, `ActivationGenerator`), children made from it by known edits, an optional merge, and one SAE
+    per member and replica trained, encoded and matched by the pipeline's own stage functions. Every member
+    sees the same firing events at the same positions for the features it shares (a shared sample of
+    `sample_positions` positions), as every LM sees one shared token sample. The scorecard: precision, recall
+    and F1 of each mode's fate calls against the planted truth, for all features and for reproducible ones."""
+
+    seed: int = 0
+    features: int = Field(256, ge=2, description="true features of the root")
+    d: int = Field(64, ge=2, description="dimension of the activations (features > d: superposition)")
+    firing_min: float = Field(0.005, gt=0, lt=1, description="firing probabilities are log-uniform in "
+                              "[firing_min, firing_max]")
+    firing_max: float = Field(0.05, gt=0, lt=1)
+    magnitude_mean: float = Field(1.0, gt=0, description="mean firing magnitude")
+    magnitude_std: float = Field(0.3, ge=0, description="standard deviation of the firing magnitude")
+    children: list[PlantedChild] = Field(
+        default_factory=lambda: [PlantedChild(name="a"), PlantedChild(name="b")], min_length=1)
+    merge: PlantedMerge | None = Field(default_factory=lambda: PlantedMerge(parents=["a", "b"]),
+                                       description="a merge member of two members; null for none")
+    drift_angles: list[float] = Field(default_factory=lambda: [10.0, 20.0, 30.0, 45.0], min_length=1,
+                                      description="degrees; drifted features take these in turn")
+    drift_scale: float = Field(0.8, gt=0, description="firing magnitude factor of a drifted feature")
+    split_angle: float = Field(30.0, ge=0, le=90, description="degrees between a split child's direction and "
+                               "its parent's")
+    sample_positions: int = Field(40_000, ge=100, description="positions of the shared sample every SAE is "
+                                  "encoded and matched on")
+    train_positions: int = Field(200_000, ge=100, description="positions of the training pool every SAE draws "
+                                 "its batches from (in an order of its own seed), as SAEs draw blocks of a corpus")
+    replicas: int = Field(1, ge=1, le=8, description="extra SAEs per member with other seeds; a feature "
+                          "of replica 0 (the one matched) is reproducible when it matches above the threshold in "
+                          "every other replica (the store's stability rule)")
+    truth_min_cos: float = Field(0.5, ge=0, le=1, description="a latent's truth is the true feature Hungarian "
+                                 "assigns it (decoder vs dictionary |cos|) when their |cos| reaches this; "
+                                 "below it the latent is 'unresolved' (no planted feature), never a right call")
+    sae: SAEConfig | None = Field(None, description="the SAE recipe; default: the run's `sae` section in a run "
+                                  "config, else SAEConfig's defaults with a size for the planted shape")
+    matching: MatchingConfig | None = Field(None, description="threshold, top_k and modes; default: the run's "
+                                            "`matching` section (token-type modes dropped: there are no tokens)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PlantedConfig":
+        errors = []
+        if self.firing_min > self.firing_max:
+            errors.append(f"firing_min: {self.firing_min} is above firing_max ({self.firing_max})")
+        names = ["root"]
+        for i, c in enumerate(self.children):
+            if c.name in names:
+                errors.append(f"children.{i}.name: duplicate member '{c.name}'")
+            if c.parent not in names:
+                errors.append(f"children.{i}.parent: unknown member '{c.parent}' of '{c.name}' (members so far: "
+                              f"{', '.join(names)})")
+            names.append(c.name)
+        for parent in dict.fromkeys(c.parent for c in self.children):
+            edits = sum(c.drifted + c.removed + c.split for c in self.children if c.parent == parent)
+            if edits > 1 + 1e-9:
+                errors.append(f"children: the drifted + removed + split shares of the children of '{parent}' "
+                              f"add up to {edits:.3g}, above 1 (they are drawn without overlap)")
+        if self.merge is not None:
+            for p in self.merge.parents:
+                if p not in names:
+                    errors.append(f"merge.parents: unknown member '{p}' (members: {', '.join(names)})")
+            if self.merge.name in names:
+                errors.append(f"merge.name: duplicate member '{self.merge.name}'")
+        if self.matching is not None:
+            for m in self.matching.modes:
+                if parse_mode(m)[0] == "token-type":
+                    errors.append(f"matching.modes: '{m}' needs tokens; a planted family has none")
+        _raise(errors)
+        return self
+
+
+class PlantedFile(Strict):
+    """A file holding only a planted section (`configs/planted.yaml`)."""
+
+    planted: PlantedConfig
+
+
 class ExperimentConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     description: str = ""
@@ -372,6 +480,9 @@ class ExperimentConfig(Strict):
     autointerp: AutointerpConfig = AutointerpConfig()
     cases: list[CaseConfig] = Field(default_factory=list)
     fingerprints: FingerprintConfig = FingerprintConfig()
+    planted: PlantedConfig | None = Field(None, description="a planted family scored with this run's SAE recipe "
+                                          "and matching (unless it sets its own): the store gets the scorecard "
+                                          "and the explorer's /method page shows it")
 
     @model_validator(mode="after")
     def _check_family(self) -> "ExperimentConfig":
@@ -616,8 +727,23 @@ def parse_config(data: dict, source: str | None = None) -> ExperimentConfig:
         raise ConfigError(_format_errors(e), source) from None
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
+def load_planted(path: str | Path) -> tuple[PlantedConfig, SAEConfig | None, MatchingConfig | None]:
+    """The planted section of a file: a file of only `planted:` (its own sae / matching or the defaults), or a
+    run config with a `planted:` section (falling back on the run's `sae` and `matching`)."""
     path = Path(path)
+    data = _read_yaml(path)
+    if "family" in data:
+        cfg = parse_config(data, str(path))
+        if cfg.planted is None:
+            raise ConfigError("planted: this run config has no planted section", str(path))
+        return cfg.planted, cfg.sae, cfg.matching
+    try:
+        return PlantedFile.model_validate(data).planted, None, None
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e), str(path)) from None
+
+
+def _read_yaml(path: Path) -> dict:
     if not path.exists():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
@@ -626,4 +752,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"config file '{path}' is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
-    return parse_config(data, str(path))
+    return data
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    return parse_config(_read_yaml(path), str(path))

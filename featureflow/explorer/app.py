@@ -418,6 +418,21 @@ def create_app(db_path: str | Path) -> FastAPI:
         return {"threshold": t, "mode": mode, "mode_label": mode_label(mode), "modes": store.modes,
                 "mode_labels": {m: mode_label(m) for m in store.modes}, "floors": fl}
 
+    @view("/method", "method.html")
+    def method(mode: Mode = None) -> dict:
+        """How right the fate calls are: the planted-family scorecard (precision, recall and F1 of every mode's
+        persisting / disappearing / inherited / emerging calls against planted truth, for all and for
+        reproducible features), recall by drift angle, split detection and each SAE's MCC."""
+        card = store.planted()
+        mode = store.mode(mode)
+        modes = sorted({s["mode"] for s in card["scores"]}) if card else []
+        focus = mode if mode in modes else (modes[0] if modes else None)
+        return {"planted": card, "mode": mode, "focus": focus, "modes": modes,
+                "mode_labels": {m: mode_label(m) for m in modes},
+                "headline": {p: next((s for s in card["scores"] if s["mode"] == focus and s["fate"] == "persisting"
+                                      and s["population"] == p), None) for p in ("all", "reproducible")}
+                if card else None}
+
     @view("/models/{model}/features/{feature}", "feature.html",
           table=lambda d: [{"side": side, **m} for side in ("parents", "children") for m in d["matches"][side]])
     def feature(model: str, feature: FeatureId, threshold: Threshold = None, mode: Mode = None) -> dict:

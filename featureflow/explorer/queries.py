@@ -192,6 +192,21 @@ class Store:
         """A feature's seed stability at `threshold` under `mode` (`flows.stability`); None without replicas."""
         self.model(model)
         return flow_sql.stability(self.cursor(), model, feature, threshold, self.mode(mode))
+    def planted(self) -> dict | None:
+        """The planted-family scorecard of this run (None when its config has no planted section): scores per
+        mode, population and fate, recall by drift angle, split detection, every SAE's MCC, the config and
+        the planted edits."""
+        meta = self.q1("SELECT * FROM planted_meta")
+        if meta is None:
+            return None
+        scores = self.q('SELECT * FROM planted_scores ORDER BY mode, population, fate')
+        return {"threshold": meta["threshold"], "seconds": meta["seconds"],
+                "config": json.loads(meta["config_json"]), "truth": json.loads(meta["truth_json"]),
+                "scores": scores,
+                "drift": self.q("SELECT * FROM planted_drift ORDER BY mode, angle"),
+                "calls": self.q("SELECT * FROM planted_calls ORDER BY mode, population, fate, n DESC, truth"),
+                "split": self.q("SELECT * FROM planted_split ORDER BY mode"),
+                "saes": self.q("SELECT * FROM planted_saes ORDER BY model, replica")}
 
     def origin_counts(self) -> list[dict]:
         """Alive features per model by the model their chain of persisting matches starts in (default threshold)."""

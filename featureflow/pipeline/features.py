@@ -9,6 +9,7 @@ A dense tokens x features matrix is never built.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,17 +42,29 @@ def encode_sample(model, sae: SparseAutoencoder, tokens: np.ndarray, hook: str, 
                   desc: str = "encode") -> sp.csc_matrix:
     """Run model + SAE over the sample; return sparse activations (tokens, features) as float32 CSC."""
     device = next(model.parameters()).device
-    sae = sae.to(device)
-    W, C = tokens.shape
+    W, _ = tokens.shape
+    xs = (activations(model, torch.from_numpy(tokens[i:i + batch_size].astype(np.int64)), hook)
+          for i in tqdm(range(0, W, batch_size), desc=desc, unit="batch", dynamic_ncols=True))
+    return sparse_codes(sae.to(device), xs)
+
+
+@torch.no_grad()
+def sparse_codes(sae: SparseAutoencoder, xs: Iterable[torch.Tensor]) -> sp.csc_matrix:
+    """Encode batches of hook activations (any leading shape, d_in last) in order with `sae.encode`; the
+    rows of the result follow the rows of the batches. Sparse float32 CSC (rows, d_sae): what
+    `encode_sample` returns for an LM and what the planted family encodes its synthetic sample with."""
     rows, cols, vals = [], [], []
-    for i in tqdm(range(0, W, batch_size), desc=desc, unit="batch", dynamic_ncols=True):
-        x = activations(model, torch.from_numpy(tokens[i:i + batch_size].astype(np.int64)), hook)
+    n = 0
+    for x in xs:
         f = sae.encode(x.reshape(-1, x.shape[-1]))
         r, c = torch.nonzero(f, as_tuple=True)
-        rows.append((r + i * C).cpu().numpy().astype(np.int64))
+        rows.append((r + n).cpu().numpy().astype(np.int64))
         cols.append(c.cpu().numpy().astype(np.int32))
         vals.append(f[r, c].cpu().numpy().astype(np.float32))
-    m = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(W * C, sae.d_sae))
+        n += f.shape[0]
+    if not rows:
+        return sp.csc_matrix((0, sae.d_sae), dtype=np.float32)
+    m = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, sae.d_sae))
     return m.tocsc()
 
 

@@ -454,6 +454,34 @@ def best_of(top: TopK) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (*first(top.p2c_idx, top.p2c_r), *first(top.c2p_idx, top.c2p_r))
 
 
+def match_pair(A: Any, B: Any, similarity: str, top_k: int, block_size: int = 2048, device: str = "cpu",
+               desc: str | None = None, alive_a: np.ndarray | None = None,
+               alive_b: np.ndarray | None = None) -> tuple[TopK, Assignment]:
+    """One pair of SAEs under one similarity: top-k both ways over the alive features (`among_alive`; every
+    feature when a mask is None) and the one-to-one assignment. `A`, `B` are what the similarity compares:
+    sparse activations over the same rows (`pearson`, `token-type`) or decoder directions (`decoder`). The
+    edge stage, the floor stage and the planted family all call this."""
+    alive_a = np.ones(A.shape[1] if similarity != "decoder" else A.shape[0], dtype=bool) if alive_a is None \
+        else alive_a
+    alive_b = np.ones(B.shape[1] if similarity != "decoder" else B.shape[0], dtype=bool) if alive_b is None \
+        else alive_b
+    if similarity == "decoder":
+        top = among_alive(lambda ia, ib: decoder_topk(A[ia], B[ib], top_k, block_size), alive_a, alive_b, top_k)
+    else:
+        top = among_alive(lambda ia, ib: pearson_topk(A[:, ia], B[:, ib], top_k, desc=desc, device=device),
+                          alive_a, alive_b, top_k)
+    return top, assign(top)
+
+
+def rule_matches(top: TopK, one: Assignment, rule: str) -> dict[str, np.ndarray]:
+    """Each feature's match under a rule, as the store keeps it: `best` (top-1 both ways) or `1to1` (its
+    assigned partner, -1 / NaN where none). Keys p2c_idx, p2c_r, c2p_idx, c2p_r."""
+    if rule == "1to1":
+        return {"p2c_idx": one.a2b_idx, "p2c_r": one.a2b_r, "c2p_idx": one.b2a_idx, "c2p_r": one.b2a_r}
+    p_idx, p_r, c_idx, c_r = best_of(top)
+    return {"p2c_idx": p_idx, "p2c_r": p_r, "c2p_idx": c_idx, "c2p_r": c_r}
+
+
 def same_index_share(p_idx: np.ndarray, p_r: np.ndarray, threshold: float) -> tuple[int, int]:
     """(n_same, n_persisting): of the parent features whose match exceeds `threshold` (n_persisting; NaN, an
     unassigned feature, never does), how many are matched to the child feature with the same index.

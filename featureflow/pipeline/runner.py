@@ -28,7 +28,7 @@ from featureflow.config import ExperimentConfig, LoadMember, MergeMember, parse_
 log = logging.getLogger("featureflow")
 
 STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "floors", "autointerp",
-          "cases", "fingerprints", "store"]
+          "cases", "fingerprints", "planted", "store"]
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
 # activations 4: per-feature tables compiled, quantile examples seeded per feature (seed + feature).
 # autointerp 2: failure reasons are redacted (older artefacts may hold an API key a server echoed).
@@ -36,6 +36,16 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
 # matching 4, floors 3: only features that fire on the sample are matched (a dead feature gets no match).
 VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 3, "activations": 4, "matching": 4, "floors": 3,
                                      "autointerp": 2, "cases": 2, "fingerprints": 2, "store": 2}
+# planted 1: the planted-family scorecard (featureflow/pipeline/planted.py; its own PLANTED_VERSION is in the key)
+
+
+def sae_seed(run_seed: int, name: str, replica: int = 0, shared_init: bool = False) -> int:
+    """The seed of one SAE's initialisation and batch order, from (run seed, member, replica); one seed for
+    every SAE with `shared_init` (the paper's single-seed setup)."""
+    if shared_init:
+        return run_seed + 17
+    digest = hashlib.sha256(f"sae|{run_seed}|{name}|{replica}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def _stage(fn):
@@ -187,10 +197,7 @@ class Pipeline:
 
         Derived from (run seed, member, replica), so no two SAEs share an initialisation; with
         `sae.shared_init` every SAE gets the same one (the paper's single-seed setup)."""
-        if self.cfg.sae.shared_init:
-            return self.cfg.seed + 17
-        digest = hashlib.sha256(f"sae|{self.cfg.seed}|{name}|{replica}".encode()).digest()
-        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+        return sae_seed(self.cfg.seed, name, replica, self.cfg.sae.shared_init)
 
     def sae_key(self, name: str, replica: int = 0) -> str:
         from featureflow.pipeline.family.load import folder_digest
@@ -366,21 +373,15 @@ class Pipeline:
 
     def _match_pair(self, a: tuple[str, int], b: tuple[str, int], similarity: str, label: str, tmp: Path) -> None:
         """Top-k in both directions (topk.npz) and the one-to-one assignment (assign.npz) of SAE `a` to `b`."""
-        from featureflow.pipeline.matching import among_alive, assign, decoder_topk, pearson_topk
+        from featureflow.pipeline.matching import match_pair
 
         cfg = self.cfg.matching
         A, B = self.similarity_inputs(*a, similarity), self.similarity_inputs(*b, similarity)
         # only features that fire on the sample are matched (a dead feature has no match in any mode)
         alive_a, alive_b = (np.diff(self.load_acts(*side).indptr) > 0 for side in (a, b))
-        if similarity == "decoder":
-            top = among_alive(lambda ia, ib: decoder_topk(A[ia], B[ib], cfg.top_k, cfg.block_size),
-                              alive_a, alive_b, cfg.top_k)
-        else:
-            top = among_alive(lambda ia, ib: pearson_topk(A[:, ia], B[:, ib], cfg.top_k,
-                                                          desc=f"match {label} ({similarity})", device=self.device),
-                              alive_a, alive_b, cfg.top_k)
+        top, a1 = match_pair(A, B, similarity, cfg.top_k, cfg.block_size, device=self.device,
+                             desc=f"match {label} ({similarity})", alive_a=alive_a, alive_b=alive_b)
         np.savez(tmp / "topk.npz", p2c_idx=top.p2c_idx, p2c_r=top.p2c_r, c2p_idx=top.c2p_idx, c2p_r=top.c2p_r)
-        a1 = assign(top)
         np.savez(tmp / "assign.npz", p2c_idx=a1.a2b_idx, p2c_r=a1.a2b_r, c2p_idx=a1.b2a_idx, c2p_r=a1.b2a_r)
 
     def _pair_key(self, a: tuple[str, int], b: tuple[str, int], similarity: str) -> str:
@@ -581,6 +582,24 @@ class Pipeline:
         return build_dir(self._dir("fingerprints", "delta", key), lambda tmp: fingerprint_run(
             cfg, {n: self.member(n) for n in order}, {n: self.sae(n) for n in order}, self.load_acts,
             self.hf_tokenizer, self.sample_tokens(), self.device, pool, self.member_inputs(), tmp))
+
+    # ------------------------------------------------------------------------------------ planted
+    @_stage
+    def planted(self) -> Path | None:
+        """The planted-family scorecard (planted.json) when the config has a `planted` section, with the run's
+        SAE recipe and matching unless the section sets its own; None otherwise."""
+        from featureflow.pipeline.planted import PLANTED_VERSION, resolve, run_planted
+
+        cfg = self.cfg
+        if cfg.planted is None:
+            return None
+        sae, matching = resolve(cfg.planted, cfg.sae, cfg.matching)
+        key = key_of(VERSIONS["planted"], PLANTED_VERSION, cfg.planted, sae, matching)
+
+        def build(tmp: Path) -> None:
+            write_json(tmp / "planted.json", run_planted(cfg.planted, sae, matching, device=self.device))
+
+        return build_dir(self._dir("planted", "scorecard", key), build)
 
     # -------------------------------------------------------------------------------------- store
     @_stage

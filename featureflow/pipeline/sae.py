@@ -404,14 +404,23 @@ def train_sae(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seed: int, 
     No AuxK term: measured on the demo model (512 -> 8192, k 30, 650k tokens), AuxK (α 1/32, k_aux 256,
     dead = silent for 10% of the steps) took dead latents from 6.0% to 4.0% at the same explained variance
     (0.929) and made each step about 3x slower on this shared CPU; at 512 -> 2048 TopK had 0.5% dead, BatchTopK 0.05%."""
-    device = next(model.parameters()).device
     batches = block_batches(streams, cfg.block_tokens, cfg.blocks_per_batch, seed)
-    # the dataset mean, from about 50k tokens
+    rows = (a.reshape(-1, a.shape[-1]) for a in (activations(model, b, cfg.hook) for b in batches))
+    return train_sae_on(rows, cfg, seed, desc)
+
+
+def train_sae_on(batches: Iterator[torch.Tensor], cfg: SAEConfig, seed: int, desc: str | None = "sae") -> TrainedSAE:
+    """Train one SAE on an endless iterator of (rows, d_in) activation batches: what `train_sae` does once
+    it has read the LM's hook, and what the planted family (`featureflow/pipeline/planted.py`) feeds with
+    synthetic activations. The dataset mean comes from the first ~50k rows; then one optimiser step per
+    batch, `cfg.tokens // (cfg.block_tokens * cfg.blocks_per_batch)` steps. `seed` fixes the initialisation
+    (the batch order is the iterator's)."""
     acts = []
     n = 0
+    device = None
     while n < 50_000:
-        a = activations(model, next(batches), cfg.hook)
-        a = a.reshape(-1, a.shape[-1])
+        a = next(batches)
+        device = a.device
         acts.append(a.double().sum(0))
         n += a.shape[0]
     mean = (torch.stack(acts).sum(0) / n).float()
@@ -429,13 +438,13 @@ def train_sae(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seed: int, 
     sparse = device.type == "cpu" and cfg.sparse_backward
     batchtopk = cfg.architecture == "batchtopk"
     l0: torch.Tensor | None = None
-    bar = tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True)
+    bar = tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, disable=desc is None)
     decay_from = int(steps * (1 - cfg.lr_decay_fraction))
     for step in bar:
         if step >= decay_from:  # linear decay to zero over the last lr_decay_fraction of training
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * (steps - step) / max(1, steps - decay_from)
-        x = activations(model, next(batches), cfg.hook).reshape(-1, d_in)
+        x = next(batches).reshape(-1, d_in)
         if sparse and l0 is not None and float(l0) < SPARSE_BELOW * sae.d_sae:
             loss, mse, sp, l0 = sparse_sae_loss(sae, x, float(l1), cfg.recipe, batch_topk=batchtopk)
         else:

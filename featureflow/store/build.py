@@ -54,7 +54,8 @@ def inputs_key(pl: "Pipeline") -> str:
     return key_of(SCHEMA_VERSION, VERSIONS, pl.cfg, [p.name for p in pl.activations().values()],
                   [p.name for p in pl.matching().values()], [p.name for p in pl.floors().values()],
                   [p.name for p in pl.agreements()],
-                  [p.name for p in pl.autointerp().values()], pl.cases().name, pl.fingerprints().name)
+                  [p.name for p in pl.autointerp().values()], pl.cases().name, pl.fingerprints().name,
+                  pl.planted() and pl.planted().name)
 
 
 def existing_inputs_key(path: Path) -> str | None:
@@ -205,6 +206,8 @@ def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
 
     _fill_features(pl, con, order)
     _fill_fingerprints(pl, con)
+    if pl.planted() is not None:
+        fill_planted(con, read_json(pl.planted() / "planted.json"))
 
 
 def _fill_fingerprints(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
@@ -260,27 +263,68 @@ def _redacted(t: pa.Table, columns: tuple[str, ...]) -> pa.Table:
     return t
 
 
+def insert_edge_matches(con: duckdb.DuckDBPyConnection, similarity: str, parent: str, child: str,
+                        top: dict, one: dict) -> None:
+    """One edge's rows of `matches` (top-k both ways: `top` with p2c_idx / p2c_r / c2p_idx / c2p_r of shape
+    (n, k)) and of `assignments` (`one`, the same keys of shape (n,)). The store build and the planted family
+    fill the tables the fate rules (`featureflow/store/flows.py`) read through this one function."""
+    for d in ("p2c", "c2p"):
+        _insert(con, "matches", _side_rows(top[f"{d}_idx"], top[f"{d}_r"], True, similarity=similarity,
+                                           parent=parent, child=child, direction=d))
+        rows = _side_rows(one[f"{d}_idx"], one[f"{d}_r"], similarity=similarity, parent=parent, child=child,
+                          direction=d)
+        rows.pop("rank")
+        _insert(con, "assignments", rows)
+
+
+def insert_floor(con: duckdb.DuckDBPyConnection, name: str, replica: int, similarity: str, rule: str,
+                 r: np.ndarray, alive: np.ndarray) -> None:
+    """`noise_floor` rows: replica 0 of `name` matched against `replica` (r per feature of replica 0)."""
+    _insert(con, "noise_floor", {
+        "model": np.full(len(r), name, dtype=object), "replica": np.full(len(r), replica, dtype=np.int32),
+        "similarity": np.full(len(r), similarity, dtype=object), "rule": np.full(len(r), rule, dtype=object),
+        "feature": np.arange(len(r), dtype=np.int32), "alive": alive, "r": _r_column(r)})
+
+
 def _fill_matches(pl: "Pipeline", con: duckdb.DuckDBPyConnection, alive: dict[str, np.ndarray]) -> None:
     """matches and assignments for every similarity, and the noise floor."""
     cfg = pl.cfg
     for sim in cfg.matching.similarities:
         for p, c in cfg.edges():
             folder = pl.match(p, c, sim)
-            top, one = np.load(folder / "topk.npz"), pl.best_matches(folder, "1to1")
-            for d in ("p2c", "c2p"):
-                _insert(con, "matches", _side_rows(top[f"{d}_idx"], top[f"{d}_r"], True, similarity=sim, parent=p, child=c,
-                                                   direction=d))
-                rows = _side_rows(one[f"{d}_idx"], one[f"{d}_r"], similarity=sim, parent=p, child=c, direction=d)
-                rows.pop("rank")
-                _insert(con, "assignments", rows)
+            insert_edge_matches(con, sim, p, c, np.load(folder / "topk.npz"), pl.best_matches(folder, "1to1"))
     for (name, rep, sim), folder in pl.floors().items():
         for rule in ("best", "1to1"):
-            m = pl.best_matches(folder, rule)
-            r = m["p2c_r"]
-            _insert(con, "noise_floor", {
-                "model": np.full(len(r), name, dtype=object), "replica": np.full(len(r), rep, dtype=np.int32),
-                "similarity": np.full(len(r), sim, dtype=object), "rule": np.full(len(r), rule, dtype=object),
-                "feature": np.arange(len(r), dtype=np.int32), "alive": alive[name], "r": _r_column(r)})
+            insert_floor(con, name, rep, sim, rule, pl.best_matches(folder, rule)["p2c_r"], alive[name])
+
+
+def fill_planted(con: duckdb.DuckDBPyConnection, card: dict) -> None:
+    """The planted_* tables from a scorecard (`featureflow.pipeline.planted.run_planted`)."""
+    rows = [{"mode": m, "population": pop, "fate": f, **{k: s[k] for k in ("calls", "correct", "support", "precision",
+                                                                            "recall", "f1")}}
+            for pop, key in (("all", "modes"), ("reproducible", "reproducible"))
+            for m, fates in card[key].items() for f, s in fates.items()]
+    _insert(con, "planted_scores", pa.Table.from_pylist(rows, schema=pa.schema([
+        ("mode", pa.string()), ("population", pa.string()), ("fate", pa.string()), ("calls", pa.int32()),
+        ("correct", pa.int32()), ("support", pa.int32()), ("precision", pa.float64()), ("recall", pa.float64()),
+        ("f1", pa.float64())])))
+    _insert(con, "planted_calls", _rows([{"mode": m, "population": pop, "fate": f, "truth": t, "n": n}
+                                         for m, pops in card["calls_by_truth"].items() for pop, fates in pops.items()
+                                         for f, c in fates.items() for t, n in sorted(c.items())]))
+    _insert(con, "planted_drift", pa.Table.from_pylist(
+        [{"mode": m, "angle": float(a), "recall": v["recall"], "support": v["support"]}
+         for m, bins in card["drift"].items() for a, v in bins.items()],
+        schema=pa.schema([("mode", pa.string()), ("angle", pa.float64()), ("recall", pa.float64()),
+                          ("support", pa.int32())])))
+    _insert(con, "planted_split", _rows([{"mode": m, **{k: s[k] for k in ("support", "detected", "called_persisting",
+                                                                          "called_disappearing")}}
+                                         for m, s in card["split"].items()]))
+    _insert(con, "planted_saes", _rows([
+        {"model": n, "replica": int(r), "mcc": card["mcc"][n][r], **{k: h[k] for k in (
+            "l0", "explained_variance", "dead", "d_sae", "true_features", "resolved")}}
+        for n, reps in card["sae"].items() for r, h in reps.items()]))
+    con.execute("INSERT INTO planted_meta VALUES (?, ?, ?, ?)", [json.dumps(card["config"]), card["threshold"],
+                                                                 json.dumps(card["truth"]), card["seconds"]])
 
 
 def _fill_flows(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:

@@ -10,7 +10,7 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
@@ -195,6 +195,33 @@ TABLES: dict[str, tuple[str, str]] = {
                "widths.", """
         kind VARCHAR, model_a VARCHAR, replica_a INTEGER, model_b VARCHAR, replica_b INTEGER, n_a INTEGER,
         n_b INTEGER, pw_mcc DOUBLE, chance DOUBLE, seed BIGINT"""),
+    "planted_scores": ("The planted-family scorecard (`featureflow/pipeline/planted.py`; empty when the run config has "
+                       "no `planted` section): per matching mode, population ('all' alive latents, or 'reproducible': "
+                       "replica 0 matched above the threshold in every other replica) and fate (persisting / disappearing of "
+                       "parent latents, inherited / emerging of child latents, over every planted edge), the calls "
+                       "made, how many were right (`correct`), the latents whose planted truth is that fate "
+                       "(`support`), precision = correct / calls, recall = correct / support and F1 (NULL when "
+                       "undefined). Latents of split features are left out of these four fates.", """
+        mode VARCHAR, population VARCHAR, fate VARCHAR, calls INTEGER, correct INTEGER, support INTEGER,
+        "precision" DOUBLE, recall DOUBLE, f1 DOUBLE"""),
+    "planted_calls": ("Planted family: each mode's calls of a fate broken down by the called latents' planted truth "
+                      "(persisting, disappearing, inherited, emerging, or 'unresolved': no true feature), per "
+                      "population: what the wrong calls were.", """
+        mode VARCHAR, population VARCHAR, fate VARCHAR, truth VARCHAR, n INTEGER"""),
+    "planted_drift": ("Planted family: recall of persisting parent latents by the angle (degrees, to 5) their true "
+                      "direction moved along the edge; 0 is unchanged.", """
+        mode VARCHAR, angle DOUBLE, recall DOUBLE, support INTEGER"""),
+    "planted_split": ("Planted family: parent latents of split features, how many each mode called persisting or "
+                      "disappearing, and how many had both halves as their top-2 matches (`detected`).", """
+        mode VARCHAR, support INTEGER, detected INTEGER, called_persisting INTEGER, called_disappearing INTEGER"""),
+    "planted_saes": ("Planted family: every SAE (member, replica) with its MCC against the member's true dictionary "
+                     "(Hungarian on decoder vs dictionary |cos|), L0 and explained variance on the shared sample, "
+                     "dead latents, true features and latents resolved to one (|cos| >= truth_min_cos).", """
+        model VARCHAR, replica INTEGER, mcc DOUBLE, l0 DOUBLE, explained_variance DOUBLE, dead INTEGER,
+        d_sae INTEGER, true_features INTEGER, resolved INTEGER"""),
+    "planted_meta": ("Planted family: its config (with the SAE recipe and matching it ran with), the threshold, the "
+                     "planted edits per edge (`truth_json`: edit -> n, fraction, planted share) and the wall time.", """
+        config_json VARCHAR, threshold DOUBLE, truth_json VARCHAR, seconds DOUBLE"""),
 }
 
 INDEXES = [

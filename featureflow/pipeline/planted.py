@@ -1,0 +1,641 @@
+"""A planted family: how often are featureflow's persist / emerge / disappear calls right?
+
+On real models nobody knows which features persist; on a synthetic family the truth is planted.
+
+1. **The family.** A root of N true features in d dimensions (N > d: superposition), its directions from
+   SAELens's `FeatureDictionary` (with its orthogonalising initialiser) and its firing events from SAELens's
+   `ActivationGenerator` (log-uniform firing probabilities, folded-normal magnitudes). A member is a list of
+   rows, each a firing source (an event index of the generator and a gate: all of its events, or the half
+   of them where a fixed per-event coin is low / high), a unit direction and a magnitude scale; its
+   activations are x = Σ_rows scale · gate · event · direction. Children come from their parent by known
+   edits (`PlantedChild`): unchanged, drifted (direction rotated by a known angle, magnitude rescaled),
+   removed, split (two rows, each on half of the events, directions rotated apart) and added (new event
+   sources); a merge interpolates two members' dictionaries (`PlantedMerge`, SLERP of directions). Every
+   member is computed from the same events at the same positions, so a feature two members share fires at
+   the same positions in both, as every LM of a family sees one shared token sample.
+2. **The same machinery.** Each member's SAE and its seed replicas are trained by `sae.train_sae_on` (the
+   loop the LM pipeline's `train_sae` runs) with seeds from `runner.sae_seed`, encoded on the shared sample
+   by `features.sparse_codes`, matched by `matching.match_pair` for every mode (best match and one-to-one),
+   replica 0 against every other replica for the floor, and the fates are called by the store's own SQL
+   (`store/flows.py`: `edge_features`, `flows`, `floors`) over an in-memory store filled by `store/build.py`'s
+   `insert_edge_matches` / `insert_floor`.
+3. **Truth and scorecard.** Each SAE latent's truth is the member row Hungarian assigns it on decoder vs
+   dictionary |cos| (`scipy.optimize.linear_sum_assignment`; MCC reported, as `sae_lens.synthetic`'s
+   `mean_correlation_coefficient` computes it) when their |cos| reaches `truth_min_cos`, else 'unresolved'.
+   Per mode and fate: precision, recall and F1 for all alive latents and for reproducible ones (replica 0's
+   match above the threshold in every other replica, `flows.STABILITY`); recall of persisting features by drift angle; split detection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from featureflow.config import MatchingConfig, PlantedConfig, SAEConfig, parse_mode
+
+log = logging.getLogger("featureflow")
+
+ALL, LO, HI = 0, 1, 2          # row gates: every firing event, the events whose coin is < 1/2, >= 1/2
+PARENT_FATES = ("persisting", "disappearing")
+CHILD_FATES = ("inherited", "emerging")
+FATES = PARENT_FATES + CHILD_FATES
+EDITS = ("unchanged", "drifted", "removed", "split", "added")
+NULL = "~null"                  # suffix of the null child's name in the in-memory store
+PLANTED_VERSION = 1             # bump when the scorecard changes for the same config
+
+# the SAE recipe of a standalone planted config: sized for the planted shape (activations of norm ~ sqrt(L0))
+DEFAULT_SAE = SAEConfig(architecture="topk", k=4, expansion=4, lr=3e-3, block_tokens=1, blocks_per_batch=256,
+                        tokens=256_000, lr_decay_fraction=0.2)
+
+
+# ------------------------------------------------------------------------------------- the family
+@dataclass
+class Member:
+    """One planted member: rows of (event source, gate, unit direction, magnitude scale) and what each row
+    is relative to the member's parent (`edit`, `angle` in degrees for drifted rows)."""
+
+    name: str
+    parents: list[str]
+    src: np.ndarray
+    gate: np.ndarray
+    dirs: np.ndarray
+    scale: np.ndarray
+    edit: np.ndarray = field(default=None)
+    angle: np.ndarray = field(default=None)
+
+    @property
+    def keys(self) -> list[tuple[int, int]]:
+        return list(zip(self.src.tolist(), self.gate.tolist()))
+
+    def map(self, M: int) -> np.ndarray:
+        """(3M, d) float32: row gate·M + source holds scale · direction, so that activations are
+        `positions @ map` for positions in the (n, 3M) layout of `Family.positions`."""
+        W = np.zeros((3 * M, self.dirs.shape[1]), dtype=np.float64)
+        np.add.at(W, self.gate * M + self.src, self.scale[:, None] * self.dirs)
+        return W.astype(np.float32)
+
+
+def _rotate(v: np.ndarray, degrees: float, rng: np.random.Generator) -> np.ndarray:
+    """`v` (unit) rotated by exactly `degrees` towards a random direction orthogonal to it."""
+    u = rng.standard_normal(v.shape[0])
+    u -= u.dot(v) * v
+    u /= np.linalg.norm(u)
+    a = np.deg2rad(degrees)
+    return np.cos(a) * v + np.sin(a) * u
+
+
+def _slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    cos = float(np.clip(a.dot(b), -1, 1))
+    if cos > 0.9995:
+        v = (1 - t) * a + t * b
+    else:
+        w = np.arccos(cos)
+        v = (np.sin((1 - t) * w) * a + np.sin(t * w) * b) / np.sin(w)
+    return v / np.linalg.norm(v)
+
+
+def _angle(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(a.dot(b) / (np.linalg.norm(a) * np.linalg.norm(b)), -1, 1))))
+
+
+@dataclass
+class Family:
+    cfg: PlantedConfig
+    members: dict[str, Member]
+    generator: object                 # sae_lens.synthetic.ActivationGenerator over every event source
+    dictionary: np.ndarray            # (M, d) SAELens FeatureDictionary directions of every event source
+    edges: list[tuple[str, str]]
+    edit_counts: dict[str, dict[str, int]]
+    _maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.members)
+
+    @property
+    def n_sources(self) -> int:
+        return int(self.dictionary.shape[0])
+
+    def positions(self, seed: int, rows: int, chunk: int = 8192) -> sp.csr_matrix:
+        """`rows` positions, reproducible from `seed`: (rows, 3M) sparse float32, columns [events | events
+        where the position's coin for that source is < 1/2 | events where it is >= 1/2]. Events come from
+        SAELens's `ActivationGenerator`; one coin per position and source decides which half of a split
+        feature fires."""
+        M = self.n_sources
+        parts = []
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for r0 in range(0, rows, chunk):
+                e = self.generator.sample(min(chunk, rows - r0)).numpy()
+                r, c = np.nonzero(e)
+                v = e[r, c]
+                lo = torch.rand(e.shape).numpy()[r, c] < 0.5
+                parts.append(sp.csr_matrix((np.concatenate([v, v]), (np.concatenate([r, r]),
+                                            np.concatenate([c, np.where(lo, M + c, 2 * M + c)]))),
+                                           shape=(e.shape[0], 3 * M), dtype=np.float32))
+        return sp.vstack(parts, format="csr")
+
+    def activations(self, name: str, positions: sp.csr_matrix) -> torch.Tensor:
+        """A member's (n, d) activations at these positions."""
+        if name not in self._maps:
+            self._maps[name] = self.members[name].map(self.n_sources)
+        return torch.from_numpy(np.asarray(positions @ self._maps[name], dtype=np.float32))
+
+    def batches(self, name: str, pool: sp.csr_matrix, rows: int, seed: int) -> Iterator[torch.Tensor]:
+        """Endless training batches of a member: `rows` positions drawn from `pool` in an order fixed by `seed`
+        (as `sae.block_batches` draws blocks of a corpus)."""
+        rng = np.random.default_rng(seed)
+        while True:
+            yield self.activations(name, pool[rng.integers(0, pool.shape[0], rows)])
+
+
+def build_family(cfg: PlantedConfig) -> Family:
+    """The root, its children and the merge, from `cfg` (deterministic in `cfg.seed`)."""
+    from sae_lens.synthetic import ActivationGenerator, FeatureDictionary
+
+    rng = np.random.default_rng(cfg.seed)
+    N = cfg.features
+    parents_rows: dict[str, int] = {"root": N}
+    n_added = {}
+    for c in cfg.children:
+        n_added[c.name] = int(round(c.added * parents_rows[c.parent]))
+        parents_rows[c.name] = parents_rows[c.parent] + n_added[c.name]  # an upper bound, for the next ones
+    M = N + sum(n_added.values())
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        fd = FeatureDictionary(M, cfg.d, seed=cfg.seed)
+    dictionary = fd.feature_vectors.detach().double().numpy()
+    dictionary /= np.linalg.norm(dictionary, axis=1, keepdims=True)
+    p = np.exp(rng.uniform(np.log(cfg.firing_min), np.log(cfg.firing_max), M))
+    gen = ActivationGenerator(M, torch.tensor(p, dtype=torch.float32), std_firing_magnitudes=cfg.magnitude_std,
+                              mean_firing_magnitudes=cfg.magnitude_mean)
+
+    members: dict[str, Member] = {"root": Member("root", [], np.arange(N), np.zeros(N, dtype=np.int64),
+                                                 dictionary[:N].copy(), np.ones(N), np.full(N, "root", dtype=object),
+                                                 np.zeros(N))}
+    edges, counts = [], {}
+    next_src = N
+    perms: dict[str, np.ndarray] = {}   # one permutation of a parent's rows shared by its children
+    used: dict[str, int] = {}
+    for c in cfg.children:
+        par = members[c.parent]
+        R = len(par.src)
+        if c.parent not in perms:
+            perms[c.parent] = rng.permutation(R)
+            used[c.parent] = 0
+        n_d, n_r = int(round(c.drifted * R)), int(round(c.removed * R))
+        n_s = int(round(c.split * R))
+        take = perms[c.parent][used[c.parent]:used[c.parent] + n_d + n_r + n_s]
+        used[c.parent] += len(take)
+        drift, removed, split = take[:n_d], take[n_d:n_d + n_r], take[n_d + n_r:]
+        # split only rows that fire on all their events (a half cannot be halved again)
+        split = split[par.gate[split] == ALL]
+        kind = np.full(R, "unchanged", dtype=object)
+        kind[drift], kind[removed], kind[split] = "drifted", "removed", "split"
+        src, gate, dirs, scale, edit, angle = [], [], [], [], [], []
+        k = 0
+        for i in range(R):
+            if kind[i] == "removed":
+                continue
+            if kind[i] == "split":
+                for g in (LO, HI):
+                    src.append(par.src[i]); gate.append(g); scale.append(par.scale[i]); edit.append("split")
+                    dirs.append(_rotate(par.dirs[i], cfg.split_angle, rng)); angle.append(cfg.split_angle)
+                continue
+            src.append(par.src[i]); gate.append(par.gate[i]); edit.append(kind[i])
+            if kind[i] == "drifted":
+                a = cfg.drift_angles[k % len(cfg.drift_angles)]
+                k += 1
+                dirs.append(_rotate(par.dirs[i], a, rng)); scale.append(par.scale[i] * cfg.drift_scale); angle.append(a)
+            else:
+                dirs.append(par.dirs[i]); scale.append(par.scale[i]); angle.append(0.0)
+        for _ in range(n_added[c.name]):
+            src.append(next_src); gate.append(ALL); dirs.append(dictionary[next_src]); scale.append(1.0)
+            edit.append("added"); angle.append(0.0)
+            next_src += 1
+        members[c.name] = Member(c.name, [c.parent], np.asarray(src, dtype=np.int64), np.asarray(gate, dtype=np.int64),
+                                 np.asarray(dirs), np.asarray(scale, dtype=np.float64), np.asarray(edit, dtype=object),
+                                 np.asarray(angle))
+        edges.append((c.parent, c.name))
+        counts[c.name] = {"unchanged": int((kind == "unchanged").sum()), "drifted": len(drift),
+                          "removed": len(removed), "split": len(split), "added": n_added[c.name], "parent_features": R}
+    if cfg.merge is not None:
+        a, b = (members[n] for n in cfg.merge.parents)
+        members[cfg.merge.name] = _merge(cfg.merge.name, a, b, cfg.merge.t)
+        edges += [(a.name, cfg.merge.name), (b.name, cfg.merge.name)]
+    return Family(cfg, members, gen, dictionary, edges, counts)
+
+
+def _merge(name: str, a: Member, b: Member, t: float) -> Member:
+    """Interpolated dictionaries: rows by (source, gate); a source split in one parent is split in both."""
+    def rows(m: Member, split_srcs: set[int]) -> dict[tuple[int, int], tuple[np.ndarray, float]]:
+        out = {}
+        for s, g, d, sc in zip(m.src.tolist(), m.gate.tolist(), m.dirs, m.scale):
+            gates = (LO, HI) if g == ALL and s in split_srcs else (g,)
+            for gg in gates:
+                out[(s, gg)] = (d, sc)
+        return out
+
+    split_srcs = {s for m in (a, b) for s, g in zip(m.src.tolist(), m.gate.tolist()) if g != ALL}
+    ra, rb = rows(a, split_srcs), rows(b, split_srcs)
+    keys = list(dict.fromkeys(list(ra) + list(rb)))
+    src, gate, dirs, scale = [], [], [], []
+    for k in keys:
+        if k in ra and k in rb:
+            d, sc = _slerp(ra[k][0], rb[k][0], t), (1 - t) * ra[k][1] + t * rb[k][1]
+        elif k in ra:
+            d, sc = ra[k][0], (1 - t) * ra[k][1]
+        else:
+            d, sc = rb[k][0], t * rb[k][1]
+        src.append(k[0]); gate.append(k[1]); dirs.append(d); scale.append(sc)
+    n = len(keys)
+    return Member(name, [a.name, b.name], np.asarray(src, dtype=np.int64), np.asarray(gate, dtype=np.int64),
+                  np.asarray(dirs), np.asarray(scale), np.full(n, "merge", dtype=object), np.zeros(n))
+
+
+def edge_truth(parent: Member, child: Member) -> dict[str, np.ndarray]:
+    """Per parent row: persisting (the child has the same source and gate), split (the child has its two
+    halves) or disappearing, with the angle its direction moved by; per child row: inherited, split (a half
+    of a parent row) or emerging."""
+    pk = {k: i for i, k in enumerate(parent.keys)}
+    ck = {k: i for i, k in enumerate(child.keys)}
+    p_truth = np.empty(len(pk), dtype=object)
+    p_angle = np.full(len(pk), np.nan)
+    for (s, g), i in pk.items():
+        if (s, g) in ck:
+            p_truth[i] = "persisting"
+            p_angle[i] = _angle(parent.dirs[i], child.dirs[ck[(s, g)]])
+        elif g == ALL and (s, LO) in ck and (s, HI) in ck:
+            p_truth[i] = "split"
+        else:
+            p_truth[i] = "disappearing"
+    c_truth = np.empty(len(ck), dtype=object)
+    for (s, g), j in ck.items():
+        if (s, g) in pk:
+            c_truth[j] = "inherited"
+        elif g != ALL and (s, ALL) in pk:
+            c_truth[j] = "split"
+        else:
+            c_truth[j] = "emerging"
+    return {"parent": p_truth, "parent_angle": p_angle, "child": c_truth}
+
+
+# ------------------------------------------------------------------------------------------ truth
+def latent_truth(W_dec: np.ndarray, dirs: np.ndarray, min_cos: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Each SAE latent's true feature: Hungarian on |cos| between decoder rows (L x d) and the member's true
+    directions (R x d) first; a latent Hungarian leaves over (an SAE wider than the truth) takes its best true
+    feature by |cos| (a duplicate of it). Returns each latent's row (-1 when its |cos| is below `min_cos`:
+    unresolved), that |cos|, and the MCC: mean |cos| over the min(L, R) Hungarian pairs, as
+    `sae_lens.synthetic.mean_correlation_coefficient` computes it."""
+    from scipy.optimize import linear_sum_assignment
+
+    from featureflow.pipeline.matching import unit_rows
+
+    cos = np.abs(unit_rows(W_dec) @ unit_rows(dirs).T)
+    r, c = linear_sum_assignment(cos, maximize=True)
+    row = cos.argmax(axis=1).astype(np.int64) if cos.shape[1] else np.full(W_dec.shape[0], -1, dtype=np.int64)
+    row[r] = c
+    val = cos[np.arange(len(row)), row] if cos.shape[1] else np.zeros(W_dec.shape[0])
+    mcc = float(cos[r, c].mean()) if len(r) else 0.0
+    row[val < min_cos] = -1
+    return row, val, mcc
+
+
+# -------------------------------------------------------------------------------------- the run
+def resolve(cfg: PlantedConfig, sae: SAEConfig | None = None, matching: MatchingConfig | None = None
+            ) -> tuple[SAEConfig, MatchingConfig]:
+    """The SAE recipe and matching the planted family runs with: its own sections, else the run's (token-type
+    modes dropped), else the defaults."""
+    s = cfg.sae or sae or DEFAULT_SAE
+    m = cfg.matching or matching or MatchingConfig()
+    modes = [x for x in m.modes if parse_mode(x)[0] != "token-type"]
+    if not modes:
+        raise ValueError("planted: no matching mode left once token-type modes are dropped (a planted family has "
+                         "no tokens); give planted.matching.modes")
+    return s, m.model_copy(update={"modes": modes})
+
+
+def reproducible(con, model: str, mode: str, threshold: float) -> np.ndarray:
+    """Features of replica 0 of `model` that are reproducible under `mode`: matched above `threshold` in every
+    other replica, by the store's one stability rule (`flows.STABILITY`, what the explorer's reproducible
+    persistence counts)."""
+    from featureflow.store.flows import STABILITY, stability_params
+
+    rows = con.execute(f"SELECT feature, stable FROM ({STABILITY}) WHERE model = $m ORDER BY feature",
+                       {**stability_params(threshold, mode), "m": model}).fetchall()
+    return np.asarray([bool(x[1]) for x in rows], dtype=bool)
+
+
+def _prf(tp: int, calls: int, support: int) -> dict:
+    p = tp / calls if calls else None
+    r = tp / support if support else None
+    f = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else (0.0 if p == 0 or r == 0 else None)
+    return {"precision": p, "recall": r, "f1": f, "support": support, "calls": calls, "correct": tp}
+
+
+def run_planted(cfg: PlantedConfig, sae: SAEConfig | None = None, matching: MatchingConfig | None = None,
+                device: str = "cpu", progress: bool = False, keep: dict | None = None) -> dict:
+    """Build the family, train every SAE, encode, match, call the fates and score them. Returns the scorecard
+    (JSON-able): {"modes": {mode: {fate: {precision, recall, f1, support, calls, correct}}}, "reproducible":
+    the same for reproducible latents, "drift": {mode: {angle: {recall, support}}}, "split": {mode: {...}},
+    "mcc": {member: {replica: mcc}}, "sae": per SAE health, "floors": {mode: {member: share}}, "flows":
+    {mode: [per-edge counts]}, "chance": {mode: {edge: persisting calls against a null child}}, "truth": the
+    edit table, "config": the config, "seconds": wall time}. The null child is the child's own SAE with its
+    sample positions shifted by half the sample (activations) or its decoder rotated at random (decoder).
+    `keep`, when given, receives the family, activations, decoders, matches and latent truth rows.
+
+    Torch runs on one thread here: at these shapes (d in the tens, a few hundred latents) intra-op threads
+    cost more than they give (one SAE step 13x faster on 1 thread than on 2 busy cores, measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_planted(cfg, sae, matching, device, progress, keep)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_planted(cfg: PlantedConfig, sae: SAEConfig | None, matching: MatchingConfig | None, device: str,
+                 progress: bool, keep: dict | None) -> dict:
+    t0 = time.time()
+    sae_cfg, mcfg = resolve(cfg, sae, matching)
+    card = score_family(cfg, train_family(cfg, sae_cfg, progress), mcfg, device, keep)
+    card["seconds"] = round(time.time() - t0, 2)
+    return card
+
+
+@dataclass
+class TrainedFamily:
+    """The family with every SAE trained and encoded on the shared sample (keys (member, replica))."""
+
+    fam: Family
+    sae_cfg: SAEConfig
+    acts: dict
+    decoders: dict
+    truth_row: dict
+    mcc: dict
+    health: dict
+
+
+def train_family(cfg: PlantedConfig, sae_cfg: SAEConfig, progress: bool = False) -> TrainedFamily:
+    """Build the family and train, encode and resolve (Hungarian truth, MCC) every SAE of every member and
+    replica. Call under one torch thread (`run_planted` does)."""
+    from featureflow.pipeline.features import sparse_codes
+    from featureflow.pipeline.runner import sae_seed
+    from featureflow.pipeline.sae import train_sae_on
+
+    fam = build_family(cfg)
+    order = fam.order
+    rows = sae_cfg.block_tokens * sae_cfg.blocks_per_batch
+    # the shared sample: the same events at the same positions for every member; the training pool likewise
+    sample = fam.positions(cfg.seed * 7919 + 1, cfg.sample_positions)
+    pool = fam.positions(cfg.seed * 7919 + 2, cfg.train_positions)
+    replicas = list(range(cfg.replicas + 1))
+    acts: dict[tuple[str, int], sp.csc_matrix] = {}
+    decoders: dict[tuple[str, int], np.ndarray] = {}
+    mcc: dict[str, dict[str, float]] = {}
+    truth_row: dict[tuple[str, int], np.ndarray] = {}
+    health: dict[str, dict[str, dict]] = {}
+    for name in order:
+        m = fam.members[name]
+        X = fam.activations(name, sample)
+        for rep in replicas:
+            seed = sae_seed(cfg.seed, name, rep, sae_cfg.shared_init)
+            trained = train_sae_on(fam.batches(name, pool, rows, seed), sae_cfg, seed,
+                                   desc=f"planted sae {name}.r{rep}" if progress else None)
+            s = trained.sae.eval()
+            with torch.no_grad():
+                A = sparse_codes(s, (X[i:i + 8192] for i in range(0, len(X), 8192)))
+                err = float(((s(X)[0] - X) ** 2).sum())
+                tot = float(((X - X.mean(0)) ** 2).sum())
+            acts[(name, rep)] = A
+            decoders[(name, rep)] = s.W_dec.detach().double().numpy()
+            row, _, mcc_v = latent_truth(decoders[(name, rep)], m.dirs, cfg.truth_min_cos)
+            truth_row[(name, rep)] = row
+            mcc.setdefault(name, {})[str(rep)] = mcc_v
+            health.setdefault(name, {})[str(rep)] = {
+                "l0": A.nnz / A.shape[0], "explained_variance": 1 - err / max(tot, 1e-12),
+                "dead": int((np.diff(A.indptr) == 0).sum()), "d_sae": int(A.shape[1]), "true_features": len(m.src),
+                "resolved": int((row >= 0).sum()), "seed": seed, "l1_coefficient": trained.l1_coefficient}
+            log.info("planted: %s.r%d  L0 %.1f  EV %.3f  MCC %.3f", name, rep, health[name][str(rep)]["l0"],
+                     health[name][str(rep)]["explained_variance"], mcc_v)
+    return TrainedFamily(fam, sae_cfg, acts, decoders, truth_row, mcc, health)
+
+
+def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, device: str = "cpu",
+                 keep: dict | None = None) -> dict:
+    """Match every edge and floor under every mode of `mcfg` and score the fate calls at its threshold
+    (cheap next to training: a sweep of thresholds scores one `TrainedFamily` several times)."""
+    import duckdb
+
+    from featureflow.pipeline.matching import match_pair, rule_matches
+    from featureflow.store import flows as F
+    from featureflow.store.build import _insert, insert_edge_matches, insert_floor
+    from featureflow.store.schema import ddl
+
+    fam, acts, decoders, truth_row = tf.fam, tf.acts, tf.decoders, tf.truth_row
+    sae_cfg, mcc, health = tf.sae_cfg, tf.mcc, tf.health
+    order = fam.order
+    replicas = list(range(cfg.replicas + 1))
+    thr = mcfg.threshold
+    # an in-memory store, filled by the store build's own functions, read by its own fate rules
+    con = duckdb.connect()
+    for stmt in ddl():
+        con.execute(stmt)
+    alive = {n: np.diff(acts[(n, 0)].indptr) > 0 for n in order}
+
+    def live(n: str, rep: int) -> np.ndarray:
+        return np.diff(acts[(n, rep)].indptr) > 0
+    for i, n in enumerate(order):
+        F_ = acts[(n, 0)].shape[1]
+        con.execute("INSERT INTO models (model, label, idx, make, d_sae) VALUES (?, ?, ?, ?, ?)",
+                    [n, n, i, "planted", F_])
+        _insert(con, "features", {"model": np.full(F_, n, dtype=object), "feature": np.arange(F_, dtype=np.int32),
+                                  "alive": alive[n], "n_active": np.diff(acts[(n, 0)].indptr).astype(np.int64),
+                                  "density": np.diff(acts[(n, 0)].indptr) / acts[(n, 0)].shape[0]})
+    for p, c in fam.edges:
+        con.execute("INSERT INTO model_edges VALUES (?, ?, ?)", [p, c, "planted"])
+    sims = list(dict.fromkeys(parse_mode(x)[0] for x in mcfg.modes))
+    tops: dict[tuple[str, str, str], object] = {}
+    one_of: dict[tuple[str, str, str], object] = {}
+
+    def inputs(n: str, rep: int, sim: str):
+        return decoders[(n, rep)] if sim == "decoder" else acts[(n, rep)]
+
+    for sim in sims:
+        for p, c in fam.edges:
+            top, one = match_pair(inputs(p, 0, sim), inputs(c, 0, sim), sim, mcfg.top_k, mcfg.block_size, device,
+                                  alive_a=alive[p], alive_b=alive[c])
+            tops[(p, c, sim)], one_of[(p, c, sim)] = top, one
+            insert_edge_matches(con, sim, p, c, vars(top), rule_matches(top, one, "1to1"))
+        for n in order:
+            for rep in replicas[1:]:
+                top, one = match_pair(inputs(n, 0, sim), inputs(n, rep, sim), sim, mcfg.top_k, mcfg.block_size,
+                                      device, alive_a=alive[n], alive_b=live(n, rep))
+                for rule in ("best", "1to1"):
+                    insert_floor(con, n, rep, sim, rule, rule_matches(top, one, rule)["p2c_r"], alive[n])
+
+    # the chance baseline: each edge against a null child, called by the same rule under a name of its own
+    rot = np.linalg.qr(np.random.default_rng(cfg.seed + 1).standard_normal((cfg.d, cfg.d)))[0]
+    for sim in sims:
+        for p, c in fam.edges:
+            B = acts[(c, 0)]
+            null = decoders[(c, 0)] @ rot if sim == "decoder" else \
+                sp.vstack([B[B.shape[0] // 2:], B[:B.shape[0] // 2]], format="csc")
+            top, one = match_pair(inputs(p, 0, sim), null, sim, mcfg.top_k, mcfg.block_size, device,
+                                  alive_a=alive[p], alive_b=alive[c])
+            insert_edge_matches(con, sim, p, f"{c}{NULL}", vars(top), rule_matches(top, one, "1to1"))
+    if keep is not None:
+        keep.update(family=fam, acts=acts, decoders=decoders, truth_row=truth_row,
+                    matches={(p, c, sim): (tops[(p, c, sim)], one_of[(p, c, sim)]) for p, c in fam.edges
+                             for sim in sims})
+
+    truths = {(p, c): edge_truth(fam.members[p], fam.members[c]) for p, c in fam.edges}
+    out_modes, out_rep, drift, split, floors, flows, chance, out_conf = {}, {}, {}, {}, {}, {}, {}, {}
+    per_edge: dict[str, dict] = {}
+    for mode in mcfg.modes:
+        sim, _ = parse_mode(mode)
+        tally = {pop: {f: [0, 0, 0] for f in FATES} for pop in ("all", "reproducible")}
+        confusion = {pop: {f: {} for f in FATES} for pop in ("all", "reproducible")}
+        d_tally: dict[str, list[int]] = {}
+        s_tally = {"support": 0, "detected": 0, "called_persisting": 0, "called_disappearing": 0}
+        repro = {n: reproducible(con, n, mode, thr) for n in order}
+        for p, c in fam.edges:
+            tr = truths[(p, c)]
+            lat = {"parent": _latent_labels(truth_row[(p, 0)], tr["parent"]),
+                   "child": _latent_labels(truth_row[(c, 0)], tr["child"])}
+            called = {f: _called(F.edge_features(con, p, c, f, thr, mode, limit=1 << 30, sort="feature")[1])
+                      for f in FATES}
+            edge_tally = {f: [0, 0, 0] for f in FATES}
+            for fate in FATES:
+                side, model = ("parent", p) if fate in PARENT_FATES else ("child", c)
+                labels = lat[side]
+                eligible = alive[model] & (labels != "split")
+                is_call = np.zeros(len(labels), dtype=bool)
+                is_call[list(called[fate])] = True
+                for pop, mask in (("all", eligible), ("reproducible", eligible & repro[model])):
+                    t = tally[pop][fate]
+                    tp = int((mask & is_call & (labels == fate)).sum())
+                    t[0] += tp
+                    t[1] += int((mask & is_call).sum())
+                    t[2] += int((mask & (labels == fate)).sum())
+                    for lab, n in zip(*np.unique(labels[mask & is_call].astype(str), return_counts=True)):
+                        confusion[pop][fate][lab] = confusion[pop][fate].get(lab, 0) + int(n)
+                    if pop == "all":
+                        edge_tally[fate] = [tp, int((mask & is_call).sum()), int((mask & (labels == fate)).sum())]
+            per_edge.setdefault(mode, {})[f"{p}->{c}"] = {f: _prf(*v) for f, v in edge_tally.items()}
+            # recall of persisting parent features by the angle their direction moved
+            row = truth_row[(p, 0)]
+            persist_call = np.zeros(len(row), dtype=bool)
+            persist_call[list(called["persisting"])] = True
+            for i in np.flatnonzero((row >= 0) & alive[p]):
+                if tr["parent"][row[i]] == "persisting":
+                    key = str(int(5 * round(tr["parent_angle"][row[i]] / 5)))
+                    d = d_tally.setdefault(key, [0, 0])
+                    d[0] += int(persist_call[i])
+                    d[1] += 1
+            # split: the parent latent of a split feature, its calls and whether its top-2 are the halves
+            c_row = truth_row[(c, 0)]
+            child_of_row = {int(r): j for j, r in enumerate(c_row) if r >= 0}
+            top = tops[(p, c, sim)]
+            pm, cm = fam.members[p], fam.members[c]
+            ck = {k: j for j, k in enumerate(cm.keys)}
+            for i in np.flatnonzero((row >= 0) & alive[p]):
+                if tr["parent"][row[i]] != "split":
+                    continue
+                s_tally["support"] += 1
+                s_tally["called_persisting"] += int(persist_call[i])
+                s_tally["called_disappearing"] += int(not persist_call[i])
+                src = int(pm.src[row[i]])
+                halves = {child_of_row.get(ck[(src, g)], -2) for g in (LO, HI)}
+                s_tally["detected"] += int(set(top.p2c_idx[i, :2].tolist()) == halves)
+        out_modes[mode] = {f: _prf(*tally["all"][f]) for f in FATES}
+        out_rep[mode] = {f: _prf(*tally["reproducible"][f]) for f in FATES}
+        out_conf[mode] = confusion
+        drift[mode] = {k: {"recall": v[0] / v[1] if v[1] else None, "support": v[1]}
+                       for k, v in sorted(d_tally.items(), key=lambda kv: float(kv[0]))}
+        split[mode] = {**s_tally, "detection_rate": s_tally["detected"] / s_tally["support"]
+                       if s_tally["support"] else None}
+        chance[mode] = {f"{p}->{c}": F.edge_features(con, p, f"{c}{NULL}", "persisting", thr, mode, limit=1)[0]
+                        for p, c in fam.edges}
+        floors[mode] = {n: f["share"] for n, f in F.floors(con, thr, mode).items()}
+        flows[mode] = [{k: r[k] for k in ("parent", "child", "persisting", "disappearing", "inherited", "emerging",
+                                          "parent_alive", "child_alive", "persist_share", "floor_share")}
+                       for r in F.flows(con, thr, mode)]
+    con.close()
+    truth = {}
+    for name, cnt in fam.edit_counts.items():
+        R = cnt["parent_features"]
+        spec = next(c for c in cfg.children if c.name == name)
+        truth[f"{spec.parent}->{name}"] = {
+            k: {"n": cnt[k], "fraction": cnt[k] / R,
+                "planted": (1 - spec.drifted - spec.removed - spec.split) if k == "unchanged" else getattr(spec, k)}
+            for k in EDITS}
+    if cfg.merge is not None:
+        for p in cfg.merge.parents:
+            tr = truths[(p, cfg.merge.name)]
+            truth[f"{p}->{cfg.merge.name}"] = {k: {"n": int((tr["parent"] == k).sum()) if k in PARENT_FATES + ("split",)
+                                                   else int((tr["child"] == k).sum())}
+                                               for k in ("persisting", "disappearing", "split", "emerging")}
+    return {"modes": out_modes, "reproducible": out_rep, "calls_by_truth": out_conf, "per_edge": per_edge, "drift": drift, "split": split,
+            "mcc": mcc, "sae": health, "floors": floors, "flows": flows, "chance": chance, "truth": truth, "threshold": thr,
+            "config": {**cfg.model_dump(mode="json"), "sae": sae_cfg.model_dump(mode="json"),
+                       "matching": mcfg.model_dump(mode="json")},
+            "version": PLANTED_VERSION}
+
+
+def _latent_labels(row: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each latent's planted fate on an edge ('unresolved' when it has no true feature)."""
+    out = np.full(len(row), "unresolved", dtype=object)
+    ok = row >= 0
+    out[ok] = truth[row[ok]]
+    return out
+
+
+def _called(rows: list[dict]) -> set[int]:
+    return {int(r["feature"]) for r in rows}
+
+
+# -------------------------------------------------------------------------------------- printing
+def format_scorecard(card: dict) -> str:
+    """The scorecard as a plain-text table: per mode and fate, all latents | reproducible latents."""
+    def f(x):
+        return "   -  " if x is None else f"{x:6.3f}"
+
+    lines = [f"planted family: threshold {card['threshold']}, "
+             f"MCC (root r0) {card['mcc'].get('root', {}).get('0', float('nan')):.3f}, {card.get('seconds', 0):.0f} s",
+             f"{'mode':<14} {'fate':<13} | {'P':>6} {'R':>6} {'F1':>6} {'n':>5} | "
+             f"{'P':>6} {'R':>6} {'F1':>6} {'n':>5}   (all | reproducible)"]
+    for mode, fates in card["modes"].items():
+        for fate, s in fates.items():
+            r = card["reproducible"][mode][fate]
+            lines.append(f"{mode:<14} {fate:<13} | {f(s['precision'])} {f(s['recall'])} {f(s['f1'])} "
+                         f"{s['support']:>5} | {f(r['precision'])} {f(r['recall'])} {f(r['f1'])} {r['support']:>5}")
+    for mode, bins in card["drift"].items():
+        lines.append(f"drift recall ({mode}): " + ", ".join(
+            f"{k}°: {f(v['recall']).strip()} (n {v['support']})" for k, v in bins.items()))
+    for mode, pops in card.get("calls_by_truth", {}).items():
+        for fate in ("disappearing", "emerging"):
+            c = pops["reproducible"][fate]
+            lines.append(f"{fate} calls on reproducible latents by planted truth ({mode}): "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])))
+    for mode, s in card["split"].items():
+        lines.append(f"split ({mode}): {s['detected']}/{s['support']} detected (both halves are the top-2), "
+                     f"called persisting {s['called_persisting']}, disappearing {s['called_disappearing']}")
+    return "\n".join(lines)
+
+
+def write_scorecard(card: dict, path) -> None:
+    from featureflow.pipeline.artifacts import write_json
+
+    write_json(path, card)
+
+
+__all__ = ["Family", "Member", "build_family", "edge_truth", "latent_truth", "run_planted", "format_scorecard",
+           "reproducible", "resolve"]
