@@ -21,7 +21,8 @@ On real models nobody knows which features persist; on a synthetic family the tr
    `insert_edge_matches` / `insert_floor`.
 3. **Truth and scorecard.** Each SAE latent's truth is the member row Hungarian assigns it on decoder vs
    dictionary |cos| (`scipy.optimize.linear_sum_assignment`; MCC reported, as `sae_lens.synthetic`'s
-   `mean_correlation_coefficient` computes it) when their |cos| reaches `truth_min_cos`, else 'unresolved'.
+   `mean_correlation_coefficient` computes it), or for a latent Hungarian leaves over (a wider SAE) its best
+   row by |cos|, when that |cos| reaches `truth_min_cos`; else 'unresolved'.
    Per mode and fate: precision, recall and F1 for all alive latents and for reproducible ones (replica 0's
    match above the threshold in every other replica, `flows.STABILITY`); recall of persisting features by drift angle; split detection.
 """
