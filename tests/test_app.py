@@ -42,7 +42,7 @@ def test_every_mode_shows_persistence_beside_its_noise_floor(client, con):
     modes = list(con.execute("SELECT modes FROM runs").fetchone()[0])
     assert len(modes) >= 2
     for mode in modes:
-        data = client.get("/api/", params={"mode": mode}).json()
+        data = client.get("/api/", params={"mode": mode, "population": "all"}).json()  # junctions of all features
         assert data["mode"] == mode and data["floors"]
         for f in data["flows"]:  # the counts and floors themselves: tests/test_explorer_fast.py
             assert f["mode"] == mode and f["floor_source"] and 0 <= f["floor_share"] <= 1

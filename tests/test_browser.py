@@ -302,11 +302,16 @@ def test_sankey_bands_join_the_right_models_at_every_mode_and_threshold(page, se
             depth[c] = max(depth[c], depth[p] + 1)
     undrawn_seen = 0
     for mode in modes:
-        for t in (0.5, 0.8, 0.99):
-            page.goto(f"{server}/?threshold={t}&mode={mode}")
+        for t, population in [(t, pop) for t in (0.5, 0.8, 0.99) for pop in ("all", "reproducible")]:
+            page.goto(f"{server}/?threshold={t}&mode={mode}&population={population}")
+            page.wait_for_selector("#sankey .main-svg", timeout=15000)
+            data = page.evaluate("() => JSON.parse(document.getElementById('sankey').dataset.plot).data")
+            if not data:  # nothing flows in this population: an empty chart that says so, no Sankey
+                assert population == "reproducible" and "No reproducible feature" in page.locator("#sankey").inner_text()
+                continue
             page.wait_for_selector("#sankey .sankey-node", timeout=15000)
             got = page.evaluate(_BANDS_JS)
-            fig = page.evaluate("() => JSON.parse(document.getElementById('sankey').dataset.plot).data[0]")
+            fig = data[0]
             assert len(got["bands"]) == len([v for v in fig["link"]["value"] if v > 0]) > 0
             for b in got["bands"]:
                 src, dst = b["want"].split(" > ")
@@ -346,7 +351,7 @@ def test_sankey_bands_join_the_right_models_at_every_mode_and_threshold(page, se
 
 
 def test_back_after_two_threshold_moves_restores_one_threshold_everywhere_and_a_live_sankey(page, server):
-    page.goto(server + "/")
+    page.goto(server + "/?population=all")
     page.wait_for_selector("#sankey .sankey-node", timeout=15000)
     for t in ("0.6", "0.7"):  # fill() moves the slider as a user would: input, then one change event
         page.locator("#threshold-input").fill(t)
@@ -358,8 +363,8 @@ def test_back_after_two_threshold_moves_restores_one_threshold_everywhere_and_a_
                            timeout=10000)
     assert page.locator("#threshold-input").input_value() == "0.6"
     assert page.locator("#threshold-value").inner_text() == "0.60"
-    want = page.evaluate("() => fetch('/api/?threshold=0.6').then(r => r.json())")
-    rows = page.locator("#flows table.flows tbody tr").all_inner_texts()
+    want = page.evaluate("() => fetch('/api/?threshold=0.6&population=all').then(r => r.json())")
+    rows = page.locator("#flows table.flows").first.locator("tbody tr").all_inner_texts()
     assert [r.split("\t")[1] for r in rows] == [str(f["persisting"]) for f in want["flows"]]
     assert "r > 0.60" in page.locator("#sankey .gtitle").text_content()
     # the Sankey is live: a band still hovers and opens its features at the restored threshold

@@ -129,19 +129,22 @@ def test_every_percentage_on_the_overview_and_the_sankey_comes_from_one_formatte
     real = numbers.pct
     monkeypatch.setattr(numbers, "pct", lambda x, digits=1: "⟦" + real(x, digits) + "⟧")
     c = TestClient(create_app(tiny_pipeline.cfg.store_path()))
-    for q in ({}, {"threshold": 0.5, "mode": "pearson-1to1"}, {"threshold": 0.99, "mode": "decoder"}):
+    for q in ({}, {"threshold": 0.5, "mode": "pearson-1to1"}, {"threshold": 0.99, "mode": "decoder"},
+              {"threshold": 0.5, "population": "all"}, {"threshold": 0.99, "population": "all"}):
         html = c.get("/", params=q).text.replace("\\u27e6", "⟦").replace("\\u27e7", "⟧")  # as tojson escapes them
         sankey = c.get("/api/", params=q).json()["sankey"]
-        texts = [html, *sankey["data"][0]["node"]["label"], *(x[0] for x in sankey["data"][0]["node"]["customdata"]),
-                 *(x[0] for x in sankey["data"][0]["link"]["customdata"])]
+        trace = sankey["data"][0] if sankey["data"] else {"node": {"label": [], "customdata": []},
+                                                         "link": {"customdata": []}}  # nothing to draw
+        texts = [html, *trace["node"]["label"], *(x[0] for x in trace["node"]["customdata"]),
+                 *(x[0] for x in trace["link"]["customdata"])]
         marked = 0
         for text in texts:
             marked += text.count("⟦")
-            bare = re.sub(r"⟦[^⟧]*⟧", "", text)
+            bare = re.sub(r"95% (CI|Wilson|confidence)", "", re.sub(r"⟦[^⟧]*⟧", "", text))  # an interval's name, not a figure
             assert not re.search(r"\d\s*%", bare), re.search(r".{40}\d\s*%.{10}", bare)
         assert marked > 20  # the overview does show percentages, every one of them marked
     # the Sankey's junction and the table beside it write one share identically
-    d = c.get("/api/", params={"threshold": 0.5}).json()
+    d = c.get("/api/", params={"threshold": 0.5, "population": "all"}).json()
     f = next(f for f in d["flows"] if f["persisting"])
     assert any(lab.startswith(real(f["persist_share"]) + "⟧ persist") or real(f["persist_share"]) in lab
                for lab in d["sankey"]["data"][0]["node"]["label"])

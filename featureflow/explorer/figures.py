@@ -137,6 +137,15 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
             n = node(f"new:{name}", f"new · {new:,}", "#e67e22", column_x(depth[name] - 0.5), hover, href,
                      (order[name], 1))
             link(n, f"model:{name}", new, NEW, hover, href)
+    title = (("Reproducible feature flows" if reproducible else "Feature flows") +
+             f" at r > {numbers.thr(threshold)}" + (f" ({mode_label})" if mode_label else ""))
+    if not bands:  # nothing to draw (e.g. no reproducible feature at this threshold): Plotly fails on an empty Sankey
+        return {"data": [], "undrawn": undrawn,
+                "layout": {"title": {"text": title}, "height": 200, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+                           "xaxis": {"visible": False}, "yaxis": {"visible": False},
+                           "annotations": [{"text": f"No {kind} feature to draw at this threshold and mode",
+                                            "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5,
+                                            "y": 0.5}]}}
     used = {k for a, b, *_ in bands for k in (a, b)}
     keys = [k for k in spec if k in used]  # creation order, linked nodes only
     index = {k: i for i, k in enumerate(keys)}
@@ -152,8 +161,7 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
                      "customdata": [[h, href, f"{a} > {b}"] for a, b, _, _, h, href in bands],
                      "hovertemplate": "%{customdata[0]}<extra></extra>"},
         }],
-        "layout": {"title": {"text": ("Reproducible feature flows" if reproducible else "Feature flows") +
-                                     f" at r > {numbers.thr(threshold)}" + (f" ({mode_label})" if mode_label else "")},
+        "layout": {"title": {"text": title},
                    "height": 480,
                    "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
         "undrawn": undrawn,
