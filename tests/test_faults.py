@@ -36,7 +36,7 @@ from featureflow.pipeline.autointerp.llm import REDACTED, redact
 from featureflow.cli import main
 from featureflow.config import parse_config
 from featureflow.pipeline.runner import Pipeline, RedactingFilter
-from fake_openai import FakeOpenAI, echo_key_error
+from fake_openai import FakeOpenAI, echo_key_answer, echo_key_error, key_encodings
 from test_autointerp import KEY, VOCAB, _llm_cfg, synthetic
 
 FRAGMENT = KEY[3:15]  # a piece of the key: a cut-off key must not survive either
@@ -94,6 +94,76 @@ def test_a_key_in_an_answer_is_neither_cached_nor_kept(tmp_path, key):
     assert rows[0]["status"] == "ok" and rows[0]["explanation"] == f"fires on = (debug: key {REDACTED})"
     files = [f for f in tmp_path.rglob("*.json")]
     assert files and not any(KEY in f.read_text() for f in files)
+
+
+# a key with the characters percent-encoding and base64 change ('/', '+', '='), so every encoding differs
+ODD_KEY = "sk-proj-Ab/cD+ef12=GhIj34/KlMnOp=="
+
+
+def _leaks(text: str, key: str) -> list[str]:
+    """The encodings of `key` (made by the standard library: urllib, base64, json) found in `text`, also after
+    dropping every whitespace and escaped line break (a key split over tokens or lines, joined back)."""
+    squeezed = "".join(text.replace("\\n", "").split())
+    return [name for name, enc in key_encodings(key).items()
+            if enc in text or "".join(enc.replace("\\n", "").split()) in squeezed]
+
+
+def _answer_texts(entry: dict) -> list[str]:
+    """Every text of a cached answer: its content, its logprob tokens joined back, each alternative."""
+    lps = entry.get("logprobs") or []
+    return [entry["content"], "".join(p["token"] for p in lps), *(a["token"] for p in lps for a in p["top"])]
+
+
+@pytest.mark.parametrize("encoding", sorted(key_encodings(ODD_KEY)))
+def test_redact_finds_the_key_in_every_encoding_a_proxy_echoes(monkeypatch, encoding):
+    monkeypatch.setenv("OPENAI_API_KEY", ODD_KEY)
+    leaked = key_encodings(ODD_KEY)[encoding]
+    text = redact(f"400: Incorrect API key provided: {leaked}. Request had Authorization {leaked}")
+    assert not _leaks(text, ODD_KEY) and text.count(REDACTED) >= 2, text
+    assert text.startswith("400: Incorrect API key provided: ")
+
+
+def test_a_key_a_model_echoes_split_and_encoded_is_nowhere_cached_or_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", ODD_KEY)
+    acts, tokens = synthetic()
+    with FakeOpenAI(lambda body, n, headers: (200, {}, echo_key_answer(body, headers))) as fake:
+        rows, _ = explain_model(acts, tokens, VOCAB, np.array([0, 1]), _llm_cfg(fake.url), 0, tmp_path)
+    assert fake.requests and all(r["status"] == "ok" for r in rows), rows
+    assert all("(debug:" in r["explanation"] for r in rows)  # the answer was used, the key cut out of it
+    assert not _leaks(json.dumps(rows), ODD_KEY)
+    files = list(tmp_path.rglob("*.json"))
+    assert len(files) == len(fake.requests)
+    for f in files:
+        entry = json.loads(f.read_text())
+        assert entry["logprobs"], f  # the tokens were kept, redacted
+        for text in [f.read_text(), *_answer_texts(entry)]:
+            assert not _leaks(text, ODD_KEY), (f, _leaks(text, ODD_KEY))
+
+
+def test_cache_entries_written_before_the_redaction_are_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", ODD_KEY)
+    acts, tokens = synthetic()
+    with FakeOpenAI() as fake:
+        first, _ = explain_model(acts, tokens, VOCAB, np.array([0]), _llm_cfg(fake.url), 0, tmp_path)
+    files = list(tmp_path.rglob("*.json"))
+    for f in files:  # as an older version cached them: no format, the key spread over the logprob tokens
+        entry = json.loads(f.read_text())
+        entry.pop("format", None)
+        pieces = [ODD_KEY[i:i + 4] for i in range(0, len(ODD_KEY), 4)]
+        entry["logprobs"] = (entry["logprobs"] or []) + [{"token": p, "top": [{"token": p, "logprob": -0.1}]}
+                                                          for p in pieces]
+        f.write_text(json.dumps(entry))
+        assert ODD_KEY in "".join(p["token"] for p in entry["logprobs"])
+
+    def refuse(body, n):  # any call that reaches the server would fail: the answers must come from the cache
+        return 500, {}, {"error": {"message": "down"}}
+
+    with FakeOpenAI(refuse) as down:
+        again, _ = explain_model(acts, tokens, VOCAB, np.array([0]), _llm_cfg(down.url, max_retries=0), 0, tmp_path)
+    assert not down.requests and again == first
+    for f in files:
+        entry = json.loads(f.read_text())
+        assert entry["format"] >= 2 and not any(_leaks(t, ODD_KEY) for t in [f.read_text(), *_answer_texts(entry)])
 
 
 @pytest.mark.parametrize("status", [401, 403])
