@@ -5,6 +5,8 @@
   exits non-zero with a summary.
 - HTTP: schemathesis over /openapi.json (in-process ASGI, bounded examples) finds no server error and
   no answer outside the schema; wildcards search literally; correlations are deterministic and in [-1, 1].
+- User files: every config or corpus the user hands in that cannot be used (a directory, unreadable, not
+  UTF-8, a lone surrogate) is one line on stderr naming the file and line or field, exit 2, no traceback.
 - Debris: temp stores and temp artefact folders of dead processes are swept; `featureflow gc` lists and
   removes artefacts the config no longer reaches.
 """
@@ -297,6 +299,103 @@ def test_cli_exits_nonzero_on_a_refused_key_and_when_most_features_fail(tiny_pip
         made = [p for p in (run / "autointerp").glob("babypython-*") if not p.is_symlink()]
         assert not made  # nothing half-explained was kept (the linked ones are the offline run's)
         assert not Path(d["data_dir"], f"{d['name']}.duckdb").exists()
+
+
+# ------------------------------------------------------------------------------------ user files
+def _cli_error(argv: list[str], capsys) -> str:
+    """The one stderr line of a CLI run that must fail with exit 2 and no traceback."""
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (rc, err[-2000:])
+    assert lines[0].startswith("featureflow: error: ")
+    return lines[0]
+
+
+def _unreadable(path: Path, monkeypatch) -> None:
+    """Make `path` unreadable: no permissions, and (root ignores them) the OS's refusal to open it."""
+    path.chmod(0)
+    if os.geteuid() == 0:
+        real = Path.open
+
+        def refuse(self, *a, **kw):
+            if Path(self) == path:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(self, *a, **kw)
+
+        monkeypatch.setattr(Path, "open", refuse)
+
+
+def _bad_utf8(path: Path, head: bytes, tail: bytes = b"\n") -> str:
+    """Write `head` + an invalid byte + `tail` and return the position the error must name, counted here."""
+    data = head + b"\xff" + tail
+    path.write_bytes(data)
+    at = data.index(b"\xff")
+    line, column = data[:at].count(b"\n") + 1, at - data.rfind(b"\n", 0, at)
+    return f"{path}:{line}: not UTF-8: byte 0xff at byte offset {at} (line {line}, column {column})"
+
+
+def test_a_config_that_cannot_be_read_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    from conftest import tiny_dict
+
+    good = yaml.safe_dump(tiny_dict(tmp_path / "data")).encode()
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    for cmd in ("run", "validate", "gc"):
+        assert _cli_error([cmd, "--config", str(folder)], capsys) == \
+            f"featureflow: error: {folder}: is a directory, not a config file"
+    bad = tmp_path / "latin1.yaml"
+    where = _bad_utf8(bad, good + b"description: caf", b"\n")
+    assert _cli_error(["validate", "--config", str(bad)], capsys) == f"featureflow: error: {where}"
+    lone = tmp_path / "surrogate.yaml"
+    lone.write_bytes(good + b'description: "a \\ud800 b"\n')
+    line = _cli_error(["validate", "--config", str(lone)], capsys)
+    assert line == f"featureflow: error: {lone}: description holds a lone surrogate U+D800 at character 2 " \
+                   "(not valid Unicode text)"
+    locked = tmp_path / "locked.yaml"
+    locked.write_bytes(good)
+    _unreadable(locked, monkeypatch)
+    assert _cli_error(["run", "--config", str(locked)], capsys) == \
+        f"featureflow: error: {locked}: cannot be read (Permission denied)"
+
+
+@pytest.mark.parametrize("fault", ["surrogate", "not-utf8-jsonl", "not-utf8-text", "directory", "unreadable",
+                                   "not-parquet"])
+def test_a_corpus_that_cannot_be_read_is_one_line_naming_file_and_line(tmp_path, capsys, monkeypatch, fault):
+    from conftest import tiny_dict
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    good = "".join(json.dumps({"text": f"local x{i} = {i}"}) + "\n" for i in range(3)).encode()
+    if fault == "surrogate":  # valid JSON and valid UTF-8; the escape makes a string no tokenizer can encode
+        path = corpus / "a.jsonl"
+        path.write_bytes(good + b'{"text": "local s = \\ud83d"}\n')
+        expect = f"{path}:4: field 'text' holds a lone surrogate U+D83D at character 10 (not valid Unicode text)"
+    elif fault == "not-utf8-jsonl":
+        path = corpus / "a.jsonl"
+        expect = _bad_utf8(path, good + b'{"text": "caf', b'"}\n')
+    elif fault == "not-utf8-text":
+        path = corpus / "a.lua"
+        expect = _bad_utf8(path, b"local a = 1\nlocal b = '", b"'\n")
+    elif fault == "directory":
+        path = corpus / "sub"
+        path.mkdir()
+        expect = f"{path}: is a directory, not a corpus file (name its files, e.g. '{path}/*.txt')"
+    elif fault == "unreadable":
+        path = corpus / "a.jsonl"
+        path.write_bytes(good)
+        _unreadable(path, monkeypatch)
+        expect = f"{path}: cannot be read (Permission denied)"
+    else:
+        path = corpus / "a.parquet"
+        path.write_bytes(b"PAR1 this is no parquet file")
+        expect = f"{path}: not a readable Parquet file"
+    d = tiny_dict(tmp_path / "data")
+    d["corpora"]["domains"]["lua"] = {"source": "files", "paths": [str(path)], "chars": 60000}
+    cfg = tmp_path / "files.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    line = _cli_error(["run", "--config", str(cfg), "--stage", "corpora"], capsys)
+    assert line.startswith(f"featureflow: error: {expect}"), line
 
 
 # ------------------------------------------------------------------------------------ debris
