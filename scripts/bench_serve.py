@@ -9,7 +9,8 @@ Starts two servers on 127.0.0.1 over the same store (opened read-only, never reb
   with `git archive` into a temporary folder (this checkout is not touched).
 
 Then drives each with an async httpx client, alternating between the two, `--repeats` times:
-feature pages (random alive features, none asked for twice in the run: no cache helps) at 8 connections, the overview at 32
+the first view of a feature (random alive features, none asked for twice in the run: no cache helps) at 8
+connections (the target: p95 <= 60 ms) and at 64, the overview at 32
 connections (the same URL: after the first, the new server answers from its response cache), the overview at
 a new threshold every request (nothing cached anywhere), and for the new server the examples fragments and
 overview revalidations (If-None-Match -> 304).
@@ -19,6 +20,7 @@ runs. The client shares the machine's cores with the servers: figures are for th
 
     python scripts/bench_serve.py data/demo.duckdb
     python scripts/bench_serve.py /work/main/data/demo.duckdb --repeats 3 --port 8111
+    python scripts/bench_serve.py data/demo.duckdb --baseline-rev main   # this branch against main's explorer
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ import duckdb
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+# The first view of a feature: every request a feature page never asked for before in the run (a new model /
+# feature id), so neither the response cache nor any per-request memo can help; the issue's target is its p95.
+FIRST_VIEW = "new feature page each request, 8 conns"
+FIRST_VIEW_P95_MS = 60.0
 
 
 def machine() -> str:
@@ -158,7 +164,8 @@ def main() -> int:
         bases = {"new": f"http://127.0.0.1:{args.port}", "baseline": f"http://127.0.0.1:{args.port + 1}"}
         tag = httpx.get(bases["new"] + "/").headers["etag"]
         loads = {  # name: (connections, requests, headers, what is asked)
-            "feature page, 8 conns": (8, args.feature_requests, None, "feature"),
+            FIRST_VIEW: (8, args.feature_requests, None, "feature"),
+            "new feature page each request, 64 conns": (64, args.feature_requests, None, "feature"),
             "overview, 32 conns": (32, args.overview_requests, None, "overview"),
             "overview, a new threshold each, 32 conns": (32, args.fresh_requests, None, "fresh"),
         }
@@ -212,6 +219,9 @@ def main() -> int:
         new, old = results[("new", name)], results[("baseline", name)]
         print(f"  ratio {name}: p95 {min(r['p95'] for r in old) / min(r['p95'] for r in new):.1f}x lower, "
               f"pages/s {max(r['rate'] for r in new) / max(r['rate'] for r in old):.1f}x")
+    best = min(r["p95"] for r in results[("new", FIRST_VIEW)])
+    print(f"first view ({FIRST_VIEW}): p95 {best:.1f} ms, target <= {FIRST_VIEW_P95_MS:.0f} ms: "
+          f"{'met' if best <= FIRST_VIEW_P95_MS else 'NOT met'} (best of {args.repeats}; {machine()})")
     errors = sum(r["errors"] for (which, _), rs in results.items() if which == "new" for r in rs)
     print(f"errors on the new server: {errors}")
     return 1 if errors else 0

@@ -4,7 +4,10 @@
   logs, artefacts, the store or any served page; a refused key stops the run; most features failing
   exits non-zero with a summary.
 - HTTP: schemathesis over /openapi.json (in-process ASGI, bounded examples) finds no server error and
-  no answer outside the schema; wildcards search literally; correlations are deterministic and in [-1, 1].
+  no answer outside the schema; wildcards search literally; correlations are deterministic and in [-1, 1];
+  a view state a page cannot use (nan, inf, 1e309, -1) is refused on every page, never written into a link;
+  labels, descriptions, case titles, explanations and error echoes holding bidi controls or zero-width
+  characters reach no page raw, nor any Plotly figure's text.
 - User files: every config or corpus the user hands in that cannot be used (a directory, unreadable, not
   UTF-8, a lone surrogate) is one line on stderr naming the file and line or field, exit 2, no traceback.
 - Debris: temp stores and temp artefact folders of dead processes are swept; `featureflow gc` lists and
@@ -13,8 +16,11 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
+import re
+import shutil
 import logging
 import os
 import subprocess
@@ -561,3 +567,112 @@ def test_correlation_matrix_equals_pairwise_correlation_and_numpy(client, tiny_p
     joint = store.joint_activations("lua", 1, "luastories", 2)
     x, y = dense["lua"][:, 1].toarray().ravel(), dense["luastories"][:, 2].toarray().ravel()
     assert joint["r"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------ view state
+def _pages(con) -> list[str]:
+    """One URL of every HTML page of the explorer, on the tiny store."""
+    m, f = con.execute("SELECT model, feature FROM features WHERE alive ORDER BY n_active DESC LIMIT 1").fetchone()
+    p, c = con.execute("SELECT parent, child FROM model_edges LIMIT 1").fetchone()
+    (slug,) = con.execute("SELECT slug FROM cases LIMIT 1").fetchone()
+    return ["/", "/floors", "/features", "/features?model=lua", "/cases", f"/cases/{slug}", "/models", f"/models/{m}",
+            f"/models/{m}/features/{f}", f"/models/{m}/features/{f}/examples", "/compare", f"/compare?a={m}:{f}&b={m}:{f}",
+            "/merge", "/autointerp", f"/edges/{p}/{c}"]
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e309", "-1", "1", "2", "abc"])
+def test_a_view_state_no_page_can_use_is_refused_on_every_page(client, tiny_pipeline, value):
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    pages = _pages(con)
+    con.close()
+    for url in pages:
+        for u in (url, "/api" + url):
+            r = client.get(u + ("&" if "?" in u else "?") + f"threshold={value}")
+            # refused, or (a JSON twin that has no view state) the value dropped: never echoed back
+            assert r.status_code == 422 or (u.startswith("/api") and r.status_code == 200), (u, r.status_code)
+            links = re.findall(r'(?:href|hx-get|action|value)="([^"]*)"', r.text)
+            assert not [a for a in links if f"threshold={value.lower()}" in html.unescape(a).lower()], u
+            if r.status_code == 422 and u.startswith("/api"):
+                assert ErrorBody.model_validate(r.json()).errors[0].loc == "query.threshold"
+    ok = client.get("/merge?threshold=0.5")  # a usable one still travels
+    assert ok.status_code == 200 and "threshold=0.5" in ok.text
+
+
+# ------------------------------------------------------------------------------------ hostile text
+# Characters that reorder or hide text: the Unicode Bidi_Control set and the zero-width ones.
+BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+ZERO_WIDTH = {0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF}
+HOSTILE = "\u202eevil\u200b\u2066x\u2069\u200d"
+
+
+def _raw(text: str) -> list[str]:
+    """The bidi and zero-width characters in `text`, counted one by one (the brute scan)."""
+    return [f"U+{ord(ch):04X}" for ch in text if ord(ch) in BIDI | ZERO_WIDTH]
+
+
+def _figure_strings(page: str) -> list[str]:
+    """Every string of every Plotly figure a page embeds (data-plot='json'), as Plotly would draw it."""
+    out = []
+
+    def walk(x):
+        if isinstance(x, str):
+            out.append(x)
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(k), walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    for blob in re.findall(r"data-plot='([^']*)'", page):
+        walk(json.loads(html.unescape(blob)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def hostile(tiny_pipeline, tmp_path_factory):
+    """A copy of the tiny store whose labels, run description, case titles and explanations hold bidi controls
+    and zero-width characters."""
+    db = tmp_path_factory.mktemp("hostile") / "hostile.duckdb"
+    shutil.copy(tiny_pipeline.cfg.store_path(), db)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE models SET label = label || ?", [HOSTILE])
+    con.execute("UPDATE runs SET description = ?", [f"the run {HOSTILE} described"])
+    con.execute("UPDATE cases SET title = title || ?, description = coalesce(description, '') || ?", [HOSTILE, HOSTILE])
+    con.execute("UPDATE explanations SET explanation = explanation || ?", [HOSTILE])
+    con.close()
+    return TestClient(create_app(db))
+
+
+def test_hostile_text_reaches_no_page_raw(hostile, tiny_pipeline):
+    """Crawl every page reachable from / (links, htmx fragments), plus 404s echoing a hostile URL and a search
+    echoing a hostile term: no raw bidi or zero-width character in the HTML nor in any figure's text."""
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    todo, seen, scanned = _pages(con), set(), 0
+    con.close()
+    while todo and scanned < 150:
+        url = todo.pop(0)
+        if url in seen:
+            continue
+        seen.add(url)
+        for headers in ({}, {"HX-Request": "true"}):
+            r = hostile.get(url, headers=headers)
+            assert r.status_code == 200, url
+            assert not _raw(r.text), (url, _raw(r.text)[:5])
+            assert not [s for s in _figure_strings(r.text) if _raw(s)], url
+            scanned += 1
+        for link in re.findall(r'(?:href|hx-get)="(/[^"]*)"', r.text):
+            link = html.unescape(link)
+            if not link.startswith(("/static", "/vendor", "/api", "/docs", "/redoc", "/jump", "/compare/pick")):
+                todo.append(link)
+    assert scanned >= 60, scanned
+    shown = hostile.get("/").text
+    assert "‹U+202E›" in shown and "‹U+200B›" in shown  # the labels were rendered, their hidden characters shown
+    assert any("‹U+202E›" in s for s in _figure_strings(shown))  # the Sankey's node labels too
+    for url in ("/models/%E2%80%AEevil", "/models/lua/features/99999999", "/cases/%E2%80%AEx%E2%80%8B",
+                "/edges/lua%E2%80%AE/x", "/compare?a=%E2%80%AE:1&b=lua:1", "/features?model=%E2%80%AE"):
+        r = hostile.get(url)
+        assert r.status_code in (404, 422) and not _raw(r.text), (url, r.status_code, _raw(r.text))
+    r = hostile.get("/features?token=%E2%80%AE&q=%E2%80%8Bx")
+    assert r.status_code == 200 and not _raw(r.text)
+    assert 'value="&#x202E;"' in r.text  # the search field still holds what was typed
