@@ -281,7 +281,7 @@ class Store:
                          LEFT JOIN feature_histograms h ON h.model = f.model AND h.feature = f.feature
                          WHERE f.model = ? AND f.feature = ?""", [model, feature])
         if row is None:
-            raise NotFound(f"model '{model}' has no feature {feature} (features 0 to {m['d_sae'] - 1})")
+            self.feature_row(model, feature)  # raises NotFound, saying which features exist
         edges, counts = row.pop("_hist_edges"), row.pop("_hist_counts")
         row["label"] = m["label"]
         row["histogram"] = {"edges": edges, "counts": counts} if edges is not None else {"edges": [], "counts": []}
