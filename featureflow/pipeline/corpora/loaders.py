@@ -140,6 +140,9 @@ def hf_dataset(name: str, config: str | None, split: str, text_field: str, chars
         for i, row in enumerate(ds):
             if text_field not in row:
                 raise CorpusError(f"dataset '{name}' row {i} has no field '{text_field}' (fields: {', '.join(row)})")
-            yield str(row[text_field])
+            try:  # its JSON files may hold escapes such as "\ud800" too
+                yield check_text(str(row[text_field]), f"dataset '{name}' row {i}: field '{text_field}'")
+            except UserFileError as e:
+                raise CorpusError(str(e)) from None
 
     return _take(rows(), chars)
