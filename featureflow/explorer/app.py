@@ -443,11 +443,11 @@ def create_app(db_path: str | Path) -> FastAPI:
         at a threshold and matching mode."""
         state = view_state(threshold, mode)
         t, mode = state["threshold"], state["mode"]
-        f = store.feature(model, feature)
+        f = store.feature(model, feature)  # its explanation read with it
         matches = store.matches(model, feature, t, mode)
         return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
                 "stability": store.stability(model, feature, t, mode),
-                "explanation": store.explanation(model, feature), "matches": matches,
+                "explanation": f.pop("explanation"), "matches": matches,
                 "lineage": store.lineage(model, feature, t, mode, row=f, matches=matches),
                 "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
                 "parents": store.parents(model), "children": store.children(model)}

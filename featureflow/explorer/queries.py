@@ -273,15 +273,21 @@ class Store:
 
     # -- features -----------------------------------------------------------------------------
     def feature(self, model: str, feature: int) -> dict:
-        """The feature's row with its histogram (one read), its logit effects and top tokens (one read), the
-        tokens' texts from the vocabulary held in memory: a feature page seen for the first time pays two
-        reads here, not a read per table and a join with `vocab`."""
+        """The feature's row with its histogram and its explanation (`explanation`, as `explanation()` reads it;
+        one read), its logit effects and top tokens (one read), the tokens' texts from the vocabulary held in
+        memory: a feature page seen for the first time pays two reads here, not a read per table and a join
+        with `vocab`."""
         m = self.model(model)
-        row = self.q1("""SELECT f.*, h.edges AS _hist_edges, h.counts AS _hist_counts FROM features f
+        row = self.q1("""SELECT f.*, h.edges AS _hist_edges, h.counts AS _hist_counts, e AS _explanation
+                         FROM features f
                          LEFT JOIN feature_histograms h ON h.model = f.model AND h.feature = f.feature
+                         LEFT JOIN explanations e ON e.model = f.model AND e.feature = f.feature
                          WHERE f.model = ? AND f.feature = ?""", [model, feature])
         if row is None:
             self.feature_row(model, feature)  # raises NotFound, saying which features exist
+        e = row.pop("_explanation")
+        row["explanation"] = ({k: _clean(v) for k, v in e.items() if k not in ("model", "feature")}
+                              if e is not None and e.get("model") is not None else None)
         edges, counts = row.pop("_hist_edges"), row.pop("_hist_counts")
         row["label"] = m["label"]
         row["histogram"] = {"edges": edges, "counts": counts} if edges is not None else {"edges": [], "counts": []}
