@@ -202,7 +202,7 @@ def test_lineage_from_the_matches_already_read_equals_a_fresh_read(client):
     assert any(seen)  # some features sit in the middle of a chain, with ancestors and descendants
 
 
-def test_a_first_view_of_a_feature_reads_its_own_tables_once_and_never_joins_the_vocabulary(tiny_pipeline):
+def test_a_first_view_of_a_feature_reads_its_own_tables_once_and_never_joins_the_vocabulary(synthetic_store):
     """The first view of a feature page (nothing cached for it): every SQL statement is recorded; the feature's
     own tables (row, histogram, logits, top tokens) are read in two statements, no statement reads `vocab`
     (token texts come from memory), and the page shows the same token texts as the vocabulary table (read
@@ -211,7 +211,7 @@ def test_a_first_view_of_a_feature_reads_its_own_tables_once_and_never_joins_the
 
     import duckdb
 
-    db = tiny_pipeline.cfg.store_path()
+    db = synthetic_store.path
     con = duckdb.connect(str(db), read_only=True)
     rows = con.execute("""SELECT f.model, f.feature, list(v.text ORDER BY t.rank), f.n_active FROM features f
                           JOIN feature_top_tokens t USING (model, feature) JOIN vocab v USING (token_id)
