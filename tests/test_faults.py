@@ -570,19 +570,25 @@ def test_correlation_matrix_equals_pairwise_correlation_and_numpy(client, tiny_p
 
 
 # ------------------------------------------------------------------------------------ view state
+@pytest.fixture(scope="module")
+def synthetic_client(synthetic_store):  # tests/synthetic_store.py: the views need no trained model
+    return TestClient(create_app(synthetic_store.path))
+
+
 def _pages(con) -> list[str]:
-    """One URL of every HTML page of the explorer, on the tiny store."""
+    """One URL of every HTML page of the explorer, on the store `con` reads."""
     m, f = con.execute("SELECT model, feature FROM features WHERE alive ORDER BY n_active DESC LIMIT 1").fetchone()
     p, c = con.execute("SELECT parent, child FROM model_edges LIMIT 1").fetchone()
     (slug,) = con.execute("SELECT slug FROM cases LIMIT 1").fetchone()
-    return ["/", "/floors", "/features", "/features?model=lua", "/cases", f"/cases/{slug}", "/models", f"/models/{m}",
+    return ["/", "/floors", "/features", f"/features?model={m}", "/cases", f"/cases/{slug}", "/models", f"/models/{m}",
             f"/models/{m}/features/{f}", f"/models/{m}/features/{f}/examples", "/compare", f"/compare?a={m}:{f}&b={m}:{f}",
             "/merge", "/autointerp", f"/edges/{p}/{c}"]
 
 
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e309", "-1", "1", "2", "abc"])
-def test_a_view_state_no_page_can_use_is_refused_on_every_page(client, tiny_pipeline, value):
-    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+def test_a_view_state_no_page_can_use_is_refused_on_every_page(synthetic_client, synthetic_store, value):
+    client = synthetic_client
+    con = duckdb.connect(str(synthetic_store.path), read_only=True)
     pages = _pages(con)
     con.close()
     for url in pages:
@@ -630,11 +636,11 @@ def _figure_strings(page: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def hostile(tiny_pipeline, tmp_path_factory):
-    """A copy of the tiny store whose labels, run description, case titles and explanations hold bidi controls
+def hostile(synthetic_store, tmp_path_factory):
+    """A copy of the synthetic store (tests/synthetic_store.py) whose labels, run description, case titles and explanations hold bidi controls
     and zero-width characters."""
     db = tmp_path_factory.mktemp("hostile") / "hostile.duckdb"
-    shutil.copy(tiny_pipeline.cfg.store_path(), db)
+    shutil.copy(synthetic_store.path, db)
     con = duckdb.connect(str(db))
     con.execute("UPDATE models SET label = label || ?", [HOSTILE])
     con.execute("UPDATE runs SET description = ?", [f"the run {HOSTILE} described"])
@@ -644,10 +650,10 @@ def hostile(tiny_pipeline, tmp_path_factory):
     return TestClient(create_app(db))
 
 
-def test_hostile_text_reaches_no_page_raw(hostile, tiny_pipeline):
+def test_hostile_text_reaches_no_page_raw(hostile, synthetic_store):
     """Crawl every page reachable from / (links, htmx fragments), plus 404s echoing a hostile URL and a search
     echoing a hostile term: no raw bidi or zero-width character in the HTML nor in any figure's text."""
-    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    con = duckdb.connect(str(synthetic_store.path), read_only=True)
     todo, seen, scanned = _pages(con), set(), 0
     con.close()
     while todo and scanned < 150:
