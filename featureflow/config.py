@@ -744,14 +744,37 @@ def load_planted(path: str | Path) -> tuple[PlantedConfig, SAEConfig | None, Mat
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.exists():
-        raise ConfigError(f"config file '{path}' does not exist")
+    """The mapping in the YAML file `path`. Every fault of the file itself (missing, a directory, unreadable,
+    not UTF-8, not YAML, a lone surrogate in a value) is a one-line ConfigError naming the file and the line
+    or field (`featureflow.userfiles`, the one error path of every user file)."""
+    from featureflow.userfiles import UserFileError, check_text, read_text
+
     try:
-        data = yaml.safe_load(path.read_text())
+        text = read_text(path, "config file")
+    except UserFileError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file '{path}' is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+
+    def walk(x, where: str) -> None:  # YAML escapes such as "\ud800" make strings no file can hold
+        if isinstance(x, str):
+            try:
+                check_text(x, where)
+            except UserFileError as e:
+                raise ConfigError(str(e), str(path)) from None
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(k, f"{where}.{k}".lstrip(".") if isinstance(k, str) else where)
+                walk(v, f"{where}.{k}".lstrip("."))
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                walk(v, f"{where}.{i}".lstrip("."))
+
+    walk(data, "")
     return data
 
 

@@ -5,14 +5,18 @@
 request, or None for the default answer, which plays a sensible model: the explainer says the feature
 fires on "=", the simulator predicts 10 for tokens holding "=" and 0 otherwise, the detector names
 excerpts holding "=". `echo_key_error(status)` is a leaky proxy's error: it quotes the caller's
-Authorization header (the API key) in its body, as some proxies do.
+Authorization header (the API key) in its body, as some proxies do. `echo_key_answer(body, headers)` is a
+model made to leak the key: its answer (and its logprob tokens) spell the key split over tokens and lines and
+encoded as a proxy might (percent-encoded in either case, base64 Basic credentials, JSON-escaped).
 """
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import re
+from urllib.parse import quote
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -43,10 +47,49 @@ def default_answer(body: dict) -> dict:
 def echo_key_error(status: int, headers: dict) -> tuple[int, dict, dict]:
     """An error answer that echoes the request's key, in the message and in a field of its own."""
     auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
-    key = auth.removeprefix("Bearer ")
+    key = key_of(headers)
     kind = {401: "invalid_api_key", 403: "permission_denied"}.get(status, "invalid_request_error")
     return status, {}, {"error": {"message": f"Incorrect API key provided: {key}. Request had {auth}.",
                                   "type": kind, "code": kind, "param": key}}
+
+
+def key_of(headers: dict) -> str:
+    auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+    return auth.removeprefix("Bearer ")
+
+
+def key_encodings(key: str) -> dict[str, str]:
+    """The key as a leaky proxy or model may echo it, each encoded by the standard library."""
+    pct = quote(key, safe="")
+    return {"raw": key, "percent": pct, "percent-lower": re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), pct),
+            "basic": base64.b64encode(f"user:{key}".encode()).decode(),
+            "basic-2": base64.b64encode(f"me:{key}".encode()).decode(),
+            "json": json.dumps(key, ensure_ascii=True).replace("/", "\\/")[1:-1],
+            "json-u": "".join(f"\\u{ord(c):04x}" for c in key),
+            "lines": "\n".join(key[i:i + 7] for i in range(0, len(key), 7))}
+
+
+def _tokens(text: str, size: int = 3) -> list[dict]:
+    """`text` as logprob tokens of `size` characters, each with itself and one other as alternatives."""
+    return [{"token": text[i:i + size], "logprob": -0.1, "bytes": None,
+             "top_logprobs": [{"token": text[i:i + size], "logprob": -0.1, "bytes": None},
+                              {"token": text[i + size:i + 2 * size] or "x", "logprob": -3.0, "bytes": None}]}
+            for i in range(0, len(text), size)]
+
+
+def echo_key_answer(body: dict, headers: dict) -> dict:
+    """The default answer with the key leaked into it in every encoding of `key_encodings`: after the explanation,
+    or in an extra JSON field of a simulator / detector answer; the logprob tokens (3 characters each) spell
+    the whole answer, so the key is split across them."""
+    leak = " ".join(f"{k}={v}" for k, v in key_encodings(key_of(headers)).items())
+    answer = default_answer(body)
+    message = answer["choices"][0]["message"]
+    if message["content"].startswith("{"):
+        message["content"] = json.dumps({**json.loads(message["content"]), "debug": leak})
+    else:
+        message["content"] += f" (debug: {leak})"
+    answer["choices"][0]["logprobs"] = {"content": _tokens(message["content"])}
+    return answer
 
 
 class FakeOpenAI:

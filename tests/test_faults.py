@@ -4,15 +4,23 @@
   logs, artefacts, the store or any served page; a refused key stops the run; most features failing
   exits non-zero with a summary.
 - HTTP: schemathesis over /openapi.json (in-process ASGI, bounded examples) finds no server error and
-  no answer outside the schema; wildcards search literally; correlations are deterministic and in [-1, 1].
+  no answer outside the schema; wildcards search literally; correlations are deterministic and in [-1, 1];
+  a view state a page cannot use (nan, inf, 1e309, -1) is refused on every page, never written into a link;
+  labels, descriptions, case titles, explanations and error echoes holding bidi controls or zero-width
+  characters reach no page raw, nor any Plotly figure's text.
+- User files: every config or corpus the user hands in that cannot be used (a directory, unreadable, not
+  UTF-8, a lone surrogate) is one line on stderr naming the file and line or field, exit 2, no traceback.
 - Debris: temp stores and temp artefact folders of dead processes are swept; `featureflow gc` lists and
   removes artefacts the config no longer reaches.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import json
+import re
+import shutil
 import logging
 import os
 import subprocess
@@ -36,7 +44,7 @@ from featureflow.pipeline.autointerp.llm import REDACTED, redact
 from featureflow.cli import main
 from featureflow.config import parse_config
 from featureflow.pipeline.runner import Pipeline, RedactingFilter
-from fake_openai import FakeOpenAI, echo_key_error
+from fake_openai import FakeOpenAI, echo_key_answer, echo_key_error, key_encodings
 from test_autointerp import KEY, VOCAB, _llm_cfg, synthetic
 
 FRAGMENT = KEY[3:15]  # a piece of the key: a cut-off key must not survive either
@@ -94,6 +102,76 @@ def test_a_key_in_an_answer_is_neither_cached_nor_kept(tmp_path, key):
     assert rows[0]["status"] == "ok" and rows[0]["explanation"] == f"fires on = (debug: key {REDACTED})"
     files = [f for f in tmp_path.rglob("*.json")]
     assert files and not any(KEY in f.read_text() for f in files)
+
+
+# a key with the characters percent-encoding and base64 change ('/', '+', '='), so every encoding differs
+ODD_KEY = "sk-proj-Ab/cD+ef12=GhIj34/KlMnOp=="
+
+
+def _leaks(text: str, key: str) -> list[str]:
+    """The encodings of `key` (made by the standard library: urllib, base64, json) found in `text`, also after
+    dropping every whitespace and escaped line break (a key split over tokens or lines, joined back)."""
+    squeezed = "".join(text.replace("\\n", "").split())
+    return [name for name, enc in key_encodings(key).items()
+            if enc in text or "".join(enc.replace("\\n", "").split()) in squeezed]
+
+
+def _answer_texts(entry: dict) -> list[str]:
+    """Every text of a cached answer: its content, its logprob tokens joined back, each alternative."""
+    lps = entry.get("logprobs") or []
+    return [entry["content"], "".join(p["token"] for p in lps), *(a["token"] for p in lps for a in p["top"])]
+
+
+@pytest.mark.parametrize("encoding", sorted(key_encodings(ODD_KEY)))
+def test_redact_finds_the_key_in_every_encoding_a_proxy_echoes(monkeypatch, encoding):
+    monkeypatch.setenv("OPENAI_API_KEY", ODD_KEY)
+    leaked = key_encodings(ODD_KEY)[encoding]
+    text = redact(f"400: Incorrect API key provided: {leaked}. Request had Authorization {leaked}")
+    assert not _leaks(text, ODD_KEY) and text.count(REDACTED) >= 2, text
+    assert text.startswith("400: Incorrect API key provided: ")
+
+
+def test_a_key_a_model_echoes_split_and_encoded_is_nowhere_cached_or_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", ODD_KEY)
+    acts, tokens = synthetic()
+    with FakeOpenAI(lambda body, n, headers: (200, {}, echo_key_answer(body, headers))) as fake:
+        rows, _ = explain_model(acts, tokens, VOCAB, np.array([0, 1]), _llm_cfg(fake.url), 0, tmp_path)
+    assert fake.requests and all(r["status"] == "ok" for r in rows), rows
+    assert all("(debug:" in r["explanation"] for r in rows)  # the answer was used, the key cut out of it
+    assert not _leaks(json.dumps(rows), ODD_KEY)
+    files = list(tmp_path.rglob("*.json"))
+    assert len(files) == len(fake.requests)
+    for f in files:
+        entry = json.loads(f.read_text())
+        assert entry["logprobs"], f  # the tokens were kept, redacted
+        for text in [f.read_text(), *_answer_texts(entry)]:
+            assert not _leaks(text, ODD_KEY), (f, _leaks(text, ODD_KEY))
+
+
+def test_cache_entries_written_before_the_redaction_are_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", ODD_KEY)
+    acts, tokens = synthetic()
+    with FakeOpenAI() as fake:
+        first, _ = explain_model(acts, tokens, VOCAB, np.array([0]), _llm_cfg(fake.url), 0, tmp_path)
+    files = list(tmp_path.rglob("*.json"))
+    for f in files:  # as an older version cached them: no format, the key spread over the logprob tokens
+        entry = json.loads(f.read_text())
+        entry.pop("format", None)
+        pieces = [ODD_KEY[i:i + 4] for i in range(0, len(ODD_KEY), 4)]
+        entry["logprobs"] = (entry["logprobs"] or []) + [{"token": p, "top": [{"token": p, "logprob": -0.1}]}
+                                                          for p in pieces]
+        f.write_text(json.dumps(entry))
+        assert ODD_KEY in "".join(p["token"] for p in entry["logprobs"])
+
+    def refuse(body, n):  # any call that reaches the server would fail: the answers must come from the cache
+        return 500, {}, {"error": {"message": "down"}}
+
+    with FakeOpenAI(refuse) as down:
+        again, _ = explain_model(acts, tokens, VOCAB, np.array([0]), _llm_cfg(down.url, max_retries=0), 0, tmp_path)
+    assert not down.requests and again == first
+    for f in files:
+        entry = json.loads(f.read_text())
+        assert entry["format"] >= 2 and not any(_leaks(t, ODD_KEY) for t in [f.read_text(), *_answer_texts(entry)])
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -227,6 +305,103 @@ def test_cli_exits_nonzero_on_a_refused_key_and_when_most_features_fail(tiny_pip
         made = [p for p in (run / "autointerp").glob("babypython-*") if not p.is_symlink()]
         assert not made  # nothing half-explained was kept (the linked ones are the offline run's)
         assert not Path(d["data_dir"], f"{d['name']}.duckdb").exists()
+
+
+# ------------------------------------------------------------------------------------ user files
+def _cli_error(argv: list[str], capsys) -> str:
+    """The one stderr line of a CLI run that must fail with exit 2 and no traceback."""
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (rc, err[-2000:])
+    assert lines[0].startswith("featureflow: error: ")
+    return lines[0]
+
+
+def _unreadable(path: Path, monkeypatch) -> None:
+    """Make `path` unreadable: no permissions, and (root ignores them) the OS's refusal to open it."""
+    path.chmod(0)
+    if os.geteuid() == 0:
+        real = Path.open
+
+        def refuse(self, *a, **kw):
+            if Path(self) == path:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(self, *a, **kw)
+
+        monkeypatch.setattr(Path, "open", refuse)
+
+
+def _bad_utf8(path: Path, head: bytes, tail: bytes = b"\n") -> str:
+    """Write `head` + an invalid byte + `tail` and return the position the error must name, counted here."""
+    data = head + b"\xff" + tail
+    path.write_bytes(data)
+    at = data.index(b"\xff")
+    line, column = data[:at].count(b"\n") + 1, at - data.rfind(b"\n", 0, at)
+    return f"{path}:{line}: not UTF-8: byte 0xff at byte offset {at} (line {line}, column {column})"
+
+
+def test_a_config_that_cannot_be_read_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    from conftest import tiny_dict
+
+    good = yaml.safe_dump(tiny_dict(tmp_path / "data")).encode()
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    for cmd in ("run", "validate", "gc"):
+        assert _cli_error([cmd, "--config", str(folder)], capsys) == \
+            f"featureflow: error: {folder}: is a directory, not a config file"
+    bad = tmp_path / "latin1.yaml"
+    where = _bad_utf8(bad, good + b"description: caf", b"\n")
+    assert _cli_error(["validate", "--config", str(bad)], capsys) == f"featureflow: error: {where}"
+    lone = tmp_path / "surrogate.yaml"
+    lone.write_bytes(good + b'description: "a \\ud800 b"\n')
+    line = _cli_error(["validate", "--config", str(lone)], capsys)
+    assert line == f"featureflow: error: {lone}: description holds a lone surrogate U+D800 at character 2 " \
+                   "(not valid Unicode text)"
+    locked = tmp_path / "locked.yaml"
+    locked.write_bytes(good)
+    _unreadable(locked, monkeypatch)
+    assert _cli_error(["run", "--config", str(locked)], capsys) == \
+        f"featureflow: error: {locked}: cannot be read (Permission denied)"
+
+
+@pytest.mark.parametrize("fault", ["surrogate", "not-utf8-jsonl", "not-utf8-text", "directory", "unreadable",
+                                   "not-parquet"])
+def test_a_corpus_that_cannot_be_read_is_one_line_naming_file_and_line(tmp_path, capsys, monkeypatch, fault):
+    from conftest import tiny_dict
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    good = "".join(json.dumps({"text": f"local x{i} = {i}"}) + "\n" for i in range(3)).encode()
+    if fault == "surrogate":  # valid JSON and valid UTF-8; the escape makes a string no tokenizer can encode
+        path = corpus / "a.jsonl"
+        path.write_bytes(good + b'{"text": "local s = \\ud83d"}\n')
+        expect = f"{path}:4: field 'text' holds a lone surrogate U+D83D at character 10 (not valid Unicode text)"
+    elif fault == "not-utf8-jsonl":
+        path = corpus / "a.jsonl"
+        expect = _bad_utf8(path, good + b'{"text": "caf', b'"}\n')
+    elif fault == "not-utf8-text":
+        path = corpus / "a.lua"
+        expect = _bad_utf8(path, b"local a = 1\nlocal b = '", b"'\n")
+    elif fault == "directory":
+        path = corpus / "sub"
+        path.mkdir()
+        expect = f"{path}: is a directory, not a corpus file (name its files, e.g. '{path}/*.txt')"
+    elif fault == "unreadable":
+        path = corpus / "a.jsonl"
+        path.write_bytes(good)
+        _unreadable(path, monkeypatch)
+        expect = f"{path}: cannot be read (Permission denied)"
+    else:
+        path = corpus / "a.parquet"
+        path.write_bytes(b"PAR1 this is no parquet file")
+        expect = f"{path}: not a readable Parquet file"
+    d = tiny_dict(tmp_path / "data")
+    d["corpora"]["domains"]["lua"] = {"source": "files", "paths": [str(path)], "chars": 60000}
+    cfg = tmp_path / "files.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    line = _cli_error(["run", "--config", str(cfg), "--stage", "corpora"], capsys)
+    assert line.startswith(f"featureflow: error: {expect}"), line
 
 
 # ------------------------------------------------------------------------------------ debris
@@ -392,3 +567,119 @@ def test_correlation_matrix_equals_pairwise_correlation_and_numpy(client, tiny_p
     joint = store.joint_activations("lua", 1, "luastories", 2)
     x, y = dense["lua"][:, 1].toarray().ravel(), dense["luastories"][:, 2].toarray().ravel()
     assert joint["r"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------ view state
+@pytest.fixture(scope="module")
+def synthetic_client(synthetic_store):  # tests/synthetic_store.py: the views need no trained model
+    return TestClient(create_app(synthetic_store.path))
+
+
+def _pages(con) -> list[str]:
+    """One URL of every HTML page of the explorer, on the store `con` reads."""
+    m, f = con.execute("SELECT model, feature FROM features WHERE alive ORDER BY n_active DESC LIMIT 1").fetchone()
+    p, c = con.execute("SELECT parent, child FROM model_edges LIMIT 1").fetchone()
+    (slug,) = con.execute("SELECT slug FROM cases LIMIT 1").fetchone()
+    return ["/", "/floors", "/features", f"/features?model={m}", "/cases", f"/cases/{slug}", "/models", f"/models/{m}",
+            f"/models/{m}/features/{f}", f"/models/{m}/features/{f}/examples", "/compare", f"/compare?a={m}:{f}&b={m}:{f}",
+            "/merge", "/autointerp", f"/edges/{p}/{c}"]
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e309", "-1", "1", "2", "abc"])
+def test_a_view_state_no_page_can_use_is_refused_on_every_page(synthetic_client, synthetic_store, value):
+    client = synthetic_client
+    con = duckdb.connect(str(synthetic_store.path), read_only=True)
+    pages = _pages(con)
+    con.close()
+    for url in pages:
+        for u in (url, "/api" + url):
+            r = client.get(u + ("&" if "?" in u else "?") + f"threshold={value}")
+            # refused, or (a JSON twin that has no view state) the value dropped: never echoed back
+            assert r.status_code == 422 or (u.startswith("/api") and r.status_code == 200), (u, r.status_code)
+            links = re.findall(r'(?:href|hx-get|action|value)="([^"]*)"', r.text)
+            assert not [a for a in links if f"threshold={value.lower()}" in html.unescape(a).lower()], u
+            if r.status_code == 422 and u.startswith("/api"):
+                assert ErrorBody.model_validate(r.json()).errors[0].loc == "query.threshold"
+    ok = client.get("/merge?threshold=0.5")  # a usable one still travels
+    assert ok.status_code == 200 and "threshold=0.5" in ok.text
+
+
+# ------------------------------------------------------------------------------------ hostile text
+# Characters that reorder or hide text: the Unicode Bidi_Control set and the zero-width ones.
+BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+ZERO_WIDTH = {0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF}
+HOSTILE = "\u202eevil\u200b\u2066x\u2069\u200d"
+
+
+def _raw(text: str) -> list[str]:
+    """The bidi and zero-width characters in `text`, counted one by one (the brute scan)."""
+    return [f"U+{ord(ch):04X}" for ch in text if ord(ch) in BIDI | ZERO_WIDTH]
+
+
+def _figure_strings(page: str) -> list[str]:
+    """Every string of every Plotly figure a page embeds (data-plot='json'), as Plotly would draw it."""
+    out = []
+
+    def walk(x):
+        if isinstance(x, str):
+            out.append(x)
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(k), walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    for blob in re.findall(r"data-plot='([^']*)'", page):
+        walk(json.loads(html.unescape(blob)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def hostile(synthetic_store, tmp_path_factory):
+    """A copy of the synthetic store (tests/synthetic_store.py) whose labels, run description, case titles and explanations hold bidi controls
+    and zero-width characters."""
+    db = tmp_path_factory.mktemp("hostile") / "hostile.duckdb"
+    shutil.copy(synthetic_store.path, db)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE models SET label = label || ?", [HOSTILE])
+    con.execute("UPDATE runs SET description = ?", [f"the run {HOSTILE} described"])
+    con.execute("UPDATE cases SET title = title || ?, description = coalesce(description, '') || ?", [HOSTILE, HOSTILE])
+    con.execute("UPDATE explanations SET explanation = explanation || ?", [HOSTILE])
+    con.close()
+    return TestClient(create_app(db))
+
+
+def test_hostile_text_reaches_no_page_raw(hostile, synthetic_store):
+    """Crawl every page reachable from / (links, htmx fragments), plus 404s echoing a hostile URL and a search
+    echoing a hostile term: no raw bidi or zero-width character in the HTML nor in any figure's text."""
+    con = duckdb.connect(str(synthetic_store.path), read_only=True)
+    todo, seen, scanned = _pages(con), set(), 0
+    con.close()
+    while todo and scanned < 150:
+        url = todo.pop(0)
+        if url in seen:
+            continue
+        seen.add(url)
+        for headers in ({}, {"HX-Request": "true"}):
+            r = hostile.get(url, headers=headers)
+            assert r.status_code == 200, url
+            assert not _raw(r.text), (url, _raw(r.text)[:5])
+            assert not [s for s in _figure_strings(r.text) if _raw(s)], url
+            scanned += 1
+        for link in re.findall(r'(?:href|hx-get)="(/[^"]*)"', r.text):
+            link = html.unescape(link)
+            # data twins (JSON, CSV) hold the text as stored; pages render it
+            if not link.startswith(("/static", "/vendor", "/api", "/csv", "/docs", "/redoc", "/jump", "/compare/pick")):
+                todo.append(link)
+    assert scanned >= 60, scanned
+    shown = hostile.get("/").text
+    assert "‹U+202E›" in shown and "‹U+200B›" in shown  # the labels were rendered, their hidden characters shown
+    assert any("‹U+202E›" in s for s in _figure_strings(shown))  # the Sankey's node labels too
+    for url in ("/models/%E2%80%AEevil", "/models/lua/features/99999999", "/cases/%E2%80%AEx%E2%80%8B",
+                "/edges/lua%E2%80%AE/x", "/compare?a=%E2%80%AE:1&b=lua:1", "/features?model=%E2%80%AE"):
+        r = hostile.get(url)
+        assert r.status_code in (404, 422) and not _raw(r.text), (url, r.status_code, _raw(r.text))
+    r = hostile.get("/features?token=%E2%80%AE&q=%E2%80%8Bx")
+    assert r.status_code == 200 and not _raw(r.text)
+    assert 'value="&#x202E;"' in r.text  # the search field still holds what was typed

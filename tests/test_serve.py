@@ -200,3 +200,42 @@ def test_lineage_from_the_matches_already_read_equals_a_fresh_read(client):
                 assert lin == store.lineage(model, feature, 0.5, mode), (mode, model, feature)
                 seen.append(bool(lin["ancestors"]) and bool(lin["descendants"]))
     assert any(seen)  # some features sit in the middle of a chain, with ancestors and descendants
+
+
+def test_a_first_view_of_a_feature_reads_its_own_tables_once_and_never_joins_the_vocabulary(synthetic_store):
+    """The first view of a feature page (nothing cached for it): every SQL statement is recorded; the feature's
+    own tables (row, histogram, logits, top tokens) are read in two statements, no statement reads `vocab`
+    (token texts come from memory), and the page shows the same token texts as the vocabulary table (read
+    here on its own)."""
+    import re as _re
+
+    import duckdb
+
+    db = synthetic_store.path
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("""SELECT f.model, f.feature, list(v.text ORDER BY t.rank), f.n_active FROM features f
+                          JOIN feature_top_tokens t USING (model, feature) JOIN vocab v USING (token_id)
+                          WHERE f.alive GROUP BY f.model, f.feature, f.n_active ORDER BY f.n_active DESC, f.model LIMIT 3""").fetchall()
+    con.close()
+    c = TestClient(create_app(db))
+    store = c.app.state.store
+    c.get(f"/models/{rows[-1][0]}/features/{rows[-1][1]}")  # the process's first page: one-time reads
+    statements = []
+    real = store.cursor
+
+    class Recording:
+        def __init__(self, cur):
+            self.cur = cur
+
+        def execute(self, sql, params=None):
+            statements.append(" ".join(sql.split()))
+            return self.cur.execute(sql, params or [])
+
+    store.cursor = lambda: Recording(real())
+    for model, feature, texts, _ in rows[:2]:
+        statements.clear()
+        api = c.get(f"/api/models/{model}/features/{feature}").json()
+        assert [t["text"] for t in api["feature"]["top_tokens"]] == texts
+        own = [s for s in statements if _re.search(r"\bfeature_(histograms|logits|top_tokens)\b|\bFROM features\b", s)]
+        assert len(own) == 2, own
+        assert not [s for s in statements if _re.search(r"\bvocab\b", s)], statements

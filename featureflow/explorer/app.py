@@ -29,6 +29,7 @@ from markupsafe import Markup, escape
 from pydantic import BaseModel, Field
 
 from featureflow.explorer import figures, numbers
+from featureflow.explorer.text import field_value, finalize, hidden as _hidden, visible_json
 from featureflow.store.flows import mode_label
 
 from featureflow.explorer.queries import NotFound, Ref, Store
@@ -105,23 +106,7 @@ GZIP_MIN_BYTES = 1024  # smaller answers (304s, short JSON) gain less than the h
 
 # ------------------------------------------------------------------------------------ rendering
 _WS = {" ": ("ws-space", "·"), "\t": ("ws-tab", "→"), "\n": ("ws-nl", "↵")}
-# Drawn as nothing (or as plain space) though they are letters or marks: Hangul fillers, braille blank,
-# the combining grapheme joiner, Mongolian and Unicode variation selectors.
-_INVISIBLE = {0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800, 0x034F, 0x180B, 0x180C, 0x180D, 0x180F,
-              *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)}
-
-
 _BYTE = re.compile(r"<0x[0-9A-F]{2}>")  # how `token_strings` writes a byte that is not a whole character
-
-
-def _hidden(ch: str, first: bool) -> bool:
-    """Whether `ch` would be invisible, move other text (bidi controls) or merge into its neighbour: control
-    and format characters (C0/C1, U+200B-U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF, ...), unassigned,
-    private-use and surrogate code points, line/paragraph separators, every space but U+0020, the
-    invisible letters above, and a combining mark that starts a token (it would join the previous token)."""
-    cat = unicodedata.category(ch)
-    return (cat[0] == "C" or cat in ("Zl", "Zp") or (cat == "Zs" and ch != " ") or ord(ch) in _INVISIBLE
-            or (first and cat in ("Mn", "Me", "Mc")))
 
 
 def _escape_chip(ch: str) -> str:
@@ -242,10 +227,16 @@ def create_app(db_path: str | Path) -> FastAPI:
     app.add_middleware(ServeHeaders, security=SECURITY_HEADERS, seed=identity(store.path, store.run))
     templates = Jinja2Templates(directory=str(FRONTEND / "templates"))
     templates.env.auto_reload = False  # templates are part of the code: no stat() per render
+    # One text rule for the pages (featureflow/explorer/text.py): every string a template prints and every string
+    # of a figure shows its hidden characters (bidi controls, zero-width ...) as escapes; set before any
+    # template compiles (finalize is compiled in).
+    templates.env.finalize = finalize
+    templates.env.policies["json.dumps_function"] = visible_json
     templates.env.filters.update(show_ws=show_ws, show_text=functools.partial(show_ws, prose=True), heat=heat,
                                  chips=chips, fmt=lambda x, d=3: numbers.num(x, d),
                                  pct=lambda x, d=1: numbers.pct(x, d), corr=lambda x: numbers.corr(x),
-                                 thr=lambda x: numbers.thr(x), quantile=lambda k: numbers.quantile(k))
+                                 thr=lambda x: numbers.thr(x), quantile=lambda k: numbers.quantile(k),
+                                 field_value=field_value)
     templates.env.globals.update(run=store.run, models=store.models,
                                  models_by_name={m["model"]: m for m in store.models}, modes=store.modes,
                                  mode_labels={m: mode_label(m) for m in store.modes})
@@ -317,8 +308,8 @@ def create_app(db_path: str | Path) -> FastAPI:
             def page(request: Request, **kwargs):
                 ctx = fn(**kwargs)
                 if "state" not in ctx:  # pages that do not use the view state still carry it in their links
-                    t = request.query_params.get("threshold")
-                    ctx["state"] = view_state(float(t) if t else None, request.query_params.get("mode") or None)
+                    ctx["state"] = view_state(request.query_params.get("threshold") or None,
+                                              request.query_params.get("mode") or None)
                 q = ("?" + request.url.query) if request.url.query else ""
                 ctx["twins"] = {"json": "/api" + request.url.path + q,
                                 "csv": ("/csv" + request.url.path + q) if table else None}
@@ -346,8 +337,20 @@ def create_app(db_path: str | Path) -> FastAPI:
     def thr(t: float | None) -> float:
         return store.run["default_threshold"] if t is None else t
 
-    def view_state(threshold: float | None, mode: str | None) -> dict:
-        """The threshold and matching mode every page honours and every link carries (`query`)."""
+    def view_state(threshold: float | str | None, mode: str | None) -> dict:
+        """The threshold and matching mode every page honours and every link carries (`query`). The one check of
+        the view state, for pages that declare it and pages that only carry it: a threshold that is not a
+        finite number in (-1, 1) (the `Threshold` rule) or a mode the store lacks is refused (422), so it is
+        never written into a link."""
+        if threshold is not None:
+            try:
+                threshold = float(threshold)
+            except ValueError:
+                threshold = math.nan
+            if not (math.isfinite(threshold) and -1 < threshold < 1):
+                raise RequestValidationError([{"loc": ("query", "threshold"), "type": "value_error",
+                                               "msg": "threshold must be a finite number greater than -1 and less "
+                                                      "than 1"}])
         t, m = thr(threshold), store.mode(mode)
         return {"threshold": t, "mode": m, "mode_label": mode_label(m), "query": urlencode({"threshold": t, "mode": m}),
                 "default": t == store.run["default_threshold"] and m == store.default_mode}
@@ -440,11 +443,11 @@ def create_app(db_path: str | Path) -> FastAPI:
         at a threshold and matching mode."""
         state = view_state(threshold, mode)
         t, mode = state["threshold"], state["mode"]
-        f = store.feature(model, feature)
+        f = store.feature(model, feature)  # its explanation read with it
         matches = store.matches(model, feature, t, mode)
         return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
                 "stability": store.stability(model, feature, t, mode),
-                "explanation": store.explanation(model, feature), "matches": matches,
+                "explanation": f.pop("explanation"), "matches": matches,
                 "lineage": store.lineage(model, feature, t, mode, row=f, matches=matches),
                 "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
                 "parents": store.parents(model), "children": store.children(model)}

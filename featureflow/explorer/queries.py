@@ -75,6 +75,7 @@ class Store:
             raise StoreError(f"store '{self.path}' does not exist (run `featureflow run --config ...` first)")
         self._con = duckdb.connect(str(self.path), read_only=True)
         self._local = threading.local()
+        self._vocab: dict[int, str] | None = None
         version = self._con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             raise StoreError(f"store '{self.path}' has schema version {version}; this explorer reads version "
@@ -272,24 +273,44 @@ class Store:
 
     # -- features -----------------------------------------------------------------------------
     def feature(self, model: str, feature: int) -> dict:
-        row = self.feature_row(model, feature)
-        row["label"] = self.label(model)
-        hist = self.q1("SELECT edges, counts FROM feature_histograms WHERE model = ? AND feature = ?", [model, feature])
-        row["histogram"] = hist or {"edges": [], "counts": []}
-        # logits and top tokens in one read: one pass over the vocabulary for both
-        toks = self.q("""
-            SELECT t.kind, t.sign, t.rank, t.token_id, v.text, t.value, t.count, t.mean_act, t.total_act FROM (
-                SELECT 'logit' AS kind, sign, rank, token_id, value, NULL AS count, NULL AS mean_act, NULL AS total_act
-                FROM feature_logits WHERE model = $model AND feature = $feature
-                UNION ALL
-                SELECT 'top', NULL, rank, token_id, NULL, count, mean_act, total_act
-                FROM feature_top_tokens WHERE model = $model AND feature = $feature) t
-            JOIN vocab v USING (token_id) ORDER BY t.kind, t.sign, t.rank""", {"model": model, "feature": feature})
-        row["logits"] = [{k: t[k] for k in ("sign", "rank", "token_id", "text", "value")}
-                         for t in toks if t["kind"] == "logit"]
-        row["top_tokens"] = [{k: t[k] for k in ("rank", "token_id", "text", "count", "mean_act", "total_act")}
-                             for t in toks if t["kind"] == "top"]
+        """The feature's row with its histogram and its explanation (`explanation`, as `explanation()` reads it;
+        one read), its logit effects and top tokens (one read), the tokens' texts from the vocabulary held in
+        memory: a feature page seen for the first time pays two reads here, not a read per table and a join
+        with `vocab`."""
+        m = self.model(model)
+        row = self.q1("""SELECT f.*, h.edges AS _hist_edges, h.counts AS _hist_counts, e AS _explanation
+                         FROM features f
+                         LEFT JOIN feature_histograms h ON h.model = f.model AND h.feature = f.feature
+                         LEFT JOIN explanations e ON e.model = f.model AND e.feature = f.feature
+                         WHERE f.model = ? AND f.feature = ?""", [model, feature])
+        if row is None:
+            self.feature_row(model, feature)  # raises NotFound, saying which features exist
+        e = row.pop("_explanation")
+        row["explanation"] = ({k: _clean(v) for k, v in e.items() if k not in ("model", "feature")}
+                              if e is not None and e.get("model") is not None else None)
+        edges, counts = row.pop("_hist_edges"), row.pop("_hist_counts")
+        row["label"] = m["label"]
+        row["histogram"] = {"edges": edges, "counts": counts} if edges is not None else {"edges": [], "counts": []}
+        toks = self.cursor().execute("""
+            SELECT 'logit' AS kind, sign, rank, token_id, value, NULL AS count, NULL AS mean_act, NULL AS total_act
+            FROM feature_logits WHERE model = $model AND feature = $feature
+            UNION ALL
+            SELECT 'top', NULL, rank, token_id, NULL, count, mean_act, total_act
+            FROM feature_top_tokens WHERE model = $model AND feature = $feature
+            ORDER BY kind, sign, rank""", {"model": model, "feature": feature}).fetchall()
+        text = self.vocab_texts()
+        row["logits"] = [{"sign": sign, "rank": rank, "token_id": tid, "text": text[tid], "value": _clean(value)}
+                         for kind, sign, rank, tid, value, *_ in toks if kind == "logit"]
+        row["top_tokens"] = [{"rank": rank, "token_id": tid, "text": text[tid], "count": count,
+                              "mean_act": _clean(mean_act), "total_act": _clean(total_act)}
+                             for kind, _, rank, tid, _, count, mean_act, total_act in toks if kind == "top"]
         return row
+
+    def vocab_texts(self) -> dict[int, str]:
+        """token_id -> text of the whole vocabulary, read once (a few thousand short strings)."""
+        if self._vocab is None:
+            self._vocab = dict(self.cursor().execute("SELECT token_id, text FROM vocab").fetchall())
+        return self._vocab
 
     def explanation(self, model: str, feature: int) -> dict | None:
         return self.q1("SELECT * EXCLUDE (model, feature) FROM explanations WHERE model = ? AND feature = ?",

@@ -34,8 +34,10 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
 # autointerp 2: failure reasons are redacted (older artefacts may hold an API key a server echoed).
 # matching 3, floors 2: each edge and each replica pair also gets its decoders' PW-MCC and chance level.
 # matching 4, floors 3: only features that fire on the sample are matched (a dead feature gets no match).
+# autointerp 3: the key is redacted in every encoding a server may echo (percent-encoded, base64, JSON-escaped,
+#   split over tokens); the rerun answers from the LLM cache, whose entries are redacted again when read.
 VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 3, "activations": 4, "matching": 4, "floors": 3,
-                                     "autointerp": 2, "cases": 2, "fingerprints": 2, "store": 2}
+                                     "autointerp": 3, "cases": 2, "fingerprints": 2, "store": 2}
 # planted 1: the planted-family scorecard (featureflow/pipeline/planted.py; its own PLANTED_VERSION is in the key)
 
 

@@ -20,7 +20,7 @@ from featureflow.progress import progress as tqdm  # a bar on a terminal, log li
 
 from featureflow.config import AutointerpConfig
 from featureflow.pipeline.autointerp import offline
-from featureflow.pipeline.autointerp.llm import LLM, AutointerpError, LLMAuthError, MalformedAnswer, Spend, SpendLimitReached, detect_messages, \
+from featureflow.pipeline.autointerp.llm import LLM, AutointerpError, LLMAuthError, LLMCallError, MalformedAnswer, Spend, SpendLimitReached, detect_messages, \
     explain_messages, parse_detection, parse_explanation, parse_levels, redact, simulate_messages
 from featureflow.pipeline.autointerp.records import QUANTISATION, FeatureRecords, balanced_accuracy, build_records, simulation_score
 
@@ -88,7 +88,8 @@ def explain_llm(fr: FeatureRecords, vocab: list[str], llm: LLM) -> dict:
         raise  # the key was refused: the stage stops
     except Exception as e:  # an API error after the client's retries: this feature fails, the run goes on
         # redact the whole message before cutting it, so no partial key survives the cut
-        row.update(status="failed", reason=redact(f"{type(e).__name__}: {e}")[:300])
+        said = str(e) if isinstance(e, LLMCallError) else f"{type(e).__name__}: {e}"  # the former: the API's error
+        row.update(status="failed", reason=redact(said)[:300])
     return row
 
 

@@ -17,6 +17,7 @@ run (`LLMAuthError`) instead of failing every feature one by one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -30,6 +31,9 @@ from featureflow.pipeline.artifacts import PipelineError
 from featureflow.pipeline.autointerp.records import Record
 
 REDACTED = "[redacted]"
+# An LLM cache entry holds the format it was redacted under; entries of an older format (or none) are
+# redacted again and rewritten when read (`LLM.chat`).
+CACHE_FORMAT = 2
 # Shapes of secrets, each replaced by REDACTED (a named prefix such as "Bearer " or "api_key=" is kept):
 _SECRET_SHAPES = [
     (re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}"), REDACTED),  # OpenAI-style keys (sk-..., sk-proj-...)
@@ -45,16 +49,119 @@ _SECRET_SHAPES = [
 ]
 
 
-def redact(text: str | None, secrets: tuple[str, ...] = ()) -> str | None:
-    """`text` without the API key (OPENAI_API_KEY, and any of `secrets`) or anything shaped like a secret."""
-    if not text:
-        return text
+def _char_forms(ch: str) -> str:
+    """A regex for one character of a secret as a proxy may echo it: itself, percent-encoded (either case of
+    hex), JSON-escaped (\\uXXXX, and \\/ for '/') or as an HTML character reference."""
+    forms = [re.escape(ch), "(?i:" + "".join(f"%{b:02x}" for b in ch.encode()) + ")"]
+    if ord(ch) < 0x10000:
+        forms.append(f"(?i:\\\\u{ord(ch):04x})")
+    forms.append(f"(?i:&#x0*{ord(ch):x};|&#0*{ord(ch)};)")
+    if ch == "/":
+        forms.append(r"\\/")
+    if ch == " ":
+        forms.append(r"\+")
+    return "(?:" + "|".join(forms) + ")"
+
+
+# What may split a secret that a proxy or a model echoes over several lines or tokens: whitespace (a
+# token boundary joined back with spaces, a wrapped line), JSON-escaped line breaks and tabs.
+_SPLIT = r"(?:\s|\\[nrt]|%0[aAdD]|%09|%20)*"
+_B64 = "A-Za-z0-9+/_\\-"  # both base64 alphabets (standard and url-safe)
+
+
+def _base64_cores(secret: bytes) -> list[str]:
+    """What every base64 encoding of any text holding `secret` (e.g. Basic credentials `user:key`) must hold:
+    for each of the three alignments of the secret in 3-byte groups, the encoding of the whole groups
+    inside it, in the standard and the url-safe alphabet."""
+    import base64
+
+    cores = []
+    for skip in range(3):
+        rest = secret[skip:]
+        whole = rest[: len(rest) - len(rest) % 3]
+        if len(whole) >= 6:  # shorter runs would match ordinary base64 by chance
+            std = base64.b64encode(whole).decode()
+            cores += [std, base64.urlsafe_b64encode(whole).decode()]
+    return list(dict.fromkeys(cores))
+
+
+@functools.lru_cache(maxsize=16)
+def _secret_pattern(secret: str) -> re.Pattern:
+    """One regex for `secret` in every encoding a server may echo it in (see `redact`)."""
+    spelled = _SPLIT.join(_char_forms(ch) for ch in secret)
+    b64 = "|".join(f"[{_B64}]*{re.escape(core)}[{_B64}]*={{0,2}}" for core in _base64_cores(secret.encode()))
+    return re.compile(spelled + (f"|{b64}" if b64 else ""))
+
+
+def secret_spans(text: str, secrets: tuple[str, ...] = ()) -> list[tuple[int, int]]:
+    """Where the API key (OPENAI_API_KEY, and any of `secrets`) occurs in `text`, in any encoding `redact`
+    knows, as sorted (start, end) spans."""
+    spans = []
     for s in (os.environ.get("OPENAI_API_KEY") or "", *secrets):
         if len(s) >= 6:  # shorter 'keys' would redact ordinary words; the shapes below still apply
-            text = text.replace(s, REDACTED)
+            spans += [m.span() for m in _secret_pattern(s).finditer(text)]
+    return sorted(spans)
+
+
+def redact(text: str | None, secrets: tuple[str, ...] = ()) -> str | None:
+    """`text` without the API key (OPENAI_API_KEY, and any of `secrets`) or anything shaped like a secret.
+
+    The key is found as itself and as a proxy or a model may echo it: percent-encoded (upper- or
+    lower-case hex, also only in part), JSON-escaped (\\uXXXX, \\/), as HTML character references, split over
+    lines or tokens by whitespace or escaped line breaks, and inside base64 (Basic credentials `user:key`,
+    in any alignment, either alphabet: the whole base64 run goes)."""
+    if not text:
+        return text
+    for start, end in reversed(_merge(secret_spans(text, secrets))):
+        text = text[:start] + REDACTED + text[end:]
     for pattern, repl in _SECRET_SHAPES:
         text = pattern.sub(repl, text)
     return text
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def redact_answer(answer: dict) -> dict:
+    """An LLM answer {content, logprobs, usage} redacted as a whole before it is cached or used: the content,
+    and the logprob tokens joined back into the text they spell (a key spread over tokens is found there):
+    every token a key overlaps gives up its part of it (the first such token reads REDACTED), and its
+    alternatives that are not numbers are redacted. Every token (and alternative) is also redacted alone.
+    Carries CACHE_FORMAT, so entries cached before this redaction are known and rebuilt (`LLM.chat`)."""
+    out = {**answer, "content": redact(answer.get("content") or ""), "format": CACHE_FORMAT}
+    lps = answer.get("logprobs")
+    if lps:
+        toks = [p["token"] for p in lps]
+        joined, starts = "".join(toks), []
+        pos = 0
+        for t in toks:
+            starts.append(pos)
+            pos += len(t)
+        spans = _merge(secret_spans(joined) + [m.span() for pat, _ in _SECRET_SHAPES for m in pat.finditer(joined)])
+        new_tokens, covered = list(toks), [False] * len(toks)
+        for a, b in spans:
+            first = True
+            for i, t in enumerate(toks):
+                s, e = starts[i], starts[i] + len(t)
+                if e <= a or s >= b or s == e:
+                    continue
+                keep_head, keep_tail = t[: max(0, a - s)], t[max(0, b - s):]
+                new_tokens[i] = keep_head + (REDACTED if first else "") + keep_tail
+                covered[i], first = True, False
+        out["logprobs"] = [
+            {"token": redact(new_tokens[i]) if new_tokens[i] else new_tokens[i],
+             "top": [{"token": (alt["token"] if alt["token"].strip().isdigit() else REDACTED) if covered[i]
+                      else redact(alt["token"]) or alt["token"], "logprob": alt["logprob"]}
+                     for alt in (p.get("top") or [])]}
+            for i, p in enumerate(lps)]
+    return out
 
 
 class AutointerpError(PipelineError):
@@ -63,6 +170,10 @@ class AutointerpError(PipelineError):
 
 class LLMAuthError(AutointerpError):
     """The server refused the key (401) or the model (403): every further call would fail the same way."""
+
+
+class LLMCallError(RuntimeError):
+    """A call failed after the client's retries; the message (the error's type and text) is redacted."""
 
 
 class SpendLimitReached(RuntimeError):
@@ -128,7 +239,11 @@ class LLM:
         path = self.cache_dir / f"{h}.json"
         if path.exists():
             self.spend.cached_calls += 1
-            return json.loads(path.read_text())
+            out = json.loads(path.read_text())
+            if out.get("format") != CACHE_FORMAT:  # cached before the current redaction: redact and rewrite it
+                out = redact_answer(out)
+                self._write(path, out)
+            return out
         if self.fatal is not None:
             raise self.fatal
         self.spend.check()
@@ -140,18 +255,24 @@ class LLM:
                 f"the LLM server {self.server} refused {what} (HTTP {e.status_code}); check OPENAI_API_KEY, "
                 f"autointerp.model and autointerp.base_url. The run stopped: no further calls were made")
             raise self.fatal from None  # the server's message may echo the key: keep it out of tracebacks
+        except openai.OpenAIError as e:  # its message quotes the error body, which may echo the key
+            raise LLMCallError(redact(f"{type(e).__name__}: {e}")) from None
         choice = resp.choices[0]
-        out = {
-            "content": redact(choice.message.content or ""),  # a model can be made to echo a key too
+        out = redact_answer({  # a model (or a proxy) can be made to echo a key too
+            "content": choice.message.content or "",
             "logprobs": [{"token": c.token, "top": [{"token": t.token, "logprob": t.logprob} for t in (c.top_logprobs or [])]}
                          for c in (choice.logprobs.content or [])] if getattr(choice, "logprobs", None) else None,
             "usage": resp.usage.model_dump() if resp.usage else None,
-        }
+        })
         self.spend.add(out["usage"])
+        self._write(path, out)
+        return out
+
+    @staticmethod
+    def _write(path: Path, out: dict) -> None:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         tmp.write_text(json.dumps(out))
         os.replace(tmp, path)
-        return out
 
 
 # ------------------------------------------------------------------------------------- prompts

@@ -14,9 +14,11 @@ import sysconfig
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from featureflow.userfiles import UserFileError, check_readable, check_text, decode, read_text
 
-class CorpusError(ValueError):
-    pass
+
+class CorpusError(UserFileError):
+    """A corpus that cannot be read; the message names the file (and line) or the dataset at fault."""
 
 
 def _take(docs: Iterable[str], chars: int) -> Iterator[str]:
@@ -59,6 +61,8 @@ def expand_paths(patterns: list[str]) -> list[Path]:
         hits = sorted(glob.glob(pat, recursive=True))
         if not hits:
             raise CorpusError(f"path '{pat}' matches no file")
+        if len(hits) == 1 and hits[0] == pat and Path(pat).is_dir():
+            raise CorpusError(f"{pat}: is a directory, not a corpus file (name its files, e.g. '{pat}/*.txt')")
         out += [Path(h) for h in hits if Path(h).is_file()]
     if not out:
         raise CorpusError(f"paths {patterns} hold no files")
@@ -66,24 +70,34 @@ def expand_paths(patterns: list[str]) -> list[Path]:
 
 
 def _read_jsonl(path: Path, field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+    with check_readable(path, "corpus file").open("rb") as f:
+        offset = 0
+        for i, raw in enumerate(f, 1):  # bytes: a bad byte is found with its line and offset
+            line = decode(raw, path, i, offset)
+            offset += len(raw)
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise CorpusError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise CorpusError(f"{path}:{i}: not a JSON object (a {type(obj).__name__})")
             if field not in obj:
                 raise CorpusError(f"{path}:{i}: no field '{field}' (fields: {', '.join(obj)})")
-            yield str(obj[field])
+            # a JSON escape such as "\ud800" makes a string no tokenizer or file can hold
+            yield check_text(str(obj[field]), f"{path}:{i}: field '{field}'")
 
 
 def _read_parquet(path: Path, field: str) -> Iterator[str]:
     import duckdb
 
+    check_readable(path, "corpus file")
     con = duckdb.connect()
-    cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()]
+    try:
+        cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()]
+    except duckdb.Error as e:
+        raise CorpusError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
     if field not in cols:
         raise CorpusError(f"{path}: no column '{field}' (columns: {', '.join(cols)})")
     cur = con.execute(f'SELECT "{field}" FROM read_parquet(?)', [str(path)])
@@ -97,15 +111,17 @@ def local_files(patterns: list[str], text_field: str, chars: int) -> Iterator[st
     def read() -> Iterator[str]:
         for p in expand_paths(patterns):
             suffix = p.suffix.lower()
-            if suffix == ".jsonl":
-                yield from _read_jsonl(p, text_field)
-            elif suffix == ".parquet":
-                yield from _read_parquet(p, text_field)
-            else:
-                try:
-                    yield p.read_text(encoding="utf-8")
-                except UnicodeDecodeError:
-                    raise CorpusError(f"{p}: not UTF-8 text") from None
+            try:
+                if suffix == ".jsonl":
+                    yield from _read_jsonl(p, text_field)
+                elif suffix == ".parquet":
+                    yield from _read_parquet(p, text_field)
+                else:
+                    yield read_text(p, "corpus file")
+            except CorpusError:
+                raise
+            except UserFileError as e:  # the one message of every user file (userfiles), as a corpus fault
+                raise CorpusError(str(e)) from None
 
     return _take(read(), chars)
 
@@ -124,6 +140,9 @@ def hf_dataset(name: str, config: str | None, split: str, text_field: str, chars
         for i, row in enumerate(ds):
             if text_field not in row:
                 raise CorpusError(f"dataset '{name}' row {i} has no field '{text_field}' (fields: {', '.join(row)})")
-            yield str(row[text_field])
+            try:  # its JSON files may hold escapes such as "\ud800" too
+                yield check_text(str(row[text_field]), f"dataset '{name}' row {i}: field '{text_field}'")
+            except UserFileError as e:
+                raise CorpusError(str(e)) from None
 
     return _take(rows(), chars)
