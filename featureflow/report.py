@@ -1,4 +1,5 @@
-"""`featureflow report`: the paper's Figure 2 in text, read from a store through the explorer's queries."""
+"""`featureflow report`: the paper's Figure 2 in text, read from a store through `featureflow/store/` (`flows.py`'s
+fate rule and `summary.py`), read-only; it does not import the explorer."""
 
 from __future__ import annotations
 
@@ -50,40 +51,53 @@ def reproducible_line(r: dict) -> str:
 def print_report(db: str, threshold: float | None = None, mode: str | None = None) -> None:
     """Flows per edge and mode at `threshold` (default: the run's), beside each edge's noise floor; with
     `mode`, that stored matching mode only. Everything is recomputed from the stored matches."""
-    from featureflow.explorer.queries import Store
-    from featureflow.store.flows import mode_label
+    import duckdb
+
+    from featureflow.store import flows as F
+    from featureflow.store import summary
 
     if not Path(db).exists():
         raise FileNotFoundError(f"store '{db}' does not exist (run `featureflow run --config ...` first)")
     if threshold is not None and not -1 < threshold < 1:
         raise ValueError(f"--threshold {threshold} is outside (-1, 1): similarities are correlations or cosines")
-    store = Store(db)
-    t = store.run["default_threshold"] if threshold is None else threshold
+    con = duckdb.connect(str(db), read_only=True)
     try:
-        modes = store.modes if mode is None else [store.mode(mode)]
-    except ValueError:
-        store.close()
-        raise
-    init = ("every SAE shares one seed (sae.shared_init: the paper's setup)" if store.run["shared_init"]
+        _report(con, db, threshold, mode, F, summary)
+    finally:
+        con.close()
+
+
+def _report(con, db, threshold, mode, F, summary) -> None:
+    why = summary.schema_mismatch(con, db)
+    if why:
+        raise ValueError(why)
+    cols = [d[0] for d in con.execute("SELECT * FROM runs").description]
+    run = dict(zip(cols, con.execute("SELECT * FROM runs").fetchone()))
+    t = run["default_threshold"] if threshold is None else threshold
+    if mode is not None and mode not in run["modes"]:
+        raise ValueError(f"matching mode '{mode}' is not stored in run '{run['name']}' "
+                         f"(modes: {', '.join(run['modes'])})")
+    modes = list(run["modes"]) if mode is None else [mode]
+    init = ("every SAE shares one seed (sae.shared_init: the paper's setup)" if run["shared_init"]
             else "each SAE has its own seed")
-    print(f"run {store.run['name']}: feature flows per edge, similarity > {t} persists; {init}; "
+    print(f"run {run['name']}: feature flows per edge, similarity > {t} persists; {init}; "
           "matching across models uses replica 0 of each SAE")
     for mode in modes:
-        print(f"\nmode {mode} ({mode_label(mode)}){'  [default]' if mode == store.default_mode else ''}")
+        print(f"\nmode {mode} ({F.mode_label(mode)}){'  [default]' if mode == run['default_mode'] else ''}")
         print(f"{'edge':32s} {'persist':>8s} {'vanish':>8s} {'inherit':>8s} {'emerge':>8s} {'persist%':>9s} "
               f"{'floor%':>8s} {'same-idx':>8s}  floor from")
-        for r in store.flows(t, mode):
+        for r in F.flows(con, t, mode):
             edge = f"{r['parent']} -> {r['child']}"
             floor = "    n/a" if r["floor_share"] is None else f"{100 * r['floor_share']:7.1f}%"
             print(f"{edge:32s} {r['persisting']:8d} {r['disappearing']:8d} {r['inherited']:8d} {r['emerging']:8d} "
                   f"{100 * r['persist_share']:8.1f}% {floor} {r['same_index']:8d}  {r['floor_source'] or 'no replicas'}")
         print("  reproducible features only (those matched above the threshold in every seed replica of their "
               "member), 95% Wilson intervals; floor: the same share between seeds of one unchanged model:")
-        for r in store.flows(t, mode):
+        for r in F.flows(con, t, mode):
             print("  " + reproducible_line(r))
             if r["verdict"]:
                 print(f"    verdict: {r['verdict']}")
-        for f in store.floors(t, mode):
+        for f in summary.member_floors(con, t, mode):
             print(f"  floor {f['model']}: {f['matched']} of {f['alive']} alive features ({100 * f['share']:.1f}%) "
                   f"match another seed replica; mean match r {f['mean_r']:.3f}")
             rf = f["reproducible_floor"]
@@ -92,14 +106,13 @@ def print_report(db: str, threshold: float | None = None, mode: str | None = Non
                 "unavailable (needs two or more extra seed replicas)" if not rf else "no feature reproduces"))
             for p in f["pw_mcc"]:
                 print(f"    PW-MCC {f['model']} r0 vs r{p['replica']}: {_num(p['pw_mcc'])} (chance {_num(p['chance'])})")
-    print(f"\nalive features by origin (stored lineage: mode {store.default_mode}, threshold "
-          f"{store.run['default_threshold']}; where their chain of persisting matches starts):")
-    for r in store.origin_counts():
+    print(f"\nalive features by origin (stored lineage: mode {run['default_mode']}, threshold "
+          f"{run['default_threshold']}; where their chain of persisting matches starts):")
+    for r in summary.origin_counts(con):
         print(f"  {r['model']:20s} from {r['origin_model']:20s} {r['n']:6d}")
     print("\nSAE health:")
-    for m in store.overview_models():
+    for m in summary.sae_health(con):
         lr = "n/a" if m["loss_recovered"] is None else f"{m['loss_recovered']:.3f}"
         print(f"  {m['model']:20s} L0 {m['l0']:6.1f}  MSE {m['mse']:.4g}  expl.var {m['explained_variance']:.3f}  "
               f"dead {m['dead_features']}/{m['d_sae']} (silent on {m['eval_tokens']:,} held-out tokens; alive on the "
               f"sample: {m['alive']})  loss recovered {lr} ({m['loss_recovered_scope']})")
-    store.close()

@@ -577,13 +577,16 @@ def create_app(db_path: str | Path) -> FastAPI:
         return RedirectResponse(f"/models/{quote(model)}/features/{feature}{state}", status_code=303)
 
     @view("/autointerp", "autointerp.html", table=lambda d: d["scores"])
-    def autointerp() -> dict:
-        """Explanation scores per model, persisting vs not (the paper's Figure 6), and what it cost."""
-        rows = store.score_distributions()
+    def autointerp(threshold: Threshold = None, mode: Mode = None) -> dict:
+        """Explanation scores per model, persisting vs not at a threshold and matching mode (the paper's
+        Figure 6), and what it cost."""
+        state = view_state(threshold, mode)
+        rows = store.score_distributions(state["threshold"], state["mode"])
         labels = [(m["model"], m["label"]) for m in store.models]
         return {"summary": store.autointerp_summary(), "sim_figure": figures.score_histograms(rows, labels),
                 "det_figure": figures.score_histograms(rows, labels, "detection_score"),
-                "scores": rows}
+                "scores": rows, "state": state, "modes": store.modes,
+                "mode_labels": {m: mode_label(m) for m in store.modes}}
 
     @view("/cases", "cases.html", table=lambda d: d["cases"])
     def cases(threshold: Threshold = None, mode: Mode = None) -> dict:

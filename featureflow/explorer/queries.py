@@ -20,7 +20,7 @@ import numpy as np
 
 from featureflow.config import parse_mode
 from featureflow.store import flows as flow_sql
-from featureflow.store.schema import SCHEMA_VERSION
+from featureflow.store import summary
 
 
 def run_timings(text: str | None) -> dict:
@@ -44,6 +44,15 @@ def _clean(v: Any) -> Any:
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     return v
+
+
+def _deep_clean(v: Any) -> Any:
+    """`_clean` through nested dicts and lists."""
+    if isinstance(v, dict):
+        return {k: _deep_clean(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_deep_clean(x) for x in v]
+    return _clean(v)
 
 
 def like_literal(text: str) -> str:
@@ -76,10 +85,9 @@ class Store:
         self._con = duckdb.connect(str(self.path), read_only=True)
         self._local = threading.local()
         self._vocab: dict[int, str] | None = None
-        version = self._con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"store '{self.path}' has schema version {version}; this explorer reads version "
-                             f"{SCHEMA_VERSION}: rebuild it with `featureflow run`")
+        why = summary.schema_mismatch(self._con, self.path)
+        if why:
+            raise StoreError(why)
         self.run = self.q1("SELECT * FROM runs")
         self.timings = run_timings(self.run.get("timings_json"))
         self.modes = list(self.run["modes"])
@@ -134,12 +142,7 @@ class Store:
     # -- overview -----------------------------------------------------------------------------
     @memo
     def overview_models(self) -> list[dict]:
-        rows = self.q("""
-            SELECT m.model, m.label, m.make, m.domains, m.merge_t, m.train_tokens, m.seconds, m.d_sae,
-                   s.l0, s.mse, s.explained_variance, s.dead_features, s.loss_recovered, s.recipe,
-                   s.loss_recovered_scope, s.loss_recovered_all, s.eval_tokens,
-                   (SELECT count(*) FILTER (WHERE alive) FROM features f WHERE f.model = m.model) AS alive
-            FROM models m JOIN sae_metrics s USING (model) ORDER BY m.idx""")
+        rows = [{k: _clean(v) for k, v in r.items()} for r in summary.sae_health(self.cursor())]
         evals = self.q("SELECT model, domain, loss, accuracy FROM model_eval")
         per_domain = self.q("SELECT * FROM sae_health_domains")
         for r in rows:
@@ -168,19 +171,7 @@ class Store:
     def floors(self, threshold: float, mode: str | None = None) -> list[dict]:
         """Per replicated member: the seed-control noise floor at `threshold` under `mode`, with the
         distribution of its replica match r."""
-        mode = self.mode(mode)
-        fl = flow_sql.floors(self.cursor(), threshold, mode)
-        rfl = flow_sql.reproducible_floors(self.cursor(), threshold, mode)
-        mcc = flow_sql.pw_mcc_replicas(self.cursor())
-        reps = self.q("SELECT * FROM sae_replicas ORDER BY model, replica")
-        out = []
-        for m in self.models:
-            if m["model"] in fl:
-                out.append({**fl[m["model"]], "label": m["label"], "mode": mode, "threshold": threshold,
-                            "histogram": flow_sql.floor_histogram(self.cursor(), m["model"], mode),
-                            "saes": [r for r in reps if r["model"] == m["model"]],
-                            "reproducible_floor": rfl.get(m["model"]), "pw_mcc": mcc.get(m["model"], [])})
-        return out
+        return _deep_clean(summary.member_floors(self.cursor(), threshold, self.mode(mode)))
 
     @functools.cached_property
     def replicated(self) -> list[str]:
@@ -211,10 +202,7 @@ class Store:
 
     def origin_counts(self) -> list[dict]:
         """Alive features per model by the model their chain of persisting matches starts in (default threshold)."""
-        return self.q("""
-            SELECT f.model, f.origin_model, count(*) AS n FROM features f JOIN models m USING (model)
-            JOIN models o ON o.model = f.origin_model
-            WHERE f.alive GROUP BY f.model, f.origin_model, m.idx, o.idx ORDER BY m.idx, o.idx""")
+        return summary.origin_counts(self.cursor())
 
     @memo
     def emerged_in(self, threshold: float, mode: str | None = None) -> dict[str, int]:
@@ -316,14 +304,12 @@ class Store:
         return self.q1("SELECT * EXCLUDE (model, feature) FROM explanations WHERE model = ? AND feature = ?",
                        [model, feature])
 
-    def score_distributions(self) -> list[dict]:
-        """Per model, explained features' simulation and detection scores, split persisting vs not
-        (the paper's Figure 6). `persisting` is NULL for models without children."""
-        return self.q("""
-            SELECT e.model, m.label, e.explainer, e.sim_score, e.detection_score,
-                   CASE WHEN f.fate IN ('persisting', 'disappearing') THEN f.fate = 'persisting' END AS persisting
-            FROM explanations e JOIN features f USING (model, feature) JOIN models m USING (model)
-            WHERE e.status = 'ok' ORDER BY m.idx, e.feature""")
+    def score_distributions(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Per model, explained features' simulation and detection scores, split persisting vs not at
+        `threshold` under `mode` (the paper's Figure 6; `flows.score_fates`). `persisting` is NULL for models
+        without children."""
+        return [{k: _clean(v) for k, v in r.items()}
+                for r in flow_sql.score_fates(self.cursor(), threshold, self.mode(mode))]
 
     def autointerp_summary(self) -> list[dict]:
         return self.q("""
@@ -530,7 +516,7 @@ class Store:
         else:
             ups, kids = self.partners(model, feature, "c2p", mode), self.partners(model, feature, "p2c", mode)
         up: list[dict] = []
-        own = bp = ups[0] if ups else None
+        bp = ups[0] if ups else None
         while bp is not None and bp["r"] > threshold:
             up.append({"model": bp["model"], "label": self.label(bp["model"]), "feature": bp["feature"],
                        "r_to_next": bp["r"]})
@@ -562,7 +548,7 @@ class Store:
         origin = up[0] if up else {"model": model, "feature": feature}
         alive = (row or self.feature_row(model, feature))["alive"]
         return {"ancestors": up, "parents": above(ups, 0), "descendants": down(kids, 0), "origin": origin,
-                "fate": self._fate(model, alive, own, kids, threshold)}
+                "fate": flow_sql.feature_fate(self.cursor(), model, feature, alive, threshold, self.mode(mode))}
 
     def lineage_hops(self, model: str, feature: int, threshold: float, mode: str | None = None) -> list[dict]:
         """The descendant tree of `lineage` as a list of hops, one per edge of the tree (parent first, then
@@ -579,28 +565,12 @@ class Store:
         walk(self.lineage(model, feature, threshold, mode)["descendants"], model, feature)
         return sorted(out, key=lambda h: self.model_idx[h["model"]])
 
-    def _fate(self, model: str, alive: bool, best_parent: dict | None, best_children: list[dict],
-              threshold: float) -> str:
-        if not alive:
-            return "dead"
-        parts = []
-        if self.parents(model):
-            parts.append("inherited" if best_parent and best_parent["r"] > threshold else "emerging")
-        if self.children(model):
-            parts.append("persisting" if any(k["r"] > threshold for k in best_children) else "disappearing")
-        return ", ".join(parts) or "alive"
-
     # -- browse / search ------------------------------------------------------------------------
     # Sort keys, each with its natural direction (the default when no order is given).
     SORTS = {"density": ("f.density", True), "max_act": ("f.max_act", True), "feature": ("f.feature", False),
              "sim_score": ("e.sim_score", True), "llr": ("f.top_token_llr", True),
              "parent_r": ("s.parent_r", True), "best_child_r": ("s.best_child_r", True)}
-    # Search fates at a threshold and mode. persisting / disappearing: an alive feature of a model with
-    # children, matched above the threshold in some child / in none; inherited / emerging: an alive feature
-    # of a model with parents, matched in some parent / in none; leaf: alive in a model without children.
-    FATE_FILTERS = {"persisting": "f.alive AND s.persisting", "disappearing": "f.alive AND NOT s.persisting",
-                    "inherited": "f.alive AND s.inherited", "emerging": "f.alive AND NOT s.inherited",
-                    "leaf": "f.alive AND f.model NOT IN (SELECT parent FROM model_edges)", "dead": "NOT f.alive"}
+    FATE_FILTERS = flow_sql.FATE_FILTERS  # search fates at a threshold and mode: the store's one rule
 
     def search(self, model: str | None, fate: str | None, min_density: float, max_density: float,
                token: str | None, sort: str, page: int, per_page: int, text: str | None = None,
@@ -621,7 +591,7 @@ class Store:
         if edge:
             self.edge(*edge)
             params.update(parent=edge[0], child=edge[1])
-            on_edge = "WHERE b.parent = $parent AND b.child = $child"
+            on_edge = "AND parent = $parent AND child = $child"
             where.append("f.model IN ($parent, $child)")
         if model:
             self.model(model)
@@ -641,13 +611,7 @@ class Store:
         base = f"""
             FROM features f JOIN models m USING (model) LEFT JOIN vocab v ON v.token_id = f.top_token_id
             LEFT JOIN explanations e USING (model, feature)
-            LEFT JOIN (SELECT CASE WHEN b.direction = 'p2c' THEN b.parent ELSE b.child END AS model,
-                              b.src AS feature,
-                              max(b.r) FILTER (WHERE b.direction = 'c2p') AS parent_r,
-                              max(b.r) FILTER (WHERE b.direction = 'p2c') AS best_child_r,
-                              bool_or(coalesce(b.r, -1e9) > $t) FILTER (WHERE b.direction = 'c2p') AS inherited,
-                              bool_or(coalesce(b.r, -1e9) > $t) FILTER (WHERE b.direction = 'p2c') AS persisting
-                       FROM ({flow_sql._BEST[rule]}) b {on_edge} GROUP BY ALL) s
+            LEFT JOIN ({flow_sql.feature_fates(rule, on_edge)}) s
               ON s.model = f.model AND s.feature = f.feature
             LEFT JOIN ({flow_sql.STABILITY}) st ON st.model = f.model AND st.feature = f.feature
             WHERE {" AND ".join(where)}"""
@@ -656,10 +620,7 @@ class Store:
         order = "DESC" if (natural if descending is None else descending) else "ASC"
         rows = self.q(f"""
             SELECT f.model, m.label, f.feature, f.density, f.max_act,
-                   CASE WHEN NOT f.alive THEN 'dead' ELSE coalesce(nullif(concat_ws(', ',
-                       CASE s.inherited WHEN true THEN 'inherited' WHEN false THEN 'emerging' END,
-                       CASE s.persisting WHEN true THEN 'persisting' WHEN false THEN 'disappearing' END), ''),
-                       'alive') END AS fate,
+                   {flow_sql.FATE_LABEL} AS fate,
                    s.parent_r, s.best_child_r, f.origin_model, v.text AS top_token, f.top_token_share,
                    f.top_token_llr, e.explanation, e.explainer, e.sim_score, st.replicas, st.reproduced, st.stable
             {base} ORDER BY {column} {order} NULLS LAST, m.idx, f.feature LIMIT $limit OFFSET $offset""",

@@ -35,6 +35,72 @@ _BEST = {
     "1to1": "SELECT parent, child, direction, src, dst, r FROM assignments WHERE similarity = $sim",
 }
 
+# -- the fate rule: the one place that decides whether a match persists and what a feature's fate is --------
+# A feature's match on an edge (its `_BEST` row) persists when its r exceeds the threshold $t; an unassigned
+# match (NULL r under 1to1) never persists. Every count, list and label of a fate reads this rule.
+PERSISTS = "coalesce(r, -1e9) > $t"
+
+
+def edge_matches(rule: str, where: str = "") -> str:
+    """Each feature's match on each edge under `rule` ($sim, $t bound): parent, child, direction, `model`
+    (the feature's own side), src, dst, r and `persists` (`PERSISTS`). `where` filters the match rows."""
+    return (f"SELECT parent, child, direction, CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, "
+            f"src, dst, r, {PERSISTS} AS persists FROM ({_BEST[rule]}) WHERE true {where}")
+
+
+def feature_fates(rule: str, where: str = "") -> str:
+    """Per (model, feature) with matches: `parent_r` / `best_child_r` (its strongest match over its parents /
+    children), `inherited` (it persists from some parent; NULL: a root) and `persisting` (it persists into
+    some child; NULL: a leaf). `where` filters the match rows (e.g. one edge, one feature)."""
+    return f"""SELECT model, src AS feature,
+                      max(r) FILTER (WHERE direction = 'c2p') AS parent_r,
+                      max(r) FILTER (WHERE direction = 'p2c') AS best_child_r,
+                      bool_or(persists) FILTER (WHERE direction = 'c2p') AS inherited,
+                      bool_or(persists) FILTER (WHERE direction = 'p2c') AS persisting
+               FROM ({edge_matches(rule, where)}) GROUP BY ALL"""
+
+
+# A feature's fate label from its `features` row `f` and its `feature_fates` row `s`: dead, else its parent
+# side (inherited / emerging) and child side (persisting / disappearing) joined by ', ', else 'alive'.
+FATE_LABEL = """CASE WHEN NOT f.alive THEN 'dead' ELSE coalesce(nullif(concat_ws(', ',
+                    CASE s.inherited WHEN true THEN 'inherited' WHEN false THEN 'emerging' END,
+                    CASE s.persisting WHEN true THEN 'persisting' WHEN false THEN 'disappearing' END), ''),
+                    'alive') END"""
+# Search filters by fate (same rule). persisting / disappearing: an alive feature of a model with children,
+# matched above the threshold in some child / in none; inherited / emerging: an alive feature of a model with
+# parents, matched in some parent / in none; leaf: alive in a model without children.
+FATE_FILTERS = {"persisting": "f.alive AND s.persisting", "disappearing": "f.alive AND NOT s.persisting",
+                "inherited": "f.alive AND s.inherited", "emerging": "f.alive AND NOT s.inherited",
+                "leaf": "f.alive AND f.model NOT IN (SELECT parent FROM model_edges)", "dead": "NOT f.alive"}
+
+
+def fate_params(threshold: float, mode: str) -> dict:
+    """The bound parameters the fate rule needs ($t, $sim)."""
+    return {"t": threshold, "sim": parse_mode(mode)[0]}
+
+
+def feature_fate(cur, model: str, feature: int, alive: bool, threshold: float, mode: str) -> str:
+    """One feature's fate label (`FATE_LABEL`) at `threshold` under `mode`; `alive` from its `features` row
+    (which the caller has: not read again)."""
+    rule = parse_mode(mode)[1]
+    where = "AND src = $feature AND (child = $model AND direction = 'c2p' OR parent = $model AND direction = 'p2c')"
+    return cur.execute(f"""SELECT {FATE_LABEL} FROM (SELECT $alive AS alive) f
+                           LEFT JOIN ({feature_fates(rule, where)}) s ON true""",
+                       {**fate_params(threshold, mode), "model": model, "feature": feature,
+                        "alive": bool(alive)}).fetchone()[0]
+
+
+def score_fates(cur, threshold: float, mode: str) -> list[dict]:
+    """Explained features (status ok) with their scores and whether they persist at `threshold` under `mode`
+    (`persisting`: NULL for a dead feature or a model without children; the paper's Figure 6)."""
+    rule = parse_mode(mode)[1]
+    return _dicts(cur.execute(f"""
+        SELECT e.model, m.label, e.explainer, e.sim_score, e.detection_score,
+               CASE WHEN f.alive THEN s.persisting END AS persisting
+        FROM explanations e JOIN features f USING (model, feature) JOIN models m USING (model)
+        LEFT JOIN ({feature_fates(rule)}) s ON s.model = f.model AND s.feature = f.feature
+        WHERE e.status = 'ok' ORDER BY m.idx, e.feature""", fate_params(threshold, mode)))
+
 MODE_LABELS = {"pearson": "activation Pearson", "decoder": "decoder cosine", "token-type": "token-type Pearson",
                "best": "best match", "1to1": "one-to-one assignment"}
 
@@ -53,10 +119,10 @@ def floors(cur, threshold: float, mode: str) -> dict[str, dict]:
     """Per replicated member: replicas, alive features of replica 0, how many match above `threshold` in
     another replica (pooled over replicas), the share, and the mean match r (unassigned counts 0)."""
     sim, rule = parse_mode(mode)
-    rows = _dicts(cur.execute("""
+    rows = _dicts(cur.execute(f"""
         SELECT model, count(DISTINCT replica) AS replicas,
                count(*) FILTER (WHERE alive) AS alive,
-               count(*) FILTER (WHERE alive AND coalesce(r, -1e9) > $t) AS matched,
+               count(*) FILTER (WHERE alive AND {PERSISTS}) AS matched,
                avg(coalesce(r, 0)) FILTER (WHERE alive) AS mean_r
         FROM noise_floor WHERE similarity = $sim AND rule = $rule GROUP BY model""",
                               {"t": threshold, "sim": sim, "rule": rule}))
@@ -108,8 +174,8 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
 
 
 # Replica 0's features against each other replica of their member: `ok` when the match exceeds $t.
-_REPLICA_MATCH = """SELECT model, feature, replica, alive, r, coalesce(r, -1e9) > $t AS ok FROM noise_floor
-                    WHERE similarity = $sim AND rule = $rule"""
+_REPLICA_MATCH = f"""SELECT model, feature, replica, alive, r, {PERSISTS} AS ok FROM noise_floor
+                     WHERE similarity = $sim AND rule = $rule"""
 # Per feature of a replicated member: how many other replicas, in how many it reproduces, its mean match r
 # (unassigned counts 0) and whether it is reproducible (reproduces in every one).
 STABILITY = f"""SELECT model, feature, count(*) AS replicas, count(*) FILTER (WHERE ok) AS reproduced,
@@ -176,9 +242,8 @@ def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None
     labels = labels or {}
     params = stability_params(threshold, mode)
     side = f"""
-        WITH best AS ({_BEST[rule]}),
-        side AS (SELECT m.parent, m.child, m.direction, m.src AS feature, coalesce(m.r, -1e9) > $t AS matched,
-                        CASE WHEN m.direction = 'p2c' THEN m.parent ELSE m.child END AS model FROM best m)"""
+        WITH side AS (SELECT parent, child, direction, src AS feature, persists AS matched, model
+                      FROM ({edge_matches(rule)}))"""
     pooled = _dicts(cur.execute(f"""{side}
         SELECT s.parent, s.child, s.direction, count(*) AS n, count(*) FILTER (WHERE s.matched) AS matched
         FROM side s JOIN features f ON f.model = s.model AND f.feature = s.feature
@@ -252,22 +317,20 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
     child features, same-index persisting pairs, the persisting share and the edge's noise floor."""
     sim, rule = parse_mode(mode)
     rows = _dicts(cur.execute(f"""
-        WITH best AS ({_BEST[rule]})
+        WITH best AS ({edge_matches(rule)})
         SELECT e.parent, e.child,
-          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND coalesce(m.r, -1e9) > $t) AS persisting,
-          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND NOT coalesce(m.r, -1e9) > $t) AS disappearing,
-          count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND coalesce(m.r, -1e9) > $t) AS inherited,
-          count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND NOT coalesce(m.r, -1e9) > $t) AS emerging,
+          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.persists) AS persisting,
+          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND NOT m.persists) AS disappearing,
+          count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.persists) AS inherited,
+          count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND NOT m.persists) AS emerging,
           count(*) FILTER (WHERE m.direction = 'p2c' AND NOT f.alive) AS parent_dead,
           count(*) FILTER (WHERE m.direction = 'c2p' AND NOT f.alive) AS child_dead,
           count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive) AS parent_alive,
           count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive) AS child_alive,
-          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND coalesce(m.r, -1e9) > $t
-                           AND m.src = m.dst) AS same_index
+          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.persists AND m.src = m.dst) AS same_index
         FROM model_edges e
         JOIN best m ON m.parent = e.parent AND m.child = e.child
-        JOIN features f ON f.model = (CASE WHEN m.direction = 'p2c' THEN e.parent ELSE e.child END)
-                       AND f.feature = m.src
+        JOIN features f ON f.model = m.model AND f.feature = m.src
         JOIN models pm ON pm.model = e.parent JOIN models cm ON cm.model = e.child
         GROUP BY e.parent, e.child, pm.idx, cm.idx ORDER BY cm.idx, pm.idx""",
                               {"t": threshold, "sim": sim}))
@@ -294,14 +357,11 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
 
 def emerged_in(cur, threshold: float, mode: str) -> dict[str, int]:
     """Alive features of each non-root model that no parent feature reaches (over all its parents)."""
-    sim, rule = parse_mode(mode)
+    rule = parse_mode(mode)[1]
     rows = _dicts(cur.execute(f"""
-        WITH best AS ({_BEST[rule]})
-        SELECT m.child AS model, count(*) AS n FROM (
-            SELECT child, src, max(coalesce(r, -1e9)) AS best FROM best WHERE direction = 'c2p'
-            GROUP BY child, src) m
-        JOIN features f ON f.model = m.child AND f.feature = m.src
-        WHERE f.alive AND NOT m.best > $t GROUP BY m.child""", {"t": threshold, "sim": sim}))
+        SELECT s.model, count(*) AS n FROM ({feature_fates(rule, "AND direction = 'c2p'")}) s
+        JOIN features f ON f.model = s.model AND f.feature = s.feature
+        WHERE {FATE_FILTERS['emerging']} GROUP BY s.model""", fate_params(threshold, mode)))
     return {r["model"]: r["n"] for r in rows}
 
 
@@ -329,17 +389,15 @@ def node_flows(cur, threshold: float, mode: str, reproducible: bool = False) -> 
             if reproducible else "")
     where = " AND coalesce(st.stable, true)" if reproducible else ""
     return _dicts(cur.execute(f"""
-        WITH best AS ({_BEST[rule]}),
-        side AS (
-            SELECT CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, src AS feature,
-                   CASE WHEN direction = 'p2c' THEN child ELSE parent END AS other, direction,
-                   coalesce(r, -1e9) AS r FROM best),
+        WITH side AS (
+            SELECT model, src AS feature, CASE WHEN direction = 'p2c' THEN child ELSE parent END AS other,
+                   direction, coalesce(r, -1e9) AS r, persists FROM ({edge_matches(rule)})),
         ranked AS (
             SELECT s.*, row_number() OVER (PARTITION BY s.model, s.feature, s.direction
                                            ORDER BY s.r DESC, o.idx) AS k
             FROM side s JOIN models o ON o.model = s.other)
         SELECT CASE WHEN k.direction = 'p2c' THEN 'out' ELSE 'in' END AS side, k.model,
-               CASE WHEN k.r > $t THEN k.other END AS via, count(*) AS n
+               CASE WHEN k.persists THEN k.other END AS via, count(*) AS n
         FROM ranked k JOIN features f ON f.model = k.model AND f.feature = k.feature {keep}
         WHERE k.k = 1 AND f.alive{where} GROUP BY ALL ORDER BY ALL""",
                               {"t": threshold, "sim": sim, **({"rule": rule} if reproducible else {})}))
@@ -367,14 +425,13 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
         raise ValueError(f"unknown sort '{sort}' (sorts: {', '.join(EDGE_SORTS)})")
     direction, persists = EDGE_FATES[fate]
     base = f"""
-        FROM ({_BEST[rule]}) m
-        JOIN features f ON f.model = (CASE WHEN m.direction = 'p2c' THEN m.parent ELSE m.child END)
-                       AND f.feature = m.src
+        FROM ({edge_matches(rule)}) m
+        JOIN features f ON f.model = m.model AND f.feature = m.src
         LEFT JOIN vocab v ON v.token_id = f.top_token_id
         LEFT JOIN explanations e ON e.model = f.model AND e.feature = f.feature
         LEFT JOIN ({STABILITY}) st ON st.model = f.model AND st.feature = f.feature
         WHERE m.parent = $parent AND m.child = $child AND m.direction = $direction AND f.alive
-          AND (coalesce(m.r, -1e9) > $t) = $persists{"" if stable is None else " AND st.stable = $stable"}"""
+          AND m.persists = $persists{"" if stable is None else " AND st.stable = $stable"}"""
     params = {"sim": sim, "rule": rule, "parent": parent, "child": child, "direction": direction, "t": threshold,
               "persists": persists, **({} if stable is None else {"stable": stable})}
     total = cur.execute(f"SELECT count(*) {base}", params).fetchone()[0]

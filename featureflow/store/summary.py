@@ -1,0 +1,60 @@
+"""Read-only summaries of a store shared by `featureflow report` and the explorer: the schema check, each
+replicated member's floors, alive features by origin and SAE health. Free of heavy imports (no explorer, no
+pipeline): the report reads a store through this module and `flows.py` alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from featureflow.store import flows as F
+from featureflow.store.schema import SCHEMA_VERSION
+
+
+def _dicts(cur) -> list[dict[str, Any]]:
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
+def schema_mismatch(cur, path) -> str | None:
+    """Why a store cannot be read by this version (its schema version differs), else None."""
+    version = cur.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        return (f"store '{path}' has schema version {version}; this explorer reads version "
+                f"{SCHEMA_VERSION}: rebuild it with `featureflow run`")
+    return None
+
+
+def member_floors(cur, threshold: float, mode: str) -> list[dict]:
+    """Per replicated member in family order: the seed-control noise floor at `threshold` under `mode`
+    (`flows.floors`), its label, the distribution of its replica match r, its SAEs, its reproducible floor and
+    its replicas' PW-MCC."""
+    fl = F.floors(cur, threshold, mode)
+    rfl = F.reproducible_floors(cur, threshold, mode)
+    mcc = F.pw_mcc_replicas(cur)
+    reps = _dicts(cur.execute("SELECT * FROM sae_replicas ORDER BY model, replica"))
+    out = []
+    for m in _dicts(cur.execute("SELECT model, label FROM models ORDER BY idx")):
+        if m["model"] in fl:
+            out.append({**fl[m["model"]], "label": m["label"], "mode": mode, "threshold": threshold,
+                        "histogram": F.floor_histogram(cur, m["model"], mode),
+                        "saes": [r for r in reps if r["model"] == m["model"]],
+                        "reproducible_floor": rfl.get(m["model"]), "pw_mcc": mcc.get(m["model"], [])})
+    return out
+
+
+def origin_counts(cur) -> list[dict]:
+    """Alive features per model by the model their chain of persisting matches starts in (default threshold)."""
+    return _dicts(cur.execute("""
+        SELECT f.model, f.origin_model, count(*) AS n FROM features f JOIN models m USING (model)
+        JOIN models o ON o.model = f.origin_model
+        WHERE f.alive GROUP BY f.model, f.origin_model, m.idx, o.idx ORDER BY m.idx, o.idx"""))
+
+
+def sae_health(cur) -> list[dict]:
+    """Per model in family order: its SAE's health and its alive features on the sample."""
+    return _dicts(cur.execute("""
+        SELECT m.model, m.label, m.make, m.domains, m.merge_t, m.train_tokens, m.seconds, m.d_sae,
+               s.l0, s.mse, s.explained_variance, s.dead_features, s.loss_recovered, s.recipe,
+               s.loss_recovered_scope, s.loss_recovered_all, s.eval_tokens,
+               (SELECT count(*) FILTER (WHERE alive) FROM features f WHERE f.model = m.model) AS alive
+        FROM models m JOIN sae_metrics s USING (model) ORDER BY m.idx"""))
