@@ -114,3 +114,49 @@ def test_correlation_matrix_and_joint_activations_are_numpys(client, synthetic_s
     assert joint["token_index"].tolist() == either.tolist() and joint["neither"] == len(x) - len(either)
     assert np.allclose(joint["a"], x[either], atol=1e-6) and np.allclose(joint["b"], y[either], atol=1e-6)
     assert joint["r"] == pytest.approx(_numpy_r(synthetic_store, "left", 1, "merged", 2), abs=1e-9)
+
+
+def _persisting_by_numpy(db, threshold: float, mode: str) -> dict[tuple[str, object], int]:
+    """Explained (status ok) features per (model, persisting) counted in numpy from the raw `matches` /
+    `assignments` rows: a feature persists when its rank-0 match (its assigned partner under 1to1; NULL r never)
+    in some child has r > threshold; None for a dead feature or a model without children."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    sim, one = (mode[:-5], True) if mode.endswith("-1to1") else (mode, False)
+    src = (con.execute("SELECT parent, src, r FROM assignments WHERE similarity = ? AND direction = 'p2c'", [sim])
+           if one else con.execute("SELECT parent, src, r FROM matches WHERE similarity = ? AND direction = 'p2c' "
+                                   "AND rank = 0", [sim])).fetchnumpy()
+    alive = {(m, int(f)): bool(a) for m, f, a in con.execute("SELECT model, feature, alive FROM features").fetchall()}
+    explained = con.execute("SELECT model, feature FROM explanations WHERE status = 'ok'").fetchall()
+    con.close()
+    parent = np.asarray(src["parent"], dtype=object)
+    feat = np.asarray(src["src"])
+    r = np.array([np.nan if x is None or x is np.ma.masked else float(x) for x in src["r"]], dtype=float)
+    out: dict[tuple[str, object], int] = {}
+    for m, f in explained:
+        mine = (parent == m) & (feat == f)
+        key = None if not alive[(m, f)] or not mine.any() else bool((np.nan_to_num(r[mine], nan=-np.inf) > threshold).any())
+        out[(m, key)] = out.get((m, key), 0) + 1
+    return out
+
+
+@pytest.mark.parametrize("mode", ["pearson", "pearson-1to1"])
+def test_autointerp_splits_scores_by_fate_at_the_pages_threshold(client, synthetic_store, mode):
+    """/autointerp honours the page's threshold and mode: its persisting / not-persisting split equals a count
+    made in numpy from the raw match rows at the default threshold and at 0.6 and 0.95, and differs from the
+    default's exactly where those counts differ (at 0.95 here: the test cannot pass on a frozen fate)."""
+    got, want = {}, {}
+    for t in (None, 0.6, 0.95):
+        d = client.get("/api/autointerp", params={"mode": mode, **({} if t is None else {"threshold": t})}).json()
+        counts: dict = {}
+        for row in d["scores"]:
+            counts[(row["model"], row["persisting"])] = counts.get((row["model"], row["persisting"]), 0) + 1
+        want[t] = _persisting_by_numpy(synthetic_store.path, d["state"]["threshold"], mode)
+        assert counts == want[t]
+        got[t] = counts
+    for t in (0.6, 0.95):
+        assert (got[t] != got[None]) == (want[t] != want[None])
+    assert want[0.95] != want[None]  # fates differ at 0.95 on this store, so the page must differ
+    html = client.get("/autointerp", params={"threshold": 0.95, "mode": mode}).text
+    assert 'name="threshold"' in html and 'value="0.95"' in html
