@@ -338,16 +338,6 @@ def synthesize(seed: int = 0) -> tuple[SyntheticRun, dict[str, list[dict]]]:
                                   "child_mean": 0.2 + r, "delta_mean": 0.1 + r, "base_rate": 0.1, "child_rate": 0.2,
                                   "delta_rate": 0.1} for n in names[1:] for by in ("mean", "rate") for r in range(3)]
 
-    # the stored flows table (where the schema still has one), counted here
-    t["flows"] = []
-    for mode in MODES:
-        for (p, c), k in run.expected_flows(THRESHOLD, mode).items():
-            ap, ac = alive[p], alive[c]
-            t["flows"].append({"parent": p, "child": c, "mode": mode, "threshold": THRESHOLD, **k,
-                               "parent_dead": int((~ap).sum()), "child_dead": int((~ac).sum()),
-                               "parent_alive": int(ap.sum()), "child_alive": int(ac.sum()),
-                               "persist_share": k["persisting"] / ap.sum(), "same_index": 0, "floor_share": None,
-                               "floor_mean_r": None, "floor_source": None})
     return run, t
 
 
@@ -366,19 +356,16 @@ def _lineage(run: SyntheticRun, model: str, f: int) -> dict:
                  int(run.sim[("pearson", p, model)][:, f].argmax())) for p in parents), default=None,
                key=lambda x: x[0])
     child_r = max((float(run.sim[("pearson", model, c)][f].max()) for c in children), default=None)
-    origin, feat, depth, hop = model, f, 0, best
+    origin, feat, hop = model, f, best
     while hop is not None and hop[0] > THRESHOLD:
-        origin, feat, depth = hop[1], hop[2], depth + 1
+        origin, feat = hop[1], hop[2]
         ps = [p for p, c in run.edges if c == origin]
         hop = max(((float(run.sim[("pearson", p, origin)][:, feat].max()), p,
                     int(run.sim[("pearson", p, origin)][:, feat].argmax())) for p in ps), default=None,
                   key=lambda x: x[0])
-    fate = ("dead" if not alive else "leaf" if not children else
-            "persisting" if child_r > THRESHOLD else "disappearing")
     return {"parent_model": best[1] if best else None, "parent_feature": best[2] if best else None,
             "parent_r": best[0] if best else None, "best_child_r": child_r, "origin_model": origin,
-            "origin_feature": feat, "depth": depth, "fate": fate,
-            "emerged": bool(alive and parents and not best[0] > THRESHOLD)}
+            "origin_feature": feat}
 
 
 def _py(v):

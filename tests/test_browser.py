@@ -80,7 +80,7 @@ def test_follow_a_lineage_link(page, server, tiny_pipeline):
 
     con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
     feat, pm, pf = con.execute("""SELECT feature, parent_model, parent_feature FROM features
-                                  WHERE model = 'luastories' AND depth > 0 LIMIT 1""").fetchone()
+                                  WHERE model = 'luastories' AND origin_model <> model LIMIT 1""").fetchone()
     con.close()
     page.goto(f"{server}/models/luastories/features/{feat}")
     link = page.locator(f".lineage a[href^='/models/{pm}/features/{pf}?']")  # the view state rides along

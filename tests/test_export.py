@@ -104,7 +104,7 @@ def test_store_rebuilt_from_parquet_serves_identical_api(parquet_dir, store, con
     # the same rows in the same order; activation_values (the big one) by per-feature checksums
     rc = duckdb.connect(str(rebuilt), read_only=True)
     try:
-        for table in ("matches", "noise_floor", "flows", "examples", "fingerprints", "runs"):
+        for table in ("matches", "noise_floor", "features", "examples", "fingerprints", "runs"):
             assert rc.execute(f'SELECT * FROM "{table}"').fetchall() == con.execute(f'SELECT * FROM "{table}"').fetchall()
         sums = ("SELECT model, feature, count(*), sum(token_index), hash(list(act ORDER BY token_index)) "
                 "FROM activation_values GROUP BY ALL ORDER BY ALL")
@@ -122,9 +122,9 @@ def test_import_refuses_an_export_it_cannot_trust(parquet_dir, store, tmp_path):
     (bad / "manifest.json").write_text(json.dumps({**m, "schema_version": SCHEMA_VERSION - 1}))
     with pytest.raises(ExportError, match=f"schema version {SCHEMA_VERSION - 1}"):
         import_parquet(bad, tmp_path / "a.duckdb")
-    m["tables"]["flows"]["rows"] += 1
+    m["tables"]["matches"]["rows"] += 1
     (bad / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ExportError, match="table 'flows'"):
+    with pytest.raises(ExportError, match="table 'matches'"):
         import_parquet(bad, tmp_path / "b.duckdb")
     assert not (tmp_path / "b.duckdb").exists() and not list(tmp_path.glob(".b.duckdb.tmp-*"))
     (bad / "cases.parquet").unlink()

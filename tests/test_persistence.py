@@ -78,9 +78,14 @@ def test_store_holds_every_mode_the_floor_and_same_index_counts(tiny_pipeline):
     dup = con.execute("""SELECT count(*) FROM (SELECT similarity, parent, child, dst, count(*) AS n FROM assignments
                          WHERE direction = 'p2c' AND dst IS NOT NULL GROUP BY ALL HAVING n > 1)""").fetchone()[0]
     assert dup == 0
-    # flows per mode, each with the floor of the root beside it
-    rows = con.execute("SELECT mode, parent, child, persisting, same_index, floor_share, floor_source FROM flows").fetchall()
+    # flows per mode (computed at query time: no fate is stored), each with the floor of the root beside it
+    from featureflow.store.flows import flows
+
+    thr = tiny_pipeline.cfg.matching.threshold
+    rows = [(mode, f["parent"], f["child"], f["persisting"], f["same_index"], f["floor_share"], f["floor_source"])
+            for mode in tiny_pipeline.cfg.matching.modes for f in flows(con, thr, mode)]
     assert {r[0] for r in rows} == set(tiny_pipeline.cfg.matching.modes)
+    assert not {"flows"} & {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     root = tiny_pipeline.cfg.roots()[0]
     replicated = sorted(tiny_pipeline.cfg.sae_replicas())
     for mode, parent, child, persisting, same, floor, source in rows:

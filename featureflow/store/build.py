@@ -327,20 +327,6 @@ def fill_planted(con: duckdb.DuckDBPyConnection, card: dict) -> None:
                                                                  json.dumps(card["truth"]), card["seconds"]])
 
 
-def _fill_flows(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
-    """The flows table: every mode at the default threshold (the explorer recomputes at any other)."""
-    from featureflow.store.flows import flows
-
-    from featureflow.store.schema import columns
-
-    cfg = pl.cfg
-    cols = columns("flows")
-    for mode in cfg.matching.modes:
-        for f in flows(con, cfg.matching.threshold, mode):
-            con.execute(f"INSERT INTO flows ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                        [f[k] for k in cols])
-
-
 def _fill_pw_mcc(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
     """The pw_mcc table: every edge's and every replica pair's decoder PW-MCC with its chance level."""
     for folder in pl.agreements():
@@ -359,11 +345,10 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
     feats = {n: pq.read_table(pl.activation(n) / "features.parquet") for n in order}
     alive = {n: feats[n].column("alive").to_numpy() for n in order}
     parents = {n: list(cfg.member(n).parents) for n in order}
-    children = {n: [c for (p, c) in cfg.edges() if p == n] for n in order}
 
     _fill_matches(pl, con, alive)
     best_parent, best_child_r = {}, {n: np.full(len(alive[n]), -np.inf) for n in order}
-    for p, c in cfg.edges():  # lineage and fates under the default mode
+    for p, c in cfg.edges():  # lineage under the default mode (fates: computed by store/flows.py)
         best = pl.edge_matches(p, c)
         best_parent[(p, c)] = (best["c2p_idx"], np.nan_to_num(best["c2p_r"], nan=-np.inf))
         best_child_r[p] = np.maximum(best_child_r[p], np.nan_to_num(best["p2c_r"], nan=-np.inf))
@@ -374,11 +359,6 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
         o = origins[n]
         F = len(alive[n])
         has_parent = o["parent_model"] >= 0
-        if children[n]:
-            fate = np.where(best_child_r[n] > thr, "persisting", "disappearing").astype(object)
-        else:
-            fate = np.full(F, "leaf", dtype=object)
-        fate[~alive[n]] = "dead"
         t = feats[n]
         t = t.append_column("model", pa.array([n] * F))
         t = t.append_column("parent_model", pa.array(np.where(has_parent, names[np.maximum(o["parent_model"], 0)], None)))
@@ -389,10 +369,6 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
             np.where(np.isfinite(best_child_r[n]), best_child_r[n], np.nan), -1, 1)))
         t = t.append_column("origin_model", pa.array(names[o["origin_model"]]))
         t = t.append_column("origin_feature", pa.array(o["origin_feature"].astype(np.int32)))
-        t = t.append_column("depth", pa.array(o["depth"].astype(np.int32)))
-        t = t.append_column("fate", pa.array(fate.astype(str)))
-        emerged = has_parent & alive[n] & ~(np.nan_to_num(o["parent_r"], nan=-1) > thr)
-        t = t.append_column("emerged", pa.array(emerged))
         llr = np.load(pl.explain(n) / "llr.npy")
         t = t.append_column("top_token_llr", pa.array(np.where(np.isfinite(llr), llr, np.nan)))
         _insert(con, "features", t)
@@ -419,7 +395,6 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
             c["root_llr"], c["root_coverage"], c["descendants"], c["status"], c["reason"]])
     _insert(con, "case_llrs", pq.read_table(pl.cases() / "case_llrs.parquet"))
     _fill_pw_mcc(pl, con)
-    _fill_flows(pl, con)
     # NaN -> NULL for "no parent" / "never fires" rows
     con.execute("UPDATE features SET top_token_llr = NULL WHERE isnan(top_token_llr)")
     con.execute("UPDATE features SET parent_r = NULL WHERE isnan(parent_r)")

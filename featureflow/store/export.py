@@ -180,7 +180,7 @@ def parquet_readme(manifest: dict) -> str:
            f"Schema version {manifest['schema_version']}, exported {manifest['exported_at']}. One file per table "
            "of the run's DuckDB store; `manifest.json` lists each file, its row count and column types.", "",
            "```python",
-           "import duckdb; duckdb.sql(\"SELECT * FROM 'flows.parquet'\")",
+           "import duckdb; duckdb.sql(\"SELECT * FROM 'features.parquet'\")",
            "import pandas as pd; pd.read_parquet('matches.parquet')",
            "```", "",
            "Rebuild the store and serve it: `featureflow import --from THIS_DIR --db run.duckdb`, then "

@@ -1,5 +1,8 @@
-"""Feature flows and their noise floor, as SQL over the store: one home for both, used by the store
-builder (the `flows` table), `featureflow report` and the explorer (at any threshold and mode).
+"""Feature flows, fates and their noise floor, as SQL over the store: the one home of the fate rule
+(`PERSISTS`: a match persists when its r exceeds the threshold; `edge_matches`, `feature_fates`,
+`FATE_LABEL`, `FATE_FILTERS`), used by the explorer's flows, Sankey, edge lists, search, lineage, feature page,
+cases and /autointerp, by `featureflow report` and by the planted scorecard, at any threshold and mode. No
+fate is stored: each is computed here at query time.
 
 A mode is a similarity and a rule (`pearson`, `pearson-1to1`, `decoder`, ...). Under the `best` rule a
 feature's match is its rank-0 row in `matches`; under `1to1` it is its row in `assignments` (NULL when
@@ -236,7 +239,7 @@ def _verdict(parent: str, child: str, ci: tuple | None, floor_ci: tuple | None) 
 def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None = None) -> dict[tuple, dict]:
     """Per edge (parent, child): reproducible persistence and emergence with their intervals and seed spread,
     the reproducible floor (the parent's, else the child's; never another member's: NULL when neither has
-    two or more extra replicas) and the verdict (the `flows` table's columns from `stable_parent` to
+    two or more extra replicas) and the verdict (the `flows` rows' keys from `stable_parent` to
     `verdict`; NULL where a side has no replicas)."""
     sim, rule = parse_mode(mode)
     labels = labels or {}

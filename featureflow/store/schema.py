@@ -10,7 +10,10 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+# 6: the fate of a feature is no longer stored (`features.fate`, `features.emerged`, `features.depth` and the
+#    `flows` table removed): it is computed at query time, at any threshold and mode, by the one fate rule in
+#    `featureflow/store/flows.py` (`PERSISTS`, `edge_matches`, `feature_fates`, `flows`).
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
@@ -69,13 +72,14 @@ TABLES: dict[str, tuple[str, str]] = {
     "sample_tokens": ("The shared sample, one row per token: token_index = window_idx * context + position.", """
         token_index BIGINT PRIMARY KEY, window_idx INTEGER, position INTEGER, domain VARCHAR, token_id INTEGER"""),
     "features": ("One row per (model, feature): activation statistics over the shared sample and, at the "
-                 "default threshold and matching mode, its lineage: the best parent match (`parent_*`) and the origin of its "
-                 "chain of persisting matches (`origin_*`, `depth` hops up). `fate`: persisting (a child "
-                 "feature matches it), disappearing (none does), leaf (no children), dead (never fires).", """
+                 "default threshold and matching mode, its lineage: the best parent match (`parent_*`), its best "
+                 "child match r and the origin of its chain of persisting matches (`origin_*`). Its fate at any "
+                 "threshold and mode is not stored: `featureflow/store/flows.py` computes it from `matches` / "
+                 "`assignments`.", """
         model VARCHAR, feature INTEGER, density DOUBLE, n_active BIGINT, max_act DOUBLE, mean_act DOUBLE,
         mean_when_active DOUBLE, alive BOOLEAN, top_token_id INTEGER, top_token_share DOUBLE, top_token_llr DOUBLE,
         parent_model VARCHAR, parent_feature INTEGER, parent_r DOUBLE, best_child_r DOUBLE,
-        origin_model VARCHAR, origin_feature INTEGER, depth INTEGER, fate VARCHAR, emerged BOOLEAN,
+        origin_model VARCHAR, origin_feature INTEGER,
         PRIMARY KEY (model, feature)"""),
     "feature_histograms": ("Equal-width histogram of a feature's non-zero activations: bin edges and counts.", """
         model VARCHAR, feature INTEGER, edges DOUBLE[], counts INTEGER[], PRIMARY KEY (model, feature)"""),
@@ -161,32 +165,6 @@ TABLES: dict[str, tuple[str, str]] = {
                              "change in mean activation (rank_by 'mean') or firing rate ('rate').", """
         model VARCHAR, base VARCHAR, rank_by VARCHAR, rank INTEGER, feature INTEGER, base_mean DOUBLE,
         child_mean DOUBLE, delta_mean DOUBLE, base_rate DOUBLE, child_rate DOUBLE, delta_rate DOUBLE"""),
-    "flows": ("Per edge and matching mode at the default threshold: parent features persisting / "
-              "disappearing, child features inherited / emerging, dead features on either side; `same_index`: "
-              "persisting matches that pair identical latent indices (a sign of shared initialisation); the "
-              "noise floor beside it (`floor_share` of alive features matched between seed replicas of "
-              "`floor_source`, `floor_mean_r` their mean match r). Reproducible persistence (NULL where the "
-              "side has no seed replicas): of the parent's alive reproducible features (`stable_parent`: "
-              "matched above the threshold in every seed replica) the `stable_persisting` ones, their share "
-              "`repro_share` and its 95% Wilson interval [`repro_lo`, `repro_hi`]; with two or more extra "
-              "replicas of the parent, `repro_seed_min` / `repro_seed_max`: the least and greatest share over "
-              "seeds, each seed's population being the features that reproduce in that one replica. The same "
-              "for the child's reproducible features that emerged on this edge (`stable_child`, "
-              "`stable_emerging`, `emerge_*`). Its reproducible floor (`repro_floor_source`: the parent when it has "
-              "two or more extra replicas, else the child, else none and NULL): of replica 0's alive features that "
-              "reproduce in every extra replica but one, the share that also match the one held out, pooled over "
-              "which one is held out (`repro_floor_matched` of `repro_floor_n`, share and Wilson interval); "
-              "`verdict`: a plain-language reading, only where the persistence and floor intervals do not "
-              "overlap. `pw_mcc` / `pw_mcc_chance`: the edge's decoder PW-MCC (table `pw_mcc`).", """
-        parent VARCHAR, child VARCHAR, mode VARCHAR, threshold DOUBLE, persisting INTEGER, disappearing INTEGER,
-        inherited INTEGER, emerging INTEGER, parent_dead INTEGER, child_dead INTEGER,
-        parent_alive INTEGER, child_alive INTEGER, persist_share DOUBLE, same_index INTEGER, floor_share DOUBLE,
-        floor_mean_r DOUBLE, floor_source VARCHAR, stable_parent INTEGER, stable_persisting INTEGER,
-        repro_share DOUBLE, repro_lo DOUBLE, repro_hi DOUBLE, repro_seed_min DOUBLE, repro_seed_max DOUBLE,
-        stable_child INTEGER, stable_emerging INTEGER, emerge_share DOUBLE, emerge_lo DOUBLE, emerge_hi DOUBLE,
-        emerge_seed_min DOUBLE, emerge_seed_max DOUBLE, repro_floor_matched INTEGER, repro_floor_n INTEGER,
-        repro_floor_share DOUBLE, repro_floor_lo DOUBLE, repro_floor_hi DOUBLE, repro_floor_source VARCHAR,
-        verdict VARCHAR, pw_mcc DOUBLE, pw_mcc_chance DOUBLE"""),
     "pw_mcc": ("Decoder agreement as the literature measures it: PW-MCC (Song et al. 2025), the mean |cos| of "
                "unit-normalised decoder rows under the one-to-one (Hungarian) pairing that maximises it, and "
                "`chance`: the same for random unit vectors of the same shapes (drawn with `seed`). `kind` "
@@ -230,7 +208,6 @@ INDEXES = [
     "CREATE INDEX idx_logits ON feature_logits (model, feature)",
     "CREATE INDEX idx_matches_src ON matches (parent, child, direction, src, similarity)",
     "CREATE INDEX idx_assign_src ON assignments (parent, child, direction, src, similarity)",
-    "CREATE INDEX idx_features_fate ON features (model, fate)",
 ]
 
 
