@@ -462,45 +462,42 @@ class Store:
         """Top-k matches under `mode`'s similarity in every parent (c2p) and child (p2c) model, each with r and
         whether it persists."""
         sim = parse_mode(self.mode(mode))[0]
-        rows = self.q("""SELECT direction, CASE direction WHEN 'c2p' THEN parent ELSE child END AS model, dst AS feature,
-                                rank, r FROM matches
+        rows = self.q(f"""SELECT direction, CASE direction WHEN 'c2p' THEN parent ELSE child END AS model, dst AS feature,
+                                rank, r, {flow_sql.PERSISTS} AS persists FROM matches
                          WHERE src = $feature AND similarity = $sim
                            AND (child = $model AND direction = 'c2p' OR parent = $model AND direction = 'p2c')
-                         ORDER BY direction, model, rank""", {"model": model, "feature": feature, "sim": sim})
+                         ORDER BY direction, model, rank""", {"model": model, "feature": feature, "sim": sim,
+                                                              "t": threshold})
         up, down = [], []
         for r in rows:
             (up if r.pop("direction") == "c2p" else down).append(r)
         for r in up + down:
-            r["persists"] = r["r"] > threshold
             r["label"] = self.label(r["model"])
         return {"parents": up, "children": down}
 
-    def partners(self, model: str, feature: int, direction: str, mode: str | None = None) -> list[dict]:
+    def partners(self, model: str, feature: int, direction: str, threshold: float,
+                 mode: str | None = None) -> list[dict]:
         """The feature's match under `mode` in each parent (direction 'c2p') or child ('p2c') model: its best
-        match (rank 0), or its assigned partner under the `1to1` rule (left out when unassigned). The one
-        rule behind lineage, fates and case studies."""
-        sim, rule = parse_mode(self.mode(mode))
+        match (rank 0), or its assigned partner under the `1to1` rule (left out when unassigned), each with
+        whether it persists at `threshold` (`flows.partners`: the store's one fate rule), strongest first.
+        The rule behind lineage and case studies."""
         if not (self.parents(model) if direction == "c2p" else self.children(model)):
             return []  # a root has no parent models, a leaf no child models
-        here, there = ("child", "parent") if direction == "c2p" else ("parent", "child")
-        table, rank = ("assignments", "") if rule == "1to1" else ("matches", " AND m.rank = 0")
-        rows = self.q(f"""SELECT m.{there} AS model, m.dst AS feature, m.r FROM {table} m
-                          WHERE m.{here} = ? AND m.direction = ? AND m.src = ? AND m.similarity = ?
-                            AND m.dst IS NOT NULL{rank}""", [model, direction, feature, sim])
-        return self._strongest_first(rows)
+        rows = flow_sql.partners(self.cursor(), model, feature, direction, threshold, self.mode(mode))
+        return self._strongest_first([{k: _clean(v) for k, v in r.items()} for r in rows])
 
     def _strongest_first(self, rows: list[dict]) -> list[dict]:
         """Partners by r descending, ties in family order (sorted here: a join with `models` costs more than the
         read)."""
         return sorted(rows, key=lambda p: (-(p["r"] if p["r"] is not None else -math.inf), self.model_idx[p["model"]]))
 
-    def best_parent(self, model: str, feature: int, mode: str | None = None) -> dict | None:
+    def best_parent(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict | None:
         """The strongest of the feature's partners over its parents (ties: the parent first in family order)."""
-        rows = self.partners(model, feature, "c2p", mode)
+        rows = self.partners(model, feature, "c2p", threshold, mode)
         return rows[0] if rows else None
 
-    def best_children(self, model: str, feature: int, mode: str | None = None) -> list[dict]:
-        return self.partners(model, feature, "p2c", mode)
+    def best_children(self, model: str, feature: int, threshold: float, mode: str | None = None) -> list[dict]:
+        return self.partners(model, feature, "p2c", threshold, mode)
 
     def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None,
                 row: dict | None = None, matches: dict | None = None) -> dict:
@@ -510,17 +507,19 @@ class Store:
         the leaves. `row` (its `features` row)
         and `matches` (its `matches()` under `mode`) save reads when the caller has them."""
         if matches is not None and parse_mode(self.mode(mode))[1] == "best":  # its partners: the rank-0 matches
-            ups, kids = ([{"model": m["model"], "feature": m["feature"], "r": m["r"]} for m in matches[side]
-                          if m["rank"] == 0 and m["feature"] is not None] for side in ("parents", "children"))
+            ups, kids = ([{"model": m["model"], "feature": m["feature"], "r": m["r"], "persists": m["persists"]}
+                          for m in matches[side] if m["rank"] == 0 and m["feature"] is not None]
+                         for side in ("parents", "children"))
             ups, kids = self._strongest_first(ups), self._strongest_first(kids)
         else:
-            ups, kids = self.partners(model, feature, "c2p", mode), self.partners(model, feature, "p2c", mode)
+            ups, kids = (self.partners(model, feature, "c2p", threshold, mode),
+                         self.partners(model, feature, "p2c", threshold, mode))
         up: list[dict] = []
         bp = ups[0] if ups else None
-        while bp is not None and bp["r"] > threshold:
+        while bp is not None and bp["persists"]:
             up.append({"model": bp["model"], "label": self.label(bp["model"]), "feature": bp["feature"],
                        "r_to_next": bp["r"]})
-            bp = self.best_parent(bp["model"], bp["feature"], mode)
+            bp = self.best_parent(bp["model"], bp["feature"], threshold, mode)
         up.reverse()
 
         def above(parts: list[dict], depth: int) -> list[dict]:
@@ -529,8 +528,8 @@ class Store:
             out = []
             for p in parts:
                 node = {"model": p["model"], "label": self.label(p["model"]), "feature": p["feature"], "r": p["r"],
-                        "persists": p["r"] is not None and p["r"] > threshold}
-                node["parents"] = above(self.partners(p["model"], p["feature"], "c2p", mode), depth + 1) \
+                        "persists": bool(p["persists"])}
+                node["parents"] = above(self.partners(p["model"], p["feature"], "c2p", threshold, mode), depth + 1) \
                     if node["persists"] and depth < 16 else []
                 out.append(node)
             return out
@@ -539,8 +538,8 @@ class Store:
             out = []
             for c in kids:
                 node = {"model": c["model"], "label": self.label(c["model"]), "feature": c["feature"], "r": c["r"],
-                        "persists": c["r"] > threshold}
-                node["children"] = down(self.best_children(c["model"], c["feature"], mode), depth + 1) \
+                        "persists": bool(c["persists"])}
+                node["children"] = down(self.best_children(c["model"], c["feature"], threshold, mode), depth + 1) \
                     if node["persists"] and depth < 16 else []
                 out.append(node)
             return out

@@ -93,6 +93,17 @@ def feature_fate(cur, model: str, feature: int, alive: bool, threshold: float, m
                         "alive": bool(alive)}).fetchone()[0]
 
 
+def partners(cur, model: str, feature: int, direction: str, threshold: float, mode: str) -> list[dict]:
+    """The feature's match under `mode` in each parent (direction 'c2p') or child ('p2c') model (its `_BEST`
+    row; left out when unassigned under `1to1`): model, feature, r and `persists` at `threshold`."""
+    here, there = ("child", "parent") if direction == "c2p" else ("parent", "child")
+    where = f"AND {here} = $model AND direction = $direction AND src = $feature AND dst IS NOT NULL"
+    return _dicts(cur.execute(f"""SELECT {there} AS model, dst AS feature, r, persists
+                                  FROM ({edge_matches(parse_mode(mode)[1], where)})""",
+                              {**fate_params(threshold, mode), "model": model, "direction": direction,
+                               "feature": feature}))
+
+
 def score_fates(cur, threshold: float, mode: str) -> list[dict]:
     """Explained features (status ok) with their scores and whether they persist at `threshold` under `mode`
     (`persisting`: NULL for a dead feature or a model without children; the paper's Figure 6)."""
