@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
+from featureflow.store import flows as F
+from featureflow.store import summary
+
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
@@ -51,23 +56,18 @@ def reproducible_line(r: dict) -> str:
 def print_report(db: str, threshold: float | None = None, mode: str | None = None) -> None:
     """Flows per edge and mode at `threshold` (default: the run's), beside each edge's noise floor; with
     `mode`, that stored matching mode only. Everything is recomputed from the stored matches."""
-    import duckdb
-
-    from featureflow.store import flows as F
-    from featureflow.store import summary
-
     if not Path(db).exists():
         raise FileNotFoundError(f"store '{db}' does not exist (run `featureflow run --config ...` first)")
     if threshold is not None and not -1 < threshold < 1:
         raise ValueError(f"--threshold {threshold} is outside (-1, 1): similarities are correlations or cosines")
     con = duckdb.connect(str(db), read_only=True)
     try:
-        _report(con, db, threshold, mode, F, summary)
+        _report(con, db, threshold, mode)
     finally:
         con.close()
 
 
-def _report(con, db, threshold, mode, F, summary) -> None:
+def _report(con, db, threshold, mode) -> None:
     why = summary.schema_mismatch(con, db)
     if why:
         raise ValueError(why)
