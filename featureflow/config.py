@@ -206,9 +206,16 @@ class SAEConfig(Strict):
     adam_betas: tuple[float, float] = (0.9, 0.9999)
     lr_decay_fraction: float = Field(0.0, ge=0, lt=1, description="decay lr linearly to 0 over this last share "
                                      "of training (the paper: constant, 0)")
+    lr_warmup_steps: int = Field(0, ge=0, description="raise lr linearly from lr/steps to lr over this many "
+                                 "first steps (0: none)")
     block_tokens: int = Field(24, gt=0, description="tokens per sampled block")
     blocks_per_batch: int = Field(128, gt=0)
     tokens: int = Field(500_000, gt=0, description="training tokens per SAE")
+    buffer_batches: int = Field(16, gt=0, description="the LM runs once per this many batches of blocks; every "
+                                "replica of a member trains on that buffer in its own random token order")
+    init: Literal["random", "data"] = Field(
+        "random", description="random: unit-norm Gaussian decoder rows; data: unit-normalised centred "
+        "activations of random training tokens (picked per seed). Both set the encoder to the decoder's transpose")
     recipe: Literal["paper-text", "paper-code"] = Field(
         "paper-text",
         description="paper-text: appendix B as written (centred input minus b_d, per-feature unit-norm "
@@ -234,8 +241,9 @@ class SAEConfig(Strict):
         "and batch order derive from (run seed, member, replica)")
     replicas: dict[str, int] | None = Field(
         None, description="member -> number of extra SAEs trained with other seeds; replica 0 is the one used "
-        "for matching across models, replicas against replica 0 give the member's noise floor. Default: one "
-        "extra SAE for every root member; {} for none")
+        "for matching across models, replicas against replica 0 give the member's noise floor. Default: two "
+        "extra SAEs for every root member and one for every other member with a trained SAE, so both sides of "
+        "every edge have a floor; {} for none. A member's SAEs train in one pass over its activations")
 
 
 class SampleConfig(Strict):
@@ -632,10 +640,12 @@ class ExperimentConfig(Strict):
         return list(getattr(m, "domains", [])) or self.member_domains(name)
 
     def sae_replicas(self) -> dict[str, int]:
-        """Extra SAEs per member (the default: one for every root member without a pretrained SAE)."""
+        """Extra SAEs per member (the default: two for every root member, one for every other member; none
+        for a member whose SAE is pretrained)."""
         if self.sae.replicas is not None:
             return {n: k for n, k in self.sae.replicas.items() if k > 0}
-        return {r: 1 for r in self.roots() if r not in self.sae.pretrained}
+        roots = set(self.roots())
+        return {m.name: 2 if m.name in roots else 1 for m in self.family if m.name not in self.sae.pretrained}
 
     def common_ancestor(self, a: str, b: str) -> str | None:
         """The nearest member that both `a` and `b` descend from (or are)."""

@@ -321,3 +321,24 @@ def test_same_index_share_counts_identical_indices_among_persisting_matches():
     a = assign(decoder_topk(W, W[perm], 3))  # the same features, shuffled: persisting, not same-index
     n_same, n_pers = same_index_share(a.a2b_idx, a.a2b_r, 0.8)
     assert n_pers == 50 and n_same == int((perm == np.arange(50)).sum())
+
+
+def test_pw_mcc_equals_the_best_permutation_by_brute_force():
+    """PW-MCC (the sweep's agreement measure) against every one-to-one pairing of a tiny case, and its chance
+    level against the same brute force on random unit rows of the same shapes."""
+    import itertools
+
+    from featureflow.pipeline.matching import pw_mcc
+
+    rng = np.random.default_rng(3)
+    A, B = rng.normal(size=(5, 4)), rng.normal(size=(6, 4))
+    unit = lambda M: M / np.linalg.norm(M, axis=1, keepdims=True)  # noqa: E731
+    cos = np.abs(unit(A) @ unit(B).T)
+    brute = max(np.mean([cos[i, p[i]] for i in range(5)]) for p in itertools.permutations(range(6), 5))
+    score, chance = pw_mcc(A, -3 * B)  # sign and scale of a direction do not matter
+    assert score == pytest.approx(brute, abs=1e-12)
+    r = np.random.default_rng(0)
+    RA, RB = unit(r.standard_normal(A.shape)), unit(r.standard_normal(B.shape))
+    rc = np.abs(RA @ RB.T)
+    assert chance == pytest.approx(max(np.mean([rc[i, p[i]] for i in range(5)])
+                                       for p in itertools.permutations(range(6), 5)), abs=1e-12)

@@ -32,7 +32,8 @@ def test_every_sae_has_its_own_seed_unless_shared_init(tiny_pipeline):
     assert pl.replicas(root) == [0] + list(range(1, 1 + pl.cfg.sae.replicas[root]))  # as configured
     d = pl.cfg.model_dump()
     d["sae"]["replicas"] = None
-    assert parse_config(d).sae_replicas() == {root: 1}  # the default: one extra seed for the root
+    # the default: two extra seeds for the root, one for every other member
+    assert parse_config(d).sae_replicas() == {n: 2 if n == root else 1 for n in order}
     assert read_json(pl.sae(root, 1) / "featureflow.json")["seed"] == pl.sae_seed(root, 1)
     shared = _shared(pl, shared_init=True)
     assert len({shared.sae_seed(n, r) for n in order for r in range(3)}) == 1
@@ -137,3 +138,38 @@ def test_edge_floor_names_its_source_by_label():
     pooled = edge_floor("a", "b", fl, labels)
     assert pooled["source"] == "pooled: lua, root" and pooled["source_label"] == "pooled: Lua, BabyPython"
     assert pooled["share"] == 5 / 40 and edge_floor("a", "b", {}, labels) is None
+
+
+def test_a_members_replicas_train_in_one_pass_and_equal_separate_training(tiny_pipeline, monkeypatch):
+    """The saes stage trains all replicas of a member with one `train_saes` call (count of calls and of seeds
+    per call), and what it writes for a replica is the SAE `train_saes` gives that seed alone (oracle: a
+    separate training of one seed on the member's data seed, compared weight for weight)."""
+    import torch
+
+    import featureflow.pipeline.sae as mod
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.sae import load_sae
+
+    pl = _shared(tiny_pipeline, tokens=3072, shared_init=False)  # a new SAE key: the SAEs train again
+    calls = []
+    real = mod.train_saes
+
+    def counting(model, streams, cfg, seeds, data_seed, **kw):
+        calls.append((list(seeds), data_seed))
+        return real(model, streams, cfg, seeds, data_seed, **kw)
+
+    monkeypatch.setattr(mod, "train_saes", counting)
+    pl.saes()
+    order = pl.cfg.topological_order()
+    assert len(calls) == len(order)
+    for n, (seeds, data_seed) in zip(order, calls):
+        assert seeds == [pl.sae_seed(n, r) for r in pl.replicas(n)] and data_seed == pl.sae_data_seed(n)
+    root = order[0]
+    model = load_model(pl.member(root))
+    streams = {d: pl.stream(d, "train") for d in pl.cfg.member_domains(root)}
+    alone = real(model, streams, pl.cfg.sae, [pl.sae_seed(root, 2)], pl.sae_data_seed(root))[0].sae
+    written = load_sae(pl.sae(root, 2))
+    torch.testing.assert_close(written.W_dec, alone.W_dec, rtol=0, atol=0)
+    torch.testing.assert_close(written.W_enc, alone.W_enc, rtol=0, atol=0)
+    torch.testing.assert_close(written.lens.b_dec, alone.b_dec + alone.mean, rtol=0, atol=1e-7)
+    assert not torch.equal(load_sae(pl.sae(root, 1)).W_dec, written.W_dec)

@@ -345,3 +345,68 @@ def test_train_sae_switches_to_the_sparse_pass_and_learns(tiny_pipeline, monkeyp
     off = train_sae(model, streams, cfg.model_copy(update={"sparse_backward": False}), seed=0)
     assert calls["sparse"] == before  # sparse_backward: false keeps dense autograd throughout
     assert off.log[-1]["mse"] < off.log[0]["mse"]
+
+
+@pytest.mark.parametrize("init", ["random", "data"])
+def test_one_pass_replicas_equal_replicas_trained_alone(tiny_lm, init, monkeypatch):
+    """`train_saes` with several seeds gives each seed exactly the SAE it gets trained alone on the same data
+    seed (oracle: separate runs), so no replica leans on another; different seeds start and end apart."""
+    import featureflow.pipeline.sae as mod
+    from featureflow.pipeline.sae import train_saes
+
+    monkeypatch.setattr(mod, "MEAN_TOKENS", 4096)  # a shorter mean estimate: the test is about the training
+    model, streams = tiny_lm.model, tiny_lm.streams
+
+    cfg = SAEConfig(expansion=2, tokens=2048, block_tokens=8, blocks_per_batch=16, lr=1e-2, architecture="topk",
+                    k=4, buffer_batches=3, init=init, lr_warmup_steps=3, lr_decay_fraction=0.2)
+    together = train_saes(model, streams, cfg, [11, 12, 13], data_seed=7)
+    for seed, one in zip([11, 12, 13], together):
+        alone = train_saes(model, streams, cfg, [seed], data_seed=7)[0]
+        for name, p in one.sae.state_dict().items():
+            assert torch.equal(p, alone.sae.state_dict()[name]), (seed, name)
+        assert [r["mse"] for r in one.log] == [r["mse"] for r in alone.log]
+    w = [t.sae.W_dec for t in together]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+    assert together[0].log[0]["mse"] != together[1].log[0]["mse"]  # different batch order from step 0
+
+
+def test_one_pass_runs_the_lm_once_for_all_replicas(tiny_lm, monkeypatch):
+    """The LM's activations are computed once per chunk, whatever the number of replicas (count of calls)."""
+    import featureflow.pipeline.sae as mod
+
+    model, streams = tiny_lm.model, tiny_lm.streams
+    calls = {"n": 0}
+    real = mod.activations
+
+    def counting(*a, **kw):
+        calls["n"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(mod, "activations", counting)
+    monkeypatch.setattr(mod, "MEAN_TOKENS", 4096)
+    cfg = SAEConfig(expansion=2, tokens=2048, block_tokens=8, blocks_per_batch=16, lr=1e-2, buffer_batches=4)
+    mod.train_saes(model, streams, cfg, [1], data_seed=0)
+    one = calls["n"]
+    calls["n"] = 0
+    mod.train_saes(model, streams, cfg, [1, 2, 3, 4], data_seed=0)
+    assert calls["n"] == one
+    steps = 2048 // (8 * 16)
+    # the mean's 4096 tokens, then one LM call per batch of blocks trained on: steps, in chunks of 4 batches
+    assert one == 4096 // (8 * 16) + -(-steps // 4) * 4
+
+
+def test_one_pass_equal_seeds_give_equal_saes_and_others_differ(tiny_lm, monkeypatch):
+    """In one pass, an SAE's own seed alone sets its initialisation and order: two replicas with one seed
+    (what `shared_init` asks for) are the same SAE, a third seed a different one."""
+    import featureflow.pipeline.sae as mod
+    from featureflow.pipeline.sae import train_saes
+
+    monkeypatch.setattr(mod, "MEAN_TOKENS", 4096)
+
+    model, streams = tiny_lm.model, tiny_lm.streams
+    cfg = SAEConfig(expansion=2, tokens=1024, block_tokens=8, blocks_per_batch=16, lr=1e-2)
+    a, b, c = train_saes(model, streams, cfg, [5, 5, 6], data_seed=0)
+    for name, p in a.sae.state_dict().items():
+        assert torch.equal(p, b.sae.state_dict()[name]), name
+    assert not torch.equal(a.sae.W_dec, c.sae.W_dec)
+    assert [r["mse"] for r in a.log] == [r["mse"] for r in b.log] != [r["mse"] for r in c.log]

@@ -31,12 +31,13 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
           "cases", "fingerprints", "planted", "store"]
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
 # activations 4: per-feature tables compiled, quantile examples seeded per feature (seed + feature).
+# saes 4: a member's replicas train in one pass (tokens drawn once per member, shuffled per replica).
 # autointerp 2: failure reasons are redacted (older artefacts may hold an API key a server echoed).
 # matching 3, floors 2: each edge and each replica pair also gets its decoders' PW-MCC and chance level.
 # matching 4, floors 3: only features that fire on the sample are matched (a dead feature gets no match).
 # autointerp 3: the key is redacted in every encoding a server may echo (percent-encoded, base64, JSON-escaped,
 #   split over tokens); the rerun answers from the LLM cache, whose entries are redacted again when read.
-VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 3, "activations": 4, "matching": 4, "floors": 3,
+VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 4, "activations": 4, "matching": 4, "floors": 3,
                                      "autointerp": 3, "cases": 2, "fingerprints": 2, "store": 2}
 # planted 1: the planted-family scorecard (featureflow/pipeline/planted.py; its own PLANTED_VERSION is in the key)
 
@@ -77,6 +78,7 @@ class Pipeline:
         self.device = device or pick_device()
         self.root = cfg.run_dir()
         self._memo: dict = {}
+        self._pending_saes: dict[str, dict] = {}  # member -> replica -> trained SAE not yet written
         self.timings: dict[str, float] = {}        # every stage call of this process, seconds
         self.stage_seconds: dict[str, float] = {}  # `run`'s stages in this process (a cached stage is fast)
 
@@ -213,17 +215,49 @@ class Pipeline:
         """Replica indices of a member's SAEs: [0] plus one per extra seed in `sae.replicas`."""
         return list(range(1 + self.cfg.sae_replicas().get(name, 0)))
 
+    def sae_data_seed(self, name: str) -> int:
+        """The seed of the tokens a member's SAEs train on (drawn once, shared by its replicas, each of which
+        sees them in its own order); with `sae.shared_init` the same for every member."""
+        if self.cfg.sae.shared_init:
+            return self.cfg.seed + 17
+        digest = hashlib.sha256(f"sae-data|{self.cfg.seed}|{name}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+    def _trained_sae(self, name: str, replica: int, model):
+        """The trained SAE of one replica. The first call for a member trains, in one pass over its
+        activations (`train_saes`), this replica and every other replica of the member not yet on disk; the
+        others wait in memory for their own `sae` call."""
+        from featureflow.pipeline.artifacts import is_done
+        from featureflow.pipeline.sae import train_saes
+
+        pending = self._pending_saes.setdefault(name, {})
+        if replica not in pending:
+            todo = sorted({replica} | {r for r in self.replicas(name)
+                                       if r not in pending and
+                                       not is_done(self._dir("saes", self.sae_tag(name, r), self.sae_key(name, r)))})
+            domains = self.cfg.member_domains(name)
+            trained = train_saes(model, {d: self.stream(d, "train") for d in domains}, self.cfg.sae,
+                                 [self.sae_seed(name, r) for r in todo], self.sae_data_seed(name),
+                                 desc=f"sae {name} x{len(todo)}")
+            pending.update(zip(todo, trained))
+        return pending.pop(replica)
+
+    @staticmethod
+    def sae_tag(name: str, replica: int) -> str:
+        return name if replica == 0 else f"{name}.r{replica}"
+
     @_stage
     def sae(self, name: str, replica: int = 0) -> Path:
         """One SAE of a member as a SAELens folder, with featureflow.json (recipe, seed, training log, health).
-        Replica 0 is the SAE matched across models; replicas 1.. differ only in their seed."""
+        Replica 0 is the SAE matched across models; replicas 1.. differ only in their seed. All replicas of a
+        member not yet built train together, in one pass over its activations (`_trained_sae`)."""
         from featureflow.pipeline.family.model import load_model
-        from featureflow.pipeline.sae import load_sae, sae_health, save_sae, summarise, train_sae
+        from featureflow.pipeline.sae import load_sae, sae_health, save_sae, summarise
 
         cfg = self.cfg
         member_dir = self.member(name)
         seed = self.sae_seed(name, replica)
-        tag = name if replica == 0 else f"{name}.r{replica}"
+        tag = self.sae_tag(name, replica)
 
         def build(tmp: Path) -> None:
             t0 = time.time()
@@ -236,9 +270,7 @@ class Pipeline:
                 sae = load_sae(pre, cfg.sae.hook, hooked(model).check(cfg.sae.hook))
                 log_rows, recipe = [], f"loaded from {pre}"
             else:
-                domains = cfg.member_domains(name)
-                trained = train_sae(model, {d: self.stream(d, "train") for d in domains}, cfg.sae,
-                                    seed=seed, desc=f"sae {tag}")
+                trained = self._trained_sae(name, replica, model)
                 sae, log_rows, recipe = trained.sae, trained.log, cfg.sae.recipe
                 l1 = getattr(trained, "l1_coefficient", l1)
             domains = cfg.member_domains(name)
@@ -258,7 +290,8 @@ class Pipeline:
                 "recipe": recipe, "architecture": "pretrained" if pre else cfg.sae.architecture,
                 "k": getattr(sae, "k", None), "target_l0": cfg.sae.target_l0,
                 "l1_coefficient": l1, "l1_start": cfg.sae.l1_coefficient, "training_tokens": cfg.sae.tokens,
-                "seed": None if pre else seed, "replica": replica, "shared_init": cfg.sae.shared_init,
+                "seed": None if pre else seed, "data_seed": None if pre else self.sae_data_seed(name),
+                "replica": replica, "shared_init": cfg.sae.shared_init,
                 "log": log_rows, "health": health, "health_by_domain": by_domain,
                 "seconds": round(time.time() - t0, 2)})
 

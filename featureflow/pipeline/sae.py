@@ -196,6 +196,7 @@ def sparse_sae_loss(sae: SparseAutoencoder, x: torch.Tensor, l1: float, recipe: 
 
 
 SPARSE_BELOW = 0.06  # share of active latents under which CPU training uses `sparse_sae_loss`
+MEAN_TOKENS = 50_000  # tokens of the dataset mean's estimate, drawn before training
 
 
 # ------------------------------------------------------------------------------- SAELens I/O
@@ -395,75 +396,155 @@ def sae_k(cfg: SAEConfig) -> int | None:
 
 
 def train_sae(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seed: int, desc: str = "sae") -> TrainedSAE:
-    """Train one SAE on `cfg.hook`. `seed` fixes both the initialisation and the batch order.
+    """Train one SAE on `cfg.hook`. `seed` fixes the initialisation, the tokens drawn and their order:
+    `train_saes` with one seed, whose data seed is that seed."""
+    return train_saes(model, streams, cfg, [seed], data_seed=seed, desc=desc)[0]
+
+
+def activation_chunks(model, streams: dict[str, np.ndarray], cfg: SAEConfig, data_seed: int,
+                      first: int = 0) -> Iterator[torch.Tensor]:
+    """Endless (buffer_batches x batch, d) float32 chunks of `cfg.hook` activations, each one LM pass over
+    random blocks drawn with `data_seed`. With `first` > 0 the first chunk holds about that many tokens instead
+    (the dataset mean's estimate)."""
+    batches = block_batches(streams, cfg.block_tokens, cfg.blocks_per_batch, data_seed)
+    per_batch = cfg.block_tokens * cfg.blocks_per_batch
+    want = first
+    while True:
+        n, parts = 0, []
+        goal = want or cfg.buffer_batches * per_batch
+        while n < goal:
+            a = activations(model, next(batches), cfg.hook)
+            parts.append(a.reshape(-1, a.shape[-1]))
+            n += parts[-1].shape[0]
+        want = 0
+        yield torch.cat(parts)
+
+
+class _Replica:
+    """One SAE being trained inside `train_saes`: its model, optimiser, λ controller, log and generator."""
+
+    def __init__(self, cfg: SAEConfig, seed: int, mean: torch.Tensor, init_rows: torch.Tensor, steps: int, device):
+        self.cfg, self.steps = cfg, steps
+        d_in = mean.shape[0]
+        self.gen = torch.Generator().manual_seed(seed)  # this replica's batch order
+        self.sae = SparseAutoencoder(d_in, d_in * cfg.expansion, mean.cpu(), seed, k=sae_k(cfg))
+        if cfg.init == "data":  # decoder rows: centred activations of tokens this seed picks; W_enc = W_decᵀ
+            g = torch.Generator().manual_seed(seed + 1)
+            pick = torch.randint(0, init_rows.shape[0], (self.sae.d_sae,), generator=g)
+            w = init_rows[pick].cpu() - mean.cpu()
+            w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-8)
+            with torch.no_grad():
+                self.sae.W_dec.copy_(w)
+                self.sae.W_enc.copy_(w.T)
+        self.sae = self.sae.to(device)
+        self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+        self.standard = cfg.architecture == "standard"
+        self.ctrl = L0Controller(cfg.l1_coefficient, cfg.target_l0, steps, device) \
+            if self.standard and cfg.target_l0 is not None else None
+        self.l1: float | torch.Tensor = (cfg.l1_coefficient if self.ctrl is None else self.ctrl.l1) \
+            if self.standard else 0.0
+        self.log: list[dict] = []
+        # on a CPU, steps run through `sparse_sae_loss` while the last step's L0 is below SPARSE_BELOW · d_sae
+        self.sparse = device.type == "cpu" and cfg.sparse_backward
+        self.batchtopk = cfg.architecture == "batchtopk"
+        self.l0: torch.Tensor | None = None
+        self.decay_from = int(steps * (1 - cfg.lr_decay_fraction))
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over the first lr_warmup_steps, constant, then linear decay to zero over the last
+        lr_decay_fraction of training."""
+        cfg, steps = self.cfg, self.steps
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else cfg.lr
+        if step >= self.decay_from:
+            lr = min(lr, cfg.lr * (steps - step) / max(1, steps - self.decay_from))
+        return lr
+
+    def step(self, step: int, x: torch.Tensor) -> None:
+        cfg, sae = self.cfg, self.sae
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(step)
+        if self.sparse and self.l0 is not None and float(self.l0) < SPARSE_BELOW * sae.d_sae:
+            loss, mse, sp, self.l0 = sparse_sae_loss(sae, x, float(self.l1), cfg.recipe, batch_topk=self.batchtopk)
+        else:
+            loss, mse, sp, f, _ = sae_loss(sae, x, self.l1, cfg.recipe, batch_topk=self.batchtopk, return_acts=True)
+            self.l0 = torch.count_nonzero(f.detach()) / f.shape[0]  # f >= 0: non-zero is active
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        sae.normalize_decoder()
+        if step % 20 == 0 or step + 1 == self.steps:
+            self.log.append({"step": step, "tokens": (step + 1) * x.shape[0], "loss": loss.item(), "mse": mse.item(),
+                             "l1": sp.item(), "l0": self.l0.item(),
+                             "l1_coefficient": float(self.l1) if self.standard else None})  # the λ this step used
+        if self.ctrl is not None:
+            self.ctrl.update(step, self.l0)
+            self.l1 = self.ctrl.l1
+
+    def result(self) -> TrainedSAE:
+        return TrainedSAE(self.sae.eval(), self.log, float(self.l1) if self.standard else None, self.cfg.architecture)
+
+
+def train_saes(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seeds: list[int], data_seed: int,
+               desc: str = "sae", chunks: Iterator[torch.Tensor] | None = None) -> list[TrainedSAE]:
+    """Train one SAE per seed on `cfg.hook` in one pass over the member's activations (the way EleutherAI's
+    sparsify trains several seeds per hook): the LM runs once per chunk of `buffer_batches` batches, on
+    blocks drawn with `data_seed`, and every SAE trains on that chunk in its own random order.
+
+    Each SAE's seed fixes its initialisation and the order it sees the chunk's tokens in; nothing else is
+    shared, so an SAE trained here equals the one `train_saes` trains for its seed alone (a test checks
+    it). The dataset mean μ comes from about 50k tokens drawn first (data, not initialisation). `chunks`
+    replaces the LM (cached activations: `scripts/sweep_sae.py`); its first chunk is the mean's.
 
     standard: MSE + λ Σ|f|, λ = l1_coefficient, or steered to `target_l0` by `L0Controller`.
     topk: MSE, f = TopK_k(ReLU(pre)) per token. batchtopk: MSE, the k x batch largest ReLU(pre) of each batch;
     saved as a SAELens topk SAE (k per token). Decoder rows renormalised after every step in all three.
+    `init: data`: decoder rows start as unit-normalised centred activations of random tokens (chosen per
+    seed), the encoder as their transpose.
 
     No AuxK term: measured on the demo model (512 -> 8192, k 30, 650k tokens), AuxK (α 1/32, k_aux 256,
     dead = silent for 10% of the steps) took dead latents from 6.0% to 4.0% at the same explained variance
     (0.929) and made each step about 3x slower on this shared CPU; at 512 -> 2048 TopK had 0.5% dead, BatchTopK 0.05%."""
-    batches = block_batches(streams, cfg.block_tokens, cfg.blocks_per_batch, seed)
-    rows = (a.reshape(-1, a.shape[-1]) for a in (activations(model, b, cfg.hook) for b in batches))
-    return train_sae_on(rows, cfg, seed, desc)
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
+    if chunks is None:
+        chunks = activation_chunks(model, streams, cfg, data_seed, first=MEAN_TOKENS)
+    first = next(chunks).to(device)
+    mean = (first.double().sum(0) / first.shape[0]).float()
+    batch = cfg.block_tokens * cfg.blocks_per_batch
+    steps = max(1, cfg.tokens // batch)
+    reps = [_Replica(cfg, s, mean, first, steps, device) for s in seeds]
+    bar = tqdm(total=steps * len(reps), desc=desc, unit="step", dynamic_ncols=True, disable=desc is None)
+    step = 0
+    while step < steps:
+        chunk = next(chunks).to(device)
+        n = min(chunk.shape[0] // batch, steps - step)
+        for r in reps:
+            order = torch.randperm(chunk.shape[0], generator=r.gen)
+            for j in range(n):
+                r.step(step + j, chunk[order[j * batch:(j + 1) * batch]])
+            bar.update(n)
+        step += n
+    bar.close()
+    return [r.result() for r in reps]
 
 
 def train_sae_on(batches: Iterator[torch.Tensor], cfg: SAEConfig, seed: int, desc: str | None = "sae") -> TrainedSAE:
-    """Train one SAE on an endless iterator of (rows, d_in) activation batches: what `train_sae` does once
-    it has read the LM's hook, and what the planted family (`featureflow/pipeline/planted.py`) feeds with
-    synthetic activations. The dataset mean comes from the first ~50k rows; then one optimiser step per
-    batch, `cfg.tokens // (cfg.block_tokens * cfg.blocks_per_batch)` steps. `seed` fixes the initialisation
-    (the batch order is the iterator's)."""
-    acts = []
-    n = 0
-    device = None
-    while n < 50_000:
-        a = next(batches)
-        device = a.device
-        acts.append(a.double().sum(0))
-        n += a.shape[0]
-    mean = (torch.stack(acts).sum(0) / n).float()
-    d_in = mean.shape[0]
-    k = sae_k(cfg)
-    sae = SparseAutoencoder(d_in, d_in * cfg.expansion, mean.cpu(), seed, k=k).to(device)
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+    """Train one SAE on an endless iterator of (rows, d_in) activation batches, in the iterator's order: what
+    the planted family (`featureflow/pipeline/planted.py`) feeds with synthetic activations. The dataset
+    mean comes from the first ~MEAN_TOKENS rows; then one optimiser step per batch,
+    `cfg.tokens // (cfg.block_tokens * cfg.blocks_per_batch)` steps, each one `_Replica.step` as in
+    `train_saes`. `seed` fixes the initialisation."""
+    acts, n = [], 0
+    while n < MEAN_TOKENS:
+        acts.append(next(batches))
+        n += acts[-1].shape[0]
+    first = torch.cat(acts)
+    device = first.device
+    mean = (first.double().sum(0) / n).float()
     steps = max(1, cfg.tokens // (cfg.block_tokens * cfg.blocks_per_batch))
-    standard = cfg.architecture == "standard"
-    ctrl = L0Controller(cfg.l1_coefficient, cfg.target_l0, steps, device) \
-        if standard and cfg.target_l0 is not None else None
-    l1: float | torch.Tensor = (cfg.l1_coefficient if ctrl is None else ctrl.l1) if standard else 0.0
-    log: list[dict] = []
-    # on a CPU, steps run through `sparse_sae_loss` while the last step's L0 is below SPARSE_BELOW · d_sae
-    sparse = device.type == "cpu" and cfg.sparse_backward
-    batchtopk = cfg.architecture == "batchtopk"
-    l0: torch.Tensor | None = None
-    bar = tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, disable=desc is None)
-    decay_from = int(steps * (1 - cfg.lr_decay_fraction))
-    for step in bar:
-        if step >= decay_from:  # linear decay to zero over the last lr_decay_fraction of training
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * (steps - step) / max(1, steps - decay_from)
-        x = next(batches).reshape(-1, d_in)
-        if sparse and l0 is not None and float(l0) < SPARSE_BELOW * sae.d_sae:
-            loss, mse, sp, l0 = sparse_sae_loss(sae, x, float(l1), cfg.recipe, batch_topk=batchtopk)
-        else:
-            loss, mse, sp, f, _ = sae_loss(sae, x, l1, cfg.recipe, batch_topk=batchtopk, return_acts=True)
-            l0 = torch.count_nonzero(f.detach()) / f.shape[0]  # f >= 0: non-zero is active
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sae.normalize_decoder()
-        record = step % 20 == 0 or step + 1 == steps
-        if record:
-            log.append({"step": step, "tokens": (step + 1) * x.shape[0], "loss": loss.item(), "mse": mse.item(),
-                        "l1": sp.item(), "l0": l0.item(),
-                        "l1_coefficient": float(l1) if standard else None})  # the λ this step trained with
-            bar.set_postfix(mse=f"{mse.item():.4f}", l0=f"{l0.item():.1f}")
-        if ctrl is not None:
-            ctrl.update(step, l0)
-            l1 = ctrl.l1
-    return TrainedSAE(sae.eval(), log, float(l1) if standard else None, cfg.architecture)
+    rep = _Replica(cfg, seed, mean, first, steps, device)
+    for step in tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, disable=desc is None):
+        rep.step(step, next(batches).reshape(-1, mean.shape[0]))
+    return rep.result()
 
 
 # ------------------------------------------------------------------------------------- health
