@@ -213,6 +213,9 @@ class SAEConfig(Strict):
     tokens: int = Field(500_000, gt=0, description="training tokens per SAE")
     buffer_batches: int = Field(16, gt=0, description="the LM runs once per this many batches of blocks; every "
                                 "replica of a member trains on that buffer in its own random token order")
+    resample_dead_every: int = Field(0, ge=0, description="every this many steps, latents that did not fire since "
+                                     "the last check restart at poorly reconstructed tokens (Bricken et al. 2023), "
+                                     "until 60% of training; 0: never")
     init: Literal["random", "data"] = Field(
         "random", description="random: unit-norm Gaussian decoder rows; data: unit-normalised centred "
         "activations of random training tokens (picked per seed). Both set the encoder to the decoder's transpose")

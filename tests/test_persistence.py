@@ -170,6 +170,6 @@ def test_a_members_replicas_train_in_one_pass_and_equal_separate_training(tiny_p
     alone = real(model, streams, pl.cfg.sae, [pl.sae_seed(root, 2)], pl.sae_data_seed(root))[0].sae
     written = load_sae(pl.sae(root, 2))
     torch.testing.assert_close(written.W_dec, alone.W_dec, rtol=0, atol=0)
-    torch.testing.assert_close(written.W_enc, alone.W_enc, rtol=0, atol=0)
+    torch.testing.assert_close(written.lens.W_enc, alone.W_enc, rtol=0, atol=0)
     torch.testing.assert_close(written.lens.b_dec, alone.b_dec + alone.mean, rtol=0, atol=1e-7)
     assert not torch.equal(load_sae(pl.sae(root, 1)).W_dec, written.W_dec)

@@ -196,6 +196,7 @@ def sparse_sae_loss(sae: SparseAutoencoder, x: torch.Tensor, l1: float, recipe: 
 
 
 SPARSE_BELOW = 0.06  # share of active latents under which CPU training uses `sparse_sae_loss`
+RESAMPLE_UNTIL = 0.6  # share of training after which dead latents are no longer resampled
 MEAN_TOKENS = 50_000  # tokens of the dataset mean's estimate, drawn before training
 
 
@@ -449,6 +450,8 @@ class _Replica:
         self.batchtopk = cfg.architecture == "batchtopk"
         self.l0: torch.Tensor | None = None
         self.decay_from = int(steps * (1 - cfg.lr_decay_fraction))
+        self.fired = torch.zeros(self.sae.d_sae, dtype=torch.bool, device=device)  # since the last resampling
+        self.resampled = 0
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up over the first lr_warmup_steps, constant, then linear decay to zero over the last
@@ -469,9 +472,13 @@ class _Replica:
             loss, mse, sp, f, _ = sae_loss(sae, x, self.l1, cfg.recipe, batch_topk=self.batchtopk, return_acts=True)
             self.l0 = torch.count_nonzero(f.detach()) / f.shape[0]  # f >= 0: non-zero is active
         loss.backward()
+        self.fired |= sae.b_enc.grad != 0  # a latent's b_enc has a gradient exactly when it was active
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         sae.normalize_decoder()
+        every = cfg.resample_dead_every
+        if every and step and step % every == 0 and step <= RESAMPLE_UNTIL * self.steps:
+            self.resample(x)
         if step % 20 == 0 or step + 1 == self.steps:
             self.log.append({"step": step, "tokens": (step + 1) * x.shape[0], "loss": loss.item(), "mse": mse.item(),
                              "l1": sp.item(), "l0": self.l0.item(),
@@ -479,6 +486,34 @@ class _Replica:
         if self.ctrl is not None:
             self.ctrl.update(step, self.l0)
             self.l1 = self.ctrl.l1
+
+    @torch.no_grad()
+    def resample(self, x: torch.Tensor) -> None:
+        """Bricken et al. 2023's resampling: every latent silent since the last resampling restarts at the
+        unit-normalised residual x − x̂ of a token of this batch drawn with probability ∝ ‖x − x̂‖², its encoder
+        column at that direction times 0.2 × the mean norm of the live encoder columns (1 × for TopK, whose
+        latents must win a place among the k largest), b_enc 0, and its Adam moments zeroed."""
+        sae, dead = self.sae, (~self.fired).nonzero().squeeze(1)
+        self.fired.zero_()
+        if len(dead) == 0:
+            return
+        r = x - sae(x)[0]
+        w = r.pow(2).sum(1).double().cpu()
+        pick = torch.multinomial(w / w.sum(), len(dead), replacement=True, generator=self.gen).to(x.device)
+        d = r[pick] / r[pick].norm(dim=1, keepdim=True).clamp_min(1e-8)
+        live = torch.ones(sae.d_sae, dtype=torch.bool, device=x.device)
+        live[dead] = False
+        # a TopK latent must win a place among the k largest to fire again: the full norm of the live ones
+        scale = (0.2 if sae.k is None else 1.0) * (sae.W_enc[:, live].norm(dim=0).mean() if live.any() else 1.0)
+        sae.W_dec[dead] = d
+        sae.W_enc[:, dead] = d.T * scale
+        sae.b_enc[dead] = 0
+        for p, idx in ((sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)), (sae.b_enc, (dead,))):
+            st = self.opt.state.get(p)
+            if st:
+                st["exp_avg"][idx] = 0
+                st["exp_avg_sq"][idx] = 0
+        self.resampled += len(dead)
 
     def result(self) -> TrainedSAE:
         return TrainedSAE(self.sae.eval(), self.log, float(self.l1) if self.standard else None, self.cfg.architecture)
@@ -499,7 +534,8 @@ def train_saes(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seeds: lis
     topk: MSE, f = TopK_k(ReLU(pre)) per token. batchtopk: MSE, the k x batch largest ReLU(pre) of each batch;
     saved as a SAELens topk SAE (k per token). Decoder rows renormalised after every step in all three.
     `init: data`: decoder rows start as unit-normalised centred activations of random tokens (chosen per
-    seed), the encoder as their transpose.
+    seed), the encoder as their transpose. `resample_dead_every`: latents silent for that many steps restart
+    at poorly reconstructed tokens (`_Replica.resample`), until RESAMPLE_UNTIL of training.
 
     No AuxK term: measured on the demo model (512 -> 8192, k 30, 650k tokens), AuxK (α 1/32, k_aux 256,
     dead = silent for 10% of the steps) took dead latents from 6.0% to 4.0% at the same explained variance
