@@ -83,6 +83,21 @@ RECIPES: dict[str, dict] = {
     "topk-k16-x2-b32-sched-resample-lr3e-3": dict(architecture="topk", k=16, expansion=2, lr=0.003,
                                                   tokens=520_000, blocks_per_batch=32, lr_warmup_steps=50,
                                                   lr_decay_fraction=0.3, resample_dead_every=100),
+    "topk-k12-x2-b32-sched-resample-lr3e-3": dict(architecture="topk", k=12, expansion=2, lr=0.003,
+                                                  tokens=520_000, blocks_per_batch=32, lr_warmup_steps=50,
+                                                  lr_decay_fraction=0.3, resample_dead_every=100),
+    "topk-k8-x2-b32-sched-resample-lr3e-3": dict(architecture="topk", k=8, expansion=2, lr=0.003,
+                                                 tokens=520_000, blocks_per_batch=32, lr_warmup_steps=50,
+                                                 lr_decay_fraction=0.3, resample_dead_every=100),
+    "topk-k16-x2-b16-sched-resample-lr2e-3": dict(architecture="topk", k=16, expansion=2, lr=0.002,
+                                                  tokens=520_000, blocks_per_batch=16, lr_warmup_steps=100,
+                                                  lr_decay_fraction=0.3, resample_dead_every=200),
+    "topk-k12-x2-b16-sched-resample-lr2e-3": dict(architecture="topk", k=12, expansion=2, lr=0.002,
+                                                  tokens=520_000, blocks_per_batch=16, lr_warmup_steps=100,
+                                                  lr_decay_fraction=0.3, resample_dead_every=100),
+    "topk-k16-x2-b16-sched-resample-lr2e-3-700k": dict(architecture="topk", k=16, expansion=2, lr=0.002,
+                                                       tokens=700_000, blocks_per_batch=16, lr_warmup_steps=100,
+                                                       lr_decay_fraction=0.3, resample_dead_every=200),
 }
 
 
