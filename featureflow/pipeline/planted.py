@@ -388,7 +388,7 @@ def train_family(cfg: PlantedConfig, sae_cfg: SAEConfig, progress: bool = False)
     """Build the family and train, encode and resolve (Hungarian truth, MCC) every SAE of every member and
     replica. Call under one torch thread (`run_planted` does)."""
     from featureflow.pipeline.features import sparse_codes
-    from featureflow.pipeline.runner import sae_seed
+    from featureflow.pipeline.stages import sae_seed
     from featureflow.pipeline.sae import train_sae_on
 
     fam = build_family(cfg)

@@ -24,32 +24,9 @@ import torch
 
 from featureflow.pipeline.artifacts import build_dir, key_of, planning, sweep_temps, write_json
 from featureflow.config import ExperimentConfig, LoadMember, MergeMember, parse_mode
+from featureflow.pipeline.stages import STAGES, VERSIONS, hardware, sae_seed
 
 log = logging.getLogger("featureflow")
-
-STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "floors", "autointerp",
-          "cases", "fingerprints", "planted", "store"]
-# Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
-# activations 4: per-feature tables compiled, quantile examples seeded per feature (seed + feature).
-# saes 4: a member's replicas train in one pass (tokens drawn once per member, shuffled per replica).
-# autointerp 2: failure reasons are redacted (older artefacts may hold an API key a server echoed).
-# matching 3, floors 2: each edge and each replica pair also gets its decoders' PW-MCC and chance level.
-# matching 4, floors 3: only features that fire on the sample are matched (a dead feature gets no match).
-# autointerp 3: the key is redacted in every encoding a server may echo (percent-encoded, base64, JSON-escaped,
-#   split over tokens); the rerun answers from the LLM cache, whose entries are redacted again when read.
-VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 4, "activations": 4, "matching": 4, "floors": 3,
-                                     "autointerp": 3, "cases": 2, "fingerprints": 2, "store": 2}
-# planted 1: the planted-family scorecard (featureflow/pipeline/planted.py; its own PLANTED_VERSION is in the key)
-
-
-def sae_seed(run_seed: int, name: str, replica: int = 0, shared_init: bool = False) -> int:
-    """The seed of one SAE's initialisation and batch order, from (run seed, member, replica); one seed for
-    every SAE with `shared_init` (the paper's single-seed setup)."""
-    if shared_init:
-        return run_seed + 17
-    digest = hashlib.sha256(f"sae|{run_seed}|{name}|{replica}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
 
 def _stage(fn):
     """Memoise a stage method per pipeline instance and log how long it took."""
@@ -680,30 +657,6 @@ class RedactingFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         record.exc_text = redact(record.exc_text)
         return True
-
-
-def hardware(device: str) -> dict:
-    """What the run ran on, for the store and the benchmarks: CPU model and cores, GPU, library versions."""
-    import os
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    gpu = torch.cuda.get_device_name(0) if str(device).startswith("cuda") and torch.cuda.is_available() else None
-    return {"device": str(device), "cpu": cpu, "cores": cores, "gpu": gpu, "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 def setup_logging(verbose: bool = True) -> None:

@@ -49,7 +49,7 @@ def _rows(dicts: list[dict]) -> dict[str, list]:
 
 
 def inputs_key(pl: "Pipeline") -> str:
-    from featureflow.pipeline.runner import VERSIONS
+    from featureflow.pipeline.stages import VERSIONS
 
     return key_of(SCHEMA_VERSION, VERSIONS, pl.cfg, [p.name for p in pl.activations().values()],
                   [p.name for p in pl.matching().values()], [p.name for p in pl.floors().values()],
@@ -106,7 +106,7 @@ def build_store(pl: "Pipeline") -> Path:
 def _timings_json(pl) -> str:
     """`runs.timings_json`: {"stages": seconds per stage of the run that built this store (a stage found
     cached takes about 0 s), "calls": seconds per stage call, "hardware": what it ran on}."""
-    from featureflow.pipeline.runner import hardware
+    from featureflow.pipeline.stages import hardware
 
     return json.dumps({"stages": pl.stage_seconds, "calls": pl.timings, "hardware": hardware(pl.device)})
 
