@@ -29,7 +29,7 @@ def test_every_sae_has_its_own_seed_unless_shared_init(tiny_pipeline):
     for n in order:  # the seed each SAE was trained with is recorded next to it
         assert read_json(pl.sae(n) / "featureflow.json")["seed"] == pl.sae_seed(n)
     root = pl.cfg.roots()[0]
-    assert pl.replicas(root) == [0] + list(range(1, 1 + pl.cfg.sae.replicas[root]))  # as configured
+    assert pl.replicas(root) == [0] + list(range(1, 1 + pl.cfg.sae_replicas()[root]))  # as configured (the default: two)
     d = pl.cfg.model_dump()
     d["sae"]["replicas"] = None
     # the default: two extra seeds for the root, one for every other member
