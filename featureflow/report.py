@@ -23,27 +23,24 @@ def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _side(kind: str, model: str, n, k, share, lo, hi, seed_min, seed_max) -> str:
+    """`kind` ("persisting" / "emerged") among `model`'s `n` reproducible features: k of n, share, interval and
+    the range over seeds; n is None where `model` has no seed replicas."""
+    if n is None:
+        return f"{kind} n/a ({model} has no seed replicas)"
+    spread = "" if seed_min is None else f", seeds {_pct(seed_min)}-{_pct(seed_max)}"
+    if n == 0:
+        return f"{kind}: no {model} feature reproduces in every seed replica{spread}"
+    return f"{kind} {k} of {n} = {_pct(share)} {_ci((lo, hi))}{spread}"
+
+
 def reproducible_line(r: dict) -> str:
     """One edge's reproducible persistence, emergence, raw share, floors and PW-MCC on one line."""
     edge = f"repro {r['parent']} -> {r['child']}:"
-    if r["stable_parent"] is None:
-        persist = f"persisting n/a ({r['parent']} has no seed replicas)"
-    else:
-        spread = ("" if r["repro_seed_min"] is None else
-                  f", seeds {_pct(r['repro_seed_min'])}-{_pct(r['repro_seed_max'])}")
-        persist = (f"persisting: no {r['parent']} feature reproduces in every seed replica{spread}"
-                   if r["stable_parent"] == 0 else
-                   f"persisting {r['stable_persisting']} of {r['stable_parent']} = {_pct(r['repro_share'])} "
-                   f"{_ci((r['repro_lo'], r['repro_hi']))}{spread}")
-    if r["stable_child"] is None:
-        emerge = f"emerged n/a ({r['child']} has no seed replicas)"
-    else:
-        spread = ("" if r["emerge_seed_min"] is None else
-                  f", seeds {_pct(r['emerge_seed_min'])}-{_pct(r['emerge_seed_max'])}")
-        emerge = (f"emerged: no {r['child']} feature reproduces in every seed replica{spread}"
-                  if r["stable_child"] == 0 else
-                  f"emerged {r['stable_emerging']} of {r['stable_child']} = {_pct(r['emerge_share'])} "
-                  f"{_ci((r['emerge_lo'], r['emerge_hi']))}{spread}")
+    persist = _side("persisting", r["parent"], r["stable_parent"], r["stable_persisting"], r["repro_share"],
+                    r["repro_lo"], r["repro_hi"], r["repro_seed_min"], r["repro_seed_max"])
+    emerge = _side("emerged", r["child"], r["stable_child"], r["stable_emerging"], r["emerge_share"],
+                   r["emerge_lo"], r["emerge_hi"], r["emerge_seed_min"], r["emerge_seed_max"])
     floor = ("reproducible floor unavailable (neither side has two or more extra seed replicas)"
              if r["repro_floor_source"] is None else
              f"reproducible floor {r['repro_floor_matched']} of {r['repro_floor_n']} = {_pct(r['repro_floor_share'])} "
