@@ -26,9 +26,12 @@ HEAVY = ("torch", "transformers", "sae_lens", "transformer_lens", "mergekit", "n
 
 def _modules_after(code: str, *args: str) -> set[str]:
     """The top-level modules a fresh interpreter holds after running `code` (sys.modules: the oracle)."""
-    script = code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True,
+    # os._exit after printing: the interpreter's teardown (a TestClient's app never shut down, DuckDB's threads)
+    # once died with SIGABRT on busy cores, and teardown is not what this oracle reads
+    script = code + "\nimport sys, json, os; print(json.dumps(sorted(sys.modules)), flush=True); os._exit(0)"
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-2000:]}"
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
