@@ -4,8 +4,9 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from oracles import same_index_share
 from featureflow.pipeline.matching import (TopK, assign, best_of, decoder_topk, pearson_topk, pearson_topk_blockwise,
-                              pearson_topk_cpu, pearson_topk_torch, same_index_share, token_type_means,
+                              pearson_topk_cpu, pearson_topk_torch, token_type_means,
                               trace_origins)
 
 ENGINES = {

@@ -6,7 +6,7 @@ import pytest
 
 from featureflow.pipeline.artifacts import read_json
 from featureflow.config import parse_config
-from featureflow.pipeline.matching import same_index_share
+from oracles import same_index_share
 from featureflow.pipeline.runner import Pipeline
 
 

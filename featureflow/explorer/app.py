@@ -29,7 +29,7 @@ from markupsafe import Markup, escape
 from pydantic import BaseModel, Field
 
 from featureflow.explorer import figures, numbers
-from featureflow.explorer.text import field_value, finalize, hidden as _hidden, visible_json
+from featureflow.explorer.text import escape_form, field_value, finalize, hidden as _hidden, visible_json
 from featureflow.store.flows import mode_label
 
 from featureflow.explorer.queries import NotFound, Ref, Store
@@ -111,7 +111,7 @@ _BYTE = re.compile(r"<0x[0-9A-F]{2}>")  # how `token_strings` writes a byte that
 
 def _escape_chip(ch: str) -> str:
     name = unicodedata.name(ch, "") or ("control character" if unicodedata.category(ch) == "Cc" else "")
-    return f'<span class="ws-esc" title="{escape(name.lower())}">‹U+{ord(ch):04X}›</span>'
+    return f'<span class="ws-esc" title="{escape(name.lower())}">{escape_form(ch)}</span>'
 
 
 @functools.lru_cache(maxsize=1 << 16)  # a pure function of a vocabulary's few thousand token texts

@@ -482,19 +482,6 @@ def rule_matches(top: TopK, one: Assignment, rule: str) -> dict[str, np.ndarray]
     return {"p2c_idx": p_idx, "p2c_r": p_r, "c2p_idx": c_idx, "c2p_r": c_r}
 
 
-def same_index_share(p_idx: np.ndarray, p_r: np.ndarray, threshold: float) -> tuple[int, int]:
-    """(n_same, n_persisting): of the parent features whose match exceeds `threshold` (n_persisting; NaN, an
-    unassigned feature, never does), how many are matched to the child feature with the same index.
-
-    SAEs trained from one initialisation (and batch order) keep many features at their index, so a high
-    share says the matches were partly manufactured by shared initialisation; independent seeds give
-    about 1 / F by chance."""
-    p_idx, p_r = np.asarray(p_idx), np.asarray(p_r, dtype=np.float64)
-    persisting = np.nan_to_num(p_r, nan=-np.inf) > threshold
-    same = persisting & (p_idx == np.arange(len(p_idx)))
-    return int(same.sum()), int(persisting.sum())
-
-
 def token_type_means(acts: sp.csc_matrix, token_ids: np.ndarray, vocab: int) -> sp.csc_matrix:
     """Rows = token types present in the sample, values = mean activation per type (the released code's input)."""
     present, inv = np.unique(token_ids, return_inverse=True)
