@@ -103,7 +103,7 @@ def test_feature_page_and_api(client, con):
     assert 'class="tok' in frag and "rgba(230, 126, 34" in frag and "<html" not in frag
 
 
-def _stored_depth(con, model: str, feature: int, threshold: float = 0.8) -> int:
+def _stored_depth(con, model: str, feature: int, threshold: float) -> int:
     """Hops up the stored best-parent columns (the pipeline's numpy lineage) while the match persists."""
     depth = 0
     while True:
@@ -118,11 +118,12 @@ def test_lineage_follows_persisting_matches(client, con):
     rows = con.execute("""SELECT feature, origin_model FROM features
                           WHERE model = 'luastories' AND origin_model <> model LIMIT 3""").fetchall()
     assert rows
+    t = con.execute("SELECT default_threshold FROM runs").fetchone()[0]
     for feat, origin in rows:
         lin = client.get(f"/api/models/luastories/features/{feat}").json()["lineage"]
-        depth = _stored_depth(con, "luastories", feat)
+        depth = _stored_depth(con, "luastories", feat, t)
         assert depth > 0 and len(lin["ancestors"]) == depth and lin["origin"]["model"] == origin
-        assert all(a["r_to_next"] > 0.8 for a in lin["ancestors"])
+        assert all(a["r_to_next"] > t for a in lin["ancestors"])
 
 
 def test_unknown_model_and_feature_are_404_saying_what_exists(client):

@@ -76,6 +76,7 @@ def test_method_page_renders_the_scorecard(planted_store):
     page = html.unescape(client.get("/method", params={"mode": "pearson"}).text)
     assert "finds persisting features" in page
     fmt = lambda x: "–" if x is None else f"{x:.2f}"  # noqa: E731
+    fmt3 = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
     assert f"precision {fmt(s['precision'])} and recall {fmt(s['recall'])}" in " ".join(
         page.replace("<b>", "").replace("</b>", "").split())
     for mode in card["modes"]:
@@ -83,6 +84,14 @@ def test_method_page_renders_the_scorecard(planted_store):
             assert f"{sc['support']}" in page
     for n, reps in card["mcc"].items():
         assert f"{reps['0']:.3f}" in page
+    # why disappearing calls go wrong, counted from the scorecard file (not the store's tables)
+    rep = card["reproducible"]["pearson"]
+    S, D = rep["persisting"]["support"], rep["disappearing"]["support"]
+    from_persisting = card["calls_by_truth"]["pearson"]["reproducible"]["disappearing"].get("persisting", 0)
+    why = " ".join(page.replace("<b>", "").replace("</b>", "").split())
+    assert (f"of the {rep['disappearing']['calls']} disappearing calls on reproducible features, {from_persisting} "
+            f"were planted-persisting") in why
+    assert f"needs persisting recall of at least {fmt3(1 - D / (9 * S))}; it is {fmt3(rep['persisting']['recall'])}" in why
     # every persistence figure of the overview (the Sankey and the flow table share one block) links to it
     overview = client.get("/", params={"mode": "decoder"}).text
     assert 'href="/method?mode=decoder"' in overview

@@ -431,10 +431,30 @@ def create_app(db_path: str | Path) -> FastAPI:
         modes = sorted({s["mode"] for s in card["scores"]}) if card else []
         focus = mode if mode in modes else (modes[0] if modes else None)
         return {"planted": card, "mode": mode, "focus": focus, "modes": modes,
-                "mode_labels": {m: mode_label(m) for m in modes},
+                "mode_labels": {m: mode_label(m) for m in modes}, "why": planted_why(card, focus),
                 "headline": {p: next((s for s in card["scores"] if s["mode"] == focus and s["fate"] == "persisting"
                                       and s["population"] == p), None) for p in ("all", "reproducible")}
                 if card else None}
+
+    def planted_why(card: dict | None, focus: str | None) -> dict | None:
+        """Why the disappearing calls of `focus` (reproducible features) are right or wrong, from the scorecard:
+        the calls, how many were planted-persisting features whose match stayed under the threshold, how many
+        truly disappeared, and the persisting recall disappearing precision 0.9 would need: with D planted
+        disappearing and S planted persisting features, precision D / (D + (1 - R) S) >= 0.9 needs
+        R >= 1 - D / (9 S)."""
+        if not card:
+            return None
+        score = {s["fate"]: s for s in card["scores"] if s["mode"] == focus and s["population"] == "reproducible"}
+        if "persisting" not in score or "disappearing" not in score:
+            return None
+        S, D = score["persisting"]["support"], score["disappearing"]["support"]
+        by_truth = {c["truth"]: c["n"] for c in card["calls"] if c["mode"] == focus
+                    and c["population"] == "reproducible" and c["fate"] == "disappearing"}
+        return {"calls": score["disappearing"]["calls"], "correct": score["disappearing"]["correct"],
+                "from_persisting": by_truth.get("persisting", 0), "persisting_support": S,
+                "disappearing_support": D, "persisting_recall": score["persisting"]["recall"],
+                "precision": score["disappearing"]["precision"],
+                "needed_recall": 1 - D / (9 * S) if S else None}
 
     @view("/models/{model}/features/{feature}", "feature.html",
           table=lambda d: [{"side": side, **m} for side in ("parents", "children") for m in d["matches"][side]])
