@@ -179,11 +179,30 @@ class Store:
         have = {r["model"] for r in self.q("SELECT DISTINCT model FROM noise_floor")}
         return [m for m in self.model_names if m in have]
 
-    @memo
+    @functools.lru_cache(maxsize=24)
+    def _index(self, kind: str, threshold: float, mode: str) -> dict:
+        """Every feature's partners (`flows.all_partners`, keyed (model, feature, direction), strongest first),
+        fate (`flows.all_fates`, keyed (model, feature)) or seed stability (`flows.all_stability`) at
+        `threshold` under `mode`, each read in one statement by the store's one rule and kept for the most
+        recent (kind, threshold, mode): a feature page never seen before then reads none of them (a few ms of
+        SQL planning each, several per lineage) and pays one dict lookup."""
+        cur = self.cursor()
+        if kind == "partners":
+            out: dict[tuple, list[dict]] = {}
+            for model, feature, direction, other, dst, r, persists in flow_sql.all_partners(cur, threshold, mode):
+                out.setdefault((model, feature, direction), []).append(
+                    {"model": other, "feature": dst, "r": _clean(r), "persists": persists})
+            return {k: self._strongest_first(v) for k, v in out.items()}
+        if kind == "fates":
+            return {(m, f): label for m, f, label in flow_sql.all_fates(cur, threshold, mode)}
+        return flow_sql.all_stability(cur, threshold, mode)
+
     def stability(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict | None:
-        """A feature's seed stability at `threshold` under `mode` (`flows.stability`); None without replicas."""
+        """A feature's seed stability at `threshold` under `mode` (`flows.all_stability`); None without
+        replicas."""
         self.model(model)
-        return flow_sql.stability(self.cursor(), model, feature, threshold, self.mode(mode))
+        got = self._index("stability", threshold, self.mode(mode)).get((model, feature))
+        return copy.deepcopy(got)
     def planted(self) -> dict | None:
         """The planted-family scorecard of this run (None when its config has no planted section): scores per
         mode, population and fate, recall by drift angle, split detection, every SAE's MCC, the config and
@@ -479,12 +498,11 @@ class Store:
                  mode: str | None = None) -> list[dict]:
         """The feature's match under `mode` in each parent (direction 'c2p') or child ('p2c') model: its best
         match (rank 0), or its assigned partner under the `1to1` rule (left out when unassigned), each with
-        whether it persists at `threshold` (`flows.partners`: the store's one fate rule), strongest first.
+        whether it persists at `threshold` (`flows.all_partners`: the store's one fate rule), strongest first.
         The rule behind lineage and case studies."""
         if not (self.parents(model) if direction == "c2p" else self.children(model)):
             return []  # a root has no parent models, a leaf no child models
-        rows = flow_sql.partners(self.cursor(), model, feature, direction, threshold, self.mode(mode))
-        return self._strongest_first([{k: _clean(v) for k, v in r.items()} for r in rows])
+        return [dict(r) for r in self._index("partners", threshold, self.mode(mode)).get((model, feature, direction), [])]
 
     def _strongest_first(self, rows: list[dict]) -> list[dict]:
         """Partners by r descending, ties in family order (sorted here: a join with `models` costs more than the
@@ -545,9 +563,10 @@ class Store:
             return out
 
         origin = up[0] if up else {"model": model, "feature": feature}
-        alive = (row or self.feature_row(model, feature))["alive"]
+        if row is None:
+            self.feature_row(model, feature)  # raises NotFound, saying which features exist
         return {"ancestors": up, "parents": above(ups, 0), "descendants": down(kids, 0), "origin": origin,
-                "fate": flow_sql.feature_fate(self.cursor(), model, feature, alive, threshold, self.mode(mode))}
+                "fate": self._index("fates", threshold, self.mode(mode))[(model, feature)]}
 
     def lineage_hops(self, model: str, feature: int, threshold: float, mode: str | None = None) -> list[dict]:
         """The descendant tree of `lineage` as a list of hops, one per edge of the tree (parent first, then

@@ -82,26 +82,22 @@ def fate_params(threshold: float, mode: str) -> dict:
     return {"t": threshold, "sim": parse_mode(mode)[0]}
 
 
-def feature_fate(cur, model: str, feature: int, alive: bool, threshold: float, mode: str) -> str:
-    """One feature's fate label (`FATE_LABEL`) at `threshold` under `mode`; `alive` from its `features` row
-    (which the caller has: not read again)."""
-    rule = parse_mode(mode)[1]
-    where = "AND src = $feature AND (child = $model AND direction = 'c2p' OR parent = $model AND direction = 'p2c')"
-    return cur.execute(f"""SELECT {FATE_LABEL} FROM (SELECT $alive AS alive) f
-                           LEFT JOIN ({feature_fates(rule, where)}) s ON true""",
-                       {**fate_params(threshold, mode), "model": model, "feature": feature,
-                        "alive": bool(alive)}).fetchone()[0]
+def all_partners(cur, threshold: float, mode: str) -> list[tuple]:
+    """Every feature's match under `mode` in each parent (direction 'c2p') or child ('p2c') model: its best
+    match (rank 0), or its assigned partner under the `1to1` rule (none when unassigned), and whether it
+    persists at `threshold`: rows (model, feature, direction, other model, other feature, r, persists). Read
+    for all features in one statement: the explorer indexes them per (threshold, mode), so a feature page never
+    seen before pays no query for its lineage."""
+    return cur.execute(f"""SELECT model, src, direction, CASE direction WHEN 'c2p' THEN parent ELSE child END, dst, r,
+                                  persists FROM ({edge_matches(parse_mode(mode)[1], "AND dst IS NOT NULL")})""",
+                       fate_params(threshold, mode)).fetchall()
 
 
-def partners(cur, model: str, feature: int, direction: str, threshold: float, mode: str) -> list[dict]:
-    """The feature's match under `mode` in each parent (direction 'c2p') or child ('p2c') model (its `_BEST`
-    row; left out when unassigned under `1to1`): model, feature, r and `persists` at `threshold`."""
-    here, there = ("child", "parent") if direction == "c2p" else ("parent", "child")
-    where = f"AND {here} = $model AND direction = $direction AND src = $feature AND dst IS NOT NULL"
-    return _dicts(cur.execute(f"""SELECT {there} AS model, dst AS feature, r, persists
-                                  FROM ({edge_matches(parse_mode(mode)[1], where)})""",
-                              {**fate_params(threshold, mode), "model": model, "direction": direction,
-                               "feature": feature}))
+def all_fates(cur, threshold: float, mode: str) -> list[tuple]:
+    """Every feature's fate label (`FATE_LABEL`) at `threshold` under `mode`: rows (model, feature, label)."""
+    return cur.execute(f"""SELECT f.model, f.feature, {FATE_LABEL} FROM features f
+                           LEFT JOIN ({feature_fates(parse_mode(mode)[1])}) s
+                             ON s.model = f.model AND s.feature = f.feature""", fate_params(threshold, mode)).fetchall()
 
 
 def score_fates(cur, threshold: float, mode: str) -> list[dict]:
@@ -203,15 +199,19 @@ def stability_params(threshold: float, mode: str) -> dict:
     return {"t": threshold, "sim": sim, "rule": rule}
 
 
-def stability(cur, model: str, feature: int, threshold: float, mode: str) -> dict | None:
-    """One feature's seed stability at `threshold` under `mode`: its match r in each other replica of its
-    member (`rs`: replica, r, reproduces), how many it reproduces in, the share, the mean r and whether it is
-    reproducible. None when the member has no seed replicas."""
-    rows = _dicts(cur.execute(f"""SELECT replica, r, ok AS reproduces FROM ({_REPLICA_MATCH})
-                                  WHERE model = $model AND feature = $feature ORDER BY replica""",
-                              {**stability_params(threshold, mode), "model": model, "feature": feature}))
-    if not rows:
-        return None
+def all_stability(cur, threshold: float, mode: str) -> dict[tuple[str, int], dict]:
+    """Every feature's seed stability at `threshold` under `mode`, for the features of replicated members:
+    {(model, feature): its match r in each other replica of its member (`rs`: replica, r, reproduces), how
+    many it reproduces in, the share, the mean r and whether it is reproducible}."""
+    rows = cur.execute(f"""SELECT model, feature, replica, r, ok FROM ({_REPLICA_MATCH}) ORDER BY model, feature,
+                           replica""", stability_params(threshold, mode)).fetchall()
+    per: dict[tuple[str, int], list[dict]] = {}
+    for model, feature, replica, r, ok in rows:
+        per.setdefault((model, feature), []).append({"replica": replica, "r": r, "reproduces": ok})
+    return {key: _stability(rs) for key, rs in per.items()}
+
+
+def _stability(rows: list[dict]) -> dict:
     n, k = len(rows), sum(r["reproduces"] for r in rows)
     return {"replicas": n, "reproduced": k, "share": k / n, "stable": k == n, "rs": rows,
             "mean_r": sum(r["r"] if r["r"] is not None else 0.0 for r in rows) / n}
