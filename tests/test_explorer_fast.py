@@ -51,6 +51,30 @@ def test_edge_lists_hold_the_features_counted_from_the_arrays(client, synthetic_
             assert sorted(r["feature"] for r in d["rows"]) == np.flatnonzero(alive & (down > 0.8)).tolist()
 
 
+@pytest.mark.parametrize("mode", ["pearson", "pearson-1to1"])
+def test_feature_pages_fate_and_best_parent_equal_numpys_at_any_threshold(client, synthetic_store, mode):
+    """Every feature's fate label and best parent match on its page (read from the per-(threshold, mode) index
+    of every feature's partners and fates), counted again in numpy from the arrays, at three thresholds."""
+    run = synthetic_store
+    parents = {c: [p for p, c2 in run.edges if c2 == c] for _, c in run.edges}
+    children = {p: [c for p2, c in run.edges if p2 == p] for p, _ in run.edges}
+    for t in (0.5, 0.8, 0.95):
+        for model in run.acts:
+            up = [run.partner_r(mode, p, model, "c2p") for p in parents.get(model, [])]
+            down = [run.partner_r(mode, model, c, "p2c") for c in children.get(model, [])]
+            alive = run.alive(model)
+            for f in range(len(alive)):
+                sides = ([("inherited" if any(r[f] > t for r in up) else "emerging")] if up else []) + \
+                        ([("persisting" if any(r[f] > t for r in down) else "disappearing")] if down else [])
+                want = "dead" if not alive[f] else (", ".join(sides) or "alive")
+                lin = client.get(f"/api/models/{model}/features/{f}", params={"threshold": t, "mode": mode}
+                                 ).json()["lineage"]
+                assert lin["fate"] == want, (model, f, t)
+                best = max((r[f] for r in up), default=-math.inf)
+                if up and alive[f] and best > -math.inf:  # its strongest parent match: the first of `parents`
+                    assert lin["parents"][0]["r"] == pytest.approx(best) and lin["parents"][0]["persists"] == (best > t)
+
+
 def test_report_prints_flows_counted_from_the_arrays(synthetic_store, capsys):
     from featureflow.cli import main
 
