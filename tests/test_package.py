@@ -45,6 +45,14 @@ def test_explorer_never_imports_torch_or_the_pipeline(synthetic_store):
     assert "featureflow.explorer.app" in mods  # it did run
 
 
+def test_the_store_stage_does_not_import_the_runner():
+    """The store build is a stage with explicit inputs (`StoreInputs`): importing it (and reading its inputs'
+    key) loads no `featureflow.pipeline.runner`, so there is no import circle between the two."""
+    mods = _modules_after("from featureflow.store.build import StoreInputs, build_store, inputs_key")
+    assert "featureflow.store.build" in mods  # it did import
+    assert "featureflow.pipeline.runner" not in mods
+
+
 @pytest.mark.parametrize("argv", [["report"], ["export", "--format", "neuronpedia", "{tmp}/np"], ["serve-check"]])
 def test_light_commands_import_no_torch(synthetic_store, tmp_path, argv):
     """`featureflow report`, `export` and `serve` (up to the point where uvicorn would listen) in a fresh

@@ -82,3 +82,64 @@ def test_pretrained_saelens_sae_is_loaded_not_trained(tiny_pipeline):
     info = read_json(folder / "featureflow.json")
     assert folder != tiny_pipeline.sae("lua") and info["recipe"].startswith("loaded from") and info["log"] == []
     assert info["health"]["l0"] == pytest.approx(read_json(tiny_pipeline.sae("lua") / "featureflow.json")["health"]["l0"])
+
+
+def _fake_inputs(cfg, root):
+    """StoreInputs naming folders that need not exist: the key reads only the folders' names (their keys)."""
+    from featureflow.store.build import StoreInputs
+
+    order = cfg.topological_order()
+    reps = cfg.sae_replicas()
+    return StoreInputs(
+        corpora=root / "corpora" / "text-k", tokenizer=root / "tokenizer" / "bpe-k", sample=root / "sample" / "shared-k",
+        members={n: root / "models" / f"{n}-k" for n in order},
+        saes={n: [root / "saes" / f"{n}.r{r}-k" for r in range(1 + reps.get(n, 0))] for n in order},
+        activations={n: root / "activations" / f"{n}-k" for n in order},
+        matches={(p, c, s): root / "matching" / f"{p}--{c}.{s}-k" for s in cfg.matching.similarities
+                 for p, c in cfg.edges()},
+        floors={(n, r, s): root / "floors" / f"{n}.r0--r{r}.{s}-k" for n in order for r in range(1, 1 + reps.get(n, 0))
+                for s in cfg.matching.similarities},
+        agreements=[root / "matching" / f"{p}--{c}.pwmcc-k" for p, c in cfg.edges()],
+        autointerp={n: root / "autointerp" / f"{n}-k" for n in order}, cases=root / "cases" / "cases-k",
+        fingerprints=root / "fingerprints" / "delta-k", planted=None, device="cpu",
+        default_mode=cfg.matching.modes[0], timings={"corpora": 1.0}, stage_seconds={"corpora": 1.0})
+
+
+def test_the_store_key_follows_its_inputs(tmp_path):
+    """`inputs_key(cfg, inputs)`: the same inputs give the same key (a resumed run finds the store up to date);
+    another artefact behind any input the store reads gives another key (the store is rebuilt); the
+    building process's device and timings are not inputs."""
+    import dataclasses
+
+    from conftest import tiny_dict
+    from featureflow.config import parse_mode
+    from featureflow.store.build import inputs_key
+
+    cfg = parse_config(tiny_dict(tmp_path))
+    inp = _fake_inputs(cfg, tmp_path)
+    key = inputs_key(cfg, inp)
+    assert inputs_key(cfg, _fake_inputs(cfg, tmp_path / "elsewhere")) == key  # folder names, not locations
+    assert inputs_key(cfg, dataclasses.replace(inp, device="cuda", timings={}, stage_seconds={"x": 2.0})) == key
+    moved = lambda p: p.with_name(p.name + "2")  # the same stage's artefact under another key
+    (p0, c0), sim = cfg.edges()[0], parse_mode(cfg.matching.modes[0])[0]
+    changed = {
+        "activations": {**inp.activations, cfg.roots()[0]: moved(inp.activations[cfg.roots()[0]])},
+        "matches": {**inp.matches, (p0, c0, sim): moved(inp.matches[(p0, c0, sim)])},
+        "floors": {k: moved(v) for k, v in inp.floors.items()},
+        "agreements": [moved(inp.agreements[0])] + inp.agreements[1:],
+        "autointerp": {k: moved(v) for k, v in inp.autointerp.items()},
+        "cases": moved(inp.cases), "fingerprints": moved(inp.fingerprints),
+        "planted": tmp_path / "planted" / "scorecard-k"}
+    assert inp.floors  # the tiny config has seed replicas: the floors are an input
+    keys = {f: inputs_key(cfg, dataclasses.replace(inp, **{f: v})) for f, v in changed.items()}
+    assert all(k != key for k in keys.values()), keys
+    other = parse_config({**tiny_dict(tmp_path), "description": "another run"})
+    assert inputs_key(other, inp) != key  # the config is an input too
+
+
+def test_a_resumed_run_finds_the_store_built_from_its_inputs(tiny_pipeline):
+    """The key the store was written under is the key of the inputs the runner resolves now."""
+    from featureflow.store.build import existing_inputs_key, inputs_key
+
+    pl = tiny_pipeline
+    assert existing_inputs_key(pl.cfg.store_path()) == inputs_key(pl.cfg, pl.store_inputs())

@@ -21,6 +21,14 @@ from featureflow.pipeline.sae import SparseAutoencoder, activations
 
 
 # --------------------------------------------------------------------------------- the sample
+def load_acts(folder) -> sp.csc_matrix:
+    """A member's (or a replica's) sparse SAE activations on the shared sample, from its activations artefact
+    (`acts.npz`), as CSC (one column per feature)."""
+    from pathlib import Path
+
+    return sp.load_npz(Path(folder) / "acts.npz").tocsc()
+
+
 def draw_sample(streams: dict[str, np.ndarray], cfg: SampleConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(tokens (W, C) int32, domain index per window (W,) int16): non-overlapping windows, equal per domain."""
     per_domain = max(1, cfg.tokens // cfg.context // len(streams))

@@ -473,6 +473,19 @@ def match_pair(A: Any, B: Any, similarity: str, top_k: int, block_size: int = 20
     return top, assign(top)
 
 
+def read_rule_matches(folder, rule: str) -> dict[str, np.ndarray]:
+    """Each feature's match on one side under a rule, read from a matching artefact (`topk.npz`,
+    `assign.npz`): best (top-1) or 1to1 (its assigned partner; r is NaN where it has none). Keys p2c_idx,
+    p2c_r, c2p_idx, c2p_r. The runner and the store build read an edge's (or a floor's) matches here."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if rule == "1to1":
+        return dict(np.load(folder / "assign.npz"))
+    top = np.load(folder / "topk.npz")
+    return {k: top[k][:, 0] for k in ("p2c_idx", "p2c_r", "c2p_idx", "c2p_r")}
+
+
 def rule_matches(top: TopK, one: Assignment, rule: str) -> dict[str, np.ndarray]:
     """Each feature's match under a rule, as the store keeps it: `best` (top-1 both ways) or `1to1` (its
     assigned partner, -1 / NaN where none). Keys p2c_idx, p2c_r, c2p_idx, c2p_r."""

@@ -360,10 +360,9 @@ class Pipeline:
         return out
 
     def load_acts(self, name: str, replica: int = 0):
-        import scipy.sparse as sps
+        from featureflow.pipeline.features import load_acts
 
-        folder = self.activation(name) if replica == 0 else self.replica_activation(name, replica)
-        return sps.load_npz(folder / "acts.npz").tocsc()
+        return load_acts(self.activation(name) if replica == 0 else self.replica_activation(name, replica))
 
     # ----------------------------------------------------------------------------------- matching
     @property
@@ -450,10 +449,9 @@ class Pipeline:
     def best_matches(self, folder: Path, rule: str) -> dict[str, np.ndarray]:
         """Each feature's match on one side under a rule: best (top-1) or 1to1 (its assigned partner; r is
         NaN where it has none). Keys p2c_idx, p2c_r, c2p_idx, c2p_r."""
-        if rule == "1to1":
-            return dict(np.load(folder / "assign.npz"))
-        top = np.load(folder / "topk.npz")
-        return {k: top[k][:, 0] for k in ("p2c_idx", "p2c_r", "c2p_idx", "c2p_r")}
+        from featureflow.pipeline.matching import read_rule_matches
+
+        return read_rule_matches(folder, rule)
 
     def edge_matches(self, parent: str, child: str, mode: str | None = None) -> dict[str, np.ndarray]:
         sim, rule = parse_mode(mode or self.default_mode)
@@ -619,7 +617,24 @@ class Pipeline:
         """Build data/<run>.duckdb from every artefact (temp file, then rename)."""
         from featureflow.store.build import build_store
 
-        return build_store(self)
+        return build_store(self.cfg, self.store_inputs())
+
+    def store_inputs(self):
+        """What building the store reads, as explicit inputs: every artefact folder it reads (each stage
+        resolved, built if need be) and the run's device, default mode and timings."""
+        from featureflow.store.build import StoreInputs
+
+        order = self.cfg.topological_order()
+        return StoreInputs(
+            corpora=self.corpora(), tokenizer=self.tokenizer(), sample=self.sample(),
+            members={n: self.member(n) for n in order},
+            saes={n: [self.sae(n)] + [self.sae(n, r) for r in self.replicas(n)[1:]] for n in order},
+            activations=self.activations(),
+            matches={(p, c, sim): self.match(p, c, sim) for sim in self.cfg.matching.similarities
+                     for p, c in self.cfg.edges()},
+            floors=self.floors(), agreements=self.agreements(), autointerp=self.autointerp(), cases=self.cases(),
+            fingerprints=self.fingerprints(), planted=self.planted(), device=self.device,
+            default_mode=self.default_mode, timings=self.timings, stage_seconds=self.stage_seconds)
 
     # ---------------------------------------------------------------------------- later stages
     def run(self, stage: str | None = None) -> None:

@@ -5,6 +5,10 @@ so a killed build leaves the previous store untouched; the next build removes th
 `.wal`) of builds whose process is gone. The build is skipped when the store already holds the same
 inputs (`runs.inputs_key`). Correlations are stored clamped to [-1, 1]; text that could carry a secret
 (the config, explanations and failure reasons) is stored redacted.
+
+A stage like the others: `build_store(cfg, inputs)` reads only its `StoreInputs` (the artefact folders the
+runner resolved, and the run's device, default mode and timings), never the runner itself (this module does
+not import `featureflow.pipeline.runner`).
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -23,14 +27,41 @@ import pyarrow as pa
 
 from featureflow.pipeline.artifacts import key_of, read_json, sweep_temps
 from featureflow.pipeline.autointerp.llm import redact
-from featureflow.config import MergeMember
-from featureflow.pipeline.matching import trace_origins
+from featureflow.config import ExperimentConfig, MergeMember, parse_mode
+from featureflow.pipeline.matching import read_rule_matches, trace_origins
 from featureflow.store.schema import SCHEMA_VERSION, ddl
 
-if TYPE_CHECKING:
-    from featureflow.pipeline.runner import Pipeline
-
 log = logging.getLogger("featureflow")
+
+
+@dataclass(frozen=True)
+class StoreInputs:
+    """What building the store reads, resolved by the runner (`Pipeline.store_inputs`; a test may pass its
+    own): the artefact folders of every stage it reads, and plain values. Dicts keep the runner's order
+    (members in topological order), which the rows and `inputs_key` follow."""
+
+    corpora: Path                                   # stats.json
+    tokenizer: Path                                 # token_counts.json, tokenizer/ (the HF tokenizer)
+    sample: Path                                    # tokens.npy, window_domains.npy, domains.json
+    members: dict[str, Path]                        # member -> its model folder (member.json, curves)
+    saes: dict[str, list[Path]]                     # member -> its SAE folders, replica i at index i
+    activations: dict[str, Path]                    # member -> replica 0's activations (acts.npz, parquet tables)
+    matches: dict[tuple[str, str, str], Path]       # (parent, child, similarity) -> topk.npz, assign.npz
+    floors: dict[tuple[str, int, str], Path]        # (member, replica, similarity) -> replica 0 vs replica
+    agreements: list[Path]                          # pw_mcc.json of every edge, then every replica pair
+    autointerp: dict[str, Path]                     # member -> explanations.parquet, spend.json, llr.npy
+    cases: Path                                     # cases.json, case_llrs.parquet
+    fingerprints: Path                              # fingerprints.json, vectors.npz
+    planted: Path | None                            # planted.json (None: the config has no planted section)
+    device: str
+    default_mode: str                               # the first of `matching.modes`
+    timings: dict[str, float]                       # seconds per stage call of the building process
+    stage_seconds: dict[str, float]                 # seconds per stage of the building process's `run`
+
+    def edge(self, parent: str, child: str, mode: str | None = None) -> dict[str, np.ndarray]:
+        """Each feature's match on edge parent -> child under `mode` (default: the run's default mode)."""
+        sim, rule = parse_mode(mode or self.default_mode)
+        return read_rule_matches(self.matches[(parent, child, sim)], rule)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: dict | pa.Table) -> None:
@@ -48,14 +79,17 @@ def _rows(dicts: list[dict]) -> dict[str, list]:
     return {k: [d[k] for d in dicts] for k in keys}
 
 
-def inputs_key(pl: "Pipeline") -> str:
+def inputs_key(cfg: ExperimentConfig, inp: StoreInputs) -> str:
+    """The store's key: the schema, the stage versions, the config and the names (keys) of the artefacts it
+    reads; the same key means the store on disk is up to date."""
     from featureflow.pipeline.stages import VERSIONS
 
-    return key_of(SCHEMA_VERSION, VERSIONS, pl.cfg, [p.name for p in pl.activations().values()],
-                  [p.name for p in pl.matching().values()], [p.name for p in pl.floors().values()],
-                  [p.name for p in pl.agreements()],
-                  [p.name for p in pl.autointerp().values()], pl.cases().name, pl.fingerprints().name,
-                  pl.planted() and pl.planted().name)
+    sim = parse_mode(inp.default_mode)[0]
+    return key_of(SCHEMA_VERSION, VERSIONS, cfg, [p.name for p in inp.activations.values()],
+                  [inp.matches[(p, c, sim)].name for p, c in cfg.edges()], [p.name for p in inp.floors.values()],
+                  [p.name for p in inp.agreements],
+                  [p.name for p in inp.autointerp.values()], inp.cases.name, inp.fingerprints.name,
+                  inp.planted and inp.planted.name)
 
 
 def existing_inputs_key(path: Path) -> str | None:
@@ -71,12 +105,12 @@ def existing_inputs_key(path: Path) -> str | None:
         return None
 
 
-def build_store(pl: "Pipeline") -> Path:
-    cfg = pl.cfg
+def build_store(cfg: ExperimentConfig, inp: StoreInputs) -> Path:
+    """Write `cfg.store_path()` from `inp` (temp file, then rename); skipped when it holds the same key."""
     out = cfg.store_path()
     for p in sweep_temps(out.parent):  # `.<run>.duckdb.tmp-<pid>` (and .wal) of killed builds
         log.info("store: removed %s, left by a killed build", p)
-    key = inputs_key(pl)
+    key = inputs_key(cfg, inp)
     if existing_inputs_key(out) == key:
         log.info("store: %s is up to date", out)
         return out
@@ -90,7 +124,7 @@ def build_store(pl: "Pipeline") -> Path:
     try:
         for stmt in ddl():
             con.execute(stmt)
-        _fill(pl, con, key)
+        _fill(cfg, inp, con, key)
         con.execute("CHECKPOINT")
     except BaseException:
         con.close()
@@ -103,12 +137,12 @@ def build_store(pl: "Pipeline") -> Path:
     return out
 
 
-def _timings_json(pl) -> str:
+def _timings_json(inp: StoreInputs) -> str:
     """`runs.timings_json`: {"stages": seconds per stage of the run that built this store (a stage found
     cached takes about 0 s), "calls": seconds per stage call, "hardware": what it ran on}."""
     from featureflow.pipeline.stages import hardware
 
-    return json.dumps({"stages": pl.stage_seconds, "calls": pl.timings, "hardware": hardware(pl.device)})
+    return json.dumps({"stages": inp.stage_seconds, "calls": inp.timings, "hardware": hardware(inp.device)})
 
 
 def _config_json(cfg) -> str:
@@ -118,30 +152,29 @@ def _config_json(cfg) -> str:
     return json.dumps(d)
 
 
-def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
-    cfg = pl.cfg
+def _fill(cfg: ExperimentConfig, inp: StoreInputs, con: duckdb.DuckDBPyConnection, key: str) -> None:
     order = cfg.topological_order()
     con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, datetime.now(timezone.utc)])
-    tokens = pl.sample_tokens()
+    tokens = np.load(inp.sample / "tokens.npy")
     W, C = tokens.shape
     con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-        cfg.name, cfg.description, _config_json(cfg), pl.device, _timings_json(pl),
-        cfg.matching.threshold, cfg.matching.top_k, cfg.matching.modes, pl.default_mode, cfg.sae.shared_init,
+        cfg.name, cfg.description, _config_json(cfg), inp.device, _timings_json(inp),
+        cfg.matching.threshold, cfg.matching.top_k, cfg.matching.modes, inp.default_mode, cfg.sae.shared_init,
         W * C, C, cfg.sae.hook, key])
 
     # corpora & sample
-    stats = read_json(pl.corpora() / "stats.json")
-    counts = read_json(pl.tokenizer() / "token_counts.json")
-    sample_domains = read_json(pl.sample() / "domains.json")
-    win_dom = np.load(pl.sample() / "window_domains.npy")
+    stats = read_json(inp.corpora / "stats.json")
+    counts = read_json(inp.tokenizer / "token_counts.json")
+    sample_domains = read_json(inp.sample / "domains.json")
+    win_dom = np.load(inp.sample / "window_domains.npy")
     _insert(con, "domains", _rows([{
         "domain": d, "source": s["source"], "train_docs": s["train_docs"], "val_docs": s["val_docs"],
         "train_tokens": counts[f"{d}.train"], "val_tokens": counts[f"{d}.val"],
         "sample_windows": int((win_dom == sample_domains.index(d)).sum()) if d in sample_domains else 0,
     } for d, s in stats.items()]))
-    from featureflow.pipeline.tokenizer import token_strings
+    from featureflow.pipeline.tokenizer import load_tokenizer, token_strings
 
-    vocab = token_strings(pl.hf_tokenizer)
+    vocab = token_strings(load_tokenizer(inp.tokenizer / "tokenizer"))
     _insert(con, "vocab", {"token_id": np.arange(len(vocab), dtype=np.int32), "text": vocab})
     _insert(con, "sample_tokens", {
         "token_index": np.arange(W * C, dtype=np.int64), "window_idx": np.repeat(np.arange(W, dtype=np.int32), C),
@@ -152,10 +185,11 @@ def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
     # models, evaluations, curves, merges
     for i, name in enumerate(order):
         m = cfg.member(name)
-        mdir = pl.member(name)
+        mdir = inp.members[name]
+        saes = inp.saes[name]
         info = read_json(mdir / "member.json")
-        sinfo = read_json(pl.sae(name) / "featureflow.json")
-        d_sae = read_json(pl.sae(name) / "cfg.json")["d_sae"]
+        sinfo = read_json(saes[0] / "featureflow.json")
+        d_sae = read_json(saes[0] / "cfg.json")["d_sae"]
         h = sinfo["health"]
         con.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             name, m.label or name, i, m.make, info["domains"], info["seed"], info.get("tokens"), info.get("steps"),
@@ -185,7 +219,7 @@ def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
         con.execute("INSERT INTO sae_metrics VALUES "
                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             name, cfg.sae.hook, info["shape"]["d_mlp"], d_sae, sinfo["recipe"], sinfo.get("architecture"),
-            sinfo.get("k"), sinfo.get("target_l0"), sinfo.get("seed"), len(pl.replicas(name)) - 1,
+            sinfo.get("k"), sinfo.get("target_l0"), sinfo.get("seed"), len(saes) - 1,
             sinfo["l1_coefficient"], sinfo["training_tokens"], h["l0"], h["mse"],
             h["explained_variance"], h["dead_features"], h["dead_fraction"], h["ce_clean"], h["ce_sae"],
             h["ce_zero"], h["loss_recovered"], h["loss_recovered_scope"], h["loss_recovered_all"],
@@ -197,21 +231,21 @@ def _fill(pl: "Pipeline", con: duckdb.DuckDBPyConnection, key: str) -> None:
         if sinfo["log"]:
             cols = ("step", "tokens", "loss", "mse", "l1", "l0")
             _insert(con, "sae_training", _rows([{"model": name, **{k: r.get(k) for k in cols}} for r in sinfo["log"]]))
-        for rep in pl.replicas(name):
-            ri = read_json(pl.sae(name, rep) / "featureflow.json")
+        for rep, folder in enumerate(saes):
+            ri = read_json(folder / "featureflow.json")
             rh = ri["health"]
             con.execute("INSERT INTO sae_replicas VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 name, rep, ri.get("seed"), ri["l1_coefficient"], rh["l0"], rh["mse"], rh["explained_variance"],
                 rh["dead_features"], rh["loss_recovered"]])
 
-    _fill_features(pl, con, order)
-    _fill_fingerprints(pl, con)
-    if pl.planted() is not None:
-        fill_planted(con, read_json(pl.planted() / "planted.json"))
+    _fill_features(cfg, inp, con, order)
+    _fill_fingerprints(inp, con)
+    if inp.planted is not None:
+        fill_planted(con, read_json(inp.planted / "planted.json"))
 
 
-def _fill_fingerprints(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
-    folder = pl.fingerprints()
+def _fill_fingerprints(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:
+    folder = inp.fingerprints
     fp = read_json(folder / "fingerprints.json")
     vecs = np.load(folder / "vectors.npz")
     rows = []
@@ -286,16 +320,16 @@ def insert_floor(con: duckdb.DuckDBPyConnection, name: str, replica: int, simila
         "feature": np.arange(len(r), dtype=np.int32), "alive": alive, "r": _r_column(r)})
 
 
-def _fill_matches(pl: "Pipeline", con: duckdb.DuckDBPyConnection, alive: dict[str, np.ndarray]) -> None:
+def _fill_matches(cfg: ExperimentConfig, inp: StoreInputs, con: duckdb.DuckDBPyConnection,
+                  alive: dict[str, np.ndarray]) -> None:
     """matches and assignments for every similarity, and the noise floor."""
-    cfg = pl.cfg
     for sim in cfg.matching.similarities:
         for p, c in cfg.edges():
-            folder = pl.match(p, c, sim)
-            insert_edge_matches(con, sim, p, c, np.load(folder / "topk.npz"), pl.best_matches(folder, "1to1"))
-    for (name, rep, sim), folder in pl.floors().items():
+            folder = inp.matches[(p, c, sim)]
+            insert_edge_matches(con, sim, p, c, np.load(folder / "topk.npz"), read_rule_matches(folder, "1to1"))
+    for (name, rep, sim), folder in inp.floors.items():
         for rule in ("best", "1to1"):
-            insert_floor(con, name, rep, sim, rule, pl.best_matches(folder, rule)["p2c_r"], alive[name])
+            insert_floor(con, name, rep, sim, rule, read_rule_matches(folder, rule)["p2c_r"], alive[name])
 
 
 def fill_planted(con: duckdb.DuckDBPyConnection, card: dict) -> None:
@@ -327,9 +361,9 @@ def fill_planted(con: duckdb.DuckDBPyConnection, card: dict) -> None:
                                                                  json.dumps(card["truth"]), card["seconds"]])
 
 
-def _fill_pw_mcc(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
+def _fill_pw_mcc(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:
     """The pw_mcc table: every edge's and every replica pair's decoder PW-MCC with its chance level."""
-    for folder in pl.agreements():
+    for folder in inp.agreements:
         a = read_json(folder / "pw_mcc.json")
         (ma, ra), (mb, rb) = a["a"], a["b"]
         con.execute("INSERT INTO pw_mcc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
@@ -337,19 +371,21 @@ def _fill_pw_mcc(pl: "Pipeline", con: duckdb.DuckDBPyConnection) -> None:
             a["seed"]])
 
 
-def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[str]) -> None:
+def _fill_features(cfg: ExperimentConfig, inp: StoreInputs, con: duckdb.DuckDBPyConnection,
+                   order: list[str]) -> None:
     import pyarrow.parquet as pq
 
-    cfg = pl.cfg
+    from featureflow.pipeline.features import load_acts
+
     thr = cfg.matching.threshold
-    feats = {n: pq.read_table(pl.activation(n) / "features.parquet") for n in order}
+    feats = {n: pq.read_table(inp.activations[n] / "features.parquet") for n in order}
     alive = {n: feats[n].column("alive").to_numpy() for n in order}
     parents = {n: list(cfg.member(n).parents) for n in order}
 
-    _fill_matches(pl, con, alive)
+    _fill_matches(cfg, inp, con, alive)
     best_parent, best_child_r = {}, {n: np.full(len(alive[n]), -np.inf) for n in order}
     for p, c in cfg.edges():  # lineage under the default mode (fates: computed by store/flows.py)
-        best = pl.edge_matches(p, c)
+        best = inp.edge(p, c)
         best_parent[(p, c)] = (best["c2p_idx"], np.nan_to_num(best["c2p_r"], nan=-np.inf))
         best_child_r[p] = np.maximum(best_child_r[p], np.nan_to_num(best["p2c_r"], nan=-np.inf))
 
@@ -369,32 +405,32 @@ def _fill_features(pl: "Pipeline", con: duckdb.DuckDBPyConnection, order: list[s
             np.where(np.isfinite(best_child_r[n]), best_child_r[n], np.nan), -1, 1)))
         t = t.append_column("origin_model", pa.array(names[o["origin_model"]]))
         t = t.append_column("origin_feature", pa.array(o["origin_feature"].astype(np.int32)))
-        llr = np.load(pl.explain(n) / "llr.npy")
+        llr = np.load(inp.autointerp[n] / "llr.npy")
         t = t.append_column("top_token_llr", pa.array(np.where(np.isfinite(llr), llr, np.nan)))
         _insert(con, "features", t)
-        ex_path = pl.explain(n) / "explanations.parquet"
+        ex_path = inp.autointerp[n] / "explanations.parquet"
         if ex_path.exists():
             part = _redacted(pq.read_table(ex_path), ("explanation", "explanation_json", "reason"))
             _insert(con, "explanations", part.append_column("model", pa.array([n] * part.num_rows, pa.string())))
-        sp = read_json(pl.explain(n) / "spend.json")
+        sp = read_json(inp.autointerp[n] / "spend.json")
         con.execute("INSERT INTO autointerp_spend VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
             n, sp["mode"], sp.get("model"), sp["calls"], sp["cached_calls"], sp["prompt_tokens"],
             sp["completion_tokens"], sp["usd"]])
-        acts = pl.load_acts(n)
+        acts = load_acts(inp.activations[n])
         _insert(con, "activation_values", {
             "model": pa.DictionaryArray.from_arrays(np.zeros(acts.nnz, dtype=np.int32), pa.array([n])),
             "feature": np.repeat(np.arange(acts.shape[1], dtype=np.int32), np.diff(acts.indptr)),
             "token_index": acts.indices.astype(np.int64), "act": acts.data.astype(np.float32)})
         for table, fname in (("feature_histograms", "histograms"), ("feature_top_tokens", "top_tokens"),
                              ("examples", "examples"), ("feature_logits", "logits")):
-            part = pq.read_table(pl.activation(n) / f"{fname}.parquet")
+            part = pq.read_table(inp.activations[n] / f"{fname}.parquet")
             _insert(con, table, part.append_column("model", pa.array([n] * part.num_rows, pa.string())))
-    for c in read_json(pl.cases() / "cases.json"):
+    for c in read_json(inp.cases / "cases.json"):
         con.execute("INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             c["slug"], c["title"], c["description"], c["hypothesis"], c["root_model"], c["root_feature"],
             c["root_llr"], c["root_coverage"], c["descendants"], c["status"], c["reason"]])
-    _insert(con, "case_llrs", pq.read_table(pl.cases() / "case_llrs.parquet"))
-    _fill_pw_mcc(pl, con)
+    _insert(con, "case_llrs", pq.read_table(inp.cases / "case_llrs.parquet"))
+    _fill_pw_mcc(inp, con)
     # NaN -> NULL for "no parent" / "never fires" rows
     con.execute("UPDATE features SET top_token_llr = NULL WHERE isnan(top_token_llr)")
     con.execute("UPDATE features SET parent_r = NULL WHERE isnan(parent_r)")
