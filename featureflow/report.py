@@ -103,9 +103,9 @@ def _report(con, db, threshold, mode) -> None:
                 "unavailable (needs two or more extra seed replicas)" if not rf else "no feature reproduces"))
             for p in f["pw_mcc"]:
                 print(f"    PW-MCC {f['model']} r0 vs r{p['replica']}: {_num(p['pw_mcc'])} (chance {_num(p['chance'])})")
-    print(f"\nalive features by origin (stored lineage: mode {run['default_mode']}, threshold "
-          f"{run['default_threshold']}; where their chain of persisting matches starts):")
-    for r in summary.origin_counts(con):
+    print(f"\nalive features by origin (mode {run['default_mode']}, threshold {run['default_threshold']}; "
+          f"where their chain of persisting matches starts):")
+    for r in summary.origin_counts(con, run["default_threshold"], run["default_mode"]):
         print(f"  {r['model']:20s} from {r['origin_model']:20s} {r['n']:6d}")
     print("\nSAE health:")
     for m in summary.sae_health(con):

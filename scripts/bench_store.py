@@ -66,9 +66,7 @@ def build(path: Path, F: int, N: int, n_examples: int, k: int, act_tokens: int, 
             "model": np.full(F, m, dtype=object), "feature": np.arange(F, dtype=np.int32),
             "density": rng.random(F) * 0.01, "n_active": rng.integers(1, 10000, F), "max_act": rng.random(F) * 5,
             "mean_act": rng.random(F) * 0.01, "mean_when_active": rng.random(F), "alive": np.ones(F, bool),
-            "top_token_id": rng.integers(0, vocab, F).astype(np.int32), "top_token_share": rng.random(F),
-            "fate": rng.choice(["persisting", "disappearing"], F).astype(object), "origin_model": np.full(F, m, dtype=object),
-            "origin_feature": np.arange(F, dtype=np.int32), "depth": np.zeros(F, np.int32)})
+            "top_token_id": rng.integers(0, vocab, F).astype(np.int32), "top_token_share": rng.random(F)})
         centers = rng.integers(32, N - 32, F * n_examples)
         insert(con, "examples", {
             "model": np.full(F * n_examples, m, dtype=object), "feature": np.repeat(np.arange(F, dtype=np.int32), n_examples),

@@ -231,7 +231,7 @@ def synthesize(seed: int = 0) -> tuple[SyntheticRun, dict[str, list[dict]]]:
                 "max_act": float(x.max()), "mean_act": float(x.mean()),
                 "mean_when_active": float(x[on].mean()) if on.any() else 0.0, "alive": bool(on.any()),
                 "top_token_id": top, "top_token_share": float(totals[top] / x.sum()) if on.any() else None,
-                "top_token_llr": float(rng.normal(2, 1)) if on.any() else None, **_lineage(run, n, f)})
+                "top_token_llr": float(rng.normal(2, 1)) if on.any() else None})
             if not on.any():
                 continue
             edges, hcounts = np.histogram(x[on], bins=6)
@@ -345,27 +345,6 @@ def _example(model: str, f: int, kind: str, rank: int, w: int, acts: np.ndarray)
     start = w * C
     return {"model": model, "feature": f, "kind": kind, "rank": rank, "center": start + int(acts.argmax()),
             "start": start, "end": start + C, "acts": acts.astype(np.float32).tolist()}
-
-
-def _lineage(run: SyntheticRun, model: str, f: int) -> dict:
-    """The stored lineage columns at the default threshold and mode (pearson, best match)."""
-    parents = [p for p, c in run.edges if c == model]
-    children = [c for p, c in run.edges if p == model]
-    alive = bool(run.alive(model)[f])
-    best = max(((float(run.sim[("pearson", p, model)][:, f].max()), p,
-                 int(run.sim[("pearson", p, model)][:, f].argmax())) for p in parents), default=None,
-               key=lambda x: x[0])
-    child_r = max((float(run.sim[("pearson", model, c)][f].max()) for c in children), default=None)
-    origin, feat, hop = model, f, best
-    while hop is not None and hop[0] > THRESHOLD:
-        origin, feat = hop[1], hop[2]
-        ps = [p for p, c in run.edges if c == origin]
-        hop = max(((float(run.sim[("pearson", p, origin)][:, feat].max()), p,
-                    int(run.sim[("pearson", p, origin)][:, feat].argmax())) for p in ps), default=None,
-                  key=lambda x: x[0])
-    return {"parent_model": best[1] if best else None, "parent_feature": best[2] if best else None,
-            "parent_r": best[0] if best else None, "best_child_r": child_r, "origin_model": origin,
-            "origin_feature": feat}
 
 
 def _py(v):

@@ -103,26 +103,32 @@ def test_feature_page_and_api(client, con):
     assert 'class="tok' in frag and "rgba(230, 126, 34" in frag and "<html" not in frag
 
 
-def _stored_depth(con, model: str, feature: int, threshold: float) -> int:
-    """Hops up the stored best-parent columns (the pipeline's numpy lineage) while the match persists."""
-    depth = 0
-    while True:
-        pm, pf, pr = con.execute("SELECT parent_model, parent_feature, parent_r FROM features "
-                                 "WHERE model = ? AND feature = ?", [model, feature]).fetchone()
-        if pm is None or pr is None or not pr > threshold:
-            return depth
-        model, feature, depth = pm, pf, depth + 1
+def _chains(con, threshold: float | None = None, similarity: str = "pearson") -> dict:
+    """Every feature's chain of best persisting parent matches at `threshold` (default: the run's), walked in
+    Python over the stored rank-0 match rows (`oracles.lineage_chains`; the default mode is pearson, best
+    match)."""
+    from oracles import lineage_chains
+
+    t = con.execute("SELECT default_threshold FROM runs").fetchone()[0] if threshold is None else threshold
+    rows = con.execute("""SELECT parent, child, src, dst, r FROM matches
+                          WHERE rank = 0 AND direction = 'c2p' AND similarity = ?""", [similarity]).fetchall()
+    return lineage_chains(rows, [m for (m,) in con.execute("SELECT model FROM models ORDER BY idx").fetchall()], t)
+
+
+def _inherited(con, model: str = "luastories", n: int = 1) -> list[tuple[int, list]]:
+    """`n` features of `model` whose chain of persisting parent matches (at the run's default threshold) starts
+    in another model, with it."""
+    return sorted((f, ch) for (m, f), ch in _chains(con).items() if m == model and ch)[:n]
 
 
 def test_lineage_follows_persisting_matches(client, con):
-    rows = con.execute("""SELECT feature, origin_model FROM features
-                          WHERE model = 'luastories' AND origin_model <> model LIMIT 3""").fetchall()
+    rows = _inherited(con, n=3)
     assert rows
     t = con.execute("SELECT default_threshold FROM runs").fetchone()[0]
-    for feat, origin in rows:
+    for feat, chain in rows:
         lin = client.get(f"/api/models/luastories/features/{feat}").json()["lineage"]
-        depth = _stored_depth(con, "luastories", feat, t)
-        assert depth > 0 and len(lin["ancestors"]) == depth and lin["origin"]["model"] == origin
+        assert len(lin["ancestors"]) == len(chain) and lin["origin"]["model"] == chain[-1][0]
+        assert [(a["model"], a["feature"]) for a in lin["ancestors"]] == [(m, f) for m, f, _ in reversed(chain)]
         assert all(a["r_to_next"] > t for a in lin["ancestors"])
 
 
@@ -355,7 +361,7 @@ def test_pages_name_models_by_label(tiny_pipeline, con):
     for m in app.state.store.models:  # the tiny run's labels equal its names: relabel in memory only
         m["label"] = f"Label of {m['model']}"
     c = TestClient(app)
-    feat = con.execute("SELECT feature FROM features WHERE model = 'luastories' AND origin_model <> model LIMIT 1").fetchone()[0]
+    [(feat, _)] = _inherited(con)
     html = c.get(f"/models/luastories/features/{feat}").text
     assert re.search(r'<span>origin</span><b><a href="[^"]*">Label of \w+ #', html)
     assert "<td>Label of babypython → Label of lua</td>" in c.get("/").text
@@ -642,7 +648,7 @@ def test_sankey_counts_each_alive_feature_once_per_model(client, con):
 
 
 def test_feature_page_honours_and_carries_threshold_and_mode(client, con):
-    feat = con.execute("SELECT feature FROM features WHERE model = 'luastories' AND origin_model <> model LIMIT 1").fetchone()[0]
+    [(feat, _)] = _inherited(con)
     q = {"threshold": 0.55, "mode": "pearson-1to1"}
     d = client.get(f"/api/models/luastories/features/{feat}", params=q).json()
     assert d["state"]["threshold"] == 0.55 and d["state"]["mode"] == "pearson-1to1"

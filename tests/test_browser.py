@@ -78,10 +78,17 @@ def test_click_through_to_a_feature_with_highlighted_tokens(page, server):
 def test_follow_a_lineage_link(page, server, tiny_pipeline):
     import duckdb
 
+    from oracles import lineage_chains
+
     con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
-    feat, pm, pf = con.execute("""SELECT feature, parent_model, parent_feature FROM features
-                                  WHERE model = 'luastories' AND origin_model <> model LIMIT 1""").fetchone()
+    rows = con.execute("""SELECT parent, child, src, dst, r FROM matches
+                          WHERE rank = 0 AND direction = 'c2p' AND similarity = 'pearson'""").fetchall()
+    order = [m for (m,) in con.execute("SELECT model FROM models ORDER BY idx").fetchall()]
+    t = con.execute("SELECT default_threshold FROM runs").fetchone()[0]
     con.close()
+    # a luastories feature carried from a parent at the default threshold, and that parent feature
+    feat, (pm, pf, _) = min((f, ch[0]) for (m, f), ch in lineage_chains(rows, order, t).items()
+                            if m == "luastories" and ch)
     page.goto(f"{server}/models/luastories/features/{feat}")
     link = page.locator(f".lineage a[href^='/models/{pm}/features/{pf}?']")  # the view state rides along
     assert link.count() >= 1

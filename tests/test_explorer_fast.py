@@ -21,6 +21,13 @@ def client(synthetic_store):
     return TestClient(create_app(synthetic_store.path))
 
 
+@pytest.fixture(scope="module")
+def store(synthetic_store):
+    s = Store(synthetic_store.path)
+    yield s
+    s.close()
+
+
 def test_every_page_and_its_json_twin_answer(client):
     for url in PAGES:
         assert client.get(url).status_code == 200, url
@@ -184,3 +191,70 @@ def test_autointerp_splits_scores_by_fate_at_the_pages_threshold(client, synthet
     assert want[0.95] != want[None]  # fates differ at 0.95 on this store, so the page must differ
     html = client.get("/autointerp", params={"threshold": 0.95, "mode": mode}).text
     assert 'name="threshold"' in html and 'value="0.95"' in html
+
+
+@pytest.mark.parametrize("mode", ["pearson", "pearson-1to1", "decoder"])
+@pytest.mark.parametrize("threshold", [0.6, 0.95])
+def test_lineage_and_origin_at_any_threshold_match_a_brute_force_walk(synthetic_store, store, mode, threshold):
+    """Every feature's chain of persisting parent matches and its origin, read at query time through the fate
+    rule (the feature page's `lineage`, `flows.ancestry` / `flows.origins` in SQL, search's origin column, the
+    report's origin counts), against `oracles.lineage_chains`: a walk in Python over the stored match rows
+    (rank 0 of `matches`, or `assignments` under 1to1) up while r > threshold."""
+    import duckdb
+
+    from featureflow.config import parse_mode
+    from featureflow.store import flows, summary
+    from oracles import lineage_chains
+
+    sim, rule = parse_mode(mode)
+    con = duckdb.connect(str(synthetic_store.path), read_only=True)
+    table = "matches WHERE rank = 0 AND" if rule == "best" else "assignments WHERE"
+    rows = con.execute(f"SELECT parent, child, src, dst, r FROM {table} direction = 'c2p' AND similarity = ?",
+                       [sim]).fetchall()
+    order = [m for (m,) in con.execute("SELECT model FROM models ORDER BY idx").fetchall()]
+    want = lineage_chains(rows, order, threshold)
+    feats = con.execute("SELECT model, feature, alive FROM features ORDER BY model, feature").fetchall()
+    got_origin = flows.origins(con, [(m, f) for m, f, _ in feats], threshold, mode)
+    start = "SELECT model, feature FROM features"
+    steps = con.execute(f"""SELECT model, feature, at_model, at_feature, hop_r FROM ({flows.ancestry(rule, start)})
+                            WHERE depth > 0 ORDER BY depth""", flows.fate_params(threshold, mode)).fetchall()
+    for m, f, alive in feats:
+        chain = want.get((m, f), [])
+        sql = [(am, af, r) for sm, sf, am, af, r in steps if (sm, sf) == (m, f)]  # the SQL walk, parent first
+        assert [s[:2] for s in sql] == [c[:2] for c in chain], (m, f)
+        assert [s[2] for s in sql] == pytest.approx([c[2] for c in chain])
+        origin = chain[-1][:2] if chain else (m, f)
+        assert (got_origin[(m, f)]["origin_model"], got_origin[(m, f)]["origin_feature"]) == origin
+        assert got_origin[(m, f)]["depth"] == len(chain)
+        lin = store.lineage(m, f, threshold, mode)  # the feature page's walk
+        assert [(a["model"], a["feature"]) for a in lin["ancestors"]] == [(pm, pf) for pm, pf, _ in reversed(chain)]
+        assert [a["r_to_next"] for a in lin["ancestors"]] == pytest.approx([r for _, _, r in reversed(chain)])
+        assert (lin["origin"]["model"], lin["origin"]["feature"]) == origin
+    counts = {(r["model"], r["origin_model"]): r["n"] for r in summary.origin_counts(con, threshold, mode)}
+    expect: dict = {}
+    for m, f, alive in feats:
+        if alive:
+            o = want.get((m, f)) or [(m, f, None)]
+            expect[(m, o[-1][0])] = expect.get((m, o[-1][0]), 0) + 1
+    assert counts == expect
+    page = store.search(None, None, 0.0, 1.0, None, "feature", 1, 100, threshold=threshold, mode=mode)
+    assert page["total"] == len(feats)
+    for r in page["rows"]:
+        chain = want.get((r["model"], r["feature"]), [])
+        assert (r["origin_model"], r["origin_feature"]) == (chain[-1][:2] if chain else (r["model"], r["feature"]))
+    con.close()
+
+
+def test_lineage_depends_on_the_threshold(synthetic_store):
+    """The synthetic family has chains of two hops at 0.6 that a stricter threshold cuts: the origin is not a
+    stored constant."""
+    import duckdb
+
+    from featureflow.store import flows
+
+    con = duckdb.connect(str(synthetic_store.path), read_only=True)
+    feats = [tuple(r) for r in con.execute("SELECT model, feature FROM features").fetchall()]
+    depth = {t: {k: v["depth"] for k, v in flows.origins(con, feats, t, "pearson").items()} for t in (0.6, 0.95)}
+    assert max(depth[0.6].values()) >= 2
+    assert sum(depth[0.6].values()) > sum(depth[0.95].values())
+    con.close()

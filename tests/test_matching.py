@@ -6,8 +6,7 @@ from scipy.optimize import linear_sum_assignment
 
 from oracles import same_index_share
 from featureflow.pipeline.matching import (TopK, assign, best_of, decoder_topk, pearson_topk, pearson_topk_blockwise,
-                              pearson_topk_cpu, pearson_topk_torch, token_type_means,
-                              trace_origins)
+                              pearson_topk_cpu, pearson_topk_torch, token_type_means)
 
 ENGINES = {
     "blockwise": lambda A, B, k: pearson_topk_blockwise(A, B, k, block_size=32, desc=None),
@@ -124,26 +123,6 @@ def test_token_type_variant_matches_brute_force_on_means():
     np.testing.assert_allclose(Am.toarray(), dense, atol=1e-12)
     R = brute_pearson(dense, np.stack([B.toarray()[ids == t].mean(0) for t in present]))
     np.testing.assert_allclose(pearson_topk(Am, Bm, 2).p2c_r, -np.sort(-R, 1)[:, :2], atol=1e-5)
-
-
-def test_lineage_trace_through_a_diamond():
-    order = ["root", "a", "b", "merge"]
-    parents = {"root": [], "a": ["root"], "b": ["root"], "merge": ["a", "b"]}
-    alive = {m: np.ones(3, bool) for m in order}
-    best = {
-        ("root", "a"): (np.array([2, 0, 1]), np.array([0.9, 0.3, 0.95])),
-        ("root", "b"): (np.array([0, 1, 2]), np.array([0.1, 0.2, 0.3])),
-        ("a", "merge"): (np.array([0, 2, 1]), np.array([0.85, 0.99, 0.5])),
-        ("b", "merge"): (np.array([1, 1, 1]), np.array([0.5, 0.6, 0.7])),
-    }
-    o = trace_origins(order, parents, best, alive, 0.8)
-    # a#0 <- root#2 (0.9); a#2 <- root#1 (0.95); a#1 emerged in a
-    assert list(o["a"]["origin_model"]) == [0, 1, 0] and list(o["a"]["origin_feature"]) == [2, 1, 1]
-    # merge#0 <- a#0 <- root#2: depth 2; merge#1 <- a#2 <- root#1; merge#2: best parent b#1 at 0.7, emerged
-    assert list(o["merge"]["origin_model"]) == [0, 0, 3]
-    assert list(o["merge"]["origin_feature"]) == [2, 1, 2]
-    assert list(o["merge"]["depth"]) == [2, 2, 0]
-    assert o["merge"]["parent_model"][2] == 2 and np.isclose(o["merge"]["parent_r"][2], 0.7)
 
 
 # ------------------------------------------------------------------------ token-type, decoder, rules

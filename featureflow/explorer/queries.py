@@ -219,9 +219,11 @@ class Store:
                 "split": self.q("SELECT * FROM planted_split ORDER BY mode"),
                 "saes": self.q("SELECT * FROM planted_saes ORDER BY model, replica")}
 
-    def origin_counts(self) -> list[dict]:
-        """Alive features per model by the model their chain of persisting matches starts in (default threshold)."""
-        return summary.origin_counts(self.cursor())
+    @memo
+    def origin_counts(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Alive features per model by the model their chain of persisting matches starts in, at `threshold`
+        under `mode` (`flows.origin_counts`)."""
+        return summary.origin_counts(self.cursor(), threshold, self.mode(mode))
 
     @memo
     def emerged_in(self, threshold: float, mode: str | None = None) -> dict[str, int]:
@@ -505,12 +507,13 @@ class Store:
         return [dict(r) for r in self._index("partners", threshold, self.mode(mode)).get((model, feature, direction), [])]
 
     def _strongest_first(self, rows: list[dict]) -> list[dict]:
-        """Partners by r descending, ties in family order (sorted here: a join with `models` costs more than the
-        read)."""
+        """Partners by r descending, ties in family order: `flows.BEST_PARENT_ORDER` (sorted here: a join with
+        `models` costs more than the read)."""
         return sorted(rows, key=lambda p: (-(p["r"] if p["r"] is not None else -math.inf), self.model_idx[p["model"]]))
 
     def best_parent(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict | None:
-        """The strongest of the feature's partners over its parents (ties: the parent first in family order)."""
+        """The strongest of the feature's partners over its parents (ties: the parent first in family order):
+        its best parent match, `flows.BEST_PARENT_ORDER`."""
         rows = self.partners(model, feature, "c2p", threshold, mode)
         return rows[0] if rows else None
 
@@ -520,10 +523,10 @@ class Store:
     def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None,
                 row: dict | None = None, matches: dict | None = None) -> dict:
         """The feature's lineage at `threshold`: the chain of best persisting parent matches up to its
-        origin (`ancestors`), the tree of its partners in every parent model followed up while they persist
-        (`parents`: a merge child shows both parents), and the tree of best persisting child matches down to
-        the leaves. `row` (its `features` row)
-        and `matches` (its `matches()` under `mode`) save reads when the caller has them."""
+        origin (`ancestors`: the chain `flows.ancestry` walks in SQL for search and `featureflow report`), the
+        tree of its partners in every parent model followed up while they persist (`parents`: a merge child
+        shows both parents), and the tree of best persisting child matches down to the leaves. `row` (its
+        `features` row) and `matches` (its `matches()` under `mode`) save reads when the caller has them."""
         if matches is not None and parse_mode(self.mode(mode))[1] == "best":  # its partners: the rank-0 matches
             ups, kids = ([{"model": m["model"], "feature": m["feature"], "r": m["r"], "persists": m["persists"]}
                           for m in matches[side] if m["rank"] == 0 and m["feature"] is not None]
@@ -533,8 +536,8 @@ class Store:
             ups, kids = (self.partners(model, feature, "c2p", threshold, mode),
                          self.partners(model, feature, "p2c", threshold, mode))
         up: list[dict] = []
-        bp = ups[0] if ups else None
-        while bp is not None and bp["persists"]:
+        bp = ups[0] if ups else None  # partners strongest first: the first is its best parent match
+        while bp is not None and bp["persists"] and len(up) < 64:
             up.append({"model": bp["model"], "label": self.label(bp["model"]), "feature": bp["feature"],
                        "r_to_next": bp["r"]})
             bp = self.best_parent(bp["model"], bp["feature"], threshold, mode)
@@ -594,9 +597,9 @@ class Store:
                token: str | None, sort: str, page: int, per_page: int, text: str | None = None,
                threshold: float | None = None, mode: str | None = None, edge: tuple[str, str] | None = None,
                descending: bool | None = None, stable: bool | None = None) -> dict:
-        """One page of features matching the filters, each with its fate, best parent r and best child r
-        computed at `threshold` under `mode` from the stored matches (the rule of `flows`: counts per edge
-        equal `flows`, per model `emerged_in` and the Sankey's lost features). With `edge` (parent, child)
+        """One page of features matching the filters, each with its fate, best parent r, best child r and origin
+        (`flows.origins`, over every edge) computed at `threshold` under `mode` from the stored matches (the
+        rule of `flows`: counts per edge equal `flows`, per model `emerged_in` and the Sankey's lost features). With `edge` (parent, child)
         only that edge's matches count and only its two models' features are listed. `descending`: None
         sorts `sort` in its natural direction; NULLs sort last either way. `stable` True / False keeps
         only features that are reproducible / measured but not reproducible across their member's seed
@@ -639,10 +642,16 @@ class Store:
         rows = self.q(f"""
             SELECT f.model, m.label, f.feature, f.density, f.max_act,
                    {flow_sql.FATE_LABEL} AS fate,
-                   s.parent_r, s.best_child_r, f.origin_model, v.text AS top_token, f.top_token_share,
+                   s.parent_r, s.best_child_r, v.text AS top_token, f.top_token_share,
                    f.top_token_llr, e.explanation, e.explainer, e.sim_score, st.replicas, st.reproduced, st.stable
             {base} ORDER BY {column} {order} NULLS LAST, m.idx, f.feature LIMIT $limit OFFSET $offset""",
                       {**params, "limit": per_page, "offset": (page - 1) * per_page})
+        # each listed feature's origin at the same threshold and mode, over every edge (its lineage's)
+        origin = flow_sql.origins(self.cursor(), [(r["model"], r["feature"]) for r in rows], params["t"],
+                                  self.mode(mode))
+        for r in rows:
+            o = origin[(r["model"], r["feature"])]
+            r["origin_model"], r["origin_feature"] = o["origin_model"], o["origin_feature"]
         return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),
                 "rows": rows}
 

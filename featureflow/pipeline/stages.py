@@ -17,7 +17,8 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
 # autointerp 3: the key is redacted in every encoding a server may echo (percent-encoded, base64, JSON-escaped,
 #   split over tokens); the rerun answers from the LLM cache, whose entries are redacted again when read.
 VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 4, "activations": 4, "matching": 4, "floors": 3,
-                                     "autointerp": 3, "cases": 2, "fingerprints": 2, "store": 2}
+                                     "autointerp": 3, "cases": 2, "fingerprints": 2, "store": 3}
+# store 3: schema 7, no lineage columns (read at query time by store/flows.py)
 # planted 1: the planted-family scorecard (featureflow/pipeline/planted.py; its own PLANTED_VERSION is in the key)
 
 

@@ -28,7 +28,7 @@ import pyarrow as pa
 from featureflow.pipeline.artifacts import key_of, read_json, sweep_temps
 from featureflow.pipeline.autointerp.llm import redact
 from featureflow.config import ExperimentConfig, MergeMember, parse_mode
-from featureflow.pipeline.matching import read_rule_matches, trace_origins
+from featureflow.pipeline.matching import read_rule_matches
 from featureflow.store.schema import SCHEMA_VERSION, ddl
 
 log = logging.getLogger("featureflow")
@@ -57,11 +57,6 @@ class StoreInputs:
     default_mode: str                               # the first of `matching.modes`
     timings: dict[str, float]                       # seconds per stage call of the building process
     stage_seconds: dict[str, float]                 # seconds per stage of the building process's `run`
-
-    def edge(self, parent: str, child: str, mode: str | None = None) -> dict[str, np.ndarray]:
-        """Each feature's match on edge parent -> child under `mode` (default: the run's default mode)."""
-        sim, rule = parse_mode(mode or self.default_mode)
-        return read_rule_matches(self.matches[(parent, child, sim)], rule)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: dict | pa.Table) -> None:
@@ -377,34 +372,12 @@ def _fill_features(cfg: ExperimentConfig, inp: StoreInputs, con: duckdb.DuckDBPy
 
     from featureflow.pipeline.features import load_acts
 
-    thr = cfg.matching.threshold
     feats = {n: pq.read_table(inp.activations[n] / "features.parquet") for n in order}
     alive = {n: feats[n].column("alive").to_numpy() for n in order}
-    parents = {n: list(cfg.member(n).parents) for n in order}
 
     _fill_matches(cfg, inp, con, alive)
-    best_parent, best_child_r = {}, {n: np.full(len(alive[n]), -np.inf) for n in order}
-    for p, c in cfg.edges():  # lineage under the default mode (fates: computed by store/flows.py)
-        best = inp.edge(p, c)
-        best_parent[(p, c)] = (best["c2p_idx"], np.nan_to_num(best["c2p_r"], nan=-np.inf))
-        best_child_r[p] = np.maximum(best_child_r[p], np.nan_to_num(best["p2c_r"], nan=-np.inf))
-
-    origins = trace_origins(order, parents, best_parent, alive, thr)
-    names = np.asarray(order, dtype=object)
-    for n in order:
-        o = origins[n]
-        F = len(alive[n])
-        has_parent = o["parent_model"] >= 0
-        t = feats[n]
-        t = t.append_column("model", pa.array([n] * F))
-        t = t.append_column("parent_model", pa.array(np.where(has_parent, names[np.maximum(o["parent_model"], 0)], None)))
-        t = t.append_column("parent_feature", pa.array(np.where(has_parent, o["parent_feature"], None), pa.int32()))
-        t = t.append_column("parent_r", pa.array(np.clip(np.where(has_parent, o["parent_r"], np.nan), -1, 1))
-                            .cast(pa.float64()))
-        t = t.append_column("best_child_r", pa.array(np.clip(
-            np.where(np.isfinite(best_child_r[n]), best_child_r[n], np.nan), -1, 1)))
-        t = t.append_column("origin_model", pa.array(names[o["origin_model"]]))
-        t = t.append_column("origin_feature", pa.array(o["origin_feature"].astype(np.int32)))
+    for n in order:  # fates and lineage are not stored: store/flows.py reads them from matches / assignments
+        t = feats[n].append_column("model", pa.array([n] * len(alive[n])))
         llr = np.load(inp.autointerp[n] / "llr.npy")
         t = t.append_column("top_token_llr", pa.array(np.where(np.isfinite(llr), llr, np.nan)))
         _insert(con, "features", t)
@@ -431,7 +404,5 @@ def _fill_features(cfg: ExperimentConfig, inp: StoreInputs, con: duckdb.DuckDBPy
             c["root_llr"], c["root_coverage"], c["descendants"], c["status"], c["reason"]])
     _insert(con, "case_llrs", pq.read_table(inp.cases / "case_llrs.parquet"))
     _fill_pw_mcc(inp, con)
-    # NaN -> NULL for "no parent" / "never fires" rows
+    # NaN -> NULL for "never fires" rows
     con.execute("UPDATE features SET top_token_llr = NULL WHERE isnan(top_token_llr)")
-    con.execute("UPDATE features SET parent_r = NULL WHERE isnan(parent_r)")
-    con.execute("UPDATE features SET best_child_r = NULL WHERE isnan(best_child_r)")

@@ -63,6 +63,67 @@ def feature_fates(rule: str, where: str = "") -> str:
                FROM ({edge_matches(rule, where)}) GROUP BY ALL"""
 
 
+# -- lineage: a feature's chain of best persisting parent matches, read through the same rule ---------------
+# A feature's best parent match: its strongest match over its parent models (`parent_matches`), ties to the
+# parent earlier in family order. Its chain follows best parent matches up while they persist (`PERSISTS`);
+# where the chain ends is the feature's origin: the root for a feature carried all the way, else the model where
+# it emerged. `ancestry` walks every chain of a set of features at once (search, the report's origin counts);
+# the explorer's feature page walks one chain over its partners index (`all_partners`, sorted in this order).
+BEST_PARENT_ORDER = "{t}r DESC NULLS LAST, {t}parent_idx"
+
+
+def parent_matches(rule: str) -> str:
+    """Each feature's match under `rule` ($sim, $t bound) in each of its parent models, unassigned ones left out:
+    model, feature, parent, dst (the parent feature), r, `persists` and `parent_idx` (the parent's family order)."""
+    return f"""SELECT m.model, m.src AS feature, m.parent, m.dst, m.r, m.persists, o.idx AS parent_idx
+               FROM ({edge_matches(rule, "AND direction = 'c2p' AND dst IS NOT NULL")}) m
+               JOIN models o ON o.model = m.parent"""
+
+
+def ancestry(rule: str, start: str) -> str:
+    """Every chain of the features of `start` (a query of model, feature) at once, one row per step: the
+    start's model and feature, `depth` (0: the feature itself), the feature reached (`at_model`, `at_feature`)
+    and `hop_r`, the r of the hop into it (NULL at depth 0)."""
+    return f"""WITH RECURSIVE walk(model, feature, depth, at_model, at_feature, hop_r) AS (
+                   SELECT model, feature, 0, model, feature, NULL::DOUBLE FROM ({start})
+                   UNION ALL
+                   SELECT w.model, w.feature, w.depth + 1, b.parent, b.dst, b.r
+                   FROM walk w JOIN ({parent_matches(rule)}) b ON b.model = w.at_model AND b.feature = w.at_feature
+                   WHERE w.depth < 64
+                   QUALIFY row_number() OVER (PARTITION BY w.model, w.feature
+                                              ORDER BY {BEST_PARENT_ORDER.format(t="b.")}) = 1 AND b.persists)
+               SELECT * FROM walk"""
+
+
+def origins_of(rule: str, start: str) -> str:
+    """Per feature of `start`: `origin_model`, `origin_feature` (the end of its chain, `ancestry`) and `depth`
+    (hops to it)."""
+    return f"""SELECT model, feature, arg_max(at_model, depth) AS origin_model,
+                      arg_max(at_feature, depth) AS origin_feature, max(depth) AS depth
+               FROM ({ancestry(rule, start)}) GROUP BY model, feature"""
+
+
+def origins(cur, features: list[tuple[str, int]], threshold: float, mode: str) -> dict[tuple[str, int], dict]:
+    """(model, feature) -> its `origin_model`, `origin_feature` and `depth` at `threshold` under `mode`."""
+    if not features:
+        return {}
+    start = "SELECT unnest($models::VARCHAR[]) AS model, unnest($features::INTEGER[]) AS feature"
+    rows = _dicts(cur.execute(f"SELECT * FROM ({origins_of(parse_mode(mode)[1], start)})",
+                              {**fate_params(threshold, mode), "models": [m for m, _ in features],
+                               "features": [f for _, f in features]}))
+    return {(r.pop("model"), r.pop("feature")): r for r in rows}
+
+
+def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
+    """Alive features per model by the model their chain of persisting matches starts in (`origins_of`), at
+    `threshold` under `mode`, in family order."""
+    start = "SELECT model, feature FROM features WHERE alive"
+    return _dicts(cur.execute(f"""
+        SELECT o.model, o.origin_model, count(*) AS n FROM ({origins_of(parse_mode(mode)[1], start)}) o
+        JOIN models m ON m.model = o.model JOIN models g ON g.model = o.origin_model
+        GROUP BY o.model, o.origin_model, m.idx, g.idx ORDER BY m.idx, g.idx""", fate_params(threshold, mode)))
+
+
 # A feature's fate label from its `features` row `f` and its `feature_fates` row `s`: dead, else its parent
 # side (inherited / emerging) and child side (persisting / disappearing) joined by ', ', else 'alive'.
 FATE_LABEL = """CASE WHEN NOT f.alive THEN 'dead' ELSE coalesce(nullif(concat_ws(', ',

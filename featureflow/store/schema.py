@@ -10,10 +10,14 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # 6: the fate of a feature is no longer stored (`features.fate`, `features.emerged`, `features.depth` and the
 #    `flows` table removed): it is computed at query time, at any threshold and mode, by the one fate rule in
 #    `featureflow/store/flows.py` (`PERSISTS`, `edge_matches`, `feature_fates`, `flows`).
+# 7: a feature's lineage is no longer stored (`features.parent_model`, `parent_feature`, `parent_r`,
+#    `best_child_r`, `origin_model`, `origin_feature` removed, the default threshold's): its best parent and
+#    child r, its chain of persisting parent matches and its origin are read at query time, at the page's
+#    threshold and mode, through the same rule (`flows.feature_fates`, `flows.ancestry`, `flows.origins`).
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
@@ -71,15 +75,12 @@ TABLES: dict[str, tuple[str, str]] = {
         token_id INTEGER PRIMARY KEY, text VARCHAR"""),
     "sample_tokens": ("The shared sample, one row per token: token_index = window_idx * context + position.", """
         token_index BIGINT PRIMARY KEY, window_idx INTEGER, position INTEGER, domain VARCHAR, token_id INTEGER"""),
-    "features": ("One row per (model, feature): activation statistics over the shared sample and, at the "
-                 "default threshold and matching mode, its lineage: the best parent match (`parent_*`), its best "
-                 "child match r and the origin of its chain of persisting matches (`origin_*`). Its fate at any "
-                 "threshold and mode is not stored: `featureflow/store/flows.py` computes it from `matches` / "
-                 "`assignments`.", """
+    "features": ("One row per (model, feature): activation statistics over the shared sample. Its fate, best "
+                 "parent and child matches and lineage (the chain of persisting parent matches up to its origin) "
+                 "at any threshold and mode are not stored: `featureflow/store/flows.py` computes them from "
+                 "`matches` / `assignments`.", """
         model VARCHAR, feature INTEGER, density DOUBLE, n_active BIGINT, max_act DOUBLE, mean_act DOUBLE,
         mean_when_active DOUBLE, alive BOOLEAN, top_token_id INTEGER, top_token_share DOUBLE, top_token_llr DOUBLE,
-        parent_model VARCHAR, parent_feature INTEGER, parent_r DOUBLE, best_child_r DOUBLE,
-        origin_model VARCHAR, origin_feature INTEGER,
         PRIMARY KEY (model, feature)"""),
     "feature_histograms": ("Equal-width histogram of a feature's non-zero activations: bin edges and counts.", """
         model VARCHAR, feature INTEGER, edges DOUBLE[], counts INTEGER[], PRIMARY KEY (model, feature)"""),

@@ -42,12 +42,10 @@ def member_floors(cur, threshold: float, mode: str) -> list[dict]:
     return out
 
 
-def origin_counts(cur) -> list[dict]:
-    """Alive features per model by the model their chain of persisting matches starts in (default threshold)."""
-    return _dicts(cur.execute("""
-        SELECT f.model, f.origin_model, count(*) AS n FROM features f JOIN models m USING (model)
-        JOIN models o ON o.model = f.origin_model
-        WHERE f.alive GROUP BY f.model, f.origin_model, m.idx, o.idx ORDER BY m.idx, o.idx"""))
+def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
+    """Alive features per model by the model their chain of persisting matches starts in, at `threshold`
+    under `mode` (`flows.origin_counts`)."""
+    return F.origin_counts(cur, threshold, mode)
 
 
 def sae_health(cur) -> list[dict]:
