@@ -129,6 +129,8 @@ def main() -> None:
         views = {
             "overview, a new threshold": lambda i: f"/api/?threshold={0.7 + i / 1000:.3f}",
             "feature page, a new feature": lambda i: f"/api/models/a/features/{f + i}",
+            # the first page at a threshold builds that threshold's partner / fate / stability indexes
+            "feature page, new threshold": lambda i: f"/api/models/a/features/{f + i}?threshold={0.5 + i / 1000:.3f}",
             "search, sorted, page 3": lambda i: f"/api/features?sort=max_act&page=3&min_density={i / 1e9:.9f}",
             "search by top token": lambda i: f"/api/features?token=t12&model=b&min_density={i / 1e9:.9f}",
             "compare (exact r)": lambda i: f"/api/compare?a=a:{f + i}&b=merge:{f + 1 + i}",
