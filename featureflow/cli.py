@@ -149,7 +149,7 @@ def _serve(args) -> int:
 
     from featureflow.explorer.app import create_app
     from featureflow.explorer.queries import StoreError
-    from featureflow.explorer.serving import DB_ENV, run_workers
+    from featureflow.explorer.serving import DB_ENV, THREADS_ENV, run_workers
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1 (got {args.workers})")
@@ -162,6 +162,7 @@ def _serve(args) -> int:
         return 0
     app.state.store.close()
     os.environ[DB_ENV] = str(Path(args.db).resolve())
+    os.environ[THREADS_ENV] = str(max(1, cores() // args.workers))  # the workers share the cores
     return run_workers(args.host, args.port, args.workers)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import duckdb
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -258,3 +259,25 @@ def test_lineage_depends_on_the_threshold(synthetic_store):
     assert max(depth[0.6].values()) >= 2
     assert sum(depth[0.6].values()) > sum(depth[0.95].values())
     con.close()
+
+
+def test_a_worker_process_opens_the_store_with_its_share_of_the_cores(synthetic_store, tmp_path, monkeypatch):
+    """`featureflow serve --workers N` hands each worker cores // N DuckDB threads ($FEATUREFLOW_DUCKDB_THREADS);
+    the app a worker builds (`serving.app_from_env`) opens its store with exactly that many, and without the
+    variable DuckDB keeps its own default."""
+    import shutil
+
+    from featureflow.explorer.serving import DB_ENV, THREADS_ENV, app_from_env
+
+    db = tmp_path / "copy.duckdb"  # a file of its own: one process opens a file with one configuration
+    shutil.copy(synthetic_store.path, db)
+    monkeypatch.setenv(DB_ENV, str(db))
+    monkeypatch.setenv(THREADS_ENV, "1")
+    app = app_from_env()
+    assert app.state.store.cursor().execute("SELECT current_setting('threads')").fetchone()[0] == 1
+    app.state.store.close()
+    monkeypatch.delenv(THREADS_ENV)
+    app = app_from_env()
+    default = duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
+    assert app.state.store.cursor().execute("SELECT current_setting('threads')").fetchone()[0] == default
+    app.state.store.close()

@@ -101,10 +101,12 @@ def test_serve_parses_workers_and_hands_them_the_factory(synthetic_store, monkey
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     monkeypatch.setattr(featureflow.explorer.serving, "run_workers", lambda *a: calls.append(a) or 0)
     monkeypatch.setenv("FEATUREFLOW_DB", "")  # restored when the test ends
+    monkeypatch.setenv("FEATUREFLOW_DUCKDB_THREADS", "")
     db = str(synthetic_store.path)
     assert cli.main(["serve", "--db", db, "--workers", "3", "--port", "8123"]) == 0
     assert calls.pop() == ("127.0.0.1", 8123, 3)
     assert os.environ["FEATUREFLOW_DB"] == str(Path(db).resolve())  # what app_from_env opens in each worker
+    assert os.environ["FEATUREFLOW_DUCKDB_THREADS"] == str(max(1, cli.cores() // 3))  # each worker's share of the cores
     assert featureflow.explorer.serving.app_from_env().state.store.path == Path(db).resolve()
     assert cli.main(["serve", "--db", db, "--workers", "1"]) == 0
     app_, kw = calls.pop()

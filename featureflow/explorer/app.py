@@ -211,8 +211,8 @@ def csv_text(rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------ the app
-def create_app(db_path: str | Path) -> FastAPI:
-    store = Store(db_path)
+def create_app(db_path: str | Path, duckdb_threads: int | None = None) -> FastAPI:
+    store = Store(db_path, threads=duckdb_threads)
     missing = [f"{name} ({path})" for name, path in VENDOR.items() if not path.exists()]
     if missing:
         raise VendorMissing(missing_message(missing))

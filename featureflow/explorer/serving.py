@@ -22,6 +22,7 @@ from pathlib import Path
 from starlette.datastructures import Headers, MutableHeaders
 
 DB_ENV = "FEATUREFLOW_DB"
+THREADS_ENV = "FEATUREFLOW_DUCKDB_THREADS"  # DuckDB threads per worker: the cores over the workers
 APP = Path(__file__).resolve().parent
 FRONTEND = APP  # templates/ and static/ sit beside the code
 # The store never changes while served, but a restart may serve a rebuilt one: browsers keep a page a minute,
@@ -155,13 +156,14 @@ class ResponseCache:
 
 def app_from_env():
     """The app factory each uvicorn worker imports (`featureflow.explorer.serving:app_from_env`): the store named by
-    $FEATUREFLOW_DB, which `featureflow serve` sets after checking that the app starts on it."""
+    $FEATUREFLOW_DB, which `featureflow serve` sets after checking that the app starts on it, with the DuckDB threads
+    of $FEATUREFLOW_DUCKDB_THREADS (its share of the cores)."""
     from featureflow.explorer.app import create_app
 
     path = os.environ.get(DB_ENV)
     if not path:
         raise RuntimeError(f"${DB_ENV} names no store (start the explorer with `featureflow serve --db ...`)")
-    return create_app(path)
+    return create_app(path, duckdb_threads=int(os.environ.get(THREADS_ENV) or 0) or None)
 
 
 def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
