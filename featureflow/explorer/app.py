@@ -174,7 +174,7 @@ def chips(toks: list[dict], top: float, key: str = "act", rgb: str | None = None
     for t in toks:
         index = f' data-i="{int(t["index"])}"' if "index" in t else ""
         colour = heat(t[key], top, rgb) if rgb else heat(t[key], top)
-        attrs = f'{index} style="background: {colour}" title="{numbers.num(float(t[key]), 4)} · id {escape(t["id"])}"'
+        attrs = f'{index} style="background: {colour}" title="{numbers.num(float(t[key]), 4)} · id {int(t["id"])}"'
         center = " center" if t.get("center") else ""
         text = t["text"]
         if not (breaks and "\n" in text):
