@@ -75,6 +75,7 @@ def _report(con, db, threshold, mode) -> None:
         raise ValueError(f"matching mode '{mode}' is not stored in run '{run['name']}' "
                          f"(modes: {', '.join(run['modes'])})")
     modes = list(run["modes"]) if mode is None else [mode]
+    origin_mode = run["default_mode"] if mode is None else mode  # the mode the origin counts are read under
     init = ("every SAE shares one seed (sae.shared_init: the paper's setup)" if run["shared_init"]
             else "each SAE has its own seed")
     print(f"run {run['name']}: feature flows per edge, similarity > {t} persists; {init}; "
@@ -103,9 +104,9 @@ def _report(con, db, threshold, mode) -> None:
                 "unavailable (needs two or more extra seed replicas)" if not rf else "no feature reproduces"))
             for p in f["pw_mcc"]:
                 print(f"    PW-MCC {f['model']} r0 vs r{p['replica']}: {_num(p['pw_mcc'])} (chance {_num(p['chance'])})")
-    print(f"\nalive features by origin (mode {run['default_mode']}, threshold {run['default_threshold']}; "
+    print(f"\nalive features by origin (mode {origin_mode}, threshold {t}; "
           f"where their chain of persisting matches starts):")
-    for r in summary.origin_counts(con, run["default_threshold"], run["default_mode"]):
+    for r in summary.origin_counts(con, t, origin_mode):
         print(f"  {r['model']:20s} from {r['origin_model']:20s} {r['n']:6d}")
     print("\nSAE health:")
     for m in summary.sae_health(con):

@@ -238,6 +238,19 @@ def test_lineage_and_origin_at_any_threshold_match_a_brute_force_walk(synthetic_
             o = want.get((m, f)) or [(m, f, None)]
             expect[(m, o[-1][0])] = expect.get((m, o[-1][0]), 0) + 1
     assert counts == expect
+    # `featureflow report --mode --threshold` prints the same counts, under the threshold and mode it was given
+    import contextlib
+    import io
+
+    from featureflow.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["report", "--db", str(synthetic_store.path), "--mode", mode, "--threshold", str(threshold)]) == 0
+    block = buf.getvalue().split("alive features by origin")[1].split("\n\n")[0].splitlines()
+    assert f"(mode {mode}, threshold {threshold};" in block[0]
+    printed = {(p[0], p[2]): int(p[3]) for p in (line.split() for line in block[1:]) if len(p) == 4 and p[1] == "from"}
+    assert printed == expect
     page = store.search(None, None, 0.0, 1.0, None, "feature", 1, 100, threshold=threshold, mode=mode)
     assert page["total"] == len(feats)
     for r in page["rows"]:
@@ -281,3 +294,41 @@ def test_a_worker_process_opens_the_store_with_its_share_of_the_cores(synthetic_
     default = duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
     assert app.state.store.cursor().execute("SELECT current_setting('threads')").fetchone()[0] == default
     app.state.store.close()
+
+
+def test_concurrent_first_views_at_a_new_threshold_read_the_partners_once(synthetic_store, monkeypatch):
+    """Eight threads asking at once for a threshold nobody asked for share one read of every feature's partners
+    (counted on `flows.all_partners`), get equal answers, and only the `INDEX_KEEP` most recent thresholds stay."""
+    import threading
+    import time
+
+    from featureflow.store import flows
+
+    store = Store(synthetic_store.path)
+    calls = []
+    read = flows.all_partners
+
+    def slow_read(*args):
+        calls.append(args[1:])
+        time.sleep(0.2)  # long enough for every thread to arrive while it runs
+        return read(*args)
+
+    monkeypatch.setattr(flows, "all_partners", slow_read)
+    got = [None] * 8
+
+    def ask(i: int) -> None:
+        got[i] = store.partners("left", 1, "c2p", 0.61, "pearson")
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [(0.61, "pearson")] and all(g == got[0] for g in got) and got[0]
+    for t in (0.5, 0.52, 0.54, 0.56, 0.58):
+        store.partners("left", 1, "c2p", t, "pearson")
+    kept = [k for k in store._indices if k[0] == "partners"]
+    assert len(kept) == Store.INDEX_KEEP and ("partners", 0.58, "pearson") in kept and ("partners", 0.61, "pearson") not in kept
+    with pytest.raises(ValueError, match="no index"):
+        store._index("matches", 0.5, "pearson")
+    store.close()

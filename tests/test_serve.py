@@ -191,19 +191,6 @@ def test_memoised_store_answers_cannot_be_changed_by_a_caller(client):
     assert store.flows(0.8)[0]["persisting"] >= 0
 
 
-def test_lineage_from_the_matches_already_read_equals_a_fresh_read(client):
-    store = client.app.state.store
-    seen = []
-    for mode in store.modes:
-        for model in store.model_names:
-            for feature in range(12):  # every feature of the synthetic store
-                m = store.matches(model, feature, 0.5, mode)
-                lin = store.lineage(model, feature, 0.5, mode, matches=m)
-                assert lin == store.lineage(model, feature, 0.5, mode), (mode, model, feature)
-                seen.append(bool(lin["ancestors"]) and bool(lin["descendants"]))
-    assert any(seen)  # some features sit in the middle of a chain, with ancestors and descendants
-
-
 def test_a_first_view_of_a_feature_reads_its_own_tables_once_and_never_joins_the_vocabulary(synthetic_store):
     """The first view of a feature page (nothing cached for it): every SQL statement is recorded; the feature's
     own tables (row, histogram, logits, top tokens) are read in two statements, no statement reads `vocab`

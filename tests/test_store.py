@@ -107,8 +107,10 @@ def _fake_inputs(cfg, root):
 
 def test_the_store_key_follows_its_inputs(tmp_path):
     """`inputs_key(cfg, inputs)`: the same inputs give the same key (a resumed run finds the store up to date);
-    another artefact behind any input the store reads gives another key (the store is rebuilt); the
-    building process's device and timings are not inputs."""
+    another artefact behind any input the key hashes (activations, default-mode matches, floors, agreements,
+    autointerp, cases, fingerprints, planted; members, SAEs, corpora, tokenizer and sample reach it through the
+    activation keys and the config) gives another key (the store is rebuilt); the building process's device
+    and timings are not inputs."""
     import dataclasses
 
     from conftest import tiny_dict
@@ -137,9 +139,26 @@ def test_the_store_key_follows_its_inputs(tmp_path):
     assert inputs_key(other, inp) != key  # the config is an input too
 
 
-def test_a_resumed_run_finds_the_store_built_from_its_inputs(tiny_pipeline):
-    """The key the store was written under is the key of the inputs the runner resolves now."""
-    from featureflow.store.build import existing_inputs_key, inputs_key
+def test_a_resumed_run_finds_the_store_built_from_its_inputs(tiny_pipeline, tmp_path):
+    """Run again on the same artefacts, the store stage leaves the file as it is (same inode, bytes and
+    modification time); given one input under another key (a copy of an autointerp folder), it builds it anew."""
+    import dataclasses
+    import shutil
+
+    from featureflow.store.build import build_store
 
     pl = tiny_pipeline
-    assert existing_inputs_key(pl.cfg.store_path()) == inputs_key(pl.cfg, pl.store_inputs())
+    path = pl.cfg.store_path()
+    before = path.stat()
+    assert pl.store() == path
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    cfg = pl.cfg.model_copy(update={"data_dir": str(tmp_path)})  # build the new one elsewhere: the session's stays
+    inputs = pl.store_inputs()
+    model, folder = next(iter(inputs.autointerp.items()))
+    copy = shutil.copytree(folder, tmp_path / (folder.name + "-copy"))
+    assert build_store(cfg, inputs) == cfg.store_path()  # built there once
+    old = cfg.store_path().stat().st_ino
+    assert build_store(cfg, inputs) == cfg.store_path() and cfg.store_path().stat().st_ino == old  # up to date
+    built = build_store(cfg, dataclasses.replace(inputs, autointerp={**inputs.autointerp, model: copy}))
+    assert built == cfg.store_path() and built.stat().st_ino != old  # written anew (temp file, then rename)

@@ -436,12 +436,12 @@ def create_app(db_path: str | Path, duckdb_threads: int | None = None) -> FastAP
                                       and s["population"] == p), None) for p in ("all", "reproducible")}
                 if card else None}
 
-    def planted_why(card: dict | None, focus: str | None) -> dict | None:
+    def planted_why(card: dict | None, focus: str | None, target: float = 0.9) -> dict | None:
         """Why the disappearing calls of `focus` (reproducible features) are right or wrong, from the scorecard:
         the calls, how many were planted-persisting features whose match stayed under the threshold, how many
-        truly disappeared, and the persisting recall disappearing precision 0.9 would need: with D planted
-        disappearing and S planted persisting features, precision D / (D + (1 - R) S) >= 0.9 needs
-        R >= 1 - D / (9 S)."""
+        truly disappeared, and the persisting recall disappearing precision `target` would need: with D planted
+        disappearing and S planted persisting features, all D found, precision D / (D + (1 - R) S) >= p needs
+        R >= 1 - D (1 - p) / (p S)."""
         if not card:
             return None
         score = {s["fate"]: s for s in card["scores"] if s["mode"] == focus and s["population"] == "reproducible"}
@@ -454,7 +454,7 @@ def create_app(db_path: str | Path, duckdb_threads: int | None = None) -> FastAP
                 "from_persisting": by_truth.get("persisting", 0), "persisting_support": S,
                 "disappearing_support": D, "persisting_recall": score["persisting"]["recall"],
                 "precision": score["disappearing"]["precision"],
-                "needed_recall": 1 - D / (9 * S) if S else None}
+                "target": target, "needed_recall": 1 - D * (1 - target) / (target * S) if S else None}
 
     @view("/models/{model}/features/{feature}", "feature.html",
           table=lambda d: [{"side": side, **m} for side in ("parents", "children") for m in d["matches"][side]])
@@ -468,7 +468,7 @@ def create_app(db_path: str | Path, duckdb_threads: int | None = None) -> FastAP
         return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
                 "stability": store.stability(model, feature, t, mode),
                 "explanation": f.pop("explanation"), "matches": matches,
-                "lineage": store.lineage(model, feature, t, mode, row=f, matches=matches),
+                "lineage": store.lineage(model, feature, t, mode, row=f),
                 "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
                 "parents": store.parents(model), "children": store.children(model)}
 

@@ -1,4 +1,5 @@
-"""Every SQL query the explorer runs. Read-only, bound parameters only, nothing loads a whole table.
+"""Every SQL query the explorer runs. Read-only, bound parameters only; the one read of a whole table's rows is
+the per-(threshold, mode) index of every feature's partners, fates and seed stability (`Store._index`).
 
 `Store` opens the run's DuckDB file read-only and hands each request its own cursor. Functions return
 plain dicts / lists ready for JSON and templates; the schema they read is `featureflow/store/schema.py`.
@@ -11,6 +12,7 @@ import functools
 import json
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,8 @@ class Store:
         if not self.path.exists():
             raise StoreError(f"store '{self.path}' does not exist (run `featureflow run --config ...` first)")
         self._con = duckdb.connect(str(self.path), read_only=True)
+        self._indices: OrderedDict[tuple, dict] = OrderedDict()  # `_index`: (kind, threshold, mode) -> entry
+        self._index_lock = threading.Lock()
         if threads:  # a setting, not the connection's config: one process may open the file again with defaults
             self._con.execute(f"SET threads = {int(threads)}")
         self._local = threading.local()
@@ -119,6 +123,7 @@ class Store:
         return rows[0] if rows else None
 
     def close(self) -> None:
+        self._indices.clear()
         self._con.close()
 
     # -- validation ---------------------------------------------------------------------------
@@ -184,23 +189,54 @@ class Store:
         have = {r["model"] for r in self.q("SELECT DISTINCT model FROM noise_floor")}
         return [m for m in self.model_names if m in have]
 
-    @functools.lru_cache(maxsize=24)
+    INDEX_KINDS = ("partners", "fates", "stability")
+    INDEX_KEEP = 4  # (threshold, mode) pairs kept per kind: a paper-scale partners index is tens of MB
+
     def _index(self, kind: str, threshold: float, mode: str) -> dict:
-        """Every feature's partners (`flows.all_partners`, keyed (model, feature, direction), strongest first),
-        fate (`flows.all_fates`, keyed (model, feature)) or seed stability (`flows.all_stability`) at
-        `threshold` under `mode`, each read in one statement by the store's one rule and kept for the most
-        recent (kind, threshold, mode): a feature page never seen before then reads none of them (a few ms of
-        SQL planning each, several per lineage) and pays one dict lookup."""
-        cur = self.cursor()
-        if kind == "partners":
-            out: dict[tuple, list[dict]] = {}
-            for model, feature, direction, other, dst, r, persists in flow_sql.all_partners(cur, threshold, mode):
-                out.setdefault((model, feature, direction), []).append(
-                    {"model": other, "feature": dst, "r": _clean(r), "persists": persists})
-            return {k: self._strongest_first(v) for k, v in out.items()}
-        if kind == "fates":
-            return {(m, f): label for m, f, label in flow_sql.all_fates(cur, threshold, mode)}
-        return flow_sql.all_stability(cur, threshold, mode)
+        """Every feature's partners (`flows.all_partners`, keyed (model, feature, direction): tuples (other model,
+        other feature, r, persists) in `flows.PARTNER_ORDER`), fate (`flows.all_fates`, keyed (model, feature))
+        or seed stability (`flows.all_stability`) at `threshold` under `mode` (already resolved by `self.mode`),
+        each read in one statement by the store's one rule; the `INDEX_KEEP` most recent (threshold, mode) of each
+        kind are kept. A feature page never seen before then reads none of them (a few ms of SQL planning each,
+        several per lineage) and pays a dict lookup. One thread builds a missing index; others asking for it
+        wait for that one rather than read it again."""
+        if kind not in self.INDEX_KINDS:
+            raise ValueError(f"no index of {kind!r} (kinds: {', '.join(self.INDEX_KINDS)})")
+        key = (kind, threshold, mode)
+        with self._index_lock:
+            entry = self._indices.get(key)
+            if entry is None:
+                entry = self._indices[key] = {"ready": threading.Event(), "value": None}
+                build = True
+            else:
+                self._indices.move_to_end(key)
+                build = False
+        if not build:
+            entry["ready"].wait()
+            if entry["value"] is None:  # the builder failed: try again here
+                return self._index(kind, threshold, mode)
+            return entry["value"]
+        try:
+            cur = self.cursor()
+            if kind == "partners":
+                value: dict = {}
+                for model, feature, direction, other, dst, r, persists in flow_sql.all_partners(cur, threshold, mode):
+                    value.setdefault((model, feature, direction), []).append((other, dst, _clean(r), persists))
+            elif kind == "fates":
+                value = {(m, f): label for m, f, label in flow_sql.all_fates(cur, threshold, mode)}
+            else:
+                value = flow_sql.all_stability(cur, threshold, mode)
+            entry["value"] = value
+            return value
+        finally:
+            with self._index_lock:
+                if entry["value"] is None:
+                    self._indices.pop(key, None)
+                else:
+                    same = [k for k in self._indices if k[0] == kind and self._indices[k]["value"] is not None]
+                    for old in same[:-self.INDEX_KEEP]:
+                        del self._indices[old]
+            entry["ready"].set()
 
     def stability(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict | None:
         """A feature's seed stability at `threshold` under `mode` (`flows.all_stability`); None without
@@ -223,12 +259,6 @@ class Store:
                 "calls": self.q("SELECT * FROM planted_calls ORDER BY mode, population, fate, n DESC, truth"),
                 "split": self.q("SELECT * FROM planted_split ORDER BY mode"),
                 "saes": self.q("SELECT * FROM planted_saes ORDER BY model, replica")}
-
-    @memo
-    def origin_counts(self, threshold: float, mode: str | None = None) -> list[dict]:
-        """Alive features per model by the model their chain of persisting matches starts in, at `threshold`
-        under `mode` (`flows.origin_counts`)."""
-        return summary.origin_counts(self.cursor(), threshold, self.mode(mode))
 
     @memo
     def emerged_in(self, threshold: float, mode: str | None = None) -> dict[str, int]:
@@ -512,16 +542,12 @@ class Store:
         The rule behind lineage and case studies."""
         if not (self.parents(model) if direction == "c2p" else self.children(model)):
             return []  # a root has no parent models, a leaf no child models
-        return [dict(r) for r in self._index("partners", threshold, self.mode(mode)).get((model, feature, direction), [])]
-
-    def _strongest_first(self, rows: list[dict]) -> list[dict]:
-        """Partners by r descending, ties in family order: `flows.BEST_PARENT_ORDER` (sorted here: a join with
-        `models` costs more than the read)."""
-        return sorted(rows, key=lambda p: (-(p["r"] if p["r"] is not None else -math.inf), self.model_idx[p["model"]]))
+        return [{"model": m, "feature": f, "r": r, "persists": p}
+                for m, f, r, p in self._index("partners", threshold, self.mode(mode)).get((model, feature, direction), [])]
 
     def best_parent(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict | None:
         """The strongest of the feature's partners over its parents (ties: the parent first in family order):
-        its best parent match, `flows.BEST_PARENT_ORDER`."""
+        its best parent match, `flows.PARTNER_ORDER`."""
         rows = self.partners(model, feature, "c2p", threshold, mode)
         return rows[0] if rows else None
 
@@ -529,20 +555,16 @@ class Store:
         return self.partners(model, feature, "p2c", threshold, mode)
 
     def lineage(self, model: str, feature: int, threshold: float, mode: str | None = None,
-                row: dict | None = None, matches: dict | None = None) -> dict:
+                row: dict | None = None) -> dict:
         """The feature's lineage at `threshold`: the chain of best persisting parent matches up to its
         origin (`ancestors`: the chain `flows.ancestry` walks in SQL for search and `featureflow report`), the
         tree of its partners in every parent model followed up while they persist (`parents`: a merge child
-        shows both parents), and the tree of best persisting child matches down to the leaves. `row` (its
-        `features` row) and `matches` (its `matches()` under `mode`) save reads when the caller has them."""
-        if matches is not None and parse_mode(self.mode(mode))[1] == "best":  # its partners: the rank-0 matches
-            ups, kids = ([{"model": m["model"], "feature": m["feature"], "r": m["r"], "persists": m["persists"]}
-                          for m in matches[side] if m["rank"] == 0 and m["feature"] is not None]
-                         for side in ("parents", "children"))
-            ups, kids = self._strongest_first(ups), self._strongest_first(kids)
-        else:
-            ups, kids = (self.partners(model, feature, "c2p", threshold, mode),
-                         self.partners(model, feature, "p2c", threshold, mode))
+        shows both parents), and the tree of best persisting child matches down to the leaves, all read from
+        the partners index (`partners`). `row` (its `features` row) saves the read that checks it exists."""
+        if row is None:
+            self.feature_row(model, feature)  # raises NotFound, saying which features exist
+        ups, kids = (self.partners(model, feature, "c2p", threshold, mode),
+                     self.partners(model, feature, "p2c", threshold, mode))
         up: list[dict] = []
         bp = ups[0] if ups else None  # partners strongest first: the first is its best parent match
         while bp is not None and bp["persists"] and len(up) < 64:
@@ -574,8 +596,6 @@ class Store:
             return out
 
         origin = up[0] if up else {"model": model, "feature": feature}
-        if row is None:
-            self.feature_row(model, feature)  # raises NotFound, saying which features exist
         return {"ancestors": up, "parents": above(ups, 0), "descendants": down(kids, 0), "origin": origin,
                 "fate": self._index("fates", threshold, self.mode(mode))[(model, feature)]}
 

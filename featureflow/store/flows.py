@@ -69,13 +69,15 @@ def feature_fates(rule: str, where: str = "") -> str:
 # where the chain ends is the feature's origin: the root for a feature carried all the way, else the model where
 # it emerged. `ancestry` walks every chain of a set of features at once (search, the report's origin counts);
 # the explorer's feature page walks one chain over its partners index (`all_partners`, sorted in this order).
-BEST_PARENT_ORDER = "{t}r DESC NULLS LAST, {t}parent_idx"
+# The order of a feature's partners in its parent (or child) models: strongest first, ties to the model earlier in
+# family order (`other_idx`); the first in a feature's parents is its best parent match.
+PARTNER_ORDER = "{t}r DESC NULLS LAST, {t}other_idx"
 
 
 def parent_matches(rule: str) -> str:
     """Each feature's match under `rule` ($sim, $t bound) in each of its parent models, unassigned ones left out:
-    model, feature, parent, dst (the parent feature), r, `persists` and `parent_idx` (the parent's family order)."""
-    return f"""SELECT m.model, m.src AS feature, m.parent, m.dst, m.r, m.persists, o.idx AS parent_idx
+    model, feature, parent, dst (the parent feature), r, `persists` and `other_idx` (the parent's family order)."""
+    return f"""SELECT m.model, m.src AS feature, m.parent, m.dst, m.r, m.persists, o.idx AS other_idx
                FROM ({edge_matches(rule, "AND direction = 'c2p' AND dst IS NOT NULL")}) m
                JOIN models o ON o.model = m.parent"""
 
@@ -91,7 +93,7 @@ def ancestry(rule: str, start: str) -> str:
                    FROM walk w JOIN ({parent_matches(rule)}) b ON b.model = w.at_model AND b.feature = w.at_feature
                    WHERE w.depth < 64
                    QUALIFY row_number() OVER (PARTITION BY w.model, w.feature
-                                              ORDER BY {BEST_PARENT_ORDER.format(t="b.")}) = 1 AND b.persists)
+                                              ORDER BY {PARTNER_ORDER.format(t="b.")}) = 1 AND b.persists)
                SELECT * FROM walk"""
 
 
@@ -146,11 +148,15 @@ def fate_params(threshold: float, mode: str) -> dict:
 def all_partners(cur, threshold: float, mode: str) -> list[tuple]:
     """Every feature's match under `mode` in each parent (direction 'c2p') or child ('p2c') model: its best
     match (rank 0), or its assigned partner under the `1to1` rule (none when unassigned), and whether it
-    persists at `threshold`: rows (model, feature, direction, other model, other feature, r, persists). Read
+    persists at `threshold`: rows (model, feature, direction, other model, other feature, r, persists), each
+    feature's partners on one side in `PARTNER_ORDER` (strongest first, ties in family order). Read
     for all features in one statement: the explorer indexes them per (threshold, mode), so a feature page never
     seen before pays no query for its lineage."""
-    return cur.execute(f"""SELECT model, src, direction, CASE direction WHEN 'c2p' THEN parent ELSE child END, dst, r,
-                                  persists FROM ({edge_matches(parse_mode(mode)[1], "AND dst IS NOT NULL")})""",
+    return cur.execute(f"""SELECT model, src, direction, other, dst, r, persists FROM (
+                               SELECT m.*, o.model AS other, o.idx AS other_idx
+                               FROM ({edge_matches(parse_mode(mode)[1], "AND dst IS NOT NULL")}) m
+                               JOIN models o ON o.model = CASE m.direction WHEN 'c2p' THEN m.parent ELSE m.child END)
+                           ORDER BY model, src, direction, {PARTNER_ORDER.format(t="")}""",
                        fate_params(threshold, mode)).fetchall()
 
 
