@@ -185,3 +185,27 @@ def test_missing_key_is_a_clear_error(tmp_path, monkeypatch):
     acts, tokens = synthetic()
     with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
         explain_model(acts, tokens, VOCAB, np.array([0]), _llm_cfg("http://127.0.0.1:9/v1"), 0, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_features_autointerp_picks_as_persisting_follow_the_fate_rule(tiny_pipeline):
+    """`Pipeline.persisting` (which features autointerp treats as persisting) is the store's fate rule run over the
+    run's own match files; counted again here in numpy from the same files (`topk.npz` rank 0, or the one-to-one
+    assignment): a feature persists when its match in some child has r above the threshold."""
+    import pyarrow.parquet as pq
+
+    from featureflow.config import parse_mode
+    from featureflow.pipeline.matching import read_rule_matches
+
+    pl = tiny_pipeline
+    sim, rule = parse_mode(pl.default_mode)
+    t = pl.cfg.matching.threshold
+    for name in pl.cfg.topological_order():
+        kids = [c for p, c in pl.cfg.edges() if p == name]
+        n = pq.read_table(pl.activation(name) / "features.parquet").num_rows
+        want = np.zeros(n, dtype=bool)
+        for c in kids:
+            want |= np.nan_to_num(read_rule_matches(pl.match(name, c, sim), rule)["p2c_r"], nan=-1.0) > t
+        got = pl.persisting(name, n)
+        assert (got == want).all(), name
+        assert got.any() if kids else not got.any()  # a model with children has persisting features; a leaf none

@@ -484,11 +484,32 @@ class Pipeline:
 
     # --------------------------------------------------------------------------------- autointerp
     def persisting(self, name: str, n_features: int) -> np.ndarray:
-        """Features of `name` whose match in some child exceeds the threshold (default mode)."""
+        """Features of `name` that persist into some child at the run's threshold under the default mode, called
+        by the store's one fate rule (`flows.feature_fates`) over an in-memory table of its edges' matches, filled
+        by the store build's own `insert_edge_matches` (the store itself is built last, from these stages)."""
+        import duckdb
+
+        from featureflow.pipeline.matching import read_rule_matches
+        from featureflow.store import flows
+        from featureflow.store.build import insert_edge_matches
+        from featureflow.store.schema import ddl
+
+        sim, rule = parse_mode(self.default_mode)
         out = np.zeros(n_features, dtype=bool)
-        for p, c in self.cfg.edges():
-            if p == name:
-                out |= np.nan_to_num(self.edge_matches(p, c)["p2c_r"], nan=-1.0) > self.cfg.matching.threshold
+        con = duckdb.connect()
+        try:
+            for stmt in ddl():
+                con.execute(stmt)
+            for p, c in self.cfg.edges():
+                if p == name:
+                    folder = self.match(p, c, sim)
+                    insert_edge_matches(con, sim, p, c, np.load(folder / "topk.npz"), read_rule_matches(folder, "1to1"))
+            rows = con.execute(f"""SELECT feature FROM ({flows.feature_fates(rule, "AND direction = 'p2c'")})
+                                   WHERE model = $model AND persisting""",
+                               {**flows.fate_params(self.cfg.matching.threshold, self.default_mode), "model": name})
+            out[[f for (f,) in rows.fetchall()]] = True
+        finally:
+            con.close()
         return out
 
     @_stage
