@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from featureflow.store.schema import SCHEMA_VERSION, ddl
+from featureflow.store.schema import SCHEMA_VERSION, create_tables
 
 MODELS = ["root", "a", "b", "merge"]
 EDGES = [("root", "a"), ("root", "b"), ("a", "merge"), ("b", "merge")]
@@ -40,8 +40,7 @@ def insert(con, table: str, cols: dict) -> None:
 def build(path: Path, F: int, N: int, n_examples: int, k: int, act_tokens: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     con = duckdb.connect(str(path))
-    for stmt in ddl():
-        con.execute(stmt)
+    create_tables(con)
     con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, datetime.now(timezone.utc)])
     con.execute("INSERT INTO runs (name, description, config_json, device, timings_json, default_threshold, top_k, "
                 "modes, default_mode, shared_init, sample_tokens, sample_context, hook, inputs_key) VALUES "

@@ -90,30 +90,23 @@ def _ci(k: int, n: int) -> str:
     return f"[{_pct(0.0 if k == 0 else lo)}, {_pct(1.0 if k == n else hi)}]"
 
 
+def _share(label: str, pair: tuple[int, int] | None, missing: str, empty: str | None) -> str | None:
+    """The report's piece for a count `pair` (k, n): `missing` when there is none, `empty` when n is 0 (None:
+    the report prints nothing then), else "label k of n = share [Wilson CI]"."""
+    if pair is None:
+        return missing
+    k, n = pair
+    return f"{label} {k} of {n} = {_pct(k / n)} {_ci(k, n)}" if n else empty
+
+
 def expected(want: dict) -> list[str]:
     """The pieces the report's `repro` line must hold for these counts."""
-    parts = [f"raw {_pct(want['raw'])}"]
-    if want["persist"] is None:
-        parts.append("persisting n/a")
-    elif want["persist"][1]:
-        k, n = want["persist"]
-        parts.append(f"persisting {k} of {n} = {_pct(k / n)} {_ci(k, n)}")
-    else:
-        parts.append("persisting: no ")
+    parts = [f"raw {_pct(want['raw'])}", _share("persisting", want["persist"], "persisting n/a", "persisting: no ")]
     if want["seeds"]:
         parts.append(f"seeds {_pct(min(want['seeds']))}-{_pct(max(want['seeds']))}")
-    if want["emerge"] is None:
-        parts.append("emerged n/a")
-    elif want["emerge"][1]:
-        k, n = want["emerge"]
-        parts.append(f"emerged {k} of {n} = {_pct(k / n)} {_ci(k, n)}")
-    else:
-        parts.append("emerged: no ")
-    if want["floor"] is None:
-        parts.append("reproducible floor unavailable")
-    elif want["floor"][1]:
-        k, n = want["floor"]
-        parts.append(f"reproducible floor {k} of {n} = {_pct(k / n)} {_ci(k, n)}")
+    parts.append(_share("emerged", want["emerge"], "emerged n/a", "emerged: no "))
+    parts.append(_share("reproducible floor", want["floor"], "reproducible floor unavailable", None))
+    parts = [p for p in parts if p is not None]
     score, chance = want["pw_mcc"]
     parts.append(f"PW-MCC {'n/a' if score is None else f'{score:.3f}'} (chance {'n/a' if chance is None else f'{chance:.3f}'})")
     return parts

@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from featureflow.store.schema import SCHEMA_VERSION, ddl
+from featureflow.store.schema import SCHEMA_VERSION, create_tables
 
 F, W, C, V, TOP_K = 12, 12, 16, 28, 3
 N = W * C
@@ -358,8 +358,7 @@ def build(path: str | Path, seed: int = 0) -> SyntheticRun:
     run.path = path
     con = duckdb.connect(str(path))
     try:
-        for stmt in ddl():
-            con.execute(stmt)
+        create_tables(con)
         for table, rows in tables.items():
             cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
                                               "WHERE table_name = ?", [table]).fetchall()}

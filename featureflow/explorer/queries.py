@@ -88,10 +88,10 @@ class Store:
         if not self.path.exists():
             raise StoreError(f"store '{self.path}' does not exist (run `featureflow run --config ...` first)")
         self._con = duckdb.connect(str(self.path), read_only=True)
-        self._indices: OrderedDict[tuple, dict] = OrderedDict()  # `_index`: (kind, threshold, mode) -> entry
-        self._index_lock = threading.Lock()
         if threads:  # a setting, not the connection's config: one process may open the file again with defaults
             self._con.execute(f"SET threads = {int(threads)}")
+        self._indices: OrderedDict[tuple, dict] = OrderedDict()  # `_index`: (kind, threshold, mode) -> entry
+        self._index_lock = threading.Lock()
         self._local = threading.local()
         self._vocab: dict[int, str] | None = None
         why = summary.schema_mismatch(self._con, self.path)
@@ -101,7 +101,6 @@ class Store:
         self.timings = run_timings(self.run.get("timings_json"))
         self.modes = list(self.run["modes"])
         self.default_mode = self.run["default_mode"]
-        self.similarity = parse_mode(self.default_mode)[0]  # feature pages, lineage and cases use this one
         self.models = self.q("SELECT * FROM models ORDER BY idx")
         self.model_names = [m["model"] for m in self.models]
         self.model_idx = {m["model"]: m["idx"] for m in self.models}

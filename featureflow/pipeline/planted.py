@@ -438,7 +438,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
     from featureflow.pipeline.matching import match_pair, rule_matches
     from featureflow.store import flows as F
     from featureflow.store.build import _insert, insert_edge_matches, insert_floor
-    from featureflow.store.schema import ddl
+    from featureflow.store.schema import create_tables
 
     fam, acts, decoders, truth_row = tf.fam, tf.acts, tf.decoders, tf.truth_row
     sae_cfg, mcc, health = tf.sae_cfg, tf.mcc, tf.health
@@ -447,8 +447,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
     thr = mcfg.threshold
     # an in-memory store, filled by the store build's own functions, read by its own fate rules
     con = duckdb.connect()
-    for stmt in ddl():
-        con.execute(stmt)
+    create_tables(con)
     alive = {n: np.diff(acts[(n, 0)].indptr) > 0 for n in order}
 
     def live(n: str, rep: int) -> np.ndarray:

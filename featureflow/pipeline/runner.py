@@ -492,14 +492,13 @@ class Pipeline:
         from featureflow.pipeline.matching import read_rule_matches
         from featureflow.store import flows
         from featureflow.store.build import insert_edge_matches
-        from featureflow.store.schema import ddl
+        from featureflow.store.schema import create_tables
 
         sim, rule = parse_mode(self.default_mode)
         out = np.zeros(n_features, dtype=bool)
         con = duckdb.connect()
         try:
-            for stmt in ddl():
-                con.execute(stmt)
+            create_tables(con)
             for p, c in self.cfg.edges():
                 if p == name:
                     folder = self.match(p, c, sim)

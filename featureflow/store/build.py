@@ -29,7 +29,7 @@ from featureflow.pipeline.artifacts import key_of, read_json, sweep_temps
 from featureflow.pipeline.autointerp.llm import redact
 from featureflow.config import ExperimentConfig, MergeMember, parse_mode
 from featureflow.pipeline.matching import read_rule_matches
-from featureflow.store.schema import SCHEMA_VERSION, ddl
+from featureflow.store.schema import SCHEMA_VERSION, create_tables
 
 log = logging.getLogger("featureflow")
 
@@ -117,8 +117,7 @@ def build_store(cfg: ExperimentConfig, inp: StoreInputs) -> Path:
     t0 = time.time()
     con = duckdb.connect(str(tmp))
     try:
-        for stmt in ddl():
-            con.execute(stmt)
+        create_tables(con)
         _fill(cfg, inp, con, key)
         con.execute("CHECKPOINT")
     except BaseException:

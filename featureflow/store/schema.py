@@ -216,6 +216,13 @@ def ddl() -> list[str]:
     return [f"CREATE TABLE {name} ({body})" for name, (_, body) in TABLES.items()] + INDEXES
 
 
+def create_tables(con) -> None:
+    """Every table and index of the schema on the DuckDB connection `con` (a store being built, or an in-memory
+    one that the fate rules of `flows.py` read: the planted family, autointerp's choice of persisting features)."""
+    for stmt in ddl():
+        con.execute(stmt)
+
+
 def columns(table: str) -> list[str]:
     """A table's column names, in DDL order."""
     import re
