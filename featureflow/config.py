@@ -372,6 +372,26 @@ class FingerprintConfig(Strict):
     top_features: int = Field(20, gt=0)
 
 
+# ---------------------------------------------------------------------------------------- controls
+CONTROL_SUFFIX = ".random"  # a random-weights control's name: its root's and this (a member's name has no ".")
+
+class ControlsConfig(Strict):
+    """Controls every persistence figure is read against. A **random-weights control** of a root has the root's
+    architecture and tokenizer and random weights (the architecture's own initialisation, Hugging Face
+    `from_config`, from a recorded seed; no training), and its own SAE trained like every member's on the root's
+    domains. It is not a member of the family (no Sankey column, no lineage): every member that is a parent on
+    some edge is matched against its root's control like an edge, so every edge has a lower anchor, what token
+    identity alone "persists" (SAE features of random transformers are as interpretable as trained ones':
+    Heap et al. 2025). A feature that also persists into the control is *token-level*."""
+
+    random_weights: bool = Field(True, description="train a random-weights control per root (the lower anchor of "
+                                 "every persistence figure); false: none (figures then say the control is missing)")
+    seed: int | None = Field(None, description="seed of a control's random initialisation; default: derived from "
+                             "the run seed and the root's name (recorded in the store either way)")
+    replicas: int = Field(0, ge=0, le=8, description="extra SAEs of the control with other seeds (trained in the "
+                          "same pass); the control's persistence reads replica 0, as every edge reads the child's")
+
+
 # ------------------------------------------------------------------------------ planted family
 class PlantedChild(Strict):
     """One member of the planted family made from its parent by known edits. Each fraction is a share of the
@@ -497,6 +517,7 @@ class ExperimentConfig(Strict):
     autointerp: AutointerpConfig = AutointerpConfig()
     cases: list[CaseConfig] = Field(default_factory=list)
     fingerprints: FingerprintConfig = FingerprintConfig()
+    controls: ControlsConfig = ControlsConfig()
     planted: PlantedConfig | None = Field(None, description="a planted family scored with this run's SAE recipe "
                                           "and matching (unless it sets its own): the store gets the scorecard "
                                           "and the explorer's /method page shows it")
@@ -634,6 +655,24 @@ class ExperimentConfig(Strict):
 
     def roots(self) -> list[str]:
         return [n for n in self.topological_order() if not self.member(n).parents]
+
+    def control_members(self) -> dict[str, str]:
+        """Random-weights controls by name -> the root each copies the architecture and tokenizer of (none when
+        `controls.random_weights` is false)."""
+        if not self.controls.random_weights:
+            return {}
+        return {f"{r}{CONTROL_SUFFIX}": r for r in self.roots()}
+
+    def control_of(self, member: str) -> str | None:
+        """The control a parent member is matched against: its (first) root's; None without controls."""
+        roots = self.ancestors_roots(member)
+        name = f"{roots[0]}{CONTROL_SUFFIX}"
+        return name if name in self.control_members() else None
+
+    def control_edges(self) -> list[tuple[str, str]]:
+        """(member, control) for every member that is a parent on some edge, in topological order."""
+        parents = dict.fromkeys(p for p, _ in self.edges())
+        return [(p, c) for p in parents if (c := self.control_of(p)) is not None]
 
     def member_domains(self, name: str) -> list[str]:
         """The domains a member was trained on, inherited through the tree (an SAE trains on these)."""

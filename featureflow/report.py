@@ -23,31 +23,43 @@ def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _side(kind: str, model: str, n, k, share, lo, hi, seed_min, seed_max) -> str:
-    """`kind` ("persisting" / "emerged") among `model`'s `n` reproducible features: k of n, share, interval and
-    the range over seeds; n is None where `model` has no seed replicas."""
+def _emerged(r: dict) -> str:
+    """Emergence among the child's reproducible features (those matched above the threshold in every seed replica)."""
+    n, k = r["stable_child"], r["stable_emerging"]
     if n is None:
-        return f"{kind} n/a ({model} has no seed replicas)"
-    spread = "" if seed_min is None else f", seeds {_pct(seed_min)}-{_pct(seed_max)}"
+        return f"emerged n/a ({r['child']} has no seed replicas)"
     if n == 0:
-        return f"{kind}: no {model} feature reproduces in every seed replica{spread}"
-    return f"{kind} {k} of {n} = {_pct(share)} {_ci((lo, hi))}{spread}"
+        return f"emerged: no {r['child']} feature reproduces in every seed replica"
+    return f"emerged {k} of {n} = {_pct(r['emerge_share'])} {_ci((r['emerge_lo'], r['emerge_hi']))}"
 
 
-def reproducible_line(r: dict) -> str:
-    """One edge's reproducible persistence, emergence, raw share, floors and PW-MCC on one line."""
-    edge = f"repro {r['parent']} -> {r['child']}:"
-    persist = _side("persisting", r["parent"], r["stable_parent"], r["stable_persisting"], r["repro_share"],
-                    r["repro_lo"], r["repro_hi"], r["repro_seed_min"], r["repro_seed_max"])
-    emerge = _side("emerged", r["child"], r["stable_child"], r["stable_emerging"], r["emerge_share"],
-                   r["emerge_lo"], r["emerge_hi"], r["emerge_seed_min"], r["emerge_seed_max"])
-    floor = ("reproducible floor unavailable (neither side has two or more extra seed replicas)"
-             if r["repro_floor_source"] is None else
-             f"reproducible floor {r['repro_floor_matched']} of {r['repro_floor_n']} = {_pct(r['repro_floor_share'])} "
-             f"{_ci((r['repro_floor_lo'], r['repro_floor_hi']))} ({r['repro_floor_source']})")
+def scale_line(r: dict) -> str:
+    """One edge on its scale: reproducible persistence (the parent's leave-one-out population), its random-weights
+    control and seed floor on the same rows with intervals, the share beyond token identity, the raw shares,
+    token-level persisting features, emergence and PW-MCC."""
+    n = r["stable_parent"]
     raw_floor = _pct(r["floor_share"]) if r["floor_share"] is not None else "n/a"
-    return (f"{edge} {persist}; {floor}; raw {_pct(r['persist_share'])} (floor {raw_floor}); {emerge}; "
-            f"PW-MCC {_num(r['pw_mcc'])} (chance {_num(r['pw_mcc_chance'])})")
+    tokens = ("" if r["token_level"] is None else
+              f"; of {r['persisting']} persisting {r['token_level']} token-level, {r['beyond_token']} not")
+    tail = (f"raw {_pct(r['persist_share'])} (control {_pct(r['control_share'])}, floor {raw_floor}){tokens}; "
+            f"{_emerged(r)}; PW-MCC {_num(r['pw_mcc'])} (chance {_num(r['pw_mcc_chance'])})")
+    if n is None:
+        head = f"persisting n/a ({r['parent']} has no seed replicas)"
+    elif n == 0:
+        head = f"persisting: no {r['parent']} feature reproduces"
+    else:
+        seeds = "" if r["repro_seed_min"] is None else \
+            f", held-out seeds {_pct(r['repro_seed_min'])}-{_pct(r['repro_seed_max'])}"
+        control = ("control n/a (no random-weights control)" if r["repro_control_share"] is None else
+                   f"control {r['repro_control_matched']} of {n} = {_pct(r['repro_control_share'])} "
+                   f"{_ci((r['repro_control_lo'], r['repro_control_hi']))} ({r['control']})")
+        beyond = ("beyond token identity n/a" if r["beyond_share"] is None else
+                  f"beyond token identity {_pct(r['beyond_share'])} {_ci((r['beyond_lo'], r['beyond_hi']))}")
+        head = (f"persisting {r['stable_persisting']} of {n} = {_pct(r['repro_share'])} "
+                f"{_ci((r['repro_lo'], r['repro_hi']))} ({r['repro_features']} features x held-out replicas{seeds}); "
+                f"{control}; floor {r['repro_floor_matched']} of {n} = {_pct(r['repro_floor_share'])} "
+                f"{_ci((r['repro_floor_lo'], r['repro_floor_hi']))} ({r['repro_floor_source']}); {beyond}")
+    return f"repro {r['parent']} -> {r['child']}: {head}; {tail}"
 
 
 def print_report(db: str, threshold: float | None = None, mode: str | None = None) -> None:
@@ -89,25 +101,43 @@ def _report(con, db, threshold, mode) -> None:
             floor = "    n/a" if r["floor_share"] is None else f"{100 * r['floor_share']:7.1f}%"
             print(f"{edge:32s} {r['persisting']:8d} {r['disappearing']:8d} {r['inherited']:8d} {r['emerging']:8d} "
                   f"{100 * r['persist_share']:8.1f}% {floor} {r['same_index']:8d}  {r['floor_source'] or 'no replicas'}")
-        print("  reproducible features only (those matched above the threshold in every seed replica of their "
-              "member), 95% Wilson intervals; floor: the same share between seeds of one unchanged model:")
+        print("  on its scale: of the parent's reproducible features (those matched above the threshold in every "
+              "seed replica but one, held out in turn, pooled), the share that persists; on the same features, the "
+              "share that persists into a random-weights model (control: token identity) and the share that "
+              "matches the held-out seed (floor: an unchanged model); 95% intervals over features:")
         for r in F.flows(con, t, mode):
-            print("  " + reproducible_line(r))
+            print("  " + scale_line(r))
             if r["verdict"]:
                 print(f"    verdict: {r['verdict']}")
         for f in summary.member_floors(con, t, mode):
             print(f"  floor {f['model']}: {f['matched']} of {f['alive']} alive features ({100 * f['share']:.1f}%) "
                   f"match another seed replica; mean match r {f['mean_r']:.3f}")
-            rf = f["reproducible_floor"]
-            print(f"    reproducible floor {f['model']}: " + (
-                f"{rf['matched']} of {rf['n']} ({_pct(rf['share'])} {_ci(rf['ci'])})" if rf and rf["n"] else
-                "unavailable (needs two or more extra seed replicas)" if not rf else "no feature reproduces"))
+            sc = f["scale"]
+            if not sc:
+                print(f"    reproducible floor {f['model']}: no feature reproduces")
+                continue
+            control = sc["control"]
+            print(f"    reproducible floor {f['model']}: {sc['floor']['matched']} of {sc['n']} "
+                  f"({_pct(sc['floor']['share'])} {_ci(sc['floor']['ci'])}); control " +
+                  ("n/a" if control is None else f"{control['matched']} of {sc['n']} ({_pct(control['share'])} "
+                                                 f"{_ci(control['ci'])}, {sc['control_name']})"))
             for p in f["pw_mcc"]:
                 print(f"    PW-MCC {f['model']} r0 vs r{p['replica']}: {_num(p['pw_mcc'])} (chance {_num(p['chance'])})")
     print(f"\nalive features by origin (mode {origin_mode}, threshold {t}; "
           f"where their chain of persisting matches starts):")
     for r in summary.origin_counts(con, t, origin_mode):
         print(f"  {r['model']:20s} from {r['origin_model']:20s} {r['n']:6d}")
+    print(f"\ncase studies (mode {origin_mode}, threshold {t}; token-level: the root feature also persists into a "
+          "random-weights model of the same architecture and tokenizer):")
+    for c in summary.cases(con, t, origin_mode):
+        if c["status"] != "ok":
+            print(f"  {c['slug']}: not found ({c['reason']})")
+            continue
+        rc = c["root_control"]
+        said = ("no random-weights control measured" if rc is None else
+                f"token-level: persists into {rc['control']} #{rc['control_feature']} at r {_num(rc['control_r'])}"
+                if rc["token_level"] else f"not token-level (best match in {rc['control']}: r {_num(rc['control_r'])})")
+        print(f"  {c['slug']}: root {c['root_model']} #{c['root_feature']}: {said}")
     print("\nSAE health:")
     for m in summary.sae_health(con):
         lr = "n/a" if m["loss_recovered"] is None else f"{m['loss_recovered']:.3f}"

@@ -1,10 +1,15 @@
-"""Check `featureflow report`'s reproducible-persistence lines against a count made another way.
+"""Check `featureflow report`'s scale lines (reproducible persistence, its random-weights control and seed floor)
+against a count made another way.
 
-Reads the store's tables straight into numpy with duckdb (`features`, `noise_floor`, `matches` /
-`assignments`, `model_edges`, `pw_mcc`; none of featureflow's SQL or functions), recounts per edge and mode
-the reproducible features that persist (and emerged), the range over seeds, the reproducible floor and the
-raw share, takes the Wilson intervals from statsmodels, and compares every figure with the report's `repro`
-line for that edge. Prints one line per edge and mode; exits 1 on any mismatch.
+Reads the store's tables straight into numpy with duckdb (`features`, `noise_floor`, `matches` / `assignments`,
+`control_matches` / `control_assignments`, `model_edges`, `pw_mcc`; none of featureflow's SQL or functions) and
+recounts per edge and mode: the parent's leave-one-out population (for each held-out seed replica, replica 0's
+alive features that match above the threshold in every other extra replica), pooled over which replica is held
+out; of those rows, how many persist into the child, into the random-weights control, and match the held-out
+replica (the floor); the range over held-out replicas, the share beyond token identity, the raw shares, the
+token-level persisting features and the child's reproducible emergence (Wilson intervals from statsmodels).
+Compares every figure with the report's `repro` line for that edge. Prints one line per edge and mode; exits 1
+on any mismatch. (The clustered intervals are checked against a cluster bootstrap in tests/test_controls.py.)
 
     python scripts/check_reproducible.py data/demo.duckdb [--threshold 0.8]
 """
@@ -22,8 +27,9 @@ from statsmodels.stats.proportion import proportion_confint
 
 
 def tables(con, sim: str, rule: str):
-    """Alive flags per model, every replica match r (model -> replica -> r per feature, NaN: unassigned) and
-    each edge's best match r per source feature ((parent, child, direction) -> r)."""
+    """Alive flags per model, every replica match r (model -> replica -> r per feature, NaN: unassigned), each
+    edge's best match r per source feature ((parent, child, direction) -> r) and each member's best match r in
+    its random-weights control (member -> r per feature; members without a control are absent)."""
     alive: dict = {}
     for m, f, a in con.execute("SELECT model, feature, alive FROM features ORDER BY model, feature").fetchall():
         alive.setdefault(m, []).append(a)
@@ -32,13 +38,19 @@ def tables(con, sim: str, rule: str):
     for m, rep, f, r in con.execute("SELECT model, replica, feature, r FROM noise_floor WHERE similarity = ? AND rule = ?",
                                     [sim, rule]).fetchall():
         reps.setdefault(m, {}).setdefault(rep, np.full(len(alive[m]), np.nan))[f] = np.nan if r is None else r
-    table, rank = ("assignments", "") if rule == "1to1" else ("matches", " AND rank = 0")
     best: dict = {}
-    for p, c, d, src, r in con.execute(f"SELECT parent, child, direction, src, r FROM {table} WHERE similarity = ?{rank}",
-                                       [sim]).fetchall():
-        n = len(alive[p] if d == "p2c" else alive[c])
-        best.setdefault((p, c, d), np.full(n, np.nan))[src] = np.nan if r is None else r
-    return alive, reps, best
+    control: dict = {}
+    for prefix, out in (("", best), ("control_", control)):
+        table, rank = (f"{prefix}assignments", "") if rule == "1to1" else (f"{prefix}matches", " AND rank = 0")
+        for p, c, d, src, r in con.execute(f"SELECT parent, child, direction, src, r FROM {table} "
+                                           f"WHERE similarity = ?{rank}", [sim]).fetchall():
+            if prefix:  # a member against its control: only its own features (p2c) count
+                if d == "p2c":
+                    control.setdefault(p, np.full(len(alive[p]), np.nan))[src] = np.nan if r is None else r
+                continue
+            n = len(alive[p] if d == "p2c" else alive[c])
+            best.setdefault((p, c, d), np.full(n, np.nan))[src] = np.nan if r is None else r
+    return alive, reps, best, control
 
 
 def above(r: np.ndarray, t: float) -> np.ndarray:
@@ -46,36 +58,37 @@ def above(r: np.ndarray, t: float) -> np.ndarray:
 
 
 def independent(con, t: float, mode: str) -> dict:
-    """Per edge: raw share, (persisting, reproducible parent features), seed shares, (emerged, reproducible
-    child features), (matched, n) of the reproducible floor of the parent else the child (None without two
-    extra replicas on either side), and (PW-MCC, chance)."""
+    """Per edge: the raw share, its control share and token-level count; on the parent's leave-one-out rows
+    (None without seed replicas) the counts (k, n) persisting, into the control (None without one) and matching the
+    held-out replica, the share per held-out replica, the share beyond token identity; (emerged, reproducible
+    child features); (PW-MCC, chance)."""
     sim, _, rule = mode.partition("-")
-    alive, reps, best = tables(con, sim, rule or "best")
+    alive, reps, best, control = tables(con, sim, rule or "best")
     stable = {m: alive[m] & np.all([above(r, t) for r in rs.values()], axis=0) for m, rs in reps.items()}
-    floors = {}
-    for m, rs in reps.items():
-        if len(rs) >= 2:  # hold each replica out in turn: of the features reproducing in all the others
-            num = den = 0
-            for j in rs:
-                pop = alive[m] & np.all([above(rs[i], t) for i in rs if i != j], axis=0)
-                den += int(pop.sum())
-                num += int((pop & above(rs[j], t)).sum())
-            floors[m] = (num, den)
     mcc = {(a, b): (s, ch) for a, b, s, ch in con.execute(
         "SELECT model_a, model_b, pw_mcc, chance FROM pw_mcc WHERE kind = 'edge'").fetchall()}
     out = {}
     for p, c in con.execute("SELECT parent, child FROM model_edges").fetchall():
         hit = above(best[(p, c, "p2c")], t)
-        row = {"raw": (alive[p] & hit).sum() / alive[p].sum(), "persist": None, "seeds": None, "emerge": None}
-        if p in stable:
-            row["persist"] = (int((stable[p] & hit).sum()), int(stable[p].sum()))
+        ctl = above(control[p], t) if p in control else None
+        row = {"raw": (alive[p] & hit).sum() / alive[p].sum(), "persisting": int((alive[p] & hit).sum()),
+               "raw_control": None if ctl is None else (alive[p] & ctl).sum() / alive[p].sum(),
+               "token_level": None if ctl is None else int((alive[p] & hit & ctl).sum()),
+               "persist": None, "control": None, "floor": None, "seeds": None, "beyond": None, "emerge": None}
+        if p in reps:
+            rows = {j: alive[p] & np.all([above(reps[p][i], t) for i in reps[p] if i != j], axis=0) for j in reps[p]}
+            n = sum(int(pop.sum()) for pop in rows.values())
+            k = sum(int((pop & hit).sum()) for pop in rows.values())
+            kf = sum(int((pop & above(reps[p][j], t)).sum()) for j, pop in rows.items())
+            row.update(persist=(k, n), floor=(kf, n))
             if len(reps[p]) >= 2:
-                row["seeds"] = [(alive[p] & above(r, t) & hit).sum() / (alive[p] & above(r, t)).sum()
-                                for r in reps[p].values() if (alive[p] & above(r, t)).any()]
+                row["seeds"] = [(pop & hit).sum() / pop.sum() for pop in rows.values() if pop.any()]
+            if ctl is not None:
+                kc = sum(int((pop & ctl).sum()) for pop in rows.values())
+                row["control"] = (kc, n)
+                row["beyond"] = (k - kc) / (kf - kc) if kf > kc else None
         if c in stable:
             row["emerge"] = (int((stable[c] & ~above(best[(p, c, "c2p")], t)).sum()), int(stable[c].sum()))
-        src = p if p in floors else c if c in floors else None
-        row["floor"] = floors[src] if src else None
         row["pw_mcc"] = mcc[(p, c)]
         out[(p, c)] = row
     return out
@@ -90,23 +103,34 @@ def _ci(k: int, n: int) -> str:
     return f"[{_pct(0.0 if k == 0 else lo)}, {_pct(1.0 if k == n else hi)}]"
 
 
-def _share(label: str, pair: tuple[int, int] | None, missing: str, empty: str | None) -> str | None:
-    """The report's piece for a count `pair` (k, n): `missing` when there is none, `empty` when n is 0 (None:
-    the report prints nothing then), else "label k of n = share [Wilson CI]"."""
-    if pair is None:
-        return missing
-    k, n = pair
-    return f"{label} {k} of {n} = {_pct(k / n)} {_ci(k, n)}" if n else empty
-
-
 def expected(want: dict) -> list[str]:
     """The pieces the report's `repro` line must hold for these counts."""
-    parts = [f"raw {_pct(want['raw'])}", _share("persisting", want["persist"], "persisting n/a", "persisting: no ")]
+    parts = [f"raw {_pct(want['raw'])}"]
+    if want["raw_control"] is not None:
+        parts.append(f"(control {_pct(want['raw_control'])},")
+        parts.append(f"of {want['persisting']} persisting {want['token_level']} token-level, "
+                     f"{want['persisting'] - want['token_level']} not")
+    if want["persist"] is None:
+        parts.append("persisting n/a")
+    elif want["persist"][1]:
+        (k, n), (kf, _) = want["persist"], want["floor"]
+        parts += [f"persisting {k} of {n} = {_pct(k / n)} ", f"floor {kf} of {n} = {_pct(kf / n)} "]
+        if want["control"] is not None:
+            kc = want["control"][0]
+            parts.append(f"control {kc} of {n} = {_pct(kc / n)} ")
+            parts.append("beyond token identity n/a" if want["beyond"] is None else
+                         f"beyond token identity {_pct(want['beyond'])} ")
+        else:
+            parts.append("control n/a")
+    else:
+        parts.append("persisting: no ")
     if want["seeds"]:
-        parts.append(f"seeds {_pct(min(want['seeds']))}-{_pct(max(want['seeds']))}")
-    parts.append(_share("emerged", want["emerge"], "emerged n/a", "emerged: no "))
-    parts.append(_share("reproducible floor", want["floor"], "reproducible floor unavailable", None))
-    parts = [p for p in parts if p is not None]
+        parts.append(f"held-out seeds {_pct(min(want['seeds']))}-{_pct(max(want['seeds']))}")
+    if want["emerge"] is None:
+        parts.append("emerged n/a")
+    elif want["emerge"][1]:
+        k, n = want["emerge"]
+        parts.append(f"emerged {k} of {n} = {_pct(k / n)} {_ci(k, n)}")
     score, chance = want["pw_mcc"]
     parts.append(f"PW-MCC {'n/a' if score is None else f'{score:.3f}'} (chance {'n/a' if chance is None else f'{chance:.3f}'})")
     return parts

@@ -142,8 +142,10 @@ def test_edge_floor_names_its_source_by_label():
 
 def test_a_members_replicas_train_in_one_pass_and_equal_separate_training(tiny_pipeline, monkeypatch):
     """The saes stage trains all replicas of a member with one `train_saes` call (count of calls and of seeds
-    per call), and what it writes for a replica is the SAE `train_saes` gives that seed alone (oracle: a
-    separate training of one seed on the member's data seed, compared weight for weight)."""
+    per call), each replica with a token draw of its own (its own data seed: two replicas share no tokens, as a
+    parent's and a child's SAEs share none), and what it writes for a replica is the SAE `train_saes` gives that
+    seed alone (oracle: a separate training of one seed on that replica's data seed, compared weight for
+    weight)."""
     import torch
 
     import featureflow.pipeline.sae as mod
@@ -163,11 +165,12 @@ def test_a_members_replicas_train_in_one_pass_and_equal_separate_training(tiny_p
     order = pl.cfg.topological_order()
     assert len(calls) == len(order)
     for n, (seeds, data_seed) in zip(order, calls):
-        assert seeds == [pl.sae_seed(n, r) for r in pl.replicas(n)] and data_seed == pl.sae_data_seed(n)
+        assert seeds == [pl.sae_seed(n, r) for r in pl.replicas(n)]
+        assert data_seed == [pl.sae_data_seed(n, r) for r in pl.replicas(n)] and len(set(data_seed)) == len(seeds)
     root = order[0]
     model = load_model(pl.member(root))
     streams = {d: pl.stream(d, "train") for d in pl.cfg.member_domains(root)}
-    alone = real(model, streams, pl.cfg.sae, [pl.sae_seed(root, 2)], pl.sae_data_seed(root))[0].sae
+    alone = real(model, streams, pl.cfg.sae, [pl.sae_seed(root, 2)], pl.sae_data_seed(root, 2))[0].sae
     written = load_sae(pl.sae(root, 2))
     torch.testing.assert_close(written.W_dec, alone.W_dec, rtol=0, atol=0)
     torch.testing.assert_close(written.lens.W_enc, alone.W_enc, rtol=0, atol=0)

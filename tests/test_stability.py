@@ -108,7 +108,7 @@ def test_report_figures_equal_an_independent_count_from_the_store(tiny_pipeline)
 
 
 def _tables(con, sim: str, rule: str):
-    return _script().tables(con, sim, rule)
+    return _script().tables(con, sim, rule)[:3]
 
 
 def _above(r: np.ndarray, t: float) -> np.ndarray:
@@ -125,7 +125,8 @@ def test_stored_pw_mcc_equals_scipy_on_the_saved_decoders(tiny_pipeline):
     con.close()
     pairs = {(a, ra, b, rb) for _, a, ra, b, rb, _, _ in rows}
     assert {(p, 0, c, 0) for p, c in pl.cfg.edges()} | {
-        (n, 0, n, r) for n in pl.cfg.topological_order() for r in pl.replicas(n)[1:]} == pairs
+        (n, 0, n, r) for n in pl.cfg.topological_order() for r in pl.replicas(n)[1:]} | {
+        (p, 0, c, 0) for p, c in pl.cfg.control_edges()} == pairs
     chances = set()
     for kind, a, ra, b, rb, score, chance in rows:
         A, B = (load_file(str(pl.sae(m, r) / "sae_weights.safetensors"))["W_dec"].astype(np.float64)
@@ -134,7 +135,7 @@ def test_stored_pw_mcc_equals_scipy_on_the_saved_decoders(tiny_pipeline):
         cos = np.abs(A @ B.T)
         i, j = linear_sum_assignment(cos, maximize=True)
         assert score == pytest.approx(cos[i, j].mean(), abs=1e-9)
-        assert kind == ("replica" if a == b else "edge")
+        assert kind == ("replica" if a == b else "control" if b in pl.cfg.control_members() else "edge")
         chances.add(round(chance, 12))
     assert len(chances) == 1  # every SAE has the same shape here: one chance level
 
@@ -217,11 +218,11 @@ def test_stable_filters_in_search_and_edge_lists(client, tiny_pipeline):
             p, c = f["parent"], f["child"]
             d = client.get(f"/api/edges/{p}/{c}", params={"fate": "persisting", "threshold": t, "mode": mode,
                                                           "stable": "true", "per_page": 200}).json()
-            assert d["total"] == f["stable_persisting"]
             hit = alive[p] & _above(best[(p, c, "p2c")], t) & np.all([_above(r, t) for r in reps[p].values()], axis=0)
+            assert d["total"] == int(hit.sum())
             assert sorted(r["feature"] for r in d["rows"]) == sorted(np.flatnonzero(hit).tolist())[:200]
             html = client.get(f"/edges/{p}/{c}", params={"fate": "persisting", "threshold": t, "mode": mode}).text
-            assert f"{f['stable_persisting']} persist" in html and "PW-MCC" in html
+            assert f"{f['stable_persisting']} persist: <b>" in " ".join(html.split()) and "PW-MCC" in html
     assert client.get("/api/features", params={"stable": "maybe"}).status_code == 422
     con.close()
 
@@ -235,9 +236,13 @@ def test_floors_and_overview_show_pw_mcc_and_the_reproducible_floor(client, tiny
         got = next(p for p in fl[m]["pw_mcc"] if p["replica"] == rep)
         assert (got["pw_mcc"], got["chance"]) == pytest.approx((score, chance))
     root = tiny_pipeline.cfg.roots()[0]
-    assert fl[root]["reproducible_floor"]["extra"] == 2
-    assert all(f["reproducible_floor"] is None for m, f in fl.items() if m != root)  # one extra replica: no floor
+    assert fl[root]["scale"]["extra"] == 2
+    # one extra replica: the leave-one-out population is every alive feature, its floor the raw floor
+    for m, f in fl.items():
+        if m != root:
+            assert f["scale"]["extra"] == 1 and f["scale"]["n"] == f["alive"]
+            assert f["scale"]["floor"]["matched"] == f["matched"]
     html = client.get("/floors").text
-    assert "PW-MCC" in html and "Reproducible floor" in html and "unavailable" in html
+    assert "PW-MCC" in html and "seed floor" in html and "random-weights" in html
     over = client.get("/", params={"population": "all"}).text
     assert "reproducible persisting" in over and 'data-population="all"' in over

@@ -102,6 +102,10 @@ def _fake_inputs(cfg, root):
         agreements=[root / "matching" / f"{p}--{c}.pwmcc-k" for p, c in cfg.edges()],
         autointerp={n: root / "autointerp" / f"{n}-k" for n in order}, cases=root / "cases" / "cases-k",
         fingerprints=root / "fingerprints" / "delta-k", planted=None, device="cpu",
+        controls={c: {"root": r, "model": root / "controls" / f"{c}-k", "saes": [root / "saes" / f"{c}-k"],
+                      "acts": root / "activations" / f"{c}.r0-k"} for c, r in cfg.control_members().items()},
+        control_matches={(p, c, s): root / "matching" / f"{p}--{c}.{s}-k" for s in cfg.matching.similarities
+                         for p, c in cfg.control_edges()},
         default_mode=cfg.matching.modes[0], timings={"corpora": 1.0}, stage_seconds={"corpora": 1.0})
 
 
@@ -131,7 +135,10 @@ def test_the_store_key_follows_its_inputs(tmp_path):
         "agreements": [moved(inp.agreements[0])] + inp.agreements[1:],
         "autointerp": {k: moved(v) for k, v in inp.autointerp.items()},
         "cases": moved(inp.cases), "fingerprints": moved(inp.fingerprints),
-        "planted": tmp_path / "planted" / "scorecard-k"}
+        "planted": tmp_path / "planted" / "scorecard-k",
+        "controls": {c: {**v, "acts": moved(v["acts"])} for c, v in inp.controls.items()},
+        "control_matches": {k: moved(v) for k, v in inp.control_matches.items()}}
+    assert inp.controls and inp.control_matches  # the tiny config has a random-weights control by default
     assert inp.floors  # the tiny config has seed replicas: the floors are an input
     keys = {f: inputs_key(cfg, dataclasses.replace(inp, **{f: v})) for f, v in changed.items()}
     assert all(k != key for k in keys.values()), keys

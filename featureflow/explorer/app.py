@@ -49,8 +49,14 @@ Stable = Annotated[str | None, Query(pattern="^(true|false)?$", description="tru
                                      "false: only measured features that are not; empty or absent: all")]
 
 
+TokenLevel = Annotated[str | None, Query(pattern="^(true|false)?$", description="true: only token-level features "
+                                         "(they also persist into their member's random-weights control, an untrained "
+                                         "model of the same architecture and tokenizer); false: only features measured "
+                                         "against a control that do not; empty or absent: all")]
+
+
 def stable_flag(value: str | None) -> bool | None:
-    """The `stable` filter as a bool (None: no filter)."""
+    """The `stable` (or `token_level`) filter as a bool (None: no filter)."""
     return None if not value else value == "true"
 Population = Annotated[str | None, Query(pattern="^(reproducible|all)$", description="the Sankey's features: "
                                          "'reproducible' (only the features of replicated members that reproduce "
@@ -388,25 +394,29 @@ def create_app(db_path: str | Path, duckdb_threads: int | None = None) -> FastAP
              threshold: Threshold = None, mode: Mode = None,
              sort: Annotated[str, Query(pattern="^(r|density|llr|sim_score|feature)$")] = "r",
              order: Annotated[str, Query(pattern="^(desc|asc)$")] = "desc",
-             page: Page = 1, per_page: PerPage = 50, stable: Stable = None) -> dict:
+             page: Page = 1, per_page: PerPage = 50, stable: Stable = None, token_level: TokenLevel = None) -> dict:
         """The features behind one flow of edge parent -> child at a threshold and mode: sortable both ways by
-        r, density, top-token LLR and explanation score, paginated, each with its match, top context and seed
-        stability (`stable` keeps reproducible or other features only); the edge's reproducible persistence
-        with its interval and floor, and its PW-MCC."""
+        r, density, top-token LLR and explanation score, paginated, each with its match, top context, seed
+        stability (`stable` keeps reproducible or other features only) and match in the random-weights control
+        (`token_level` keeps token-level or other features only); the edge on its scale (reproducible
+        persistence beside its random-weights control and seed floor, with intervals) and its PW-MCC."""
         state = view_state(threshold, mode)
-        stable = stable_flag(stable)
+        stable, token = stable_flag(stable), stable_flag(token_level)
         e = store.edge(parent, child)
         counts = next(f for f in store.flows(state["threshold"], state["mode"])
                       if f["parent"] == parent and f["child"] == child)
         res = store.edge_features(parent, child, fate, state["threshold"], state["mode"], sort, order == "desc",
-                                  page, per_page, stable)
+                                  page, per_page, stable, token)
         params = {"fate": fate, "threshold": state["threshold"], "mode": state["mode"], "sort": sort, "order": order,
-                  "per_page": per_page, **({} if stable is None else {"stable": str(stable).lower()})}
+                  "per_page": per_page, **({} if stable is None else {"stable": str(stable).lower()}),
+                  **({} if token is None else {"token_level": str(token).lower()})}
         resort = {k: urlencode({**params, "sort": k, "order": "asc" if (k, order) == (sort, "desc") else "desc"})
                   for k in ("r", "density", "llr", "sim_score")}
         return {**res, "edge": {**e, "parent_label": store.label(parent), "child_label": store.label(child)},
                 "fate": fate, "counts": counts, "sort": sort, "order": order, "state": state, "stable": stable,
-                "stable_query": "" if stable is None else f"&stable={str(stable).lower()}",
+                "token_level": token,
+                "stable_query": ("" if stable is None else f"&stable={str(stable).lower()}") +
+                                ("" if token is None else f"&token_level={str(token).lower()}"),
                 "query": urlencode(params), "resort": resort,
                 "modes": store.modes, "mode_labels": {m: mode_label(m) for m in store.modes}}
 
@@ -467,6 +477,7 @@ def create_app(db_path: str | Path, duckdb_threads: int | None = None) -> FastAP
         matches = store.matches(model, feature, t, mode)
         return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
                 "stability": store.stability(model, feature, t, mode),
+                "control": store.control_match(model, feature, t, mode),
                 "explanation": f.pop("explanation"), "matches": matches,
                 "lineage": store.lineage(model, feature, t, mode, row=f),
                 "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
@@ -570,18 +581,21 @@ def create_app(db_path: str | Path, duckdb_threads: int | None = None) -> FastAP
         page: Page = 1,
         per_page: PerPage = 50,
         stable: Stable = None,
+        token_level: TokenLevel = None,
     ) -> dict:
         """Browse and search features by model, edge, fate (at a threshold and matching mode), seed stability
-        (`stable`), density, top token and explanation; sorted either way and paginated."""
+        (`stable`), token level (`token_level`: also found in a random-weights model), density, top token and
+        explanation; sorted either way and paginated."""
         state = view_state(threshold, mode)
         model = model or None
-        stable = stable_flag(stable)
+        stable, token_flag = stable_flag(stable), stable_flag(token_level)
         pair = tuple(edge.split(">")) if edge else None
         res = store.search(model, fate or None, min_density, max_density, token or None, sort, page, per_page,
                            text=q or None, threshold=state["threshold"], mode=state["mode"], edge=pair,
-                           descending=None if not order else order == "desc", stable=stable)
+                           descending=None if not order else order == "desc", stable=stable, token_level=token_flag)
         filters = {"model": model or "", "edge": edge or "", "fate": fate or "",
-                   "stable": "" if stable is None else str(stable).lower(), "min_density": min_density,
+                   "stable": "" if stable is None else str(stable).lower(),
+                   "token_level": "" if token_flag is None else str(token_flag).lower(), "min_density": min_density,
                    "max_density": max_density, "token": token or "", "q": q or "", "sort": sort,
                    "order": order or "", "per_page": per_page, "threshold": state["threshold"], "mode": state["mode"]}
         query = urlencode({k: v for k, v in filters.items() if v != ""})

@@ -42,7 +42,8 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
 
     Only nodes that some band touches are drawn, each at an explicit position: Plotly leaves out a node
     without links and then places the others by the wrong entries of `x` and `y`, so a junction with no
-    flow (nothing persists on that edge) is not emitted at all; `undrawn` lists those edges.
+    flow (nothing persists on that edge), or whose child has no feature in this view, is not emitted at all;
+    `undrawn` lists those edges.
 
     `reproducible`: `nodes` count only reproducible features of the `replicated` members (`flows.node_flows`),
     and the junctions show reproducible persistence beside its reproducible floor where measured."""
@@ -88,18 +89,27 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
         p, c = f["parent"], f["child"]
         floor = ("no noise floor measured" if f.get("floor_share") is None else
                  f"noise floor {numbers.pct(f['floor_share'])} ({f['floor_source_label']})")
+        if f.get("control_share") is not None:
+            floor += f", random-weights control {numbers.pct(f['control_share'])}"
         short = "" if f.get("floor_share") is None else f" · floor {numbers.pct(f['floor_share'])}"
         text = f"{numbers.pct(f['persist_share'])} persist{short}"
         if reproducible and f.get("repro_share") is not None:
-            rfloor = ("floor n/a" if f.get("repro_floor_share") is None else
-                      f"floor {numbers.pct(f['repro_floor_share'])}")
+            control = ("" if f.get("repro_control_share") is None else
+                       f"control {numbers.pct(f['repro_control_share'])} · ")
             text = (f"{numbers.pct(f['repro_share'])} [{numbers.pct(f['repro_lo'])}–{numbers.pct(f['repro_hi'])}] "
-                    f"persist · {rfloor}")
-            floor += (f"; of {f['stable_parent']:,} reproducible parent features {f['stable_persisting']:,} persist "
-                      f"({numbers.pct(f['repro_share'])}, 95% CI {numbers.pct(f['repro_lo'])}–"
-                      f"{numbers.pct(f['repro_hi'])}; "
-                      + ("reproducible floor unavailable" if f.get("repro_floor_share") is None else
-                         f"reproducible floor {numbers.pct(f['repro_floor_share'])}") + ")")
+                    f"persist · {control}floor {numbers.pct(f['repro_floor_share'])}")
+            floor += (f"; of {f['repro_features']:,} reproducible parent features ({f['stable_parent']:,} rows, each seed "
+                      f"replica held out in turn) {numbers.pct(f['repro_share'])} persist (95% CI "
+                      f"{numbers.pct(f['repro_lo'])}–{numbers.pct(f['repro_hi'])}); on the same features the "
+                      + ("random-weights control is unavailable" if f.get("repro_control_share") is None else
+                         f"random-weights control {numbers.pct(f['repro_control_share'])} (95% CI "
+                         f"{numbers.pct(f['repro_control_lo'])}–{numbers.pct(f['repro_control_hi'])})")
+                      + f" and the seed floor {numbers.pct(f['repro_floor_share'])} (95% CI "
+                      f"{numbers.pct(f['repro_floor_lo'])}–{numbers.pct(f['repro_floor_hi'])})"
+                      + ("" if f.get("beyond_share") is None else
+                         f"; beyond token identity {numbers.pct(f['beyond_share'])}"))
+        if f.get("token_level") is not None:
+            floor += f"; {f['token_level']:,} persisting features are token-level, {f['beyond_token']:,} not"
         j = node(f"edge:{p}:{c}", text, "#7f8c8d",
                  column_x((depth[p] + depth[c]) / 2),
                  f"{label[p]} → {label[c]}: {f['persisting']:,} of {f['parent_alive']:,} parent features persist "
@@ -137,6 +147,14 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
             n = node(f"new:{name}", f"new · {new:,}", "#e67e22", column_x(depth[name] - 0.5), hover, href,
                      (order[name], 1))
             link(n, f"model:{name}", new, NEW, hover, href)
+    # a junction whose child has no feature in this view (e.g. no reproducible one) would dangle: leave it out too
+    touched = {k for x, y, *_ in bands for k in (x, y)}
+    for f in flows:
+        p, c = f["parent"], f["child"]
+        j = f"edge:{p}:{c}"
+        if j in touched and f"model:{c}" not in touched:
+            bands[:] = [band for band in bands if j not in band[:2]]
+            undrawn.append({"parent": p, "child": c, "persisting": f["persisting"], "inherited": f["inherited"]})
     title = (("Reproducible feature flows" if reproducible else "Feature flows") +
              f" at r > {numbers.thr(threshold)}" + (f" ({mode_label})" if mode_label else ""))
     if not bands:  # nothing to draw (e.g. no reproducible feature at this threshold): Plotly fails on an empty Sankey

@@ -280,12 +280,13 @@ class Store:
         raise NotFound(f"'{parent}' -> '{child}' is not an edge of run '{self.run['name']}' (edges: {have})")
 
     def edge_features(self, parent: str, child: str, fate: str, threshold: float, mode: str | None, sort: str,
-                      descending: bool, page: int, per_page: int, stable: bool | None = None) -> dict:
+                      descending: bool, page: int, per_page: int, stable: bool | None = None,
+                      token: bool | None = None) -> dict:
         """One page of the features behind a flow count of edge parent -> child (see `flows.edge_features`),
         each with a short highlighted context around its top activation."""
         self.edge(parent, child)
         total, rows = flow_sql.edge_features(self.cursor(), parent, child, fate, threshold, self.mode(mode), sort,
-                                             descending, per_page, (page - 1) * per_page, stable)
+                                             descending, per_page, (page - 1) * per_page, stable, token)
         model = parent if flow_sql.EDGE_FATES[fate][0] == "p2c" else child
         snippets = self.snippets(model, [r["feature"] for r in rows])
         for r in rows:
@@ -389,9 +390,10 @@ class Store:
         if c is None:
             have = ", ".join(r["slug"] for r in self.q("SELECT slug FROM cases ORDER BY slug")) or "none"
             raise NotFound(f"no case study '{slug}' in run '{self.run['name']}' (cases: {have})")
-        c.update(hops=[], mean_r=None, persists_everywhere=None)
+        c.update(hops=[], mean_r=None, persists_everywhere=None, root_control=None)
         if c["status"] != "ok":
             return c
+        c["root_control"] = self.control_match(c["root_model"], c["root_feature"], threshold, mode)
         hops = self.lineage_hops(c["root_model"], c["root_feature"], threshold, mode)
         if c["descendants"] is not None:
             hops = [h for h in hops if h["model"] in c["descendants"]]
@@ -402,6 +404,11 @@ class Store:
         c.update(hops=hops, mean_r=sum(rs) / len(rs) if rs else None,
                  persists_everywhere=bool(hops) and all(h["persists"] for h in hops))
         return c
+
+    def control_match(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict | None:
+        """The feature's match in its member's random-weights control and whether it is token-level
+        (`flows.control_match`); None when its member has no control."""
+        return flow_sql.control_match(self.cursor(), model, feature, threshold, self.mode(mode))
 
     def case_llrs(self, slug: str, features: list[tuple[str, int]]) -> dict[tuple[str, int], float]:
         """The stored LLR for the case's token of each (model, feature) that fires on it."""
@@ -623,14 +630,17 @@ class Store:
     def search(self, model: str | None, fate: str | None, min_density: float, max_density: float,
                token: str | None, sort: str, page: int, per_page: int, text: str | None = None,
                threshold: float | None = None, mode: str | None = None, edge: tuple[str, str] | None = None,
-               descending: bool | None = None, stable: bool | None = None) -> dict:
+               descending: bool | None = None, stable: bool | None = None,
+               token_level: bool | None = None) -> dict:
         """One page of features matching the filters, each with its fate, best parent r, best child r and origin
         (`flows.origins`, over every edge) computed at `threshold` under `mode` from the stored matches (the
         rule of `flows`: counts per edge equal `flows`, per model `emerged_in` and the Sankey's lost features). With `edge` (parent, child)
         only that edge's matches count and only its two models' features are listed. `descending`: None
         sorts `sort` in its natural direction; NULLs sort last either way. `stable` True / False keeps
         only features that are reproducible / measured but not reproducible across their member's seed
-        replicas at the threshold (`flows.STABILITY`; a member without replicas has neither)."""
+        replicas at the threshold (`flows.STABILITY`; a member without replicas has neither); `token_level` True / False
+        only features that are / are not token-level (persist into their member's random-weights control,
+        `flows.token_level`; a member without a control has neither)."""
         sim, rule = parse_mode(self.mode(mode))
         params: dict = {"sim": sim, "rule": rule, "t": self.run["default_threshold"] if threshold is None else threshold,
                         "lo": min_density, "hi": max_density}
@@ -656,12 +666,16 @@ class Store:
         if stable is not None:
             where.append("st.stable = $stable")
             params["stable"] = stable
+        if token_level is not None:
+            where.append("tl.token_level = $token_level")
+            params["token_level"] = token_level
         base = f"""
             FROM features f JOIN models m USING (model) LEFT JOIN vocab v ON v.token_id = f.top_token_id
             LEFT JOIN explanations e USING (model, feature)
             LEFT JOIN ({flow_sql.feature_fates(rule, on_edge)}) s
               ON s.model = f.model AND s.feature = f.feature
             LEFT JOIN ({flow_sql.STABILITY}) st ON st.model = f.model AND st.feature = f.feature
+            LEFT JOIN ({flow_sql.token_level(rule)}) tl ON tl.model = f.model AND tl.feature = f.feature
             WHERE {" AND ".join(where)}"""
         total = self.cursor().execute(f"SELECT count(*) {base}", params).fetchone()[0]
         column, natural = self.SORTS[sort]
@@ -670,7 +684,8 @@ class Store:
             SELECT f.model, m.label, f.feature, f.density, f.max_act,
                    {flow_sql.FATE_LABEL} AS fate,
                    s.parent_r, s.best_child_r, v.text AS top_token, f.top_token_share,
-                   f.top_token_llr, e.explanation, e.explainer, e.sim_score, st.replicas, st.reproduced, st.stable
+                   f.top_token_llr, e.explanation, e.explainer, e.sim_score, st.replicas, st.reproduced, st.stable,
+                   tl.control_r, tl.token_level
             {base} ORDER BY {column} {order} NULLS LAST, m.idx, f.feature LIMIT $limit OFFSET $offset""",
                       {**params, "limit": per_page, "offset": (page - 1) * per_page})
         # each listed feature's origin at the same threshold and mode, over every edge (its lineage's)

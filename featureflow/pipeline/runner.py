@@ -172,6 +172,46 @@ class Pipeline:
     def models(self) -> dict[str, Path]:
         return {n: self.member(n) for n in self.cfg.topological_order()}
 
+    # -- random-weights controls (built in the `controls` stage; models like members to every SAE stage) --
+    def is_control(self, name: str) -> bool:
+        return name in self.cfg.control_members()
+
+    def control_seed(self, name: str) -> int:
+        from featureflow.pipeline.family.control import control_seed
+
+        return control_seed(self.cfg.seed, self.cfg.control_members()[name], self.cfg.controls.seed)
+
+    def control_key(self, name: str) -> str:
+        root = self.cfg.control_members()[name]
+        return key_of(VERSIONS["controls"], name, self.member_key(root), self.control_seed(name),
+                      self.tokenizer().name)
+
+    @_stage
+    def control(self, name: str) -> Path:
+        """A random-weights control's model folder: its root's architecture and tokenizer, untrained
+        (`family/control.py`)."""
+        from featureflow.pipeline.family.control import build_control
+
+        root = self.cfg.control_members()[name]
+        root_dir = self.member(root)
+        return build_dir(self._dir("controls", name, self.control_key(name)), lambda tmp: build_control(
+            name, root, root_dir, self.tokenizer() / "tokenizer", self.control_seed(name), tmp))
+
+    def model_key(self, name: str) -> str:
+        """A member's key (`member_key`) or a control's (`control_key`)."""
+        return self.control_key(name) if self.is_control(name) else self.member_key(name)
+
+    def model_dir(self, name: str) -> Path:
+        """A member's folder or a control's: what an SAE of `name` reads."""
+        return self.control(name) if self.is_control(name) else self.member(name)
+
+    def sae_domains(self, name: str) -> list[str]:
+        """The domains an SAE of `name` trains and is evaluated on (a control: its root's)."""
+        return self.cfg.member_domains(self.cfg.control_members().get(name, name))
+
+    def own_domains(self, name: str) -> list[str]:
+        return self.cfg.own_domains(self.cfg.control_members().get(name, name))
+
     # --------------------------------------------------------------------------------------- SAEs
     def sae_seed(self, name: str, replica: int = 0) -> int:
         """The seed of one SAE's initialisation and batch order.
@@ -186,18 +226,24 @@ class Pipeline:
         pre = self.cfg.sae.pretrained.get(name)
         pre = pre and (pre, folder_digest(pre))  # a pretrained SAE by its content
         section = self.cfg.sae.model_dump(exclude={"replicas", "shared_init", "pretrained"})
-        return key_of(VERSIONS["saes"], section, self.member_key(name), pre, self.sae_seed(name, replica))
+        # a seed replica's own token draw (replica 0 keeps the member's, so its key and SAE are as before)
+        draw = [self.sae_data_seed(name, replica)] if replica else []
+        return key_of(VERSIONS["saes"], section, self.model_key(name), pre, self.sae_seed(name, replica), *draw)
 
     def replicas(self, name: str) -> list[int]:
-        """Replica indices of a member's SAEs: [0] plus one per extra seed in `sae.replicas`."""
-        return list(range(1 + self.cfg.sae_replicas().get(name, 0)))
+        """Replica indices of a member's SAEs: [0] plus one per extra seed in `sae.replicas` (a control's:
+        `controls.replicas`)."""
+        extra = self.cfg.controls.replicas if self.is_control(name) else self.cfg.sae_replicas().get(name, 0)
+        return list(range(1 + extra))
 
-    def sae_data_seed(self, name: str) -> int:
-        """The seed of the tokens a member's SAEs train on (drawn once, shared by its replicas, each of which
-        sees them in its own order); with `sae.shared_init` the same for every member."""
+    def sae_data_seed(self, name: str, replica: int = 0) -> int:
+        """The seed of the tokens one SAE of a member trains on: each replica draws its own blocks (two replicas
+        share no token draw, as a parent's and a child's SAEs share none, so the seed floor compares like with
+        like); with `sae.shared_init` one draw for every SAE of every member (the paper's setup)."""
         if self.cfg.sae.shared_init:
             return self.cfg.seed + 17
-        digest = hashlib.sha256(f"sae-data|{self.cfg.seed}|{name}".encode()).digest()
+        tag = name if replica == 0 else f"{name}|{replica}"
+        digest = hashlib.sha256(f"sae-data|{self.cfg.seed}|{tag}".encode()).digest()
         return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
     def _trained_sae(self, name: str, replica: int, model):
@@ -212,9 +258,9 @@ class Pipeline:
             todo = sorted({replica} | {r for r in self.replicas(name)
                                        if r not in pending and
                                        not is_done(self._dir("saes", self.sae_tag(name, r), self.sae_key(name, r)))})
-            domains = self.cfg.member_domains(name)
+            domains = self.sae_domains(name)
             trained = train_saes(model, {d: self.stream(d, "train") for d in domains}, self.cfg.sae,
-                                 [self.sae_seed(name, r) for r in todo], self.sae_data_seed(name),
+                                 [self.sae_seed(name, r) for r in todo], [self.sae_data_seed(name, r) for r in todo],
                                  desc=f"sae {name} x{len(todo)}")
             pending.update(zip(todo, trained))
         return pending.pop(replica)
@@ -232,7 +278,7 @@ class Pipeline:
         from featureflow.pipeline.sae import load_sae, sae_health, save_sae, summarise
 
         cfg = self.cfg
-        member_dir = self.member(name)
+        member_dir = self.model_dir(name)
         seed = self.sae_seed(name, replica)
         tag = self.sae_tag(name, replica)
 
@@ -250,10 +296,10 @@ class Pipeline:
                 trained = self._trained_sae(name, replica, model)
                 sae, log_rows, recipe = trained.sae, trained.log, cfg.sae.recipe
                 l1 = getattr(trained, "l1_coefficient", l1)
-            domains = cfg.member_domains(name)
+            domains = self.sae_domains(name)
             windows = self.val_windows(domains, cfg.sae.eval_tokens)
             parts = {d: sae_health(model, sae, w, cfg.sae.hook) for d, w in windows.items()}
-            own = [d for d in cfg.own_domains(name) if d in parts] or domains
+            own = [d for d in self.own_domains(name) if d in parts] or domains
             health = summarise(list(parts.values()))  # L0, MSE, EV, dead: over the SAE's whole mix
             on_own = summarise([parts[d] for d in own])
             health.update(loss_recovered_all=health["loss_recovered"], loss_recovered=on_own["loss_recovered"],
@@ -267,7 +313,7 @@ class Pipeline:
                 "recipe": recipe, "architecture": "pretrained" if pre else cfg.sae.architecture,
                 "k": getattr(sae, "k", None), "target_l0": cfg.sae.target_l0,
                 "l1_coefficient": l1, "l1_start": cfg.sae.l1_coefficient, "training_tokens": cfg.sae.tokens,
-                "seed": None if pre else seed, "data_seed": None if pre else self.sae_data_seed(name),
+                "seed": None if pre else seed, "data_seed": None if pre else self.sae_data_seed(name, replica),
                 "replica": replica, "shared_init": cfg.sae.shared_init,
                 "log": log_rows, "health": health, "health_by_domain": by_domain,
                 "seconds": round(time.time() - t0, 2)})
@@ -333,7 +379,7 @@ class Pipeline:
     @_stage
     def replica_activation(self, name: str, replica: int) -> Path:
         """A seed replica's sparse activations on the shared sample (acts.npz only: replicas are matched,
-        never shown)."""
+        never shown), and likewise every SAE of a control (replica 0 included)."""
         from featureflow.pipeline.family.model import load_model
         from featureflow.pipeline.features import encode_sample
         from featureflow.pipeline.sae import load_sae
@@ -344,7 +390,7 @@ class Pipeline:
         def build(tmp: Path) -> None:
             import scipy.sparse as sps
 
-            model = load_model(self.member(name), self.device)
+            model = load_model(self.model_dir(name), self.device)
             acts = encode_sample(model, load_sae(self.sae(name, replica)), self.sample_tokens(), cfg.sae.hook,
                                  desc=f"encode {name}.r{replica}")
             sps.save_npz(tmp / "acts.npz", acts, compressed=False)
@@ -362,7 +408,8 @@ class Pipeline:
     def load_acts(self, name: str, replica: int = 0):
         from featureflow.pipeline.features import load_acts
 
-        return load_acts(self.activation(name) if replica == 0 else self.replica_activation(name, replica))
+        own = replica == 0 and not self.is_control(name)  # a member's replica 0 has its feature tables too
+        return load_acts(self.activation(name) if own else self.replica_activation(name, replica))
 
     # ----------------------------------------------------------------------------------- matching
     @property
@@ -397,7 +444,8 @@ class Pipeline:
 
     def _pair_key(self, a: tuple[str, int], b: tuple[str, int], similarity: str) -> str:
         cfg = self.cfg.matching
-        acts = (lambda n, r: self.acts_key(n) if r == 0 else key_of(self.sae_key(n, r), self.sample().name))
+        acts = (lambda n, r: self.acts_key(n) if r == 0 and not self.is_control(n) else
+                key_of(self.sae_key(n, r), self.sample().name))
         # decoder matching reads the activations too: which features are alive
         side = (lambda n, r: key_of(self.sae_key(n, r), acts(n, r))) if similarity == "decoder" else acts
         return key_of(VERSIONS["matching"], similarity, cfg.top_k, cfg.block_size, side(*a), side(*b))
@@ -478,9 +526,28 @@ class Pipeline:
         return out
 
     def agreements(self) -> list[Path]:
-        """Every PW-MCC artefact: each edge's, then each replica pair's."""
+        """Every PW-MCC artefact: each edge's, then each replica pair's, then each member against its control."""
         return [self.agreement((p, 0), (c, 0)) for p, c in self.cfg.edges()] + [
-            self.agreement((n, 0), (n, r)) for n in self.cfg.topological_order() for r in self.replicas(n)[1:]]
+            self.agreement((n, 0), (n, r)) for n in self.cfg.topological_order() for r in self.replicas(n)[1:]] + [
+            self.agreement((p, 0), (c, 0)) for p, c in self.cfg.control_edges()]
+
+    # ----------------------------------------------------------------------------------- controls
+    @_stage
+    def controls(self) -> dict[tuple[str, str, str], Path]:
+        """The random-weights controls (`controls:`): each control's model, its SAEs (trained like a member's,
+        in one pass) and their activations on the shared sample; then every member that is a parent on some
+        edge matched against its root's control under every similarity, like an edge (and its PW-MCC).
+        Returns (member, control, similarity) -> the match folder."""
+        for c in self.cfg.control_members():
+            for r in self.replicas(c):
+                self.sae(c, r)
+            for r in self.replicas(c):
+                self.replica_activation(c, r)
+        out = {(p, c, sim): self.match(p, c, sim) for sim in self.cfg.matching.similarities
+               for p, c in self.cfg.control_edges()}
+        for p, c in self.cfg.control_edges():
+            self.agreement((p, 0), (c, 0))
+        return out
 
     # --------------------------------------------------------------------------------- autointerp
     def persisting(self, name: str, n_features: int) -> np.ndarray:
@@ -653,6 +720,9 @@ class Pipeline:
             matches={(p, c, sim): self.match(p, c, sim) for sim in self.cfg.matching.similarities
                      for p, c in self.cfg.edges()},
             floors=self.floors(), agreements=self.agreements(), autointerp=self.autointerp(), cases=self.cases(),
+            controls={c: {"root": root, "model": self.control(c), "saes": [self.sae(c, r) for r in self.replicas(c)],
+                          "acts": self.replica_activation(c, 0)} for c, root in self.cfg.control_members().items()},
+            control_matches=self.controls(),
             fingerprints=self.fingerprints(), planted=self.planted(), device=self.device,
             default_mode=self.default_mode, timings=self.timings, stage_seconds=self.stage_seconds)
 

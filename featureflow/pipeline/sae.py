@@ -519,11 +519,14 @@ class _Replica:
         return TrainedSAE(self.sae.eval(), self.log, float(self.l1) if self.standard else None, self.cfg.architecture)
 
 
-def train_saes(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seeds: list[int], data_seed: int,
+def train_saes(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seeds: list[int], data_seed: int | list[int],
                desc: str = "sae", chunks: Iterator[torch.Tensor] | None = None) -> list[TrainedSAE]:
     """Train one SAE per seed on `cfg.hook` in one pass over the member's activations (the way EleutherAI's
     sparsify trains several seeds per hook): the LM runs once per chunk of `buffer_batches` batches, on
-    blocks drawn with `data_seed`, and every SAE trains on that chunk in its own random order.
+    blocks drawn with `data_seed`, and every SAE trains on that chunk in its own random order. A list of data
+    seeds (one per SAE) gives each SAE blocks of its own, drawn with its own seed (the LM then runs on each
+    SAE's blocks in the same pass): two such SAEs share no token draw, like two SAEs of a parent and its child,
+    which is what makes a member's seed floor comparable to an edge.
 
     Each SAE's seed fixes its initialisation and the order it sees the chunk's tokens in; nothing else is
     shared, so an SAE trained here equals the one `train_saes` trains for its seed alone (a test checks
@@ -541,19 +544,27 @@ def train_saes(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seeds: lis
     dead = silent for 10% of the steps) took dead latents from 6.0% to 4.0% at the same explained variance
     (0.929) and made each step about 3x slower on this shared CPU; at 512 -> 2048 TopK had 0.5% dead, BatchTopK 0.05%."""
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
-    if chunks is None:
-        chunks = activation_chunks(model, streams, cfg, data_seed, first=MEAN_TOKENS)
-    first = next(chunks).to(device)
-    mean = (first.double().sum(0) / first.shape[0]).float()
+    if isinstance(data_seed, int) or chunks is not None or len(set(data_seed)) == 1:
+        ds = data_seed if isinstance(data_seed, int) else data_seed[0]
+        shared = chunks if chunks is not None else activation_chunks(model, streams, cfg, ds, first=MEAN_TOKENS)
+        sources = [shared]  # one token draw, every SAE in its own order
+    else:
+        if len(data_seed) != len(seeds):
+            raise ValueError(f"{len(data_seed)} data seeds for {len(seeds)} SAEs")
+        sources = [activation_chunks(model, streams, cfg, ds, first=MEAN_TOKENS) for ds in data_seed]
+    firsts = [next(src).to(device) for src in sources]
+    means = [(f.double().sum(0) / f.shape[0]).float() for f in firsts]
     batch = cfg.block_tokens * cfg.blocks_per_batch
     steps = max(1, cfg.tokens // batch)
-    reps = [_Replica(cfg, s, mean, first, steps, device) for s in seeds]
+    owner = [0] * len(seeds) if len(sources) == 1 else list(range(len(seeds)))  # each SAE's token source
+    reps = [_Replica(cfg, s, means[o], firsts[o], steps, device) for s, o in zip(seeds, owner)]
     bar = tqdm(total=steps * len(reps), desc=desc, unit="step", dynamic_ncols=True, disable=desc is None)
     step = 0
     while step < steps:
-        chunk = next(chunks).to(device)
-        n = min(chunk.shape[0] // batch, steps - step)
-        for r in reps:
+        chunks_now = [next(src).to(device) for src in sources]
+        n = min(min(c.shape[0] for c in chunks_now) // batch, steps - step)
+        for r, o in zip(reps, owner):
+            chunk = chunks_now[o]
             order = torch.randperm(chunk.shape[0], generator=r.gen)
             for j in range(n):
                 r.step(step + j, chunk[order[j * batch:(j + 1) * batch]])

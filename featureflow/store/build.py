@@ -51,6 +51,8 @@ class StoreInputs:
     agreements: list[Path]                          # pw_mcc.json of every edge, then every replica pair
     autointerp: dict[str, Path]                     # member -> explanations.parquet, spend.json, llr.npy
     cases: Path                                     # cases.json, case_llrs.parquet
+    controls: dict[str, dict]                       # control -> {root, model, saes: [replica i], acts: replica 0's}
+    control_matches: dict[tuple[str, str, str], Path]  # (member, control, similarity) -> topk.npz, assign.npz
     fingerprints: Path                              # fingerprints.json, vectors.npz
     planted: Path | None                            # planted.json (None: the config has no planted section)
     device: str
@@ -84,7 +86,9 @@ def inputs_key(cfg: ExperimentConfig, inp: StoreInputs) -> str:
                   [inp.matches[(p, c, sim)].name for p, c in cfg.edges()], [p.name for p in inp.floors.values()],
                   [p.name for p in inp.agreements],
                   [p.name for p in inp.autointerp.values()], inp.cases.name, inp.fingerprints.name,
-                  inp.planted and inp.planted.name)
+                  inp.planted and inp.planted.name,
+                  *([[c["acts"].name for c in inp.controls.values()], [f.name for f in inp.control_matches.values()]]
+                    if inp.controls else []))  # a run without controls keeps the key it had before them
 
 
 def existing_inputs_key(path: Path) -> str | None:
@@ -233,6 +237,7 @@ def _fill(cfg: ExperimentConfig, inp: StoreInputs, con: duckdb.DuckDBPyConnectio
                 rh["dead_features"], rh["loss_recovered"]])
 
     _fill_features(cfg, inp, con, order)
+    _fill_controls(inp, con, {n: cfg.member(n).label or n for n in order})
     _fill_fingerprints(inp, con)
     if inp.planted is not None:
         fill_planted(con, read_json(inp.planted / "planted.json"))
@@ -292,17 +297,18 @@ def _redacted(t: pa.Table, columns: tuple[str, ...]) -> pa.Table:
 
 
 def insert_edge_matches(con: duckdb.DuckDBPyConnection, similarity: str, parent: str, child: str,
-                        top: dict, one: dict) -> None:
+                        top: dict, one: dict, tables: tuple[str, str] = ("matches", "assignments")) -> None:
     """One edge's rows of `matches` (top-k both ways: `top` with p2c_idx / p2c_r / c2p_idx / c2p_r of shape
     (n, k)) and of `assignments` (`one`, the same keys of shape (n,)). The store build and the planted family
-    fill the tables the fate rules (`featureflow/store/flows.py`) read through this one function."""
+    fill the tables the fate rules (`featureflow/store/flows.py`) read through this one function; a member
+    against its control fills `tables` ("control_matches", "control_assignments") the same way."""
     for d in ("p2c", "c2p"):
-        _insert(con, "matches", _side_rows(top[f"{d}_idx"], top[f"{d}_r"], True, similarity=similarity,
+        _insert(con, tables[0], _side_rows(top[f"{d}_idx"], top[f"{d}_r"], True, similarity=similarity,
                                            parent=parent, child=child, direction=d))
         rows = _side_rows(one[f"{d}_idx"], one[f"{d}_r"], similarity=similarity, parent=parent, child=child,
                           direction=d)
         rows.pop("rank")
-        _insert(con, "assignments", rows)
+        _insert(con, tables[1], rows)
 
 
 def insert_floor(con: duckdb.DuckDBPyConnection, name: str, replica: int, similarity: str, rule: str,
@@ -324,6 +330,24 @@ def _fill_matches(cfg: ExperimentConfig, inp: StoreInputs, con: duckdb.DuckDBPyC
     for (name, rep, sim), folder in inp.floors.items():
         for rule in ("best", "1to1"):
             insert_floor(con, name, rep, sim, rule, read_rule_matches(folder, rule)["p2c_r"], alive[name])
+    for (member, control, sim), folder in inp.control_matches.items():
+        insert_edge_matches(con, sim, member, control, np.load(folder / "topk.npz"), read_rule_matches(folder, "1to1"),
+                            tables=("control_matches", "control_assignments"))
+
+
+def _fill_controls(inp: StoreInputs, con: duckdb.DuckDBPyConnection, labels: dict[str, str]) -> None:
+    """The controls table: each random-weights control, its seed and its SAE's health (replica 0)."""
+    from featureflow.pipeline.features import load_acts
+
+    for control, c in inp.controls.items():
+        sdir = c["saes"][0]
+        info, sinfo = read_json(c["model"] / "member.json"), read_json(sdir / "featureflow.json")
+        h = sinfo["health"]
+        alive = int((np.diff(load_acts(c["acts"]).indptr) > 0).sum())
+        con.execute("INSERT INTO controls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            control, c["root"], f"random weights ({labels.get(c['root'], c['root'])})", info["seed"], info["init"],
+            read_json(sdir / "cfg.json")["d_sae"], sinfo.get("seed"), len(c["saes"]) - 1, h["l0"], h["mse"],
+            h["explained_variance"], h["dead_features"], alive])
 
 
 def fill_planted(con: duckdb.DuckDBPyConnection, card: dict) -> None:
@@ -361,7 +385,7 @@ def _fill_pw_mcc(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:
         a = read_json(folder / "pw_mcc.json")
         (ma, ra), (mb, rb) = a["a"], a["b"]
         con.execute("INSERT INTO pw_mcc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            "replica" if ma == mb else "edge", ma, ra, mb, rb, a["n_a"], a["n_b"], a["pw_mcc"], a["chance"],
+            "replica" if ma == mb else "control" if mb in inp.controls else "edge", ma, ra, mb, rb, a["n_a"], a["n_b"], a["pw_mcc"], a["chance"],
             a["seed"]])
 
 

@@ -34,9 +34,12 @@ from typing import Any
 from featureflow.config import parse_mode
 
 _BEST = {
-    "best": "SELECT parent, child, direction, src, dst, r FROM matches WHERE rank = 0 AND similarity = $sim",
-    "1to1": "SELECT parent, child, direction, src, dst, r FROM assignments WHERE similarity = $sim",
+    "best": "SELECT parent, child, direction, src, dst, r FROM {matches} WHERE rank = 0 AND similarity = $sim",
+    "1to1": "SELECT parent, child, direction, src, dst, r FROM {assignments} WHERE similarity = $sim",
 }
+# The tables a rule reads: the family's edges, or every parent member against its random-weights control.
+_TABLES = {False: {"matches": "matches", "assignments": "assignments"},
+           True: {"matches": "control_matches", "assignments": "control_assignments"}}
 
 # -- the fate rule: the one place that decides whether a match persists and what a feature's fate is --------
 # A feature's match on an edge (its `_BEST` row) persists when its r exceeds the threshold $t; an unassigned
@@ -44,11 +47,12 @@ _BEST = {
 PERSISTS = "coalesce(r, -1e9) > $t"
 
 
-def edge_matches(rule: str, where: str = "") -> str:
+def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     """Each feature's match on each edge under `rule` ($sim, $t bound): parent, child, direction, `model`
-    (the feature's own side), src, dst, r and `persists` (`PERSISTS`). `where` filters the match rows."""
+    (the feature's own side), src, dst, r and `persists` (`PERSISTS`). `where` filters the match rows. With
+    `control`, each parent member against its random-weights control instead (`child` is the control)."""
     return (f"SELECT parent, child, direction, CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, "
-            f"src, dst, r, {PERSISTS} AS persists FROM ({_BEST[rule]}) WHERE true {where}")
+            f"src, dst, r, {PERSISTS} AS persists FROM ({_BEST[rule].format(**_TABLES[control])}) WHERE true {where}")
 
 
 def feature_fates(rule: str, where: str = "") -> str:
@@ -284,98 +288,216 @@ def _stability(rows: list[dict]) -> dict:
             "mean_r": sum(r["r"] if r["r"] is not None else 0.0 for r in rows) / n}
 
 
-def reproducible_floors(cur, threshold: float, mode: str) -> dict[str, dict]:
-    """Per member with two or more extra replicas: what reproducible persistence reads for an unchanged
-    model. Of replica 0's alive features that reproduce in every extra replica but one, the share that
-    also match the one held out, pooled over which one is held out (`matched` of `n`, `share`, Wilson `ci`);
-    `extra`: its number of extra replicas."""
-    rows = _dicts(cur.execute(f"""
-        WITH per AS (SELECT model, feature, alive, ok, count(*) OVER w AS k, sum(ok::INTEGER) OVER w AS tot
-                     FROM ({_REPLICA_MATCH}) WINDOW w AS (PARTITION BY model, feature))
-        SELECT model, max(k) AS extra,
-               count(*) FILTER (WHERE tot - ok::INTEGER = k - 1) AS n,
-               count(*) FILTER (WHERE tot - ok::INTEGER = k - 1 AND ok) AS matched
-        FROM per WHERE alive AND k >= 2 GROUP BY model""", stability_params(threshold, mode)))
-    return {r["model"]: {**r, "share": r["matched"] / r["n"] if r["n"] else None, "ci": wilson(r["matched"], r["n"])}
-            for r in rows}
+# -- the scale every persistence figure is read on (issue 29) ---------------------------------------------
+# Two anchors, each read on the *same* features as the edge. Leave-one-out: for a parent member with k >= 1
+# extra seed replicas and each held-out replica j, the population is replica 0's alive features that reproduce
+# (match above the threshold) in every extra replica but j (k = 1: every alive feature); pooled over j, a
+# feature counts once per held-out replica it is in. On those (feature, j) rows three shares are read:
+#   - persistence: the feature persists into the child (the edge's rule, `PERSISTS`);
+#   - the seed floor (top anchor): it matches the held-out replica j, i.e. what persistence reads when the
+#     child is the unchanged parent and only the SAE's seed differs;
+#   - the control (bottom anchor): it persists into the parent's random-weights control (same architecture
+#     and tokenizer, untrained): what token identity alone gives.
+# Intervals: a feature's rows are not independent (they share its edge and control match), so each share is a
+# ratio of sums over features (clusters), with the linearised (sandwich) variance of a ratio estimator
+# (Cochran 1977, ch. 6) turned into a Wilson interval at the effective sample size; "beyond token identity",
+# (p - p_control) / (p_floor - p_control) = sum(e - c) / sum(f - c) over features, gets the same variance and a
+# normal interval. tests/test_controls.py checks both against a cluster bootstrap over features.
+# Each (feature of replica 0, held-out replica) row: `ok` (it matches the held-out replica), `k` (its member's extra
+# replicas) and `in_pop` (it reproduces in every other extra replica: the row is in the population).
+_HELD_OUT = f"""SELECT model, feature, replica, alive, ok, k, tot - ok::INTEGER = k - 1 AS in_pop FROM (
+                    SELECT *, count(*) OVER w AS k, sum(ok::INTEGER) OVER w AS tot FROM ({_REPLICA_MATCH})
+                    WINDOW w AS (PARTITION BY model, feature))"""
+_LOO = f"""SELECT model, feature, count(*) AS n, count(*) FILTER (WHERE ok) AS fl FROM ({_HELD_OUT})
+           WHERE alive AND in_pop GROUP BY model, feature"""
+# Per feature: n, its population rows (held-out replicas it is in); e, f, c: how many of them persist into the
+# child (n or 0), match the held-out replica (the floor), persist into the control (n or 0). Summed over
+# features: each (`n1` ...) and every pairwise product (`nn`, `ne`, ...), what the intervals need.
+_SUMS = ", ".join([f"sum({a})::DOUBLE AS {a}1" for a in "nefc"] +
+                  [f"sum({a} * {b})::DOUBLE AS {a}{b}" for i, a in enumerate("nefc") for b in "nefc"[i:]])
 
 
-def _verdict(parent: str, child: str, ci: tuple | None, floor_ci: tuple | None) -> str | None:
-    """A plain-language reading of reproducible persistence against its floor, only where the two 95%
-    intervals do not overlap."""
-    if ci is None or floor_ci is None:
+def _clustered(a: float, n: float, aa: float, an: float, nn: float, m: int) -> tuple[float, float] | None:
+    """A 95% interval for the share a / n, a ratio of sums over m clusters (features) with sums of squares aa, nn
+    and cross products an: Wilson at the effective sample size p (1 - p) / var, var the linearised variance of
+    the ratio; all or none of the rows in: Wilson over the m features."""
+    if not n or not m:
         return None
-    if ci[1] < floor_ci[0]:
-        return (f"Fewer reproducible {parent} features persist into {child} than between two seeds of one "
-                f"unchanged model: this edge changed some of them.")
-    if ci[0] > floor_ci[1]:
-        return (f"More reproducible {parent} features persist into {child} than between two seeds of one "
-                f"unchanged model.")
-    return None
+    p = a / n
+    var = m / (m - 1) * max(0.0, aa - 2 * p * an + p * p * nn) / (n * n) if m > 1 else 0.0
+    if 0 < p < 1 and var > 0:
+        n_eff = p * (1 - p) / var
+        return wilson(p * n_eff, n_eff)
+    return wilson(round(p * m), m)
 
 
-def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None = None) -> dict[tuple, dict]:
-    """Per edge (parent, child): reproducible persistence and emergence with their intervals and seed spread,
-    the reproducible floor (the parent's, else the child's; never another member's: NULL when neither has
-    two or more extra replicas) and the verdict (the `flows` rows' keys from `stable_parent` to
-    `verdict`; NULL where a side has no replicas)."""
+def _beyond(s: dict, m: int) -> tuple[float | None, tuple[float, float] | None]:
+    """(p - p_control) / (p_floor - p_control) from the sums `s` (`_SUMS`), and its 95% normal interval (linearised
+    variance over the m features); None where the floor does not exceed the control."""
+    u, v = s["e1"] - s["c1"], s["f1"] - s["c1"]  # sums of e - c and f - c over features
+    if v <= 0:
+        return None, None
+    b = u / v
+    uu = s["ee"] - 2 * s["ec"] + s["cc"]
+    vv = s["ff"] - 2 * s["fc"] + s["cc"]
+    uv = s["ef"] - s["ec"] - s["fc"] + s["cc"]
+    var = m / (m - 1) * max(0.0, uu - 2 * b * uv + b * b * vv) / (v * v) if m > 1 else 0.0
+    half = Z95 * math.sqrt(var)
+    return b, (b - half, b + half)
+
+
+def _share(s: dict | None, key: str, m: int) -> dict:
+    """One share of the scale from the sums `s`: `matched` (sum of `key`) of `n` pooled rows, `share` and its
+    clustered interval `ci`; all None without sums."""
+    if s is None:
+        return {"matched": None, "n": None, "share": None, "ci": None}
+    k, n = s[key + "1"], s["n1"]
+    return {"matched": int(k), "n": int(n), "share": k / n if n else None,
+            "ci": _clustered(k, n, s[key + key], s["n" + key], s["nn"], m)}
+
+
+def member_scale(cur, threshold: float, mode: str) -> dict[str, dict]:
+    """Per member with seed replicas: its leave-one-out population (`n` pooled rows over `features` features,
+    `extra` replicas), the share that matches the held-out replica (`floor`) and the share that persists into its
+    random-weights control (`control`: None without one), each {matched, n, share, ci}; `control_name`."""
     sim, rule = parse_mode(mode)
-    labels = labels or {}
     params = stability_params(threshold, mode)
-    side = f"""
-        WITH side AS (SELECT parent, child, direction, src AS feature, persists AS matched, model
-                      FROM ({edge_matches(rule)}))"""
-    pooled = _dicts(cur.execute(f"""{side}
-        SELECT s.parent, s.child, s.direction, count(*) AS n, count(*) FILTER (WHERE s.matched) AS matched
-        FROM side s JOIN features f ON f.model = s.model AND f.feature = s.feature
-        JOIN ({STABILITY}) st ON st.model = s.model AND st.feature = s.feature
-        WHERE f.alive AND st.stable GROUP BY ALL""", params))
-    per_seed = _dicts(cur.execute(f"""{side}
-        SELECT s.parent, s.child, s.direction, n.replica, count(*) AS n, count(*) FILTER (WHERE s.matched) AS matched
-        FROM side s JOIN features f ON f.model = s.model AND f.feature = s.feature
-        JOIN ({_REPLICA_MATCH}) n ON n.model = s.model AND n.feature = s.feature
-        WHERE f.alive AND n.ok GROUP BY ALL""", params))
+    ctl = edge_matches(rule, "AND direction = 'p2c'", control=True)
     extra = dict(cur.execute("""SELECT model, count(DISTINCT replica) FROM noise_floor
                                 WHERE similarity = $sim AND rule = $rule GROUP BY model""",
                              {"sim": sim, "rule": rule}).fetchall())
-    rfl = reproducible_floors(cur, threshold, mode)
+    controls = dict(cur.execute("SELECT DISTINCT parent, child FROM control_matches WHERE similarity = $sim",
+                                {"sim": sim}).fetchall())
+    rows = _dicts(cur.execute(f"""
+        WITH cl AS ({_LOO}),
+        x AS (SELECT cl.model, cl.n, 0 AS e, cl.fl AS f, CASE WHEN c.persists THEN cl.n ELSE 0 END AS c
+              FROM cl LEFT JOIN ({ctl}) c ON c.parent = cl.model AND c.src = cl.feature)
+        SELECT model, count(*) AS m, {_SUMS} FROM x GROUP BY model""", params))
+    return {s["model"]: {"features": s["m"], "n": int(s["n1"]), "extra": extra.get(s["model"]),
+                         "floor": _share(s, "f", s["m"]),
+                         "control": _share(s, "c", s["m"]) if s["model"] in controls else None,
+                         "control_name": controls.get(s["model"])} for s in rows}
+
+
+def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None = None) -> dict[tuple, dict]:
+    """Per edge (parent, child): the scale (`member_scale`'s leave-one-out population of the parent): reproducible
+    persistence (`stable_parent` pooled rows over `repro_features` features, `stable_persisting` persist,
+    `repro_share`, `repro_lo` / `repro_hi`, and with two or more extra replicas the range over which replica is
+    held out, `repro_seed_min` / `_max`), its seed floor (`repro_floor_*`) and random-weights control
+    (`repro_control_*`) on the same rows, persistence beyond token identity (`beyond_share`, `beyond_lo`,
+    `beyond_hi`) and the verdict (`verdict_floor`, `verdict_control`, joined in `verdict`), only where
+    intervals separate; emergence among the child's reproducible features (`emerge_*`, Wilson). NULLs where
+    the parent has no seed replicas (the scale's population is the parent's)."""
+    sim, rule = parse_mode(mode)
+    labels = labels or {}
+    params = stability_params(threshold, mode)
+    edge = edge_matches(rule, "AND direction = 'p2c'")
+    ctl = edge_matches(rule, "AND direction = 'p2c'", control=True)
+    controls = dict(cur.execute("SELECT DISTINCT parent, child FROM control_matches WHERE similarity = $sim",
+                                {"sim": sim}).fetchall())
+    x = f"""WITH cl AS ({_LOO}),
+        x AS (SELECT e.parent, e.child, cl.feature, cl.n, cl.fl AS f,
+                     CASE WHEN m.persists THEN cl.n ELSE 0 END AS e,
+                     CASE WHEN c.persists THEN cl.n ELSE 0 END AS c
+              FROM model_edges e JOIN cl ON cl.model = e.parent
+              LEFT JOIN ({edge}) m ON m.parent = e.parent AND m.child = e.child AND m.src = cl.feature
+              LEFT JOIN ({ctl}) c ON c.parent = e.parent AND c.src = cl.feature)"""
+    sums = {(r["parent"], r["child"]): r for r in _dicts(cur.execute(
+        f"{x} SELECT parent, child, count(*) AS m, {_SUMS} FROM x GROUP BY parent, child", params))}
+    # per held-out replica: the edge's share among that replica's population (the range over seeds)
+    per_seed: dict[tuple, list[float]] = {}
+    for p, c, share in cur.execute(f"""
+            SELECT e.parent, e.child, avg(coalesce(m.persists, false)::INTEGER)
+            FROM model_edges e JOIN ({_HELD_OUT}) h ON h.model = e.parent
+            LEFT JOIN ({edge}) m ON m.parent = e.parent AND m.child = e.child AND m.src = h.feature
+            WHERE h.alive AND h.in_pop AND h.k >= 2
+            GROUP BY e.parent, e.child, h.replica ORDER BY ALL""", params).fetchall():
+        per_seed.setdefault((p, c), []).append(share)
+    emerge = _dicts(cur.execute(f"""
+        SELECT s.parent, s.child, count(*) AS n, count(*) FILTER (WHERE NOT s.persists) AS unmatched
+        FROM ({edge_matches(rule, "AND direction = 'c2p'")}) s
+        JOIN features f ON f.model = s.model AND f.feature = s.src
+        JOIN ({STABILITY}) st ON st.model = s.model AND st.feature = s.src
+        WHERE f.alive AND st.stable GROUP BY ALL""", params))
+    replicated = dict(cur.execute("""SELECT model, count(DISTINCT replica) FROM noise_floor
+                                     WHERE similarity = $sim AND rule = $rule GROUP BY model""",
+                                  {"sim": sim, "rule": rule}).fetchall())  # member -> its extra replicas
     out = {}
     for e in _dicts(cur.execute("SELECT parent, child FROM model_edges")):
         p, c = e["parent"], e["child"]
+        s = sums.get((p, c))
         row: dict[str, Any] = {}
-        for prefix, direction, model, count_key, n_key, k_key in (
-                ("repro", "p2c", p, "matched", "stable_parent", "stable_persisting"),
-                ("emerge", "c2p", c, "unmatched", "stable_child", "stable_emerging")):
-            got = next((r for r in pooled if (r["parent"], r["child"], r["direction"]) == (p, c, direction)), None)
-            n = (got["n"] if got else 0) if model in extra else None
-            k = None if n is None else (got[count_key] if got and count_key == "matched" else
-                                        (got["n"] - got["matched"] if got else 0))
-            ci = wilson(k, n) if n else None
-            seeds = []
-            if extra.get(model, 0) >= 2:
-                for r in per_seed:
-                    if (r["parent"], r["child"], r["direction"]) == (p, c, direction) and r["n"]:
-                        seeds.append((r["matched"] if direction == "p2c" else r["n"] - r["matched"]) / r["n"])
-            row.update({n_key: n, k_key: k, f"{prefix}_share": k / n if n else None,
-                        f"{prefix}_lo": ci[0] if ci else None, f"{prefix}_hi": ci[1] if ci else None,
-                        f"{prefix}_seed_min": min(seeds) if seeds else None,
-                        f"{prefix}_seed_max": max(seeds) if seeds else None})
-        members = floor_members(p, c, rfl, pool=False)  # never borrowed from a member off the edge
-        if members:
-            matched, n = sum(rfl[m]["matched"] for m in members), sum(rfl[m]["n"] for m in members)
-            fci = wilson(matched, n)
-            source = members[0]
-            row.update(repro_floor_matched=matched, repro_floor_n=n, repro_floor_share=matched / n if n else None,
-                       repro_floor_lo=fci[0] if fci else None, repro_floor_hi=fci[1] if fci else None,
-                       repro_floor_source=source)
-        else:
-            fci = None
-            row.update(repro_floor_matched=None, repro_floor_n=None, repro_floor_share=None, repro_floor_lo=None,
-                       repro_floor_hi=None, repro_floor_source=None)
-        ci = None if row["repro_lo"] is None else (row["repro_lo"], row["repro_hi"])
-        row["verdict"] = _verdict(labels.get(p, p), labels.get(c, c), ci, fci)
+        m = s["m"] if s else 0
+        n = int(s["n1"]) if s else (0 if p in replicated else None)  # None: the parent has no seed replicas
+        pers, flo = _share(s, "e", m), _share(s, "f", m)
+        con = _share(s if p in controls else None, "c", m)
+        beyond, bci = _beyond(s, m) if s and p in controls else (None, None)
+        seeds = per_seed.get((p, c), [])
+        row.update(stable_parent=n, stable_persisting=pers["matched"] if s else (0 if n == 0 else None),
+                   repro_features=m if n is not None else None, repro_extra=replicated.get(p),
+                   repro_share=pers["share"], **_ends("repro", pers["ci"]),
+                   repro_seed_min=min(seeds) if seeds else None, repro_seed_max=max(seeds) if seeds else None,
+                   repro_floor_matched=flo["matched"], repro_floor_n=n if flo["share"] is not None else None,
+                   repro_floor_share=flo["share"], **_ends("repro_floor", flo["ci"]),
+                   repro_floor_source=p if flo["share"] is not None else None,
+                   repro_control_matched=con["matched"], repro_control_share=con["share"],
+                   **_ends("repro_control", con["ci"]), control=controls.get(p),
+                   beyond_share=beyond, **_ends("beyond", bci))
+        got = next((r for r in emerge if (r["parent"], r["child"]) == (p, c)), None)
+        en = (got["n"] if got else 0) if c in replicated else None
+        ek = None if en is None else (got["unmatched"] if got else 0)
+        eci = wilson(ek, en) if en else None
+        row.update(stable_child=en, stable_emerging=ek, emerge_share=ek / en if en else None, **_ends("emerge", eci))
+        ci = pers["ci"]
+        row["verdict_floor"] = _verdict(labels.get(p, p), labels.get(c, c), ci, flo["ci"], "floor")
+        row["verdict_control"] = _verdict(labels.get(p, p), labels.get(c, c), ci, con["ci"], "control")
+        row["verdict"] = " ".join(v for v in (row["verdict_floor"], row["verdict_control"]) if v) or None
         out[(p, c)] = row
     return out
+
+
+def _ends(prefix: str, ci: tuple | None) -> dict:
+    return {f"{prefix}_lo": ci[0] if ci else None, f"{prefix}_hi": ci[1] if ci else None}
+
+
+def _verdict(parent: str, child: str, ci: tuple | None, other: tuple | None, anchor: str) -> str | None:
+    """A plain-language reading of reproducible persistence against one anchor of its scale, only where the two
+    95% intervals do not overlap."""
+    if ci is None or other is None:
+        return None
+    below, above = ci[1] < other[0], ci[0] > other[1]
+    if anchor == "floor" and below:
+        return (f"Fewer reproducible {parent} features persist into {child} than between two seeds of one "
+                f"unchanged model: this edge changed some of them.")
+    if anchor == "floor" and above:
+        return (f"More reproducible {parent} features persist into {child} than between two seeds of one "
+                f"unchanged model.")
+    if anchor == "control" and above:
+        return (f"More persist than into an untrained model of the same architecture and tokenizer: this "
+                f"persistence is more than token identity.")
+    if anchor == "control" and below:
+        return (f"Fewer persist into {child} than into an untrained model of the same architecture and tokenizer.")
+    return None
+
+
+def token_level(rule: str) -> str:
+    """Per (model, feature) of every member matched against a random-weights control: its match there under `rule`
+    ($sim, $t bound: `control`, `control_feature`, `control_r`) and `token_level`, whether it persists into the
+    control (`PERSISTS`): a feature an untrained model of the same architecture and tokenizer also has."""
+    p2c = edge_matches(rule, "AND direction = 'p2c'", control=True)
+    return (f"SELECT parent AS model, src AS feature, child AS control, dst AS control_feature, r AS control_r, "
+            f"persists AS token_level FROM ({p2c})")
+
+
+def control_match(cur, model: str, feature: int, threshold: float, mode: str) -> dict | None:
+    """A feature's match in its member's random-weights control at `threshold` under `mode` (`token_level`):
+    control, control_feature, control_r, token_level and the control's label; None when its member has no
+    control (it is not a parent on any edge, or the run has no controls)."""
+    rows = _dicts(cur.execute(f"""SELECT t.*, c.label AS control_label FROM ({token_level(parse_mode(mode)[1])}) t
+                                  JOIN controls c ON c.control = t.control
+                                  WHERE t.model = $model AND t.feature = $feature""",
+                              {**fate_params(threshold, mode), "model": model, "feature": feature}))
+    return rows[0] if rows else None
 
 
 def pw_mcc_edges(cur) -> dict[tuple[str, str], dict]:
@@ -395,10 +517,15 @@ def pw_mcc_replicas(cur) -> dict[str, list[dict]]:
 
 def flows(cur, threshold: float, mode: str) -> list[dict]:
     """Per edge (children in family order): persisting / disappearing parent features, inherited / emerging
-    child features, same-index persisting pairs, the persisting share and the edge's noise floor."""
+    child features, same-index persisting pairs, the persisting share and the edge's noise floor; the parent's
+    alive features that persist into its random-weights control (`control_matched`, `control_share`: the raw
+    share's lower anchor; NULL without a control) and, of the persisting ones, how many are token-level (persist
+    into the control too: `token_level`) and how many are not (`beyond_token`); and the scale
+    (`reproducible`)."""
     sim, rule = parse_mode(mode)
     rows = _dicts(cur.execute(f"""
-        WITH best AS ({edge_matches(rule)})
+        WITH best AS ({edge_matches(rule)}),
+        ctl AS ({edge_matches(rule, "AND direction = 'p2c'", control=True)})
         SELECT e.parent, e.child,
           count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.persists) AS persisting,
           count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND NOT m.persists) AS disappearing,
@@ -408,22 +535,31 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
           count(*) FILTER (WHERE m.direction = 'c2p' AND NOT f.alive) AS child_dead,
           count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive) AS parent_alive,
           count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive) AS child_alive,
-          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.persists AND m.src = m.dst) AS same_index
+          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.persists AND m.src = m.dst) AS same_index,
+          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND c.persists) AS control_matched,
+          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.persists AND c.persists) AS token_level
         FROM model_edges e
         JOIN best m ON m.parent = e.parent AND m.child = e.child
         JOIN features f ON f.model = m.model AND f.feature = m.src
+        LEFT JOIN ctl c ON m.direction = 'p2c' AND c.parent = m.parent AND c.src = m.src
         JOIN models pm ON pm.model = e.parent JOIN models cm ON cm.model = e.child
         GROUP BY e.parent, e.child, pm.idx, cm.idx ORDER BY cm.idx, pm.idx""",
                               {"t": threshold, "sim": sim}))
     fl = floors(cur, threshold, mode)
     labels = dict(cur.execute("SELECT model, label FROM models").fetchall())
     rep = reproducible(cur, threshold, mode, labels)
+    control_labels = dict(cur.execute("SELECT control, label FROM controls").fetchall())
     mcc = pw_mcc_edges(cur)
     for r in rows:
         r["mode"] = mode
         r["mode_label"] = mode_label(mode)
         r["threshold"] = threshold
         r["persist_share"] = r["persisting"] / r["parent_alive"] if r["parent_alive"] else 0.0
+        has_control = rep[(r["parent"], r["child"])]["control"] is not None
+        r["control_share"] = r["control_matched"] / r["parent_alive"] if has_control and r["parent_alive"] else None
+        if not has_control:
+            r["control_matched"] = r["token_level"] = None
+        r["beyond_token"] = None if r["token_level"] is None else r["persisting"] - r["token_level"]
         f = edge_floor(r["parent"], r["child"], fl, labels)
         r["floor_share"] = f["share"] if f else None
         r["floor_mean_r"] = f["mean_r"] if f else None
@@ -431,6 +567,7 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
         r["floor_source_label"] = f["source_label"] if f else None
         r.update(rep[(r["parent"], r["child"])])
         r["repro_floor_source_label"] = labels.get(r["repro_floor_source"], r["repro_floor_source"])
+        r["control_label"] = control_labels.get(r["control"])
         pw = mcc.get((r["parent"], r["child"]), {})
         r["pw_mcc"], r["pw_mcc_chance"] = pw.get("pw_mcc"), pw.get("chance")
     return rows
@@ -492,13 +629,15 @@ EDGE_SORTS = {"r": "m.r", "density": "f.density", "llr": "f.top_token_llr",
 
 def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mode: str, sort: str = "r",
                   descending: bool = True, limit: int = 50, offset: int = 0,
-                  stable: bool | None = None) -> tuple[int, list[dict]]:
+                  stable: bool | None = None, token: bool | None = None) -> tuple[int, list[dict]]:
     """The alive features behind one count of `flows` on edge parent -> child: persisting / disappearing
     parent features or inherited / emerging child features, each with its match on the other side (its
     best match, or its assigned partner under `1to1`; NULL when unassigned), r, density, top-token LLR,
-    explanation and seed stability (`replicas`, `reproduced`, `stable`: NULL without replicas). `stable`
-    True / False keeps only reproducible / measured but not reproducible features (None: all). Returns
-    (total, one page of rows sorted by `sort`, NULLs last)."""
+    explanation, seed stability (`replicas`, `reproduced`, `stable`: NULL without replicas) and its match in its
+    member's random-weights control (`control_feature`, `control_r`, `token_level`: NULL without one). `stable`
+    True / False keeps only reproducible / measured but not reproducible features, `token` True / False only
+    token-level / not token-level ones (None: all). Returns (total, one page of rows sorted by `sort`, NULLs
+    last)."""
     sim, rule = parse_mode(mode)
     if fate not in EDGE_FATES:
         raise ValueError(f"unknown edge fate '{fate}' (fates: {', '.join(EDGE_FATES)})")
@@ -511,16 +650,19 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
         LEFT JOIN vocab v ON v.token_id = f.top_token_id
         LEFT JOIN explanations e ON e.model = f.model AND e.feature = f.feature
         LEFT JOIN ({STABILITY}) st ON st.model = f.model AND st.feature = f.feature
+        LEFT JOIN ({token_level(rule)}) tl ON tl.model = f.model AND tl.feature = f.feature
         WHERE m.parent = $parent AND m.child = $child AND m.direction = $direction AND f.alive
-          AND m.persists = $persists{"" if stable is None else " AND st.stable = $stable"}"""
+          AND m.persists = $persists{"" if stable is None else " AND st.stable = $stable"}{
+              "" if token is None else " AND tl.token_level = $token"}"""
     params = {"sim": sim, "rule": rule, "parent": parent, "child": child, "direction": direction, "t": threshold,
-              "persists": persists, **({} if stable is None else {"stable": stable})}
+              "persists": persists, **({} if stable is None else {"stable": stable}),
+              **({} if token is None else {"token": token})}
     total = cur.execute(f"SELECT count(*) {base}", params).fetchone()[0]
     order = "DESC" if descending else "ASC"
     rows = _dicts(cur.execute(f"""
         SELECT f.model, f.feature, m.dst AS match_feature, m.r, f.density, f.max_act, f.top_token_llr,
                v.text AS top_token, e.explanation, e.explainer, e.sim_score, st.replicas, st.reproduced,
-               st.stable {base}
+               st.stable, tl.control_feature, tl.control_r, tl.token_level {base}
         ORDER BY {EDGE_SORTS[sort]} {order} NULLS LAST, f.feature LIMIT $limit OFFSET $offset""",
                               {**params, "limit": limit, "offset": offset}))
     return total, rows

@@ -10,7 +10,7 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # 6: the fate of a feature is no longer stored (`features.fate`, `features.emerged`, `features.depth` and the
 #    `flows` table removed): it is computed at query time, at any threshold and mode, by the one fate rule in
 #    `featureflow/store/flows.py` (`PERSISTS`, `edge_matches`, `feature_fates`, `flows`).
@@ -18,6 +18,8 @@ SCHEMA_VERSION = 7
 #    `best_child_r`, `origin_model`, `origin_feature` removed, the default threshold's): its best parent and
 #    child r, its chain of persisting parent matches and its origin are read at query time, at the page's
 #    threshold and mode, through the same rule (`flows.feature_fates`, `flows.ancestry`, `flows.origins`).
+# 8: random-weights controls (`controls`, `control_matches`, `control_assignments`): every parent member matched
+#    against its root's untrained copy, the lower anchor of every persistence figure; `pw_mcc.kind` 'control'.
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
@@ -120,6 +122,23 @@ TABLES: dict[str, tuple[str, str]] = {
                     "*reproducible* (stable) when r > t in every other replica.", """
         model VARCHAR, replica INTEGER, similarity VARCHAR, rule VARCHAR, feature INTEGER, alive BOOLEAN,
         r DOUBLE"""),
+    "controls": ("Random-weights controls (`controls:` in the config): a root's architecture and tokenizer with the "
+                 "architecture's own random initialisation from `seed` and no training, and its own SAE (replica 0's "
+                 "health here). Not members of the family: no Sankey column, no lineage. Every member that is a parent "
+                 "on some edge is matched against its root's control (`control_matches`), the lower anchor of every "
+                 "persistence figure: what token identity alone 'persists'.", """
+        control VARCHAR PRIMARY KEY, root VARCHAR, label VARCHAR, seed BIGINT, init VARCHAR, d_sae INTEGER,
+        sae_seed BIGINT, replicas INTEGER, l0 DOUBLE, mse DOUBLE, explained_variance DOUBLE, dead_features INTEGER,
+        alive INTEGER"""),
+    "control_matches": ("Top-k matches of a parent member's features (`parent`) against its root's control "
+                        "(`child`), per similarity, in the layout of `matches` (direction 'p2c': src a member "
+                        "feature, dst a control feature; 'c2p' the reverse). A member feature whose best match "
+                        "here exceeds the threshold is token-level.", """
+        similarity VARCHAR, parent VARCHAR, child VARCHAR, direction VARCHAR, src INTEGER, rank INTEGER,
+        dst INTEGER, r DOUBLE"""),
+    "control_assignments": ("The '1to1' rule against the control, in the layout of `assignments`.", """
+        similarity VARCHAR, parent VARCHAR, child VARCHAR, direction VARCHAR, src INTEGER, dst INTEGER,
+        r DOUBLE"""),
     "explanations": ("One explanation per explained feature with its scores, each labelled with the "
                      "explainer / simulator that made it (offline ones start with 'offline-') and the scale of "
                      "each score. status: ok / failed / skipped (spend limit), with the reason.", """
@@ -170,7 +189,7 @@ TABLES: dict[str, tuple[str, str]] = {
                "unit-normalised decoder rows under the one-to-one (Hungarian) pairing that maximises it, and "
                "`chance`: the same for random unit vectors of the same shapes (drawn with `seed`). `kind` "
                "'edge': parent and child replica 0; 'replica': replica 0 of a member against its replica "
-               "`replica_b`. `n_a`, `n_b`: decoder rows on each side; NULL scores: decoders of different "
+               "`replica_b`; 'control': a parent member against its root's random-weights control. `n_a`, `n_b`: decoder rows on each side; NULL scores: decoders of different "
                "widths.", """
         kind VARCHAR, model_a VARCHAR, replica_a INTEGER, model_b VARCHAR, replica_b INTEGER, n_a INTEGER,
         n_b INTEGER, pw_mcc DOUBLE, chance DOUBLE, seed BIGINT"""),
@@ -209,6 +228,7 @@ INDEXES = [
     "CREATE INDEX idx_logits ON feature_logits (model, feature)",
     "CREATE INDEX idx_matches_src ON matches (parent, child, direction, src, similarity)",
     "CREATE INDEX idx_assign_src ON assignments (parent, child, direction, src, similarity)",
+    "CREATE INDEX idx_control_src ON control_matches (parent, direction, src, similarity)",
 ]
 
 

@@ -26,10 +26,11 @@ def schema_mismatch(cur, path) -> str | None:
 
 def member_floors(cur, threshold: float, mode: str) -> list[dict]:
     """Per replicated member in family order: the seed-control noise floor at `threshold` under `mode`
-    (`flows.floors`), its label, the distribution of its replica match r, its SAEs, its reproducible floor and
-    its replicas' PW-MCC."""
+    (`flows.floors`), its label, the distribution of its replica match r, its SAEs, its replicas' PW-MCC and
+    `scale` (`flows.member_scale`: its leave-one-out population with the seed floor and the random-weights
+    control read on it, each with its interval)."""
     fl = F.floors(cur, threshold, mode)
-    rfl = F.reproducible_floors(cur, threshold, mode)
+    rfl = F.member_scale(cur, threshold, mode)
     mcc = F.pw_mcc_replicas(cur)
     reps = _dicts(cur.execute("SELECT * FROM sae_replicas ORDER BY model, replica"))
     out = []
@@ -38,7 +39,7 @@ def member_floors(cur, threshold: float, mode: str) -> list[dict]:
             out.append({**fl[m["model"]], "label": m["label"], "mode": mode, "threshold": threshold,
                         "histogram": F.floor_histogram(cur, m["model"], mode),
                         "saes": [r for r in reps if r["model"] == m["model"]],
-                        "reproducible_floor": rfl.get(m["model"]), "pw_mcc": mcc.get(m["model"], [])})
+                        "scale": rfl.get(m["model"]), "pw_mcc": mcc.get(m["model"], [])})
     return out
 
 
@@ -46,6 +47,16 @@ def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
     """Alive features per model by the model their chain of persisting matches starts in, at `threshold`
     under `mode` (`flows.origin_counts`)."""
     return F.origin_counts(cur, threshold, mode)
+
+
+def cases(cur, threshold: float, mode: str) -> list[dict]:
+    """Every case study (slug order) with its root feature's match in its member's random-weights control at
+    `threshold` under `mode` (`root_control`: `flows.control_match`; None without a control or a root)."""
+    rows = _dicts(cur.execute("SELECT slug, status, reason, root_model, root_feature FROM cases ORDER BY slug"))
+    for c in rows:
+        c["root_control"] = (F.control_match(cur, c["root_model"], c["root_feature"], threshold, mode)
+                             if c["status"] == "ok" else None)
+    return rows
 
 
 def sae_health(cur) -> list[dict]:
