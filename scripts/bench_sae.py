@@ -5,6 +5,11 @@
         Mistral hidden 128 / d_mlp 512 (x4 -> 2048 latents), blocks of 24 x 128 tokens. With --baseline
         (e.g. `git show HEAD:featureflow/sae.py > /tmp/sae_head.py`) the old and the current module run
         interleaved, so a shared machine's load falls on both alike.
+    python scripts/bench_sae.py draws --config configs/demo.yaml --member babypython [--tokens 150000 --repeats 2]
+        What giving each seed replica its own token draw costs: `train_saes` for every SAE of a member (the
+        config's SAE recipe, fewer tokens) with one shared draw (one data seed) and with a draw per replica (one
+        data seed each), interleaved, on the member's trained model and streams from an existing run folder;
+        prints seconds and the ratio (own draws / shared).
     python scripts/bench_sae.py calibrate --model DIR --streams DIR [--target 30 --expansion 4 ...]
         Train standard SAEs with target_l0 (and topk / batchtopk SAEs) on a trained model and its token
         streams (<domain>.train.npy); print final L0 against the target, λ, wall time, dead latents.
@@ -192,6 +197,34 @@ def paper(args) -> None:
         (out / "paper_runs.json").write_text(json.dumps(rows, indent=1))
 
 
+def draws(args) -> None:
+    from featureflow.config import load_config
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.runner import Pipeline
+    from featureflow.pipeline.sae import train_saes
+
+    torch.set_num_threads(args.threads)
+    pl = Pipeline(load_config(args.config), device="cpu")
+    name = args.member
+    cfg = pl.cfg.sae.model_copy(update={"tokens": args.tokens})
+    model = load_model(pl.member(name))
+    streams = {d: pl.stream(d, "train") for d in pl.cfg.member_domains(name)}
+    reps = pl.replicas(name)
+    seeds = [pl.sae_seed(name, r) for r in reps]
+    own = [pl.sae_data_seed(name, r) for r in reps]
+    times = {"shared": [], "own": []}
+    for _ in range(args.repeats):
+        for kind, data in (("shared", own[0]), ("own", own)):
+            t0 = time.perf_counter()
+            train_saes(model, streams, cfg, seeds, data, desc=None)
+            times[kind].append(time.perf_counter() - t0)
+            print(json.dumps({"draw": kind, "saes": len(seeds), "tokens": args.tokens,
+                              "seconds": round(times[kind][-1], 2)}), flush=True)
+    best = {k: min(v) for k, v in times.items()}
+    print(f"{name}: {len(seeds)} SAEs x {args.tokens:,} tokens: one shared draw {best['shared']:.1f} s, a draw per "
+          f"replica {best['own']:.1f} s (best of {args.repeats}): ratio {best['own'] / best['shared']:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -202,6 +235,12 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--target", action="store_true", help="also time a standard SAE with target_l0 30")
     t.add_argument("--archs", help="also time these architectures (k 32), e.g. topk,batchtopk")
+    d = sub.add_parser("draws")
+    d.add_argument("--config", default="configs/demo.yaml")
+    d.add_argument("--member", default="babypython")
+    d.add_argument("--tokens", type=int, default=150_000)
+    d.add_argument("--repeats", type=int, default=2)
+    d.add_argument("--threads", type=int, default=2)
     c = sub.add_parser("calibrate")
     c.add_argument("--model", required=True)
     c.add_argument("--streams", required=True)
@@ -229,7 +268,7 @@ def main() -> None:
     g.add_argument("--eval-tokens", type=int, default=16_384)
     g.add_argument("--runs", default="target_l0=30")
     args = ap.parse_args()
-    {"throughput": throughput, "calibrate": calibrate, "paper": paper}[args.cmd](args)
+    {"throughput": throughput, "calibrate": calibrate, "paper": paper, "draws": draws}[args.cmd](args)
 
 
 if __name__ == "__main__":
