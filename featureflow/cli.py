@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from featureflow.config import ConfigError, load_config
+from featureflow.modes import all_modes
 from featureflow.pipeline.artifacts import PipelineError  # torch-free (pydantic only)
 
 # What the `pipeline` extra installs that the pipeline's commands import (import names). The base install
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--db", required=True)
     rep.add_argument("--threshold", type=float, default=None,
                      help="similarity above which a match persists (default: the run's)")
-    rep.add_argument("--mode", default=None, help="one stored matching mode, e.g. pearson-1to1 (default: every mode)")
+    rep.add_argument("--mode", default=None, help="one stored matching mode (default: every mode); modes are a "
+                     "registered similarity and rule: " + ", ".join(all_modes()))
     rep.set_defaults(fn=_report)
     ex = sub.add_parser("export", help="export a store: every table as Parquet (+ manifest, README of columns), or "
                         "per-model feature dashboards in Neuronpedia's export layout")

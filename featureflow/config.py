@@ -19,6 +19,8 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from featureflow.modes import SIMILARITIES, parse_mode  # the mode grammar: registered similarities and rules
+
 DOMAINS = ("babylm", "python", "lua", "tinystories")
 
 
@@ -259,24 +261,13 @@ class SampleConfig(Strict):
     histogram_bins: int = Field(30, gt=1)
 
 
-SIMILARITIES = ("pearson", "decoder", "token-type")
-
-
-def parse_mode(mode: str) -> tuple[str, str]:
-    """'pearson' -> ('pearson', 'best'); 'decoder-1to1' -> ('decoder', '1to1')."""
-    sim, rule = (mode[: -len("-1to1")], "1to1") if mode.endswith("-1to1") else (mode, "best")
-    if sim not in SIMILARITIES:
-        raise ValueError(f"unknown matching mode '{mode}' (modes: a similarity of {', '.join(SIMILARITIES)}, "
-                         "optionally followed by -1to1)")
-    return sim, rule
-
-
 class MatchingConfig(Strict):
-    """How features are matched parent -> child. A mode is a similarity and a rule:
+    """How features are matched parent -> child. A mode is a similarity and a rule, each registered in
+    `featureflow/modes.py` (one file per similarity under `featureflow/similarities/`):
 
     similarities: `pearson` (activations over token positions of the shared sample, the paper's text),
     `decoder` (cosine of decoder directions, data-free, as Neuronpedia and cross-layer feature flow match),
-    `token-type` (Pearson of per-token-type mean activations, the paper's released code).
+    `token-type` (Pearson of per-token-type mean activations, the paper's released code), and any registered.
     rules: best match (`pearson`), or a one-to-one assignment of maximum total similarity (`pearson-1to1`).
     Every listed mode is computed and stored; the first is the default the explorer opens with.
     """
@@ -488,7 +479,7 @@ class PlantedConfig(Strict):
                 errors.append(f"merge.name: duplicate member '{self.merge.name}'")
         if self.matching is not None:
             for m in self.matching.modes:
-                if parse_mode(m)[0] == "token-type":
+                if not SIMILARITIES[parse_mode(m)[0]].planted:
                     errors.append(f"matching.modes: '{m}' needs tokens; a planted family has none")
         _raise(errors)
         return self

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from featureflow.config import parse_mode
+from featureflow.modes import split_mode
 from featureflow.store import flows as flow_sql
 from featureflow.store import summary
 
@@ -526,7 +526,7 @@ class Store:
     def matches(self, model: str, feature: int, threshold: float, mode: str | None = None) -> dict:
         """Top-k matches under `mode`'s similarity in every parent (c2p) and child (p2c) model, each with r and
         whether it persists."""
-        sim = parse_mode(self.mode(mode))[0]
+        sim = split_mode(self.mode(mode))[0]
         rows = self.q(f"""SELECT direction, CASE direction WHEN 'c2p' THEN parent ELSE child END AS model, dst AS feature,
                                 rank, r, {flow_sql.PERSISTS} AS persists FROM matches
                          WHERE src = $feature AND similarity = $sim
@@ -641,7 +641,7 @@ class Store:
         replicas at the threshold (`flows.STABILITY`; a member without replicas has neither); `token_level` True / False
         only features that are / are not token-level (persist into their member's random-weights control,
         `flows.token_level`; a member without a control has neither)."""
-        sim, rule = parse_mode(self.mode(mode))
+        sim, rule = split_mode(self.mode(mode))
         params: dict = {"sim": sim, "rule": rule, "t": self.run["default_threshold"] if threshold is None else threshold,
                         "lo": min_density, "hi": max_density}
         where = ["f.density >= $lo AND f.density <= $hi"]

@@ -1,8 +1,9 @@
 """Matching engines: every parent feature against every child feature, under one similarity and one rule.
 
-A matching mode (`featureflow.config.parse_mode`) is a similarity and a rule.
+A matching mode is a similarity and a rule, each registered in `featureflow/modes.py` (a similarity's file in
+`featureflow/similarities/` names the engine below it runs); `match_pair` runs any registered similarity.
 
-Similarities, each producing the top-k matches in both directions (`TopK`):
+The built-in similarities, each producing the top-k matches in both directions (`TopK`):
 
 - `pearson` (`pearson_topk`): exact Pearson correlation over token positions, from sparse statistics.
   For activations A (N x Fa) and B (N x Fb) over the same N tokens:
@@ -457,19 +458,17 @@ def best_of(top: TopK) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def match_pair(A: Any, B: Any, similarity: str, top_k: int, block_size: int = 2048, device: str = "cpu",
                desc: str | None = None, alive_a: np.ndarray | None = None,
                alive_b: np.ndarray | None = None) -> tuple[TopK, Assignment]:
-    """One pair of SAEs under one similarity: top-k both ways over the alive features (`among_alive`; every
-    feature when a mask is None) and the one-to-one assignment. `A`, `B` are what the similarity compares:
-    sparse activations over the same rows (`pearson`, `token-type`) or decoder directions (`decoder`). The
-    edge stage, the floor stage and the planted family all call this."""
-    alive_a = np.ones(A.shape[1] if similarity != "decoder" else A.shape[0], dtype=bool) if alive_a is None \
-        else alive_a
-    alive_b = np.ones(B.shape[1] if similarity != "decoder" else B.shape[0], dtype=bool) if alive_b is None \
-        else alive_b
-    if similarity == "decoder":
-        top = among_alive(lambda ia, ib: decoder_topk(A[ia], B[ib], top_k, block_size), alive_a, alive_b, top_k)
-    else:
-        top = among_alive(lambda ia, ib: pearson_topk(A[:, ia], B[:, ib], top_k, desc=desc, device=device),
-                          alive_a, alive_b, top_k)
+    """One pair of SAEs under one registered similarity (`featureflow.modes`): top-k both ways over the alive
+    features (`among_alive`; every feature when a mask is None) and the one-to-one assignment. `A`, `B` are what
+    the similarity compares (`Similarity.inputs`: sparse activations over the same rows for `pearson` and
+    `token-type`, decoder directions for `decoder`). The edge stage, the floor stage, the controls stage and the
+    planted family all call this."""
+    from featureflow.modes import similarity as registered
+
+    sim = registered(similarity)
+    alive_a = np.ones(sim.width(A), dtype=bool) if alive_a is None else alive_a
+    alive_b = np.ones(sim.width(B), dtype=bool) if alive_b is None else alive_b
+    top = among_alive(lambda ia, ib: sim.topk(A, B, ia, ib, top_k, block_size, device, desc), alive_a, alive_b, top_k)
     return top, assign(top)
 
 
@@ -479,8 +478,10 @@ def read_rule_matches(folder, rule: str) -> dict[str, np.ndarray]:
     p2c_r, c2p_idx, c2p_r. The runner and the store build read an edge's (or a floor's) matches here."""
     from pathlib import Path
 
+    from featureflow.modes import RULES
+
     folder = Path(folder)
-    if rule == "1to1":
+    if RULES[rule].artefact == "assign":
         return dict(np.load(folder / "assign.npz"))
     top = np.load(folder / "topk.npz")
     return {k: top[k][:, 0] for k in ("p2c_idx", "p2c_r", "c2p_idx", "c2p_r")}
@@ -489,7 +490,9 @@ def read_rule_matches(folder, rule: str) -> dict[str, np.ndarray]:
 def rule_matches(top: TopK, one: Assignment, rule: str) -> dict[str, np.ndarray]:
     """Each feature's match under a rule, as the store keeps it: `best` (top-1 both ways) or `1to1` (its
     assigned partner, -1 / NaN where none). Keys p2c_idx, p2c_r, c2p_idx, c2p_r."""
-    if rule == "1to1":
+    from featureflow.modes import RULES
+
+    if RULES[rule].artefact == "assign":
         return {"p2c_idx": one.a2b_idx, "p2c_r": one.a2b_r, "c2p_idx": one.b2a_idx, "c2p_r": one.b2a_r}
     p_idx, p_r, c_idx, c_r = best_of(top)
     return {"p2c_idx": p_idx, "p2c_r": p_r, "c2p_idx": c_idx, "c2p_r": c_r}

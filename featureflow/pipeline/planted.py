@@ -40,6 +40,7 @@ import scipy.sparse as sp
 import torch
 
 from featureflow.config import MatchingConfig, PlantedConfig, SAEConfig, parse_mode
+from featureflow.modes import SIMILARITIES
 
 log = logging.getLogger("featureflow")
 
@@ -310,16 +311,36 @@ def latent_truth(W_dec: np.ndarray, dirs: np.ndarray, min_cos: float) -> tuple[n
 
 
 # -------------------------------------------------------------------------------------- the run
+class PlantedSide:
+    """One planted SAE's data as a similarity reads it (`featureflow.modes.Side`): activations and decoder; a
+    planted family has no tokens."""
+
+    def __init__(self, acts, decoder):
+        self._acts, self._decoder = acts, decoder
+
+    def acts(self):
+        return self._acts
+
+    def decoder(self):
+        return self._decoder
+
+    def tokens(self):
+        raise ValueError("a planted family has no tokens")
+
+    def vocab_size(self) -> int:
+        raise ValueError("a planted family has no tokens")
+
+
 def resolve(cfg: PlantedConfig, sae: SAEConfig | None = None, matching: MatchingConfig | None = None
             ) -> tuple[SAEConfig, MatchingConfig]:
-    """The SAE recipe and matching the planted family runs with: its own sections, else the run's (token-type
-    modes dropped), else the defaults."""
+    """The SAE recipe and matching the planted family runs with: its own sections, else the run's (modes whose
+    similarity reads tokens dropped: a planted family has none), else the defaults."""
     s = cfg.sae or sae or DEFAULT_SAE
     m = cfg.matching or matching or MatchingConfig()
-    modes = [x for x in m.modes if parse_mode(x)[0] != "token-type"]
+    modes = [x for x in m.modes if SIMILARITIES[parse_mode(x)[0]].planted]
     if not modes:
-        raise ValueError("planted: no matching mode left once token-type modes are dropped (a planted family has "
-                         "no tokens); give planted.matching.modes")
+        raise ValueError("planted: no matching mode left once the modes that read tokens (token-type) are dropped "
+                         "(a planted family has no tokens); give planted.matching.modes")
     return s, m.model_copy(update={"modes": modes})
 
 
@@ -466,7 +487,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
     one_of: dict[tuple[str, str, str], object] = {}
 
     def inputs(n: str, rep: int, sim: str):
-        return decoders[(n, rep)] if sim == "decoder" else acts[(n, rep)]
+        return SIMILARITIES[sim].inputs(PlantedSide(acts[(n, rep)], decoders[(n, rep)]))
 
     for sim in sims:
         for p, c in fam.edges:
@@ -486,8 +507,8 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
     for sim in sims:
         for p, c in fam.edges:
             B = acts[(c, 0)]
-            null = decoders[(c, 0)] @ rot if sim == "decoder" else \
-                sp.vstack([B[B.shape[0] // 2:], B[:B.shape[0] // 2]], format="csc")
+            null = SIMILARITIES[sim].inputs(PlantedSide(sp.vstack([B[B.shape[0] // 2:], B[:B.shape[0] // 2]],
+                                                                  format="csc"), decoders[(c, 0)] @ rot))
             top, one = match_pair(inputs(p, 0, sim), null, sim, mcfg.top_k, mcfg.block_size, device,
                                   alive_a=alive[p], alive_b=alive[c])
             insert_edge_matches(con, sim, p, f"{c}{NULL}", vars(top), rule_matches(top, one, "1to1"))

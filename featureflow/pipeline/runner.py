@@ -416,18 +416,18 @@ class Pipeline:
     def default_mode(self) -> str:
         return self.cfg.matching.modes[0]
 
-    def similarity_inputs(self, name: str, replica: int, similarity: str):
-        """What a similarity compares: sparse activations (pearson), per-token-type means (token-type) or
-        decoder directions (decoder)."""
-        from featureflow.pipeline.matching import token_type_means
+    def decoder(self, name: str, replica: int = 0) -> np.ndarray:
+        """One SAE's decoder directions (features x d_in)."""
         from featureflow.pipeline.sae import load_sae
 
-        if similarity == "decoder":
-            return load_sae(self.sae(name, replica)).W_dec.detach().cpu().numpy()
-        acts = self.load_acts(name, replica)
-        if similarity == "token-type":
-            acts = token_type_means(acts, self.sample_tokens().ravel(), len(self.hf_tokenizer))
-        return acts
+        return load_sae(self.sae(name, replica)).W_dec.detach().cpu().numpy()
+
+    def similarity_inputs(self, name: str, replica: int, similarity: str):
+        """What a registered similarity (`featureflow.modes`) compares for one SAE: its `inputs` of this SAE's
+        data (`SAESide`: activations on the sample, decoder, the sample's tokens), each read only if asked."""
+        from featureflow.modes import similarity as registered
+
+        return registered(similarity).inputs(SAESide(self, name, replica))
 
     def _match_pair(self, a: tuple[str, int], b: tuple[str, int], similarity: str, label: str, tmp: Path) -> None:
         """Top-k in both directions (topk.npz) and the one-to-one assignment (assign.npz) of SAE `a` to `b`."""
@@ -443,11 +443,14 @@ class Pipeline:
         np.savez(tmp / "assign.npz", p2c_idx=a1.a2b_idx, p2c_r=a1.a2b_r, c2p_idx=a1.b2a_idx, c2p_r=a1.b2a_r)
 
     def _pair_key(self, a: tuple[str, int], b: tuple[str, int], similarity: str) -> str:
+        from featureflow.modes import similarity as registered
+
         cfg = self.cfg.matching
         acts = (lambda n, r: self.acts_key(n) if r == 0 and not self.is_control(n) else
                 key_of(self.sae_key(n, r), self.sample().name))
-        # decoder matching reads the activations too: which features are alive
-        side = (lambda n, r: key_of(self.sae_key(n, r), acts(n, r))) if similarity == "decoder" else acts
+        # a similarity that reads the decoder follows the SAE itself; it reads the activations too (which features
+        # are alive)
+        side = (lambda n, r: key_of(self.sae_key(n, r), acts(n, r))) if registered(similarity).reads_decoder else acts
         return key_of(VERSIONS["matching"], similarity, cfg.top_k, cfg.block_size, side(*a), side(*b))
 
     @_stage
@@ -481,7 +484,7 @@ class Pipeline:
         label = (f"{a[0]}.r{a[1]}--r{b[1]}" if stage == "floors" else f"{a[0]}--{b[0]}") + ".pwmcc"
 
         def build(tmp: Path) -> None:
-            A, B = self.similarity_inputs(*a, "decoder"), self.similarity_inputs(*b, "decoder")
+            A, B = self.decoder(*a), self.decoder(*b)
             t0 = time.time()
             if A.shape[1] != B.shape[1]:  # members of different widths (loaded models): not comparable
                 score = chance = None
@@ -748,6 +751,25 @@ class Pipeline:
             for s in STAGES[:-1]:  # the store is a file beside the run folder, not an artefact in it
                 getattr(self, s)()
         return set(paths)
+
+
+class SAESide:
+    """One SAE (`name`, `replica`) of a pipeline as a similarity reads it (`featureflow.modes.Side`)."""
+
+    def __init__(self, pipeline: Pipeline, name: str, replica: int):
+        self.pipeline, self.name, self.replica = pipeline, name, replica
+
+    def acts(self):
+        return self.pipeline.load_acts(self.name, self.replica)
+
+    def decoder(self):
+        return self.pipeline.decoder(self.name, self.replica)
+
+    def tokens(self):
+        return self.pipeline.sample_tokens().ravel()
+
+    def vocab_size(self) -> int:
+        return len(self.pipeline.hf_tokenizer)
 
 
 class RedactingFilter(logging.Filter):

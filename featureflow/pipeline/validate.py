@@ -161,11 +161,13 @@ def _check_windows(cfg: ExperimentConfig, v: Validation, index: dict[str, int]) 
 def _check_comparisons(cfg: ExperimentConfig, v: Validation) -> None:
     """Decoder directions and fingerprints compare two models' vectors: their widths must agree."""
     width = {n: s.hooks.get(cfg.sae.hook) for n, s in v.specs.items()}
-    if "decoder" in cfg.matching.similarities:
+    from featureflow.modes import SIMILARITIES
+
+    for sim in (x for x in cfg.matching.similarities if SIMILARITIES[x].reads_decoder):
         for p, c in cfg.edges():
             if p in width and c in width and None not in (width[p], width[c]) and width[p] != width[c]:
-                v.errors.append(f"matching.modes: 'decoder' compares decoder directions, but edge {p} -> {c} joins "
-                                f"hook widths {width[p]} and {width[c]}; drop the decoder modes")
+                v.errors.append(f"matching.modes: '{sim}' compares decoder directions, but edge {p} -> {c} joins "
+                                f"hook widths {width[p]} and {width[c]}; drop the {sim} modes")
     roots = cfg.roots()
     for name in cfg.topological_order():
         base = cfg.fingerprints.base.get(name, roots[0])

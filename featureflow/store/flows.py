@@ -31,19 +31,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from featureflow.config import parse_mode
+from featureflow.modes import RULES, mode_label  # noqa: F401  (mode_label: the explorer's and report's labels)
+from featureflow.modes import split_mode  # a store's modes, whether or not this process registered them
 
-_BEST = {
-    "best": "SELECT parent, child, direction, src, dst, r FROM {matches} WHERE rank = 0 AND similarity = $sim",
-    "1to1": "SELECT parent, child, direction, src, dst, r FROM {assignments} WHERE similarity = $sim",
-}
 # The tables a rule reads: the family's edges, or every parent member against its random-weights control.
 _TABLES = {False: {"matches": "matches", "assignments": "assignments"},
            True: {"matches": "control_matches", "assignments": "control_assignments"}}
 
 # -- the fate rule: the one place that decides whether a match persists and what a feature's fate is --------
-# A feature's match on an edge (its `_BEST` row) persists when its r exceeds the threshold $t; an unassigned
-# match (NULL r under 1to1) never persists. Every count, list and label of a fate reads this rule.
+# A feature's match on an edge (its rule's row, `modes.RULES`) persists when its r exceeds the threshold $t; an
+# unassigned match (NULL r under 1to1) never persists. Every count, list and label of a fate reads this rule.
 PERSISTS = "coalesce(r, -1e9) > $t"
 
 
@@ -52,7 +49,7 @@ def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     (the feature's own side), src, dst, r and `persists` (`PERSISTS`). `where` filters the match rows. With
     `control`, each parent member against its random-weights control instead (`child` is the control)."""
     return (f"SELECT parent, child, direction, CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, "
-            f"src, dst, r, {PERSISTS} AS persists FROM ({_BEST[rule].format(**_TABLES[control])}) WHERE true {where}")
+            f"src, dst, r, {PERSISTS} AS persists FROM ({RULES[rule].sql.format(**_TABLES[control])}) WHERE true {where}")
 
 
 def feature_fates(rule: str, where: str = "") -> str:
@@ -114,7 +111,7 @@ def origins(cur, features: list[tuple[str, int]], threshold: float, mode: str) -
     if not features:
         return {}
     start = "SELECT unnest($models::VARCHAR[]) AS model, unnest($features::INTEGER[]) AS feature"
-    rows = _dicts(cur.execute(f"SELECT * FROM ({origins_of(parse_mode(mode)[1], start)})",
+    rows = _dicts(cur.execute(f"SELECT * FROM ({origins_of(split_mode(mode)[1], start)})",
                               {**fate_params(threshold, mode), "models": [m for m, _ in features],
                                "features": [f for _, f in features]}))
     return {(r.pop("model"), r.pop("feature")): r for r in rows}
@@ -125,7 +122,7 @@ def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
     `threshold` under `mode`, in family order."""
     start = "SELECT model, feature FROM features WHERE alive"
     return _dicts(cur.execute(f"""
-        SELECT o.model, o.origin_model, count(*) AS n FROM ({origins_of(parse_mode(mode)[1], start)}) o
+        SELECT o.model, o.origin_model, count(*) AS n FROM ({origins_of(split_mode(mode)[1], start)}) o
         JOIN models m ON m.model = o.model JOIN models g ON g.model = o.origin_model
         GROUP BY o.model, o.origin_model, m.idx, g.idx ORDER BY m.idx, g.idx""", fate_params(threshold, mode)))
 
@@ -146,7 +143,7 @@ FATE_FILTERS = {"persisting": "f.alive AND s.persisting", "disappearing": "f.ali
 
 def fate_params(threshold: float, mode: str) -> dict:
     """The bound parameters the fate rule needs ($t, $sim)."""
-    return {"t": threshold, "sim": parse_mode(mode)[0]}
+    return {"t": threshold, "sim": split_mode(mode)[0]}
 
 
 def all_partners(cur, threshold: float, mode: str) -> list[tuple]:
@@ -158,7 +155,7 @@ def all_partners(cur, threshold: float, mode: str) -> list[tuple]:
     seen before pays no query for its lineage."""
     return cur.execute(f"""SELECT model, src, direction, other, dst, r, persists FROM (
                                SELECT m.*, o.model AS other, o.idx AS other_idx
-                               FROM ({edge_matches(parse_mode(mode)[1], "AND dst IS NOT NULL")}) m
+                               FROM ({edge_matches(split_mode(mode)[1], "AND dst IS NOT NULL")}) m
                                JOIN models o ON o.model = CASE m.direction WHEN 'c2p' THEN m.parent ELSE m.child END)
                            ORDER BY model, src, direction, {PARTNER_ORDER.format(t="")}""",
                        fate_params(threshold, mode)).fetchall()
@@ -167,29 +164,20 @@ def all_partners(cur, threshold: float, mode: str) -> list[tuple]:
 def all_fates(cur, threshold: float, mode: str) -> list[tuple]:
     """Every feature's fate label (`FATE_LABEL`) at `threshold` under `mode`: rows (model, feature, label)."""
     return cur.execute(f"""SELECT f.model, f.feature, {FATE_LABEL} FROM features f
-                           LEFT JOIN ({feature_fates(parse_mode(mode)[1])}) s
+                           LEFT JOIN ({feature_fates(split_mode(mode)[1])}) s
                              ON s.model = f.model AND s.feature = f.feature""", fate_params(threshold, mode)).fetchall()
 
 
 def score_fates(cur, threshold: float, mode: str) -> list[dict]:
     """Explained features (status ok) with their scores and whether they persist at `threshold` under `mode`
     (`persisting`: NULL for a dead feature or a model without children; the paper's Figure 6)."""
-    rule = parse_mode(mode)[1]
+    rule = split_mode(mode)[1]
     return _dicts(cur.execute(f"""
         SELECT e.model, m.label, e.explainer, e.sim_score, e.detection_score,
                CASE WHEN f.alive THEN s.persisting END AS persisting
         FROM explanations e JOIN features f USING (model, feature) JOIN models m USING (model)
         LEFT JOIN ({feature_fates(rule)}) s ON s.model = f.model AND s.feature = f.feature
         WHERE e.status = 'ok' ORDER BY m.idx, e.feature""", fate_params(threshold, mode)))
-
-MODE_LABELS = {"pearson": "activation Pearson", "decoder": "decoder cosine", "token-type": "token-type Pearson",
-               "best": "best match", "1to1": "one-to-one assignment"}
-
-
-def mode_label(mode: str) -> str:
-    sim, rule = parse_mode(mode)
-    return f"{MODE_LABELS[sim]}, {MODE_LABELS[rule]}"
-
 
 def _dicts(cur) -> list[dict[str, Any]]:
     cols = [d[0] for d in cur.description]
@@ -199,7 +187,7 @@ def _dicts(cur) -> list[dict[str, Any]]:
 def floors(cur, threshold: float, mode: str) -> dict[str, dict]:
     """Per replicated member: replicas, alive features of replica 0, how many match above `threshold` in
     another replica (pooled over replicas), the share, and the mean match r (unassigned counts 0)."""
-    sim, rule = parse_mode(mode)
+    sim, rule = split_mode(mode)
     rows = _dicts(cur.execute(f"""
         SELECT model, count(DISTINCT replica) AS replicas,
                count(*) FILTER (WHERE alive) AS alive,
@@ -266,7 +254,7 @@ STABILITY = f"""SELECT model, feature, count(*) AS replicas, count(*) FILTER (WH
 
 def stability_params(threshold: float, mode: str) -> dict:
     """The bound parameters `STABILITY` needs ($t, $sim, $rule)."""
-    sim, rule = parse_mode(mode)
+    sim, rule = split_mode(mode)
     return {"t": threshold, "sim": sim, "rule": rule}
 
 
@@ -360,7 +348,7 @@ def member_scale(cur, threshold: float, mode: str) -> dict[str, dict]:
     """Per member with seed replicas: its leave-one-out population (`n` pooled rows over `features` features,
     `extra` replicas), the share that matches the held-out replica (`floor`) and the share that persists into its
     random-weights control (`control`: None without one), each {matched, n, share, ci}; `control_name`."""
-    sim, rule = parse_mode(mode)
+    sim, rule = split_mode(mode)
     params = stability_params(threshold, mode)
     ctl = edge_matches(rule, "AND direction = 'p2c'", control=True)
     extra = dict(cur.execute("""SELECT model, count(DISTINCT replica) FROM noise_floor
@@ -388,7 +376,7 @@ def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None
     `beyond_hi`) and the verdict (`verdict_floor`, `verdict_control`, joined in `verdict`), only where
     intervals separate; emergence among the child's reproducible features (`emerge_*`, Wilson). NULLs where
     the parent has no seed replicas (the scale's population is the parent's)."""
-    sim, rule = parse_mode(mode)
+    sim, rule = split_mode(mode)
     labels = labels or {}
     params = stability_params(threshold, mode)
     edge = edge_matches(rule, "AND direction = 'p2c'")
@@ -493,7 +481,7 @@ def control_match(cur, model: str, feature: int, threshold: float, mode: str) ->
     """A feature's match in its member's random-weights control at `threshold` under `mode` (`token_level`):
     control, control_feature, control_r, token_level and the control's label; None when its member has no
     control (it is not a parent on any edge, or the run has no controls)."""
-    rows = _dicts(cur.execute(f"""SELECT t.*, c.label AS control_label FROM ({token_level(parse_mode(mode)[1])}) t
+    rows = _dicts(cur.execute(f"""SELECT t.*, c.label AS control_label FROM ({token_level(split_mode(mode)[1])}) t
                                   JOIN controls c ON c.control = t.control
                                   WHERE t.model = $model AND t.feature = $feature""",
                               {**fate_params(threshold, mode), "model": model, "feature": feature}))
@@ -522,7 +510,7 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
     share's lower anchor; NULL without a control) and, of the persisting ones, how many are token-level (persist
     into the control too: `token_level`) and how many are not (`beyond_token`); and the scale
     (`reproducible`)."""
-    sim, rule = parse_mode(mode)
+    sim, rule = split_mode(mode)
     rows = _dicts(cur.execute(f"""
         WITH best AS ({edge_matches(rule)}),
         ctl AS ({edge_matches(rule, "AND direction = 'p2c'", control=True)})
@@ -575,7 +563,7 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
 
 def emerged_in(cur, threshold: float, mode: str) -> dict[str, int]:
     """Alive features of each non-root model that no parent feature reaches (over all its parents)."""
-    rule = parse_mode(mode)[1]
+    rule = split_mode(mode)[1]
     rows = _dicts(cur.execute(f"""
         SELECT s.model, count(*) AS n FROM ({feature_fates(rule, "AND direction = 'c2p'")}) s
         JOIN features f ON f.model = s.model AND f.feature = s.feature
@@ -585,7 +573,7 @@ def emerged_in(cur, threshold: float, mode: str) -> dict[str, int]:
 
 def floor_histogram(cur, model: str, mode: str, bins: int = 20) -> list[dict]:
     """The distribution of a member's replica match r (alive features of replica 0), `bins` equal bins on [-1, 1]."""
-    sim, rule = parse_mode(mode)
+    sim, rule = split_mode(mode)
     return _dicts(cur.execute("""
         SELECT least(floor((coalesce(r, 0) + 1) / 2 * $bins), $bins - 1)::INTEGER AS bin, count(*) AS n
         FROM noise_floor WHERE model = $model AND similarity = $sim AND rule = $rule AND alive
@@ -602,7 +590,7 @@ def node_flows(cur, threshold: float, mode: str, reproducible: bool = False) -> 
     NULL: no parent reaches it, new). Ties go to the model earlier in family order. With `reproducible`,
     a member with seed replicas counts only its reproducible features (`STABILITY`); a member without
     replicas still counts all of them."""
-    sim, rule = parse_mode(mode)
+    sim, rule = split_mode(mode)
     keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = k.model AND st.feature = k.feature"
             if reproducible else "")
     where = " AND coalesce(st.stable, true)" if reproducible else ""
@@ -638,7 +626,7 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
     True / False keeps only reproducible / measured but not reproducible features, `token` True / False only
     token-level / not token-level ones (None: all). Returns (total, one page of rows sorted by `sort`, NULLs
     last)."""
-    sim, rule = parse_mode(mode)
+    sim, rule = split_mode(mode)
     if fate not in EDGE_FATES:
         raise ValueError(f"unknown edge fate '{fate}' (fates: {', '.join(EDGE_FATES)})")
     if sort not in EDGE_SORTS:

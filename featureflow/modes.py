@@ -1,0 +1,150 @@
+"""Matching modes: a **similarity** (what two SAEs' features are compared by) and a **rule** (which match counts),
+each one registered object, as SAELens registers SAE classes and mergekit merge methods.
+
+A mode's name is the similarity's, followed by the rule's suffix: `pearson` (best match), `pearson-1to1`
+(one-to-one assignment), `decoder`, `token-type-1to1`. The config's allowed modes, the CLI help, the report, the
+explorer's mode menus and labels and the planted scorecard read this registry; nothing else names a similarity.
+
+A similarity is one file (`featureflow/similarities/pearson.py` is the model to copy) that calls
+`register_similarity(Similarity(...))`. This module and those files import nothing heavy (the explorer reads the
+labels): an engine imports what it needs when it runs. The built-in ones register when this module is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+
+class Side(Protocol):
+    """One SAE's data, read lazily, that a similarity turns into what it compares (`Similarity.inputs`)."""
+
+    def acts(self) -> Any: ...        # sparse (tokens x features) activations on the shared sample (scipy CSC)
+    def decoder(self) -> Any: ...     # (features x d_in) decoder directions (numpy)
+    def tokens(self) -> Any: ...      # the sample's token ids, one per activation row (numpy); None: no tokens
+    def vocab_size(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """How two SAEs' features are compared: `inputs(side)` makes what is compared from one SAE's data, `width` counts
+    its features, `topk(A, B, ia, ib, top_k, block_size, device, desc)` returns the top-k matches both ways
+    (`featureflow.pipeline.matching.TopK`) between A's features `ia` and B's features `ib` (alive ones).
+    `reads` names the data it needs ("activations", "decoder", "tokens"): an artefact's key follows the SAE itself
+    when it reads the decoder, a planted family (no tokens) scores only similarities that do not read tokens, and
+    `featureflow validate` refuses decoder similarities across hook widths. The store keeps every similarity alike
+    (`matches` / `assignments` rows under its name), so a new one needs no schema change."""
+
+    name: str
+    label: str
+    inputs: Callable[[Side], Any]
+    width: Callable[[Any], int]
+    topk: Callable[..., Any]
+    reads: tuple[str, ...] = ("activations",)
+    doc: str = ""
+
+    @property
+    def reads_decoder(self) -> bool:
+        return "decoder" in self.reads
+
+    @property
+    def planted(self) -> bool:
+        """Scored on a planted family (which has activations and decoders, but no tokens)."""
+        return "tokens" not in self.reads
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Which of a feature's matches counts: its row in the `matches` table at rank 0 (`best`) or in `assignments`
+    (`1to1`). `suffix` follows the similarity in a mode's name; `sql` selects each feature's match per edge from
+    `{matches}` / `{assignments}` (the family's tables or the control's), `$sim` bound; `artefact` is the matching
+    file it reads ('topk.npz' rank 0, or 'assign.npz')."""
+
+    name: str
+    label: str
+    suffix: str
+    sql: str
+    artefact: str
+    doc: str = ""
+
+
+SIMILARITIES: dict[str, Similarity] = {}
+RULES: dict[str, Rule] = {}
+
+
+def register_similarity(sim: Similarity) -> Similarity:
+    """Add a similarity to the registry (a name already taken is refused) and return it."""
+    if sim.name in SIMILARITIES:
+        raise ValueError(f"similarity '{sim.name}' is already registered")
+    if any(sim.name.endswith(r.suffix) for r in RULES.values() if r.suffix):
+        raise ValueError(f"similarity '{sim.name}' ends like a rule's suffix")
+    SIMILARITIES[sim.name] = sim
+    return sim
+
+
+def unregister_similarity(name: str) -> None:
+    """Remove a similarity (a test's toy one)."""
+    SIMILARITIES.pop(name, None)
+
+
+def register_rule(rule: Rule) -> Rule:
+    if rule.name in RULES or any(r.suffix == rule.suffix for r in RULES.values()):
+        raise ValueError(f"rule '{rule.name}' (suffix '{rule.suffix}') is already registered")
+    RULES[rule.name] = rule
+    return rule
+
+
+register_rule(Rule("best", "best match", "",
+                   "SELECT parent, child, direction, src, dst, r FROM {matches} WHERE rank = 0 AND similarity = $sim",
+                   "topk", "a feature's highest-similarity feature on the other side (several may share one)"))
+register_rule(Rule("1to1", "one-to-one assignment", "-1to1",
+                   "SELECT parent, child, direction, src, dst, r FROM {assignments} WHERE similarity = $sim",
+                   "assign", "its partner in the assignment of maximum total similarity (unassigned: no match)"))
+
+
+def split_mode(mode: str) -> tuple[str, str]:
+    """'pearson' -> ('pearson', 'best'); 'decoder-1to1' -> ('decoder', '1to1'), by the rules' suffixes alone: what a
+    store's modes are read with, whether or not this process registered their similarity."""
+    for rule in sorted(RULES.values(), key=lambda r: -len(r.suffix)):
+        if rule.suffix and mode.endswith(rule.suffix):
+            return mode[: -len(rule.suffix)], rule.name
+    return mode, "best"
+
+
+def parse_mode(mode: str) -> tuple[str, str]:
+    """`split_mode`, refusing a similarity that is not registered (the config's check)."""
+    sim, rule = split_mode(mode)
+    if sim not in SIMILARITIES:
+        raise ValueError(f"unknown matching mode '{mode}' (modes: a similarity of {', '.join(SIMILARITIES)}, "
+                         f"optionally followed by {', '.join(r.suffix for r in RULES.values() if r.suffix)})")
+    return sim, rule
+
+
+def similarity(name: str) -> Similarity:
+    """A registered similarity by name."""
+    try:
+        return SIMILARITIES[name]
+    except KeyError:
+        raise ValueError(f"unknown similarity '{name}' (registered: {', '.join(SIMILARITIES)})") from None
+
+
+def mode_label(mode: str) -> str:
+    """'activation Pearson, best match'; a similarity this process has not registered reads as its name."""
+    sim, rule = split_mode(mode)
+    s = SIMILARITIES.get(sim)
+    return f"{s.label if s else sim}, {RULES[rule].label}"
+
+
+def all_modes() -> list[str]:
+    """Every registered similarity under every rule, e.g. for help texts."""
+    return [s + r.suffix for s in SIMILARITIES for r in RULES.values()]
+
+
+def _register_builtins() -> None:
+    import importlib
+
+    for name in ("pearson", "decoder", "token_type"):  # each registers itself, in this order
+        importlib.import_module(f"featureflow.similarities.{name}")
+
+
+_register_builtins()

@@ -1,0 +1,101 @@
+"""Issue 30: a similarity is one registered object. A toy similarity registered in this file alone (uncentred cosine
+of activation columns) is computed by the pipeline, stored, served with its label, reported and scored on a planted
+family, with no other file touched; its matches equal a brute force over the stored activations."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from featureflow.modes import (RULES, SIMILARITIES, Similarity, mode_label, parse_mode, register_similarity,
+                               split_mode, unregister_similarity)
+
+NAME = "act-cosine"
+
+
+def _cosine_topk(A, B, ia, ib, top_k, block_size, device, desc):
+    """Top-k uncentred cosine of activation columns, both ways: the decoder engine on the columns as rows."""
+    from featureflow.pipeline.matching import decoder_topk
+
+    return decoder_topk(A[:, ia].T.toarray(), B[:, ib].T.toarray(), top_k, block_size)
+
+
+@pytest.fixture
+def toy():
+    sim = register_similarity(Similarity(name=NAME, label="activation cosine", reads=("activations",),
+                                         inputs=lambda side: side.acts(), width=lambda A: A.shape[1],
+                                         topk=_cosine_topk))
+    yield sim
+    unregister_similarity(NAME)
+
+
+def test_the_mode_grammar_reads_the_registry(toy):
+    assert parse_mode(NAME + "-1to1") == (NAME, "1to1") and mode_label(NAME) == "activation cosine, best match"
+    assert split_mode("mine-1to1") == ("mine", "1to1") and mode_label("mine") == "mine, best match"
+    with pytest.raises(ValueError, match="unknown matching mode 'mine'.*act-cosine"):
+        parse_mode("mine")
+    with pytest.raises(ValueError, match="already registered"):
+        register_similarity(toy)
+    assert list(SIMILARITIES)[:3] == ["pearson", "decoder", "token-type"] and set(RULES) == {"best", "1to1"}
+    from featureflow.config import MatchingConfig
+
+    assert MatchingConfig(modes=[NAME, "pearson"]).similarities == [NAME, "pearson"]
+
+
+def test_a_similarity_registered_here_is_computed_stored_served_reported_and_scored(toy, tiny_pipeline):
+    from fastapi.testclient import TestClient
+
+    from conftest import tiny_dict
+    from featureflow.cli import main
+    from featureflow.config import parse_config
+    from featureflow.explorer.app import create_app
+    from featureflow.pipeline.features import load_acts
+    from featureflow.pipeline.runner import Pipeline
+
+    d = tiny_dict(Path(tiny_pipeline.cfg.data_dir))
+    d["name"] = "toy-similarity"
+    d["matching"] = {**d["matching"], "modes": ["pearson", NAME, f"{NAME}-1to1"]}
+    d["planted"] = {"features": 12, "d": 6, "firing_min": 0.04, "firing_max": 0.1, "sample_positions": 2000,
+                    "train_positions": 5000, "merge": None,
+                    "children": [{"name": "a", "drifted": 0.25, "removed": 0.25, "split": 0, "added": 0.25}],
+                    "sae": {"architecture": "topk", "k": 2, "expansion": 3, "lr": 5e-3, "block_tokens": 1,
+                            "blocks_per_batch": 128, "tokens": 20000},
+                    "matching": {"modes": ["pearson", NAME], "top_k": 3}}
+    pl = Pipeline(parse_config(d), device="cpu")
+    pl.run()
+    db = pl.cfg.store_path()
+    # computed and stored: every edge's best match under the toy similarity equals a brute force
+    con = duckdb.connect(str(db), read_only=True)
+    assert NAME in con.execute("SELECT modes FROM runs").fetchone()[0]
+    p, c = pl.cfg.edges()[0]
+    A, B = (load_acts(pl.activation(m)).toarray() for m in (p, c))
+    alive_a, alive_b = A.any(0), B.any(0)
+    na, nb = A / np.maximum(np.linalg.norm(A, axis=0), 1e-300), B / np.maximum(np.linalg.norm(B, axis=0), 1e-300)
+    cos = na.T @ nb
+    cos[:, ~alive_b] = -np.inf
+    rows = dict(con.execute("""SELECT src, r FROM matches WHERE similarity = ? AND parent = ? AND child = ?
+                               AND direction = 'p2c' AND rank = 0""", [NAME, p, c]).fetchall())
+    for f in np.flatnonzero(alive_a)[:40]:
+        assert rows[int(f)] == pytest.approx(min(1.0, cos[f].max()), abs=1e-9)
+    assert con.execute("SELECT count(*) FROM control_matches WHERE similarity = ?", [NAME]).fetchone()[0] > 0
+    assert con.execute("SELECT count(*) FROM noise_floor WHERE similarity = ?", [NAME]).fetchone()[0] > 0
+    planted = con.execute("SELECT DISTINCT mode FROM planted_scores").fetchall()
+    con.close()
+    # scored on the planted family
+    assert (NAME,) in planted
+    # served: its mode in every menu, with its label; its flows
+    client = TestClient(create_app(db))
+    assert "activation cosine, one-to-one assignment" in client.get("/").text
+    flows = client.get("/api/", params={"mode": NAME, "threshold": 0.5}).json()["flows"]
+    assert flows and all(f["mode_label"] == "activation cosine, best match" for f in flows)
+    assert "activation cosine" in client.get("/method", params={"mode": NAME}).text
+    # reported
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["report", "--db", str(db), "--mode", NAME]) == 0
+    assert f"mode {NAME} (activation cosine, best match)" in buf.getvalue()
