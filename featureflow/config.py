@@ -19,6 +19,8 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from featureflow.pipeline import saes as sae_archs  # the SAE architectures' registry (torch-free)
+
 DOMAINS = ("babylm", "python", "lua", "tinystories")
 
 
@@ -228,9 +230,8 @@ class SAEConfig(Strict):
     pretrained: dict[str, str] = Field(
         default_factory=dict, description="member name -> local SAELens folder to load instead of training"
     )
-    architecture: Literal["standard", "topk", "batchtopk"] = Field(
-        "standard", description="standard: ReLU + L1 (the paper); topk: the k largest latents per token; "
-        "batchtopk: the k x batch largest latents per batch while training, saved as a SAELens topk SAE")
+    architecture: str = Field(
+        "standard", description="a registered SAE architecture (featureflow/pipeline/saes/): " + sae_archs.describe())
     k: int | None = Field(None, gt=0, description="topk / batchtopk: latents per token (default: target_l0, else 32)")
     sparse_backward: bool = Field(
         True, description="on a CPU, train through a hand-written sparse backward pass once fewer than 6% of "
@@ -247,6 +248,13 @@ class SAEConfig(Strict):
         "for matching across models, replicas against replica 0 give the member's noise floor. Default: two "
         "extra SAEs for every root member and one for every other member with a trained SAE, so both sides of "
         "every edge have a floor; {} for none. A member's SAEs train in one pass over its activations")
+
+    @field_validator("architecture")
+    @classmethod
+    def _registered_architecture(cls, v: str) -> str:
+        if v not in sae_archs.names():
+            raise ValueError(f"unknown SAE architecture '{v}' (registered: {', '.join(sae_archs.names())})")
+        return v
 
 
 class SampleConfig(Strict):
