@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from featureflow.pipeline import saes as sae_archs  # the SAE architectures' registry (torch-free)
+from featureflow.pipeline.family import merges as merge_methods  # the merge methods' registry (mergekit-free)
 
 DOMAINS = ("babylm", "python", "lua", "tinystories")
 
@@ -137,7 +138,8 @@ class FinetuneMember(_Member):
 
 
 class MergeMember(_Member):
-    """A merge of two parents through mergekit's own merge pipeline (the same as `mergekit-yaml`).
+    """A merge of two parents through mergekit's own merge pipeline (the same as `mergekit-yaml`), by a
+    registered merge method (featureflow/pipeline/family/merges/):
 
     - `slerp`: mergekit's SLERP with `base_model` = parents[0]; t = 0 is parents[0], t = 1 is parents[1].
     - `linear`: weights (1 - t, t) on parents[0], parents[1].
@@ -147,11 +149,18 @@ class MergeMember(_Member):
     """
 
     make: Literal["merge"]
-    method: Literal["slerp", "linear", "ties"] = "slerp"
+    method: str = Field("slerp", description="a registered merge method: " + merge_methods.describe())
     t: float | Literal["auto"] = "auto"
     base: str | None = Field(None, description="ties only: the model whose task vectors are merged "
                              "(default: the parents' nearest common ancestor)")
     density: float = Field(0.5, gt=0, le=1, description="ties only: share of each task vector kept")
+
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, v: str) -> str:
+        if v not in merge_methods.names():
+            raise ValueError(f"unknown merge method '{v}' (registered: {', '.join(merge_methods.names())})")
+        return v
 
     @field_validator("parents")
     @classmethod
@@ -557,8 +566,9 @@ class ExperimentConfig(Strict):
                                   f"on them), e.g. domains: [{next(iter(self.corpora.domains))}]")
                 errors += _check_model_folder(f"family.{i}.path", m.path, m.name)
             if isinstance(m, MergeMember) and m.base is not None:
-                if m.method != "ties":
-                    errors.append(f"family.{i}.base: only method 'ties' takes a base (got '{m.method}')")
+                if not merge_methods.get(m.method).takes_base:
+                    have = ", ".join(f"'{n}'" for n in merge_methods.with_base())
+                    errors.append(f"family.{i}.base: only method {have} takes a base (got '{m.method}')")
                 elif m.base not in names:
                     errors.append(f"family.{i}.base: unknown member '{m.base}' ({known})")
                 elif m.base == m.name:
