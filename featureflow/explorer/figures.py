@@ -216,6 +216,7 @@ def slerp_curves(merge: dict, labels: dict[str, str]) -> dict:
     the merge's method (`method_label`: 'SLERP', 'linear merge', ...)."""
     traces = []
     p0, p1 = merge["parent0"], merge["parent1"]
+    method = merge.get("method_label") or "merge"
     for i, parent in enumerate((p0, p1)):
         doms = merge["curve_domains"][parent]
         by_t: dict[float, list[float]] = {}
@@ -235,7 +236,7 @@ def slerp_curves(merge: dict, labels: dict[str, str]) -> dict:
     return {
         "data": traces,
         "layout": {
-            "title": {"text": f"{merge.get('method_label') or 'merge'} {labels.get(p0, p0)} (t=0) → {labels.get(p1, p1)} (t=1)"}, "height": 420,
+            "title": {"text": f"{method} {labels.get(p0, p0)} (t=0) → {labels.get(p1, p1)} (t=1)"}, "height": 420,
             "xaxis": {"title": {"text": "t"}, "range": [0, 1]}, "yaxis": {"title": {"text": "next-token accuracy"}},
             "shapes": [{"type": "line", "x0": merge["t"], "x1": merge["t"], "yref": "paper", "y0": 0, "y1": 1,
                         "line": {"color": "#333", "dash": "dot"}}],

@@ -12,9 +12,10 @@ That is the `standard` architecture. Every architecture is a registered object i
 by f = TopK_k(ReLU(W_e x̄ + b_e)) per token and drops the L1 term (loss = MSE); `batchtopk` trains with the
 k × batch largest activations of each batch (BatchTopK) and is used, like topk, with k per token.
 
-On disk an SAE is a SAELens folder (`cfg.json` + `sae_weights.safetensors`, the architecture's SAELens
-architecture: `standard` or `topk` for the built-in ones, `apply_b_dec_to_input: true`) with `b_dec = b_d + μ`: SAELens computes act(W_enc (x − b_dec) + b_enc)
-and W_dec f + b_dec, which is exactly the function above. `featureflow.json` beside them records the
+On disk an SAE is a SAELens folder (`cfg.json` + `sae_weights.safetensors`, of the architecture's SAELens
+architecture, `standard` or `topk` for the built-in ones, `apply_b_dec_to_input: true`) with
+`b_dec = b_d + μ`: SAELens computes act(W_enc (x − b_dec) + b_enc) and W_dec f + b_dec, which is exactly the
+function above. `featureflow.json` beside them records the
 recipe, μ, the training curve and the health metrics.
 
 Every SAE the later stages use is loaded back with `load_sae`, through SAELens (`LensSAE`): ours and
