@@ -172,8 +172,19 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def registered_names() -> str:
+    """The config's registered values (`featureflow --help`): SAE architectures and merge methods."""
+    from featureflow.pipeline import saes
+    from featureflow.pipeline.family import merges
+
+    return ("registered config values (README, 'Extending featureflow'):\n"
+            f"  sae.architecture: {', '.join(saes.names())}\n"
+            f"  method of a merge member: {', '.join(merges.names())}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="featureflow", description=__doc__)
+    p = argparse.ArgumentParser(prog="featureflow", description=__doc__, epilog=registered_names(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the pipeline (every stage, or one stage and what it needs)")
     r.add_argument("--config", required=True)

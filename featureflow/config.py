@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from featureflow.modes import SIMILARITIES, parse_mode  # the mode grammar: registered similarities and rules
+from featureflow.pipeline import saes as sae_archs  # the SAE architectures' registry (torch-free)
+from featureflow.pipeline.family import merges as merge_methods  # the merge methods' registry (mergekit-free)
 
 DOMAINS = ("babylm", "python", "lua", "tinystories")
 
@@ -137,7 +139,8 @@ class FinetuneMember(_Member):
 
 
 class MergeMember(_Member):
-    """A merge of two parents through mergekit's own merge pipeline (the same as `mergekit-yaml`).
+    """A merge of two parents through mergekit's own merge pipeline (the same as `mergekit-yaml`), by a
+    registered merge method (featureflow/pipeline/family/merges/):
 
     - `slerp`: mergekit's SLERP with `base_model` = parents[0]; t = 0 is parents[0], t = 1 is parents[1].
     - `linear`: weights (1 - t, t) on parents[0], parents[1].
@@ -147,11 +150,18 @@ class MergeMember(_Member):
     """
 
     make: Literal["merge"]
-    method: Literal["slerp", "linear", "ties"] = "slerp"
+    method: str = Field("slerp", description="a registered merge method: " + merge_methods.describe())
     t: float | Literal["auto"] = "auto"
     base: str | None = Field(None, description="ties only: the model whose task vectors are merged "
                              "(default: the parents' nearest common ancestor)")
     density: float = Field(0.5, gt=0, le=1, description="ties only: share of each task vector kept")
+
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, v: str) -> str:
+        if v not in merge_methods.names():
+            raise ValueError(f"unknown merge method '{v}' (registered: {', '.join(merge_methods.names())})")
+        return v
 
     @field_validator("parents")
     @classmethod
@@ -230,9 +240,8 @@ class SAEConfig(Strict):
     pretrained: dict[str, str] = Field(
         default_factory=dict, description="member name -> local SAELens folder to load instead of training"
     )
-    architecture: Literal["standard", "topk", "batchtopk"] = Field(
-        "standard", description="standard: ReLU + L1 (the paper); topk: the k largest latents per token; "
-        "batchtopk: the k x batch largest latents per batch while training, saved as a SAELens topk SAE")
+    architecture: str = Field(
+        "standard", description="a registered SAE architecture (featureflow/pipeline/saes/): " + sae_archs.describe())
     k: int | None = Field(None, gt=0, description="topk / batchtopk: latents per token (default: target_l0, else 32)")
     sparse_backward: bool = Field(
         True, description="on a CPU, train through a hand-written sparse backward pass once fewer than 6% of "
@@ -249,6 +258,13 @@ class SAEConfig(Strict):
         "for matching across models, replicas against replica 0 give the member's noise floor. Default: two "
         "extra SAEs for every root member and one for every other member with a trained SAE, so both sides of "
         "every edge have a floor; {} for none. A member's SAEs train in one pass over its activations")
+
+    @field_validator("architecture")
+    @classmethod
+    def _registered_architecture(cls, v: str) -> str:
+        if v not in sae_archs.names():
+            raise ValueError(f"unknown SAE architecture '{v}' (registered: {', '.join(sae_archs.names())})")
+        return v
 
 
 class SampleConfig(Strict):
@@ -540,8 +556,9 @@ class ExperimentConfig(Strict):
                                   f"on them), e.g. domains: [{next(iter(self.corpora.domains))}]")
                 errors += _check_model_folder(f"family.{i}.path", m.path, m.name)
             if isinstance(m, MergeMember) and m.base is not None:
-                if m.method != "ties":
-                    errors.append(f"family.{i}.base: only method 'ties' takes a base (got '{m.method}')")
+                if not merge_methods.get(m.method).takes_base:
+                    have = ", ".join(f"'{n}'" for n in merge_methods.with_base())
+                    errors.append(f"family.{i}.base: only method {have} takes a base (got '{m.method}')")
                 elif m.base not in names:
                     errors.append(f"family.{i}.base: unknown member '{m.base}' ({known})")
                 elif m.base == m.name:

@@ -293,26 +293,26 @@ def test_load_sae_encodes_jumprelu_and_normalised_saes_through_saelens(tmp_path)
             assert torch.equal(load_sae(tmp_path / name).encode(x), want) and (want > 0).any(), name
 
 
-@pytest.mark.parametrize("k,batch_topk,recipe", [(None, False, "paper-text"), (None, False, "paper-code"),
-                                                  (4, False, "paper-text"), (4, True, "paper-text")])
-def test_sparse_backward_is_autograds_gradient(k, batch_topk, recipe):
+@pytest.mark.parametrize("arch,k,recipe", [("standard", None, "paper-text"), ("standard", None, "paper-code"),
+                                           ("topk", 4, "paper-text"), ("batchtopk", 4, "paper-text")])
+def test_sparse_backward_is_autograds_gradient(arch, k, recipe):
     """The hand-written sparse backward pass equals autograd through the dense loss (float64)."""
     from featureflow.pipeline.sae import sparse_sae_loss
 
     torch.manual_seed(0)
-    sae = SparseAutoencoder(16, 64, mean=torch.randn(16), seed=1, k=k).double()
+    sae = SparseAutoencoder(16, 64, mean=torch.randn(16), seed=1, k=k, architecture=arch).double()
     with torch.no_grad():
         sae.b_enc.fill_(-0.5)  # about a third of the latents fire: a real mix of active and silent
         sae.b_dec.normal_()
     x = torch.randn(40, 16, dtype=torch.float64)
-    total, mse, sp = sae_loss(sae, x, 0.03, recipe, batch_topk=batch_topk)
+    total, mse, sp = sae_loss(sae, x, 0.03, recipe)
     total.backward()
     dense = {n: p.grad.clone() for n, p in sae.named_parameters()}
     sae.zero_grad()
-    total2, mse2, sp2, l0 = sparse_sae_loss(sae, x, 0.03, recipe, batch_topk=batch_topk)
+    total2, mse2, sp2, l0 = sparse_sae_loss(sae, x, 0.03, recipe)
     total2.backward()
     assert torch.allclose(total2, total, atol=1e-12) and torch.allclose(mse2, mse) and torch.allclose(sp2, sp)
-    f = sae.encode(x) if not batch_topk else None
+    f = sae.encode(x) if arch != "batchtopk" else None  # batchtopk trains with the batch's k x rows
     if f is not None:
         assert float(l0) == pytest.approx(float((f > 0).sum(-1).double().mean()))
     assert 0 < float(l0) < 64

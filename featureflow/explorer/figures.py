@@ -212,9 +212,11 @@ def histogram(edges: list[float], counts: list[int], title: str = "Activation hi
 
 
 def slerp_curves(merge: dict, labels: dict[str, str]) -> dict:
-    """Accuracy on each parent's own domains against t, root baselines dashed, chosen t marked."""
+    """Accuracy on each parent's own domains against t, root baselines dashed, chosen t marked; the title names
+    the merge's method (`method_label`: 'SLERP', 'linear merge', ...)."""
     traces = []
     p0, p1 = merge["parent0"], merge["parent1"]
+    method = merge.get("method_label") or "merge"
     for i, parent in enumerate((p0, p1)):
         doms = merge["curve_domains"][parent]
         by_t: dict[float, list[float]] = {}
@@ -234,7 +236,7 @@ def slerp_curves(merge: dict, labels: dict[str, str]) -> dict:
     return {
         "data": traces,
         "layout": {
-            "title": {"text": f"SLERP {labels.get(p0, p0)} (t=0) → {labels.get(p1, p1)} (t=1)"}, "height": 420,
+            "title": {"text": f"{method} {labels.get(p0, p0)} (t=0) → {labels.get(p1, p1)} (t=1)"}, "height": 420,
             "xaxis": {"title": {"text": "t"}, "range": [0, 1]}, "yaxis": {"title": {"text": "next-token accuracy"}},
             "shapes": [{"type": "line", "x0": merge["t"], "x1": merge["t"], "yref": "paper", "y0": 0, "y1": 1,
                         "line": {"color": "#333", "dash": "dot"}}],
@@ -334,7 +336,7 @@ def additivity_curves(rows: list[dict]) -> dict:
             data.append({"type": "scatter", "mode": "lines+markers", "name": f"{model}: {name}",
                          "x": [p["t"] for p in pts], "y": [p[key] for p in pts],
                          "line": {"color": PALETTE[(i * 3 + len(data)) % len(PALETTE)], "dash": dash}})
-    return {"data": data, "layout": {"title": {"text": "Additivity of merge fingerprints along the SLERP sweep"},
+    return {"data": data, "layout": {"title": {"text": "Additivity of merge fingerprints along the merge sweep"},
                                      "height": 380, "xaxis": {"title": {"text": "t"}, "range": [0, 1]},
                                      "margin": {"l": 50, "r": 10, "t": 40, "b": 50},
                                      "legend": {"orientation": "h", "y": -0.3}}}

@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 
 from featureflow.modes import split_mode
+from featureflow.pipeline.family import merges as merge_methods
 from featureflow.store import flows as flow_sql
 from featureflow.store import summary
 
@@ -702,8 +703,13 @@ class Store:
 
     # -- merges ---------------------------------------------------------------------------------
     def merges(self) -> list[dict]:
+        """Every merged member's sweep (the `slerp_meta` tables hold every method's, not only SLERP's), with its
+        `method` and `method_label` ('SLERP', 'linear merge', ...) read from the stored config."""
         out = []
+        methods = self.member_merge_methods()
         for meta in self.q("SELECT * FROM slerp_meta s JOIN models m USING (model) ORDER BY m.idx"):
+            meta["method"] = methods.get(meta["model"])
+            meta["method_label"] = merge_methods.label(meta["method"])
             meta["curve_domains"] = json.loads(meta.pop("curve_domains_json"))
             meta["points"] = self.q("""SELECT t, source, domain, loss, accuracy FROM slerp_curve
                                        WHERE model = ? ORDER BY t, domain""", [meta["model"]])
@@ -711,6 +717,12 @@ class Store:
                                        [meta["model"]])
             out.append(meta)
         return out
+
+    def member_merge_methods(self) -> dict[str, str]:
+        """Merged member -> its merge method, from the run's stored config (`runs.config_json`); the store's
+        tables do not record it. A member the config does not name a method for merged by the default, slerp."""
+        cfg = json.loads(self.run.get("config_json") or "{}")
+        return {m["name"]: m.get("method") or "slerp" for m in cfg.get("family") or [] if m.get("make") == "merge"}
 
     # -- fingerprints -----------------------------------------------------------------------------
     VARIANTS = ("delta-hidden", "delta-mlp", "delta-logits")

@@ -7,13 +7,15 @@
     loss = mean-over-elements MSE(x̂, x) + λ Σ_j |f_j|     decoder rows renormalised after every step
 
 With `target_l0`, λ is steered during training (`L0Controller`) and frozen for the last tenth.
-`architecture: topk` replaces the ReLU by f = TopK_k(ReLU(W_e x̄ + b_e)) per token and drops the L1 term
-(loss = MSE); `batchtopk` trains with the k × batch largest activations of each batch (BatchTopK) and is
-used, like topk, with k per token.
+That is the `standard` architecture. Every architecture is a registered object in `featureflow/pipeline/saes/`
+(its activation, its loss terms, its k, how it is saved, how resampling scales it): `topk` replaces the ReLU
+by f = TopK_k(ReLU(W_e x̄ + b_e)) per token and drops the L1 term (loss = MSE); `batchtopk` trains with the
+k × batch largest activations of each batch (BatchTopK) and is used, like topk, with k per token.
 
-On disk an SAE is a SAELens folder (`cfg.json` + `sae_weights.safetensors`, architecture `standard` or
-`topk`, `apply_b_dec_to_input: true`) with `b_dec = b_d + μ`: SAELens computes act(W_enc (x − b_dec) + b_enc)
-and W_dec f + b_dec, which is exactly the function above. `featureflow.json` beside them records the
+On disk an SAE is a SAELens folder (`cfg.json` + `sae_weights.safetensors`, of the architecture's SAELens
+architecture, `standard` or `topk` for the built-in ones, `apply_b_dec_to_input: true`) with
+`b_dec = b_d + μ`: SAELens computes act(W_enc (x − b_dec) + b_enc) and W_dec f + b_dec, which is exactly the
+function above. `featureflow.json` beside them records the
 recipe, μ, the training curve and the health metrics.
 
 Every SAE the later stages use is loaded back with `load_sae`, through SAELens (`LensSAE`): ours and
@@ -36,7 +38,11 @@ from featureflow.progress import progress as tqdm  # a bar on a terminal, log li
 
 from featureflow.pipeline.artifacts import write_json
 from featureflow.config import SAEConfig
+from featureflow.pipeline import saes
 from featureflow.pipeline.hooks import hooked
+from featureflow.pipeline.saes import SAEArchitecture
+from featureflow.pipeline.saes.batchtopk import batch_topk_relu  # noqa: F401  (re-exported)
+from featureflow.pipeline.saes.topk import topk_relu  # noqa: F401  (re-exported)
 
 logger = logging.getLogger("featureflow")
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -51,30 +57,19 @@ def activations(model, tokens: torch.Tensor, hook: str) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------- model
-def topk_relu(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """SAELens's `TopK` activation: each row's k largest pre-activations, ReLU'd, zeros elsewhere.
-
-    ReLU is monotone, so this is TopK_k(ReLU(pre)): the same latents and the same values."""
-    vals, idx = torch.topk(pre, k=min(k, pre.shape[-1]), dim=-1, sorted=False)
-    return torch.zeros_like(pre).scatter(-1, idx, vals.relu())
-
-
-def batch_topk_relu(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """BatchTopK (Bussmann et al. 2024): the k x rows largest ReLU'd pre-activations of the whole batch,
-    so k latents per row on average (SAELens's `BatchTopK`)."""
-    acts = pre.relu().flatten()
-    vals, idx = torch.topk(acts, k=min(acts.numel(), k * pre.shape[:-1].numel()), sorted=False)
-    return torch.zeros_like(acts).scatter(0, idx, vals).reshape(pre.shape)
-
-
 class SparseAutoencoder(nn.Module):
-    """One SAE, standard (k None: f = ReLU(pre)) or TopK (f = TopK_k(ReLU(pre))), pre = W_e x̄ + b_e."""
+    """One SAE of a registered architecture (`featureflow/pipeline/saes/`): f = arch.activation(pre, k),
+    pre = W_e x̄ + b_e. Without `architecture`, k None is `standard` (f = ReLU(pre)) and a k is `topk`."""
 
     def __init__(self, d_in: int, d_sae: int, mean: torch.Tensor | None = None, seed: int = 0,
-                 k: int | None = None):
+                 k: int | None = None, architecture: "str | SAEArchitecture | None" = None):
         super().__init__()
-        if k is not None and not 0 < k <= d_sae:
+        arch = saes.get(architecture if architecture is not None else "standard" if k is None else "topk")
+        if arch.uses_k and (k is None or not 0 < k <= d_sae):
             raise ValueError(f"k must be in 1..d_sae ({d_sae}), got {k}")
+        if not arch.uses_k and k is not None:
+            raise ValueError(f"SAE architecture '{arch.name}' takes no k (got {k})")
+        self.arch = arch
         g = torch.Generator().manual_seed(seed)
         w = torch.randn(d_sae, d_in, generator=g)
         w = w / w.norm(dim=1, keepdim=True)
@@ -95,14 +90,14 @@ class SparseAutoencoder(nn.Module):
 
     @property
     def architecture(self) -> str:
-        """The SAELens architecture it is saved as: 'standard' or 'topk'."""
-        return "standard" if self.k is None else "topk"
+        """The SAELens architecture it is saved as ('standard' or 'topk' for the built-in ones)."""
+        return self.arch.saved_as
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean - self.b_dec) @ self.W_enc + self.b_enc
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        return torch.relu(pre) if self.k is None else topk_relu(pre, self.k)
+        return self.arch.activation(pre, self.k)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.pre_activations(x))
@@ -120,11 +115,12 @@ class SparseAutoencoder(nn.Module):
 
 
 def sae_loss(sae: SparseAutoencoder, x: torch.Tensor, l1: float | torch.Tensor, recipe: str = "paper-text",
-             batch_topk: bool = False, return_acts: bool = False):
-    """(total, mse, l1 term) [+ (f, pre) with return_acts]. paper-text: plain MSE over elements;
-    paper-code: MSE / mean ‖x‖². `batch_topk`: f from BatchTopK over the batch (training a batchtopk SAE)."""
+             return_acts: bool = False):
+    """(total, mse, l1 term) [+ (f, pre) with return_acts], f from the architecture's training activation
+    (BatchTopK over the batch for a batchtopk SAE). paper-text: plain MSE over elements; paper-code:
+    MSE / mean ‖x‖². l1 = 0 (an architecture without the L1 term) leaves the MSE."""
     pre = sae.pre_activations(x)
-    f = batch_topk_relu(pre, sae.k) if batch_topk else sae.activation(pre)
+    f = sae.arch.train_activation(pre, sae.k)
     x_hat = sae.decode(f)
     mse = ((x_hat - x) ** 2).mean()
     if recipe == "paper-code":
@@ -145,16 +141,14 @@ class _SparseLoss(torch.autograd.Function):
         ∂L/∂W_enc = x̄ᵀ ∂L/∂pre                  (sparse; ∂L/∂pre = ∂L/∂f where f > 0, else 0)
         ∂L/∂b_enc = Σ_rows ∂L/∂pre,  ∂L/∂b_dec = Σ_rows g − ∂L/∂b_enc W_encᵀ
     The same function and gradient as autograd through `sae_loss` (a test checks it to float rounding) for
-    ReLU, TopK and BatchTopK alike: each is f = pre on a selected set of positive entries, 0 elsewhere."""
+    ReLU, TopK and BatchTopK alike: each is f = pre on a selected set of positive entries, 0 elsewhere, which
+    is what an architecture's training activation must be for this pass to hold."""
 
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, mean, l1: float, scale: float, k, batch_topk: bool):
+    def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, mean, l1: float, scale: float, k, arch: SAEArchitecture):
         xc = x - mean - b_dec
         pre = torch.addmm(b_enc, xc, W_enc)
-        if k is None:
-            f = pre.relu_()
-        else:
-            f = batch_topk_relu(pre, k) if batch_topk else topk_relu(pre, k)
+        f = arch.train_activation(pre, k, inplace=True)  # pre is not needed after this
         fs = f.to_sparse_csr()
         del pre, f
         r = torch.addmm(b_dec + mean, fs, W_dec).sub_(x)
@@ -182,8 +176,7 @@ class _SparseLoss(torch.autograd.Function):
         return None, gW_enc, gb_enc, gW_dec, gb_dec, None, None, None, None, None
 
 
-def sparse_sae_loss(sae: SparseAutoencoder, x: torch.Tensor, l1: float, recipe: str = "paper-text",
-                    batch_topk: bool = False):
+def sparse_sae_loss(sae: SparseAutoencoder, x: torch.Tensor, l1: float, recipe: str = "paper-text"):
     """`sae_loss` for training on a CPU once the SAE is sparse: (total, mse, l1 term, L0), with the backward
     pass of `_SparseLoss`. About 3x faster per step than dense autograd at 2% active latents (demo shape,
     2 cores; `scripts/bench_sae.py throughput`); slower when half the latents fire, as a fresh SAE does,
@@ -192,7 +185,7 @@ def sparse_sae_loss(sae: SparseAutoencoder, x: torch.Tensor, l1: float, recipe: 
     if recipe == "paper-code":
         scale = 1.0 / float((x.pow(2).sum(-1).mean() / x.shape[-1]).clamp_min(1e-8))
     return _SparseLoss.apply(x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.mean, float(l1), scale,
-                             sae.k, batch_topk)
+                             sae.k, sae.arch)
 
 
 SPARSE_BELOW = 0.06  # share of active latents under which CPU training uses `sparse_sae_loss`
@@ -204,10 +197,10 @@ MEAN_TOKENS = 50_000  # tokens of the dataset mean's estimate, drawn before trai
 def save_sae(sae: "SparseAutoencoder | LensSAE", folder: Path, hook: str, model_name: str, extra: dict) -> None:
     """Write a SAELens SAE (cfg.json + sae_weights.safetensors) and featureflow.json.
 
-    Standard SAEs are written as SAELens `standard`, TopK and BatchTopK ones as SAELens `topk` with their k
-    (per token at inference), both with `apply_b_dec_to_input: true` and b_dec = b_d + μ. A loaded
-    (pretrained) `LensSAE` is written by SAELens as it is, whatever its architecture."""
-    from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+    An SAE is written as its architecture's SAELens architecture (`arch.saved_as`, built from SAELens's own
+    registry: standard SAEs as `standard`, TopK and BatchTopK ones as `topk` with their k per token at
+    inference), with `apply_b_dec_to_input: true` and b_dec = b_d + μ. A loaded (pretrained) `LensSAE` is
+    written by SAELens as it is, whatever its architecture."""
     from sae_lens.saes.sae import SAEMetadata
 
     if isinstance(sae, LensSAE):
@@ -218,10 +211,8 @@ def save_sae(sae: "SparseAutoencoder | LensSAE", folder: Path, hook: str, model_
     meta = SAEMetadata(hook_name=hook, model_name=model_name)
     common = dict(d_in=sae.d_in, d_sae=sae.d_sae, dtype="float32", device="cpu", apply_b_dec_to_input=True,
                   metadata=meta)
-    if sae.k is None:
-        out = StandardSAE(StandardSAEConfig(**common))
-    else:  # unit-norm decoder rows: no rescaling by decoder norm
-        out = TopKSAE(TopKSAEConfig(k=int(sae.k), rescale_acts_by_decoder_norm=False, **common))
+    lens_sae, lens_cfg = saes.saelens_classes(sae.arch)
+    out = lens_sae(lens_cfg(**common, **sae.arch.saelens_config(sae.k)))
     with torch.no_grad():
         out.W_enc.copy_(sae.W_enc)
         out.b_enc.copy_(sae.b_enc)
@@ -290,6 +281,7 @@ def load_sae(folder: str | Path, hook: str | None = None, d_in: int | None = Non
     attention heads) are refused: featureflow hooks carry one vector per token."""
     from sae_lens import SAE
 
+    saes.ensure_saelens_registered()  # an architecture of ours that SAELens lacks, registered with SAELens
     folder = Path(folder)
     if not (folder / "cfg.json").exists():
         raise FileNotFoundError(f"'{folder}' is not a SAELens folder (no cfg.json)")
@@ -383,17 +375,14 @@ class L0Controller:
 class TrainedSAE:
     sae: SparseAutoencoder
     log: list[dict]
-    l1_coefficient: float | None = None  # the λ the SAE ended at (frozen if target_l0); None: topk / batchtopk
-    architecture: str = "standard"       # as trained: standard, topk or batchtopk
+    l1_coefficient: float | None = None  # the λ the SAE ended at (frozen if target_l0); None: no L1 term
+    architecture: str = "standard"       # as trained: a registered name (standard, topk, batchtopk, ...)
 
 
 def sae_k(cfg: SAEConfig) -> int | None:
-    """Latents per token of a topk / batchtopk SAE: `k`, else round(target_l0), else 32; None for standard."""
-    if cfg.architecture == "standard":
-        return None
-    if cfg.k is not None:
-        return int(cfg.k)
-    return max(1, int(round(cfg.target_l0))) if cfg.target_l0 is not None else 32
+    """Latents per token of a topk / batchtopk SAE: `k`, else round(target_l0), else 32; None for standard
+    (the architecture's `sae_k`)."""
+    return saes.get(cfg.architecture).sae_k(cfg)
 
 
 def train_sae(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seed: int, desc: str = "sae") -> TrainedSAE:
@@ -428,7 +417,8 @@ class _Replica:
         self.cfg, self.steps = cfg, steps
         d_in = mean.shape[0]
         self.gen = torch.Generator().manual_seed(seed)  # this replica's batch order
-        self.sae = SparseAutoencoder(d_in, d_in * cfg.expansion, mean.cpu(), seed, k=sae_k(cfg))
+        self.arch = arch = saes.get(cfg.architecture)
+        self.sae = SparseAutoencoder(d_in, d_in * cfg.expansion, mean.cpu(), seed, k=arch.sae_k(cfg), architecture=arch)
         if cfg.init == "data":  # decoder rows: centred activations of tokens this seed picks; W_enc = W_decᵀ
             g = torch.Generator().manual_seed(seed + 1)
             pick = torch.randint(0, init_rows.shape[0], (self.sae.d_sae,), generator=g)
@@ -439,15 +429,13 @@ class _Replica:
                 self.sae.W_enc.copy_(w.T)
         self.sae = self.sae.to(device)
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
-        self.standard = cfg.architecture == "standard"
         self.ctrl = L0Controller(cfg.l1_coefficient, cfg.target_l0, steps, device) \
-            if self.standard and cfg.target_l0 is not None else None
+            if arch.l1_penalty and cfg.target_l0 is not None else None
         self.l1: float | torch.Tensor = (cfg.l1_coefficient if self.ctrl is None else self.ctrl.l1) \
-            if self.standard else 0.0
+            if arch.l1_penalty else 0.0
         self.log: list[dict] = []
         # on a CPU, steps run through `sparse_sae_loss` while the last step's L0 is below SPARSE_BELOW · d_sae
         self.sparse = device.type == "cpu" and cfg.sparse_backward
-        self.batchtopk = cfg.architecture == "batchtopk"
         self.l0: torch.Tensor | None = None
         self.decay_from = int(steps * (1 - cfg.lr_decay_fraction))
         self.fired = torch.zeros(self.sae.d_sae, dtype=torch.bool, device=device)  # since the last resampling
@@ -467,9 +455,9 @@ class _Replica:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(step)
         if self.sparse and self.l0 is not None and float(self.l0) < SPARSE_BELOW * sae.d_sae:
-            loss, mse, sp, self.l0 = sparse_sae_loss(sae, x, float(self.l1), cfg.recipe, batch_topk=self.batchtopk)
+            loss, mse, sp, self.l0 = sparse_sae_loss(sae, x, float(self.l1), cfg.recipe)
         else:
-            loss, mse, sp, f, _ = sae_loss(sae, x, self.l1, cfg.recipe, batch_topk=self.batchtopk, return_acts=True)
+            loss, mse, sp, f, _ = sae_loss(sae, x, self.l1, cfg.recipe, return_acts=True)
             self.l0 = torch.count_nonzero(f.detach()) / f.shape[0]  # f >= 0: non-zero is active
         loss.backward()
         self.fired |= sae.b_enc.grad != 0  # a latent's b_enc has a gradient exactly when it was active
@@ -482,7 +470,7 @@ class _Replica:
         if step % 20 == 0 or step + 1 == self.steps:
             self.log.append({"step": step, "tokens": (step + 1) * x.shape[0], "loss": loss.item(), "mse": mse.item(),
                              "l1": sp.item(), "l0": self.l0.item(),
-                             "l1_coefficient": float(self.l1) if self.standard else None})  # the λ this step used
+                             "l1_coefficient": float(self.l1) if self.arch.l1_penalty else None})  # the λ this step used
         if self.ctrl is not None:
             self.ctrl.update(step, self.l0)
             self.l1 = self.ctrl.l1
@@ -491,8 +479,9 @@ class _Replica:
     def resample(self, x: torch.Tensor) -> None:
         """Bricken et al. 2023's resampling: every latent silent since the last resampling restarts at the
         unit-normalised residual x − x̂ of a token of this batch drawn with probability ∝ ‖x − x̂‖², its encoder
-        column at that direction times 0.2 × the mean norm of the live encoder columns (1 × for TopK, whose
-        latents must win a place among the k largest), b_enc 0, and its Adam moments zeroed."""
+        column at that direction times the architecture's `resample_scale` × the mean norm of the live encoder
+        columns (0.2 for standard; 1 for TopK, whose latents must win a place among the k largest), b_enc 0, and
+        its Adam moments zeroed."""
         sae, dead = self.sae, (~self.fired).nonzero().squeeze(1)
         self.fired.zero_()
         if len(dead) == 0:
@@ -503,8 +492,7 @@ class _Replica:
         d = r[pick] / r[pick].norm(dim=1, keepdim=True).clamp_min(1e-8)
         live = torch.ones(sae.d_sae, dtype=torch.bool, device=x.device)
         live[dead] = False
-        # a TopK latent must win a place among the k largest to fire again: the full norm of the live ones
-        scale = (0.2 if sae.k is None else 1.0) * (sae.W_enc[:, live].norm(dim=0).mean() if live.any() else 1.0)
+        scale = sae.arch.resample_scale * (sae.W_enc[:, live].norm(dim=0).mean() if live.any() else 1.0)
         sae.W_dec[dead] = d
         sae.W_enc[:, dead] = d.T * scale
         sae.b_enc[dead] = 0
@@ -516,7 +504,8 @@ class _Replica:
         self.resampled += len(dead)
 
     def result(self) -> TrainedSAE:
-        return TrainedSAE(self.sae.eval(), self.log, float(self.l1) if self.standard else None, self.cfg.architecture)
+        return TrainedSAE(self.sae.eval(), self.log, float(self.l1) if self.arch.l1_penalty else None,
+                          self.cfg.architecture)
 
 
 def train_saes(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seeds: list[int], data_seed: int | list[int],
@@ -533,9 +522,10 @@ def train_saes(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seeds: lis
     it). The dataset mean μ comes from about 50k tokens drawn first (data, not initialisation). `chunks`
     replaces the LM (cached activations: `scripts/sweep_sae.py`); its first chunk is the mean's.
 
-    standard: MSE + λ Σ|f|, λ = l1_coefficient, or steered to `target_l0` by `L0Controller`.
+    The architecture (`cfg.architecture`, registered in `featureflow/pipeline/saes/`) gives the activation and
+    the loss. standard: MSE + λ Σ|f|, λ = l1_coefficient, or steered to `target_l0` by `L0Controller`.
     topk: MSE, f = TopK_k(ReLU(pre)) per token. batchtopk: MSE, the k x batch largest ReLU(pre) of each batch;
-    saved as a SAELens topk SAE (k per token). Decoder rows renormalised after every step in all three.
+    saved as a SAELens topk SAE (k per token). Decoder rows renormalised after every step in all of them.
     `init: data`: decoder rows start as unit-normalised centred activations of random tokens (chosen per
     seed), the encoder as their transpose. `resample_dead_every`: latents silent for that many steps restart
     at poorly reconstructed tokens (`_Replica.resample`), until RESAMPLE_UNTIL of training.

@@ -13,6 +13,7 @@ from featureflow.progress import progress as tqdm  # a bar on a terminal, log li
 from featureflow.pipeline.artifacts import write_json
 from featureflow.config import ExperimentConfig, FinetuneMember, LoadMember, MergeMember, TrainMember
 from featureflow.pipeline.family.load import WEIGHTS_POINTER, check_loaded_model, folder_digest
+from featureflow.pipeline.family import merges
 from featureflow.pipeline.family.merge import MergeError, MergeRecipe, find_crossing
 from featureflow.pipeline.family.model import load_model, new_model, save_model, shape_of
 from featureflow.pipeline.family.train import evaluate, train_lm
@@ -91,14 +92,14 @@ def build_member(inp: MemberInputs, m, parents: dict[str, Path], out: Path) -> N
 
 
 def merge_base(cfg, m: MergeMember) -> str | None:
-    """The member whose task vectors a ties merge combines: `m.base`, else the parents' nearest common
-    ancestor. None for the other methods."""
-    if m.method != "ties":
+    """The member whose task vectors a merge that takes a base (ties) combines: `m.base`, else the parents'
+    nearest common ancestor. None for the other methods."""
+    if not merges.get(m.method).takes_base:
         return None
     p0, p1 = m.parents
     base = m.base or cfg.common_ancestor(p0, p1)
     if base is None:
-        raise MergeError(f"member '{m.name}': method 'ties' needs a base model, but parents '{p0}' and '{p1}' "
+        raise MergeError(f"member '{m.name}': method '{m.method}' needs a base model, but parents '{p0}' and '{p1}' "
                          "share no ancestor; set `base:` to a member")
     return base
 
@@ -106,7 +107,7 @@ def merge_base(cfg, m: MergeMember) -> str | None:
 def merge_recipe(inp: MemberInputs, m: MergeMember, parents: dict[str, Path] | None = None) -> MergeRecipe:
     """The member's merge (method, parent folders, base, density), with t left open.
 
-    ties: the base is `m.base`, else the parents' nearest common ancestor."""
+    A method that takes a base (ties): the base is `m.base`, else the parents' nearest common ancestor."""
     p0, p1 = m.parents
     parents = dict(parents) if parents else {p: inp.member(p) for p in m.parents}
     base_name, base = merge_base(inp.cfg, m), None
@@ -114,7 +115,7 @@ def merge_recipe(inp: MemberInputs, m: MergeMember, parents: dict[str, Path] | N
         base = parents[base_name] if base_name in parents else inp.member(base_name)
     try:
         return MergeRecipe(m.method, (parents[p0], parents[p1]), base=base,
-                           density=m.density if m.method == "ties" else None,
+                           density=m.density if merges.get(m.method).takes_density else None,
                            labels=(p0, p1) + ((base_name,) if base_name else ()))
     except MergeError as e:
         raise MergeError(f"member '{m.name}': {e}") from None
@@ -134,7 +135,7 @@ def merge_member(inp: MemberInputs, m: MergeMember, parents: dict[str, Path], ou
     windows = inp.val_windows(domains, cfg.merge.eval_tokens)
     work = load_model(parents[p0])  # one module for every evaluation; each point loads mergekit's tensors
     rows: dict[float, dict] = {}
-    bar = tqdm(desc=f"{m.method} sweep {m.name}", unit="eval", dynamic_ncols=True)
+    bar = tqdm(desc=f"{recipe.label} sweep {m.name}", unit="eval", dynamic_ncols=True)
 
     def eval_at(t: float) -> tuple[float, float]:
         work.load_state_dict(recipe.state_dict(t))

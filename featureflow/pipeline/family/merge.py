@@ -6,7 +6,8 @@ it writes the YAML text a user could give `mergekit-yaml`, and runs that same co
 mergekit's pipeline merges each tensor as one group, so SLERP has one angle per WHOLE tensor (mergekit's
 `slerp` kernel, called directly on a 2-D weight, would instead treat its rows as a batch).
 
-Methods (t = 0 is `parents[0]`'s side, t = 1 is `parents[1]`'s):
+Methods (t = 0 is `parents[0]`'s side, t = 1 is `parents[1]`'s) are registered objects, one per file in
+`featureflow/pipeline/family/merges/`, each mapped onto one of mergekit's own merge methods:
 - `slerp`: `base_model` = parents[0], `parameters.t` = t; t = 0 gives parents[0] exactly, t = 1 parents[1].
 - `linear`: weights (1 - t, t).
 - `ties`: task vectors of both parents against `base`, weights (1 - t, t), `density` kept per vector.
@@ -29,9 +30,8 @@ import torch
 import yaml
 from scipy.optimize import bisect
 
+from featureflow.pipeline.family import merges
 from featureflow.pipeline.family.load import weights_folder
-
-METHODS = ("slerp", "linear", "ties")
 
 
 class MergeError(ValueError):
@@ -100,34 +100,49 @@ def _hub_offline():
             os.environ["HF_HUB_OFFLINE"] = old_env
 
 
+def _which(methods: list[str]) -> str:
+    """"method 'ties' takes" / "methods 'a', 'b' take" / "no method takes"."""
+    if not methods:
+        return "no method takes"
+    quoted = ", ".join(f"'{m}'" for m in methods)
+    return f"method {quoted} takes" if len(methods) == 1 else f"methods {quoted} take"
+
+
 @dataclass(frozen=True)
 class MergeRecipe:
     """One merge of two local model folders, with t left open. `labels` only name things in messages."""
 
-    method: str
+    method: str  # a registered merge method's name (`merges.names()`)
     parents: tuple[Path, Path]
-    base: Path | None = None  # ties only
-    density: float | None = None  # ties only (default 0.5)
+    base: Path | None = None  # methods that take a base (ties) only
+    density: float | None = None  # methods that take a density (ties) only (default: the method's, 0.5)
     labels: tuple[str, ...] = ()  # names of parents[0], parents[1] (and base)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise MergeError(f"unknown merge method '{self.method}' (methods: {', '.join(METHODS)})")
+        try:
+            spec = merges.get(self.method)
+            merges.check_mergekit(spec)
+        except ValueError as e:
+            raise MergeError(str(e)) from None
         if len(self.parents) != 2:
             raise MergeError(f"a merge takes exactly two parents, got {len(self.parents)}")
         # a `copy: false` member's weights live where its weights_at.json says
         object.__setattr__(self, "parents", tuple(weights_folder(p).resolve() for p in self.parents))
-        if self.method == "ties":
+        if spec.takes_base:
             if self.base is None:
-                raise MergeError(f"method 'ties' needs a base model: the parents {self._names()[:2]} share no "
-                                 "common ancestor; name one with `base:`")
+                raise MergeError(f"method '{self.method}' needs a base model: the parents {self._names()[:2]} share "
+                                 "no common ancestor; name one with `base:`")
             object.__setattr__(self, "base", weights_folder(self.base).resolve())
+        elif self.base is not None:
+            raise MergeError(f"only {_which(merges.with_base())} a base and a density (method is '{self.method}')")
+        if spec.takes_density:
             if self.density is None:
-                object.__setattr__(self, "density", 0.5)
+                object.__setattr__(self, "density", spec.default_density)
             if not 0.0 < float(self.density) <= 1.0:
                 raise MergeError(f"density must lie in (0, 1], got {self.density}")
-        elif self.base is not None or self.density is not None:
-            raise MergeError(f"only method 'ties' takes a base and a density (method is '{self.method}')")
+        elif self.density is not None:
+            takes = [n for n in merges.names() if merges.get(n).takes_density]
+            raise MergeError(f"only {_which(takes)} a base and a density (method is '{self.method}')")
         names = self._names()
         check_mergeable(dict(zip(names, self.models())))
 
@@ -144,18 +159,13 @@ class MergeRecipe:
         if not 0.0 <= t <= 1.0:
             raise MergeError(f"t must lie in [0, 1], got {t}")
         p0, p1 = (_ref(p) for p in self.parents)
-        if self.method == "slerp":
-            return {"merge_method": "slerp", "base_model": p0, "models": [{"model": p0}, {"model": p1}],
-                    "parameters": {"t": t}, "dtype": "float32"}
-        if self.method == "linear":
-            return {"merge_method": "linear", "models": [{"model": p0, "parameters": {"weight": 1.0 - t}},
-                                                          {"model": p1, "parameters": {"weight": t}}],
-                    "dtype": "float32"}
-        d = float(self.density)
-        return {"merge_method": "ties", "base_model": _ref(self.base),
-                "models": [{"model": p0, "parameters": {"weight": 1.0 - t, "density": d}},
-                           {"model": p1, "parameters": {"weight": t, "density": d}}],
-                "dtype": "float32"}
+        base = _ref(self.base) if self.base is not None else None
+        return merges.get(self.method).mergekit_config(t, p0, p1, base=base, density=self.density)
+
+    @property
+    def label(self) -> str:
+        """The method's label: 'SLERP', 'linear merge', ..."""
+        return merges.get(self.method).label
 
     def yaml(self, t: float) -> str:
         return yaml.safe_dump(self.config(t), sort_keys=False)
