@@ -553,13 +553,13 @@ class Pipeline:
     def persisting(self, name: str, n_features: int) -> np.ndarray:
         """Features of `name` that persist into some child at the run's threshold under the default mode, called
         by the store's one fate rule (`flows.feature_fates`) over an in-memory table of its edges' matches, filled
-        by the store build's own `insert_edge_matches` (the store itself is built last, from these stages)."""
+        by the store's own writer `insert_edge_matches` (the store itself is built last, from these stages)."""
         import duckdb
 
         from featureflow.pipeline.matching import read_rule_matches
         from featureflow.store import flows
-        from featureflow.store.build import insert_edge_matches
         from featureflow.store.schema import create_tables
+        from featureflow.store.writers import insert_edge_matches
 
         sim, rule = parse_mode(self.default_mode)
         out = np.zeros(n_features, dtype=bool)
@@ -702,14 +702,14 @@ class Pipeline:
     @_stage
     def store(self) -> Path:
         """Build data/<run>.duckdb from every artefact (temp file, then rename)."""
-        from featureflow.store.build import build_store
+        from featureflow.pipeline.store_stage import build_store
 
         return build_store(self.cfg, self.store_inputs())
 
     def store_inputs(self):
         """What building the store reads, as explicit inputs: every artefact folder it reads (each stage
         resolved, built if need be) and the run's device, default mode and timings."""
-        from featureflow.store.build import StoreInputs
+        from featureflow.pipeline.store_stage import StoreInputs
 
         order = self.cfg.topological_order()
         return StoreInputs(
