@@ -12,7 +12,6 @@ their modules (family/, sae.py, ...); this file only wires them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import sys
@@ -24,7 +23,7 @@ import torch
 
 from featureflow.pipeline.artifacts import build_dir, key_of, planning, sweep_temps, write_json
 from featureflow.config import ExperimentConfig, LoadMember, MergeMember, parse_mode
-from featureflow.pipeline.stages import STAGES, VERSIONS, hardware, sae_seed
+from featureflow.pipeline.stages import STAGES, VERSIONS, hardware, sae_data_seed, sae_seed
 
 log = logging.getLogger("featureflow")
 
@@ -237,14 +236,9 @@ class Pipeline:
         return list(range(1 + extra))
 
     def sae_data_seed(self, name: str, replica: int = 0) -> int:
-        """The seed of the tokens one SAE of a member trains on: each replica draws its own blocks (two replicas
-        share no token draw, as a parent's and a child's SAEs share none, so the seed floor compares like with
-        like); with `sae.shared_init` one draw for every SAE of every member (the paper's setup)."""
-        if self.cfg.sae.shared_init:
-            return self.cfg.seed + 17
-        tag = name if replica == 0 else f"{name}|{replica}"
-        digest = hashlib.sha256(f"sae-data|{self.cfg.seed}|{tag}".encode()).digest()
-        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+        """The seed of the tokens one SAE of a member trains on (`stages.sae_data_seed`): each replica draws its
+        own blocks; with `sae.shared_init` one draw for every SAE of every member (the paper's setup)."""
+        return sae_data_seed(self.cfg.seed, name, replica, self.cfg.sae.shared_init)
 
     def _trained_sae(self, name: str, replica: int, model):
         """The trained SAE of one replica. The first call for a member trains, in one pass over its
