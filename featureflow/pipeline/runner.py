@@ -345,8 +345,10 @@ class Pipeline:
         return np.load(self.sample() / "tokens.npy")
 
     # -------------------------------------------------------------------------------- activations
-    def acts_key(self, name: str) -> str:
-        return key_of(VERSIONS["activations"], self.sae_key(name), self.sample().name, self.cfg.sample)
+    def acts_key(self, name: str, replica: int = 0) -> str:
+        """The key of one SAE's activations on the shared sample: a member's replica 0 (`activation`) and every
+        other replica or control SAE (`replica_activation`) alike."""
+        return key_of(VERSIONS["activations"], self.sae_key(name, replica), self.sample().name, self.cfg.sample)
 
     @_stage
     def activation(self, name: str) -> Path:
@@ -379,7 +381,6 @@ class Pipeline:
         from featureflow.pipeline.sae import load_sae
 
         cfg = self.cfg
-        key = key_of(VERSIONS["activations"], self.sae_key(name, replica), self.sample().name, cfg.sample)
 
         def build(tmp: Path) -> None:
             import scipy.sparse as sps
@@ -389,7 +390,7 @@ class Pipeline:
                                  desc=f"encode {name}.r{replica}")
             sps.save_npz(tmp / "acts.npz", acts, compressed=False)
 
-        return build_dir(self._dir("activations", f"{name}.r{replica}", key), build)
+        return build_dir(self._dir("activations", f"{name}.r{replica}", self.acts_key(name, replica)), build)
 
     @_stage
     def activations(self) -> dict[str, Path]:
@@ -438,6 +439,12 @@ class Pipeline:
 
     def _pair_key(self, a: tuple[str, int], b: tuple[str, int], similarity: str) -> str:
         cfg = self.cfg.matching
+        # A side's activations in the key: a member's replica 0 by `acts_key(n)`, the key of the folder matched;
+        # any other replica, and a control's SAE, by key_of(its SAE key, the sample's folder name) instead of
+        # `acts_key(n, r)`. A second spelling of the same activations, kept on purpose: spelling it through
+        # `acts_key` would change the key of every floor and control match, and the artefacts built before
+        # would no longer be found. (It leaves out VERSIONS["activations"]: a bump of that version rebuilds a
+        # replica's activations but not the floors and control matches read from them.)
         acts = (lambda n, r: self.acts_key(n) if r == 0 and not self.is_control(n) else
                 key_of(self.sae_key(n, r), self.sample().name))
         # decoder matching reads the activations too: which features are alive
