@@ -24,35 +24,30 @@ import numpy as np
 import pyarrow as pa
 
 from featureflow.store.schema import SCHEMA_VERSION, create_tables
+from featureflow.store.writers import insert, insert_row
 
 MODELS = ["root", "a", "b", "merge"]
 EDGES = [("root", "a"), ("root", "b"), ("a", "merge"), ("b", "merge")]
-
-
-def insert(con, table: str, cols: dict) -> None:
-    t = pa.table(cols)
-    con.register("_src", t)
-    names = ", ".join(f'"{c}"' for c in t.column_names)
-    con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _src")
-    con.unregister("_src")
 
 
 def build(path: Path, F: int, N: int, n_examples: int, k: int, act_tokens: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     con = duckdb.connect(str(path))
     create_tables(con)
-    con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, datetime.now(timezone.utc)])
-    con.execute("INSERT INTO runs (name, description, config_json, device, timings_json, default_threshold, top_k, "
-                "modes, default_mode, shared_init, sample_tokens, sample_context, hook, inputs_key) VALUES "
-                "('bench', 'synthetic paper-scale store', '{}', 'cpu', '{}', 0.8, ?, ['pearson'], 'pearson', false, ?, "
-                "64, 'blocks.0.mlp.hook_post', 'x')", [k, N])
+    insert_row(con, "schema_version", {"version": SCHEMA_VERSION, "created_at": datetime.now(timezone.utc)})
+    insert_row(con, "runs", {"name": "bench", "description": "synthetic paper-scale store", "config_json": "{}",
+                             "device": "cpu", "timings_json": "{}", "default_threshold": 0.8, "top_k": k,
+                             "modes": ["pearson"], "default_mode": "pearson", "shared_init": False,
+                             "sample_tokens": N, "sample_context": 64, "hook": "blocks.0.mlp.hook_post",
+                             "inputs_key": "x"})
     for i, m in enumerate(MODELS):
-        con.execute("INSERT INTO models (model, label, idx, make, domains, d_sae) VALUES (?, ?, ?, 'train', ['d'], ?)",
-                    [m, m.upper(), i, F])
-        con.execute("INSERT INTO sae_metrics (model, l0, mse, explained_variance, dead_features, d_sae, loss_recovered, "
-                    "loss_recovered_scope) VALUES (?, 30, 0.01, 0.8, 0, ?, 0.9, 'own')", [m, F])
+        insert_row(con, "models", {"model": m, "label": m.upper(), "idx": i, "make": "train", "domains": ["d"],
+                                   "d_sae": F})
+        insert_row(con, "sae_metrics", {"model": m, "l0": 30, "mse": 0.01, "explained_variance": 0.8,
+                                        "dead_features": 0, "d_sae": F, "loss_recovered": 0.9,
+                                        "loss_recovered_scope": "own"})
     for p, c in EDGES:
-        con.execute("INSERT INTO model_edges VALUES (?, ?, 'finetune')", [p, c])
+        insert_row(con, "model_edges", {"parent": p, "child": c, "make": "finetune"})
     vocab = 32000
     insert(con, "vocab", {"token_id": np.arange(vocab, dtype=np.int32), "text": [f"t{i}" for i in range(vocab)]})
     insert(con, "sample_tokens", {"token_index": np.arange(N, dtype=np.int64),

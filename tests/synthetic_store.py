@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from featureflow.store.schema import SCHEMA_VERSION, create_tables
+from featureflow.store.writers import insert
 
 F, W, C, V, TOP_K = 12, 12, 16, 28, 3
 N = W * C
@@ -352,7 +353,8 @@ def _py(v):
 
 
 def build(path: str | Path, seed: int = 0) -> SyntheticRun:
-    """Write the synthetic store to `path` through the schema's DDL; returns the arrays it came from."""
+    """Write the synthetic store to `path` through the schema's DDL and the store's own writer (by column name: a
+    column the schema lacks is an error, not a silent drop); returns the arrays it came from."""
     path = Path(path)
     run, tables = synthesize(seed)
     run.path = path
@@ -360,13 +362,8 @@ def build(path: str | Path, seed: int = 0) -> SyntheticRun:
     try:
         create_tables(con)
         for table, rows in tables.items():
-            cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                              "WHERE table_name = ?", [table]).fetchall()}
-            if not cols or not rows:
-                continue  # a table this schema no longer has
-            names = [c for c in rows[0] if c in cols]
-            batch = pa.Table.from_pylist([{c: _py(r[c]) for c in names} for r in rows])  # noqa: F841 (read by name)
-            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM batch')
+            if rows:
+                insert(con, table, pa.Table.from_pylist([{c: _py(v) for c, v in r.items()} for r in rows]))
         con.execute("CHECKPOINT")
     finally:
         con.close()

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from featureflow.store import flows as F
-from featureflow.store.build import _insert, insert_edge_matches, insert_floor
 from featureflow.store.schema import create_tables
+from featureflow.store.writers import insert, insert_edge_matches, insert_floor, insert_row
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,12 +88,13 @@ def _store(rng, features=40, extra=(2, 1)):
     create_tables(con)
     alive = {m: rng.random(features) > 0.1 for m in ("p", "c")}
     for i, (m, make) in enumerate((("p", "train"), ("c", "finetune"))):
-        con.execute("INSERT INTO models (model, label, idx, make) VALUES (?, ?, ?, ?)", [m, m.upper(), i, make])
-        _insert(con, "features", {"model": np.full(features, m, dtype=object),
-                                  "feature": np.arange(features, dtype=np.int32), "alive": alive[m]})
-    con.execute("INSERT INTO model_edges VALUES ('p', 'c', 'finetune')")
-    con.execute("INSERT INTO controls (control, root, label) VALUES ('p.random', 'p', 'random weights (P)')")
-    con.execute("INSERT INTO pw_mcc VALUES ('edge', 'p', 0, 'c', 0, 40, 40, 0.5, 0.3, 0)")
+        insert_row(con, "models", {"model": m, "label": m.upper(), "idx": i, "make": make})
+        insert(con, "features", {"model": np.full(features, m, dtype=object),
+                                 "feature": np.arange(features, dtype=np.int32), "alive": alive[m]})
+    insert_row(con, "model_edges", {"parent": "p", "child": "c", "make": "finetune"})
+    insert_row(con, "controls", {"control": "p.random", "root": "p", "label": "random weights (P)"})
+    insert_row(con, "pw_mcc", {"kind": "edge", "model_a": "p", "replica_a": 0, "model_b": "c", "replica_b": 0,
+                               "n_a": 40, "n_b": 40, "pw_mcc": 0.5, "chance": 0.3, "seed": 0})
 
     def pair():
         k = 3

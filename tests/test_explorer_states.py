@@ -39,7 +39,7 @@ def test_a_feature_that_never_fires_has_no_match_and_no_feature_matches_it(tiny_
     """The cause: the matching stage matched a never-firing feature (r = 0 with everything, so its 'best'
     match was feature 0). Kill lua #7 in the activations, rerun the matching of both its edges and the store's
     row writer, and read the feature's page from a store holding those rows."""
-    from featureflow.store.build import _insert, _side_rows
+    from featureflow.store.writers import insert, side_rows
 
     pl, dead = tiny_pipeline, 7
     real = pl.load_acts
@@ -86,9 +86,9 @@ def test_a_feature_that_never_fires_has_no_match_and_no_feature_matches_it(tiny_
     for (p, c), sim in ((e, "pearson") for e in (("babypython", "lua"), ("lua", "luastories"))):
         w.execute("DELETE FROM matches WHERE parent = ? AND child = ? AND similarity = ?", [p, c, sim])
         for d in ("p2c", "c2p"):
-            rows = _side_rows(tops[(p, c), sim][f"{d}_idx"], tops[(p, c), sim][f"{d}_r"], True, similarity=sim,
-                              parent=p, child=c, direction=d)
-            _insert(w, "matches", rows)
+            rows = side_rows(tops[(p, c), sim][f"{d}_idx"], tops[(p, c), sim][f"{d}_r"], True, similarity=sim,
+                             parent=p, child=c, direction=d)
+            insert(w, "matches", rows)
     w.execute("UPDATE features SET alive = false, n_active = 0, density = 0 WHERE model = 'lua' AND feature = ?", [dead])
     w.execute("DELETE FROM activation_values WHERE model = 'lua' AND feature = ?", [dead])
     assert w.execute("""SELECT count(*) FROM matches WHERE similarity = 'pearson' AND

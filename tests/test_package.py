@@ -48,9 +48,72 @@ def test_explorer_never_imports_torch_or_the_pipeline(synthetic_store):
 def test_the_store_stage_does_not_import_the_runner():
     """The store build is a stage with explicit inputs (`StoreInputs`): importing it (and reading its inputs'
     key) loads no `featureflow.pipeline.runner`, so there is no import circle between the two."""
-    mods = _modules_after("from featureflow.store.build import StoreInputs, build_store, inputs_key")
-    assert "featureflow.store.build" in mods  # it did import
+    mods = _modules_after("from featureflow.pipeline.store_stage import StoreInputs, build_store, inputs_key")
+    assert "featureflow.pipeline.store_stage" in mods  # it did import
     assert "featureflow.pipeline.runner" not in mods
+
+
+def _imports(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+    """Every module `path` imports, anywhere in it (top level or inside a function), as (line, dotted name):
+    `import a.b` gives a.b; `from a import b` gives a and a.b (b may be a module); relative imports resolved
+    against the file's package; `importlib.import_module("a.b")` / `__import__("a.b")` with a literal name too."""
+    import ast
+
+    package = ".".join(path.relative_to(root).parts[:-1])  # a module's package (an __init__.py's: its own)
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            out += [(node.lineno, base)] + [(node.lineno, f"{base}.{a.name}") for a in node.names]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) and \
+                isinstance(node.args[0].value, str) and \
+                getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__"):
+            out.append((node.lineno, node.args[0].value))
+    return out
+
+
+def _offending(folders: tuple[str, ...], banned, root: Path = ROOT) -> list[str]:
+    """`path:line: module` for every import of a module `banned(module)` in the .py files under featureflow/<folder>."""
+    files = [f for d in folders for f in sorted((root / "featureflow" / d).rglob("*.py"))]
+    assert len(files) > 3, files  # the walk found the package
+    return [f"{f.relative_to(root)}:{line}: {name}" for f in files for line, name in _imports(f, root) if banned(name)]
+
+
+def test_the_store_and_the_explorer_import_nothing_from_the_pipeline():
+    """No import circle between featureflow/pipeline and featureflow/store: the store (the schema, its writers,
+    the fate rule, summaries, export) and the explorer import no `featureflow.pipeline` module, anywhere in a
+    file (a function-local import counts), and no library of the pipeline extra. The pipeline's store stage
+    (`pipeline/store_stage.py`) reads the artefacts and writes through `store/writers.py`, never the reverse."""
+    bad = _offending(("store", "explorer"), lambda m: m == "featureflow.pipeline" or
+                     m.startswith("featureflow.pipeline.") or m.split(".")[0] in HEAVY)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_pipeline_never_imports_the_explorer():
+    """The other direction of the layering: the pipeline writes stores, the explorer reads them; no pipeline
+    module imports the explorer."""
+    bad = _offending(("pipeline",), lambda m: m == "featureflow.explorer" or m.startswith("featureflow.explorer."))
+    assert not bad, "\n".join(bad)
+
+
+def test_the_import_walk_sees_what_it_must(tmp_path):
+    """The oracle of the two tests above, on a file written here: top-level, function-local, relative,
+    `from featureflow import pipeline` and `import_module` imports of the pipeline are all found."""
+    f = tmp_path / "featureflow" / "store" / "x.py"
+    f.parent.mkdir(parents=True)
+    f.write_text("import os\nfrom featureflow import pipeline\ndef g():\n    from ..pipeline.runner import Pipeline\n"
+                 "    import featureflow.pipeline.stages\n    importlib.import_module('featureflow.pipeline.sae')\n"
+                 "    from . import flows\n")
+    got = _imports(f, root=tmp_path)
+    assert sorted(got) == [(1, "os"), (2, "featureflow"), (2, "featureflow.pipeline"),
+                           (4, "featureflow.pipeline.runner"), (4, "featureflow.pipeline.runner.Pipeline"),
+                           (5, "featureflow.pipeline.stages"), (6, "featureflow.pipeline.sae"),
+                           (7, "featureflow.store"), (7, "featureflow.store.flows")]
 
 
 @pytest.mark.parametrize("argv", [["report"], ["export", "--format", "neuronpedia", "{tmp}/np"], ["serve-check"]])

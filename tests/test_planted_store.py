@@ -22,10 +22,10 @@ PLANTED = {"features": 16, "d": 8, "firing_min": 0.03, "firing_max": 0.1, "sampl
 @pytest.fixture(scope="module")
 def planted_store(tiny_pipeline, tmp_path_factory):
     """The tiny run's config with a planted section: its `planted` stage's scorecard, filled into a copy of the
-    tiny store by the store build's own `fill_planted`."""
+    tiny store by the store's own writer `insert_planted` (what the store stage calls)."""
     from featureflow.config import parse_config
     from featureflow.pipeline.runner import Pipeline
-    from featureflow.store.build import fill_planted
+    from featureflow.store.writers import insert_planted
 
     from conftest import tiny_dict
 
@@ -41,7 +41,7 @@ def planted_store(tiny_pipeline, tmp_path_factory):
     db = data / "with_planted.duckdb"
     shutil.copy(tiny_pipeline.cfg.store_path(), db)
     con = duckdb.connect(str(db))
-    fill_planted(con, card)
+    insert_planted(con, card)
     con.close()
     return db, card
 

@@ -145,6 +145,7 @@ def _stability_shares(pl, replicas: list[int]) -> np.ndarray:
     store's SQL over noise_floor rows made from the floor artefacts."""
     from featureflow.store.flows import STABILITY, stability_params
     from featureflow.store.schema import TABLES
+    from featureflow.store.writers import insert
 
     root, t = pl.cfg.roots()[0], pl.cfg.matching.threshold
     alive = np.diff(pl.load_acts(root).indptr) > 0
@@ -152,8 +153,10 @@ def _stability_shares(pl, replicas: list[int]) -> np.ndarray:
     con.execute(f"CREATE TABLE noise_floor ({TABLES['noise_floor'][1]})")
     for rep in replicas:
         r = np.load(pl.floor(root, rep, "pearson") / "topk.npz")["p2c_r"][:, 0]
-        con.executemany("INSERT INTO noise_floor VALUES (?, ?, 'pearson', 'best', ?, ?, ?)",
-                        [[root, rep, i, bool(alive[i]), float(r[i])] for i in range(len(r))])
+        n = len(r)
+        insert(con, "noise_floor", {"model": [root] * n, "replica": [rep] * n, "similarity": ["pearson"] * n,
+                                    "rule": ["best"] * n, "feature": list(range(n)), "alive": alive.tolist(),
+                                    "r": [float(x) for x in r]})
     got = con.execute(f"SELECT feature, reproduced / replicas FROM ({STABILITY}) WHERE model = $model ORDER BY feature",
                       {**stability_params(t, "pearson"), "model": root}).fetchall()
     con.close()

@@ -23,7 +23,7 @@ def test_store_has_every_documented_table_and_the_version(tiny_pipeline):
 
 
 def test_killed_build_leaves_the_previous_store_untouched(tiny_pipeline, monkeypatch):
-    from featureflow.store import build
+    from featureflow.pipeline import store_stage
 
     path = tiny_pipeline.cfg.store_path()
     before = _digest(path)
@@ -34,7 +34,7 @@ def test_killed_build_leaves_the_previous_store_untouched(tiny_pipeline, monkeyp
     def killed(*a, **k):
         raise KeyboardInterrupt("killed while writing fingerprints")
 
-    monkeypatch.setattr(build, "_fill_fingerprints", killed)
+    monkeypatch.setattr(store_stage, "_fill_fingerprints", killed)
     with pytest.raises(KeyboardInterrupt):
         pl.store()
     assert _digest(path) == before
@@ -86,7 +86,7 @@ def test_pretrained_saelens_sae_is_loaded_not_trained(tiny_pipeline):
 
 def _fake_inputs(cfg, root):
     """StoreInputs naming folders that need not exist: the key reads only the folders' names (their keys)."""
-    from featureflow.store.build import StoreInputs
+    from featureflow.pipeline.store_stage import StoreInputs
 
     order = cfg.topological_order()
     reps = cfg.sae_replicas()
@@ -119,7 +119,7 @@ def test_the_store_key_follows_its_inputs(tmp_path):
 
     from conftest import tiny_dict
     from featureflow.config import parse_mode
-    from featureflow.store.build import inputs_key
+    from featureflow.pipeline.store_stage import inputs_key
 
     cfg = parse_config(tiny_dict(tmp_path))
     inp = _fake_inputs(cfg, tmp_path)
@@ -152,7 +152,7 @@ def test_a_resumed_run_finds_the_store_built_from_its_inputs(tiny_pipeline, tmp_
     import dataclasses
     import shutil
 
-    from featureflow.store.build import build_store
+    from featureflow.pipeline.store_stage import build_store
 
     pl = tiny_pipeline
     path = pl.cfg.store_path()

@@ -17,7 +17,7 @@ On real models nobody knows which features persist; on a synthetic family the tr
    loop the LM pipeline's `train_sae` runs) with seeds from `runner.sae_seed`, encoded on the shared sample
    by `features.sparse_codes`, matched by `matching.match_pair` for every mode (best match and one-to-one),
    replica 0 against every other replica for the floor, and the fates are called by the store's own SQL
-   (`store/flows.py`: `edge_features`, `flows`, `floors`) over an in-memory store filled by `store/build.py`'s
+   (`store/flows.py`: `edge_features`, `flows`, `floors`) over an in-memory store filled by `store/writers.py`'s
    `insert_edge_matches` / `insert_floor`.
 3. **Truth and scorecard.** Each SAE latent's truth is the member row Hungarian assigns it on decoder vs
    dictionary |cos| (`scipy.optimize.linear_sum_assignment`; MCC reported, as `sae_lens.synthetic`'s
@@ -458,8 +458,8 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
 
     from featureflow.pipeline.matching import match_pair, rule_matches
     from featureflow.store import flows as F
-    from featureflow.store.build import _insert, insert_edge_matches, insert_floor
     from featureflow.store.schema import create_tables
+    from featureflow.store.writers import insert, insert_edge_matches, insert_floor, insert_row
 
     fam, acts, decoders, truth_row = tf.fam, tf.acts, tf.decoders, tf.truth_row
     sae_cfg, mcc, health = tf.sae_cfg, tf.mcc, tf.health
@@ -475,13 +475,12 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
         return np.diff(acts[(n, rep)].indptr) > 0
     for i, n in enumerate(order):
         F_ = acts[(n, 0)].shape[1]
-        con.execute("INSERT INTO models (model, label, idx, make, d_sae) VALUES (?, ?, ?, ?, ?)",
-                    [n, n, i, "planted", F_])
-        _insert(con, "features", {"model": np.full(F_, n, dtype=object), "feature": np.arange(F_, dtype=np.int32),
-                                  "alive": alive[n], "n_active": np.diff(acts[(n, 0)].indptr).astype(np.int64),
-                                  "density": np.diff(acts[(n, 0)].indptr) / acts[(n, 0)].shape[0]})
+        insert_row(con, "models", {"model": n, "label": n, "idx": i, "make": "planted", "d_sae": F_})
+        insert(con, "features", {"model": np.full(F_, n, dtype=object), "feature": np.arange(F_, dtype=np.int32),
+                                 "alive": alive[n], "n_active": np.diff(acts[(n, 0)].indptr).astype(np.int64),
+                                 "density": np.diff(acts[(n, 0)].indptr) / acts[(n, 0)].shape[0]})
     for p, c in fam.edges:
-        con.execute("INSERT INTO model_edges VALUES (?, ?, ?)", [p, c, "planted"])
+        insert_row(con, "model_edges", {"parent": p, "child": c, "make": "planted"})
     sims = list(dict.fromkeys(parse_mode(x)[0] for x in mcfg.modes))
     tops: dict[tuple[str, str, str], object] = {}
     one_of: dict[tuple[str, str, str], object] = {}

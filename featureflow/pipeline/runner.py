@@ -12,7 +12,6 @@ their modules (family/, sae.py, ...); this file only wires them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import sys
@@ -24,7 +23,7 @@ import torch
 
 from featureflow.pipeline.artifacts import build_dir, key_of, planning, sweep_temps, write_json
 from featureflow.config import ExperimentConfig, LoadMember, MergeMember, parse_mode
-from featureflow.pipeline.stages import STAGES, VERSIONS, hardware, sae_seed
+from featureflow.pipeline.stages import STAGES, VERSIONS, hardware, sae_data_seed, sae_seed
 
 log = logging.getLogger("featureflow")
 
@@ -237,14 +236,9 @@ class Pipeline:
         return list(range(1 + extra))
 
     def sae_data_seed(self, name: str, replica: int = 0) -> int:
-        """The seed of the tokens one SAE of a member trains on: each replica draws its own blocks (two replicas
-        share no token draw, as a parent's and a child's SAEs share none, so the seed floor compares like with
-        like); with `sae.shared_init` one draw for every SAE of every member (the paper's setup)."""
-        if self.cfg.sae.shared_init:
-            return self.cfg.seed + 17
-        tag = name if replica == 0 else f"{name}|{replica}"
-        digest = hashlib.sha256(f"sae-data|{self.cfg.seed}|{tag}".encode()).digest()
-        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+        """The seed of the tokens one SAE of a member trains on (`stages.sae_data_seed`): each replica draws its
+        own blocks; with `sae.shared_init` one draw for every SAE of every member (the paper's setup)."""
+        return sae_data_seed(self.cfg.seed, name, replica, self.cfg.sae.shared_init)
 
     def _trained_sae(self, name: str, replica: int, model):
         """The trained SAE of one replica. The first call for a member trains, in one pass over its
@@ -351,8 +345,10 @@ class Pipeline:
         return np.load(self.sample() / "tokens.npy")
 
     # -------------------------------------------------------------------------------- activations
-    def acts_key(self, name: str) -> str:
-        return key_of(VERSIONS["activations"], self.sae_key(name), self.sample().name, self.cfg.sample)
+    def acts_key(self, name: str, replica: int = 0) -> str:
+        """The key of one SAE's activations on the shared sample: a member's replica 0 (`activation`) and every
+        other replica or control SAE (`replica_activation`) alike."""
+        return key_of(VERSIONS["activations"], self.sae_key(name, replica), self.sample().name, self.cfg.sample)
 
     @_stage
     def activation(self, name: str) -> Path:
@@ -385,7 +381,6 @@ class Pipeline:
         from featureflow.pipeline.sae import load_sae
 
         cfg = self.cfg
-        key = key_of(VERSIONS["activations"], self.sae_key(name, replica), self.sample().name, cfg.sample)
 
         def build(tmp: Path) -> None:
             import scipy.sparse as sps
@@ -395,7 +390,7 @@ class Pipeline:
                                  desc=f"encode {name}.r{replica}")
             sps.save_npz(tmp / "acts.npz", acts, compressed=False)
 
-        return build_dir(self._dir("activations", f"{name}.r{replica}", key), build)
+        return build_dir(self._dir("activations", f"{name}.r{replica}", self.acts_key(name, replica)), build)
 
     @_stage
     def activations(self) -> dict[str, Path]:
@@ -446,6 +441,12 @@ class Pipeline:
         from featureflow.modes import similarity as registered
 
         cfg = self.cfg.matching
+        # A side's activations in the key: a member's replica 0 by `acts_key(n)`, the key of the folder matched;
+        # any other replica, and a control's SAE, by key_of(its SAE key, the sample's folder name) instead of
+        # `acts_key(n, r)`. A second spelling of the same activations, kept on purpose: spelling it through
+        # `acts_key` would change the key of every floor and control match, and the artefacts built before
+        # would no longer be found. (It leaves out VERSIONS["activations"]: a bump of that version rebuilds a
+        # replica's activations but not the floors and control matches read from them.)
         acts = (lambda n, r: self.acts_key(n) if r == 0 and not self.is_control(n) else
                 key_of(self.sae_key(n, r), self.sample().name))
         # a similarity that reads the decoder follows the SAE itself; it reads the activations too (which features
@@ -556,13 +557,13 @@ class Pipeline:
     def persisting(self, name: str, n_features: int) -> np.ndarray:
         """Features of `name` that persist into some child at the run's threshold under the default mode, called
         by the store's one fate rule (`flows.feature_fates`) over an in-memory table of its edges' matches, filled
-        by the store build's own `insert_edge_matches` (the store itself is built last, from these stages)."""
+        by the store's own writer `insert_edge_matches` (the store itself is built last, from these stages)."""
         import duckdb
 
         from featureflow.pipeline.matching import read_rule_matches
         from featureflow.store import flows
-        from featureflow.store.build import insert_edge_matches
         from featureflow.store.schema import create_tables
+        from featureflow.store.writers import insert_edge_matches
 
         sim, rule = parse_mode(self.default_mode)
         out = np.zeros(n_features, dtype=bool)
@@ -705,14 +706,14 @@ class Pipeline:
     @_stage
     def store(self) -> Path:
         """Build data/<run>.duckdb from every artefact (temp file, then rename)."""
-        from featureflow.store.build import build_store
+        from featureflow.pipeline.store_stage import build_store
 
         return build_store(self.cfg, self.store_inputs())
 
     def store_inputs(self):
         """What building the store reads, as explicit inputs: every artefact folder it reads (each stage
         resolved, built if need be) and the run's device, default mode and timings."""
-        from featureflow.store.build import StoreInputs
+        from featureflow.pipeline.store_stage import StoreInputs
 
         order = self.cfg.topological_order()
         return StoreInputs(

@@ -24,13 +24,29 @@ VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 4, "activations": 4, "
 # planted 1: the planted-family scorecard (featureflow/pipeline/planted.py; its own PLANTED_VERSION is in the key)
 
 
+def hashed_seed(*parts) -> int:
+    """A seed derived by hashing: the first 4 bytes (little-endian) of sha256 over `parts` joined by '|', masked
+    to 31 bits. Every seed derived from names goes through here (an SAE's initialisation, an SAE's token draw, a
+    control's initialisation); the seeds are in artefact keys, so the formula and the strings never change."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def sae_seed(run_seed: int, name: str, replica: int = 0, shared_init: bool = False) -> int:
     """The seed of one SAE's initialisation and batch order, from (run seed, member, replica); one seed for
     every SAE with `shared_init` (the paper's single-seed setup)."""
     if shared_init:
         return run_seed + 17
-    digest = hashlib.sha256(f"sae|{run_seed}|{name}|{replica}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    return hashed_seed("sae", run_seed, name, replica)
+
+
+def sae_data_seed(run_seed: int, name: str, replica: int = 0, shared_init: bool = False) -> int:
+    """The seed of the tokens one SAE of a member trains on: each replica draws its own blocks (two replicas
+    share no token draw, as a parent's and a child's SAEs share none, so the seed floor compares like with
+    like); with `shared_init` one draw for every SAE of every member (the paper's setup)."""
+    if shared_init:
+        return run_seed + 17
+    return hashed_seed("sae-data", run_seed, name, *([replica] if replica else []))  # replica 0: the member's draw
 
 
 def hardware(device: str) -> dict:

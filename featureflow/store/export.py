@@ -53,6 +53,7 @@ import numpy as np
 from featureflow.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
 from featureflow.store.schema import INDEXES, SCHEMA_VERSION, TABLES
+from featureflow.store.writers import new_store
 
 FORMATS = ("parquet", "neuronpedia")
 PARQUET_FORMAT = "featureflow-parquet"
@@ -229,11 +230,7 @@ def import_parquet(src: str | Path, db: str | Path, force: bool = False) -> Path
     m = read_manifest(src)
     if db.exists() and not force:
         raise ExportError(f"store '{db}' already exists (pass --force to replace it)")
-    db.parent.mkdir(parents=True, exist_ok=True)
-    tmp = db.with_name(f".{db.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
-    try:
+    with new_store(db) as con:
         for name, (_, body) in TABLES.items():
             con.execute(f"CREATE TABLE {name} ({body})")
         for table in tqdm(TABLES, desc="import parquet", unit="table", dynamic_ncols=True):
@@ -245,13 +242,6 @@ def import_parquet(src: str | Path, db: str | Path, force: bool = False) -> Path
                                   f"the manifest says {m['tables'][table]['rows']}")
         for stmt in INDEXES:
             con.execute(stmt)
-        con.execute("CHECKPOINT")
-    except BaseException:
-        con.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    con.close()
-    os.replace(tmp, db)
     return db
 
 

@@ -6,7 +6,6 @@ An SAE trained on a random transformer still finds features, most of them token 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -14,14 +13,14 @@ import torch
 from featureflow.pipeline.artifacts import write_json
 from featureflow.pipeline.family.load import weights_folder
 from featureflow.pipeline.family.model import save_model, shape_of
+from featureflow.pipeline.stages import hashed_seed
 
 
 def control_seed(run_seed: int, root: str, given: int | None = None) -> int:
     """The seed of a control's initialisation: `given` (controls.seed), else derived from (run seed, root)."""
     if given is not None:
         return given
-    digest = hashlib.sha256(f"control|{run_seed}|{root}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    return hashed_seed("control", run_seed, root)
 
 
 def build_control(name: str, root: str, root_dir: Path, tokenizer_dir: Path, seed: int, out: Path) -> None:
