@@ -174,8 +174,8 @@ def cores() -> int:
 
 def registered_names() -> str:
     """The config's registered values (`featureflow --help`): SAE architectures and merge methods."""
-    from featureflow.pipeline import saes
-    from featureflow.pipeline.family import merges
+    from featureflow import saes
+    from featureflow import merges
 
     return ("registered config values (README, 'Extending featureflow'):\n"
             f"  sae.architecture: {', '.join(saes.names())}\n"

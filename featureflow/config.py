@@ -20,8 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from featureflow.modes import SIMILARITIES, parse_mode  # the mode grammar: registered similarities and rules
-from featureflow.pipeline import saes as sae_archs  # the SAE architectures' registry (torch-free)
-from featureflow.pipeline.family import merges as merge_methods  # the merge methods' registry (mergekit-free)
+from featureflow import saes as sae_archs  # the SAE architectures' registry (torch-free)
+from featureflow import merges as merge_methods  # the merge methods' registry (mergekit-free)
 
 DOMAINS = ("babylm", "python", "lua", "tinystories")
 
@@ -140,7 +140,7 @@ class FinetuneMember(_Member):
 
 class MergeMember(_Member):
     """A merge of two parents through mergekit's own merge pipeline (the same as `mergekit-yaml`), by a
-    registered merge method (featureflow/pipeline/family/merges/):
+    registered merge method (featureflow/merges/):
 
     - `slerp`: mergekit's SLERP with `base_model` = parents[0]; t = 0 is parents[0], t = 1 is parents[1].
     - `linear`: weights (1 - t, t) on parents[0], parents[1].
@@ -241,7 +241,7 @@ class SAEConfig(Strict):
         default_factory=dict, description="member name -> local SAELens folder to load instead of training"
     )
     architecture: str = Field(
-        "standard", description="a registered SAE architecture (featureflow/pipeline/saes/): " + sae_archs.describe())
+        "standard", description="a registered SAE architecture (featureflow/saes/): " + sae_archs.describe())
     k: int | None = Field(None, gt=0, description="topk / batchtopk: latents per token (default: target_l0, else 32)")
     sparse_backward: bool = Field(
         True, description="on a CPU, train through a hand-written sparse backward pass once fewer than 6% of "

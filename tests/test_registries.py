@@ -14,8 +14,8 @@ import torch
 from pydantic import ValidationError
 
 from featureflow.config import MergeMember, SAEConfig
-from featureflow.pipeline import saes
-from featureflow.pipeline.family import merges
+from featureflow import saes
+from featureflow import merges
 
 
 # ------------------------------------------------------------------------------------ the registries

@@ -124,7 +124,8 @@ def tiny_lm(tmp_path_factory):
 
 
 def test_topk_activations_follow_their_definitions():
-    from featureflow.pipeline.sae import batch_topk_relu, topk_relu
+    from featureflow.saes.batchtopk import batch_topk_relu
+    from featureflow.saes.topk import topk_relu
 
     torch.manual_seed(0)
     pre = torch.randn(40, 64)

@@ -21,7 +21,7 @@ import duckdb
 import numpy as np
 
 from featureflow.modes import split_mode
-from featureflow.pipeline.family import merges as merge_methods
+from featureflow import merges as merge_methods
 from featureflow.store import flows as flow_sql
 from featureflow.store import summary
 

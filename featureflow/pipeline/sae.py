@@ -7,7 +7,7 @@
     loss = mean-over-elements MSE(x̂, x) + λ Σ_j |f_j|     decoder rows renormalised after every step
 
 With `target_l0`, λ is steered during training (`L0Controller`) and frozen for the last tenth.
-That is the `standard` architecture. Every architecture is a registered object in `featureflow/pipeline/saes/`
+That is the `standard` architecture. Every architecture is a registered object in `featureflow/saes/`
 (its activation, its loss terms, its k, how it is saved, how resampling scales it): `topk` replaces the ReLU
 by f = TopK_k(ReLU(W_e x̄ + b_e)) per token and drops the L1 term (loss = MSE); `batchtopk` trains with the
 k × batch largest activations of each batch (BatchTopK) and is used, like topk, with k per token.
@@ -38,11 +38,9 @@ from featureflow.progress import progress as tqdm  # a bar on a terminal, log li
 
 from featureflow.pipeline.artifacts import write_json
 from featureflow.config import SAEConfig
-from featureflow.pipeline import saes
+from featureflow import saes
 from featureflow.pipeline.hooks import hooked
-from featureflow.pipeline.saes import SAEArchitecture
-from featureflow.pipeline.saes.batchtopk import batch_topk_relu  # noqa: F401  (re-exported)
-from featureflow.pipeline.saes.topk import topk_relu  # noqa: F401  (re-exported)
+from featureflow.saes import SAEArchitecture
 
 logger = logging.getLogger("featureflow")
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -58,7 +56,7 @@ def activations(model, tokens: torch.Tensor, hook: str) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------- model
 class SparseAutoencoder(nn.Module):
-    """One SAE of a registered architecture (`featureflow/pipeline/saes/`): f = arch.activation(pre, k),
+    """One SAE of a registered architecture (`featureflow/saes/`): f = arch.activation(pre, k),
     pre = W_e x̄ + b_e. Without `architecture`, k None is `standard` (f = ReLU(pre)) and a k is `topk`."""
 
     def __init__(self, d_in: int, d_sae: int, mean: torch.Tensor | None = None, seed: int = 0,
@@ -522,7 +520,7 @@ def train_saes(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seeds: lis
     it). The dataset mean μ comes from about 50k tokens drawn first (data, not initialisation). `chunks`
     replaces the LM (cached activations: `scripts/sweep_sae.py`); its first chunk is the mean's.
 
-    The architecture (`cfg.architecture`, registered in `featureflow/pipeline/saes/`) gives the activation and
+    The architecture (`cfg.architecture`, registered in `featureflow/saes/`) gives the activation and
     the loss. standard: MSE + λ Σ|f|, λ = l1_coefficient, or steered to `target_l0` by `L0Controller`.
     topk: MSE, f = TopK_k(ReLU(pre)) per token. batchtopk: MSE, the k x batch largest ReLU(pre) of each batch;
     saved as a SAELens topk SAE (k per token). Decoder rows renormalised after every step in all of them.

@@ -13,7 +13,7 @@ from featureflow.progress import progress as tqdm  # a bar on a terminal, log li
 from featureflow.pipeline.artifacts import write_json
 from featureflow.config import ExperimentConfig, FinetuneMember, LoadMember, MergeMember, TrainMember
 from featureflow.pipeline.family.load import WEIGHTS_POINTER, check_loaded_model, folder_digest
-from featureflow.pipeline.family import merges
+from featureflow import merges
 from featureflow.pipeline.family.merge import MergeError, MergeRecipe, find_crossing
 from featureflow.pipeline.family.model import load_model, new_model, save_model, shape_of
 from featureflow.pipeline.family.train import evaluate, train_lm

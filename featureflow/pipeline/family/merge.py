@@ -7,7 +7,7 @@ mergekit's pipeline merges each tensor as one group, so SLERP has one angle per 
 `slerp` kernel, called directly on a 2-D weight, would instead treat its rows as a batch).
 
 Methods (t = 0 is `parents[0]`'s side, t = 1 is `parents[1]`'s) are registered objects, one per file in
-`featureflow/pipeline/family/merges/`, each mapped onto one of mergekit's own merge methods:
+`featureflow/merges/`, each mapped onto one of mergekit's own merge methods:
 - `slerp`: `base_model` = parents[0], `parameters.t` = t; t = 0 gives parents[0] exactly, t = 1 parents[1].
 - `linear`: weights (1 - t, t).
 - `ties`: task vectors of both parents against `base`, weights (1 - t, t), `density` kept per vector.
@@ -30,7 +30,7 @@ import torch
 import yaml
 from scipy.optimize import bisect
 
-from featureflow.pipeline.family import merges
+from featureflow import merges
 from featureflow.pipeline.family.load import weights_folder
 
 

@@ -1,7 +1,7 @@
 """`ties`: mergekit's TIES-merging of both parents' task vectors against `base`, weights (1 - t, t), `density`
 of each task vector kept."""
 
-from featureflow.pipeline.family.merges import MergeMethod, register
+from featureflow.merges import MergeMethod, register
 
 
 class Ties(MergeMethod):

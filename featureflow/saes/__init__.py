@@ -123,4 +123,4 @@ def describe() -> str:
 
 
 # the built-in architectures register themselves on import
-from featureflow.pipeline.saes import standard, topk, batchtopk  # noqa: E402,F401
+from featureflow.saes import standard, topk, batchtopk  # noqa: E402,F401

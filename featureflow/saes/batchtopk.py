@@ -2,8 +2,8 @@
 and saved as a SAELens `topk` SAE, with k per token (SAELens's own `batchtopk` training class saves a
 jumprelu instead: not this one)."""
 
-from featureflow.pipeline.saes import register
-from featureflow.pipeline.saes.topk import TopK
+from featureflow.saes import register
+from featureflow.saes.topk import TopK
 
 
 def batch_topk_relu(pre, k: int):

@@ -1,7 +1,7 @@
 """`slerp`: mergekit's SLERP with `base_model` = parents[0], `parameters.t` = t; t = 0 gives parents[0]
 exactly, t = 1 parents[1]. mergekit's pipeline merges each tensor as one group: one angle per WHOLE tensor."""
 
-from featureflow.pipeline.family.merges import MergeMethod, register
+from featureflow.merges import MergeMethod, register
 
 
 class Slerp(MergeMethod):

@@ -1,6 +1,6 @@
 """`topk`: f = TopK_k(ReLU(pre)) per token, loss = MSE; saved as SAELens `topk` with its k."""
 
-from featureflow.pipeline.saes import SAEArchitecture, register
+from featureflow.saes import SAEArchitecture, register
 
 
 def topk_relu(pre, k: int):

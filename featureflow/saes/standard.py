@@ -1,6 +1,6 @@
 """`standard`: f = ReLU(pre), loss = MSE + λ Σ|f| (Bricken et al. 2023); saved as SAELens `standard`."""
 
-from featureflow.pipeline.saes import SAEArchitecture, register
+from featureflow.saes import SAEArchitecture, register
 
 
 class Standard(SAEArchitecture):

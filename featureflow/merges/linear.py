@@ -1,6 +1,6 @@
 """`linear`: mergekit's linear merge with weights (1 - t, t) on parents[0], parents[1]."""
 
-from featureflow.pipeline.family.merges import MergeMethod, register
+from featureflow.merges import MergeMethod, register
 
 
 class Linear(MergeMethod):

@@ -101,4 +101,4 @@ def describe() -> str:
 
 
 # the built-in methods register themselves on import
-from featureflow.pipeline.family.merges import slerp, linear, ties  # noqa: E402,F401
+from featureflow.merges import slerp, linear, ties  # noqa: E402,F401
