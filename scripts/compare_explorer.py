@@ -14,8 +14,9 @@ The crawl (`crawl`) is derived from the store (its models, edges, modes, cases, 
 a best-matching pair) and from this tree's route table: every GET route of the app gets a URL, and
 tests/test_explorer_fast.py checks that, so a route added without a URL here fails the fast tier.
 
-Prints each URL whose status, content type, Location (redirects) or body bytes differ, with `--show N` the
-first lines of a diff of N of them, and exits 1 when any differ.
+Prints each URL whose status, content type, Location (redirects) or body bytes differ (noting a JSON body that
+holds the same data in another order), with `--show N` the first lines of a diff of N of them, and exits 1 when
+any differ.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 HX = {"HX-Request": "true"}
-# Routes the crawl leaves out: static files and the vendored front-end libraries (files on disk, not views).
-SKIPPED_ROUTES = ("/static", "/vendor/{name}")
 
 
 def crawl(app) -> list[tuple[str, dict]]:
@@ -52,7 +51,8 @@ def crawl(app) -> list[tuple[str, dict]]:
         params = {k: v for k, v in params.items() if v is not None}
         return path + ("?" + urlencode(params) if params else "")
 
-    pages = [q("/", **s) for s in states] + [q("/", mode=m, population=p) for m in modes for p in ("all", "reproducible")]
+    pages = [q("/", **s) for s in states]
+    pages += [q("/", mode=m, population=p) for m in modes for p in ("all", "reproducible")]
     pages += [q("/floors", **s) for s in states] + [q("/method", mode=m) for m in modes]
     for parent, child in edges:
         base = f"/edges/{parent}/{child}"
@@ -75,7 +75,7 @@ def crawl(app) -> list[tuple[str, dict]]:
               q("/features", sort="feature", order="desc", page=2, per_page=10, stable="true"),
               q("/features", token=" ", q="a", token_level="false", min_density=0.001, max_density=0.5),
               q("/features", token="%_", sort="max_act")]
-    csv = {r.path for r in app.routes if getattr(r, "name", "").startswith("csv_")}
+    csv = {r.path for r in app_routes(app) if (getattr(r, "name", None) or "").startswith("csv_")}
     out: list[tuple[str, dict]] = []
     for url in pages:
         path = url.split("?")[0]
@@ -103,6 +103,19 @@ def crawl(app) -> list[tuple[str, dict]]:
                                                         b_model=m0, b_feature=f0))]
     out += [(u, HX) for u in (q("/", threshold=5), "/models/no-such-model")]  # error pages asked for by htmx
     return out
+
+
+def app_routes(app) -> list:
+    """Every route of `app`, through the routers it includes (FastAPI keeps an included router as one route that
+    holds it, `original_router`; the explorer includes them without a prefix)."""
+    def walk(routes):
+        for r in routes:
+            if hasattr(r, "original_router"):
+                yield from walk(r.original_router.routes)
+            else:
+                yield r
+
+    return list(walk(app.routes))
 
 
 def sample_features(store, model: str) -> list[int]:
@@ -165,6 +178,24 @@ def describe(url: str, headers: dict) -> str:
     return url + (" [HX-Request]" if headers else "")
 
 
+def order_only(a: dict, b: dict) -> bool:
+    """Whether two JSON bodies hold the same data in another order: equal once object keys are sorted and lists
+    of named objects (OpenAPI's parameters) are sorted by name."""
+    def canonical(x):
+        if isinstance(x, dict):
+            return {k: canonical(v) for k, v in sorted(x.items())}
+        if isinstance(x, list):
+            items = [canonical(v) for v in x]
+            named = all(isinstance(v, dict) and "name" in v for v in items)
+            return sorted(items, key=lambda v: json.dumps(v, sort_keys=True)) if named and items else items
+        return x
+
+    try:
+        return canonical(json.loads(a["body"])) == canonical(json.loads(b["body"]))
+    except ValueError:
+        return False
+
+
 def body_lines(answer: dict) -> list[str]:
     text = answer["body"].decode("utf-8", "replace")
     if (answer["type"] or "").startswith("application/json"):
@@ -178,7 +209,7 @@ def body_lines(answer: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("store", help="the DuckDB store both explorers open (read-only)")
-    ap.add_argument("--baseline-rev", required=True, help="the commit to compare against, e.g. e5a36eb or main")
+    ap.add_argument("--baseline-rev", help="the commit to compare against, e.g. e5a36eb or main (required)")
     ap.add_argument("--show", type=int, default=0, metavar="N", help="print a short diff of the first N differences")
     ap.add_argument("--answer", action="store_true", help=argparse.SUPPRESS)  # internal: one tree's answers
     args = ap.parse_args(argv)
@@ -186,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.answer:
         sys.stdout.buffer.write(pickle.dumps(answers(store, pickle.loads(sys.stdin.buffer.read()))))
         return 0
+    if not args.baseline_rev:
+        ap.error("--baseline-rev is required")
     new = run_tree(ROOT, store, None)
     with tempfile.TemporaryDirectory(prefix="compare-explorer-") as tmp:
         tree = Path(tmp) / "baseline"
@@ -209,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(new['urls'])} requests ({', '.join(f'{n} x {s}' for s, n in sorted(statuses.items()))}) "
           f"against {args.baseline_rev}: {len(differ)} differ")
     for i, (url, fields, a, b) in enumerate(differ):
-        print(f"  {url}: {', '.join(fields)}" + (f" ({a['status']} -> {b['status']})" if "status" in fields else ""))
+        print(f"  {url}: {', '.join(fields)}" + (f" ({a['status']} -> {b['status']})" if "status" in fields else "")
+              + (" (the same JSON in another order)" if fields == ["body"] and order_only(a, b) else ""))
         if i < args.show:
             diff = difflib.unified_diff(body_lines(a), body_lines(b), args.baseline_rev, "this tree", n=1, lineterm="")
             for line in list(diff)[:40]:
