@@ -7,7 +7,8 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from featureflow.explorer.app import create_app, show_ws
+from featureflow.explorer.app import create_app
+from featureflow.explorer.rendering import show_ws
 
 
 @pytest.fixture(scope="module")

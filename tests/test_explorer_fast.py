@@ -3,7 +3,9 @@ same quantity counted in numpy from the arrays the store was made from. No model
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -13,6 +15,8 @@ from fastapi.testclient import TestClient
 from featureflow.explorer.app import create_app
 from featureflow.explorer.queries import Store
 from synthetic_store import MODES, PAGES
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FATES = ("persisting", "disappearing", "inherited", "emerging")
 
@@ -272,6 +276,21 @@ def test_lineage_depends_on_the_threshold(synthetic_store):
     assert max(depth[0.6].values()) >= 2
     assert sum(depth[0.6].values()) > sum(depth[0.95].values())
     con.close()
+
+
+def test_the_comparison_crawl_asks_for_every_get_route(client):
+    """scripts/compare_explorer.py compares two explorers on a fixed crawl derived from the store and the route
+    table: every GET route of the app (static and vendored files aside) is in it, so a route added without a URL
+    there fails here."""
+    spec = importlib.util.spec_from_file_location("compare_explorer", ROOT / "scripts" / "compare_explorer.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    paths = {url.split("?")[0] for url, _ in compare.crawl(client.app)}
+    routes = [r for r in compare.app_routes(client.app) if "GET" in (getattr(r, "methods", None) or ())
+              and r.path != "/vendor/{name}"]  # the static mount has no methods
+    assert len(routes) > 40  # every view three ways (page, /api, /csv), the redirects, docs, /openapi.json
+    assert not [r.path for r in routes if not any(r.path_regex.match(p) for p in paths)]
+    assert {"HX-Request": "true"} in [h for _, h in compare.crawl(client.app)]
 
 
 def test_a_worker_process_opens_the_store_with_its_share_of_the_cores(synthetic_store, tmp_path, monkeypatch):

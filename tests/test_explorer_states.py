@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from featureflow.explorer import numbers
-from featureflow.explorer.app import chips, create_app, show_ws
+from featureflow.explorer.app import create_app
+from featureflow.explorer.rendering import chips, show_ws
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,14 @@ CACHE_CONTROL = "public, max-age=60"
 
 def identity(db_path: str | Path, run: dict) -> str:
     """A hash of what every response depends on besides the request: the store (its `runs` row, file size and
-    mtime) and the explorer's code (featureflow/explorer/*.py, templates, static files). Equal in every worker process."""
+    mtime) and the explorer's code (featureflow/explorer/*.py and routers/*.py, templates, static files). Equal in
+    every worker process."""
     st = os.stat(db_path)
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps(run, sort_keys=True, default=str).encode())
     h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    code = sorted([*APP.glob("*.py"), *(FRONTEND / "templates").rglob("*"), *(FRONTEND / "static").rglob("*")])
+    code = sorted([*APP.glob("*.py"), *(APP / "routers").glob("*.py"), *(FRONTEND / "templates").rglob("*"),
+                   *(FRONTEND / "static").rglob("*")])
     for p in code:
         if p.is_file():
             h.update(p.name.encode() + p.read_bytes())

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PACKAGED = HERE / "static" / "vendor"
+STATIC = HERE / "static"  # served at /static; the favicon
+PACKAGED = STATIC / "vendor"
 NPM = HERE / "node_modules"
 NPM_FILES: dict[str, str] = json.loads((HERE / "vendor.json").read_text())
 
@@ -24,6 +25,9 @@ def vendor_files() -> dict[str, Path]:
     files = {name: PACKAGED / name if (PACKAGED / name).is_file() else NPM / rel for name, rel in NPM_FILES.items()}
     files["plotly.min.js"] = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     return files
+
+
+VENDOR = vendor_files()  # what /vendor/{name} serves; `create_app` refuses to start when one is missing
 
 
 def missing_message(missing: list[str]) -> str:

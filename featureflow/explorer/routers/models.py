@@ -1,0 +1,46 @@
+"""The family's models: their fingerprints (Delta Activations: similarity heatmap, 2-D map, silhouette,
+additivity), one model's page (how it was made, its nearest models, the features behind its fingerprint), and
+the merge's SLERP sweeps."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from featureflow.explorer import figures
+from featureflow.explorer.views import StoreDep, Variant, view
+
+router = APIRouter()
+
+
+@view(router, "/models", "models.html", table=lambda d: d["entities"])
+def models_page(store: StoreDep, variant: Variant = "delta-hidden") -> dict:
+    """Model fingerprints (Delta Activations): similarity heatmap, 2-D map, silhouette, additivity."""
+    fp = store.fingerprint_overview(variant)
+    names = [e["entity"] for e in fp["entities"]]
+    stats = fp["stats"] or {"pca_var1": 0.0, "pca_var2": 0.0}
+    return {**fp, "variant": variant, "variants": store.VARIANTS, "edges": store.edges,
+            "heatmap": figures.heatmap(names, fp["similarity"], f"Cosine similarity ({variant})"),
+            "map_figure": figures.fingerprint_map([p for p in fp["map"] if p["method"] == "pca"],
+                                                  (stats["pca_var1"], stats["pca_var2"])),
+            "tsne_figure": figures.fingerprint_map([p for p in fp["map"] if p["method"] == "tsne"], None, "tsne")
+            if any(p["method"] == "tsne" for p in fp["map"]) else None,
+            "additivity_figure": figures.additivity_curves(fp["additivity"])}
+
+
+@view(router, "/models/{model}", "model.html", table=lambda d: d["features_behind"])
+def model_page(model: str, store: StoreDep, variant: Variant = "delta-hidden") -> dict:
+    """One model: how it was made, its nearest models and the features behind its fingerprint."""
+    m = store.model(model)
+    return {"m": m, "variant": variant, "parents": store.parents(model), "children": store.children(model),
+            **store.model_fingerprint(model, variant)}
+
+
+@view(router, "/merge", "merge.html",
+      table=lambda d: [{"model": m["model"], **p} for m in d["merges"] for p in m["points"]])
+def merge(store: StoreDep) -> dict:
+    """SLERP sweeps: accuracy on each parent's domains against t, root baselines, the chosen t."""
+    labels = {m["model"]: m["label"] for m in store.models}
+    merges = store.merges()
+    for m in merges:
+        m["figure"] = figures.slerp_curves(m, labels)
+    return {"merges": merges}
