@@ -46,3 +46,49 @@ def lineage_chains(parent_rows: list[tuple], family_order: list[str], threshold:
     for (model, feature) in {(c, s) for _, c, s, _, _ in parent_rows}:
         chains[(model, feature)] = chain(model, feature)
     return chains
+
+
+def descendant_hops(child_rows: list[tuple], model: str, feature: int, threshold: float,
+                    keep: list[str] | None = None) -> list[tuple]:
+    """A feature's descendant tree by brute force in Python over the stored match rows of the parent side:
+    `child_rows` are (parent, child, src = parent feature, dst = child feature, r), one per edge and parent
+    feature (rank 0 of `matches` in direction p2c, or `assignments` for the one-to-one rule, dst None when
+    unassigned: no partner). From the feature, every partner in each child model is a hop, persisting when
+    r > threshold (None r never does); a persisting hop is followed down the same way. Returns the hops as
+    (model, feature, parent model, parent feature, r, persists), kept to the models in `keep` when given."""
+    partners: dict[tuple[str, int], list] = {}
+    for parent, child, src, dst, r in child_rows:
+        if dst is not None:
+            partners.setdefault((parent, src), []).append((child, dst, r))
+    hops: list[tuple] = []
+
+    def walk(m: str, f: int) -> None:
+        for child, dst, r in partners.get((m, f), []):
+            persists = r is not None and r > threshold
+            hops.append((child, dst, m, f, r, persists))
+            if persists:
+                walk(child, dst)
+
+    walk(model, feature)
+    return [h for h in hops if keep is None or h[0] in keep]
+
+
+def stored_activations(con, model: str, feature: int) -> np.ndarray:
+    """A feature's activation on every sample token, densified in numpy from its sparse `activation_values`
+    rows (0 where it does not fire); the sample's length from `sample_tokens`."""
+    n = con.execute("SELECT count(*) FROM sample_tokens").fetchone()[0]
+    rows = con.execute("SELECT token_index, act FROM activation_values WHERE model = ? AND feature = ?",
+                       [model, feature]).fetchall()
+    x = np.zeros(n)
+    for i, a in rows:
+        x[i] = a
+    return x
+
+
+def stored_pearson(con, a: tuple[str, int], b: tuple[str, int]) -> float | None:
+    """numpy's Pearson r (`np.corrcoef`) of two features' densified stored activations; None when either
+    never varies over the sample."""
+    x, y = stored_activations(con, *a), stored_activations(con, *b)
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from featureflow.explorer.app import create_app
 from featureflow.explorer.rendering import show_ws
+from oracles import stored_pearson
 
 
 @pytest.fixture(scope="module")
@@ -431,7 +432,12 @@ def test_case_pages(client, con):
     d = client.get("/api/cases/assignment").json()
     feats = d["features"]
     assert (feats[0]["model"], feats[0]["feature"]) == (root_model, root_feature)
-    assert d["matrix"][0][0] == pytest.approx(1.0)
+    # every cross-correlation (the root with itself included) is numpy's r on the stored activations
+    assert len(feats) > 1 and len({(f["model"], f["feature"]) for f in feats}) > 1
+    for i, a in enumerate(feats):
+        for j, b in enumerate(feats):
+            want, got = stored_pearson(con, (a["model"], a["feature"]), (b["model"], b["feature"])), d["matrix"][i][j]
+            assert got is None if want is None else got == pytest.approx(want, abs=1e-9), (a, b)
     first = d["case"]["hops"][0]
     j = next(i for i, f in enumerate(feats) if (f["model"], f["feature"]) == (first["model"], first["feature"]))
     assert d["matrix"][0][j] == pytest.approx(first["r"], abs=1e-5)  # exact r recomputed from stored activations
@@ -442,28 +448,39 @@ def test_case_pages(client, con):
     assert "assignment" in client.get("/cases").text
 
 
-def _tree_hops(nodes, pm, pf):
-    for n in nodes:
-        yield (n["model"], n["feature"], pm, pf, n["r"], n["persists"])
-        yield from _tree_hops(n["children"], n["model"], n["feature"])
+def _descendant_hops(con, tiny_pipeline, slug, root_model, root_feature, threshold, mode):
+    """The case's hops by brute force over the stored match rows (`oracles.descendant_hops`): the root
+    feature's partners in each child model (rank 0, or the assigned partner under 1to1), followed down while
+    r > threshold, kept to the descendants the case's config names."""
+    from oracles import descendant_hops
+
+    sim, one = (mode[:-len("-1to1")], True) if mode.endswith("-1to1") else (mode, False)
+    rows = con.execute("SELECT parent, child, src, dst, r FROM assignments WHERE direction = 'p2c' AND similarity = ?"
+                       if one else
+                       "SELECT parent, child, src, dst, r FROM matches WHERE direction = 'p2c' AND similarity = ? "
+                       "AND rank = 0", [sim]).fetchall()
+    keep = next(c.descendants for c in tiny_pipeline.cfg.cases if c.slug == slug)
+    return descendant_hops(rows, root_model, root_feature, threshold, keep)
 
 
+@pytest.mark.parametrize("slug", ["assignment", "exception"])
 @pytest.mark.parametrize("state", ["", "threshold=0.3&mode=pearson-1to1", "threshold=0.2&mode=pearson"])
-def test_case_hops_are_the_root_features_lineage(client, con, state):
-    c = client.get(f"/api/cases/assignment?{state}").json()["case"]
-    lin = client.get(f"/api/models/{c['root_model']}/features/{c['root_feature']}?{state}").json()["lineage"]
-    want = list(_tree_hops(lin["descendants"], c["root_model"], c["root_feature"]))
+def test_case_hops_are_the_root_features_lineage(client, con, tiny_pipeline, state, slug):
+    body = client.get(f"/api/cases/{slug}?{state}").json()
+    c = body["case"]
+    want = _descendant_hops(con, tiny_pipeline, slug, c["root_model"], c["root_feature"], body["state"]["threshold"],
+                            body["state"]["mode"])
     got = [(h["model"], h["feature"], h["parent_model"], h["parent_feature"], h["r"], h["persists"]) for h in c["hops"]]
     assert want and sorted(got) == sorted(want)
     assert c["mean_r"] == pytest.approx(sum(h["r"] for h in c["hops"]) / len(c["hops"]))
     assert c["persists_everywhere"] == all(h["persists"] for h in c["hops"])
     llr = dict(((m, f), v) for m, f, v in con.execute(
-        "SELECT model, feature, llr FROM case_llrs WHERE slug = 'assignment'").fetchall())
+        "SELECT model, feature, llr FROM case_llrs WHERE slug = ?", [slug]).fetchall())
     assert [h["llr"] for h in c["hops"]] == [llr.get((h["model"], h["feature"])) for h in c["hops"]]
-    html = client.get(f"/cases/assignment?{state}").text
+    html = client.get(f"/cases/{slug}?{state}").text
     for m, f, *_ in want:
         assert f'href="/models/{m}/features/{f}?' in html
-    listed = next(x for x in client.get(f"/api/cases?{state}").json()["cases"] if x["slug"] == "assignment")
+    listed = next(x for x in client.get(f"/api/cases?{state}").json()["cases"] if x["slug"] == slug)
     assert [(h["model"], h["feature"], h["parent_feature"], h["r"], h["llr"]) for h in listed["hops"]] == \
         [(h["model"], h["feature"], h["parent_feature"], h["r"], h["llr"]) for h in c["hops"]]
 

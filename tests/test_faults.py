@@ -540,18 +540,28 @@ def test_token_search_is_literal(client, tiny_pipeline, term):
     assert client.get("/api/features", params={"q": "%%%"}).json()["total"] == 0
 
 
-def test_correlations_are_deterministic_and_clamped(client, tiny_pipeline):
+def test_correlations_are_numpys_on_the_stored_activations_and_clamped(client, tiny_pipeline):
+    """/api/compare and a case's matrix against numpy's corrcoef on the activations densified from the store's
+    `activation_values` rows (`oracles.stored_pearson`): a feature with its best child match, with another
+    feature of its own model, and with itself; every r within [-1, 1]."""
+    from oracles import stored_pearson
+
     con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
-    (f,) = con.execute("SELECT feature FROM features WHERE model = 'lua' AND alive ORDER BY n_active DESC").fetchone()
-    bounds = con.execute("SELECT min(r), max(r) FROM matches").fetchone()
-    con.close()
-    assert -1 <= bounds[0] and bounds[1] <= 1
-    same = client.get(f"/api/compare?a=lua:{f}&b=lua:{f}").json()["r"]
-    assert same == 1.0  # determinism across DuckDB thread counts: tests/test_explorer_fast.py
-    case = client.get("/api/cases/assignment").json()
-    for row in case["matrix"]:
-        assert all(r is None or -1 <= r <= 1 for r in row)
-    assert all(case["matrix"][i][i] in (1.0, None) for i in range(len(case["matrix"])))
+    try:
+        f, g = (x for (x,) in con.execute("SELECT feature FROM features WHERE model = 'lua' AND alive "
+                                          "ORDER BY n_active DESC, feature LIMIT 2").fetchall())
+        (c,) = con.execute("""SELECT dst FROM matches WHERE parent = 'lua' AND direction = 'p2c' AND rank = 0
+                              AND similarity = 'pearson' AND src = ?""", [f]).fetchone()
+        bounds = con.execute("SELECT min(r), max(r) FROM matches").fetchone()
+        assert -1 <= bounds[0] and bounds[1] <= 1
+        for a, b in ((("lua", f), ("luastories", c)), (("lua", f), ("lua", g)), (("lua", f), ("lua", f))):
+            want = stored_pearson(con, a, b)
+            got = client.get(f"/api/compare?a={a[0]}:{a[1]}&b={b[0]}:{b[1]}").json()["r"]
+            assert want is not None and got == pytest.approx(want, abs=1e-9), (a, b)
+        for row in client.get("/api/cases/assignment").json()["matrix"]:  # its values: tests/test_app.py
+            assert all(r is None or -1 <= r <= 1 for r in row)
+    finally:
+        con.close()
 
 
 def test_correlation_matrix_equals_pairwise_correlation_and_numpy(client, tiny_pipeline):

@@ -1,5 +1,3 @@
-import hashlib
-
 import numpy as np
 import pytest
 import torch
@@ -102,18 +100,29 @@ def test_additivity_exact_for_same_direction_deltas():
     assert a["cos_sum"] == pytest.approx(1.0) and a["rel_norm_sum"] == pytest.approx(((1 - t) * 2 + t * 5) / 7)
 
 
-def test_fingerprint_leaves_the_base_untouched(tiny_pipeline, tmp_path, base, probes):
+def test_fingerprint_run_writes_each_members_shift_against_its_untouched_base(tiny_pipeline, tmp_path, base, probes):
+    """Probing changes no weight, and the vectors fingerprint_run writes (vectors.npz) are each member's probe
+    states minus its base's, both read again here from the model folders on disk."""
+    from featureflow.pipeline.family.model import load_model
     from featureflow.pipeline.fingerprints import fingerprint_run
 
     before = {k: v.clone() for k, v in base.state_dict().items()}
     probe_states(base, *probes)
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
-    f = tiny_pipeline.member("babypython") / "model.safetensors"
-    digest = hashlib.sha256(f.read_bytes()).hexdigest()
     pl, order = tiny_pipeline, tiny_pipeline.cfg.topological_order()
     fingerprint_run(pl.cfg, {n: pl.member(n) for n in order}, {n: pl.sae(n) for n in order}, pl.load_acts,
                     pl.hf_tokenizer, pl.sample_tokens(), pl.device, pl.pool_members(), pl.member_inputs(), tmp_path)
-    assert hashlib.sha256(f.read_bytes()).hexdigest() == digest
+    vecs = np.load(tmp_path / "vectors.npz")
+    fcfg, root = pl.cfg.fingerprints, pl.cfg.roots()[0]
+    ids, mask = encode_probes(pl.hf_tokenizer, probe_texts(fcfg.probes, fcfg.probe_set))
+    states = {n: probe_states(load_model(pl.member(n)), ids, mask, pl.cfg.sae.hook) for n in order}
+    members = [n for n in order if n != fcfg.base.get(n, root)]
+    assert members
+    for n in members:
+        for v in VARIANTS:
+            want = states[n][v] - states[fcfg.base.get(n, root)][v]
+            assert np.any(want != 0), (n, v)
+            np.testing.assert_allclose(vecs[f"{n}|{v}"], want, rtol=0, atol=1e-9, err_msg=f"{n} {v}")
 
 
 def test_store_holds_every_member_and_sweep_point(tiny_pipeline):
@@ -129,8 +138,17 @@ def test_store_holds_every_member_and_sweep_point(tiny_pipeline):
     n_t = len({p["t"] for p in read_json(tiny_pipeline.member("luastories") / "merge_curve.json")["points"]})
     assert len(kinds["sweep"]) == n_t
     assert {r[0] for r in con.execute("SELECT DISTINCT variant FROM fingerprints").fetchall()} == set(VARIANTS)
-    sil = con.execute("SELECT silhouette FROM fingerprint_stats WHERE variant = 'delta-hidden'").fetchone()[0]
-    assert sil is None or -1 <= sil <= 1
+    # each variant's silhouette: sklearn's on the stored member and pool vectors, cosine distance, domain labels
+    from sklearn.metrics import silhouette_score
+
+    for v in VARIANTS:
+        rows = con.execute("SELECT vector, label FROM fingerprints WHERE variant = ? AND kind IN ('member', 'pool')",
+                           [v]).fetchall()
+        X, labels = np.array([r[0] for r in rows]), [r[1] for r in rows]
+        sil, n, n_labels = con.execute("SELECT silhouette, n, n_labels FROM fingerprint_stats WHERE variant = ?",
+                                       [v]).fetchone()
+        assert (n, n_labels) == (len(rows), len(set(labels))) and 2 <= n_labels < n
+        assert sil == pytest.approx(silhouette_score(X, labels, metric="cosine"), abs=1e-9)
     n_behind = con.execute("SELECT count(*) FROM fingerprint_features WHERE model = 'lua' AND rank_by = 'mean'").fetchone()[0]
     assert n_behind == 5
     con.close()

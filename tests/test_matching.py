@@ -86,19 +86,26 @@ def test_fast_engines_equal_the_float64_reference_exactly(name):
         np.testing.assert_array_equal(getattr(top, field), getattr(ref, field))
 
 
-def test_cpu_kernel_orders_ties_by_index_whatever_the_thread_count():
-    """Exact ties (duplicated columns): the lower index comes first, with 1, 2 or 5 threads alike."""
+@pytest.mark.parametrize("k", [2, 4])
+def test_cpu_kernel_orders_ties_by_index_whatever_the_thread_count(k):
+    """Exact ties (duplicated columns, r bit-identical by construction): the engine's top-k, with 1, 2, 3, 5 or 7
+    threads (chunk borders falling between and inside groups of tied parents), equals numpy's stable sort of the
+    brute-force r, so the lower index comes first among equal values, also where k cuts a group of ties."""
     rng = np.random.default_rng(11)
     base = random_acts(rng, 3000, 10, 0.05)
     A = sp.hstack([base, base, base], format="csc")  # parents i, i+10, i+20 identical
-    B = sp.hstack([base[:, ::-1], base], format="csc")
-    runs = [pearson_topk_cpu(A, B, 4, threads=t) for t in (1, 2, 5)]
-    for top in runs[1:]:
-        for f in ("p2c_idx", "p2c_r", "c2p_idx", "c2p_r"):
-            np.testing.assert_array_equal(getattr(top, f), getattr(runs[0], f))
-    top = runs[0]
-    assert list(top.c2p_idx[10, :3]) == [0, 10, 20] and np.allclose(top.c2p_r[10, :3], 1.0)
-    assert list(top.p2c_idx[0, :2]) == [9, 10] and np.allclose(top.p2c_r[0, :2], 1.0)
+    B = sp.hstack([base[:, ::-1], base], format="csc")  # children j and 19 - j identical
+    a_col, b_col = np.arange(30) % 10, np.r_[np.arange(9, -1, -1), np.arange(10)]  # the base column of each
+    R = brute_pearson(base.toarray(), base.toarray())[np.ix_(a_col, b_col)]  # equal columns: equal bits
+    want_p = np.argsort(-R, axis=1, kind="stable")[:, :k]
+    want_c = np.argsort(-R.T, axis=1, kind="stable")[:, :k]
+    assert (R[0, 9] == R[0, 10]) and (R.T[10, 0] == R.T[10, 10] == R.T[10, 20])  # the oracle has the ties
+    for threads in (1, 2, 3, 5, 7):
+        top = pearson_topk_cpu(A, B, k, threads=threads)
+        np.testing.assert_array_equal(top.p2c_idx, want_p, err_msg=f"{threads} threads")
+        np.testing.assert_array_equal(top.c2p_idx, want_c, err_msg=f"{threads} threads")
+        np.testing.assert_allclose(top.p2c_r, np.take_along_axis(R, want_p, 1), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(top.c2p_r, np.take_along_axis(R.T, want_c, 1), rtol=0, atol=1e-12)
 
 
 def test_pearson_topk_dispatches_cpu_to_the_kernel(monkeypatch):

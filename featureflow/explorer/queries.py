@@ -24,6 +24,7 @@ from featureflow.modes import split_mode
 from featureflow import merges as merge_methods
 from featureflow.store import flows as flow_sql
 from featureflow.store import summary
+from featureflow.store.rows import dicts
 
 
 def run_timings(text: str | None) -> dict:
@@ -75,11 +76,6 @@ def memo(fn):
     return fresh
 
 
-def _dicts(cur) -> list[dict]:
-    cols = [d[0] for d in cur.description]
-    return [{c: _clean(v) for c, v in zip(cols, row)} for row in cur.fetchall()]
-
-
 class Store:
     def __init__(self, path: str | Path, threads: int | None = None):
         """`threads`: DuckDB's threads per query (default: DuckDB's, every core). A server of several worker
@@ -116,7 +112,7 @@ class Store:
         return cur
 
     def q(self, sql: str, params: list | dict | None = None) -> list[dict]:
-        return _dicts(self.cursor().execute(sql, params or []))
+        return dicts(self.cursor().execute(sql, params or []), clean=_clean)  # NaN, inf -> None
 
     def q1(self, sql: str, params: list | dict | None = None) -> dict | None:
         rows = self.q(sql, params)

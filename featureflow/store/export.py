@@ -52,6 +52,7 @@ import duckdb
 import numpy as np
 from featureflow.progress import progress as tqdm  # a bar on a terminal, log lines elsewhere
 
+from featureflow.store.rows import dicts
 from featureflow.store.schema import INDEXES, SCHEMA_VERSION, TABLES
 from featureflow.store.writers import new_store
 
@@ -285,9 +286,7 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _q(con, sql: str, params: list) -> list[dict]:
-    cur = con.execute(sql, params)
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+    return dicts(con.execute(sql, params))
 
 
 def explanation_model(name: str | None) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 
 from featureflow.modes import RULES, mode_label  # noqa: F401  (mode_label: the explorer's and report's labels)
 from featureflow.modes import split_mode  # a store's modes, whether or not this process registered them
+from featureflow.store.rows import dicts
 
 # The tables a rule reads: the family's edges, or every parent member against its random-weights control.
 _TABLES = {False: {"matches": "matches", "assignments": "assignments"},
@@ -111,9 +112,9 @@ def origins(cur, features: list[tuple[str, int]], threshold: float, mode: str) -
     if not features:
         return {}
     start = "SELECT unnest($models::VARCHAR[]) AS model, unnest($features::INTEGER[]) AS feature"
-    rows = _dicts(cur.execute(f"SELECT * FROM ({origins_of(split_mode(mode)[1], start)})",
-                              {**fate_params(threshold, mode), "models": [m for m, _ in features],
-                               "features": [f for _, f in features]}))
+    rows = dicts(cur.execute(f"SELECT * FROM ({origins_of(split_mode(mode)[1], start)})",
+                             {**fate_params(threshold, mode), "models": [m for m, _ in features],
+                              "features": [f for _, f in features]}))
     return {(r.pop("model"), r.pop("feature")): r for r in rows}
 
 
@@ -121,7 +122,7 @@ def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
     """Alive features per model by the model their chain of persisting matches starts in (`origins_of`), at
     `threshold` under `mode`, in family order."""
     start = "SELECT model, feature FROM features WHERE alive"
-    return _dicts(cur.execute(f"""
+    return dicts(cur.execute(f"""
         SELECT o.model, o.origin_model, count(*) AS n FROM ({origins_of(split_mode(mode)[1], start)}) o
         JOIN models m ON m.model = o.model JOIN models g ON g.model = o.origin_model
         GROUP BY o.model, o.origin_model, m.idx, g.idx ORDER BY m.idx, g.idx""", fate_params(threshold, mode)))
@@ -172,23 +173,18 @@ def score_fates(cur, threshold: float, mode: str) -> list[dict]:
     """Explained features (status ok) with their scores and whether they persist at `threshold` under `mode`
     (`persisting`: NULL for a dead feature or a model without children; the paper's Figure 6)."""
     rule = split_mode(mode)[1]
-    return _dicts(cur.execute(f"""
+    return dicts(cur.execute(f"""
         SELECT e.model, m.label, e.explainer, e.sim_score, e.detection_score,
                CASE WHEN f.alive THEN s.persisting END AS persisting
         FROM explanations e JOIN features f USING (model, feature) JOIN models m USING (model)
         LEFT JOIN ({feature_fates(rule)}) s ON s.model = f.model AND s.feature = f.feature
         WHERE e.status = 'ok' ORDER BY m.idx, e.feature""", fate_params(threshold, mode)))
 
-def _dicts(cur) -> list[dict[str, Any]]:
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, row)) for row in cur.fetchall()]
-
-
 def floors(cur, threshold: float, mode: str) -> dict[str, dict]:
     """Per replicated member: replicas, alive features of replica 0, how many match above `threshold` in
     another replica (pooled over replicas), the share, and the mean match r (unassigned counts 0)."""
     sim, rule = split_mode(mode)
-    rows = _dicts(cur.execute(f"""
+    rows = dicts(cur.execute(f"""
         SELECT model, count(DISTINCT replica) AS replicas,
                count(*) FILTER (WHERE alive) AS alive,
                count(*) FILTER (WHERE alive AND {PERSISTS}) AS matched,
@@ -356,7 +352,7 @@ def member_scale(cur, threshold: float, mode: str) -> dict[str, dict]:
                              {"sim": sim, "rule": rule}).fetchall())
     controls = dict(cur.execute("SELECT DISTINCT parent, child FROM control_matches WHERE similarity = $sim",
                                 {"sim": sim}).fetchall())
-    rows = _dicts(cur.execute(f"""
+    rows = dicts(cur.execute(f"""
         WITH cl AS ({_LOO}),
         x AS (SELECT cl.model, cl.n, 0 AS e, cl.fl AS f, CASE WHEN c.persists THEN cl.n ELSE 0 END AS c
               FROM cl LEFT JOIN ({ctl}) c ON c.parent = cl.model AND c.src = cl.feature)
@@ -390,7 +386,7 @@ def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None
               FROM model_edges e JOIN cl ON cl.model = e.parent
               LEFT JOIN ({edge}) m ON m.parent = e.parent AND m.child = e.child AND m.src = cl.feature
               LEFT JOIN ({ctl}) c ON c.parent = e.parent AND c.src = cl.feature)"""
-    sums = {(r["parent"], r["child"]): r for r in _dicts(cur.execute(
+    sums = {(r["parent"], r["child"]): r for r in dicts(cur.execute(
         f"{x} SELECT parent, child, count(*) AS m, {_SUMS} FROM x GROUP BY parent, child", params))}
     # per held-out replica: the edge's share among that replica's population (the range over seeds)
     per_seed: dict[tuple, list[float]] = {}
@@ -401,7 +397,7 @@ def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None
             WHERE h.alive AND h.in_pop AND h.k >= 2
             GROUP BY e.parent, e.child, h.replica ORDER BY ALL""", params).fetchall():
         per_seed.setdefault((p, c), []).append(share)
-    emerge = _dicts(cur.execute(f"""
+    emerge = dicts(cur.execute(f"""
         SELECT s.parent, s.child, count(*) AS n, count(*) FILTER (WHERE NOT s.persists) AS unmatched
         FROM ({edge_matches(rule, "AND direction = 'c2p'")}) s
         JOIN features f ON f.model = s.model AND f.feature = s.src
@@ -411,7 +407,7 @@ def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None
                                      WHERE similarity = $sim AND rule = $rule GROUP BY model""",
                                   {"sim": sim, "rule": rule}).fetchall())  # member -> its extra replicas
     out = {}
-    for e in _dicts(cur.execute("SELECT parent, child FROM model_edges")):
+    for e in dicts(cur.execute("SELECT parent, child FROM model_edges")):
         p, c = e["parent"], e["child"]
         s = sums.get((p, c))
         row: dict[str, Any] = {}
@@ -481,7 +477,7 @@ def control_match(cur, model: str, feature: int, threshold: float, mode: str) ->
     """A feature's match in its member's random-weights control at `threshold` under `mode` (`token_level`):
     control, control_feature, control_r, token_level and the control's label; None when its member has no
     control (it is not a parent on any edge, or the run has no controls)."""
-    rows = _dicts(cur.execute(f"""SELECT t.*, c.label AS control_label FROM ({token_level(split_mode(mode)[1])}) t
+    rows = dicts(cur.execute(f"""SELECT t.*, c.label AS control_label FROM ({token_level(split_mode(mode)[1])}) t
                                   JOIN controls c ON c.control = t.control
                                   WHERE t.model = $model AND t.feature = $feature""",
                               {**fate_params(threshold, mode), "model": model, "feature": feature}))
@@ -490,14 +486,14 @@ def control_match(cur, model: str, feature: int, threshold: float, mode: str) ->
 
 def pw_mcc_edges(cur) -> dict[tuple[str, str], dict]:
     """Each edge's decoder PW-MCC and chance level (table `pw_mcc`, kind 'edge')."""
-    return {(r["model_a"], r["model_b"]): r for r in _dicts(cur.execute(
+    return {(r["model_a"], r["model_b"]): r for r in dicts(cur.execute(
         "SELECT model_a, model_b, pw_mcc, chance FROM pw_mcc WHERE kind = 'edge'"))}
 
 
 def pw_mcc_replicas(cur) -> dict[str, list[dict]]:
     """Per replicated member: replica 0's decoder PW-MCC against each other replica, with its chance level."""
     out: dict[str, list[dict]] = {}
-    for r in _dicts(cur.execute("""SELECT model_a AS model, replica_b AS replica, pw_mcc, chance FROM pw_mcc
+    for r in dicts(cur.execute("""SELECT model_a AS model, replica_b AS replica, pw_mcc, chance FROM pw_mcc
                                    WHERE kind = 'replica' ORDER BY model_a, replica_b""")):
         out.setdefault(r["model"], []).append(r)
     return out
@@ -511,7 +507,7 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
     into the control too: `token_level`) and how many are not (`beyond_token`); and the scale
     (`reproducible`)."""
     sim, rule = split_mode(mode)
-    rows = _dicts(cur.execute(f"""
+    rows = dicts(cur.execute(f"""
         WITH best AS ({edge_matches(rule)}),
         ctl AS ({edge_matches(rule, "AND direction = 'p2c'", control=True)})
         SELECT e.parent, e.child,
@@ -564,7 +560,7 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
 def emerged_in(cur, threshold: float, mode: str) -> dict[str, int]:
     """Alive features of each non-root model that no parent feature reaches (over all its parents)."""
     rule = split_mode(mode)[1]
-    rows = _dicts(cur.execute(f"""
+    rows = dicts(cur.execute(f"""
         SELECT s.model, count(*) AS n FROM ({feature_fates(rule, "AND direction = 'c2p'")}) s
         JOIN features f ON f.model = s.model AND f.feature = s.feature
         WHERE {FATE_FILTERS['emerging']} GROUP BY s.model""", fate_params(threshold, mode)))
@@ -574,7 +570,7 @@ def emerged_in(cur, threshold: float, mode: str) -> dict[str, int]:
 def floor_histogram(cur, model: str, mode: str, bins: int = 20) -> list[dict]:
     """The distribution of a member's replica match r (alive features of replica 0), `bins` equal bins on [-1, 1]."""
     sim, rule = split_mode(mode)
-    return _dicts(cur.execute("""
+    return dicts(cur.execute("""
         SELECT least(floor((coalesce(r, 0) + 1) / 2 * $bins), $bins - 1)::INTEGER AS bin, count(*) AS n
         FROM noise_floor WHERE model = $model AND similarity = $sim AND rule = $rule AND alive
         GROUP BY bin ORDER BY bin""", {"bins": bins, "model": model, "sim": sim, "rule": rule}))
@@ -594,7 +590,7 @@ def node_flows(cur, threshold: float, mode: str, reproducible: bool = False) -> 
     keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = k.model AND st.feature = k.feature"
             if reproducible else "")
     where = " AND coalesce(st.stable, true)" if reproducible else ""
-    return _dicts(cur.execute(f"""
+    return dicts(cur.execute(f"""
         WITH side AS (
             SELECT model, src AS feature, CASE WHEN direction = 'p2c' THEN child ELSE parent END AS other,
                    direction, coalesce(r, -1e9) AS r, persists FROM ({edge_matches(rule)})),
@@ -647,7 +643,7 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
               **({} if token is None else {"token": token})}
     total = cur.execute(f"SELECT count(*) {base}", params).fetchone()[0]
     order = "DESC" if descending else "ASC"
-    rows = _dicts(cur.execute(f"""
+    rows = dicts(cur.execute(f"""
         SELECT f.model, f.feature, m.dst AS match_feature, m.r, f.density, f.max_act, f.top_token_llr,
                v.text AS top_token, e.explanation, e.explainer, e.sim_score, st.replicas, st.reproduced,
                st.stable, tl.control_feature, tl.control_r, tl.token_level {base}

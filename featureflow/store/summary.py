@@ -4,15 +4,9 @@ pipeline): the report reads a store through this module and `flows.py` alone."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from featureflow.store import flows as F
+from featureflow.store.rows import dicts
 from featureflow.store.schema import SCHEMA_VERSION
-
-
-def _dicts(cur) -> list[dict[str, Any]]:
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, row)) for row in cur.fetchall()]
 
 
 def schema_mismatch(cur, path) -> str | None:
@@ -32,9 +26,9 @@ def member_floors(cur, threshold: float, mode: str) -> list[dict]:
     fl = F.floors(cur, threshold, mode)
     rfl = F.member_scale(cur, threshold, mode)
     mcc = F.pw_mcc_replicas(cur)
-    reps = _dicts(cur.execute("SELECT * FROM sae_replicas ORDER BY model, replica"))
+    reps = dicts(cur.execute("SELECT * FROM sae_replicas ORDER BY model, replica"))
     out = []
-    for m in _dicts(cur.execute("SELECT model, label FROM models ORDER BY idx")):
+    for m in dicts(cur.execute("SELECT model, label FROM models ORDER BY idx")):
         if m["model"] in fl:
             out.append({**fl[m["model"]], "label": m["label"], "mode": mode, "threshold": threshold,
                         "histogram": F.floor_histogram(cur, m["model"], mode),
@@ -52,7 +46,7 @@ def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
 def cases(cur, threshold: float, mode: str) -> list[dict]:
     """Every case study (slug order) with its root feature's match in its member's random-weights control at
     `threshold` under `mode` (`root_control`: `flows.control_match`; None without a control or a root)."""
-    rows = _dicts(cur.execute("SELECT slug, status, reason, root_model, root_feature FROM cases ORDER BY slug"))
+    rows = dicts(cur.execute("SELECT slug, status, reason, root_model, root_feature FROM cases ORDER BY slug"))
     for c in rows:
         c["root_control"] = (F.control_match(cur, c["root_model"], c["root_feature"], threshold, mode)
                              if c["status"] == "ok" else None)
@@ -61,7 +55,7 @@ def cases(cur, threshold: float, mode: str) -> list[dict]:
 
 def sae_health(cur) -> list[dict]:
     """Per model in family order: its SAE's health and its alive features on the sample."""
-    return _dicts(cur.execute("""
+    return dicts(cur.execute("""
         SELECT m.model, m.label, m.make, m.domains, m.merge_t, m.train_tokens, m.seconds, m.d_sae,
                s.l0, s.mse, s.explained_variance, s.dead_features, s.loss_recovered, s.recipe,
                s.loss_recovered_scope, s.loss_recovered_all, s.eval_tokens,
