@@ -468,6 +468,10 @@ def _descendant_hops(con, tiny_pipeline, slug, root_model, root_feature, thresho
 def test_case_hops_are_the_root_features_lineage(client, con, tiny_pipeline, state, slug):
     body = client.get(f"/api/cases/{slug}?{state}").json()
     c = body["case"]
+    status = con.execute("SELECT status FROM cases WHERE slug = ?", [slug]).fetchone()[0]
+    if status != "ok":  # no root found on the tiny family (its reason is stored): no hops to follow
+        assert c["root_model"] is None and c["hops"] == []
+        return
     want = _descendant_hops(con, tiny_pipeline, slug, c["root_model"], c["root_feature"], body["state"]["threshold"],
                             body["state"]["mode"])
     got = [(h["model"], h["feature"], h["parent_model"], h["parent_feature"], h["r"], h["persists"]) for h in c["hops"]]
