@@ -81,7 +81,7 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     rows = dict(con.execute("""SELECT src, r FROM matches WHERE similarity = ? AND parent = ? AND child = ?
                                AND direction = 'p2c' AND rank = 0""", [NAME, p, c]).fetchall())
     for f in np.flatnonzero(alive_a)[:40]:
-        assert rows[int(f)] == pytest.approx(min(1.0, cos[f].max()), abs=1e-9)
+        assert rows[int(f)] == pytest.approx(min(1.0, cos[f].max()), abs=1e-6)  # the matching artefact keeps r as float32
     assert con.execute("SELECT count(*) FROM control_matches WHERE similarity = ?", [NAME]).fetchone()[0] > 0
     assert con.execute("SELECT count(*) FROM noise_floor WHERE similarity = ?", [NAME]).fetchone()[0] > 0
     planted = con.execute("SELECT DISTINCT mode FROM planted_scores").fetchall()
