@@ -51,6 +51,14 @@ def test_overview_flows_and_floors_equal_counts_from_the_arrays(client, syntheti
     floor = synthetic_store.expected_floor(threshold, mode)
     assert all(f["floor_share"] == pytest.approx(floor) for f in data["flows"])
     assert data["floors"][0]["share"] == pytest.approx(floor)
+    # features of each child no parent reaches (over all its parents), in family order
+    order = [m["model"] for m in data["models_overview"]]
+    emerged = {}
+    for c in order:
+        ups = [synthetic_store.partner_r(mode, p, c, "c2p") > threshold for p, cc in synthetic_store.edges if cc == c]
+        if ups:
+            emerged[c] = int((synthetic_store.alive(c) & ~np.any(ups, axis=0)).sum())
+    assert list(data["emerged"].items()) == [(m, n) for m, n in emerged.items() if n]
 
 
 def test_edge_lists_hold_the_features_counted_from_the_arrays(client, synthetic_store):

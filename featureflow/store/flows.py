@@ -562,9 +562,9 @@ def emerged_in(cur, threshold: float, mode: str) -> dict[str, int]:
     rule = split_mode(mode)[1]
     rows = dicts(cur.execute(f"""
         SELECT s.model, count(*) AS n FROM ({feature_fates(rule, "AND direction = 'c2p'")}) s
-        JOIN features f ON f.model = s.model AND f.feature = s.feature
-        WHERE {FATE_FILTERS['emerging']} GROUP BY s.model""", fate_params(threshold, mode)))
-    return {r["model"]: r["n"] for r in rows}
+        JOIN features f ON f.model = s.model AND f.feature = s.feature JOIN models m ON m.model = s.model
+        WHERE {FATE_FILTERS['emerging']} GROUP BY s.model, m.idx ORDER BY m.idx""", fate_params(threshold, mode)))
+    return {r["model"]: r["n"] for r in rows}  # in family order (unordered, a page's sentence changed between runs)
 
 
 def floor_histogram(cur, model: str, mode: str, bins: int = 20) -> list[dict]:
