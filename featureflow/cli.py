@@ -173,11 +173,13 @@ def cores() -> int:
 
 
 def registered_names() -> str:
-    """The config's registered values (`featureflow --help`): SAE architectures and merge methods."""
-    from featureflow import saes
-    from featureflow import merges
+    """The config's registered values (`featureflow --help`): matching modes, evidence kinds, SAE architectures
+    and merge methods."""
+    from featureflow import evidence, merges, saes
 
     return ("registered config values (README, 'Extending featureflow'):\n"
+            f"  matching.modes: {', '.join(all_modes())}\n"
+            f"  matching.evidence: {', '.join(evidence.EVIDENCE)}\n"
             f"  sae.architecture: {', '.join(saes.names())}\n"
             f"  method of a merge member: {', '.join(merges.names())}")
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from featureflow.modes import SIMILARITIES, parse_mode  # the mode grammar: registered similarities and rules
 from featureflow import saes as sae_archs  # the SAE architectures' registry (torch-free)
 from featureflow import merges as merge_methods  # the merge methods' registry (mergekit-free)
+from featureflow import evidence as evidence_kinds  # the evidence kinds' registry (torch-free)
 
 DOMAINS = ("babylm", "python", "lua", "tinystories")
 
@@ -299,6 +300,19 @@ class MatchingConfig(Strict):
     modes: list[str] = Field(default_factory=lambda: ["pearson", "pearson-1to1", "decoder", "decoder-1to1"],
                              min_length=1)
     block_size: int = Field(2048, gt=0, description="decoder cosine: child features per dense block (memory: features x block float64)")
+    evidence: list[str] | None = Field(None, description=(
+        "evidence kinds computed on every edge beside matching, each registered in `featureflow/evidence/` (one "
+        "file per kind): " + evidence_kinds.describe() + ". Stored in the `evidence` table, shown on feature "
+        "pages and /evidence, printed by the report, scored on the planted family. None (the default): none"))
+
+    @field_validator("evidence")
+    @classmethod
+    def _known_evidence(cls, v: list[str] | None) -> list[str] | None:
+        for k in v or []:
+            evidence_kinds.evidence(k)
+        if len(set(v)) != len(v):
+            raise ValueError("evidence kinds are listed twice")
+        return v
 
     @field_validator("modes")
     @classmethod
@@ -312,6 +326,11 @@ class MatchingConfig(Strict):
     @property
     def similarities(self) -> list[str]:
         return list(dict.fromkeys(parse_mode(m)[0] for m in self.modes))
+
+    @property
+    def evidence_kinds(self) -> list[str]:
+        """The evidence kinds to compute (`evidence`, none when unset)."""
+        return list(self.evidence or [])
 
 
 class AutointerpConfig(Strict):

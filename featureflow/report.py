@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 
+from featureflow.modes import mode_label
 from featureflow.store import flows as F
 from featureflow.store import summary
 
@@ -93,7 +94,7 @@ def _report(con, db, threshold, mode) -> None:
     print(f"run {run['name']}: feature flows per edge, similarity > {t} persists; {init}; "
           "matching across models uses replica 0 of each SAE")
     for mode in modes:
-        print(f"\nmode {mode} ({F.mode_label(mode)}){'  [default]' if mode == run['default_mode'] else ''}")
+        print(f"\nmode {mode} ({mode_label(mode)}){'  [default]' if mode == run['default_mode'] else ''}")
         print(f"{'edge':32s} {'persist':>8s} {'vanish':>8s} {'inherit':>8s} {'emerge':>8s} {'persist%':>9s} "
               f"{'floor%':>8s} {'same-idx':>8s}  floor from")
         for r in F.flows(con, t, mode):
@@ -138,6 +139,12 @@ def _report(con, db, threshold, mode) -> None:
                 f"token-level: persists into {rc['control']} #{rc['control_feature']} at r {_num(rc['control_r'])}"
                 if rc["token_level"] else f"not token-level (best match in {rc['control']}: r {_num(rc['control_r'])})")
         print(f"  {c['slug']}: root {c['root_model']} #{c['root_feature']}: {said}")
+    ev = summary.evidence_summary(con)
+    if ev:
+        print("\nevidence beside matching (per edge: features with a value, mean, 10% / median / 90%):")
+        for r in ev:
+            print(f"  {r['kind']} {r['parent']}->{r['child']} {r['measure_label']}: n {r['n']}, mean {_num(r['mean'])}, "
+                  f"{_num(r['p10'])} / {_num(r['median'])} / {_num(r['p90'])}")
     print("\nSAE health:")
     for m in summary.sae_health(con):
         lr = "n/a" if m["loss_recovered"] is None else f"{m['loss_recovered']:.3f}"

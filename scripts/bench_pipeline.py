@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from featureflow.config import load_config  # noqa: E402
-from featureflow.pipeline.runner import STAGES, Pipeline, hardware, setup_logging  # noqa: E402
+from featureflow.pipeline.runner import Pipeline, setup_logging  # noqa: E402
+from featureflow.pipeline.stages import STAGES, hardware  # noqa: E402
 
 
 def main() -> None:

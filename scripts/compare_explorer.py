@@ -65,7 +65,7 @@ def crawl(app) -> list[tuple[str, dict]]:
             pages += [q(f"/models/{m}/features/{f}"), q(f"/models/{m}/features/{f}", **states[1]),
                       q(f"/models/{m}/features/{f}/examples")]
     pages += [q("/models"), q("/models", variant="delta-mlp"), q("/merge"), q("/autointerp"),
-              q("/autointerp", **states[1]), q("/cases"), q("/cases", **states[1])]
+              q("/autointerp", **states[1]), q("/cases"), q("/cases", **states[1]), q("/evidence")]
     pages += [q(f"/cases/{s}", **st) for s in slugs for st in states]
     pages += [q("/compare"), q("/compare", a=pair[0]), q("/compare", a=pair[0], b=pair[1]),
               q("/compare", a=pair[0], b=pair[1], **states[1])]

@@ -45,7 +45,7 @@ PAGES = ["/", "/?mode=decoder&threshold=0.5", "/?mode=pearson-1to1", "/floors", 
          "/edges/left/merged?fate=emerging", "/models/base/features/1", "/models/merged/features/3/examples",
          "/models/base/features/11", "/compare?a=base:1&b=left:2", "/merge", "/models", "/models/left",
          "/autointerp", "/cases", "/cases/equals", "/cases/missing", "/features",
-         "/features?fate=persisting&model=base"]
+         "/features?fate=persisting&model=base", "/evidence"]
 DOCS = ["/docs", "/redoc", "/openapi.json", "/api/schema"]
 
 
@@ -59,6 +59,7 @@ class SyntheticRun:
     edges: list[tuple[str, str]] = field(default_factory=list)
     floor_r: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (sim, rule) -> base's replica r (nan: none)
     tokens: np.ndarray | None = None
+    evidence: dict[tuple[str, str, int], float] = field(default_factory=dict)  # (parent, child, feature) -> its 'colr' r
 
     def alive(self, model: str) -> np.ndarray:
         return (self.acts[model] > 0).any(axis=0)
@@ -338,6 +339,22 @@ def synthesize(seed: int = 0) -> tuple[SyntheticRun, dict[str, list[dict]]]:
     t["fingerprint_features"] = [{"model": n, "base": "base", "rank_by": by, "rank": r, "feature": r, "base_mean": 0.1,
                                   "child_mean": 0.2 + r, "delta_mean": 0.1 + r, "base_rate": 0.1, "child_rate": 0.2,
                                   "delta_rate": 0.1} for n in names[1:] for by in ("mean", "rate") for r in range(3)]
+
+    # evidence: one kind, parent side, on every edge: the column Pearson of the parent's activations with the child's
+    # (a stand-in with real numbers; NaN, left out of the store, where either never varies)
+    import json as _json
+
+    t["evidence_kinds"] = [{"kind": "colr", "label": "column r", "side": "parent", "reads": ["activations"],
+                            "doc": "synthetic <b>evidence</b>",
+                            "measures_json": _json.dumps([{"name": "r", "label": "column r", "doc": "same column"}])}]
+    t["evidence"] = []
+    for p, c in run.edges:
+        a, b = run.acts[p], run.acts[c]
+        for f in range(F):
+            if a[:, f].std() > 0 and b[:, f].std() > 0:
+                r = float(np.corrcoef(a[:, f], b[:, f])[0, 1])
+                run.evidence[(p, c, f)] = r
+                t["evidence"].append({"kind": "colr", "parent": p, "child": c, "feature": f, "measure": "r", "value": r})
 
     return run, t
 

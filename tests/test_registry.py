@@ -1,6 +1,8 @@
-"""Issue 30: a similarity is one registered object. A toy similarity registered in this file alone (uncentred cosine
-of activation columns) is computed by the pipeline, stored, served with its label, reported and scored on a planted
-family, with no other file touched; its matches equal a brute force over the stored activations."""
+"""Issue 30: a similarity and an evidence kind are one registered object each. A toy similarity registered in this
+file alone (uncentred cosine of activation columns) and a toy evidence kind (each child feature's best parent r) are
+computed by the pipeline, stored, served with their labels, reported and scored on a planted family, with no other
+file touched; the matches equal a brute force over the stored activations, the evidence the stored matches, and the
+built-in transfer evidence numpy's r over the parent SAE's activations on parent and child."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import duckdb
 import numpy as np
 import pytest
 
+from featureflow.evidence import Evidence, Measure, register_evidence, unregister_evidence
 from featureflow.modes import (RULES, SIMILARITIES, Similarity, mode_label, parse_mode, register_similarity,
                                split_mode, unregister_similarity)
 
@@ -23,6 +26,29 @@ def _cosine_topk(A, B, ia, ib, top_k, block_size, device, desc):
     from featureflow.pipeline.matching import decoder_topk
 
     return decoder_topk(A[:, ia].T.toarray(), B[:, ib].T.toarray(), top_k, block_size)
+
+
+TOY_EV = "best-parent-r"
+
+
+def _best_parent_r(edge) -> dict:
+    return {"r": edge.matches("pearson")["c2p_r"]}
+
+
+def _score_best_parent_r(values: dict, truth) -> dict:
+    r, truth = values["r"], np.asarray(truth)
+    inherited, emerging = r[truth == "inherited"], r[truth == "emerging"]
+    return {"median_inherited": float(np.nanmedian(inherited)) if len(inherited) else None,
+            "median_emerging": float(np.nanmedian(emerging)) if len(emerging) else None}
+
+
+@pytest.fixture
+def toy_evidence():
+    kind = register_evidence(Evidence(name=TOY_EV, label="best parent r", side="child",
+                                      measures=(Measure("r", "best parent r"),), reads=("matches",),
+                                      compute=_best_parent_r, score=_score_best_parent_r))
+    yield kind
+    unregister_evidence(TOY_EV)
 
 
 @pytest.fixture
@@ -47,7 +73,7 @@ def test_the_mode_grammar_reads_the_registry(toy):
     assert MatchingConfig(modes=[NAME, "pearson"]).similarities == [NAME, "pearson"]
 
 
-def test_a_similarity_registered_here_is_computed_stored_served_reported_and_scored(toy, tiny_pipeline):
+def test_a_similarity_registered_here_is_computed_stored_served_reported_and_scored(toy, toy_evidence, tiny_pipeline):
     from fastapi.testclient import TestClient
 
     from conftest import tiny_dict
@@ -59,13 +85,13 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
 
     d = tiny_dict(Path(tiny_pipeline.cfg.data_dir))
     d["name"] = "toy-similarity"
-    d["matching"] = {**d["matching"], "modes": ["pearson", NAME, f"{NAME}-1to1"]}
+    d["matching"] = {**d["matching"], "modes": ["pearson", NAME, f"{NAME}-1to1"], "evidence": ["transfer", TOY_EV]}
     d["planted"] = {"features": 12, "d": 6, "firing_min": 0.04, "firing_max": 0.1, "sample_positions": 2000,
                     "train_positions": 5000, "merge": None,
                     "children": [{"name": "a", "drifted": 0.25, "removed": 0.25, "split": 0, "added": 0.25}],
                     "sae": {"architecture": "topk", "k": 2, "expansion": 3, "lr": 5e-3, "block_tokens": 1,
                             "blocks_per_batch": 128, "tokens": 20000},
-                    "matching": {"modes": ["pearson", NAME], "top_k": 3}}
+                    "matching": {"modes": ["pearson", NAME], "top_k": 3, "evidence": ["transfer", TOY_EV]}}
     pl = Pipeline(parse_config(d), device="cpu")
     pl.run()
     db = pl.cfg.store_path()
@@ -85,6 +111,26 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     assert con.execute("SELECT count(*) FROM control_matches WHERE similarity = ?", [NAME]).fetchone()[0] > 0
     assert con.execute("SELECT count(*) FROM noise_floor WHERE similarity = ?", [NAME]).fetchone()[0] > 0
     planted = con.execute("SELECT DISTINCT mode FROM planted_scores").fetchall()
+    # the evidence kinds: transfer r is numpy's r of the parent SAE's activations on the parent and on the child
+    cross = load_acts(pl.cross_activation(p, c)).toarray()
+    transfer = dict(con.execute("""SELECT feature, value FROM evidence WHERE kind = 'transfer' AND parent = ?
+                                   AND child = ? AND measure = 'r'""", [p, c]).fetchall())
+    varies = [f for f in range(A.shape[1]) if A[:, f].std() > 0 and cross[:, f].std() > 0]
+    assert varies and sorted(transfer) == varies
+    for f in varies[:60]:
+        assert transfer[f] == pytest.approx(np.corrcoef(A[:, f], cross[:, f])[0, 1], abs=1e-6)
+    # a member's SAE on its own model through the cross path is its own activations
+    np.testing.assert_allclose(load_acts(pl.cross_activation(p, p)).toarray(), A, rtol=0, atol=1e-6)
+    # the toy (child side): each child feature's best parent r, as the store's matches hold it
+    toy_rows = dict(con.execute("SELECT feature, value FROM evidence WHERE kind = ? AND parent = ? AND child = ?",
+                                [TOY_EV, p, c]).fetchall())
+    best = dict(con.execute("""SELECT src, r FROM matches WHERE similarity = 'pearson' AND parent = ? AND child = ?
+                               AND direction = 'c2p' AND rank = 0 AND r IS NOT NULL""", [p, c]).fetchall())
+    assert toy_rows and toy_rows == pytest.approx(best, abs=1e-6)
+    scored = {k for (k,) in con.execute("SELECT DISTINCT kind FROM planted_evidence").fetchall()}
+    assert scored == {"transfer", TOY_EV}
+    auc = con.execute("SELECT value FROM planted_evidence WHERE kind = 'transfer' AND metric = 'auc'").fetchall()
+    assert auc and all(v is None or 0 <= v <= 1 for (v,) in auc)
     con.close()
     # scored on the planted family
     assert (NAME,) in planted
@@ -99,3 +145,11 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     with contextlib.redirect_stdout(buf):
         assert main(["report", "--db", str(db), "--mode", NAME]) == 0
     assert f"mode {NAME} (activation cosine, best match)" in buf.getvalue()
+    assert f"{TOY_EV} {p}->{c} best parent r: n {len(toy_rows)}" in buf.getvalue()
+    # served: a child feature's page carries the toy value, /api/evidence both kinds, /method the planted scores
+    f = next(iter(toy_rows))
+    ev = client.get(f"/api/models/{c}/features/{f}").json()["evidence"]
+    assert [v["value"] for e in ev if e["kind"] == TOY_EV and e["parent"] == p for v in e["values"]] == \
+        [pytest.approx(toy_rows[f])]
+    assert {r["kind"] for r in client.get("/api/evidence").json()["summary"]} == {"transfer", TOY_EV}
+    assert "Evidence kinds on the planted truth" in client.get("/method").text

@@ -19,7 +19,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from featureflow.explorer.queries import NotFound, Store
 from featureflow.explorer.rendering import render, templates_for
-from featureflow.explorer.routers import autointerp, cases, features, flows, meta, models
+from featureflow.explorer.routers import autointerp, cases, evidence, features, flows, meta, models
 from featureflow.explorer.serving import ResponseCache, ServeHeaders, identity
 from featureflow.explorer.vendor import STATIC, VENDOR, missing_message
 
@@ -81,7 +81,7 @@ def create_app(db_path: str | Path, duckdb_threads: int | None = None) -> FastAP
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(ValueError, bad_value)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    for area in (meta, flows, features, models, cases, autointerp):
+    for area in (meta, flows, features, models, cases, autointerp, evidence):
         app.include_router(area.router)
     return app
 

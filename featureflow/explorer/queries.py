@@ -254,7 +254,9 @@ class Store:
                 "drift": self.q("SELECT * FROM planted_drift ORDER BY mode, angle"),
                 "calls": self.q("SELECT * FROM planted_calls ORDER BY mode, population, fate, n DESC, truth"),
                 "split": self.q("SELECT * FROM planted_split ORDER BY mode"),
-                "saes": self.q("SELECT * FROM planted_saes ORDER BY model, replica")}
+                "saes": self.q("SELECT * FROM planted_saes ORDER BY model, replica"),
+                **({"evidence": ev} if (ev := self.q("SELECT * FROM planted_evidence ORDER BY kind, parent, child, metric"))
+                   else {})}
 
     @memo
     def emerged_in(self, threshold: float, mode: str | None = None) -> dict[str, int]:
@@ -346,6 +348,41 @@ class Store:
                               "mean_act": _clean(mean_act), "total_act": _clean(total_act)}
                              for kind, _, rank, tid, _, count, mean_act, total_act in toks if kind == "top"]
         return row
+
+    @functools.cached_property
+    def evidence_kinds(self) -> dict[str, dict]:
+        """The store's evidence kinds (`evidence_kinds`): kind -> {label, side, reads, doc, measures: [{name, label,
+        doc}]}, read from the store (a kind this process never registered reads the same)."""
+        rows = self.q("SELECT * FROM evidence_kinds ORDER BY kind")
+        return {r["kind"]: {k: v for k, v in r.items() if k not in ("kind", "measures_json")}
+                | {"measures": json.loads(r["measures_json"])} for r in rows}
+
+    def feature_evidence(self, model: str, feature: int) -> list[dict]:
+        """Every evidence kind's values for one feature, on each edge where the feature is on the kind's side:
+        [{kind, label, parent, child, parent_label, child_label, values: [{measure, label, value}]}]."""
+        if not self.evidence_kinds:
+            return []
+        rows = self.q("""SELECT e.kind, e.parent, e.child, e.measure, e.value FROM evidence e
+                         JOIN evidence_kinds k ON k.kind = e.kind
+                         WHERE e.feature = $feature AND CASE k.side WHEN 'parent' THEN e.parent ELSE e.child END = $model
+                         ORDER BY e.kind, e.parent, e.child""", {"model": model, "feature": feature})
+        out: dict[tuple, dict] = {}
+        for r in rows:
+            kind = self.evidence_kinds[r["kind"]]
+            entry = out.setdefault((r["kind"], r["parent"], r["child"]), {
+                "kind": r["kind"], "label": kind["label"], "parent": r["parent"], "child": r["child"],
+                "parent_label": self.label(r["parent"]), "child_label": self.label(r["child"]), "values": {}})
+            entry["values"][r["measure"]] = r["value"]
+        for e in out.values():  # in the kind's order of measures, each with its label
+            measures = self.evidence_kinds[e["kind"]]["measures"]
+            e["values"] = [{"measure": m["name"], "label": m["label"], "value": e["values"].get(m["name"])}
+                           for m in measures]
+        return list(out.values())
+
+    def evidence_summary(self) -> list[dict]:
+        """Per evidence kind, edge and measure: features with a value, their mean, and the 10th, 50th and 90th
+        percentiles (`summary.evidence_summary`, the report's too)."""
+        return summary.evidence_summary(self.cursor(), {m: self.label(m) for m in self.model_names})
 
     def vocab_texts(self) -> dict[int, str]:
         """token_id -> text of the whole vocabulary, read once (a few thousand short strings)."""

@@ -20,7 +20,7 @@ from markupsafe import Markup, escape
 from featureflow.explorer import figures, numbers
 from featureflow.explorer.queries import Store
 from featureflow.explorer.text import escape_form, field_value, finalize, hidden, visible_json
-from featureflow.store.flows import mode_label
+from featureflow.modes import mode_label
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from featureflow.explorer.queries import Store
 from featureflow.explorer.rendering import csv_text, render
 from featureflow.explorer.serving import wants_fragment
-from featureflow.store.flows import mode_label
+from featureflow.modes import mode_label
 
 # ------------------------------------------------------------------------------------ parameters
 Threshold = Annotated[float | None, Query(gt=-1, lt=1, allow_inf_nan=False,

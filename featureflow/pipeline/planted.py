@@ -403,6 +403,8 @@ class TrainedFamily:
     truth_row: dict
     mcc: dict
     health: dict
+    saes: dict = field(default_factory=dict)   # (member, replica) -> its trained SAE (eval mode)
+    hooks: dict = field(default_factory=dict)  # member -> its activations on the shared sample (torch)
 
 
 def train_family(cfg: PlantedConfig, sae_cfg: SAEConfig, progress: bool = False) -> TrainedFamily:
@@ -424,9 +426,10 @@ def train_family(cfg: PlantedConfig, sae_cfg: SAEConfig, progress: bool = False)
     mcc: dict[str, dict[str, float]] = {}
     truth_row: dict[tuple[str, int], np.ndarray] = {}
     health: dict[str, dict[str, dict]] = {}
+    saes, hooks = {}, {}
     for name in order:
         m = fam.members[name]
-        X = fam.activations(name, sample)
+        X = hooks[name] = fam.activations(name, sample)
         for rep in replicas:
             seed = sae_seed(cfg.seed, name, rep, sae_cfg.shared_init)
             trained = train_sae_on(fam.batches(name, pool, rows, seed), sae_cfg, seed,
@@ -436,7 +439,7 @@ def train_family(cfg: PlantedConfig, sae_cfg: SAEConfig, progress: bool = False)
                 A = sparse_codes(s, (X[i:i + 8192] for i in range(0, len(X), 8192)))
                 err = float(((s(X)[0] - X) ** 2).sum())
                 tot = float(((X - X.mean(0)) ** 2).sum())
-            acts[(name, rep)] = A
+            acts[(name, rep)], saes[(name, rep)] = A, s
             decoders[(name, rep)] = s.W_dec.detach().double().numpy()
             row, _, mcc_v = latent_truth(decoders[(name, rep)], m.dirs, cfg.truth_min_cos)
             truth_row[(name, rep)] = row
@@ -447,7 +450,7 @@ def train_family(cfg: PlantedConfig, sae_cfg: SAEConfig, progress: bool = False)
                 "resolved": int((row >= 0).sum()), "seed": seed, "l1_coefficient": trained.l1_coefficient}
             log.info("planted: %s.r%d  L0 %.1f  EV %.3f  MCC %.3f", name, rep, health[name][str(rep)]["l0"],
                      health[name][str(rep)]["explained_variance"], mcc_v)
-    return TrainedFamily(fam, sae_cfg, acts, decoders, truth_row, mcc, health)
+    return TrainedFamily(fam, sae_cfg, acts, decoders, truth_row, mcc, health, saes, hooks)
 
 
 def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, device: str = "cpu",
@@ -517,6 +520,8 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                              for sim in sims})
 
     truths = {(p, c): edge_truth(fam.members[p], fam.members[c]) for p, c in fam.edges}
+    evidence = score_evidence(tf, mcfg, truths, {(p, c, sim): (tops[(p, c, sim)], one_of[(p, c, sim)])
+                                                 for p, c in fam.edges for sim in sims})
     out_modes, out_rep, drift, split, floors, flows, chance, out_conf = {}, {}, {}, {}, {}, {}, {}, {}
     per_edge: dict[str, dict] = {}
     for mode in mcfg.modes:
@@ -604,10 +609,55 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                                                    else int((tr["child"] == k).sum())}
                                                for k in ("persisting", "disappearing", "split", "emerging")}
     return {"modes": out_modes, "reproducible": out_rep, "calls_by_truth": out_conf, "per_edge": per_edge, "drift": drift, "split": split,
-            "mcc": mcc, "sae": health, "floors": floors, "flows": flows, "chance": chance, "truth": truth, "threshold": thr,
+            "evidence": evidence, "mcc": mcc, "sae": health, "floors": floors, "flows": flows, "chance": chance, "truth": truth, "threshold": thr,
             "config": {**cfg.model_dump(mode="json"), "sae": sae_cfg.model_dump(mode="json"),
                        "matching": mcfg.model_dump(mode="json")},
             "version": PLANTED_VERSION}
+
+
+class PlantedEdge:
+    """One planted edge as an evidence kind reads it (`featureflow.evidence.EdgeData`): the trained family's
+    activations, SAEs, decoders and the edge's matches."""
+
+    def __init__(self, tf: TrainedFamily, parent: str, child: str, matched: dict):
+        self.tf, self.parent, self.child, self._matched = tf, parent, child, matched
+
+    def acts(self, member: str, replica: int = 0):
+        return self.tf.acts[(member, replica)]
+
+    def cross_acts(self, sae_of: str, data_of: str, replica: int = 0):
+        from featureflow.pipeline.features import sparse_codes
+
+        X = self.tf.hooks[data_of]
+        with torch.no_grad():
+            return sparse_codes(self.tf.saes[(sae_of, replica)], (X[i:i + 8192] for i in range(0, len(X), 8192)))
+
+    def decoder(self, member: str, replica: int = 0):
+        return self.tf.decoders[(member, replica)]
+
+    def matches(self, mode: str) -> dict:
+        from featureflow.pipeline.matching import rule_matches
+
+        sim, rule = parse_mode(mode)
+        return rule_matches(*self._matched[(self.parent, self.child, sim)], rule)
+
+
+def score_evidence(tf: TrainedFamily, mcfg: MatchingConfig, truths: dict, matched: dict) -> dict:
+    """Every evidence kind of `mcfg.evidence` that has a `score`, computed on every planted edge and scored against
+    the planted fates of its side's latents: {kind: {"parent->child": {metric: value}}}."""
+    from featureflow.evidence import compute, evidence as registered
+
+    out: dict[str, dict] = {}
+    for name in mcfg.evidence_kinds:
+        kind = registered(name)
+        if kind.score is None:
+            continue
+        for p, c in tf.fam.edges:
+            model = p if kind.side == "parent" else c
+            values = compute(kind, PlantedEdge(tf, p, c, matched), tf.acts[(model, 0)].shape[1])
+            labels = _latent_labels(tf.truth_row[(model, 0)], truths[(p, c)][kind.side])
+            out.setdefault(name, {})[f"{p}->{c}"] = kind.score(values, labels.astype(str))
+    return out
 
 
 def _latent_labels(row: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -648,6 +698,11 @@ def format_scorecard(card: dict) -> str:
     for mode, s in card["split"].items():
         lines.append(f"split ({mode}): {s['detected']}/{s['support']} detected (both halves are the top-2), "
                      f"called persisting {s['called_persisting']}, disappearing {s['called_disappearing']}")
+    for kind, edges in card.get("evidence", {}).items():
+        for edge, metrics in edges.items():
+            lines.append(f"evidence {kind} ({edge}): " + ", ".join(
+                f"{m} {f(v).strip() if isinstance(v, float) else ('-' if v is None else v)}"
+                for m, v in metrics.items()))
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """The stage graph: every stage is a method that asks for its inputs, then builds (or reuses) its artefact.
 
-    corpora -> tokenizer -> models -> saes -> sample -> activations -> matching -> floors -> autointerp
-            -> cases -> fingerprints -> store
+    corpora -> tokenizer -> models -> saes -> sample -> activations -> matching -> floors -> controls
+            -> evidence -> autointerp -> cases -> fingerprints -> planted -> store
 
 A stage's artefact lives at `data/<run>/<stage>/<name>-<key>/`; the key hashes the stage's config
 section and its inputs' keys, so changing one section re-runs that stage and what depends on it,
@@ -393,6 +393,39 @@ class Pipeline:
         return build_dir(self._dir("activations", f"{name}.r{replica}", self.acts_key(name, replica)), build)
 
     @_stage
+    def cross_activation(self, sae_of: str, data_of: str, replica: int = 0) -> Path:
+        """`sae_of`'s SAE (replica) encoding `data_of`'s hook activations on the shared sample (acts.npz): a parent's
+        SAE on its child, what transfer evidence reads. Same rows as every member's own activations."""
+        from featureflow.pipeline.family.model import load_model
+        from featureflow.pipeline.features import encode_sample
+        from featureflow.pipeline.sae import load_sae
+
+        cfg = self.cfg
+        key = key_of(VERSIONS["activations"], "cross", self.sae_key(sae_of, replica), self.model_key(data_of),
+                     self.sample().name, cfg.sample)
+
+        def build(tmp: Path) -> None:
+            import scipy.sparse as sps
+
+            model, sae = load_model(self.model_dir(data_of), self.device), load_sae(self.sae(sae_of, replica))
+            try:
+                acts = encode_sample(model, sae, self.sample_tokens(), cfg.sae.hook,
+                                     desc=f"encode {data_of} with {sae_of}.r{replica}'s SAE")
+            except RuntimeError as e:  # a shape mismatch: the two members' hooks differ in width
+                raise ValueError(f"{sae_of}'s SAE cannot encode {data_of}'s {cfg.sae.hook} activations (widths "
+                                 f"differ: {e})") from e
+            sps.save_npz(tmp / "acts.npz", acts, compressed=False)
+
+        return build_dir(self._dir("activations", f"{sae_of}.r{replica}.on.{data_of}", key), build)
+
+    def load_cross_acts(self, sae_of: str, data_of: str, replica: int = 0):
+        from featureflow.pipeline.features import load_acts
+
+        if sae_of == data_of:
+            return self.load_acts(sae_of, replica)
+        return load_acts(self.cross_activation(sae_of, data_of, replica))
+
+    @_stage
     def activations(self) -> dict[str, Path]:
         out = {n: self.activation(n) for n in self.cfg.topological_order()}
         for n in self.cfg.topological_order():
@@ -552,6 +585,43 @@ class Pipeline:
         for p, c in self.cfg.control_edges():
             self.agreement((p, 0), (c, 0))
         return out
+
+    # ----------------------------------------------------------------------------------- evidence
+    def evidence_key(self, kind: str, parent: str, child: str) -> str:
+        """An evidence artefact's key: the kind (name, version, what it reads) and the keys of what it may read:
+        both members' models, SAEs and activations, and every configured similarity's matches of the edge when it
+        reads matches."""
+        from featureflow.evidence import evidence as registered
+
+        k = registered(kind)
+        matches = ([self.match(parent, child, sim).name for sim in self.cfg.matching.similarities]
+                   if "matches" in k.reads else [])
+        return key_of(VERSIONS["evidence"], k.name, k.version, list(k.reads),
+                      [(self.model_key(n), self.sae_key(n), self.acts_key(n)) for n in (parent, child)], matches)
+
+    @_stage
+    def edge_evidence(self, kind: str, parent: str, child: str) -> Path:
+        """One evidence kind (`featureflow/evidence/`) on one edge: values.npz, one array per measure with one value
+        per feature of the kind's side."""
+        from featureflow.evidence import compute, evidence as registered
+
+        k = registered(kind)
+
+        def build(tmp: Path) -> None:
+            t0 = time.time()
+            n = self.load_acts(parent if k.side == "parent" else child).shape[1]
+            values = compute(k, PipelineEdge(self, parent, child), n)
+            np.savez(tmp / "values.npz", **values)
+            log.info("evidence %s %s->%s: %d features in %.1f s", kind, parent, child, n, time.time() - t0)
+
+        return build_dir(self._dir("evidence", f"{kind}.{parent}--{child}", self.evidence_key(kind, parent, child)),
+                         build)
+
+    @_stage
+    def evidence(self) -> dict[tuple[str, str, str], Path]:
+        """Every configured evidence kind (`matching.evidence`) on every edge: (kind, parent, child) -> folder."""
+        return {(k, p, c): self.edge_evidence(k, p, c) for k in self.cfg.matching.evidence_kinds
+                for p, c in self.cfg.edges()}
 
     # --------------------------------------------------------------------------------- autointerp
     def persisting(self, name: str, n_features: int) -> np.ndarray:
@@ -726,7 +796,7 @@ class Pipeline:
             floors=self.floors(), agreements=self.agreements(), autointerp=self.autointerp(), cases=self.cases(),
             controls={c: {"root": root, "model": self.control(c), "saes": [self.sae(c, r) for r in self.replicas(c)],
                           "acts": self.replica_activation(c, 0)} for c, root in self.cfg.control_members().items()},
-            control_matches=self.controls(),
+            control_matches=self.controls(), evidence=self.evidence(),
             fingerprints=self.fingerprints(), planted=self.planted(), device=self.device,
             default_mode=self.default_mode, timings=self.timings, stage_seconds=self.stage_seconds)
 
@@ -773,6 +843,25 @@ class SAESide:
         return len(self.pipeline.hf_tokenizer)
 
 
+class PipelineEdge:
+    """One edge of a pipeline as an evidence kind reads it (`featureflow.evidence.EdgeData`)."""
+
+    def __init__(self, pipeline: Pipeline, parent: str, child: str):
+        self.pipeline, self.parent, self.child = pipeline, parent, child
+
+    def acts(self, member: str, replica: int = 0):
+        return self.pipeline.load_acts(member, replica)
+
+    def cross_acts(self, sae_of: str, data_of: str, replica: int = 0):
+        return self.pipeline.load_cross_acts(sae_of, data_of, replica)
+
+    def decoder(self, member: str, replica: int = 0):
+        return self.pipeline.decoder(member, replica)
+
+    def matches(self, mode: str) -> dict:
+        return self.pipeline.edge_matches(self.parent, self.child, mode)
+
+
 class RedactingFilter(logging.Filter):
     """Removes the API key and anything key-shaped from a record's message and traceback, whichever
     library logged it (openai, httpx, ours)."""
@@ -795,4 +884,4 @@ def setup_logging(verbose: bool = True) -> None:
             h.addFilter(RedactingFilter())
 
 
-__all__ = ["Pipeline", "STAGES", "VERSIONS", "hardware", "setup_logging"]
+__all__ = ["Pipeline", "setup_logging"]

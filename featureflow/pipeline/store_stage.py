@@ -32,8 +32,8 @@ from featureflow.pipeline.autointerp.llm import redact
 from featureflow.pipeline.matching import read_rule_matches
 from featureflow.pipeline.stages import VERSIONS, hardware
 from featureflow.store.schema import SCHEMA_VERSION, create_tables
-from featureflow.store.writers import (columns_of, insert, insert_edge_matches, insert_floor, insert_planted,
-                                       insert_row, new_store)
+from featureflow.store.writers import (columns_of, insert, insert_edge_matches, insert_evidence,
+                                       insert_evidence_kind, insert_floor, insert_planted, insert_row, new_store)
 
 log = logging.getLogger("featureflow")
 
@@ -57,6 +57,7 @@ class StoreInputs:
     cases: Path                                     # cases.json, case_llrs.parquet
     controls: dict[str, dict]                       # control -> {root, model, saes: [replica i], acts: replica 0's}
     control_matches: dict[tuple[str, str, str], Path]  # (member, control, similarity) -> topk.npz, assign.npz
+    evidence: dict[tuple[str, str, str], Path]     # (evidence kind, parent, child) -> values.npz
     fingerprints: Path                              # fingerprints.json, vectors.npz
     planted: Path | None                            # planted.json (None: the config has no planted section)
     device: str
@@ -75,7 +76,8 @@ def inputs_key(cfg: ExperimentConfig, inp: StoreInputs) -> str:
                   [p.name for p in inp.autointerp.values()], inp.cases.name, inp.fingerprints.name,
                   inp.planted and inp.planted.name,
                   *([[c["acts"].name for c in inp.controls.values()], [f.name for f in inp.control_matches.values()]]
-                    if inp.controls else []))  # a run without controls keeps the key it had before them
+                    if inp.controls else []),  # a run without controls keeps the key it had before them
+                  *([[p.name for p in inp.evidence.values()]] if inp.evidence else []))
 
 
 def existing_inputs_key(path: Path) -> str | None:
@@ -214,6 +216,7 @@ def _fill(cfg: ExperimentConfig, inp: StoreInputs, con: duckdb.DuckDBPyConnectio
 
     _fill_features(cfg, inp, con, order)
     _fill_controls(inp, con, {n: cfg.member(n).label or n for n in order})
+    _fill_evidence(inp, con)
     _fill_fingerprints(inp, con)
     if inp.planted is not None:
         insert_planted(con, read_json(inp.planted / "planted.json"))
@@ -279,6 +282,17 @@ def _fill_controls(inp: StoreInputs, con: duckdb.DuckDBPyConnection, labels: dic
             "seed": info["seed"], "init": info["init"], "d_sae": read_json(sdir / "cfg.json")["d_sae"],
             "sae_seed": sinfo.get("seed"), "replicas": len(c["saes"]) - 1,
             **{k: h[k] for k in ("l0", "mse", "explained_variance", "dead_features")}, "alive": alive})
+
+
+def _fill_evidence(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:
+    """`evidence_kinds` and `evidence`: every configured kind (`featureflow/evidence/`) on every edge."""
+    from featureflow.evidence import evidence as registered
+
+    for kind in dict.fromkeys(k for k, _, _ in inp.evidence):
+        insert_evidence_kind(con, registered(kind))
+    for (kind, parent, child), folder in inp.evidence.items():
+        with np.load(folder / "values.npz") as z:
+            insert_evidence(con, kind, parent, child, {m: z[m] for m in z.files})
 
 
 def _fill_pw_mcc(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:

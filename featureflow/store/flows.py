@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from featureflow.modes import RULES, mode_label  # noqa: F401  (mode_label: the explorer's and report's labels)
+from featureflow.modes import RULES, mode_label
 from featureflow.modes import split_mode  # a store's modes, whether or not this process registered them
 from featureflow.store.rows import dicts
 

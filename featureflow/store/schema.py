@@ -1,4 +1,5 @@
-"""The DuckDB schema: the contract between the pipeline (`featureflow/`) and the explorer (`app/`).
+"""The DuckDB schema: the contract between the pipeline (`featureflow/pipeline/`) and the explorer
+(`featureflow/explorer/`).
 
 One `.duckdb` file per run. Models are named by their config name (`models.model`); features by
 (model, feature) with `feature` the SAE latent index. Every number the explorer shows is a column
@@ -10,7 +11,7 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # 6: the fate of a feature is no longer stored (`features.fate`, `features.emerged`, `features.depth` and the
 #    `flows` table removed): it is computed at query time, at any threshold and mode, by the one fate rule in
 #    `featureflow/store/flows.py` (`PERSISTS`, `edge_matches`, `feature_fates`, `flows`).
@@ -20,6 +21,8 @@ SCHEMA_VERSION = 8
 #    threshold and mode, through the same rule (`flows.feature_fates`, `flows.ancestry`, `flows.origins`).
 # 8: random-weights controls (`controls`, `control_matches`, `control_assignments`): every parent member matched
 #    against its root's untrained copy, the lower anchor of every persistence figure; `pw_mcc.kind` 'control'.
+# 9: evidence kinds (`evidence_kinds`, `evidence`, `planted_evidence`): numbers per feature and edge beside the
+#    matches, one registered kind per file in `featureflow/evidence/`, every kind in the same long table.
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
@@ -193,6 +196,14 @@ TABLES: dict[str, tuple[str, str]] = {
                "widths.", """
         kind VARCHAR, model_a VARCHAR, replica_a INTEGER, model_b VARCHAR, replica_b INTEGER, n_a INTEGER,
         n_b INTEGER, pw_mcc DOUBLE, chance DOUBLE, seed BIGINT"""),
+    "evidence_kinds": ("The evidence kinds this run computed (`matching.evidence`; one registered object each in "
+                       "`featureflow/evidence/`): label, the side of the edge whose features its rows describe "
+                       "('parent' or 'child'), what it read, and its measures as JSON [{name, label, doc}].", """
+        kind VARCHAR PRIMARY KEY, label VARCHAR, side VARCHAR, reads VARCHAR[], measures_json VARCHAR, doc VARCHAR"""),
+    "evidence": ("Every evidence kind's numbers, one row per (kind, edge, feature of the kind's side, measure): "
+                 "`feature` is the parent's feature for a parent-side kind, the child's for a child-side one; NULL "
+                 "values (NaN when computed: nothing to say, e.g. a dead feature) are left out.", """
+        kind VARCHAR, parent VARCHAR, child VARCHAR, feature INTEGER, measure VARCHAR, value DOUBLE"""),
     "planted_scores": ("The planted-family scorecard (`featureflow/pipeline/planted.py`; empty when the run config has "
                        "no `planted` section): per matching mode, population ('all' alive latents, or 'reproducible': "
                        "replica 0 matched above the threshold in every other replica) and fate (persisting / disappearing of "
@@ -217,6 +228,10 @@ TABLES: dict[str, tuple[str, str]] = {
                      "dead latents, true features and latents resolved to one (|cos| >= truth_min_cos).", """
         model VARCHAR, replica INTEGER, mcc DOUBLE, l0 DOUBLE, explained_variance DOUBLE, dead INTEGER,
         d_sae INTEGER, true_features INTEGER, resolved INTEGER"""),
+    "planted_evidence": ("The planted scorecard of every evidence kind with a `score`: per kind and planted edge, "
+                         "each metric the kind reports against the planted truth (e.g. transfer's ROC AUC separating "
+                         "persisting from disappearing parent features).", """
+        kind VARCHAR, parent VARCHAR, child VARCHAR, metric VARCHAR, value DOUBLE"""),
     "planted_meta": ("Planted family: its config (with the SAE recipe and matching it ran with), the threshold, the "
                      "planted edits per edge (`truth_json`: edit -> n, fraction, planted share) and the wall time.", """
         config_json VARCHAR, threshold DOUBLE, truth_json VARCHAR, seconds DOUBLE"""),
@@ -229,6 +244,7 @@ INDEXES = [
     "CREATE INDEX idx_matches_src ON matches (parent, child, direction, src, similarity)",
     "CREATE INDEX idx_assign_src ON assignments (parent, child, direction, src, similarity)",
     "CREATE INDEX idx_control_src ON control_matches (parent, direction, src, similarity)",
+    "CREATE INDEX idx_evidence ON evidence (kind, parent, child, feature)",
 ]
 
 

@@ -61,3 +61,25 @@ def sae_health(cur) -> list[dict]:
                s.loss_recovered_scope, s.loss_recovered_all, s.eval_tokens,
                (SELECT count(*) FILTER (WHERE alive) FROM features f WHERE f.model = m.model) AS alive
         FROM models m JOIN sae_metrics s USING (model) ORDER BY m.idx"""))
+
+
+def evidence_summary(cur, labels: dict[str, str] | None = None) -> list[dict]:
+    """Per evidence kind (`evidence_kinds`), edge and measure, in family order: the kind's label and side, the
+    measure's label, the features with a value (`n`), their mean and 10th / 50th / 90th percentiles."""
+    import json
+
+    kinds = {k: (label, side, {m["name"]: m["label"] for m in json.loads(measures)})
+             for k, label, side, measures in cur.execute(
+                 "SELECT kind, label, side, measures_json FROM evidence_kinds").fetchall()}
+    rows = dicts(cur.execute("""
+        SELECT e.kind, e.parent, e.child, e.measure, count(*) AS n, avg(e.value) AS mean,
+               quantile_cont(e.value, 0.1) AS p10, quantile_cont(e.value, 0.5) AS median,
+               quantile_cont(e.value, 0.9) AS p90
+        FROM evidence e JOIN models c ON c.model = e.child JOIN models p ON p.model = e.parent
+        GROUP BY e.kind, e.parent, e.child, e.measure, c.idx, p.idx ORDER BY e.kind, c.idx, p.idx, e.measure"""))
+    for r in rows:
+        label, side, measures = kinds[r["kind"]]
+        r.update(label=label, side=side, measure_label=measures.get(r["measure"], r["measure"]))
+        if labels:
+            r.update(parent_label=labels.get(r["parent"], r["parent"]), child_label=labels.get(r["child"], r["child"]))
+    return rows

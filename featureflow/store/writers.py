@@ -5,8 +5,8 @@ features, the Parquet import, the synthetic test store and the benchmarks.
 
     insert(con, table, rows)        rows: a dict of columns (lists, numpy or Arrow arrays) or a pyarrow Table
     insert_row(con, table, row)     row: a dict of one value per column, bound as query parameters
-    insert_edge_matches / insert_floor / insert_planted: the domain writers (an edge's matches and assignment,
-        a replica's noise floor, the planted scorecard)
+    insert_edge_matches / insert_floor / insert_evidence / insert_planted: the domain writers (an edge's matches
+        and assignment, a replica's noise floor, an evidence kind's values on an edge, the planted scorecard)
     new_store(path): a DuckDB file written under a temporary name, renamed over `path` only when complete
 
 A column a table lacks is a ValueError naming the table and the column; a column left out is NULL. Imports nothing
@@ -142,6 +142,28 @@ def insert_floor(con: duckdb.DuckDBPyConnection, name: str, replica: int, simila
         "feature": np.arange(len(r), dtype=np.int32), "alive": alive, "r": r_column(r)})
 
 
+def insert_evidence_kind(con: duckdb.DuckDBPyConnection, kind) -> None:
+    """The `evidence_kinds` row of a registered evidence kind (`featureflow.evidence.Evidence`)."""
+    insert_row(con, "evidence_kinds", {
+        "kind": kind.name, "label": kind.label, "side": kind.side, "reads": list(kind.reads), "doc": kind.doc,
+        "measures_json": json.dumps([{"name": m.name, "label": m.label, "doc": m.doc} for m in kind.measures])})
+
+
+def insert_evidence(con: duckdb.DuckDBPyConnection, kind: str, parent: str, child: str,
+                    values: Mapping[str, np.ndarray]) -> int:
+    """`evidence` rows of one kind on one edge: `values` maps each measure to one value per feature of the kind's
+    side (index = feature); NaN values are left out."""
+    n = 0
+    for measure, v in values.items():
+        v = np.asarray(v, dtype=np.float64)
+        f = np.flatnonzero(np.isfinite(v))
+        n += insert(con, "evidence", {
+            "kind": np.full(len(f), kind, dtype=object), "parent": np.full(len(f), parent, dtype=object),
+            "child": np.full(len(f), child, dtype=object), "feature": f.astype(np.int32),
+            "measure": np.full(len(f), measure, dtype=object), "value": v[f]})
+    return n
+
+
 def insert_planted(con: duckdb.DuckDBPyConnection, card: dict) -> None:
     """The planted_* tables from a scorecard (`featureflow.pipeline.planted.run_planted`, its planted.json)."""
     rows = [{"mode": m, "population": pop, "fate": f, **{k: s[k] for k in ("calls", "correct", "support", "precision",
@@ -167,5 +189,11 @@ def insert_planted(con: duckdb.DuckDBPyConnection, card: dict) -> None:
         {"model": n, "replica": int(r), "mcc": card["mcc"][n][r], **{k: h[k] for k in (
             "l0", "explained_variance", "dead", "d_sae", "true_features", "resolved")}}
         for n, reps in card["sae"].items() for r, h in reps.items()]))
+    insert(con, "planted_evidence", pa.Table.from_pylist(
+        [{"kind": k, "parent": e.split("->")[0], "child": e.split("->")[1], "metric": m,
+          "value": None if v is None else float(v)}
+         for k, edges in card.get("evidence", {}).items() for e, metrics in edges.items() for m, v in metrics.items()],
+        schema=pa.schema([("kind", pa.string()), ("parent", pa.string()), ("child", pa.string()),
+                          ("metric", pa.string()), ("value", pa.float64())])))
     insert_row(con, "planted_meta", {"config_json": json.dumps(card["config"]), "threshold": card["threshold"],
                                      "truth_json": json.dumps(card["truth"]), "seconds": card["seconds"]})

@@ -5,5 +5,6 @@
 - features: a feature's page and its examples, compare (and its picker), the feature search and jump;
 - models: the fingerprints, a model's page and the merge sweeps;
 - cases: the case studies;
-- autointerp: the explanation scores.
+- autointerp: the explanation scores;
+- evidence: every evidence kind the run computed, per edge (a feature's own values are on its page).
 """

@@ -33,7 +33,8 @@ def feature(model: str, feature: FeatureId, store: StoreDep, state: State) -> di
             "explanation": f.pop("explanation"), "matches": matches,
             "lineage": store.lineage(model, feature, t, mode, row=f),
             "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
-            "parents": store.parents(model), "children": store.children(model)}
+            "parents": store.parents(model), "children": store.children(model),
+            **({"evidence": store.feature_evidence(model, feature)} if store.evidence_kinds else {})}
 
 
 def examples_url(model: str, feature: int) -> str:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from featureflow.explorer import figures
 from featureflow.explorer.views import (Mode, Page, PerPage, SankeyPopulation, Stable, State, StoreDep, TokenLevel,
                                         stable_flag, view)
-from featureflow.store.flows import mode_label
+from featureflow.modes import mode_label
 
 router = APIRouter()
 

@@ -1,0 +1,59 @@
+"""Transfer evidence (Kissane et al. 2024, "SAEs (usually) transfer between base and chat models"): the parent's
+SAE encodes the child's activations on the shared sample; a parent feature's **transfer r** is the Pearson r,
+over the sample's tokens, between its activations on the parent and its activations on the child. It does not
+depend on the child's SAE having learnt the feature: a feature the child's own SAE missed but the child still
+computes keeps a high transfer r, one the child lost does not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from featureflow.evidence import Evidence, Measure, register_evidence
+
+
+def column_pearson(A, B) -> np.ndarray:
+    """Pearson r of each column of A with the same column of B (sparse or dense, same shape); NaN where either
+    column never varies."""
+    import scipy.sparse as sp
+
+    n = A.shape[0]
+
+    def colsum(X):
+        return np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
+
+    mul = (lambda X, Y: X.multiply(Y)) if sp.issparse(A) else (lambda X, Y: np.multiply(X, Y))
+    A = A.astype(np.float64)
+    B = B.astype(np.float64)
+    ma, mb = colsum(A) / n, colsum(B) / n
+    cov = colsum(mul(A, B)) / n - ma * mb
+    va, vb = colsum(mul(A, A)) / n - ma ** 2, colsum(mul(B, B)) / n - mb ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / np.sqrt(va * vb)
+    r[(va <= 1e-12 * np.maximum(ma ** 2, 1)) | (vb <= 1e-12 * np.maximum(mb ** 2, 1))] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+def _compute(edge) -> dict:
+    return {"r": column_pearson(edge.acts(edge.parent), edge.cross_acts(edge.parent, edge.child))}
+
+
+def _score(values: dict, truth) -> dict:
+    """How well transfer r separates planted persisting (positive) from disappearing parent features: ROC AUC
+    (scikit-learn) over the resolved latents with an r, and the median r of each."""
+    from sklearn.metrics import roc_auc_score
+
+    r, truth = values["r"], np.asarray(truth)
+    ok = np.isfinite(r) & np.isin(truth, ("persisting", "disappearing"))
+    pos, neg = ok & (truth == "persisting"), ok & (truth == "disappearing")
+    auc = float(roc_auc_score(pos[ok], r[ok])) if pos.any() and neg.any() else None
+    return {"auc": auc, "median_persisting": float(np.median(r[pos])) if pos.any() else None,
+            "median_disappearing": float(np.median(r[neg])) if neg.any() else None,
+            "n_persisting": int(pos.sum()), "n_disappearing": int(neg.sum())}
+
+
+TRANSFER = register_evidence(Evidence(
+    name="transfer", label="transfer r (the parent's SAE on the child)", side="parent",
+    measures=(Measure("r", "transfer r", "Pearson r of the feature's activations from the parent's SAE on the "
+                                          "parent and on the child, over the shared sample"),),
+    reads=("activations", "cross_activations"), compute=_compute, score=_score,
+    doc="the parent's SAE applied to the child's activations (Kissane et al. 2024)"))

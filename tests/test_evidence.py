@@ -1,0 +1,111 @@
+"""Issue 30: an evidence kind is one registered object. The registry's checks, transfer r's column Pearson against
+numpy, and the explorer's evidence (a feature's values, /evidence's summary) on the synthetic store against the
+arrays it was written from. The pipeline computing, storing, serving, reporting and scoring a kind registered in a
+test file alone: tests/test_registry.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from featureflow.evidence import EVIDENCE, Evidence, Measure, compute, evidence, register_evidence, unregister_evidence
+from featureflow.evidence.transfer import column_pearson
+
+
+def test_column_pearson_is_numpys_per_column():
+    rng = np.random.default_rng(0)
+    A = rng.random((300, 9)) * (rng.random((300, 9)) < 0.2)
+    B = 0.5 * A + rng.random((300, 9)) * (rng.random((300, 9)) < 0.3)
+    A[:, 3] = 0  # never fires: no r
+    B[:, 5] = 2.0  # constant: no r
+    for X, Y in ((A, B), (sp.csc_matrix(A), sp.csc_matrix(B))):
+        r = column_pearson(X, Y)
+        for j in range(9):
+            if j in (3, 5):
+                assert np.isnan(r[j])
+            else:
+                assert r[j] == pytest.approx(np.corrcoef(A[:, j], B[:, j])[0, 1], abs=1e-9)
+
+
+def _toy(**kw):
+    return Evidence(**{"name": "toy-ev", "label": "toy", "side": "parent", "measures": (Measure("x", "x"),),
+                       "compute": lambda edge: {"x": np.arange(4.0)}, **kw})
+
+
+def test_the_registry_checks_what_it_is_given():
+    assert "transfer" in EVIDENCE and evidence("transfer").side == "parent"
+    with pytest.raises(ValueError, match="unknown evidence kind 'nope'.*transfer"):
+        evidence("nope")
+    with pytest.raises(ValueError, match="side must be one of"):
+        _toy(side="both")
+    with pytest.raises(ValueError, match="already registered"):
+        register_evidence(_toy(name="transfer"))
+    k = _toy()
+    assert compute(k, None, 4)["x"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"measure 'x': \(4,\), expected \(5,\)"):
+        compute(k, None, 5)
+    with pytest.raises(ValueError, match="computed no x"):
+        compute(_toy(compute=lambda edge: {}), None, 4)
+
+
+def test_the_config_accepts_registered_kinds_only():
+    from featureflow.config import MatchingConfig
+
+    assert MatchingConfig().evidence_kinds == [] and MatchingConfig(evidence=["transfer"]).evidence_kinds == ["transfer"]
+    with pytest.raises(ValueError, match="unknown evidence kind 'toy-ev'"):
+        MatchingConfig(evidence=["toy-ev"])
+    register_evidence(_toy())
+    try:
+        assert MatchingConfig(evidence=["toy-ev", "transfer"]).evidence_kinds == ["toy-ev", "transfer"]
+        with pytest.raises(ValueError, match="listed twice"):
+            MatchingConfig(evidence=["toy-ev", "toy-ev"])
+    finally:
+        unregister_evidence("toy-ev")
+
+
+def test_a_features_evidence_is_served_as_written(synthetic_store):
+    from fastapi.testclient import TestClient
+
+    from featureflow.explorer.app import create_app
+
+    run = synthetic_store
+    client = TestClient(create_app(run.path))
+    checked = 0
+    for (p, c, f), r in list(run.evidence.items())[:12]:
+        ev = client.get(f"/api/models/{p}/features/{f}").json()["evidence"]
+        got = [e for e in ev if (e["parent"], e["child"]) == (p, c)]
+        assert len(got) == 1 and got[0]["kind"] == "colr" and got[0]["label"] == "column r"
+        assert got[0]["values"] == [{"measure": "r", "label": "column r", "value": pytest.approx(r, abs=1e-12)}]
+        # a child-side feature of that edge holds no parent-side evidence of it
+        assert not [e for e in client.get(f"/api/models/{c}/features/{f}").json()["evidence"]
+                    if (e["parent"], e["child"]) == (p, c)]
+        checked += 1
+    assert checked
+    # a feature with no value on an edge (never varies) gets no row for it
+    silent = [(p, c, f) for p, c in run.edges for f in range(run.acts[p].shape[1]) if (p, c, f) not in run.evidence]
+    for p, c, f in silent[:5]:
+        ev = client.get(f"/api/models/{p}/features/{f}").json()["evidence"]
+        assert not [e for e in ev if (e["parent"], e["child"]) == (p, c)]
+    html = client.get("/models/base/features/1").text
+    assert "Evidence beside matching" in html
+
+
+def test_the_evidence_summary_is_numpys(synthetic_store):
+    from fastapi.testclient import TestClient
+
+    from featureflow.explorer.app import create_app
+
+    run = synthetic_store
+    client = TestClient(create_app(run.path))
+    rows = client.get("/api/evidence").json()["summary"]
+    assert {(r["parent"], r["child"]) for r in rows} == {(p, c) for p, c, _ in run.evidence}
+    for r in rows:
+        v = np.array([x for (p, c, _), x in run.evidence.items() if (p, c) == (r["parent"], r["child"])])
+        assert r["n"] == len(v) and r["mean"] == pytest.approx(v.mean(), abs=1e-12)
+        for key, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9)):
+            assert r[key] == pytest.approx(np.quantile(v, q), abs=1e-12)
+    html = client.get("/evidence").text
+    assert "synthetic &lt;b&gt;evidence&lt;/b&gt;" in html and "<b>evidence</b>" not in html
+    csv = client.get("/csv/evidence").text
+    assert csv.count("\n") == len(rows) + 1
