@@ -160,9 +160,7 @@ class MergeMember(_Member):
     @field_validator("method")
     @classmethod
     def _registered_method(cls, v: str) -> str:
-        if v not in merge_methods.names():
-            raise ValueError(f"unknown merge method '{v}' (registered: {', '.join(merge_methods.names())})")
-        return v
+        return merge_methods.get(v).name  # an unknown name: ValueError listing the registered ones
 
     @field_validator("parents")
     @classmethod
@@ -263,9 +261,7 @@ class SAEConfig(Strict):
     @field_validator("architecture")
     @classmethod
     def _registered_architecture(cls, v: str) -> str:
-        if v not in sae_archs.names():
-            raise ValueError(f"unknown SAE architecture '{v}' (registered: {', '.join(sae_archs.names())})")
-        return v
+        return sae_archs.get(v).name  # an unknown name: ValueError listing the registered ones
 
 
 class SampleConfig(Strict):

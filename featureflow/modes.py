@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from featureflow.registry import Registry
+
 
 class Side(Protocol):
     """One SAE's data, read lazily, that a similarity turns into what it compares (`Similarity.inputs`)."""
@@ -68,30 +70,26 @@ class Rule:
     doc: str = ""
 
 
-SIMILARITIES: dict[str, Similarity] = {}
-RULES: dict[str, Rule] = {}
+SIMILARITIES: Registry[Similarity] = Registry("similarity")
+RULES: Registry[Rule] = Registry("rule")
 
 
 def register_similarity(sim: Similarity) -> Similarity:
     """Add a similarity to the registry (a name already taken is refused) and return it."""
-    if sim.name in SIMILARITIES:
-        raise ValueError(f"similarity '{sim.name}' is already registered")
     if any(sim.name.endswith(r.suffix) for r in RULES.values() if r.suffix):
         raise ValueError(f"similarity '{sim.name}' ends like a rule's suffix")
-    SIMILARITIES[sim.name] = sim
-    return sim
+    return SIMILARITIES.add(sim.name, sim)
 
 
 def unregister_similarity(name: str) -> None:
     """Remove a similarity (a test's toy one)."""
-    SIMILARITIES.pop(name, None)
+    SIMILARITIES.remove(name)
 
 
 def register_rule(rule: Rule) -> Rule:
-    if rule.name in RULES or any(r.suffix == rule.suffix for r in RULES.values()):
-        raise ValueError(f"rule '{rule.name}' (suffix '{rule.suffix}') is already registered")
-    RULES[rule.name] = rule
-    return rule
+    if any(r.suffix == rule.suffix for r in RULES.values()):
+        raise ValueError(f"rule '{rule.name}': suffix '{rule.suffix}' is already registered")
+    return RULES.add(rule.name, rule)
 
 
 register_rule(Rule("best", "best match", "",
@@ -122,10 +120,7 @@ def parse_mode(mode: str) -> tuple[str, str]:
 
 def similarity(name: str) -> Similarity:
     """A registered similarity by name."""
-    try:
-        return SIMILARITIES[name]
-    except KeyError:
-        raise ValueError(f"unknown similarity '{name}' (registered: {', '.join(SIMILARITIES)})") from None
+    return SIMILARITIES.lookup(name)
 
 
 def mode_label(mode: str) -> str:

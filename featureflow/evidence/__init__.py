@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from featureflow.registry import Registry
+
 SIDES = ("parent", "child")
 
 
@@ -89,27 +91,21 @@ class Evidence:
             raise ValueError(f"evidence '{self.name}' writes no measure")
 
 
-EVIDENCE: dict[str, Evidence] = {}
+EVIDENCE: Registry[Evidence] = Registry("evidence kind")
 
 
 def register_evidence(kind: Evidence) -> Evidence:
     """Add an evidence kind to the registry (a name already taken is refused) and return it."""
-    if kind.name in EVIDENCE:
-        raise ValueError(f"evidence kind '{kind.name}' is already registered")
-    EVIDENCE[kind.name] = kind
-    return kind
+    return EVIDENCE.add(kind.name, kind)
 
 
 def unregister_evidence(name: str) -> None:
-    EVIDENCE.pop(name, None)
+    EVIDENCE.remove(name)
 
 
 def evidence(name: str) -> Evidence:
     """The registered kind `name`; an unknown name is a ValueError listing the registered ones."""
-    try:
-        return EVIDENCE[name]
-    except KeyError:
-        raise ValueError(f"unknown evidence kind '{name}' (registered: {', '.join(EVIDENCE) or 'none'})") from None
+    return EVIDENCE.lookup(name)
 
 
 def describe() -> str:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-_REGISTRY: dict[str, "MergeMethod"] = {}
+from featureflow.registry import Registry
+
+_REGISTRY: Registry["MergeMethod"] = Registry("merge method")
 
 Ref = Any  # a model reference in mergekit's YAML: a path string, or {"model": {"path": ...}}
 
@@ -46,15 +48,13 @@ def register(method: MergeMethod) -> MergeMethod:
     checked against mergekit's registry when a merge is built (`check_mergekit`)."""
     if not method.name or not method.mergekit_method:
         raise ValueError(f"{type(method).__name__}: a merge method needs a name and a mergekit_method")
-    if method.name in _REGISTRY:
-        raise ValueError(f"merge method '{method.name}' is already registered ({_REGISTRY[method.name]!r})")
-    _REGISTRY[method.name] = method
+    _REGISTRY.add(method.name, method)
     return method
 
 
 def unregister(name: str) -> None:
     """Remove a registered method (tests registering a toy one clean up with it)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.remove(name)
 
 
 def names() -> list[str]:
@@ -71,10 +71,7 @@ def get(name: "str | MergeMethod") -> MergeMethod:
     """The method registered as `name`; ValueError naming the registered ones otherwise."""
     if isinstance(name, MergeMethod):
         return name
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown merge method '{name}' (methods: {', '.join(_REGISTRY)})") from None
+    return _REGISTRY.lookup(name)
 
 
 def label(name: str | None) -> str:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-_REGISTRY: dict[str, "SAEArchitecture"] = {}
+from featureflow.registry import Registry
+
+_REGISTRY: Registry["SAEArchitecture"] = Registry("SAE architecture")
 
 
 class SAEArchitecture:
@@ -65,15 +67,13 @@ def register(arch: SAEArchitecture) -> SAEArchitecture:
     """Make `arch` available to `sae.architecture` by its name; names are unique."""
     if not arch.name:
         raise ValueError(f"{type(arch).__name__}: an SAE architecture needs a name")
-    if arch.name in _REGISTRY:
-        raise ValueError(f"SAE architecture '{arch.name}' is already registered ({_REGISTRY[arch.name]!r})")
-    _REGISTRY[arch.name] = arch
+    _REGISTRY.add(arch.name, arch)
     return arch
 
 
 def unregister(name: str) -> None:
     """Remove a registered architecture (tests registering a toy one clean up with it)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.remove(name)
 
 
 def names() -> list[str]:
@@ -85,10 +85,7 @@ def get(name: "str | SAEArchitecture") -> SAEArchitecture:
     """The architecture registered as `name`; ValueError naming the registered ones otherwise."""
     if isinstance(name, SAEArchitecture):
         return name
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown SAE architecture '{name}' (registered: {', '.join(_REGISTRY)})") from None
+    return _REGISTRY.lookup(name)
 
 
 def saelens_classes(arch: SAEArchitecture) -> tuple[type, type]:
