@@ -306,7 +306,7 @@ class MatchingConfig(Strict):
     def _known_evidence(cls, v: list[str] | None) -> list[str] | None:
         for k in v or []:
             evidence_kinds.evidence(k)
-        if len(set(v)) != len(v):
+        if v and len(set(v)) != len(v):
             raise ValueError("evidence kinds are listed twice")
         return v
 

@@ -53,6 +53,7 @@ def test_the_config_accepts_registered_kinds_only():
     from featureflow.config import MatchingConfig
 
     assert MatchingConfig().evidence_kinds == [] and MatchingConfig(evidence=["transfer"]).evidence_kinds == ["transfer"]
+    assert MatchingConfig(**MatchingConfig().model_dump()).evidence is None  # a dumped config parses again
     with pytest.raises(ValueError, match="unknown evidence kind 'toy-ev'"):
         MatchingConfig(evidence=["toy-ev"])
     register_evidence(_toy())
