@@ -106,13 +106,14 @@ def _fake_inputs(cfg, root):
                       "acts": root / "activations" / f"{c}.r0-k"} for c, r in cfg.control_members().items()},
         control_matches={(p, c, s): root / "matching" / f"{p}--{c}.{s}-k" for s in cfg.matching.similarities
                          for p, c in cfg.control_edges()},
+        evidence={("transfer", p, c): root / "evidence" / f"transfer.{p}--{c}-k" for p, c in cfg.edges()},
         default_mode=cfg.matching.modes[0], timings={"corpora": 1.0}, stage_seconds={"corpora": 1.0})
 
 
 def test_the_store_key_follows_its_inputs(tmp_path):
     """`inputs_key(cfg, inputs)`: the same inputs give the same key (a resumed run finds the store up to date);
     another artefact behind any input the key hashes (activations, default-mode matches, floors, agreements,
-    autointerp, cases, fingerprints, planted; members, SAEs, corpora, tokenizer and sample reach it through the
+    autointerp, cases, fingerprints, planted, controls, evidence; members, SAEs, corpora, tokenizer and sample reach it through the
     activation keys and the config) gives another key (the store is rebuilt); the building process's device
     and timings are not inputs."""
     import dataclasses
@@ -137,7 +138,8 @@ def test_the_store_key_follows_its_inputs(tmp_path):
         "cases": moved(inp.cases), "fingerprints": moved(inp.fingerprints),
         "planted": tmp_path / "planted" / "scorecard-k",
         "controls": {c: {**v, "acts": moved(v["acts"])} for c, v in inp.controls.items()},
-        "control_matches": {k: moved(v) for k, v in inp.control_matches.items()}}
+        "control_matches": {k: moved(v) for k, v in inp.control_matches.items()},
+        "evidence": {k: moved(v) for k, v in inp.evidence.items()}}
     assert inp.controls and inp.control_matches  # the tiny config has a random-weights control by default
     assert inp.floors  # the tiny config has seed replicas: the floors are an input
     keys = {f: inputs_key(cfg, dataclasses.replace(inp, **{f: v})) for f, v in changed.items()}
