@@ -28,6 +28,16 @@ def test_column_pearson_is_numpys_per_column():
                 assert r[j] == pytest.approx(np.corrcoef(A[:, j], B[:, j])[0, 1], abs=1e-9)
 
 
+def test_a_model_against_itself_transfers_at_r_one():
+    """Transfer of an SAE onto its own model's activations: r = 1 for every feature that varies, NaN otherwise."""
+    rng = np.random.default_rng(1)
+    A = sp.csc_matrix(rng.random((200, 12)) * (rng.random((200, 12)) < 0.1))
+    A[:, 4] = 0
+    r = column_pearson(A, A.copy())
+    varies = np.asarray((A.power(2).sum(0) / 200 - np.square(A.sum(0) / 200))).ravel() > 0
+    assert varies.sum() == 11 and np.allclose(r[varies], 1.0) and np.isnan(r[~varies]).all()
+
+
 def _toy(**kw):
     return Evidence(**{"name": "toy-ev", "label": "toy", "side": "parent", "measures": (Measure("x", "x"),),
                        "compute": lambda edge: {"x": np.arange(4.0)}, **kw})
@@ -35,6 +45,7 @@ def _toy(**kw):
 
 def test_the_registry_checks_what_it_is_given():
     assert "transfer" in EVIDENCE and evidence("transfer").side == "parent"
+    assert evidence("reverse-transfer").side == "child"
     with pytest.raises(ValueError, match="unknown evidence kind 'nope'.*transfer"):
         evidence("nope")
     with pytest.raises(ValueError, match="side must be one of"):
@@ -52,7 +63,8 @@ def test_the_registry_checks_what_it_is_given():
 def test_the_config_accepts_registered_kinds_only():
     from featureflow.config import MatchingConfig
 
-    assert MatchingConfig().evidence_kinds == [] and MatchingConfig(evidence=["transfer"]).evidence_kinds == ["transfer"]
+    assert MatchingConfig().evidence_kinds == []
+    assert MatchingConfig(evidence=["transfer"]).evidence_kinds == ["transfer"]
     assert MatchingConfig(**MatchingConfig().model_dump()).evidence is None  # a dumped config parses again
     with pytest.raises(ValueError, match="unknown evidence kind 'toy-ev'"):
         MatchingConfig(evidence=["toy-ev"])

@@ -85,13 +85,14 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
 
     d = tiny_dict(Path(tiny_pipeline.cfg.data_dir))
     d["name"] = "toy-similarity"
-    d["matching"] = {**d["matching"], "modes": ["pearson", NAME, f"{NAME}-1to1"], "evidence": ["transfer", TOY_EV]}
+    evidence = ["transfer", "reverse-transfer", TOY_EV]
+    d["matching"] = {**d["matching"], "modes": ["pearson", NAME, f"{NAME}-1to1"], "evidence": evidence}
     d["planted"] = {"features": 12, "d": 6, "firing_min": 0.04, "firing_max": 0.1, "sample_positions": 2000,
                     "train_positions": 5000, "merge": None,
                     "children": [{"name": "a", "drifted": 0.25, "removed": 0.25, "split": 0, "added": 0.25}],
                     "sae": {"architecture": "topk", "k": 2, "expansion": 3, "lr": 5e-3, "block_tokens": 1,
                             "blocks_per_batch": 128, "tokens": 20000},
-                    "matching": {"modes": ["pearson", NAME], "top_k": 3, "evidence": ["transfer", TOY_EV]}}
+                    "matching": {"modes": ["pearson", NAME], "top_k": 3, "evidence": evidence}}
     pl = Pipeline(parse_config(d), device="cpu")
     pl.run()
     db = pl.cfg.store_path()
@@ -107,7 +108,8 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     rows = dict(con.execute("""SELECT src, r FROM matches WHERE similarity = ? AND parent = ? AND child = ?
                                AND direction = 'p2c' AND rank = 0""", [NAME, p, c]).fetchall())
     for f in np.flatnonzero(alive_a)[:40]:
-        assert rows[int(f)] == pytest.approx(min(1.0, cos[f].max()), abs=1e-6)  # the matching artefact keeps r as float32
+        # the matching artefact keeps r as float32
+        assert rows[int(f)] == pytest.approx(min(1.0, cos[f].max()), abs=1e-6)
     assert con.execute("SELECT count(*) FROM control_matches WHERE similarity = ?", [NAME]).fetchone()[0] > 0
     assert con.execute("SELECT count(*) FROM noise_floor WHERE similarity = ?", [NAME]).fetchone()[0] > 0
     planted = con.execute("SELECT DISTINCT mode FROM planted_scores").fetchall()
@@ -119,6 +121,14 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     assert varies and sorted(transfer) == varies
     for f in varies[:60]:
         assert transfer[f] == pytest.approx(np.corrcoef(A[:, f], cross[:, f])[0, 1], abs=1e-6)
+    # reverse transfer (child side): the child's SAE on the child against the child's SAE on the parent
+    back = load_acts(pl.cross_activation(c, p)).toarray()
+    reverse = dict(con.execute("""SELECT feature, value FROM evidence WHERE kind = 'reverse-transfer' AND parent = ?
+                                  AND child = ? AND measure = 'r'""", [p, c]).fetchall())
+    varies = [g for g in range(B.shape[1]) if B[:, g].std() > 0 and back[:, g].std() > 0]
+    assert varies and sorted(reverse) == varies
+    for g in varies[:60]:
+        assert reverse[g] == pytest.approx(np.corrcoef(B[:, g], back[:, g])[0, 1], abs=1e-6)
     # a member's SAE on its own model through the cross path is its own activations
     np.testing.assert_allclose(load_acts(pl.cross_activation(p, p)).toarray(), A, rtol=0, atol=1e-6)
     # the toy (child side): each child feature's best parent r, as the store's matches hold it
@@ -128,7 +138,7 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
                                AND direction = 'c2p' AND rank = 0 AND r IS NOT NULL""", [p, c]).fetchall())
     assert toy_rows and toy_rows == pytest.approx(best, abs=1e-6)
     scored = {k for (k,) in con.execute("SELECT DISTINCT kind FROM planted_evidence").fetchall()}
-    assert scored == {"transfer", TOY_EV}
+    assert scored == set(evidence)
     auc = con.execute("SELECT value FROM planted_evidence WHERE kind = 'transfer' AND metric = 'auc'").fetchall()
     assert auc and all(v is None or 0 <= v <= 1 for (v,) in auc)
     con.close()
@@ -151,5 +161,5 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     ev = client.get(f"/api/models/{c}/features/{f}").json()["evidence"]
     assert [v["value"] for e in ev if e["kind"] == TOY_EV and e["parent"] == p for v in e["values"]] == \
         [pytest.approx(toy_rows[f])]
-    assert {r["kind"] for r in client.get("/api/evidence").json()["summary"]} == {"transfer", TOY_EV}
+    assert {r["kind"] for r in client.get("/api/evidence").json()["summary"]} == set(evidence)
     assert "Evidence kinds on the planted truth" in client.get("/method").text

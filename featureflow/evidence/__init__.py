@@ -71,8 +71,8 @@ class Evidence:
     similarity's match artefact). `score(values, truth)` (optional) scores its values on a planted family:
     `values` as `compute` returned them, `truth` each feature's true fate label on this edge (an array of strings:
     'persisting', 'disappearing', 'split', ... for a parent; 'inherited', 'emerging', ... for a child;
-    'unresolved' where the latent resolves to no planted feature); it returns {metric: number or None}. Bump `version` when the
-    computation changes what it writes."""
+    'unresolved' where the latent resolves to no planted feature); it returns {metric: number or None}. Bump
+    `version` when the computation changes what it writes."""
 
     name: str
     label: str
@@ -129,4 +129,4 @@ def compute(kind: Evidence, edge: EdgeData, n_features: int) -> dict[str, Any]:
     return values
 
 
-from featureflow.evidence import transfer  # noqa: E402,F401  (the built-in kinds register themselves)
+from featureflow.evidence import transfer, reverse_transfer  # noqa: E402,F401  (built-in kinds register themselves)

@@ -255,8 +255,8 @@ class Store:
                 "calls": self.q("SELECT * FROM planted_calls ORDER BY mode, population, fate, n DESC, truth"),
                 "split": self.q("SELECT * FROM planted_split ORDER BY mode"),
                 "saes": self.q("SELECT * FROM planted_saes ORDER BY model, replica"),
-                **({"evidence": ev} if (ev := self.q("SELECT * FROM planted_evidence ORDER BY kind, parent, child, metric"))
-                   else {})}
+                **({"evidence": ev} if (ev := self.q(
+                    "SELECT * FROM planted_evidence ORDER BY kind, parent, child, metric")) else {})}
 
     @memo
     def emerged_in(self, threshold: float, mode: str | None = None) -> dict[str, int]:
@@ -364,7 +364,8 @@ class Store:
             return []
         rows = self.q("""SELECT e.kind, e.parent, e.child, e.measure, e.value FROM evidence e
                          JOIN evidence_kinds k ON k.kind = e.kind
-                         WHERE e.feature = $feature AND CASE k.side WHEN 'parent' THEN e.parent ELSE e.child END = $model
+                         WHERE e.feature = $feature
+                           AND CASE k.side WHEN 'parent' THEN e.parent ELSE e.child END = $model
                          ORDER BY e.kind, e.parent, e.child""", {"model": model, "feature": feature})
         out: dict[tuple, dict] = {}
         for r in rows:
