@@ -325,8 +325,12 @@ class MatchingConfig(Strict):
 
     @property
     def evidence_kinds(self) -> list[str]:
-        """The evidence kinds to compute (`evidence`, none when unset)."""
-        return list(self.evidence or [])
+        """The evidence kinds to compute: those listed (`evidence`) and those a mode's rule reads (a `+transfer`
+        mode reads transfer and reverse-transfer)."""
+        from featureflow.modes import RULES
+
+        needed = [k for m in self.modes for k in RULES[parse_mode(m)[1]].needs]
+        return list(dict.fromkeys([*(self.evidence or []), *needed]))
 
 
 class AutointerpConfig(Strict):

@@ -60,7 +60,14 @@ class Rule:
     """Which of a feature's matches counts: its row in the `matches` table at rank 0 (`best`) or in `assignments`
     (`1to1`). `suffix` follows the similarity in a mode's name; `sql` selects each feature's match per edge from
     `{matches}` / `{assignments}` (the family's tables or the control's), `$sim` bound; `artefact` is the matching
-    file it reads ('topk.npz' rank 0, or 'assign.npz')."""
+    file it reads ('topk.npz' rank 0, or 'assign.npz').
+
+    A rule **with doubt** (e.g. `best+transfer`) reads its `base` rule's matches (and its seed floors) and adds
+    evidence that can disagree with them: `doubt_sql` wraps the base rule's rows (`{base}`) and adds `doubt_r`,
+    each row's evidence that the feature is still there (for `+transfer`: the parent's SAE on the child for a
+    parent feature, the child's SAE on the parent for a child feature); a feature whose match does not persist but
+    whose `doubt_r` exceeds `tau` is *uncertain*, not disappearing (or emerging). `needs` names the evidence kinds
+    (`featureflow/evidence/`) the rule reads: a config with such a mode computes them."""
 
     name: str
     label: str
@@ -68,6 +75,15 @@ class Rule:
     sql: str
     artefact: str
     doc: str = ""
+    base: str | None = None
+    doubt_sql: str | None = None
+    tau: float | None = None
+    needs: tuple[str, ...] = ()
+
+    @property
+    def floor_rule(self) -> str:
+        """The rule whose seed floors (`noise_floor.rule`) this rule reads: its base's, else its own."""
+        return self.base or self.name
 
 
 SIMILARITIES: Registry[Similarity] = Registry("similarity")
@@ -98,6 +114,18 @@ register_rule(Rule("best", "best match", "",
 register_rule(Rule("1to1", "one-to-one assignment", "-1to1",
                    "SELECT parent, child, direction, src, dst, r FROM {assignments} WHERE similarity = $sim",
                    "assign", "its partner in the assignment of maximum total similarity (unassigned: no match)"))
+
+
+def rule_with_doubt(base: str, kinds: dict[str, str], tau: float, name: str, label: str, doc: str = "") -> Rule:
+    """A rule that reads `base`'s matches and, as `doubt_r`, the evidence `kinds` = {direction: evidence kind}
+    (measure `r`) of each row's feature; registered with the suffix `base`'s suffix + '+' + `name`."""
+    b = RULES[base]
+    case = " ".join(f"WHEN '{d}' THEN '{k}'" for d, k in kinds.items())
+    doubt = f"""SELECT m.*, ev.value AS doubt_r FROM ({{base}}) m
+                LEFT JOIN evidence ev ON ev.parent = m.parent AND ev.child = m.child AND ev.feature = m.src
+                 AND ev.measure = 'r' AND ev.kind = CASE m.direction {case} END"""
+    return register_rule(Rule(f"{base}+{name}", f"{b.label}, {label}", f"{b.suffix}+{name}", b.sql, b.artefact, doc,
+                              base=base, doubt_sql=doubt, tau=tau, needs=tuple(dict.fromkeys(kinds.values()))))
 
 
 def split_mode(mode: str) -> tuple[str, str]:
@@ -140,6 +168,7 @@ def _register_builtins() -> None:
 
     for name in ("pearson", "decoder", "token_type"):  # each registers itself, in this order
         importlib.import_module(f"featureflow.similarities.{name}")
+    importlib.import_module("featureflow.evidence")  # its kinds, and the rules with doubt they bring (+transfer)
 
 
 _register_builtins()

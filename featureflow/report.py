@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from featureflow.modes import mode_label
+from featureflow.modes import RULES, mode_label, split_mode
 from featureflow.store import flows as F
 from featureflow.store import summary
 
@@ -97,11 +97,19 @@ def _report(con, db, threshold, mode) -> None:
         print(f"\nmode {mode} ({mode_label(mode)}){'  [default]' if mode == run['default_mode'] else ''}")
         print(f"{'edge':32s} {'persist':>8s} {'vanish':>8s} {'inherit':>8s} {'emerge':>8s} {'persist%':>9s} "
               f"{'floor%':>8s} {'same-idx':>8s}  floor from")
-        for r in F.flows(con, t, mode):
+        rows = F.flows(con, t, mode)
+        for r in rows:
             edge = f"{r['parent']} -> {r['child']}"
             floor = "    n/a" if r["floor_share"] is None else f"{100 * r['floor_share']:7.1f}%"
             print(f"{edge:32s} {r['persisting']:8d} {r['disappearing']:8d} {r['inherited']:8d} {r['emerging']:8d} "
                   f"{100 * r['persist_share']:8.1f}% {floor} {r['same_index']:8d}  {r['floor_source'] or 'no replicas'}")
+        if RULES[split_mode(mode)[1]].doubt_sql is not None:
+            print(f"  uncertain ({RULES[split_mode(mode)[1]].label}): no match above the threshold, but the "
+                  "evidence says the other model still carries the feature; left out of vanish / emerge above:")
+            for r in rows:
+                print(f"  {r['parent'] + ' -> ' + r['child']:30s} uncertain {r['uncertain']:6d} of "
+                      f"{r['parent_alive']:,} parent features, origin uncertain {r['uncertain_origin']:6d} of "
+                      f"{r['child_alive']:,} child features")
         print("  on its scale: of the parent's reproducible features (those matched above the threshold in every "
               "seed replica but one, held out in turn, pooled), the share that persists; on the same features, the "
               "share that persists into a random-weights model (control: token identity) and the share that "

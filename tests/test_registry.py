@@ -67,7 +67,7 @@ def test_the_mode_grammar_reads_the_registry(toy):
         parse_mode("mine")
     with pytest.raises(ValueError, match="already registered"):
         register_similarity(toy)
-    assert list(SIMILARITIES)[:3] == ["pearson", "decoder", "token-type"] and set(RULES) == {"best", "1to1"}
+    assert list(SIMILARITIES)[:3] == ["pearson", "decoder", "token-type"] and set(RULES) == {"best", "1to1", "best+transfer", "1to1+transfer"}
     from featureflow.config import MatchingConfig
 
     assert MatchingConfig(modes=[NAME, "pearson"]).similarities == [NAME, "pearson"]
@@ -86,7 +86,8 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     d = tiny_dict(Path(tiny_pipeline.cfg.data_dir))
     d["name"] = "toy-similarity"
     evidence = ["transfer", "reverse-transfer", TOY_EV]
-    d["matching"] = {**d["matching"], "modes": ["pearson", NAME, f"{NAME}-1to1"], "evidence": evidence}
+    d["matching"] = {**d["matching"], "modes": ["pearson", NAME, f"{NAME}-1to1", "pearson+transfer"],
+                     "evidence": evidence}
     d["planted"] = {"features": 12, "d": 6, "firing_min": 0.04, "firing_max": 0.1, "sample_positions": 2000,
                     "train_positions": 5000, "merge": None,
                     "children": [{"name": "a", "drifted": 0.25, "removed": 0.25, "split": 0, "added": 0.25}],
@@ -163,3 +164,36 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
         [pytest.approx(toy_rows[f])]
     assert {r["kind"] for r in client.get("/api/evidence").json()["summary"]} == set(evidence)
     assert "Evidence kinds on the planted truth" in client.get("/method").text
+
+    # the fate that admits doubt (issue 31) end to end: pearson+transfer splits pearson's disappearing (emerging)
+    # features into disappearing and uncertain where transfer r says the other model still carries them
+    plain, doubt = ({(f["parent"], f["child"]): f for f in client.get("/api/", params={"mode": m}).json()["flows"]}
+                    for m in ("pearson", "pearson+transfer"))
+    assert sum(f["uncertain"] for f in doubt.values()) > 0
+    for e, f in doubt.items():
+        assert f["persisting"] == plain[e]["persisting"] and plain[e]["uncertain"] == 0
+        assert f["disappearing"] + f["uncertain"] == plain[e]["disappearing"]
+        assert f["emerging"] + f["uncertain_origin"] == plain[e]["emerging"]
+    con = duckdb.connect(str(db), read_only=True)
+    tr = dict(con.execute("SELECT feature, value FROM evidence WHERE kind = 'transfer' AND parent = ? AND child = ?",
+                          [p, c]).fetchall())
+    con.close()
+    from featureflow.evidence.transfer import TAU
+
+    q = {"mode": "pearson+transfer", "per_page": 200}
+    unsure = client.get(f"/api/edges/{p}/{c}", params={**q, "fate": "uncertain"}).json()
+    gone = client.get(f"/api/edges/{p}/{c}", params={**q, "fate": "disappearing"}).json()
+    assert unsure["total"] == doubt[(p, c)]["uncertain"] and gone["total"] == doubt[(p, c)]["disappearing"]
+    assert all(x["r"] is None or x["r"] <= 0.7 for x in unsure["rows"] + gone["rows"])
+    assert all(tr[x["feature"]] > TAU for x in unsure["rows"]) and all(tr.get(x["feature"], -1) <= TAU
+                                                                        for x in gone["rows"])
+    page = client.get(f"/edges/{p}/{c}", params={"mode": "pearson+transfer", "fate": "uncertain"}).text
+    assert f"uncertain · {doubt[(p, c)]['uncertain']}" in page
+    if unsure["rows"]:
+        f = unsure["rows"][0]["feature"]
+        html = client.get(f"/models/{p}/features/{f}", params={"mode": "pearson+transfer"}).text
+        assert "uncertain-note" in html
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["report", "--db", str(db), "--mode", "pearson+transfer"]) == 0
+    assert f"uncertain {doubt[(p, c)]['uncertain']:6d} of" in buf.getvalue()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from featureflow.evidence import Evidence, Measure, register_evidence
+from featureflow.modes import rule_with_doubt
 
 
 def column_pearson(A, B) -> np.ndarray:
@@ -57,3 +58,18 @@ TRANSFER = register_evidence(Evidence(
                                           "parent and on the child, over the shared sample"),),
     reads=("activations", "cross_activations"), compute=_compute, score=_score,
     doc="the parent's SAE applied to the child's activations (Kissane et al. 2024)"))
+
+
+# Modes `<similarity>+transfer` and `<similarity>-1to1+transfer`: the base rule's matches, with transfer as doubt. A
+# parent feature matched in the child above the threshold persists; one matched in none is *uncertain* where the
+# parent's SAE still finds it in the child (transfer r > TAU), else it disappears. A child feature likewise:
+# inherited, uncertain where the child's SAE finds it in the parent (reverse transfer r > TAU), else emerging.
+# TAU = 0.3, chosen on the planted scorecard of two shapes (`python scripts/sweep_transfer_tau.py`, README "Planted
+# truth"): 0.3 has the best disappearing and emerging precision on both at full recall; 0.2 loses emerging recall
+# (0.73) on one, 0.4-0.6 lose disappearing precision.
+TAU = 0.3
+for _base in ("best", "1to1"):
+    rule_with_doubt(_base, {"p2c": "transfer", "c2p": "reverse-transfer"}, TAU, "transfer",
+                    f"uncertain where transfer r > {TAU}",
+                    "a feature with no match above the threshold is uncertain where the other model's activations "
+                    "still carry it (transfer r), disappearing / emerging where they do not")

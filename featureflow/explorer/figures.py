@@ -10,10 +10,13 @@ from urllib.parse import quote
 import numpy as np
 
 from featureflow.explorer import numbers
+from featureflow.store.flows import UNCERTAIN_VIA
 
 PERSIST = "rgba(46, 139, 87, 0.55)"
 LOST = "rgba(150, 150, 150, 0.45)"
 NEW = "rgba(230, 126, 34, 0.55)"
+UNSURE = "#b39b2e"                      # uncertain features' nodes (a rule with doubt, e.g. pearson+transfer)
+UNSURE_BAND = "rgba(179, 155, 46, 0.45)"
 HEAT_A, HEAT_B = "230, 126, 34", "52, 120, 219"  # token shading of /compare's features A (orange) and B (blue)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 
@@ -37,8 +40,8 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     `nodes` is `flows.node_flows`; `flows` gives the per-edge counts, shares and noise floors shown on
     hover and on the junctions. Every node and band carries [hover text, href, key] as customdata: the href
     opens its features (`state` is the threshold / mode query string carried along); the key names what the
-    node is ("model:<m>", "edge:<parent>:<child>", "lost:<m>", "new:<m>"; a band: its source's and target's
-    keys joined by " > ").
+    node is ("model:<m>", "edge:<parent>:<child>", "lost:<m>", "new:<m>", and under a rule with doubt
+    "uncertain:<m>", "unsure-origin:<m>"; a band: its source's and target's keys joined by " > ").
 
     Only nodes that some band touches are drawn, each at an explicit position: Plotly leaves out a node
     without links and then places the others by the wrong entries of `x` and `y`, so a junction with no
@@ -138,6 +141,26 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
             n = node(f"lost:{name}", f"lost · {lost:,}", "#aaaaaa",
                      column_x(min(depth[k] for k in kids)), hover, href, (len(models), order[name]))
             link(f"model:{name}", n, lost, LOST, hover, href)
+        unsure = out.get((name, UNCERTAIN_VIA), 0)
+        if kids and unsure:
+            href = (edge_href(name, kids[0], "uncertain") if len(kids) == 1
+                    else f"/features?model={quote(name)}&fate=uncertain{amp}")
+            where = label[kids[0]] if len(kids) == 1 else "any child"
+            hover = (f"{unsure:,} {m['label']} features match no feature of {where} above the threshold, but the "
+                     f"mode's evidence says {where} still carries them: uncertain")
+            n = node(f"uncertain:{name}", f"uncertain · {unsure:,}", UNSURE,
+                     column_x(min(depth[k] for k in kids)), hover, href, (len(models), order[name], 0))
+            link(f"model:{name}", n, unsure, UNSURE_BAND, hover, href)
+        unsure_in = into.get((name, UNCERTAIN_VIA), 0)
+        if ps and unsure_in:
+            href = (edge_href(ps[0], name, "uncertain-origin") if len(ps) == 1
+                    else f"/features?model={quote(name)}&fate=uncertain-origin{amp}")
+            where = label[ps[0]] if len(ps) == 1 else "any parent"
+            hover = (f"{unsure_in:,} {m['label']} features match no feature of {where} above the threshold, but the "
+                     f"mode's evidence says {where} already carried them: origin uncertain")
+            n = node(f"unsure-origin:{name}", f"origin uncertain · {unsure_in:,}", UNSURE,
+                     column_x(depth[name] - 0.5), hover, href, (order[name], 2))
+            link(n, f"model:{name}", unsure_in, UNSURE_BAND, hover, href)
         new = into.get((name, None), 0)
         if ps and new:
             href = (edge_href(ps[0], name, "emerging") if len(ps) == 1

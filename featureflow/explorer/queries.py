@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from featureflow.modes import split_mode
+from featureflow.modes import RULES, split_mode
 from featureflow import merges as merge_methods
 from featureflow.store import flows as flow_sql
 from featureflow.store import summary
@@ -677,7 +677,8 @@ class Store:
         only features that are / are not token-level (persist into their member's random-weights control,
         `flows.token_level`; a member without a control has neither)."""
         sim, rule = split_mode(self.mode(mode))
-        params: dict = {"sim": sim, "rule": rule, "t": self.run["default_threshold"] if threshold is None else threshold,
+        params: dict = {"sim": sim, "rule": RULES[rule].floor_rule,
+                        "t": self.run["default_threshold"] if threshold is None else threshold,
                         "lo": min_density, "hi": max_density}
         where = ["f.density >= $lo AND f.density <= $hi"]
         on_edge = ""

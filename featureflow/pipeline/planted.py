@@ -40,7 +40,7 @@ import scipy.sparse as sp
 import torch
 
 from featureflow.config import MatchingConfig, PlantedConfig, SAEConfig, parse_mode
-from featureflow.modes import SIMILARITIES
+from featureflow.modes import RULES, SIMILARITIES
 
 log = logging.getLogger("featureflow")
 
@@ -462,7 +462,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
     from featureflow.pipeline.matching import match_pair, rule_matches
     from featureflow.store import flows as F
     from featureflow.store.schema import create_tables
-    from featureflow.store.writers import insert, insert_edge_matches, insert_floor, insert_row
+    from featureflow.store.writers import insert, insert_edge_matches, insert_evidence, insert_floor, insert_row
 
     fam, acts, decoders, truth_row = tf.fam, tf.acts, tf.decoders, tf.truth_row
     sae_cfg, mcc, health = tf.sae_cfg, tf.mcc, tf.health
@@ -520,9 +520,13 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                              for sim in sims})
 
     truths = {(p, c): edge_truth(fam.members[p], fam.members[c]) for p, c in fam.edges}
-    evidence = score_evidence(tf, mcfg, truths, {(p, c, sim): (tops[(p, c, sim)], one_of[(p, c, sim)])
-                                                 for p, c in fam.edges for sim in sims})
+    values = evidence_values(tf, mcfg, {(p, c, sim): (tops[(p, c, sim)], one_of[(p, c, sim)])
+                                        for p, c in fam.edges for sim in sims})
+    for (kind, p, c), v in values.items():  # what a rule with doubt (a `+transfer` mode) reads
+        insert_evidence(con, kind, p, c, v)
+    evidence = score_evidence(tf, values, truths)
     out_modes, out_rep, drift, split, floors, flows, chance, out_conf = {}, {}, {}, {}, {}, {}, {}, {}
+    uncertain: dict[str, dict] = {}
     per_edge: dict[str, dict] = {}
     for mode in mcfg.modes:
         sim, _ = parse_mode(mode)
@@ -530,6 +534,9 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
         confusion = {pop: {f: {} for f in FATES} for pop in ("all", "reproducible")}
         d_tally: dict[str, list[int]] = {}
         s_tally = {"support": 0, "detected": 0, "called_persisting": 0, "called_disappearing": 0}
+        doubt = RULES[parse_mode(mode)[1]].doubt_sql is not None
+        u_tally = {pop: {side: {"calls": 0, "eligible": 0, "by_truth": {}} for side in ("parent", "child")}
+                   for pop in ("all", "reproducible")}
         repro = {n: reproducible(con, n, mode, thr) for n in order}
         for p, c in fam.edges:
             tr = truths[(p, c)]
@@ -555,6 +562,19 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                     if pop == "all":
                         edge_tally[fate] = [tp, int((mask & is_call).sum()), int((mask & (labels == fate)).sum())]
             per_edge.setdefault(mode, {})[f"{p}->{c}"] = {f: _prf(*v) for f, v in edge_tally.items()}
+            if doubt:  # the calls left uncertain, and what they are in truth
+                for side, model, fate in (("parent", p, "uncertain"), ("child", c, "uncertain-origin")):
+                    labels = lat[side]
+                    eligible = alive[model] & (labels != "split")
+                    unsure = np.zeros(len(labels), dtype=bool)
+                    unsure[list(_called(F.edge_features(con, p, c, fate, thr, mode, limit=1 << 30,
+                                                        sort="feature")[1]))] = True
+                    for pop, mask in (("all", eligible), ("reproducible", eligible & repro[model])):
+                        u = u_tally[pop][side]
+                        u["calls"] += int((mask & unsure).sum())
+                        u["eligible"] += int(mask.sum())
+                        for lab, n in zip(*np.unique(labels[mask & unsure].astype(str), return_counts=True)):
+                            u["by_truth"][lab] = u["by_truth"].get(lab, 0) + int(n)
             # recall of persisting parent features by the angle their direction moved
             row = truth_row[(p, 0)]
             persist_call = np.zeros(len(row), dtype=bool)
@@ -580,6 +600,12 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                 src = int(pm.src[row[i]])
                 halves = {child_of_row.get(ck[(src, g)], -2) for g in (LO, HI)}
                 s_tally["detected"] += int(set(top.p2c_idx[i, :2].tolist()) == halves)
+        if doubt:
+            uncertain[mode] = {pop: {side: {**u, "share": u["calls"] / u["eligible"] if u["eligible"] else None}
+                                     for side, u in sides.items()} for pop, sides in u_tally.items()}
+            for pop, sides in u_tally.items():  # stored with the other calls by truth (`planted_calls`)
+                confusion[pop]["uncertain"] = sides["parent"]["by_truth"]
+                confusion[pop]["uncertain-origin"] = sides["child"]["by_truth"]
         out_modes[mode] = {f: _prf(*tally["all"][f]) for f in FATES}
         out_rep[mode] = {f: _prf(*tally["reproducible"][f]) for f in FATES}
         out_conf[mode] = confusion
@@ -609,7 +635,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                                                    else int((tr["child"] == k).sum())}
                                                for k in ("persisting", "disappearing", "split", "emerging")}
     return {"modes": out_modes, "reproducible": out_rep, "calls_by_truth": out_conf, "per_edge": per_edge, "drift": drift, "split": split,
-            "evidence": evidence, "mcc": mcc, "sae": health, "floors": floors, "flows": flows, "chance": chance, "truth": truth, "threshold": thr,
+            "evidence": evidence, "uncertain": uncertain, "mcc": mcc, "sae": health, "floors": floors, "flows": flows, "chance": chance, "truth": truth, "threshold": thr,
             "config": {**cfg.model_dump(mode="json"), "sae": sae_cfg.model_dump(mode="json"),
                        "matching": mcfg.model_dump(mode="json")},
             "version": PLANTED_VERSION}
@@ -642,21 +668,33 @@ class PlantedEdge:
         return rule_matches(*self._matched[(self.parent, self.child, sim)], rule)
 
 
-def score_evidence(tf: TrainedFamily, mcfg: MatchingConfig, truths: dict, matched: dict) -> dict:
-    """Every evidence kind of `mcfg.evidence` that has a `score`, computed on every planted edge and scored against
-    the planted fates of its side's latents: {kind: {"parent->child": {metric: value}}}."""
+def evidence_values(tf: TrainedFamily, mcfg: MatchingConfig, matched: dict) -> dict[tuple[str, str, str], dict]:
+    """Every evidence kind of `mcfg.evidence_kinds` (those listed and those a mode's rule reads) on every planted
+    edge: (kind, parent, child) -> {measure: one value per feature of the kind's side}."""
     from featureflow.evidence import compute, evidence as registered
 
-    out: dict[str, dict] = {}
+    out = {}
     for name in mcfg.evidence_kinds:
+        kind = registered(name)
+        for p, c in tf.fam.edges:
+            model = p if kind.side == "parent" else c
+            out[(name, p, c)] = compute(kind, PlantedEdge(tf, p, c, matched), tf.acts[(model, 0)].shape[1])
+    return out
+
+
+def score_evidence(tf: TrainedFamily, values: dict, truths: dict) -> dict:
+    """Every evidence kind in `values` (`evidence_values`) that has a `score`, scored against the planted fates of
+    its side's latents: {kind: {"parent->child": {metric: value}}}."""
+    from featureflow.evidence import evidence as registered
+
+    out: dict[str, dict] = {}
+    for (name, p, c), v in values.items():
         kind = registered(name)
         if kind.score is None:
             continue
-        for p, c in tf.fam.edges:
-            model = p if kind.side == "parent" else c
-            values = compute(kind, PlantedEdge(tf, p, c, matched), tf.acts[(model, 0)].shape[1])
-            labels = _latent_labels(tf.truth_row[(model, 0)], truths[(p, c)][kind.side])
-            out.setdefault(name, {})[f"{p}->{c}"] = kind.score(values, labels.astype(str))
+        model = p if kind.side == "parent" else c
+        labels = _latent_labels(tf.truth_row[(model, 0)], truths[(p, c)][kind.side])
+        out.setdefault(name, {})[f"{p}->{c}"] = kind.score(v, labels.astype(str))
     return out
 
 
@@ -695,6 +733,12 @@ def format_scorecard(card: dict) -> str:
             c = pops["reproducible"][fate]
             lines.append(f"{fate} calls on reproducible latents by planted truth ({mode}): "
                          + ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])))
+    for mode, pops in card.get("uncertain", {}).items():
+        for pop, sides in pops.items():
+            lines.append(f"uncertain ({mode}, {pop} latents): " + "; ".join(
+                f"{side} {u['calls']} of {u['eligible']} ({f(u['share']).strip()}), in truth "
+                + (", ".join(f"{k} {v}" for k, v in sorted(u["by_truth"].items(), key=lambda kv: -kv[1])) or "-")
+                for side, u in sides.items()))
     for mode, s in card["split"].items():
         lines.append(f"split ({mode}): {s['detected']}/{s['support']} detected (both halves are the top-2), "
                      f"called persisting {s['called_persisting']}, disappearing {s['called_disappearing']}")

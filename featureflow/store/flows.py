@@ -43,14 +43,24 @@ _TABLES = {False: {"matches": "matches", "assignments": "assignments"},
 # A feature's match on an edge (its rule's row, `modes.RULES`) persists when its r exceeds the threshold $t; an
 # unassigned match (NULL r under 1to1) never persists. Every count, list and label of a fate reads this rule.
 PERSISTS = "coalesce(r, -1e9) > $t"
+# Under a rule with doubt (`modes.Rule.doubt_sql`, e.g. `pearson+transfer`), a match that does not persist is
+# *uncertain* when the rule's evidence (`doubt_r`) says the feature is still there: above the rule's `tau`.
+UNCERTAIN = "NOT (" + PERSISTS + ") AND coalesce(doubt_r, -1e9) > {tau}"
 
 
 def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     """Each feature's match on each edge under `rule` ($sim, $t bound): parent, child, direction, `model`
-    (the feature's own side), src, dst, r and `persists` (`PERSISTS`). `where` filters the match rows. With
-    `control`, each parent member against its random-weights control instead (`child` is the control)."""
+    (the feature's own side), src, dst, r, `persists` (`PERSISTS`) and `uncertain` (`UNCERTAIN`: a rule with
+    doubt only; false otherwise). `where` filters the match rows. With `control`, each parent member against its
+    random-weights control instead (`child` is the control; no doubt: the control has no evidence)."""
+    R = RULES[rule]
+    rows = R.sql.format(**_TABLES[control])
+    doubt = R.doubt_sql is not None and not control
+    if doubt:
+        rows = R.doubt_sql.format(base=rows)
     return (f"SELECT parent, child, direction, CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, "
-            f"src, dst, r, {PERSISTS} AS persists FROM ({RULES[rule].sql.format(**_TABLES[control])}) WHERE true {where}")
+            f"src, dst, r, {PERSISTS} AS persists, {UNCERTAIN.format(tau=R.tau) if doubt else 'false'} AS uncertain "
+            f"FROM ({rows}) WHERE true {where}")
 
 
 def feature_fates(rule: str, where: str = "") -> str:
@@ -61,7 +71,9 @@ def feature_fates(rule: str, where: str = "") -> str:
                       max(r) FILTER (WHERE direction = 'c2p') AS parent_r,
                       max(r) FILTER (WHERE direction = 'p2c') AS best_child_r,
                       bool_or(persists) FILTER (WHERE direction = 'c2p') AS inherited,
-                      bool_or(persists) FILTER (WHERE direction = 'p2c') AS persisting
+                      bool_or(persists) FILTER (WHERE direction = 'p2c') AS persisting,
+                      bool_or(uncertain) FILTER (WHERE direction = 'c2p') AS uncertain_in,
+                      bool_or(uncertain) FILTER (WHERE direction = 'p2c') AS uncertain_out
                FROM ({edge_matches(rule, where)}) GROUP BY ALL"""
 
 
@@ -131,14 +143,21 @@ def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
 # A feature's fate label from its `features` row `f` and its `feature_fates` row `s`: dead, else its parent
 # side (inherited / emerging) and child side (persisting / disappearing) joined by ', ', else 'alive'.
 FATE_LABEL = """CASE WHEN NOT f.alive THEN 'dead' ELSE coalesce(nullif(concat_ws(', ',
-                    CASE s.inherited WHEN true THEN 'inherited' WHEN false THEN 'emerging' END,
-                    CASE s.persisting WHEN true THEN 'persisting' WHEN false THEN 'disappearing' END), ''),
+                    CASE WHEN s.inherited THEN 'inherited' WHEN s.uncertain_in THEN 'uncertain origin'
+                         WHEN NOT s.inherited THEN 'emerging' END,
+                    CASE WHEN s.persisting THEN 'persisting' WHEN s.uncertain_out THEN 'uncertain'
+                         WHEN NOT s.persisting THEN 'disappearing' END), ''),
                     'alive') END"""
 # Search filters by fate (same rule). persisting / disappearing: an alive feature of a model with children,
 # matched above the threshold in some child / in none; inherited / emerging: an alive feature of a model with
 # parents, matched in some parent / in none; leaf: alive in a model without children.
-FATE_FILTERS = {"persisting": "f.alive AND s.persisting", "disappearing": "f.alive AND NOT s.persisting",
-                "inherited": "f.alive AND s.inherited", "emerging": "f.alive AND NOT s.inherited",
+# uncertain / uncertain-origin (a rule with doubt only): not persisting (not inherited), but its evidence says it is
+# still there; disappearing / emerging then leave those out.
+FATE_FILTERS = {"persisting": "f.alive AND s.persisting",
+                "disappearing": "f.alive AND NOT s.persisting AND NOT s.uncertain_out",
+                "uncertain": "f.alive AND NOT s.persisting AND s.uncertain_out",
+                "inherited": "f.alive AND s.inherited", "emerging": "f.alive AND NOT s.inherited AND NOT s.uncertain_in",
+                "uncertain-origin": "f.alive AND NOT s.inherited AND s.uncertain_in",
                 "leaf": "f.alive AND f.model NOT IN (SELECT parent FROM model_edges)", "dead": "NOT f.alive"}
 
 
@@ -190,7 +209,7 @@ def floors(cur, threshold: float, mode: str) -> dict[str, dict]:
                count(*) FILTER (WHERE alive AND {PERSISTS}) AS matched,
                avg(coalesce(r, 0)) FILTER (WHERE alive) AS mean_r
         FROM noise_floor WHERE similarity = $sim AND rule = $rule GROUP BY model""",
-                              {"t": threshold, "sim": sim, "rule": rule}))
+                              {"t": threshold, "sim": sim, "rule": RULES[rule].floor_rule}))
     return {r["model"]: {**r, "share": r["matched"] / r["alive"] if r["alive"] else 0.0} for r in rows}
 
 
@@ -251,7 +270,7 @@ STABILITY = f"""SELECT model, feature, count(*) AS replicas, count(*) FILTER (WH
 def stability_params(threshold: float, mode: str) -> dict:
     """The bound parameters `STABILITY` needs ($t, $sim, $rule)."""
     sim, rule = split_mode(mode)
-    return {"t": threshold, "sim": sim, "rule": rule}
+    return {"t": threshold, "sim": sim, "rule": RULES[rule].floor_rule}
 
 
 def all_stability(cur, threshold: float, mode: str) -> dict[tuple[str, int], dict]:
@@ -349,7 +368,7 @@ def member_scale(cur, threshold: float, mode: str) -> dict[str, dict]:
     ctl = edge_matches(rule, "AND direction = 'p2c'", control=True)
     extra = dict(cur.execute("""SELECT model, count(DISTINCT replica) FROM noise_floor
                                 WHERE similarity = $sim AND rule = $rule GROUP BY model""",
-                             {"sim": sim, "rule": rule}).fetchall())
+                             {"sim": sim, "rule": RULES[rule].floor_rule}).fetchall())
     controls = dict(cur.execute("SELECT DISTINCT parent, child FROM control_matches WHERE similarity = $sim",
                                 {"sim": sim}).fetchall())
     rows = dicts(cur.execute(f"""
@@ -405,7 +424,7 @@ def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None
         WHERE f.alive AND st.stable GROUP BY ALL""", params))
     replicated = dict(cur.execute("""SELECT model, count(DISTINCT replica) FROM noise_floor
                                      WHERE similarity = $sim AND rule = $rule GROUP BY model""",
-                                  {"sim": sim, "rule": rule}).fetchall())  # member -> its extra replicas
+                                  {"sim": sim, "rule": RULES[rule].floor_rule}).fetchall())  # member -> extra replicas
     out = {}
     for e in dicts(cur.execute("SELECT parent, child FROM model_edges")):
         p, c = e["parent"], e["child"]
@@ -501,7 +520,8 @@ def pw_mcc_replicas(cur) -> dict[str, list[dict]]:
 
 def flows(cur, threshold: float, mode: str) -> list[dict]:
     """Per edge (children in family order): persisting / disappearing parent features, inherited / emerging
-    child features, same-index persisting pairs, the persisting share and the edge's noise floor; the parent's
+    child features (and, under a rule with doubt, `uncertain` parent and `uncertain_origin` child features, which
+    disappearing / emerging then leave out), same-index persisting pairs, the persisting share and the edge's noise floor; the parent's
     alive features that persist into its random-weights control (`control_matched`, `control_share`: the raw
     share's lower anchor; NULL without a control) and, of the persisting ones, how many are token-level (persist
     into the control too: `token_level`) and how many are not (`beyond_token`); and the scale
@@ -512,9 +532,12 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
         ctl AS ({edge_matches(rule, "AND direction = 'p2c'", control=True)})
         SELECT e.parent, e.child,
           count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.persists) AS persisting,
-          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND NOT m.persists) AS disappearing,
+          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND NOT m.persists AND NOT m.uncertain)
+              AS disappearing,
+          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.uncertain) AS uncertain,
           count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.persists) AS inherited,
-          count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND NOT m.persists) AS emerging,
+          count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND NOT m.persists AND NOT m.uncertain) AS emerging,
+          count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.uncertain) AS uncertain_origin,
           count(*) FILTER (WHERE m.direction = 'p2c' AND NOT f.alive) AS parent_dead,
           count(*) FILTER (WHERE m.direction = 'c2p' AND NOT f.alive) AS child_dead,
           count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive) AS parent_alive,
@@ -573,17 +596,19 @@ def floor_histogram(cur, model: str, mode: str, bins: int = 20) -> list[dict]:
     return dicts(cur.execute("""
         SELECT least(floor((coalesce(r, 0) + 1) / 2 * $bins), $bins - 1)::INTEGER AS bin, count(*) AS n
         FROM noise_floor WHERE model = $model AND similarity = $sim AND rule = $rule AND alive
-        GROUP BY bin ORDER BY bin""", {"bins": bins, "model": model, "sim": sim, "rule": rule}))
+        GROUP BY bin ORDER BY bin""", {"bins": bins, "model": model, "sim": sim, "rule": RULES[rule].floor_rule}))
 
 
 # -- per-node partition and per-edge feature lists (the explorer's Sankey and /edges pages) ---------------
+UNCERTAIN_VIA = "~uncertain"  # `node_flows`'s `via` of an uncertain feature (no model name has a '~')
 def node_flows(cur, threshold: float, mode: str, reproducible: bool = False) -> list[dict]:
     """Each alive feature counted once per model node, for the Sankey.
 
     Rows (side, model, via, n): side 'out' partitions a parent's alive features by the child its best
-    persisting match lies in (the strongest r over its children; `via` NULL: it persists in none, lost);
-    side 'in' partitions a child's alive features by the parent its best persisting match lies in (`via`
-    NULL: no parent reaches it, new). Ties go to the model earlier in family order. With `reproducible`,
+    persisting match lies in (the strongest r over its children; `via` NULL: it persists in none, lost;
+    `UNCERTAIN_VIA`: in none, but uncertain under a rule with doubt); side 'in' partitions a child's alive
+    features by the parent its best persisting match lies in (`via` NULL: no parent reaches it, new;
+    `UNCERTAIN_VIA`: its origin is uncertain). Ties go to the model earlier in family order. With `reproducible`,
     a member with seed replicas counts only its reproducible features (`STABILITY`); a member without
     replicas still counts all of them."""
     sim, rule = split_mode(mode)
@@ -593,20 +618,25 @@ def node_flows(cur, threshold: float, mode: str, reproducible: bool = False) -> 
     return dicts(cur.execute(f"""
         WITH side AS (
             SELECT model, src AS feature, CASE WHEN direction = 'p2c' THEN child ELSE parent END AS other,
-                   direction, coalesce(r, -1e9) AS r, persists FROM ({edge_matches(rule)})),
+                   direction, coalesce(r, -1e9) AS r, persists, uncertain FROM ({edge_matches(rule)})),
         ranked AS (
             SELECT s.*, row_number() OVER (PARTITION BY s.model, s.feature, s.direction
-                                           ORDER BY s.r DESC, o.idx) AS k
+                                           ORDER BY s.r DESC, o.idx) AS k,
+                   bool_or(s.uncertain) OVER (PARTITION BY s.model, s.feature, s.direction) AS unsure
             FROM side s JOIN models o ON o.model = s.other)
         SELECT CASE WHEN k.direction = 'p2c' THEN 'out' ELSE 'in' END AS side, k.model,
-               CASE WHEN k.persists THEN k.other END AS via, count(*) AS n
+               CASE WHEN k.persists THEN k.other WHEN k.unsure THEN '{UNCERTAIN_VIA}' END AS via, count(*) AS n
         FROM ranked k JOIN features f ON f.model = k.model AND f.feature = k.feature {keep}
         WHERE k.k = 1 AND f.alive{where} GROUP BY ALL ORDER BY ALL""",
-                              {"t": threshold, "sim": sim, **({"rule": rule} if reproducible else {})}))
+                              {"t": threshold, "sim": sim,
+                               **({"rule": RULES[rule].floor_rule} if reproducible else {})}))
 
 
-EDGE_FATES = {"persisting": ("p2c", True), "disappearing": ("p2c", False),
-              "inherited": ("c2p", True), "emerging": ("c2p", False)}
+# fate on an edge -> (direction, persists, uncertain); uncertain ones exist under a rule with doubt only
+EDGE_FATES = {"persisting": ("p2c", True, False), "disappearing": ("p2c", False, False),
+              "uncertain": ("p2c", False, True),
+              "inherited": ("c2p", True, False), "emerging": ("c2p", False, False),
+              "uncertain-origin": ("c2p", False, True)}
 EDGE_SORTS = {"r": "m.r", "density": "f.density", "llr": "f.top_token_llr",
               "sim_score": "e.sim_score", "feature": "f.feature"}
 
@@ -627,7 +657,7 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
         raise ValueError(f"unknown edge fate '{fate}' (fates: {', '.join(EDGE_FATES)})")
     if sort not in EDGE_SORTS:
         raise ValueError(f"unknown sort '{sort}' (sorts: {', '.join(EDGE_SORTS)})")
-    direction, persists = EDGE_FATES[fate]
+    direction, persists, uncertain = EDGE_FATES[fate]
     base = f"""
         FROM ({edge_matches(rule)}) m
         JOIN features f ON f.model = m.model AND f.feature = m.src
@@ -636,10 +666,11 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
         LEFT JOIN ({STABILITY}) st ON st.model = f.model AND st.feature = f.feature
         LEFT JOIN ({token_level(rule)}) tl ON tl.model = f.model AND tl.feature = f.feature
         WHERE m.parent = $parent AND m.child = $child AND m.direction = $direction AND f.alive
-          AND m.persists = $persists{"" if stable is None else " AND st.stable = $stable"}{
+          AND m.persists = $persists AND m.uncertain = $uncertain{"" if stable is None else " AND st.stable = $stable"}{
               "" if token is None else " AND tl.token_level = $token"}"""
-    params = {"sim": sim, "rule": rule, "parent": parent, "child": child, "direction": direction, "t": threshold,
-              "persists": persists, **({} if stable is None else {"stable": stable}),
+    params = {"sim": sim, "rule": RULES[rule].floor_rule, "parent": parent, "child": child, "direction": direction,
+              "t": threshold, "persists": persists, "uncertain": uncertain,
+              **({} if stable is None else {"stable": stable}),
               **({} if token is None else {"token": token})}
     total = cur.execute(f"SELECT count(*) {base}", params).fetchone()[0]
     order = "DESC" if descending else "ASC"

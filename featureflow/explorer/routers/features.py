@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse
 
 from featureflow.explorer import figures
 from featureflow.explorer.queries import Ref
+from featureflow.store.flows import FATE_FILTERS
 from featureflow.explorer.rendering import COMPARE_B, HEAT
 from featureflow.explorer.views import (Density, FeatureId, FeatureQuery, FeatureRef, Mode, Page, PerPage, Stable,
                                         State, StoreDep, Threshold, TokenLevel, resolve_state, stable_flag, view)
@@ -117,8 +118,9 @@ def features(
     store: StoreDep,
     state: State,
     model: Annotated[str | None, Query(description="model name")] = None,
-    fate: Annotated[str | None, Query(pattern="^(persisting|disappearing|inherited|emerging|leaf|dead)?$",
-                                      description="at the threshold and mode; empty: any")] = None,
+    fate: Annotated[str | None, Query(pattern="^(" + "|".join(FATE_FILTERS) + ")?$",
+                                      description="at the threshold and mode (uncertain, uncertain-origin: under "
+                                                  "a mode with doubt, e.g. pearson+transfer); empty: any")] = None,
     edge: Annotated[str | None, Query(max_length=200, pattern="^([^>]+>[^>]+)?$",
                                       description="parent>child: fates on that edge only; empty: all")] = None,
     min_density: Density = 0.0,

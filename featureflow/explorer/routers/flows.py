@@ -12,7 +12,8 @@ from fastapi import APIRouter, Query
 from featureflow.explorer import figures
 from featureflow.explorer.views import (Mode, Page, PerPage, SankeyPopulation, Stable, State, StoreDep, TokenLevel,
                                         stable_flag, view)
-from featureflow.modes import mode_label
+from featureflow.modes import RULES, mode_label, split_mode
+from featureflow.store.flows import EDGE_FATES
 
 router = APIRouter()
 
@@ -39,9 +40,11 @@ def overview(store: StoreDep, state: State, population: SankeyPopulation) -> dic
 
 @view(router, "/edges/{parent}/{child}", "edge.html", fragment="_edge_rows.html", table=lambda d: d["rows"])
 def edge(parent: str, child: str, store: StoreDep, state: State,
-         fate: Annotated[str, Query(pattern="^(persisting|disappearing|inherited|emerging)$",
+         fate: Annotated[str, Query(pattern="^(" + "|".join(EDGE_FATES) + ")$",
                                     description="persisting / disappearing parent features, inherited / "
-                                                "emerging child features")] = "persisting",
+                                                "emerging child features; under a mode with doubt (e.g. "
+                                                "pearson+transfer) uncertain parent and uncertain-origin child "
+                                                "features")] = "persisting",
          sort: Annotated[str, Query(pattern="^(r|density|llr|sim_score|feature)$")] = "r",
          order: Annotated[str, Query(pattern="^(desc|asc)$")] = "desc",
          page: Page = 1, per_page: PerPage = 50, stable: Stable = None, token_level: TokenLevel = None) -> dict:
@@ -63,6 +66,7 @@ def edge(parent: str, child: str, store: StoreDep, state: State,
               for k in ("r", "density", "llr", "sim_score")}
     return {**res, "edge": {**e, "parent_label": store.label(parent), "child_label": store.label(child)},
             "fate": fate, "counts": counts, "sort": sort, "order": order, "state": state, "stable": stable,
+            "doubt": RULES[split_mode(state.mode)[1]].doubt_sql is not None,
             "token_level": token,
             "stable_query": ("" if stable is None else f"&stable={str(stable).lower()}") +
                             ("" if token is None else f"&token_level={str(token).lower()}"),
