@@ -62,7 +62,8 @@ def independent(con, t: float, mode: str) -> dict:
     (None without seed replicas) the counts (k, n) persisting, into the control (None without one) and matching the
     held-out replica, the share per held-out replica, the share beyond token identity; (emerged, reproducible
     child features); (PW-MCC, chance)."""
-    sim, _, rule = mode.partition("-")
+    # a mode with doubt ('pearson+transfer') persists exactly as its base mode: the scale is the base mode's
+    sim, _, rule = mode.split("+")[0].partition("-")
     alive, reps, best, control = tables(con, sim, rule or "best")
     stable = {m: alive[m] & np.all([above(r, t) for r in rs.values()], axis=0) for m, rs in reps.items()}
     mcc = {(a, b): (s, ch) for a, b, s, ch in con.execute(
