@@ -130,6 +130,16 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     assert varies and sorted(reverse) == varies
     for g in varies[:60]:
         assert reverse[g] == pytest.approx(np.corrcoef(B[:, g], back[:, g])[0, 1], abs=1e-6)
+    # transfer's lower anchor: the parent's SAE on its random-weights control, for parent-side kinds only
+    (cp, ctl), = [e for e in pl.cfg.control_edges() if e[0] == p]
+    on_ctl = load_acts(pl.cross_activation(cp, ctl)).toarray()
+    anchor = dict(con.execute("""SELECT feature, value FROM evidence WHERE kind = 'transfer' AND parent = ?
+                                 AND child = ? AND measure = 'r'""", [cp, ctl]).fetchall())
+    varies = [f for f in range(A.shape[1]) if A[:, f].std() > 0 and on_ctl[:, f].std() > 0]
+    assert sorted(anchor) == varies
+    for f in varies[:30]:
+        assert anchor[f] == pytest.approx(np.corrcoef(A[:, f], on_ctl[:, f])[0, 1], abs=1e-6)
+    assert not con.execute("SELECT count(*) FROM evidence WHERE child = ? AND kind <> 'transfer'", [ctl]).fetchone()[0]
     # a member's SAE on its own model through the cross path is its own activations
     np.testing.assert_allclose(load_acts(pl.cross_activation(p, p)).toarray(), A, rtol=0, atol=1e-6)
     # the toy (child side): each child feature's best parent r, as the store's matches hold it
@@ -162,7 +172,9 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     ev = client.get(f"/api/models/{c}/features/{f}").json()["evidence"]
     assert [v["value"] for e in ev if e["kind"] == TOY_EV and e["parent"] == p for v in e["values"]] == \
         [pytest.approx(toy_rows[f])]
-    assert {r["kind"] for r in client.get("/api/evidence").json()["summary"]} == set(evidence)
+    summary = client.get("/api/evidence").json()["summary"]
+    assert {r["kind"] for r in summary} == set(evidence)
+    assert {(r["parent"], r["child"]) for r in summary if r["control"]} == set(pl.cfg.control_edges())
     assert "Evidence kinds on the planted truth" in client.get("/method").text
 
     # the fate that admits doubt (issue 31) end to end: pearson+transfer splits pearson's disappearing (emerging)

@@ -357,6 +357,11 @@ class Store:
         return {r["kind"]: {k: v for k, v in r.items() if k not in ("kind", "measures_json")}
                 | {"measures": json.loads(r["measures_json"])} for r in rows}
 
+    @functools.cached_property
+    def control_labels(self) -> dict[str, str]:
+        """control -> its label (`controls`)."""
+        return dict(self.cursor().execute("SELECT control, label FROM controls").fetchall())
+
     def feature_evidence(self, model: str, feature: int) -> list[dict]:
         """Every evidence kind's values for one feature, on each edge where the feature is on the kind's side:
         [{kind, label, parent, child, parent_label, child_label, values: [{measure, label, value}]}]."""
@@ -372,7 +377,9 @@ class Store:
             kind = self.evidence_kinds[r["kind"]]
             entry = out.setdefault((r["kind"], r["parent"], r["child"]), {
                 "kind": r["kind"], "label": kind["label"], "parent": r["parent"], "child": r["child"],
-                "parent_label": self.label(r["parent"]), "child_label": self.label(r["child"]), "values": {}})
+                "parent_label": self.label(r["parent"]), "values": {},
+                "child_label": (f"random-weights control ({self.control_labels[r['child']]})"
+                                if r["child"] in self.control_labels else self.label(r["child"]))})
             entry["values"][r["measure"]] = r["value"]
         for e in out.values():  # in the kind's order of measures, each with its label
             measures = self.evidence_kinds[e["kind"]]["measures"]

@@ -619,9 +619,15 @@ class Pipeline:
 
     @_stage
     def evidence(self) -> dict[tuple[str, str, str], Path]:
-        """Every configured evidence kind (`matching.evidence`) on every edge: (kind, parent, child) -> folder."""
-        return {(k, p, c): self.edge_evidence(k, p, c) for k in self.cfg.matching.evidence_kinds
-                for p, c in self.cfg.edges()}
+        """Every configured evidence kind (`matching.evidence_kinds`) on every edge, and each parent-side kind on
+        every member against its random-weights control too (the kind's lower anchor: what an untrained model of
+        the same architecture and tokenizer shows): (kind, parent, child or control) -> folder."""
+        from featureflow.evidence import evidence as registered
+
+        kinds = self.cfg.matching.evidence_kinds
+        return {(k, p, c): self.edge_evidence(k, p, c) for k in kinds for p, c in self.cfg.edges()} | {
+            (k, p, c): self.edge_evidence(k, p, c) for k in kinds if registered(k).side == "parent"
+            for p, c in self.cfg.control_edges()}
 
     # --------------------------------------------------------------------------------- autointerp
     def persisting(self, name: str, n_features: int) -> np.ndarray:

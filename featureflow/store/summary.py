@@ -65,7 +65,9 @@ def sae_health(cur) -> list[dict]:
 
 def evidence_summary(cur, labels: dict[str, str] | None = None) -> list[dict]:
     """Per evidence kind (`evidence_kinds`), edge and measure, in family order: the kind's label and side, the
-    measure's label, the features with a value (`n`), their mean and 10th / 50th / 90th percentiles."""
+    measure's label, the features with a value (`n`), their mean and 10th / 50th / 90th percentiles; then each
+    parent-side kind on every member against its random-weights control (`control` true: the kind's lower
+    anchor)."""
     import json
 
     kinds = {k: (label, side, {m["name"]: m["label"] for m in json.loads(measures)})
@@ -74,12 +76,17 @@ def evidence_summary(cur, labels: dict[str, str] | None = None) -> list[dict]:
     rows = dicts(cur.execute("""
         SELECT e.kind, e.parent, e.child, e.measure, count(*) AS n, avg(e.value) AS mean,
                quantile_cont(e.value, 0.1) AS p10, quantile_cont(e.value, 0.5) AS median,
-               quantile_cont(e.value, 0.9) AS p90
-        FROM evidence e JOIN models c ON c.model = e.child JOIN models p ON p.model = e.parent
-        GROUP BY e.kind, e.parent, e.child, e.measure, c.idx, p.idx ORDER BY e.kind, c.idx, p.idx, e.measure"""))
+               quantile_cont(e.value, 0.9) AS p90, k.control IS NOT NULL AS control
+        FROM evidence e JOIN models p ON p.model = e.parent
+        LEFT JOIN models c ON c.model = e.child LEFT JOIN controls k ON k.control = e.child
+        WHERE c.model IS NOT NULL OR k.control IS NOT NULL
+        GROUP BY e.kind, e.parent, e.child, e.measure, k.control, c.idx, p.idx
+        ORDER BY e.kind, control, c.idx NULLS LAST, p.idx, e.measure"""))
     for r in rows:
         label, side, measures = kinds[r["kind"]]
         r.update(label=label, side=side, measure_label=measures.get(r["measure"], r["measure"]))
         if labels:
             r.update(parent_label=labels.get(r["parent"], r["parent"]), child_label=labels.get(r["child"], r["child"]))
+        if r["control"]:
+            r["child_label"] = f"random-weights control ({r['child']})"
     return rows
