@@ -110,8 +110,8 @@ def test_fingerprint_run_writes_each_members_shift_against_its_untouched_base(ti
     probe_states(base, *probes)
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
     pl, order = tiny_pipeline, tiny_pipeline.cfg.topological_order()
-    fingerprint_run(pl.cfg, {n: pl.member(n) for n in order}, {n: pl.sae(n) for n in order}, pl.load_acts,
-                    pl.hf_tokenizer, pl.sample_tokens(), pl.device, pl.pool_members(), pl.member_inputs(), tmp_path)
+    fingerprint_run(pl.cfg, {n: pl.member(n) for n in order}, pl.load_acts, pl.load_cross_acts, pl.hf_tokenizer,
+                    pl.device, pl.pool_members(), pl.member_inputs(), tmp_path)
     vecs = np.load(tmp_path / "vectors.npz")
     fcfg, root = pl.cfg.fingerprints, pl.cfg.roots()[0]
     ids, mask = encode_probes(pl.hf_tokenizer, probe_texts(fcfg.probes, fcfg.probe_set))
@@ -123,6 +123,22 @@ def test_fingerprint_run_writes_each_members_shift_against_its_untouched_base(ti
             want = states[n][v] - states[fcfg.base.get(n, root)][v]
             assert np.any(want != 0), (n, v)
             np.testing.assert_allclose(vecs[f"{n}|{v}"], want, rtol=0, atol=1e-9, err_msg=f"{n} {v}")
+    # the features behind each fingerprint come from one encode shared with transfer evidence (the runner's cross
+    # activations): equal to encoding the member afresh with its base's SAE (encode_sample) and `feature_shift`
+    from featureflow.pipeline.artifacts import read_json
+    from featureflow.pipeline.features import encode_sample
+    from featureflow.pipeline.fingerprints import feature_shift
+    from featureflow.pipeline.sae import load_sae
+
+    behind = read_json(tmp_path / "fingerprints.json")["features_behind"]
+    for n in members:
+        b = fcfg.base.get(n, root)
+        fresh = encode_sample(load_model(pl.member(n)), load_sae(pl.sae(b)), pl.sample_tokens(), pl.cfg.sae.hook)
+        sh = feature_shift(pl.load_acts(b), fresh)
+        rows = [x for x in behind if x["model"] == n]
+        assert rows
+        for x in rows:
+            assert x["delta_mean"] == pytest.approx(float(sh["delta_mean"][x["feature"]]), abs=1e-6)
 
 
 def test_store_holds_every_member_and_sweep_point(tiny_pipeline):

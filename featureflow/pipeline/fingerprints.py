@@ -170,14 +170,15 @@ def feature_shift(base_acts, child_acts) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------ the stage
-def fingerprint_run(cfg, members: dict, saes: dict, load_acts, tokenizer, sample_tokens, device: str,
-                    pool: list[dict], merge_inputs, out) -> None:
+def fingerprint_run(cfg, members: dict, load_acts, cross_acts, tokenizer, device: str, pool: list[dict],
+                    merge_inputs, out) -> None:
     """Compute everything the store's fingerprint tables hold; write fingerprints.json + vectors.npz.
 
-    `members` / `saes`: member -> its model folder / its replica-0 SAE folder; `load_acts(member)`: its sparse
-    SAE activations on the shared sample; `tokenizer`: the family tokenizer; `sample_tokens`: the sample's
-    token ids; `pool`: extra fine-tunes [{name, domain, path}]; `merge_inputs`: what re-merging a merge member
-    along its t sweep reads (`family.build.MemberInputs`)."""
+    `members`: member -> its model folder; `load_acts(member)`: its sparse SAE activations on the shared sample;
+    `cross_acts(sae_of, data_of)`: one member's SAE on another's activations over the same sample (the runner's
+    `load_cross_acts`, one encode shared with transfer evidence); `tokenizer`: the family tokenizer; `pool`: extra
+    fine-tunes [{name, domain, path}]; `merge_inputs`: what re-merging a merge member along its t sweep reads
+    (`family.build.MemberInputs`)."""
     import time
 
     from featureflow.progress import progress as tqdm
@@ -185,8 +186,6 @@ def fingerprint_run(cfg, members: dict, saes: dict, load_acts, tokenizer, sample
     from featureflow.pipeline.artifacts import read_json, write_json
     from featureflow.pipeline.family.build import merge_recipe
     from featureflow.pipeline.family.model import load_model
-    from featureflow.pipeline.features import encode_sample
-    from featureflow.pipeline.sae import load_sae
 
     t0 = time.time()
     fcfg = cfg.fingerprints
@@ -272,14 +271,12 @@ def fingerprint_run(cfg, members: dict, saes: dict, load_acts, tokenizer, sample
 
     # features behind each member's fingerprint, through its base's SAE
     behind = []
-    tokens = sample_tokens
     base_acts: dict = {}  # each base's activations are read once, however many children it has
     for n in order:
         b = base_of[n]
         if n == b:
             continue
-        child_acts = encode_sample(load_model(members[n], device), load_sae(saes[b]), tokens, hook,
-                                   desc=f"features behind {n}")
+        child_acts = cross_acts(b, n)  # its base's SAE on its activations
         if b not in base_acts:
             base_acts[b] = load_acts(b)
         sh = feature_shift(base_acts[b], child_acts)

@@ -757,8 +757,8 @@ class Pipeline:
                      [p["path"].name for p in pool], [p.name for p in self.activations().values()])
         order = cfg.topological_order()
         return build_dir(self._dir("fingerprints", "delta", key), lambda tmp: fingerprint_run(
-            cfg, {n: self.member(n) for n in order}, {n: self.sae(n) for n in order}, self.load_acts,
-            self.hf_tokenizer, self.sample_tokens(), self.device, pool, self.member_inputs(), tmp))
+            cfg, {n: self.member(n) for n in order}, self.load_acts, self.load_cross_acts, self.hf_tokenizer,
+            self.device, pool, self.member_inputs(), tmp))
 
     # ------------------------------------------------------------------------------------ planted
     @_stage
