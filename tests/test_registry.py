@@ -114,31 +114,23 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     assert con.execute("SELECT count(*) FROM control_matches WHERE similarity = ?", [NAME]).fetchone()[0] > 0
     assert con.execute("SELECT count(*) FROM noise_floor WHERE similarity = ?", [NAME]).fetchone()[0] > 0
     planted = con.execute("SELECT DISTINCT mode FROM planted_scores").fetchall()
-    # the evidence kinds: transfer r is numpy's r of the parent SAE's activations on the parent and on the child
-    cross = load_acts(pl.cross_activation(p, c)).toarray()
-    transfer = dict(con.execute("""SELECT feature, value FROM evidence WHERE kind = 'transfer' AND parent = ?
-                                   AND child = ? AND measure = 'r'""", [p, c]).fetchall())
-    varies = [f for f in range(A.shape[1]) if A[:, f].std() > 0 and cross[:, f].std() > 0]
-    assert varies and sorted(transfer) == varies
-    for f in varies[:60]:
-        assert transfer[f] == pytest.approx(np.corrcoef(A[:, f], cross[:, f])[0, 1], abs=1e-6)
-    # reverse transfer (child side): the child's SAE on the child against the child's SAE on the parent
-    back = load_acts(pl.cross_activation(c, p)).toarray()
-    reverse = dict(con.execute("""SELECT feature, value FROM evidence WHERE kind = 'reverse-transfer' AND parent = ?
-                                  AND child = ? AND measure = 'r'""", [p, c]).fetchall())
-    varies = [g for g in range(B.shape[1]) if B[:, g].std() > 0 and back[:, g].std() > 0]
-    assert varies and sorted(reverse) == varies
-    for g in varies[:60]:
-        assert reverse[g] == pytest.approx(np.corrcoef(B[:, g], back[:, g])[0, 1], abs=1e-6)
+    def stored_transfer_is_numpys(kind: str, child: str, own, sae_of: str, data_of: str) -> None:
+        """A transfer kind's stored r per feature (edge p -> child) is numpy's r of the SAE's activations on its own
+        model (`own`) and on the other (`sae_of`'s SAE on `data_of`, the cross activations); no row where either
+        never varies."""
+        cross = load_acts(pl.cross_activation(sae_of, data_of)).toarray()
+        stored = dict(con.execute("""SELECT feature, value FROM evidence WHERE kind = ? AND parent = ? AND child = ?
+                                     AND measure = 'r'""", [kind, p, child]).fetchall())
+        varies = [f for f in range(own.shape[1]) if own[:, f].std() > 0 and cross[:, f].std() > 0]
+        assert sorted(stored) == varies and varies
+        for f in varies[:60]:
+            assert stored[f] == pytest.approx(np.corrcoef(own[:, f], cross[:, f])[0, 1], abs=1e-6), (kind, f)
+
+    stored_transfer_is_numpys("transfer", c, A, p, c)  # the parent's SAE on the child
+    stored_transfer_is_numpys("reverse-transfer", c, B, c, p)  # the child's SAE on the parent
     # transfer's lower anchor: the parent's SAE on its random-weights control, for parent-side kinds only
-    (cp, ctl), = [e for e in pl.cfg.control_edges() if e[0] == p]
-    on_ctl = load_acts(pl.cross_activation(cp, ctl)).toarray()
-    anchor = dict(con.execute("""SELECT feature, value FROM evidence WHERE kind = 'transfer' AND parent = ?
-                                 AND child = ? AND measure = 'r'""", [cp, ctl]).fetchall())
-    varies = [f for f in range(A.shape[1]) if A[:, f].std() > 0 and on_ctl[:, f].std() > 0]
-    assert sorted(anchor) == varies
-    for f in varies[:30]:
-        assert anchor[f] == pytest.approx(np.corrcoef(A[:, f], on_ctl[:, f])[0, 1], abs=1e-6)
+    (ctl,) = [k for e, k in pl.cfg.control_edges() if e == p]
+    stored_transfer_is_numpys("transfer", ctl, A, p, ctl)
     assert not con.execute("SELECT count(*) FROM evidence WHERE child = ? AND kind <> 'transfer'", [ctl]).fetchone()[0]
     # a member's SAE on its own model through the cross path is its own activations
     np.testing.assert_allclose(load_acts(pl.cross_activation(p, p)).toarray(), A, rtol=0, atol=1e-6)

@@ -5,10 +5,8 @@ learnt it) keeps a high r; one that emerged in fine-tuning or merging does not. 
 
 from __future__ import annotations
 
-import numpy as np
-
 from featureflow.evidence import Evidence, Measure, register_evidence
-from featureflow.evidence.transfer import column_pearson
+from featureflow.evidence.transfer import column_pearson, separation
 
 
 def _compute(edge) -> dict:
@@ -16,17 +14,8 @@ def _compute(edge) -> dict:
 
 
 def _score(values: dict, truth) -> dict:
-    """How well reverse transfer r separates planted inherited (positive) from emerging child features: ROC AUC
-    (scikit-learn) over the resolved latents with an r, and the median r of each."""
-    from sklearn.metrics import roc_auc_score
-
-    r, truth = values["r"], np.asarray(truth)
-    ok = np.isfinite(r) & np.isin(truth, ("inherited", "emerging"))
-    pos, neg = ok & (truth == "inherited"), ok & (truth == "emerging")
-    auc = float(roc_auc_score(pos[ok], r[ok])) if pos.any() and neg.any() else None
-    return {"auc": auc, "median_inherited": float(np.median(r[pos])) if pos.any() else None,
-            "median_emerging": float(np.median(r[neg])) if neg.any() else None,
-            "n_inherited": int(pos.sum()), "n_emerging": int(neg.sum())}
+    """Planted inherited against emerging child features (`transfer.separation`)."""
+    return separation(values["r"], truth, "inherited", "emerging")
 
 
 REVERSE_TRANSFER = register_evidence(Evidence(

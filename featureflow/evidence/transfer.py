@@ -38,18 +38,23 @@ def _compute(edge) -> dict:
     return {"r": column_pearson(edge.acts(edge.parent), edge.cross_acts(edge.parent, edge.child))}
 
 
-def _score(values: dict, truth) -> dict:
-    """How well transfer r separates planted persisting (positive) from disappearing parent features: ROC AUC
-    (scikit-learn) over the resolved latents with an r, and the median r of each."""
+def separation(r: np.ndarray, truth, kept: str, gone: str) -> dict:
+    """How well r separates latents whose planted truth is `kept` (positive) from `gone`: ROC AUC (scikit-learn)
+    over the latents of either truth with an r, and the median r and count of each."""
     from sklearn.metrics import roc_auc_score
 
-    r, truth = values["r"], np.asarray(truth)
-    ok = np.isfinite(r) & np.isin(truth, ("persisting", "disappearing"))
-    pos, neg = ok & (truth == "persisting"), ok & (truth == "disappearing")
+    truth = np.asarray(truth)
+    ok = np.isfinite(r) & np.isin(truth, (kept, gone))
+    pos, neg = ok & (truth == kept), ok & (truth == gone)
     auc = float(roc_auc_score(pos[ok], r[ok])) if pos.any() and neg.any() else None
-    return {"auc": auc, "median_persisting": float(np.median(r[pos])) if pos.any() else None,
-            "median_disappearing": float(np.median(r[neg])) if neg.any() else None,
-            "n_persisting": int(pos.sum()), "n_disappearing": int(neg.sum())}
+    return {"auc": auc, f"median_{kept}": float(np.median(r[pos])) if pos.any() else None,
+            f"median_{gone}": float(np.median(r[neg])) if neg.any() else None,
+            f"n_{kept}": int(pos.sum()), f"n_{gone}": int(neg.sum())}
+
+
+def _score(values: dict, truth) -> dict:
+    """Planted persisting against disappearing parent features (`separation`)."""
+    return separation(values["r"], truth, "persisting", "disappearing")
 
 
 TRANSFER = register_evidence(Evidence(
