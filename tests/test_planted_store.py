@@ -103,3 +103,37 @@ def test_method_page_without_a_planted_section(tiny_pipeline):
     client = TestClient(create_app(tiny_pipeline.cfg.store_path()))
     assert client.get("/api/method").json()["planted"] is None
     assert "no <code>planted</code> section" in client.get("/method").text
+
+
+def test_a_feature_page_says_how_often_calls_like_its_own_were_right(planted_store):
+    """The feature page's 'calls like this one' line: for each scored fate in the feature's label, the planted
+    scorecard's precision for that mode, fate and population (reproducible when the feature is, else all), read
+    from the scorecard file itself; nothing at a threshold the scorecard was not computed at."""
+    from featureflow.explorer.app import create_app
+
+    db, card = planted_store
+    client = TestClient(create_app(db))
+    mode, t = card["config"]["matching"]["modes"][0], card["threshold"]
+    con = duckdb.connect(str(db), read_only=True)
+    feats = [f for (f,) in con.execute("SELECT feature FROM features WHERE model = 'babypython' AND alive "
+                                       "ORDER BY feature LIMIT 12").fetchall()]
+    con.close()
+    seen = set()
+    for f in feats:
+        d = client.get(f"/api/models/babypython/features/{f}", params={"mode": mode, "threshold": t}).json()
+        pop = "reproducible" if d["stability"] and d["stability"]["stable"] else "all"
+        fates = [x.strip() for x in d["lineage"]["fate"].split(",")]
+        want = [(x, card["modes" if pop == "all" else "reproducible"][mode][x]) for x in fates
+                if x in card["modes"][mode] and card["modes" if pop == "all" else "reproducible"][mode][x]["calls"]]
+        got = d["call_precision"]
+        assert [(c["fate"], c["population"], c["correct"], c["calls"]) for c in got] == \
+            [(x, pop, s["correct"], s["calls"]) for x, s in want]
+        for c, (_, s) in zip(got, want):
+            assert c["precision"] == pytest.approx(s["correct"] / s["calls"])
+        seen |= {(c["fate"], c["population"]) for c in got}
+        if got:
+            assert "call-precision" in client.get(f"/models/babypython/features/{f}",
+                                                  params={"mode": mode, "threshold": t}).text
+    assert seen  # some feature's call was scored
+    other = client.get(f"/api/models/babypython/features/{feats[0]}", params={"mode": mode, "threshold": 0.31}).json()
+    assert other["call_precision"] == []

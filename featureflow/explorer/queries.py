@@ -240,6 +240,30 @@ class Store:
         self.model(model)
         got = self._index("stability", threshold, self.mode(mode)).get((model, feature))
         return copy.deepcopy(got)
+    @functools.cached_property
+    def planted_scores(self) -> dict[tuple[str, str, str], dict]:
+        """The planted scorecard's rows (`planted_scores`) by (mode, population, fate): calls, correct, precision;
+        empty without a planted section."""
+        return {(r.pop("mode"), r.pop("population"), r.pop("fate")): r for r in self.q(
+            'SELECT mode, population, fate, calls, correct, "precision" FROM planted_scores')}
+
+    def call_precision(self, fate_label: str, threshold: float, mode: str, stability: dict | None) -> list[dict]:
+        """How often calls like a feature's were right on this run's planted family: for each scored fate in its
+        label ('inherited, persisting' -> both), the scorecard's precision under `mode` among reproducible latents
+        when the feature is reproducible (`stability`), else among all alive latents. Empty without a scorecard,
+        at a threshold other than the one it was scored at, or for a mode or fate it does not score (uncertain is
+        left out of precision: it calls neither way)."""
+        meta = self.q1("SELECT threshold FROM planted_meta")
+        if meta is None or meta["threshold"] != threshold:
+            return []
+        population = "reproducible" if stability and stability.get("stable") else "all"
+        out = []
+        for fate in (part.strip() for part in fate_label.split(",")):
+            row = self.planted_scores.get((mode, population, fate))
+            if row is not None and row["calls"]:
+                out.append({"fate": fate, "population": population, **row})
+        return out
+
     def planted(self) -> dict | None:
         """The planted-family scorecard of this run (None when its config has no planted section): scores per
         mode, population and fate, recall by drift angle, split detection, every SAE's MCC, the config and

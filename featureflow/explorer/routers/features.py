@@ -28,11 +28,14 @@ def feature(model: str, feature: FeatureId, store: StoreDep, state: State) -> di
     t, mode = state.threshold, state.mode
     f = store.feature(model, feature)  # its explanation read with it
     matches = store.matches(model, feature, t, mode)
+    stability = store.stability(model, feature, t, mode)
+    lineage = store.lineage(model, feature, t, mode, row=f)
     return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
-            "stability": store.stability(model, feature, t, mode),
+            "stability": stability,
+            "call_precision": store.call_precision(lineage["fate"], t, mode, stability),
             "control": store.control_match(model, feature, t, mode),
             "explanation": f.pop("explanation"), "matches": matches,
-            "lineage": store.lineage(model, feature, t, mode, row=f),
+            "lineage": lineage,
             "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
             "parents": store.parents(model), "children": store.children(model),
             **({"evidence": store.feature_evidence(model, feature)} if store.evidence_kinds else {})}
