@@ -109,7 +109,8 @@ def _report(con, db, threshold, mode) -> None:
             for r in rows:
                 print(f"  {r['parent'] + ' -> ' + r['child']:30s} uncertain {r['uncertain']:6d} of "
                       f"{r['parent_alive']:,} parent features, origin uncertain {r['uncertain_origin']:6d} of "
-                      f"{r['child_alive']:,} child features")
+                      f"{r['child_alive']:,} child features; carried by transfer {r['carried']:,} "
+                      f"({100 * r['carried_share']:.1f}%) beside {100 * r['persist_share']:.1f}% matched")
         print("  on its scale: of the parent's reproducible features (those matched above the threshold in every "
               "seed replica but one, held out in turn, pooled), the share that persists; on the same features, the "
               "share that persists into a random-weights model (control: token identity) and the share that "

@@ -66,6 +66,10 @@ def test_flows_count_uncertain_exactly_where_match_and_transfer_disagree(edge):
     assert plain["uncertain"] == plain["uncertain_origin"] == 0
     assert plain["disappearing"] == pu.sum() + pg.sum() and plain["emerging"] == cu.sum() + ce.sum()
     assert plain["persisting"] == got["persisting"] and plain["persist_share"] == got["persist_share"]
+    # transfer survival: alive parent features transfer says the child carries, matched or not
+    carried = alive["p"] & (np.nan_to_num(tr["p2c"], nan=-1) > TAU)
+    assert got["carried"] == carried.sum() and got["carried_share"] == pytest.approx(carried.sum() / alive["p"].sum())
+    assert plain["carried"] is None and plain["carried_share"] is None
 
 
 @pytest.mark.parametrize("fate,side,which", [("persisting", "parent", 0), ("uncertain", "parent", 1),

@@ -50,8 +50,9 @@ UNCERTAIN = "NOT (" + PERSISTS + ") AND coalesce(doubt_r, -1e9) > {tau}"
 
 def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     """Each feature's match on each edge under `rule` ($sim, $t bound): parent, child, direction, `model`
-    (the feature's own side), src, dst, r, `persists` (`PERSISTS`) and `uncertain` (`UNCERTAIN`: a rule with
-    doubt only; false otherwise). `where` filters the match rows. With `control`, each parent member against its
+    (the feature's own side), src, dst, r, `persists` (`PERSISTS`), `uncertain` (`UNCERTAIN`: a rule with
+    doubt only; false otherwise) and `carried` (a rule with doubt: its evidence says the other model carries the
+    feature, whether or not it matches; NULL otherwise). `where` filters the match rows. With `control`, each parent member against its
     random-weights control instead (`child` is the control; no doubt: the control has no evidence)."""
     R = RULES[rule]
     rows = R.sql.format(**_TABLES[control])
@@ -59,7 +60,8 @@ def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     if doubt:
         rows = R.doubt_sql.format(base=rows)
     return (f"SELECT parent, child, direction, CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, "
-            f"src, dst, r, {PERSISTS} AS persists, {UNCERTAIN.format(tau=R.tau) if doubt else 'false'} AS uncertain "
+            f"src, dst, r, {PERSISTS} AS persists, {UNCERTAIN.format(tau=R.tau) if doubt else 'false'} AS uncertain, "
+            f"{f'coalesce(doubt_r, -1e9) > {R.tau}' if doubt else 'NULL::BOOLEAN'} AS carried "
             f"FROM ({rows}) WHERE true {where}")
 
 
@@ -538,6 +540,7 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
           count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.persists) AS inherited,
           count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND NOT m.persists AND NOT m.uncertain) AS emerging,
           count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.uncertain) AS uncertain_origin,
+          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.carried) AS carried,
           count(*) FILTER (WHERE m.direction = 'p2c' AND NOT f.alive) AS parent_dead,
           count(*) FILTER (WHERE m.direction = 'c2p' AND NOT f.alive) AS child_dead,
           count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive) AS parent_alive,
@@ -562,6 +565,12 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
         r["mode_label"] = mode_label(mode)
         r["threshold"] = threshold
         r["persist_share"] = r["persisting"] / r["parent_alive"] if r["parent_alive"] else 0.0
+        # transfer survival (a rule with doubt): the share of alive parent features its evidence says the child
+        # still carries, matched or not; None under a rule without doubt
+        doubt = RULES[rule].doubt_sql is not None
+        r["carried_share"] = (r["carried"] / r["parent_alive"] if r["parent_alive"] else 0.0) if doubt else None
+        if not doubt:
+            r["carried"] = None
         has_control = rep[(r["parent"], r["child"])]["control"] is not None
         r["control_share"] = r["control_matched"] / r["parent_alive"] if has_control and r["parent_alive"] else None
         if not has_control:
