@@ -122,3 +122,31 @@ def test_the_evidence_summary_is_numpys(synthetic_store):
     assert "synthetic &lt;b&gt;evidence&lt;/b&gt;" in html and "<b>evidence</b>" not in html
     csv = client.get("/csv/evidence").text
     assert csv.count("\n") == len(rows) + 1
+
+
+@pytest.mark.parametrize("modes,evidence,refused", [(["pearson"], None, False), (["pearson"], ["transfer"], True),
+                                                    (["pearson", "pearson+transfer"], None, True),
+                                                    (["pearson", "decoder"], None, True)])
+def test_validate_refuses_cross_encodes_and_decoders_across_hook_widths(tmp_path, modes, evidence, refused):
+    """`featureflow validate`'s comparison check on specs whose hook widths differ across an edge: an evidence kind
+    that runs one member's SAE on the other's activations (listed, or read by a +transfer mode) is refused, as a
+    decoder similarity is; activation Pearson alone compares nothing across widths."""
+    from conftest import tiny_dict
+    from featureflow.config import parse_config
+    from featureflow.pipeline.validate import ModelSpec, Validation, _check_comparisons
+
+    d = tiny_dict(tmp_path)
+    d["matching"] = {**d["matching"], "modes": modes, "evidence": evidence}
+    d["fingerprints"] = {**d.get("fingerprints", {}), "base": {}}
+    cfg = parse_config(d)
+    hook = cfg.sae.hook
+    widths = {n: 64 if i == 0 else 96 for i, n in enumerate(cfg.topological_order())}
+    v = Validation(specs={n: ModelSpec("M", {"hidden": 32, "layers": 1, "d_mlp": w}, {hook: w}, None)
+                          for n, w in widths.items()})
+    _check_comparisons(cfg, v)
+    cross = [e for e in v.errors if "runs one member's SAE on the other's activations" in e]
+    decoder = [e for e in v.errors if "compares decoder directions" in e]
+    assert bool(cross or decoder) == refused
+    if refused and "decoder" not in modes:
+        p, c = cfg.edges()[0]
+        assert any(f"edge {p} -> {c} joins hook widths 64 and 96" in e for e in cross)

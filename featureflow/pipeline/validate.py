@@ -168,6 +168,14 @@ def _check_comparisons(cfg: ExperimentConfig, v: Validation) -> None:
             if p in width and c in width and None not in (width[p], width[c]) and width[p] != width[c]:
                 v.errors.append(f"matching.modes: '{sim}' compares decoder directions, but edge {p} -> {c} joins "
                                 f"hook widths {width[p]} and {width[c]}; drop the {sim} modes")
+    from featureflow.evidence import evidence as kind_of
+
+    for kind in (k for k in cfg.matching.evidence_kinds if "cross_activations" in kind_of(k).reads):
+        for p, c in cfg.edges():
+            if p in width and c in width and None not in (width[p], width[c]) and width[p] != width[c]:
+                v.errors.append(f"matching: evidence '{kind}' runs one member's SAE on the other's activations, but "
+                                f"edge {p} -> {c} joins hook widths {width[p]} and {width[c]}; drop it (and any "
+                                "+transfer mode)")
     roots = cfg.roots()
     for name in cfg.topological_order():
         base = cfg.fingerprints.base.get(name, roots[0])
