@@ -148,6 +148,13 @@ def _report(con, db, threshold, mode) -> None:
                 f"token-level: persists into {rc['control']} #{rc['control_feature']} at r {_num(rc['control_r'])}"
                 if rc["token_level"] else f"not token-level (best match in {rc['control']}: r {_num(rc['control_r'])})")
         print(f"  {c['slug']}: root {c['root_model']} #{c['root_feature']}: {said}")
+    ch = summary.cross_health(con)
+    if ch:
+        print("\neach SAE on another model's activations (what transfer evidence reads), beside that model's own SAE:")
+        for r in ch:
+            print(f"  {r['sae_of']}'s SAE on {r['data_of']}: explained variance {_num(r['explained_variance'])} "
+                  f"(its own SAE {_num(r['own_explained_variance'])}), L0 {r['l0']:.1f} (own "
+                  f"{'n/a' if r['own_l0'] is None else format(r['own_l0'], '.1f')})")
     ev = summary.evidence_summary(con)
     if ev:
         print("\nevidence beside matching (per edge: features with a value, mean, 10% / median / 90%):")

@@ -150,3 +150,34 @@ def test_validate_refuses_cross_encodes_and_decoders_across_hook_widths(tmp_path
     if refused and "decoder" not in modes:
         p, c = cfg.edges()[0]
         assert any(f"edge {p} -> {c} joins hook widths 64 and 96" in e for e in cross)
+
+
+def test_sparse_codes_health_is_the_reconstruction_computed_directly():
+    """`sparse_codes(..., health)`: explained variance, MSE and L0 of the SAE's reconstruction over every row,
+    against the same quantities computed at once in torch."""
+    import torch
+
+    from featureflow.pipeline.features import sparse_codes
+
+    class Toy:
+        d_sae = 6
+
+        def __init__(self):
+            g = torch.Generator().manual_seed(0)
+            self.W, self.D = torch.randn(4, 6, generator=g), torch.randn(6, 4, generator=g) * 0.3
+
+        def encode(self, x):
+            return torch.relu(x @ self.W - 0.5)
+
+        def decode(self, f):
+            return f @ self.D
+
+    sae, X = Toy(), torch.randn(100, 4, generator=torch.Generator().manual_seed(1)) + 2.0
+    health: dict = {}
+    A = sparse_codes(sae, (X[i:i + 30] for i in range(0, 100, 30)), health)
+    rec, x = sae.decode(sae.encode(X)).double(), X.double()
+    assert health["explained_variance"] == pytest.approx(
+        float(1 - ((rec - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()), abs=1e-9)
+    assert health["mse"] == pytest.approx(float(((rec - x) ** 2).mean()), abs=1e-12)
+    assert health["l0"] == pytest.approx(float((sae.encode(X) > 0).sum(1).double().mean())) == A.nnz / 100
+    assert health["rows"] == 100

@@ -132,6 +132,13 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     (ctl,) = [k for e, k in pl.cfg.control_edges() if e == p]
     stored_transfer_is_numpys("transfer", ctl, A, p, ctl)
     assert not con.execute("SELECT count(*) FROM evidence WHERE child = ? AND kind <> 'transfer'", [ctl]).fetchone()[0]
+    # each cross encode's health: one row per pair the evidence read, L0 counted again from its activations
+    health = {(a, b): (l0, n) for a, b, l0, n in con.execute(
+        "SELECT sae_of, data_of, l0, rows FROM cross_health").fetchall()}
+    assert set(health) == {(p, c), (c, p), (p, ctl)} | {x for x in pl.cross_pairs()}
+    for (a, b), (l0, n) in health.items():
+        X = load_acts(pl.cross_activation(a, b))
+        assert n == X.shape[0] == A.shape[0] and l0 == pytest.approx(X.nnz / X.shape[0])
     # a member's SAE on its own model through the cross path is its own activations
     np.testing.assert_allclose(load_acts(pl.cross_activation(p, p)).toarray(), A, rtol=0, atol=1e-6)
     # the toy (child side): each child feature's best parent r, as the store's matches hold it

@@ -107,6 +107,7 @@ def _fake_inputs(cfg, root):
         control_matches={(p, c, s): root / "matching" / f"{p}--{c}.{s}-k" for s in cfg.matching.similarities
                          for p, c in cfg.control_edges()},
         evidence={("transfer", p, c): root / "evidence" / f"transfer.{p}--{c}-k" for p, c in cfg.edges()},
+        cross={(p, c): root / "activations" / f"{p}.r0.on.{c}-k" for p, c in cfg.edges()},
         default_mode=cfg.matching.modes[0], timings={"corpora": 1.0}, stage_seconds={"corpora": 1.0})
 
 
@@ -139,7 +140,8 @@ def test_the_store_key_follows_its_inputs(tmp_path):
         "planted": tmp_path / "planted" / "scorecard-k",
         "controls": {c: {**v, "acts": moved(v["acts"])} for c, v in inp.controls.items()},
         "control_matches": {k: moved(v) for k, v in inp.control_matches.items()},
-        "evidence": {k: moved(v) for k, v in inp.evidence.items()}}
+        "evidence": {k: moved(v) for k, v in inp.evidence.items()},
+        "cross": {k: moved(v) for k, v in inp.cross.items()}}
     assert inp.controls and inp.control_matches  # the tiny config has a random-weights control by default
     assert inp.floors  # the tiny config has seed replicas: the floors are an input
     keys = {f: inputs_key(cfg, dataclasses.replace(inp, **{f: v})) for f, v in changed.items()}

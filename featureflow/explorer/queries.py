@@ -411,6 +411,10 @@ class Store:
                            for m in measures]
         return list(out.values())
 
+    def cross_health(self) -> list[dict]:
+        """Each SAE on another model's activations beside that model's own SAE (`summary.cross_health`)."""
+        return summary.cross_health(self.cursor(), {m: self.label(m) for m in self.model_names})
+
     def evidence_summary(self) -> list[dict]:
         """Per evidence kind, edge and measure: features with a value, their mean, and the 10th, 50th and 90th
         percentiles (`summary.evidence_summary`, the report's too)."""

@@ -47,24 +47,36 @@ def draw_sample(streams: dict[str, np.ndarray], cfg: SampleConfig, seed: int) ->
 
 @torch.no_grad()
 def encode_sample(model, sae: SparseAutoencoder, tokens: np.ndarray, hook: str, batch_size: int = 64,
-                  desc: str = "encode") -> sp.csc_matrix:
-    """Run model + SAE over the sample; return sparse activations (tokens, features) as float32 CSC."""
+                  desc: str = "encode", health: dict | None = None) -> sp.csc_matrix:
+    """Run model + SAE over the sample; return sparse activations (tokens, features) as float32 CSC. With a
+    `health` dict, also how well the SAE reconstructs these activations (`sparse_codes`)."""
     device = next(model.parameters()).device
     W, _ = tokens.shape
     xs = (activations(model, torch.from_numpy(tokens[i:i + batch_size].astype(np.int64)), hook)
           for i in tqdm(range(0, W, batch_size), desc=desc, unit="batch", dynamic_ncols=True))
-    return sparse_codes(sae.to(device), xs)
+    return sparse_codes(sae.to(device), xs, health)
 
 
 @torch.no_grad()
-def sparse_codes(sae: SparseAutoencoder, xs: Iterable[torch.Tensor]) -> sp.csc_matrix:
+def sparse_codes(sae: SparseAutoencoder, xs: Iterable[torch.Tensor], health: dict | None = None) -> sp.csc_matrix:
     """Encode batches of hook activations (any leading shape, d_in last) in order with `sae.encode`; the
     rows of the result follow the rows of the batches. Sparse float32 CSC (rows, d_sae): what
-    `encode_sample` returns for an LM and what the planted family encodes its synthetic sample with."""
+    `encode_sample` returns for an LM and what the planted family encodes its synthetic sample with.
+
+    With a `health` dict, fills it with how well `sae` reconstructs these activations (`sae.decode` of the codes),
+    over every row: `explained_variance` (1 - squared error / total variance about the mean, summed over
+    dimensions, in float64), `mse` (per element) and `l0` (latents firing per row)."""
     rows, cols, vals = [], [], []
     n = 0
+    sse, sx, sxx = 0.0, None, None
     for x in xs:
-        f = sae.encode(x.reshape(-1, x.shape[-1]))
+        x = x.reshape(-1, x.shape[-1])
+        f = sae.encode(x)
+        if health is not None:
+            xd = x.double()
+            sse += float(((sae.decode(f).double() - xd) ** 2).sum())
+            sx = xd.sum(0) if sx is None else sx + xd.sum(0)
+            sxx = (xd ** 2).sum(0) if sxx is None else sxx + (xd ** 2).sum(0)
         r, c = torch.nonzero(f, as_tuple=True)
         rows.append((r + n).cpu().numpy().astype(np.int64))
         cols.append(c.cpu().numpy().astype(np.int32))
@@ -73,6 +85,10 @@ def sparse_codes(sae: SparseAutoencoder, xs: Iterable[torch.Tensor]) -> sp.csc_m
     if not rows:
         return sp.csc_matrix((0, sae.d_sae), dtype=np.float32)
     m = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, sae.d_sae))
+    if health is not None:
+        total = float((sxx - sx ** 2 / n).sum())
+        health.update(explained_variance=1.0 - sse / total if total > 0 else None, mse=sse / (n * len(sx)),
+                      l0=m.nnz / n, rows=n)
     return m.tocsc()
 
 

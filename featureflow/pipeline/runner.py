@@ -395,28 +395,43 @@ class Pipeline:
     @_stage
     def cross_activation(self, sae_of: str, data_of: str, replica: int = 0) -> Path:
         """`sae_of`'s SAE (replica) encoding `data_of`'s hook activations on the shared sample (acts.npz): a parent's
-        SAE on its child, what transfer evidence reads. Same rows as every member's own activations."""
+        SAE on its child, what transfer evidence reads. Same rows as every member's own activations. health.json:
+        how well that SAE reconstructs the other model's activations (explained variance, MSE, L0)."""
         from featureflow.pipeline.family.model import load_model
         from featureflow.pipeline.features import encode_sample
         from featureflow.pipeline.sae import load_sae
 
         cfg = self.cfg
-        key = key_of(VERSIONS["activations"], "cross", self.sae_key(sae_of, replica), self.model_key(data_of),
-                     self.sample().name, cfg.sample)
+        key = key_of(VERSIONS["activations"], "cross", "health", self.sae_key(sae_of, replica),
+                     self.model_key(data_of), self.sample().name, cfg.sample)
 
         def build(tmp: Path) -> None:
             import scipy.sparse as sps
 
             model, sae = load_model(self.model_dir(data_of), self.device), load_sae(self.sae(sae_of, replica))
+            health: dict = {}
             try:
                 acts = encode_sample(model, sae, self.sample_tokens(), cfg.sae.hook,
-                                     desc=f"encode {data_of} with {sae_of}.r{replica}'s SAE")
+                                     desc=f"encode {data_of} with {sae_of}.r{replica}'s SAE", health=health)
             except RuntimeError as e:  # a shape mismatch: the two members' hooks differ in width
                 raise ValueError(f"{sae_of}'s SAE cannot encode {data_of}'s {cfg.sae.hook} activations (widths "
                                  f"differ: {e})") from e
             sps.save_npz(tmp / "acts.npz", acts, compressed=False)
+            write_json(tmp / "health.json", {"sae_of": sae_of, "replica": replica, "data_of": data_of, **health})
 
         return build_dir(self._dir("activations", f"{sae_of}.r{replica}.on.{data_of}", key), build)
+
+    def cross_pairs(self) -> list[tuple[str, str]]:
+        """(sae_of, data_of) of every cross encode the configured evidence reads: each edge's parent SAE on the
+        child (parent-side kinds) and child SAE on the parent (child-side kinds), each parent SAE on its control."""
+        from featureflow.evidence import evidence as registered
+
+        kinds = [registered(k) for k in self.cfg.matching.evidence_kinds]
+        kinds = [k for k in kinds if "cross_activations" in k.reads]
+        out = [(p, c) for p, c in self.cfg.edges() if any(k.side == "parent" for k in kinds)]
+        out += [(c, p) for p, c in self.cfg.edges() if any(k.side == "child" for k in kinds)]
+        out += [(p, c) for p, c in self.cfg.control_edges() if any(k.side == "parent" for k in kinds)]
+        return list(dict.fromkeys(out))
 
     def load_cross_acts(self, sae_of: str, data_of: str, replica: int = 0):
         from featureflow.pipeline.features import load_acts
@@ -803,6 +818,7 @@ class Pipeline:
             controls={c: {"root": root, "model": self.control(c), "saes": [self.sae(c, r) for r in self.replicas(c)],
                           "acts": self.replica_activation(c, 0)} for c, root in self.cfg.control_members().items()},
             control_matches=self.controls(), evidence=self.evidence(),
+            cross={(a, b): self.cross_activation(a, b) for a, b in self.cross_pairs()},
             fingerprints=self.fingerprints(), planted=self.planted(), device=self.device,
             default_mode=self.default_mode, timings=self.timings, stage_seconds=self.stage_seconds)
 

@@ -58,6 +58,7 @@ class StoreInputs:
     controls: dict[str, dict]                       # control -> {root, model, saes: [replica i], acts: replica 0's}
     control_matches: dict[tuple[str, str, str], Path]  # (member, control, similarity) -> topk.npz, assign.npz
     evidence: dict[tuple[str, str, str], Path]     # (evidence kind, parent, child) -> values.npz
+    cross: dict[tuple[str, str], Path]              # (sae_of, data_of) -> health.json of one SAE on another model
     fingerprints: Path                              # fingerprints.json, vectors.npz
     planted: Path | None                            # planted.json (None: the config has no planted section)
     device: str
@@ -77,7 +78,8 @@ def inputs_key(cfg: ExperimentConfig, inp: StoreInputs) -> str:
                   inp.planted and inp.planted.name,
                   *([[c["acts"].name for c in inp.controls.values()], [f.name for f in inp.control_matches.values()]]
                     if inp.controls else []),  # a run without controls keeps the key it had before them
-                  *([[p.name for p in inp.evidence.values()]] if inp.evidence else []))
+                  *([[p.name for p in inp.evidence.values()], [p.name for p in inp.cross.values()]]
+                    if inp.evidence else []))
 
 
 def existing_inputs_key(path: Path) -> str | None:
@@ -293,6 +295,10 @@ def _fill_evidence(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:
     for (kind, parent, child), folder in inp.evidence.items():
         with np.load(folder / "values.npz") as z:
             insert_evidence(con, kind, parent, child, {m: z[m] for m in z.files})
+    for folder in inp.cross.values():
+        h = read_json(folder / "health.json")
+        insert_row(con, "cross_health", {k: h.get(k) for k in ("sae_of", "replica", "data_of", "explained_variance",
+                                                                "mse", "l0", "rows")})
 
 
 def _fill_pw_mcc(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:

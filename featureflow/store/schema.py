@@ -11,7 +11,7 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # 6: the fate of a feature is no longer stored (`features.fate`, `features.emerged`, `features.depth` and the
 #    `flows` table removed): it is computed at query time, at any threshold and mode, by the one fate rule in
 #    `featureflow/store/flows.py` (`PERSISTS`, `edge_matches`, `feature_fates`, `flows`).
@@ -23,6 +23,7 @@ SCHEMA_VERSION = 9
 #    against its root's untrained copy, the lower anchor of every persistence figure; `pw_mcc.kind` 'control'.
 # 9: evidence kinds (`evidence_kinds`, `evidence`, `planted_evidence`): numbers per feature and edge beside the
 #    matches, one registered kind per file in `featureflow/evidence/`, every kind in the same long table.
+# 10: `cross_health`: how well one member's SAE reconstructs another model's activations (transfer's health).
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
@@ -204,6 +205,13 @@ TABLES: dict[str, tuple[str, str]] = {
                  "`feature` is the parent's feature for a parent-side kind, the child's for a child-side one; NULL "
                  "values (NaN when computed: nothing to say, e.g. a dead feature) are left out.", """
         kind VARCHAR, parent VARCHAR, child VARCHAR, feature INTEGER, measure VARCHAR, value DOUBLE"""),
+    "cross_health": ("One member's SAE (`sae_of`, replica) on another model's activations over the shared sample "
+                     "(`data_of`: a child, a parent or a random-weights control), the encode transfer evidence "
+                     "reads: explained variance (1 - squared error / total variance about the mean), MSE per "
+                     "element, L0 (latents firing per token) and the rows encoded. Beside `sae_metrics` of "
+                     "`data_of`'s own SAE.", """
+        sae_of VARCHAR, replica INTEGER, data_of VARCHAR, explained_variance DOUBLE, mse DOUBLE, l0 DOUBLE,
+        rows BIGINT"""),
     "planted_scores": ("The planted-family scorecard (`featureflow/pipeline/planted.py`; empty when the run config has "
                        "no `planted` section): per matching mode, population ('all' alive latents, or 'reproducible': "
                        "replica 0 matched above the threshold in every other replica) and fate (persisting / disappearing of "

@@ -90,3 +90,23 @@ def evidence_summary(cur, labels: dict[str, str] | None = None) -> list[dict]:
         if r["control"]:
             r["child_label"] = f"random-weights control ({r['child']})"
     return rows
+
+
+def cross_health(cur, labels: dict[str, str] | None = None) -> list[dict]:
+    """Every encode of one member's SAE on another model's activations (`cross_health`), in family order of the
+    SAE's member: its explained variance, MSE and L0 there, beside the other model's own SAE (`own_*`: a member's
+    `sae_metrics`, a control's `controls` row)."""
+    rows = dicts(cur.execute("""
+        SELECT h.sae_of, h.replica, h.data_of, h.explained_variance, h.mse, h.l0, h.rows,
+               coalesce(s.explained_variance, k.explained_variance) AS own_explained_variance,
+               coalesce(s.l0, k.l0) AS own_l0, k.control IS NOT NULL AS control
+        FROM cross_health h JOIN models m ON m.model = h.sae_of
+        LEFT JOIN sae_metrics s ON s.model = h.data_of LEFT JOIN controls k ON k.control = h.data_of
+        LEFT JOIN models d ON d.model = h.data_of
+        ORDER BY m.idx, control, d.idx"""))
+    for r in rows:
+        if labels:
+            r["sae_label"] = labels.get(r["sae_of"], r["sae_of"])
+            r["data_label"] = (f"random-weights control ({r['data_of']})" if r["control"]
+                               else labels.get(r["data_of"], r["data_of"]))
+    return rows
