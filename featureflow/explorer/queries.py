@@ -395,15 +395,16 @@ class Store:
                          JOIN evidence_kinds k ON k.kind = e.kind
                          WHERE e.feature = $feature
                            AND CASE k.side WHEN 'parent' THEN e.parent ELSE e.child END = $model
-                         ORDER BY e.kind, e.parent, e.child""", {"model": model, "feature": feature})
+                         ORDER BY e.kind, e.child IN (SELECT control FROM controls), e.parent, e.child""",
+                      {"model": model, "feature": feature})
         out: dict[tuple, dict] = {}
         for r in rows:
             kind = self.evidence_kinds[r["kind"]]
             entry = out.setdefault((r["kind"], r["parent"], r["child"]), {
                 "kind": r["kind"], "label": kind["label"], "parent": r["parent"], "child": r["child"],
                 "parent_label": self.label(r["parent"]), "values": {},
-                "child_label": (f"random-weights control ({self.control_labels[r['child']]})"
-                                if r["child"] in self.control_labels else self.label(r["child"]))})
+                "child_label": (self.control_labels[r["child"]] if r["child"] in self.control_labels
+                                else self.label(r["child"])), "control": r["child"] in self.control_labels})
             entry["values"][r["measure"]] = r["value"]
         for e in out.values():  # in the kind's order of measures, each with its label
             measures = self.evidence_kinds[e["kind"]]["measures"]

@@ -70,6 +70,7 @@ def evidence_summary(cur, labels: dict[str, str] | None = None) -> list[dict]:
     anchor)."""
     import json
 
+    controls = dict(cur.execute("SELECT control, label FROM controls").fetchall())
     kinds = {k: (label, side, {m["name"]: m["label"] for m in json.loads(measures)})
              for k, label, side, measures in cur.execute(
                  "SELECT kind, label, side, measures_json FROM evidence_kinds").fetchall()}
@@ -88,7 +89,7 @@ def evidence_summary(cur, labels: dict[str, str] | None = None) -> list[dict]:
         if labels:
             r.update(parent_label=labels.get(r["parent"], r["parent"]), child_label=labels.get(r["child"], r["child"]))
         if r["control"]:
-            r["child_label"] = f"random-weights control ({r['child']})"
+            r["child_label"] = controls.get(r["child"], r["child"])
     return rows
 
 
@@ -107,6 +108,9 @@ def cross_health(cur, labels: dict[str, str] | None = None) -> list[dict]:
     for r in rows:
         if labels:
             r["sae_label"] = labels.get(r["sae_of"], r["sae_of"])
-            r["data_label"] = (f"random-weights control ({r['data_of']})" if r["control"]
-                               else labels.get(r["data_of"], r["data_of"]))
+            r["data_label"] = labels.get(r["data_of"], r["data_of"])
+    controls = dict(cur.execute("SELECT control, label FROM controls").fetchall())
+    for r in rows:
+        if r["control"]:
+            r["data_label"] = controls.get(r["data_of"], r["data_of"])
     return rows
