@@ -132,6 +132,10 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     (ctl,) = [k for e, k in pl.cfg.control_edges() if e == p]
     stored_transfer_is_numpys("transfer", ctl, A, p, ctl)
     assert not con.execute("SELECT count(*) FROM evidence WHERE child = ? AND kind <> 'transfer'", [ctl]).fetchone()[0]
+    # the stage graph reaches every encode the evidence read: `featureflow gc` keeps them
+    live = Pipeline(pl.cfg, device="cpu").live_artefacts()  # a fresh one: the walk goes through no memo
+    assert {pl.cross_activation(a, b) for a, b in pl.cross_pairs()} <= live
+    assert all(pl.edge_evidence(*k) in live for k in pl.evidence())
     # each cross encode's health: one row per pair the evidence read, L0 counted again from its activations
     health = {(a, b): (l0, n) for a, b, l0, n in con.execute(
         "SELECT sae_of, data_of, l0, rows FROM cross_health").fetchall()}

@@ -640,6 +640,8 @@ class Pipeline:
         from featureflow.evidence import evidence as registered
 
         kinds = self.cfg.matching.evidence_kinds
+        for a, b in self.cross_pairs():  # the encodes the kinds read, first: so the stage graph reaches them (gc)
+            self.cross_activation(a, b)
         return {(k, p, c): self.edge_evidence(k, p, c) for k in kinds for p, c in self.cfg.edges()} | {
             (k, p, c): self.edge_evidence(k, p, c) for k in kinds if registered(k).side == "parent"
             for p, c in self.cfg.control_edges()}
