@@ -81,6 +81,11 @@ class Rule:
     needs: tuple[str, ...] = ()
 
     @property
+    def admits_doubt(self) -> bool:
+        """A rule with doubt: a feature it leaves unmatched may be uncertain rather than gone."""
+        return self.doubt_sql is not None
+
+    @property
     def floor_rule(self) -> str:
         """The rule whose seed floors (`noise_floor.rule`) this rule reads: its base's, else its own."""
         return self.base or self.name
@@ -149,6 +154,11 @@ def parse_mode(mode: str) -> tuple[str, str]:
 def similarity(name: str) -> Similarity:
     """A registered similarity by name."""
     return SIMILARITIES.lookup(name)
+
+
+def rule_of(mode: str) -> Rule:
+    """The registered rule of a mode (by its suffix, `split_mode`)."""
+    return RULES[split_mode(mode)[1]]
 
 
 def mode_label(mode: str) -> str:

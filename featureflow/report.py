@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from featureflow.modes import RULES, mode_label, split_mode
+from featureflow.modes import mode_label, rule_of
 from featureflow.store import flows as F
 from featureflow.store import summary
 
@@ -103,8 +103,8 @@ def _report(con, db, threshold, mode) -> None:
             floor = "    n/a" if r["floor_share"] is None else f"{100 * r['floor_share']:7.1f}%"
             print(f"{edge:32s} {r['persisting']:8d} {r['disappearing']:8d} {r['inherited']:8d} {r['emerging']:8d} "
                   f"{100 * r['persist_share']:8.1f}% {floor} {r['same_index']:8d}  {r['floor_source'] or 'no replicas'}")
-        if RULES[split_mode(mode)[1]].doubt_sql is not None:
-            print(f"  uncertain ({RULES[split_mode(mode)[1]].label}): no match above the threshold, but the "
+        if rule_of(mode).admits_doubt:
+            print(f"  uncertain ({rule_of(mode).label}): no match above the threshold, but the "
                   "evidence says the other model still carries the feature; left out of vanish / emerge above:")
             for r in rows:
                 print(f"  {r['parent'] + ' -> ' + r['child']:30s} uncertain {r['uncertain']:6d} of "

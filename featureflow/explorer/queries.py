@@ -247,14 +247,19 @@ class Store:
         return {(r.pop("mode"), r.pop("population"), r.pop("fate")): r for r in self.q(
             'SELECT mode, population, fate, calls, correct, "precision" FROM planted_scores')}
 
+    @functools.cached_property
+    def planted_threshold(self) -> float | None:
+        """The threshold the planted scorecard was computed at (None without one)."""
+        meta = self.q1("SELECT threshold FROM planted_meta")
+        return None if meta is None else meta["threshold"]
+
     def call_precision(self, fate_label: str, threshold: float, mode: str, stability: dict | None) -> list[dict]:
         """How often calls like a feature's were right on this run's planted family: for each scored fate in its
         label ('inherited, persisting' -> both), the scorecard's precision under `mode` among reproducible latents
         when the feature is reproducible (`stability`), else among all alive latents. Empty without a scorecard,
         at a threshold other than the one it was scored at, or for a mode or fate it does not score (uncertain is
         left out of precision: it calls neither way)."""
-        meta = self.q1("SELECT threshold FROM planted_meta")
-        if meta is None or meta["threshold"] != threshold:
+        if self.planted_threshold is None or self.planted_threshold != threshold:
             return []
         population = "reproducible" if stability and stability.get("stable") else "all"
         out = []

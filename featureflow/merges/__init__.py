@@ -46,10 +46,9 @@ class MergeMethod:
 def register(method: MergeMethod) -> MergeMethod:
     """Make `method` available to `method:` by its name; names are unique. The mergekit method it names is
     checked against mergekit's registry when a merge is built (`check_mergekit`)."""
-    if not method.name or not method.mergekit_method:
-        raise ValueError(f"{type(method).__name__}: a merge method needs a name and a mergekit_method")
-    _REGISTRY.add(method.name, method)
-    return method
+    if not method.mergekit_method:
+        raise ValueError(f"{type(method).__name__}: a merge method needs a mergekit_method")
+    return _REGISTRY.add(method.name, method)  # a name empty or taken: ValueError
 
 
 def unregister(name: str) -> None:

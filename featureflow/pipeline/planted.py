@@ -534,7 +534,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
         confusion = {pop: {f: {} for f in FATES} for pop in ("all", "reproducible")}
         d_tally: dict[str, list[int]] = {}
         s_tally = {"support": 0, "detected": 0, "called_persisting": 0, "called_disappearing": 0}
-        doubt = RULES[parse_mode(mode)[1]].doubt_sql is not None
+        doubt = RULES[parse_mode(mode)[1]].admits_doubt
         u_tally = {pop: {side: {"calls": 0, "eligible": 0, "by_truth": {}} for side in ("parent", "child")}
                    for pop in ("all", "reproducible")}
         repro = {n: reproducible(con, n, mode, thr) for n in order}

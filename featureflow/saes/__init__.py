@@ -65,10 +65,7 @@ class SAEArchitecture:
 
 def register(arch: SAEArchitecture) -> SAEArchitecture:
     """Make `arch` available to `sae.architecture` by its name; names are unique."""
-    if not arch.name:
-        raise ValueError(f"{type(arch).__name__}: an SAE architecture needs a name")
-    _REGISTRY.add(arch.name, arch)
-    return arch
+    return _REGISTRY.add(arch.name, arch)  # a name empty or taken: ValueError
 
 
 def unregister(name: str) -> None:

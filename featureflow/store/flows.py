@@ -56,7 +56,7 @@ def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     random-weights control instead (`child` is the control; no doubt: the control has no evidence)."""
     R = RULES[rule]
     rows = R.sql.format(**_TABLES[control])
-    doubt = R.doubt_sql is not None and not control
+    doubt = R.admits_doubt and not control
     if doubt:
         rows = R.doubt_sql.format(base=rows)
     return (f"SELECT parent, child, direction, CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, "
@@ -567,7 +567,7 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
         r["persist_share"] = r["persisting"] / r["parent_alive"] if r["parent_alive"] else 0.0
         # transfer survival (a rule with doubt): the share of alive parent features its evidence says the child
         # still carries, matched or not; None under a rule without doubt
-        doubt = RULES[rule].doubt_sql is not None
+        doubt = RULES[rule].admits_doubt
         r["carried_share"] = (r["carried"] / r["parent_alive"] if r["parent_alive"] else 0.0) if doubt else None
         if not doubt:
             r["carried"] = None

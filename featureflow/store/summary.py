@@ -105,12 +105,8 @@ def cross_health(cur, labels: dict[str, str] | None = None) -> list[dict]:
         LEFT JOIN sae_metrics s ON s.model = h.data_of LEFT JOIN controls k ON k.control = h.data_of
         LEFT JOIN models d ON d.model = h.data_of
         ORDER BY m.idx, control, d.idx"""))
+    labels = {**(labels or {}), **dict(cur.execute("SELECT control, label FROM controls").fetchall())}
     for r in rows:
-        if labels:
-            r["sae_label"] = labels.get(r["sae_of"], r["sae_of"])
-            r["data_label"] = labels.get(r["data_of"], r["data_of"])
-    controls = dict(cur.execute("SELECT control, label FROM controls").fetchall())
-    for r in rows:
-        if r["control"]:
-            r["data_label"] = controls.get(r["data_of"], r["data_of"])
+        r["sae_label"] = labels.get(r["sae_of"], r["sae_of"])
+        r["data_label"] = labels.get(r["data_of"], r["data_of"])
     return rows

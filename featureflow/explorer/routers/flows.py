@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from featureflow.explorer import figures
 from featureflow.explorer.views import (Mode, Page, PerPage, SankeyPopulation, Stable, State, StoreDep, TokenLevel,
                                         stable_flag, view)
-from featureflow.modes import RULES, mode_label, split_mode
+from featureflow.modes import mode_label, rule_of
 from featureflow.store.flows import EDGE_FATES
 
 router = APIRouter()
@@ -66,7 +66,7 @@ def edge(parent: str, child: str, store: StoreDep, state: State,
               for k in ("r", "density", "llr", "sim_score")}
     return {**res, "edge": {**e, "parent_label": store.label(parent), "child_label": store.label(child)},
             "fate": fate, "counts": counts, "sort": sort, "order": order, "state": state, "stable": stable,
-            "doubt": RULES[split_mode(state.mode)[1]].doubt_sql is not None,
+            "doubt": rule_of(state.mode).admits_doubt,
             "token_level": token,
             "stable_query": ("" if stable is None else f"&stable={str(stable).lower()}") +
                             ("" if token is None else f"&token_level={str(token).lower()}"),
