@@ -111,6 +111,13 @@ def _report(con, db, threshold, mode) -> None:
                       f"{r['parent_alive']:,} parent features, origin uncertain {r['uncertain_origin']:6d} of "
                       f"{r['child_alive']:,} child features; carried by transfer {r['carried']:,} "
                       f"({100 * r['carried_share']:.1f}%) beside {100 * r['persist_share']:.1f}% matched")
+        if any(r["split"] or r["absorbed"] or r["absorbing"] or r["split_part"] for r in rows):
+            print("  splits and absorptions (split evidence: no single match above the threshold, several features "
+                  "of the other model together above it); left out of vanish / emerge above:")
+            for r in rows:
+                print(f"  {r['parent'] + ' -> ' + r['child']:30s} split {r['split']:6d}, absorbed {r['absorbed']:6d} "
+                      f"of {r['parent_alive']:,} parent features; split parts {r['split_part']:6d}, absorbing "
+                      f"{r['absorbing']:6d} of {r['child_alive']:,} child features")
         print("  on its scale: of the parent's reproducible features (those matched above the threshold in every "
               "seed replica but one, held out in turn, pooled), the share that persists; on the same features, the "
               "share that persists into a random-weights model (control: token identity) and the share that "

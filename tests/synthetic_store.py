@@ -60,6 +60,33 @@ class SyntheticRun:
     floor_r: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (sim, rule) -> base's replica r (nan: none)
     tokens: np.ndarray | None = None
     evidence: dict[tuple[str, str, int], float] = field(default_factory=dict)  # (parent, child, feature) -> its 'colr' r
+    split: tuple[int, int, int] | None = None  # (base feature, left feature, left feature): the planted split
+    split_ev: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (kind, parent, child) -> measures
+
+    def events(self, threshold: float, mode: str, parent: str, child: str) -> dict[str, np.ndarray]:
+        """Split / absorbed parent features and absorbing / split-part child features of one edge, counted here from
+        the split evidence as the store's rule reads it (`flows.EVENT`, `flows.FATE`): not persisting, fit above the
+        threshold, no single part above it, two parts or more that rarely fire together; a part of the other side's
+        event when it is none of these itself."""
+        from featureflow.evidence.split import MAX_OVERLAP
+
+        def event(e):
+            return ((np.nan_to_num(e["fit_r"], nan=-1) > threshold) & (np.nan_to_num(e["single_r"], nan=9) <= threshold)
+                    & (np.nan_to_num(e["parts"], nan=0) >= 2) & (np.nan_to_num(e["overlap"], nan=9) <= MAX_OVERLAP))
+
+        out = {}
+        for d, kind, other, names in (("p2c", "split", "absorption", ("split", "absorbed")),
+                                      ("c2p", "absorption", "split", ("absorbing", "split_part"))):
+            persist = self.partner_r(mode, parent, child, d) > threshold
+            mine = ~persist & event(self.split_ev[(kind, parent, child)])
+            o = self.split_ev[(other, parent, child)]
+            in_other = np.zeros(F, dtype=bool)
+            for i in np.flatnonzero(event(o)):
+                for k in (1, 2, 3):
+                    if np.isfinite(o[f"part_{k}"][i]):
+                        in_other[int(o[f"part_{k}"][i])] = True
+            out[names[0]], out[names[1]] = mine, ~persist & ~mine & in_other
+        return out
 
     def alive(self, model: str) -> np.ndarray:
         return (self.acts[model] > 0).any(axis=0)
@@ -81,15 +108,17 @@ class SyntheticRun:
         return float((r[self.alive("base")] > threshold).mean())
 
     def expected_flows(self, threshold: float, mode: str) -> dict[tuple[str, str], dict[str, int]]:
-        """Persisting / disappearing / inherited / emerging per edge, counted here in numpy."""
+        """Persisting / disappearing / inherited / emerging per edge, counted here in numpy (disappearing and
+        emerging leave out the features the split evidence calls split, absorbed, absorbing or split parts)."""
         out = {}
         for p, c in self.edges:
             down, up = self.partner_r(mode, p, c, "p2c"), self.partner_r(mode, p, c, "c2p")
             ap, ac = self.alive(p), self.alive(c)
+            ev = self.events(threshold, mode, p, c)
             out[(p, c)] = {"persisting": int((ap & (down > threshold)).sum()),
-                           "disappearing": int((ap & ~(down > threshold)).sum()),
+                           "disappearing": int((ap & ~(down > threshold) & ~ev["split"] & ~ev["absorbed"]).sum()),
                            "inherited": int((ac & (up > threshold)).sum()),
-                           "emerging": int((ac & ~(up > threshold)).sum())}
+                           "emerging": int((ac & ~(up > threshold) & ~ev["absorbing"] & ~ev["split_part"]).sum())}
         return out
 
 
@@ -152,6 +181,15 @@ def synthesize(seed: int = 0) -> tuple[SyntheticRun, dict[str, list[dict]]]:
                     a[:, f] = _sparse(rng)
         run.acts[name] = a
         run.decoders[name] = dec / np.linalg.norm(dec, axis=1, keepdims=True)
+    # one planted split on base -> left: a base feature no left feature copies, split over two new left features by
+    # token parity (no random draw, so every other array is as before); the `split` evidence below finds it
+    r_bl = _pearson_matrix(run.acts["base"], run.acts["left"])
+    fp = int(np.flatnonzero(np.nan_to_num(r_bl, nan=0).max(axis=1)[:F - 1] < 0.3)[0])
+    j1, j2 = (int(j) for j in np.flatnonzero(np.nan_to_num(r_bl, nan=0).max(axis=0)[:F - 1] < 0.3)[:2])
+    even = np.arange(N) % 2 == 0
+    run.acts["left"][:, j1] = np.where(even, run.acts["base"][:, fp], 0)
+    run.acts["left"][:, j2] = np.where(~even, run.acts["base"][:, fp], 0)
+    run.split = (fp, j1, j2)
     replica = np.maximum(run.acts["base"] * (1 + rng.normal(0, 0.5, (N, F))), 0)
     for f in np.flatnonzero(rng.random(F - 1) < 0.5):  # half the seed replica's features are other features
         replica[:, f] = _sparse(rng)
@@ -355,6 +393,22 @@ def synthesize(seed: int = 0) -> tuple[SyntheticRun, dict[str, list[dict]]]:
                 r = float(np.corrcoef(a[:, f], b[:, f])[0, 1])
                 run.evidence[(p, c, f)] = r
                 t["evidence"].append({"kind": "colr", "parent": p, "child": c, "feature": f, "measure": "r", "value": r})
+    # the split evidence (featureflow/evidence/split.py) on every edge, as the pipeline's evidence stage writes it
+    import scipy.sparse as _sp
+
+    from featureflow.evidence.split import ABSORPTION, SPLIT, reproduced_by_several
+
+    for kind in (SPLIT, ABSORPTION):
+        t["evidence_kinds"].append({"kind": kind.name, "label": kind.label, "side": kind.side, "reads": list(kind.reads),
+                                    "doc": kind.doc, "measures_json": _json.dumps(
+                                        [{"name": m.name, "label": m.label, "doc": m.doc, "feature": m.feature}
+                                         for m in kind.measures])})
+        for p, c in run.edges:
+            a, b = (run.acts[p], run.acts[c]) if kind.side == "parent" else (run.acts[c], run.acts[p])
+            values = run.split_ev[(kind.name, p, c)] = reproduced_by_several(_sp.csc_matrix(a), _sp.csc_matrix(b))
+            for name, v in values.items():
+                t["evidence"] += [{"kind": kind.name, "parent": p, "child": c, "feature": f, "measure": name,
+                                   "value": float(x)} for f, x in enumerate(v) if np.isfinite(x)]
 
     return run, t
 

@@ -68,7 +68,8 @@ def test_threshold_redraws_from_stored_matches(synthetic_client):
     hi = {(f["parent"], f["child"]): f for f in synthetic_client.get("/api/?threshold=0.95").json()["flows"]}
     for k in lo:
         assert lo[k]["persisting"] >= hi[k]["persisting"]
-        assert lo[k]["persisting"] + lo[k]["disappearing"] == hi[k]["persisting"] + hi[k]["disappearing"]
+        assert sum(lo[k][f] for f in ("persisting", "split", "absorbed", "disappearing")) == lo[k]["parent_alive"]
+        assert lo[k]["parent_alive"] == hi[k]["parent_alive"]
     assert sum(f["persisting"] for f in lo.values()) > sum(f["persisting"] for f in hi.values())
     frag = synthetic_client.get("/?threshold=0.5", headers={"HX-Request": "true"}).text
     assert frag.lstrip().startswith('<div id="flows"') and "<html" not in frag

@@ -87,19 +87,20 @@ def test_a_features_evidence_is_served_as_written(synthetic_store):
     checked = 0
     for (p, c, f), r in list(run.evidence.items())[:12]:
         ev = client.get(f"/api/models/{p}/features/{f}").json()["evidence"]
-        got = [e for e in ev if (e["parent"], e["child"]) == (p, c)]
-        assert len(got) == 1 and got[0]["kind"] == "colr" and got[0]["label"] == "column r"
-        assert got[0]["values"] == [{"measure": "r", "label": "column r", "value": pytest.approx(r, abs=1e-12)}]
+        got = [e for e in ev if (e["parent"], e["child"]) == (p, c) and e["kind"] == "colr"]
+        assert len(got) == 1 and got[0]["label"] == "column r"
+        assert got[0]["values"] == [{"measure": "r", "label": "column r", "value": pytest.approx(r, abs=1e-12),
+                                     "feature": False}]
         # a child-side feature of that edge holds no parent-side evidence of it
         assert not [e for e in client.get(f"/api/models/{c}/features/{f}").json()["evidence"]
-                    if (e["parent"], e["child"]) == (p, c)]
+                    if (e["parent"], e["child"]) == (p, c) and e["kind"] == "colr"]
         checked += 1
     assert checked
     # a feature with no value on an edge (never varies) gets no row for it
     silent = [(p, c, f) for p, c in run.edges for f in range(run.acts[p].shape[1]) if (p, c, f) not in run.evidence]
     for p, c, f in silent[:5]:
         ev = client.get(f"/api/models/{p}/features/{f}").json()["evidence"]
-        assert not [e for e in ev if (e["parent"], e["child"]) == (p, c)]
+        assert not [e for e in ev if (e["parent"], e["child"]) == (p, c) and e["kind"] == "colr"]
     html = client.get("/models/base/features/1").text
     assert "Evidence beside matching" in html
 
@@ -111,8 +112,16 @@ def test_the_evidence_summary_is_numpys(synthetic_store):
 
     run = synthetic_store
     client = TestClient(create_app(run.path))
-    rows = client.get("/api/evidence").json()["summary"]
+    summary = client.get("/api/evidence").json()["summary"]
+    rows = [r for r in summary if r["kind"] == "colr"]
     assert {(r["parent"], r["child"]) for r in rows} == {(p, c) for p, c, _ in run.evidence}
+    # the split evidence: every measure but the parts' feature ids, summarised from the arrays it was written from
+    for r in (r for r in summary if r["kind"] in ("split", "absorption")):
+        assert not r["measure"].startswith("part_")
+        v = run.split_ev[(r["kind"], r["parent"], r["child"])][r["measure"]]
+        v = v[np.isfinite(v)]
+        assert r["n"] == len(v) and r["mean"] == pytest.approx(v.mean(), abs=1e-9)
+    assert {r["measure"] for r in summary if r["kind"] == "split"} == {"fit_r", "single_r", "parts", "overlap"}
     for r in rows:
         v = np.array([x for (p, c, _), x in run.evidence.items() if (p, c) == (r["parent"], r["child"])])
         assert r["n"] == len(v) and r["mean"] == pytest.approx(v.mean(), abs=1e-12)
@@ -121,7 +130,7 @@ def test_the_evidence_summary_is_numpys(synthetic_store):
     html = client.get("/evidence").text
     assert "synthetic &lt;b&gt;evidence&lt;/b&gt;" in html and "<b>evidence</b>" not in html
     csv = client.get("/csv/evidence").text
-    assert csv.count("\n") == len(rows) + 1
+    assert csv.count("\n") == len(summary) + 1
 
 
 @pytest.mark.parametrize("modes,evidence,refused", [(["pearson"], None, False), (["pearson"], ["transfer"], True),

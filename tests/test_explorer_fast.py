@@ -56,7 +56,9 @@ def test_overview_flows_and_floors_equal_counts_from_the_arrays(client, syntheti
     emerged = {}
     for c in order:
         ups = [synthetic_store.partner_r(mode, p, c, "c2p") > threshold for p, cc in synthetic_store.edges if cc == c]
-        if ups:
+        evs = [synthetic_store.events(threshold, mode, p, c) for p, cc in synthetic_store.edges if cc == c]
+        ups += [e["absorbing"] | e["split_part"] for e in evs]  # reached by a split or an absorption
+        if evs:
             emerged[c] = int((synthetic_store.alive(c) & ~np.any(ups, axis=0)).sum())
     assert list(data["emerged"].items()) == [(m, n) for m, n in emerged.items() if n]
 
@@ -82,10 +84,19 @@ def test_feature_pages_fate_and_best_parent_equal_numpys_at_any_threshold(client
         for model in run.acts:
             up = [run.partner_r(mode, p, model, "c2p") for p in parents.get(model, [])]
             down = [run.partner_r(mode, model, c, "p2c") for c in children.get(model, [])]
+            ev_up = [run.events(t, mode, p, model) for p in parents.get(model, [])]
+            ev_down = [run.events(t, mode, model, c) for c in children.get(model, [])]
             alive = run.alive(model)
+
+            def first(f, rs, evs, names):  # the first fate that holds on some edge, in the rule's order
+                if any(r[f] > t for r in rs):
+                    return names[0]
+                return next((label for key, label in names[1:-1] if any(e[key][f] for e in evs)), names[-1])
             for f in range(len(alive)):
-                sides = ([("inherited" if any(r[f] > t for r in up) else "emerging")] if up else []) + \
-                        ([("persisting" if any(r[f] > t for r in down) else "disappearing")] if down else [])
+                sides = ([first(f, up, ev_up, ("inherited", ("absorbing", "absorbing"),
+                                               ("split_part", "split part"), "emerging"))] if up else []) + \
+                        ([first(f, down, ev_down, ("persisting", ("split", "split"), ("absorbed", "absorbed"),
+                                                   "disappearing"))] if down else [])
                 want = "dead" if not alive[f] else (", ".join(sides) or "alive")
                 lin = client.get(f"/api/models/{model}/features/{f}", params={"threshold": t, "mode": mode}
                                  ).json()["lineage"]

@@ -59,6 +59,7 @@ class Measure:
     name: str
     label: str
     doc: str = ""
+    feature: bool = False  # its value is a feature id of the other side (shown as a link, not summarised)
 
 
 @dataclass(frozen=True)
@@ -129,4 +130,4 @@ def compute(kind: Evidence, edge: EdgeData, n_features: int) -> dict[str, Any]:
     return values
 
 
-from featureflow.evidence import transfer, reverse_transfer  # noqa: E402,F401  (built-in kinds register themselves)
+from featureflow.evidence import transfer, reverse_transfer, split  # noqa: E402,F401  (built-in kinds register themselves)

@@ -10,13 +10,15 @@ from urllib.parse import quote
 import numpy as np
 
 from featureflow.explorer import numbers
-from featureflow.store.flows import UNCERTAIN_VIA
+from featureflow.store.flows import SPLIT_VIA, UNCERTAIN_VIA
 
 PERSIST = "rgba(46, 139, 87, 0.55)"
 LOST = "rgba(150, 150, 150, 0.45)"
 NEW = "rgba(230, 126, 34, 0.55)"
 UNSURE = "#b39b2e"                      # uncertain features' nodes (a rule with doubt, e.g. pearson+transfer)
 UNSURE_BAND = "rgba(179, 155, 46, 0.45)"
+SPLIT = "#8e44ad"                       # split / absorbed and split-part / absorbing features' nodes (split evidence)
+SPLIT_BAND = "rgba(142, 68, 173, 0.45)"
 HEAT_A, HEAT_B = "230, 126, 34", "52, 120, 219"  # token shading of /compare's features A (orange) and B (blue)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 
@@ -151,6 +153,27 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
             n = node(f"uncertain:{name}", f"uncertain · {unsure:,}", UNSURE,
                      column_x(min(depth[k] for k in kids)), hover, href, (len(models), order[name], 0))
             link(f"model:{name}", n, unsure, UNSURE_BAND, hover, href)
+        split = out.get((name, SPLIT_VIA), 0)
+        if kids and split:
+            href = (edge_href(name, kids[0], "split") if len(kids) == 1
+                    else f"/features?model={quote(name)}&fate=split{amp}")
+            where = label[kids[0]] if len(kids) == 1 else "any child"
+            hover = (f"{split:,} {m['label']} features match no single feature of {where} above the threshold, but "
+                     f"several together reproduce them (split), or they are parts of one broader feature (absorbed)")
+            n = node(f"split:{name}", f"split / absorbed · {split:,}", SPLIT,
+                     column_x(min(depth[k] for k in kids)), hover, href, (len(models), order[name], 1))
+            link(f"model:{name}", n, split, SPLIT_BAND, hover, href)
+        split_in = into.get((name, SPLIT_VIA), 0)
+        if ps and split_in:
+            href = (edge_href(ps[0], name, "split-part") if len(ps) == 1
+                    else f"/features?model={quote(name)}&fate=split-part{amp}")
+            where = label[ps[0]] if len(ps) == 1 else "any parent"
+            hover = (f"{split_in:,} {m['label']} features match no single feature of {where} above the threshold, "
+                     f"but are parts of a split feature there, or reproduce several of its features together "
+                     f"(absorbing)")
+            n = node(f"split-in:{name}", f"from splits / absorbing · {split_in:,}", SPLIT,
+                     column_x(depth[name] - 0.5), hover, href, (order[name], 3))
+            link(n, f"model:{name}", split_in, SPLIT_BAND, hover, href)
         unsure_in = into.get((name, UNCERTAIN_VIA), 0)
         if ps and unsure_in:
             href = (edge_href(ps[0], name, "uncertain-origin") if len(ps) == 1

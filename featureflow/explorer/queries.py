@@ -282,7 +282,7 @@ class Store:
                 "scores": scores,
                 "drift": self.q("SELECT * FROM planted_drift ORDER BY mode, angle"),
                 "calls": self.q("SELECT * FROM planted_calls ORDER BY mode, population, fate, n DESC, truth"),
-                "split": self.q("SELECT * FROM planted_split ORDER BY mode"),
+                "split": self.q("SELECT * FROM planted_split ORDER BY mode, population"),
                 "saes": self.q("SELECT * FROM planted_saes ORDER BY model, replica"),
                 **({"evidence": ev} if (ev := self.q(
                     "SELECT * FROM planted_evidence ORDER BY kind, parent, child, metric")) else {})}
@@ -315,7 +315,7 @@ class Store:
         self.edge(parent, child)
         total, rows = flow_sql.edge_features(self.cursor(), parent, child, fate, threshold, self.mode(mode), sort,
                                              descending, per_page, (page - 1) * per_page, stable, token)
-        model = parent if flow_sql.EDGE_FATES[fate][0] == "p2c" else child
+        model = parent if flow_sql.EDGE_FATES[fate] == "p2c" else child
         snippets = self.snippets(model, [r["feature"] for r in rows])
         for r in rows:
             r["match_model"] = child if model == parent else parent
@@ -413,8 +413,9 @@ class Store:
             entry["values"][r["measure"]] = r["value"]
         for e in out.values():  # in the kind's order of measures, each with its label
             measures = self.evidence_kinds[e["kind"]]["measures"]
-            e["values"] = [{"measure": m["name"], "label": m["label"], "value": e["values"].get(m["name"])}
-                           for m in measures]
+            e["values"] = [{"measure": m["name"], "label": m["label"], "value": e["values"].get(m["name"]),
+                            "feature": bool(m.get("feature"))} for m in measures]
+            e["other"] = e["child"] if self.evidence_kinds[e["kind"]]["side"] == "parent" else e["parent"]
         return list(out.values())
 
     def cross_health(self) -> list[dict]:
@@ -680,6 +681,16 @@ class Store:
         origin = up[0] if up else {"model": model, "feature": feature}
         return {"ancestors": up, "parents": above(ups, 0), "descendants": down(kids, 0), "origin": origin,
                 "fate": self._index("fates", threshold, self.mode(mode))[(model, feature)]}
+
+    def feature_events(self, model: str, feature: int, threshold: float, mode: str | None = None) -> list[dict]:
+        """The feature's splits and absorptions (`flows.feature_events`), each with the other side's model and its
+        label: where it is split or absorbing, its parts there; where it is a part, the feature it is a part of."""
+        rows = flow_sql.feature_events(self.cursor(), model, feature, threshold, self.mode(mode))
+        for r in rows:
+            r["other"] = r["child"] if r["direction"] == "p2c" else r["parent"]
+            r["other_label"] = self.label(r["other"])
+            r["parts"] = list(r["parts"] or [])
+        return rows
 
     def lineage_hops(self, model: str, feature: int, threshold: float, mode: str | None = None) -> list[dict]:
         """The descendant tree of `lineage` as a list of hops, one per edge of the tree (parent first, then

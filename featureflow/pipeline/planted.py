@@ -50,7 +50,8 @@ CHILD_FATES = ("inherited", "emerging")
 FATES = PARENT_FATES + CHILD_FATES
 EDITS = ("unchanged", "drifted", "removed", "split", "added")
 NULL = "~null"                  # suffix of the null child's name in the in-memory store
-PLANTED_VERSION = 1             # bump when the scorecard changes for the same config
+RESOLVED_COS = 0.9              # a planted split's half is learnt by a child latent within this |cos|
+PLANTED_VERSION = 2             # bump when the scorecard changes for the same config
 
 # the SAE recipe of a standalone planted config: sized for the planted shape (activations of norm ~ sqrt(L0))
 DEFAULT_SAE = SAEConfig(architecture="topk", k=4, expansion=4, lr=3e-3, block_tokens=1, blocks_per_batch=256,
@@ -533,7 +534,9 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
         tally = {pop: {f: [0, 0, 0] for f in FATES} for pop in ("all", "reproducible")}
         confusion = {pop: {f: {} for f in FATES} for pop in ("all", "reproducible")}
         d_tally: dict[str, list[int]] = {}
-        s_tally = {"support": 0, "detected": 0, "called_persisting": 0, "called_disappearing": 0}
+        s_tally = {pop: {"support": 0, "calls": 0, "correct": 0, "with_halves": 0, "resolved": 0, "resolved_found": 0,
+                         "called_persisting": 0,
+                         "called_disappearing": 0, "calls_by_truth": {}} for pop in ("all", "reproducible")}
         doubt = RULES[parse_mode(mode)[1]].admits_doubt
         u_tally = {pop: {side: {"calls": 0, "eligible": 0, "by_truth": {}} for side in ("parent", "child")}
                    for pop in ("all", "reproducible")}
@@ -543,7 +546,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
             lat = {"parent": _latent_labels(truth_row[(p, 0)], tr["parent"]),
                    "child": _latent_labels(truth_row[(c, 0)], tr["child"])}
             called = {f: _called(F.edge_features(con, p, c, f, thr, mode, limit=1 << 30, sort="feature")[1])
-                      for f in FATES}
+                      for f in FATES + ("split",)}
             edge_tally = {f: [0, 0, 0] for f in FATES}
             for fate in FATES:
                 side, model = ("parent", p) if fate in PARENT_FATES else ("child", c)
@@ -585,21 +588,43 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                     d = d_tally.setdefault(key, [0, 0])
                     d[0] += int(persist_call[i])
                     d[1] += 1
-            # split: the parent latent of a split feature, its calls and whether its top-2 are the halves
+            # split: the parent latents of planted split features, those called split (`flows.FATE`, from the
+            # `split` evidence) and whether a call's parts are the planted halves' latents in the child
             c_row = truth_row[(c, 0)]
-            child_of_row = {int(r): j for j, r in enumerate(c_row) if r >= 0}
-            top = tops[(p, c, sim)]
             pm, cm = fam.members[p], fam.members[c]
             ck = {k: j for j, k in enumerate(cm.keys)}
-            for i in np.flatnonzero((row >= 0) & alive[p]):
-                if tr["parent"][row[i]] != "split":
-                    continue
-                s_tally["support"] += 1
-                s_tally["called_persisting"] += int(persist_call[i])
-                s_tally["called_disappearing"] += int(not persist_call[i])
-                src = int(pm.src[row[i]])
-                halves = {child_of_row.get(ck[(src, g)], -2) for g in (LO, HI)}
-                s_tally["detected"] += int(set(top.p2c_idx[i, :2].tolist()) == halves)
+            split_call = np.zeros(len(row), dtype=bool)
+            split_call[list(called["split"])] = True
+            ev = values.get(("split", p, c), {})
+            parts = np.stack([ev[f"part_{k + 1}"] for k in range(3)], axis=1) if ev else None
+            labels = lat["parent"]
+            # a planted split is resolved where the child's SAE learnt both halves: each half's nearest alive latent
+            # (decoder |cos|) is within RESOLVED_COS of it and the two are different latents (one latent between
+            # the halves, as an SAE learns for halves close together, is no split: no method reading SAEs sees it)
+            C = np.abs(_unit(decoders[(c, 0)]) @ _unit(cm.dirs).T)
+            C[~alive[c]] = -1
+            near, cos = C.argmax(axis=0), C.max(axis=0)
+            resolved = np.zeros(len(row), dtype=bool)
+            for i in np.flatnonzero((row >= 0) & (labels == "split")):
+                h = [ck[(int(pm.src[row[i]]), g)] for g in (LO, HI)]
+                resolved[i] = min(cos[h]) >= RESOLVED_COS and near[h[0]] != near[h[1]]
+            for pop, mask in (("all", alive[p]), ("reproducible", alive[p] & repro[p])):
+                t = s_tally[pop]
+                t["support"] += int((mask & (labels == "split")).sum())
+                t["resolved"] += int((mask & resolved).sum())
+                t["resolved_found"] += int((mask & resolved & split_call).sum())
+                t["calls"] += int((mask & split_call).sum())
+                t["correct"] += int((mask & split_call & (labels == "split")).sum())
+                for lab, n in zip(*np.unique(labels[mask & split_call].astype(str), return_counts=True)):
+                    t["calls_by_truth"][lab] = t["calls_by_truth"].get(lab, 0) + int(n)
+                for i in np.flatnonzero(mask & (labels == "split")):
+                    t["called_persisting"] += int(persist_call[i])
+                    t["called_disappearing"] += int(i in called["disappearing"])
+                    if split_call[i] and parts is not None:
+                        src = int(pm.src[row[i]])
+                        halves = {ck[(src, g)] for g in (LO, HI)}
+                        got = {int(c_row[int(x)]) for x in parts[i] if np.isfinite(x)}
+                        t["with_halves"] += int(got == halves)
         if doubt:
             uncertain[mode] = {pop: {side: {**u, "share": u["calls"] / u["eligible"] if u["eligible"] else None}
                                      for side, u in sides.items()} for pop, sides in u_tally.items()}
@@ -611,8 +636,9 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
         out_conf[mode] = confusion
         drift[mode] = {k: {"recall": v[0] / v[1] if v[1] else None, "support": v[1]}
                        for k, v in sorted(d_tally.items(), key=lambda kv: float(kv[0]))}
-        split[mode] = {**s_tally, "detection_rate": s_tally["detected"] / s_tally["support"]
-                       if s_tally["support"] else None}
+        split[mode] = {pop: {**_prf(t["correct"], t["calls"], t["support"]), **t,
+                             "resolved_recall": t["resolved_found"] / t["resolved"] if t["resolved"] else None}
+                       for pop, t in s_tally.items()}
         chance[mode] = {f"{p}->{c}": F.edge_features(con, p, f"{c}{NULL}", "persisting", thr, mode, limit=1)[0]
                         for p, c in fam.edges}
         floors[mode] = {n: f["share"] for n, f in F.floors(con, thr, mode).items()}
@@ -698,6 +724,10 @@ def score_evidence(tf: TrainedFamily, values: dict, truths: dict) -> dict:
     return out
 
 
+def _unit(X: np.ndarray) -> np.ndarray:
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
 def _latent_labels(row: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Each latent's planted fate on an edge ('unresolved' when it has no true feature)."""
     out = np.full(len(row), "unresolved", dtype=object)
@@ -739,9 +769,15 @@ def format_scorecard(card: dict) -> str:
                 f"{side} {u['calls']} of {u['eligible']} ({f(u['share']).strip()}), in truth "
                 + (", ".join(f"{k} {v}" for k, v in sorted(u["by_truth"].items(), key=lambda kv: -kv[1])) or "-")
                 for side, u in sides.items()))
-    for mode, s in card["split"].items():
-        lines.append(f"split ({mode}): {s['detected']}/{s['support']} detected (both halves are the top-2), "
-                     f"called persisting {s['called_persisting']}, disappearing {s['called_disappearing']}")
+    for mode, pops in card["split"].items():
+        for pop, s in pops.items():
+            lines.append(f"split ({mode}, {pop} latents): P {f(s['precision']).strip()} R {f(s['recall']).strip()} "
+                         f"({s['correct']} of {s['calls']} calls right, {s['support']} planted; "
+                         f"{s['with_halves']} with both halves as parts; the child's SAE resolved both halves of "
+                         f"{s['resolved']}, recall there {f(s['resolved_recall']).strip()}); planted splits called persisting "
+                         f"{s['called_persisting']}, disappearing {s['called_disappearing']}; calls by truth: "
+                         + (", ".join(f"{k} {v}" for k, v in sorted(s["calls_by_truth"].items(), key=lambda kv: -kv[1]))
+                            or "-"))
     for kind, edges in card.get("evidence", {}).items():
         for edge, metrics in edges.items():
             lines.append(f"evidence {kind} ({edge}): " + ", ".join(

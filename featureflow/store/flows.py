@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from featureflow.evidence.split import MAX_OVERLAP
 from featureflow.modes import RULES, mode_label
 from featureflow.modes import split_mode  # a store's modes, whether or not this process registered them
 from featureflow.store.rows import dicts
@@ -45,38 +46,109 @@ _TABLES = {False: {"matches": "matches", "assignments": "assignments"},
 PERSISTS = "coalesce(r, -1e9) > $t"
 # Under a rule with doubt (`modes.Rule.doubt_sql`, e.g. `pearson+transfer`), a match that does not persist is
 # *uncertain* when the rule's evidence (`doubt_r`) says the feature is still there: above the rule's `tau`.
-UNCERTAIN = "NOT (" + PERSISTS + ") AND coalesce(doubt_r, -1e9) > {tau}"
+UNCERTAIN = "coalesce(doubt_r, -1e9) > {tau}"
+# A feature reproduced by several features of the other model together (evidence kinds `split` for a parent feature,
+# `absorption` for a child feature: featureflow/evidence/split.py, read whatever the mode): its non-negative
+# least-squares fit by them exceeds the threshold, no single one does, two or more carry a share of the fit, and
+# the first two rarely fire together (a pair that does is two latents for one feature, not parts of it).
+# A parent feature so reproduced is *split* (its parts are child features, fate `split-part` on the child's side); a
+# child feature so reproduced is *absorbing* (its parts are parent features, fate `absorbed`). Without the
+# evidence no feature is either.
+EVENT = ("coalesce({e}.fit_r, -1e9) > $t AND coalesce({e}.single_r, 1e9) <= $t AND coalesce({e}.parts, 0) >= 2 "
+         f"AND coalesce({{e}}.overlap, 1e9) <= {MAX_OVERLAP}")
+EVENTS = """SELECT kind, parent, child, feature,
+                   max(value) FILTER (WHERE measure = 'fit_r') AS fit_r,
+                   max(value) FILTER (WHERE measure = 'single_r') AS single_r,
+                   max(value) FILTER (WHERE measure = 'parts') AS parts,
+                   max(value) FILTER (WHERE measure = 'overlap') AS overlap,
+                   list(value::INTEGER ORDER BY measure) FILTER (WHERE starts_with(measure, 'part_')
+                                                                AND NOT isnan(value)) AS part_ids
+            FROM evidence WHERE kind IN ('split', 'absorption') GROUP BY kind, parent, child, feature"""
+# the feature each part belongs to (the event's feature; the lowest where a feature is a part of several)
+PARTS = f"""SELECT kind, parent, child, part, min(feature) AS part_of FROM (
+                SELECT kind, parent, child, feature, unnest(part_ids) AS part FROM ({EVENTS}) e
+                WHERE {EVENT.format(e="e")}) GROUP BY ALL"""
+# The fate of a feature's match on one edge, in this order: a match above the threshold persists (inherited);
+# else the feature is split (absorbing), a part of the other side's absorption (split), uncertain (a rule with
+# doubt), or disappearing (emerging).
+FATE = """CASE WHEN persists THEN CASE direction WHEN 'p2c' THEN 'persisting' ELSE 'inherited' END
+               WHEN split THEN CASE direction WHEN 'p2c' THEN 'split' ELSE 'absorbing' END
+               WHEN part THEN CASE direction WHEN 'p2c' THEN 'absorbed' ELSE 'split-part' END
+               WHEN uncertain THEN CASE direction WHEN 'p2c' THEN 'uncertain' ELSE 'uncertain-origin' END
+               ELSE CASE direction WHEN 'p2c' THEN 'disappearing' ELSE 'emerging' END END"""
 
 
 def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     """Each feature's match on each edge under `rule` ($sim, $t bound): parent, child, direction, `model`
-    (the feature's own side), src, dst, r, `persists` (`PERSISTS`), `uncertain` (`UNCERTAIN`: a rule with
-    doubt only; false otherwise) and `carried` (a rule with doubt: its evidence says the other model carries the
-    feature, whether or not it matches; NULL otherwise). `where` filters the match rows. With `control`, each parent member against its
-    random-weights control instead (`child` is the control; no doubt: the control has no evidence)."""
+    (the feature's own side), src, dst, r, `persists` (`PERSISTS`), `split` (not persisting, reproduced by several
+    features of the other side: `EVENT`), `part_of` / `part` (not persisting, not split, a part of such a feature
+    of the other side), `uncertain` (a rule with doubt only, none of the above: `UNCERTAIN`), `carried` (a rule
+    with doubt: its evidence says the other model carries the feature, whether or not it matches; NULL otherwise)
+    and `fate` (`FATE`). `where` filters the match rows. With `control`, each parent member against its
+    random-weights control instead (`child` is the control; no doubt and no splits: the control has no evidence)."""
     R = RULES[rule]
     rows = R.sql.format(**_TABLES[control])
     doubt = R.admits_doubt and not control
     if doubt:
         rows = R.doubt_sql.format(base=rows)
+    if control:
+        events = "false AS split, NULL::INTEGER AS part_of"
+        joins = ""
+    else:
+        events = f"coalesce({EVENT.format(e='ev')}, false) AS split, pt.part_of"
+        joins = f"""LEFT JOIN ({EVENTS}) ev ON ev.parent = m.parent AND ev.child = m.child AND ev.feature = m.src
+                         AND ev.kind = CASE m.direction WHEN 'p2c' THEN 'split' ELSE 'absorption' END
+                    LEFT JOIN ({PARTS}) pt ON pt.parent = m.parent AND pt.child = m.child AND pt.part = m.src
+                         AND pt.kind = CASE m.direction WHEN 'p2c' THEN 'absorption' ELSE 'split' END"""
+    ev = f"""SELECT m.*, {PERSISTS} AS persists, {events}, {f'coalesce(doubt_r, -1e9) > {R.tau}' if doubt
+              else 'NULL::BOOLEAN'} AS carried FROM ({rows}) m {joins}"""
+    flags = f"""SELECT *, NOT persists AND NOT split AND part_of IS NOT NULL AS part FROM ({ev})"""
+    marked = f"""SELECT *, NOT persists AND NOT split AND NOT part AND {UNCERTAIN.format(tau=R.tau) if doubt
+                 else 'false'} AS uncertain FROM ({flags})"""
     return (f"SELECT parent, child, direction, CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, "
-            f"src, dst, r, {PERSISTS} AS persists, {UNCERTAIN.format(tau=R.tau) if doubt else 'false'} AS uncertain, "
-            f"{f'coalesce(doubt_r, -1e9) > {R.tau}' if doubt else 'NULL::BOOLEAN'} AS carried "
-            f"FROM ({rows}) WHERE true {where}")
+            f"src, dst, r, persists, split, part_of, part, uncertain, carried, {FATE} AS fate "
+            f"FROM ({marked}) WHERE true {where}")
 
 
 def feature_fates(rule: str, where: str = "") -> str:
     """Per (model, feature) with matches: `parent_r` / `best_child_r` (its strongest match over its parents /
     children), `inherited` (it persists from some parent; NULL: a root) and `persisting` (it persists into
-    some child; NULL: a leaf). `where` filters the match rows (e.g. one edge, one feature)."""
+    some child; NULL: a leaf), and whether on some edge it is uncertain (`uncertain_in` / `uncertain_out`), split,
+    absorbed, absorbing or a split part (`EVENT`). `where` filters the match rows (e.g. one edge, one feature)."""
     return f"""SELECT model, src AS feature,
                       max(r) FILTER (WHERE direction = 'c2p') AS parent_r,
                       max(r) FILTER (WHERE direction = 'p2c') AS best_child_r,
                       bool_or(persists) FILTER (WHERE direction = 'c2p') AS inherited,
                       bool_or(persists) FILTER (WHERE direction = 'p2c') AS persisting,
                       bool_or(uncertain) FILTER (WHERE direction = 'c2p') AS uncertain_in,
-                      bool_or(uncertain) FILTER (WHERE direction = 'p2c') AS uncertain_out
+                      bool_or(uncertain) FILTER (WHERE direction = 'p2c') AS uncertain_out,
+                      bool_or(split) FILTER (WHERE direction = 'c2p') AS absorbing,
+                      bool_or(split) FILTER (WHERE direction = 'p2c') AS split,
+                      bool_or(part) FILTER (WHERE direction = 'c2p') AS split_part,
+                      bool_or(part) FILTER (WHERE direction = 'p2c') AS absorbed
                FROM ({edge_matches(rule, where)}) GROUP BY ALL"""
+
+
+def feature_events(cur, model: str, feature: int, threshold: float, mode: str) -> list[dict]:
+    """The feature's splits and absorptions at `threshold` under `mode`, one row per edge where it is split or
+    absorbing (`fate`; `parts`: the other side's features that together reproduce it) or a part of one (`part_of`:
+    the other side's feature it is a part of; `parts`: all of that one's parts), with the event's `fit_r`,
+    `single_r` and `overlap` (`EVENT`). Parent first, in family order."""
+    rule = split_mode(mode)[1]
+    return dicts(cur.execute(f"""
+        SELECT m.parent, m.child, m.direction, m.fate, m.part_of,
+               CASE WHEN m.split THEN ev.fit_r ELSE ow.fit_r END AS fit_r,
+               CASE WHEN m.split THEN ev.single_r ELSE ow.single_r END AS single_r,
+               CASE WHEN m.split THEN ev.overlap ELSE ow.overlap END AS overlap,
+               CASE WHEN m.split THEN ev.part_ids ELSE ow.part_ids END AS parts
+        FROM ({edge_matches(rule, "AND (split OR part) AND model = $model AND src = $feature")}) m
+        LEFT JOIN ({EVENTS}) ev ON ev.parent = m.parent AND ev.child = m.child AND ev.feature = m.src
+             AND ev.kind = CASE m.direction WHEN 'p2c' THEN 'split' ELSE 'absorption' END
+        LEFT JOIN ({EVENTS}) ow ON ow.parent = m.parent AND ow.child = m.child AND ow.feature = m.part_of
+             AND ow.kind = CASE m.direction WHEN 'p2c' THEN 'absorption' ELSE 'split' END
+        JOIN models pm ON pm.model = m.parent JOIN models cm ON cm.model = m.child
+        ORDER BY m.direction DESC, pm.idx, cm.idx""", {**fate_params(threshold, mode), "model": model,
+                                                        "feature": feature}))
 
 
 # -- lineage: a feature's chain of best persisting parent matches, read through the same rule ---------------
@@ -143,23 +215,33 @@ def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
 
 
 # A feature's fate label from its `features` row `f` and its `feature_fates` row `s`: dead, else its parent
-# side (inherited / emerging) and child side (persisting / disappearing) joined by ', ', else 'alive'.
+# side (inherited / absorbing / split part / uncertain origin / emerging) and child side (persisting / split /
+# absorbed / uncertain / disappearing) joined by ', ', else 'alive'; on each side the first that holds on some edge,
+# in the order of `FATE`.
 FATE_LABEL = """CASE WHEN NOT f.alive THEN 'dead' ELSE coalesce(nullif(concat_ws(', ',
-                    CASE WHEN s.inherited THEN 'inherited' WHEN s.uncertain_in THEN 'uncertain origin'
+                    CASE WHEN s.inherited THEN 'inherited' WHEN s.absorbing THEN 'absorbing'
+                         WHEN s.split_part THEN 'split part' WHEN s.uncertain_in THEN 'uncertain origin'
                          WHEN NOT s.inherited THEN 'emerging' END,
-                    CASE WHEN s.persisting THEN 'persisting' WHEN s.uncertain_out THEN 'uncertain'
-                         WHEN NOT s.persisting THEN 'disappearing' END), ''),
+                    CASE WHEN s.persisting THEN 'persisting' WHEN s.split THEN 'split' WHEN s.absorbed THEN 'absorbed'
+                         WHEN s.uncertain_out THEN 'uncertain' WHEN NOT s.persisting THEN 'disappearing' END), ''),
                     'alive') END"""
-# Search filters by fate (same rule). persisting / disappearing: an alive feature of a model with children,
-# matched above the threshold in some child / in none; inherited / emerging: an alive feature of a model with
-# parents, matched in some parent / in none; leaf: alive in a model without children.
-# uncertain / uncertain-origin (a rule with doubt only): not persisting (not inherited), but its evidence says it is
-# still there; disappearing / emerging then leave those out.
+# Search filters by fate (same rule and order). persisting / disappearing: an alive feature of a model with
+# children, matched above the threshold in some child / in none (and none of split, absorbed, uncertain);
+# inherited / emerging likewise over its parents; split / absorbed / absorbing / split-part (with split
+# evidence) and uncertain / uncertain-origin (a rule with doubt) as in `FATE`; leaf: alive in a model without
+# children.
+_NOT_OUT = "NOT s.persisting AND NOT coalesce(s.split, false) AND NOT coalesce(s.absorbed, false)"
+_NOT_IN = "NOT s.inherited AND NOT coalesce(s.absorbing, false) AND NOT coalesce(s.split_part, false)"
 FATE_FILTERS = {"persisting": "f.alive AND s.persisting",
-                "disappearing": "f.alive AND NOT s.persisting AND NOT s.uncertain_out",
-                "uncertain": "f.alive AND NOT s.persisting AND s.uncertain_out",
-                "inherited": "f.alive AND s.inherited", "emerging": "f.alive AND NOT s.inherited AND NOT s.uncertain_in",
-                "uncertain-origin": "f.alive AND NOT s.inherited AND s.uncertain_in",
+                "split": "f.alive AND NOT s.persisting AND s.split",
+                "absorbed": "f.alive AND NOT s.persisting AND NOT coalesce(s.split, false) AND s.absorbed",
+                "uncertain": f"f.alive AND {_NOT_OUT} AND s.uncertain_out",
+                "disappearing": f"f.alive AND {_NOT_OUT} AND NOT s.uncertain_out",
+                "inherited": "f.alive AND s.inherited",
+                "absorbing": "f.alive AND NOT s.inherited AND s.absorbing",
+                "split-part": "f.alive AND NOT s.inherited AND NOT coalesce(s.absorbing, false) AND s.split_part",
+                "uncertain-origin": f"f.alive AND {_NOT_IN} AND s.uncertain_in",
+                "emerging": f"f.alive AND {_NOT_IN} AND NOT s.uncertain_in",
                 "leaf": "f.alive AND f.model NOT IN (SELECT parent FROM model_edges)", "dead": "NOT f.alive"}
 
 
@@ -522,7 +604,8 @@ def pw_mcc_replicas(cur) -> dict[str, list[dict]]:
 
 def flows(cur, threshold: float, mode: str) -> list[dict]:
     """Per edge (children in family order): persisting / disappearing parent features, inherited / emerging
-    child features (and, under a rule with doubt, `uncertain` parent and `uncertain_origin` child features, which
+    child features (and, under a rule with doubt, `uncertain` parent and `uncertain_origin` child features; with split
+    evidence, `split` and `absorbed` parent and `absorbing` and `split_part` child features: `FATE`, which
     disappearing / emerging then leave out), same-index persisting pairs, the persisting share and the edge's noise floor; the parent's
     alive features that persist into its random-weights control (`control_matched`, `control_share`: the raw
     share's lower anchor; NULL without a control) and, of the persisting ones, how many are token-level (persist
@@ -534,12 +617,15 @@ def flows(cur, threshold: float, mode: str) -> list[dict]:
         ctl AS ({edge_matches(rule, "AND direction = 'p2c'", control=True)})
         SELECT e.parent, e.child,
           count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.persists) AS persisting,
-          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND NOT m.persists AND NOT m.uncertain)
-              AS disappearing,
-          count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.uncertain) AS uncertain,
+          count(*) FILTER (WHERE f.alive AND m.fate = 'disappearing') AS disappearing,
+          count(*) FILTER (WHERE f.alive AND m.fate = 'uncertain') AS uncertain,
+          count(*) FILTER (WHERE f.alive AND m.fate = 'split') AS split,
+          count(*) FILTER (WHERE f.alive AND m.fate = 'absorbed') AS absorbed,
           count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.persists) AS inherited,
-          count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND NOT m.persists AND NOT m.uncertain) AS emerging,
-          count(*) FILTER (WHERE m.direction = 'c2p' AND f.alive AND m.uncertain) AS uncertain_origin,
+          count(*) FILTER (WHERE f.alive AND m.fate = 'emerging') AS emerging,
+          count(*) FILTER (WHERE f.alive AND m.fate = 'uncertain-origin') AS uncertain_origin,
+          count(*) FILTER (WHERE f.alive AND m.fate = 'absorbing') AS absorbing,
+          count(*) FILTER (WHERE f.alive AND m.fate = 'split-part') AS split_part,
           count(*) FILTER (WHERE m.direction = 'p2c' AND f.alive AND m.carried) AS carried,
           count(*) FILTER (WHERE m.direction = 'p2c' AND NOT f.alive) AS parent_dead,
           count(*) FILTER (WHERE m.direction = 'c2p' AND NOT f.alive) AS child_dead,
@@ -610,14 +696,16 @@ def floor_histogram(cur, model: str, mode: str, bins: int = 20) -> list[dict]:
 
 # -- per-node partition and per-edge feature lists (the explorer's Sankey and /edges pages) ---------------
 UNCERTAIN_VIA = "~uncertain"  # `node_flows`'s `via` of an uncertain feature (no model name has a '~')
+SPLIT_VIA = "~split"          # ... of a split / absorbed parent feature, an absorbing / split-part child feature
 def node_flows(cur, threshold: float, mode: str, reproducible: bool = False) -> list[dict]:
     """Each alive feature counted once per model node, for the Sankey.
 
     Rows (side, model, via, n): side 'out' partitions a parent's alive features by the child its best
     persisting match lies in (the strongest r over its children; `via` NULL: it persists in none, lost;
-    `UNCERTAIN_VIA`: in none, but uncertain under a rule with doubt); side 'in' partitions a child's alive
-    features by the parent its best persisting match lies in (`via` NULL: no parent reaches it, new;
-    `UNCERTAIN_VIA`: its origin is uncertain). Ties go to the model earlier in family order. With `reproducible`,
+    `SPLIT_VIA`: in none, but split or absorbed in some child; `UNCERTAIN_VIA`: in none, but uncertain under a
+    rule with doubt); side 'in' partitions a child's alive features by the parent its best persisting match lies in
+    (`via` NULL: no parent reaches it, new; `SPLIT_VIA`: absorbing or a split part; `UNCERTAIN_VIA`: its origin is
+    uncertain). Ties go to the model earlier in family order. With `reproducible`,
     a member with seed replicas counts only its reproducible features (`STABILITY`); a member without
     replicas still counts all of them."""
     sim, rule = split_mode(mode)
@@ -627,25 +715,28 @@ def node_flows(cur, threshold: float, mode: str, reproducible: bool = False) -> 
     return dicts(cur.execute(f"""
         WITH side AS (
             SELECT model, src AS feature, CASE WHEN direction = 'p2c' THEN child ELSE parent END AS other,
-                   direction, coalesce(r, -1e9) AS r, persists, uncertain FROM ({edge_matches(rule)})),
+                   direction, coalesce(r, -1e9) AS r, persists, uncertain, split OR part AS event
+            FROM ({edge_matches(rule)})),
         ranked AS (
             SELECT s.*, row_number() OVER (PARTITION BY s.model, s.feature, s.direction
                                            ORDER BY s.r DESC, o.idx) AS k,
-                   bool_or(s.uncertain) OVER (PARTITION BY s.model, s.feature, s.direction) AS unsure
+                   bool_or(s.uncertain) OVER (PARTITION BY s.model, s.feature, s.direction) AS unsure,
+                   bool_or(s.event) OVER (PARTITION BY s.model, s.feature, s.direction) AS event
             FROM side s JOIN models o ON o.model = s.other)
         SELECT CASE WHEN k.direction = 'p2c' THEN 'out' ELSE 'in' END AS side, k.model,
-               CASE WHEN k.persists THEN k.other WHEN k.unsure THEN '{UNCERTAIN_VIA}' END AS via, count(*) AS n
+               CASE WHEN k.persists THEN k.other WHEN k.event THEN '{SPLIT_VIA}' WHEN k.unsure THEN '{UNCERTAIN_VIA}'
+                    END AS via, count(*) AS n
         FROM ranked k JOIN features f ON f.model = k.model AND f.feature = k.feature {keep}
         WHERE k.k = 1 AND f.alive{where} GROUP BY ALL ORDER BY ALL""",
                               {"t": threshold, "sim": sim,
                                **({"rule": RULES[rule].floor_rule} if reproducible else {})}))
 
 
-# fate on an edge -> (direction, persists, uncertain); uncertain ones exist under a rule with doubt only
-EDGE_FATES = {"persisting": ("p2c", True, False), "disappearing": ("p2c", False, False),
-              "uncertain": ("p2c", False, True),
-              "inherited": ("c2p", True, False), "emerging": ("c2p", False, False),
-              "uncertain-origin": ("c2p", False, True)}
+# fate on an edge (`FATE`) -> the side it is a fate of; uncertain ones exist under a rule with doubt only, split,
+# absorbed, absorbing and split-part ones with split evidence only
+EDGE_FATES = {"persisting": "p2c", "split": "p2c", "absorbed": "p2c", "uncertain": "p2c", "disappearing": "p2c",
+              "inherited": "c2p", "absorbing": "c2p", "split-part": "c2p", "uncertain-origin": "c2p",
+              "emerging": "c2p"}
 EDGE_SORTS = {"r": "m.r", "density": "f.density", "llr": "f.top_token_llr",
               "sim_score": "e.sim_score", "feature": "f.feature"}
 
@@ -666,7 +757,7 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
         raise ValueError(f"unknown edge fate '{fate}' (fates: {', '.join(EDGE_FATES)})")
     if sort not in EDGE_SORTS:
         raise ValueError(f"unknown sort '{sort}' (sorts: {', '.join(EDGE_SORTS)})")
-    direction, persists, uncertain = EDGE_FATES[fate]
+    direction = EDGE_FATES[fate]
     base = f"""
         FROM ({edge_matches(rule)}) m
         JOIN features f ON f.model = m.model AND f.feature = m.src
@@ -675,16 +766,16 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
         LEFT JOIN ({STABILITY}) st ON st.model = f.model AND st.feature = f.feature
         LEFT JOIN ({token_level(rule)}) tl ON tl.model = f.model AND tl.feature = f.feature
         WHERE m.parent = $parent AND m.child = $child AND m.direction = $direction AND f.alive
-          AND m.persists = $persists AND m.uncertain = $uncertain{"" if stable is None else " AND st.stable = $stable"}{
+          AND m.fate = $fate{"" if stable is None else " AND st.stable = $stable"}{
               "" if token is None else " AND tl.token_level = $token"}"""
     params = {"sim": sim, "rule": RULES[rule].floor_rule, "parent": parent, "child": child, "direction": direction,
-              "t": threshold, "persists": persists, "uncertain": uncertain,
+              "t": threshold, "fate": fate,
               **({} if stable is None else {"stable": stable}),
               **({} if token is None else {"token": token})}
     total = cur.execute(f"SELECT count(*) {base}", params).fetchone()[0]
     order = "DESC" if descending else "ASC"
     rows = dicts(cur.execute(f"""
-        SELECT f.model, f.feature, m.dst AS match_feature, m.r, f.density, f.max_act, f.top_token_llr,
+        SELECT f.model, f.feature, m.dst AS match_feature, m.r, m.part_of, f.density, f.max_act, f.top_token_llr,
                v.text AS top_token, e.explanation, e.explainer, e.sim_score, st.replicas, st.reproduced,
                st.stable, tl.control_feature, tl.control_r, tl.token_level {base}
         ORDER BY {EDGE_SORTS[sort]} {order} NULLS LAST, f.feature LIMIT $limit OFFSET $offset""",

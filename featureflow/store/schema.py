@@ -11,7 +11,7 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # 6: the fate of a feature is no longer stored (`features.fate`, `features.emerged`, `features.depth` and the
 #    `flows` table removed): it is computed at query time, at any threshold and mode, by the one fate rule in
 #    `featureflow/store/flows.py` (`PERSISTS`, `edge_matches`, `feature_fates`, `flows`).
@@ -228,9 +228,13 @@ TABLES: dict[str, tuple[str, str]] = {
     "planted_drift": ("Planted family: recall of persisting parent latents by the angle (degrees, to 5) their true "
                       "direction moved along the edge; 0 is unchanged.", """
         mode VARCHAR, angle DOUBLE, recall DOUBLE, support INTEGER"""),
-    "planted_split": ("Planted family: parent latents of split features, how many each mode called persisting or "
-                      "disappearing, and how many had both halves as their top-2 matches (`detected`).", """
-        mode VARCHAR, support INTEGER, detected INTEGER, called_persisting INTEGER, called_disappearing INTEGER"""),
+    "planted_split": ("Planted family: split calls (the `split` evidence, `flows.FATE`) per mode and population (all "
+                      "alive parent latents or reproducible ones): `support` latents of planted split features, "
+                      "`calls` latents called split, `correct` calls on planted splits, precision and recall, "
+                      "`with_halves` right calls whose parts are the latents of both planted halves, and how many "
+                      "planted-split latents were called persisting or disappearing instead.", """
+        mode VARCHAR, population VARCHAR, support INTEGER, calls INTEGER, correct INTEGER, "precision" DOUBLE,
+        recall DOUBLE, with_halves INTEGER, called_persisting INTEGER, called_disappearing INTEGER"""),
     "planted_saes": ("Planted family: every SAE (member, replica) with its MCC against the member's true dictionary "
                      "(Hungarian on decoder vs dictionary |cos|), L0 and explained variance on the shared sample, "
                      "dead latents, true features and latents resolved to one (|cos| >= truth_min_cos).", """

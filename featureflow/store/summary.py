@@ -65,13 +65,14 @@ def sae_health(cur) -> list[dict]:
 
 def evidence_summary(cur, labels: dict[str, str] | None = None) -> list[dict]:
     """Per evidence kind (`evidence_kinds`), edge and measure, in family order: the kind's label and side, the
-    measure's label, the features with a value (`n`), their mean and 10th / 50th / 90th percentiles; then each
+    measure's label (measures whose values are feature ids left out), the features with a value (`n`), their mean and 10th / 50th / 90th percentiles; then each
     parent-side kind on every member against its random-weights control (`control` true: the kind's lower
     anchor)."""
     import json
 
     controls = dict(cur.execute("SELECT control, label FROM controls").fetchall())
-    kinds = {k: (label, side, {m["name"]: m["label"] for m in json.loads(measures)})
+    kinds = {k: (label, side, {m["name"]: m["label"] for m in json.loads(measures)},
+                 {m["name"] for m in json.loads(measures) if m.get("feature")})
              for k, label, side, measures in cur.execute(
                  "SELECT kind, label, side, measures_json FROM evidence_kinds").fetchall()}
     rows = dicts(cur.execute("""
@@ -83,8 +84,9 @@ def evidence_summary(cur, labels: dict[str, str] | None = None) -> list[dict]:
         WHERE c.model IS NOT NULL OR k.control IS NOT NULL
         GROUP BY e.kind, e.parent, e.child, e.measure, k.control, c.idx, p.idx
         ORDER BY e.kind, control, c.idx NULLS LAST, p.idx, e.measure"""))
+    rows = [r for r in rows if r["measure"] not in kinds[r["kind"]][3]]  # feature ids: not numbers to summarise
     for r in rows:
-        label, side, measures = kinds[r["kind"]]
+        label, side, measures, _ = kinds[r["kind"]]
         r.update(label=label, side=side, measure_label=measures.get(r["measure"], r["measure"]))
         if labels:
             r.update(parent_label=labels.get(r["parent"], r["parent"]), child_label=labels.get(r["child"], r["child"]))

@@ -146,7 +146,8 @@ def insert_evidence_kind(con: duckdb.DuckDBPyConnection, kind) -> None:
     """The `evidence_kinds` row of a registered evidence kind (`featureflow.evidence.Evidence`)."""
     insert_row(con, "evidence_kinds", {
         "kind": kind.name, "label": kind.label, "side": kind.side, "reads": list(kind.reads), "doc": kind.doc,
-        "measures_json": json.dumps([{"name": m.name, "label": m.label, "doc": m.doc} for m in kind.measures])})
+        "measures_json": json.dumps([{"name": m.name, "label": m.label, "doc": m.doc, "feature": m.feature}
+                                     for m in kind.measures])})
 
 
 def insert_evidence(con: duckdb.DuckDBPyConnection, kind: str, parent: str, child: str,
@@ -183,8 +184,14 @@ def insert_planted(con: duckdb.DuckDBPyConnection, card: dict) -> None:
          for m, bins in card["drift"].items() for a, v in bins.items()],
         schema=pa.schema([("mode", pa.string()), ("angle", pa.float64()), ("recall", pa.float64()),
                           ("support", pa.int32())])))
-    insert(con, "planted_split", columns_of([{"mode": m, **{k: s[k] for k in (
-        "support", "detected", "called_persisting", "called_disappearing")}} for m, s in card["split"].items()]))
+    insert(con, "planted_split", pa.Table.from_pylist(
+        [{"mode": m, "population": pop, **{k: s[k] for k in ("support", "calls", "correct", "precision", "recall",
+                                                             "with_halves", "called_persisting", "called_disappearing")}}
+         for m, pops in card["split"].items() for pop, s in pops.items()],
+        schema=pa.schema([("mode", pa.string()), ("population", pa.string())]
+                         + [(k, pa.int32()) for k in ("support", "calls", "correct")]
+                         + [("precision", pa.float64()), ("recall", pa.float64())]
+                         + [(k, pa.int32()) for k in ("with_halves", "called_persisting", "called_disappearing")])))
     insert(con, "planted_saes", columns_of([
         {"model": n, "replica": int(r), "mcc": card["mcc"][n][r], **{k: h[k] for k in (
             "l0", "explained_variance", "dead", "d_sae", "true_features", "resolved")}}

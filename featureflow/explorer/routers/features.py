@@ -35,7 +35,7 @@ def feature(model: str, feature: FeatureId, store: StoreDep, state: State) -> di
             "call_precision": store.call_precision(lineage["fate"], t, mode, stability),
             "control": store.control_match(model, feature, t, mode),
             "explanation": f.pop("explanation"), "matches": matches,
-            "lineage": lineage,
+            "lineage": lineage, "events": store.feature_events(model, feature, t, mode),
             "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
             "parents": store.parents(model), "children": store.children(model),
             **({"evidence": store.feature_evidence(model, feature)} if store.evidence_kinds else {})}
