@@ -43,7 +43,7 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     hover and on the junctions. Every node and band carries [hover text, href, key] as customdata: the href
     opens its features (`state` is the threshold / mode query string carried along); the key names what the
     node is ("model:<m>", "edge:<parent>:<child>", "lost:<m>", "new:<m>", and under a rule with doubt
-    "uncertain:<m>", "unsure-origin:<m>"; a band: its source's and target's keys joined by " > ").
+    "uncertain:<m>", "unsure-origin:<m>", with split evidence "split:<m>", "split-in:<m>"; a band: its source's and target's keys joined by " > ").
 
     Only nodes that some band touches are drawn, each at an explicit position: Plotly leaves out a node
     without links and then places the others by the wrong entries of `x` and `y`, so a junction with no
@@ -78,6 +78,24 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     def link(a: str, b: str, v: int, c: str, hover: str, href: str) -> None:
         if v > 0:
             bands.append((a, b, v, c, hover, href))
+
+    def side_node(name: str, side: str, via, fate: str, key: str, text: str, color: str, band: str, rank: tuple,
+                  hover) -> None:
+        """A model's features that go into no other model on one side (`via` of `node_flows`: lost, uncertain, split
+        out of a parent; new, origin uncertain, from splits into a child): a node beside the model, linked to the
+        edge list of `fate` (to search, with several children or parents). `hover(n, where)` says what they are."""
+        others = children[name] if side == "out" else parents[name]
+        n = (out if side == "out" else into).get((name, via), 0)
+        if not (others and n):
+            return
+        one = len(others) == 1
+        href = ((edge_href(name, others[0], fate) if side == "out" else edge_href(others[0], name, fate)) if one
+                else f"/features?model={quote(name)}&fate={fate}{amp}")
+        where = label[others[0]] if one else ("any child" if side == "out" else "any parent")
+        x = column_x(min(depth[k] for k in others)) if side == "out" else column_x(depth[name] - 0.5)
+        said = hover(n, where)
+        k = node(f"{key}:{name}", f"{text} · {n:,}", color, x, said, href, rank)
+        link(*((f"model:{name}", k) if side == "out" else (k, f"model:{name}")), n, band, said, href)
 
     def alive(m: str) -> int:
         side = into if parents[m] else out
@@ -133,66 +151,26 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
              edge_href(p, c, "inherited"))
     for m in models:
         name = m["model"]
-        kids, ps = children[name], parents[name]
-        lost = out.get((name, None), 0)
-        if kids and lost:
-            href = (edge_href(name, kids[0], "disappearing") if len(kids) == 1
-                    else f"/features?model={quote(name)}&fate=disappearing{amp}")
-            where = label[kids[0]] if len(kids) == 1 else "any child"
-            hover = f"{lost:,} {m['label']} features match no feature of {where} above the threshold"
-            n = node(f"lost:{name}", f"lost · {lost:,}", "#aaaaaa",
-                     column_x(min(depth[k] for k in kids)), hover, href, (len(models), order[name]))
-            link(f"model:{name}", n, lost, LOST, hover, href)
-        unsure = out.get((name, UNCERTAIN_VIA), 0)
-        if kids and unsure:
-            href = (edge_href(name, kids[0], "uncertain") if len(kids) == 1
-                    else f"/features?model={quote(name)}&fate=uncertain{amp}")
-            where = label[kids[0]] if len(kids) == 1 else "any child"
-            hover = (f"{unsure:,} {m['label']} features match no feature of {where} above the threshold, but the "
-                     f"mode's evidence says {where} still carries them: uncertain")
-            n = node(f"uncertain:{name}", f"uncertain · {unsure:,}", UNSURE,
-                     column_x(min(depth[k] for k in kids)), hover, href, (len(models), order[name], 0))
-            link(f"model:{name}", n, unsure, UNSURE_BAND, hover, href)
-        split = out.get((name, SPLIT_VIA), 0)
-        if kids and split:
-            href = (edge_href(name, kids[0], "split") if len(kids) == 1
-                    else f"/features?model={quote(name)}&fate=split{amp}")
-            where = label[kids[0]] if len(kids) == 1 else "any child"
-            hover = (f"{split:,} {m['label']} features match no single feature of {where} above the threshold, but "
-                     f"several together reproduce them (split), or they are parts of one broader feature (absorbed)")
-            n = node(f"split:{name}", f"split / absorbed · {split:,}", SPLIT,
-                     column_x(min(depth[k] for k in kids)), hover, href, (len(models), order[name], 1))
-            link(f"model:{name}", n, split, SPLIT_BAND, hover, href)
-        split_in = into.get((name, SPLIT_VIA), 0)
-        if ps and split_in:
-            href = (edge_href(ps[0], name, "split-part") if len(ps) == 1
-                    else f"/features?model={quote(name)}&fate=split-part{amp}")
-            where = label[ps[0]] if len(ps) == 1 else "any parent"
-            hover = (f"{split_in:,} {m['label']} features match no single feature of {where} above the threshold, "
-                     f"but are parts of a split feature there, or reproduce several of its features together "
-                     f"(absorbing)")
-            n = node(f"split-in:{name}", f"from splits / absorbing · {split_in:,}", SPLIT,
-                     column_x(depth[name] - 0.5), hover, href, (order[name], 3))
-            link(n, f"model:{name}", split_in, SPLIT_BAND, hover, href)
-        unsure_in = into.get((name, UNCERTAIN_VIA), 0)
-        if ps and unsure_in:
-            href = (edge_href(ps[0], name, "uncertain-origin") if len(ps) == 1
-                    else f"/features?model={quote(name)}&fate=uncertain-origin{amp}")
-            where = label[ps[0]] if len(ps) == 1 else "any parent"
-            hover = (f"{unsure_in:,} {m['label']} features match no feature of {where} above the threshold, but the "
-                     f"mode's evidence says {where} already carried them: origin uncertain")
-            n = node(f"unsure-origin:{name}", f"origin uncertain · {unsure_in:,}", UNSURE,
-                     column_x(depth[name] - 0.5), hover, href, (order[name], 2))
-            link(n, f"model:{name}", unsure_in, UNSURE_BAND, hover, href)
-        new = into.get((name, None), 0)
-        if ps and new:
-            href = (edge_href(ps[0], name, "emerging") if len(ps) == 1
-                    else f"/features?model={quote(name)}&fate=emerging{amp}")
-            where = label[ps[0]] if len(ps) == 1 else "any parent"
-            hover = f"{new:,} {m['label']} features match no feature of {where} above the threshold: new"
-            n = node(f"new:{name}", f"new · {new:,}", "#e67e22", column_x(depth[name] - 0.5), hover, href,
-                     (order[name], 1))
-            link(n, f"model:{name}", new, NEW, hover, href)
+        lab, last = m["label"], (len(models), order[name])
+        side_node(name, "out", None, "disappearing", "lost", "lost", "#aaaaaa", LOST, last,
+                  lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold")
+        side_node(name, "out", UNCERTAIN_VIA, "uncertain", "uncertain", "uncertain", UNSURE, UNSURE_BAND, (*last, 0),
+                  lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold, but the mode's "
+                               f"evidence says {w} still carries them: uncertain")
+        side_node(name, "out", SPLIT_VIA, "split", "split", "split / absorbed", SPLIT, SPLIT_BAND, (*last, 1),
+                  lambda n, w: f"{n:,} {lab} features match no single feature of {w} above the threshold, but several "
+                               f"together reproduce them (split), or they are parts of one broader feature (absorbed)")
+        side_node(name, "in", SPLIT_VIA, "split-part", "split-in", "from splits / absorbing", SPLIT, SPLIT_BAND,
+                  (order[name], 3),
+                  lambda n, w: f"{n:,} {lab} features match no single feature of {w} above the threshold, but are "
+                               f"parts of a split feature there, or reproduce several of its features together "
+                               f"(absorbing)")
+        side_node(name, "in", UNCERTAIN_VIA, "uncertain-origin", "unsure-origin", "origin uncertain", UNSURE,
+                  UNSURE_BAND, (order[name], 2),
+                  lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold, but the mode's "
+                               f"evidence says {w} already carried them: origin uncertain")
+        side_node(name, "in", None, "emerging", "new", "new", "#e67e22", NEW, (order[name], 1),
+                  lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold: new")
     # a junction whose child has no feature in this view (e.g. no reproducible one) would dangle: leave it out too
     touched = {k for x, y, *_ in bands for k in (x, y)}
     for f in flows:
