@@ -5,7 +5,6 @@ here; and a planted split found with its two halves."""
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -14,8 +13,9 @@ from scipy.optimize import nnls
 from featureflow.evidence.split import CANDIDATES, MAX_OVERLAP, PART_SHARE, reproduced_by_several
 from featureflow.evidence.transfer import TAU
 from featureflow.store import flows as F
-from featureflow.store.schema import create_tables
-from featureflow.store.writers import insert, insert_evidence, insert_row
+from featureflow.store.writers import insert_evidence
+
+from edge_store import one_edge  # tests/edge_store.py
 
 T = 0.7
 N = 60
@@ -80,25 +80,10 @@ def edge():
     """One edge p -> c of N features each side: match r, transfer r and split / absorption evidence drawn to cover
     every combination; each event's parts are features of the other side."""
     rng = np.random.default_rng(5)
-    con = duckdb.connect()
-    create_tables(con)
-    for i, m in enumerate(("p", "c")):
-        insert_row(con, "models", {"model": m, "label": m.upper(), "idx": i, "make": "train", "d_sae": N})
-    insert_row(con, "model_edges", {"parent": "p", "child": "c", "make": "train"})
-    alive = {m: rng.random(N) > 0.1 for m in ("p", "c")}
-    for m in ("p", "c"):
-        insert(con, "features", {"model": np.full(N, m, dtype=object), "feature": np.arange(N, dtype=np.int32),
-                                 "alive": alive[m], "n_active": alive[m].astype(np.int64) * 5,
-                                 "density": alive[m] * 0.01})
-    r = {d: rng.choice([0.95, 0.75, 0.6, 0.3], N) for d in ("p2c", "c2p")}
+    con, alive, r = one_edge(rng, N, [0.95, 0.75, 0.6, 0.3])
     tr = {d: rng.choice([0.9, 0.1, np.nan], N) for d in ("p2c", "c2p")}
     ev = {}
     for d in ("p2c", "c2p"):
-        insert(con, "matches", {"similarity": np.full(N, "pearson", dtype=object),
-                                "parent": np.full(N, "p", dtype=object), "child": np.full(N, "c", dtype=object),
-                                "direction": np.full(N, d, dtype=object), "src": np.arange(N, dtype=np.int32),
-                                "rank": np.zeros(N, dtype=np.int32), "dst": rng.permutation(N).astype(np.int32),
-                                "r": r[d]})
         fit = rng.choice([0.9, 0.72, 0.5, np.nan], N)
         parts = rng.choice([1, 2, 3], N).astype(float)
         ids = np.stack([rng.choice(N, 3, replace=False) for _ in range(N)]).astype(float)

@@ -5,14 +5,14 @@ store's one fate rule (flows, edge lists, the Sankey's partition, fate labels) a
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pytest
 
 from featureflow.evidence.transfer import TAU
 from featureflow.store import flows as F
-from featureflow.store.schema import create_tables
-from featureflow.store.writers import insert, insert_evidence, insert_row
+from featureflow.store.writers import insert_evidence
+
+from edge_store import one_edge  # tests/edge_store.py
 
 T = 0.7
 N = 40
@@ -23,24 +23,8 @@ def edge():
     """One edge p -> c of N features each side: match r and transfer r drawn to cover every combination (some
     features without a transfer value, some dead)."""
     rng = np.random.default_rng(3)
-    con = duckdb.connect()
-    create_tables(con)
-    for i, m in enumerate(("p", "c")):
-        insert_row(con, "models", {"model": m, "label": m.upper(), "idx": i, "make": "train", "d_sae": N})
-    insert_row(con, "model_edges", {"parent": "p", "child": "c", "make": "train"})
-    alive = {m: rng.random(N) > 0.1 for m in ("p", "c")}
-    for m in ("p", "c"):
-        insert(con, "features", {"model": np.full(N, m, dtype=object), "feature": np.arange(N, dtype=np.int32),
-                                 "alive": alive[m], "n_active": alive[m].astype(np.int64) * 5,
-                                 "density": alive[m] * 0.01})
-    r = {d: rng.choice([0.95, 0.75, 0.7, 0.5, 0.1, -0.2], N) for d in ("p2c", "c2p")}
+    con, alive, r = one_edge(rng, N, [0.95, 0.75, 0.7, 0.5, 0.1, -0.2])
     tr = {d: rng.choice([0.9, TAU + 0.01, TAU, 0.1, np.nan], N) for d in ("p2c", "c2p")}
-    for d in ("p2c", "c2p"):
-        insert(con, "matches", {"similarity": np.full(N, "pearson", dtype=object),
-                                "parent": np.full(N, "p", dtype=object), "child": np.full(N, "c", dtype=object),
-                                "direction": np.full(N, d, dtype=object), "src": np.arange(N, dtype=np.int32),
-                                "rank": np.zeros(N, dtype=np.int32), "dst": rng.permutation(N).astype(np.int32),
-                                "r": r[d]})
     insert_evidence(con, "transfer", "p", "c", {"r": tr["p2c"]})
     insert_evidence(con, "reverse-transfer", "p", "c", {"r": tr["c2p"]})
     return con, alive, r, tr

@@ -1,0 +1,34 @@
+"""A constructed store of one edge p -> c for the fate rule's tests (tests/test_uncertain.py, tests/test_split.py):
+two members of `n` features each, about a tenth dead, and each feature's best match on the other side with an r
+drawn from given values; the caller adds the evidence it tests."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+
+from featureflow.store.schema import create_tables
+from featureflow.store.writers import insert, insert_row
+
+
+def one_edge(rng: np.random.Generator, n: int, r_values: list[float]):
+    """(connection, alive {member: mask}, r {direction: each feature's match r}) of an in-memory store holding the
+    edge p -> c, its features and its `pearson` best matches (rank 0, partners a random permutation)."""
+    con = duckdb.connect()
+    create_tables(con)
+    for i, m in enumerate(("p", "c")):
+        insert_row(con, "models", {"model": m, "label": m.upper(), "idx": i, "make": "train", "d_sae": n})
+    insert_row(con, "model_edges", {"parent": "p", "child": "c", "make": "train"})
+    alive = {m: rng.random(n) > 0.1 for m in ("p", "c")}
+    for m in ("p", "c"):
+        insert(con, "features", {"model": np.full(n, m, dtype=object), "feature": np.arange(n, dtype=np.int32),
+                                 "alive": alive[m], "n_active": alive[m].astype(np.int64) * 5,
+                                 "density": alive[m] * 0.01})
+    r = {d: rng.choice(r_values, n) for d in ("p2c", "c2p")}
+    for d in ("p2c", "c2p"):
+        insert(con, "matches", {"similarity": np.full(n, "pearson", dtype=object),
+                                "parent": np.full(n, "p", dtype=object), "child": np.full(n, "c", dtype=object),
+                                "direction": np.full(n, d, dtype=object), "src": np.arange(n, dtype=np.int32),
+                                "rank": np.zeros(n, dtype=np.int32), "dst": rng.permutation(n).astype(np.int32),
+                                "r": r[d]})
+    return con, alive, r
