@@ -206,6 +206,12 @@ class MergeSweepConfig(Strict):
     grid_step: float = Field(0.05, gt=0, le=0.5)
     tolerance: float = Field(0.005, gt=0)
     eval_tokens: int = Field(16_384, gt=0)
+    survival_step: float | None = Field(
+        0.1, gt=0, le=0.5, description="features along the interpolation path: every parent's SAE encodes the "
+        "merged model at every multiple of this step of t (0 and 1 included) and at the chosen t, and each parent "
+        "feature's transfer r there is stored (`merge_survival`); null: no survival sweep")
+    survival_tokens: int = Field(50_000, gt=0, description="tokens of the shared sample (its first windows) the "
+                                 "survival sweep encodes at each t")
 
 
 # ----------------------------------------------------------------------------------- SAEs & after

@@ -10,6 +10,7 @@ import duckdb
 from featureflow.modes import mode_label, rule_of
 from featureflow.store import flows as F
 from featureflow.store import summary
+from featureflow.store.rows import dicts
 
 
 def _pct(x: float | None) -> str:
@@ -144,6 +145,20 @@ def _report(con, db, threshold, mode) -> None:
           f"where their chain of persisting matches starts):")
     for r in summary.origin_counts(con, t, origin_mode):
         print(f"  {r['model']:20s} from {r['origin_model']:20s} {r['n']:6d}")
+    repro = bool(con.execute("SELECT count(*) FROM sae_replicas WHERE replica > 0").fetchone()[0])
+    surv = F.merge_survival(con, t, origin_mode, repro)
+    if surv:
+        crossing = F.survival_crossing(surv)
+        print(f"\nfeatures along each merge's path (mode {origin_mode}, threshold {t}: a parent feature survives at t "
+              "when its SAE's activations on the merged model correlate with those on the parent above the threshold; "
+              f"{surv[0]['population']} features, 95% intervals):")
+        for meta in dicts(con.execute("SELECT model, parent0, parent1, t, t_star FROM slerp_meta")):
+            for r in (r for r in surv if r["model"] == meta["model"] and abs(r["t"] - meta["t"]) < 1e-9):
+                print(f"  {meta['model']:20s} at chosen t {meta['t']:.3f}: {r['survived']:5d} of {r['n']:5d} "
+                      f"{r['parent']} features survive ({_pct(r['share'])} {_ci((r['lo'], r['hi']))})")
+            x = crossing.get(meta["model"])
+            print(f"  {meta['model']:20s} the parents' feature shares cross at "
+                  + ("no t of the sweep" if x is None else f"t = {x:.3f}") + f"; the accuracies at t* = {meta['t_star']:.3f}")
     print(f"\ncase studies (mode {origin_mode}, threshold {t}; token-level: the root feature also persists into a "
           "random-weights model of the same architecture and tokenizer):")
     for c in summary.cases(con, t, origin_mode):

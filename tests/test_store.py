@@ -108,6 +108,7 @@ def _fake_inputs(cfg, root):
                          for p, c in cfg.control_edges()},
         evidence={("transfer", p, c): root / "evidence" / f"transfer.{p}--{c}-k" for p, c in cfg.edges()},
         cross={(p, c): root / "activations" / f"{p}.r0.on.{c}-k" for p, c in cfg.edges()},
+        survival={m.name: root / "survival" / f"{m.name}-k" for m in cfg.family if m.make == "merge"},
         default_mode=cfg.matching.modes[0], timings={"corpora": 1.0}, stage_seconds={"corpora": 1.0})
 
 

@@ -273,6 +273,39 @@ def slerp_curves(merge: dict, labels: dict[str, str]) -> dict:
     }
 
 
+def survival_curves(merge: dict, labels: dict[str, str], threshold: float) -> dict:
+    """Each parent's features along the merge's path, on the accuracy curves' t axis: the share of its features
+    (`survival`'s population) whose survival r exceeds the threshold at each t, its 95% interval as error bars, the
+    chosen t and the t where the two shares cross marked."""
+    traces, shapes, notes = [], [], []
+    for i, parent in enumerate((merge["parent0"], merge["parent1"])):
+        pts = merge["survival"].get(parent, [])
+        if not pts:
+            continue
+        traces.append({"type": "scatter", "mode": "lines+markers", "x": [p["t"] for p in pts],
+                       "y": [p["share"] for p in pts], "line": {"color": PALETTE[i]},
+                       "name": f"{labels.get(parent, parent)}'s {pts[0]['population']} features ({pts[0]['n']:,})",
+                       "error_y": {"type": "data", "symmetric": False,
+                                   "array": [p["hi"] - p["share"] for p in pts],
+                                   "arrayminus": [p["share"] - p["lo"] for p in pts]}})
+    for x, text, dash in ((merge["t"], f"chosen t = {numbers.num(merge['t'])}", "dot"),
+                          (merge.get("survival_crossing"), "features cross", "dash")):
+        if x is None:
+            continue
+        shapes.append({"type": "line", "x0": x, "x1": x, "yref": "paper", "y0": 0, "y1": 1,
+                       "line": {"color": "#333", "dash": dash}})
+        notes.append({"x": x, "yref": "paper", "y": 1.0, "yanchor": "bottom", "showarrow": False,
+                      "xanchor": "left" if x <= 0.7 else "right", "xshift": 5 if x <= 0.7 else -5,
+                      "bgcolor": "rgba(255, 255, 255, 0.85)",
+                      "text": text if dash == "dot" else f"{text} at t = {numbers.num(x)}"})
+    return {"data": traces, "layout": {
+        "title": {"text": f"Features along the path: survival r > {numbers.thr(threshold)}"}, "height": 380,
+        "xaxis": {"title": {"text": "t"}, "range": [0, 1]},
+        "yaxis": {"title": {"text": "share of the parent's features"}, "range": [0, 1.05]},
+        "shapes": shapes, "annotations": notes, "margin": {"l": 60, "r": 20, "t": 70, "b": 50},
+        "legend": {"orientation": "h", "y": -0.2}}}
+
+
 def score_histograms(rows: list[dict], labels: list[tuple[str, str]], score: str = "sim_score", bins: int = 20) -> dict:
     """One panel per model: the distribution of explanation scores (share of the group's features per bin),
     persisting vs not-persisting features overlaid (the paper's Figure 6), over the score's own range:

@@ -682,6 +682,13 @@ class Store:
         return {"ancestors": up, "parents": above(ups, 0), "descendants": down(kids, 0), "origin": origin,
                 "fate": self._index("fates", threshold, self.mode(mode))[(model, feature)]}
 
+    def feature_survival(self, model: str, feature: int, threshold: float) -> list[dict]:
+        """The feature along each merge path it is a parent of (`flows.feature_survival`), with the merge's label."""
+        rows = flow_sql.feature_survival(self.cursor(), model, feature, threshold)
+        for r in rows:
+            r["label"] = self.label(r["model"])
+        return rows
+
     def feature_events(self, model: str, feature: int, threshold: float, mode: str | None = None) -> list[dict]:
         """The feature's splits and absorptions (`flows.feature_events`), each with the other side's model and its
         label: where it is split or absorbing, its parts there; where it is a part, the feature it is a part of."""
@@ -789,9 +796,15 @@ class Store:
         return list(self.FATE_FILTERS)
 
     # -- merges ---------------------------------------------------------------------------------
-    def merges(self) -> list[dict]:
+    def merges(self, threshold: float | None = None, mode: str | None = None, reproducible: bool = True
+               ) -> list[dict]:
         """Every merged member's sweep (the `slerp_meta` tables hold every method's, not only SLERP's), with its
-        `method` and `method_label` ('SLERP', 'linear merge', ...) read from the stored config."""
+        `method` and `method_label` ('SLERP', 'linear merge', ...) read from the stored config; with a threshold,
+        also `survival` (`flows.merge_survival`: each parent's features along the path, {parent: [points]}) and
+        `survival_crossing` (`flows.survival_crossing`)."""
+        surv = (flow_sql.merge_survival(self.cursor(), threshold, self.mode(mode), reproducible and self.replicated)
+                if threshold is not None else [])
+        crossing = flow_sql.survival_crossing(surv)
         out = []
         methods = self.member_merge_methods()
         for meta in self.q("SELECT * FROM slerp_meta s JOIN models m USING (model) ORDER BY m.idx"):
@@ -802,6 +815,12 @@ class Store:
                                        WHERE model = ? ORDER BY t, domain""", [meta["model"]])
             meta["baselines"] = self.q("SELECT root, domain, loss, accuracy FROM slerp_baselines WHERE model = ?",
                                        [meta["model"]])
+            meta["survival"] = {}
+            for r in surv:
+                if r["model"] == meta["model"]:
+                    meta["survival"].setdefault(r["parent"], []).append(
+                        {k: r[k] for k in ("t", "n", "survived", "share", "lo", "hi", "population")})
+            meta["survival_crossing"] = crossing.get(meta["model"])
             out.append(meta)
         return out
 

@@ -143,7 +143,9 @@ class Pipeline:
             from featureflow.pipeline.family.load import folder_digest
 
             return key_of(VERSIONS["models"], m, folder_digest(m.path), parents, self.tokenizer().name)
-        extra = cfg.merge if isinstance(m, MergeMember) else cfg.training
+        # a merge is keyed by how it is searched, not by what is measured along its path afterwards (survival)
+        extra = (cfg.merge.model_dump(mode="json", exclude_none=True, exclude={"survival_step", "survival_tokens"})
+                 if isinstance(m, MergeMember) else cfg.training)
         if isinstance(m, MergeMember) and m.base:  # a ties base need not be an ancestor
             parents.append(self.member_key(m.base))
         return key_of(VERSIONS["models"], m, cfg.model, extra, parents, self.tokenizer().name, cfg.seed)
@@ -646,6 +648,42 @@ class Pipeline:
             (k, p, c): self.edge_evidence(k, p, c) for k in kinds if registered(k).side == "parent"
             for p, c in self.cfg.control_edges()}
 
+    @_stage
+    def survival(self) -> dict[str, Path]:
+        """Each merge member's path (`merge.survival_step`; none when it is null): every parent's SAE (replica 0) on
+        the merged model at each t of `survival.survival_ts` over the first `merge.survival_tokens` tokens of the
+        shared sample, each parent feature's survival r there: member -> folder (survival.npz)."""
+        from featureflow.pipeline.artifacts import read_json
+        from featureflow.pipeline.family.build import merge_recipe
+        from featureflow.pipeline.sae import load_sae
+        from featureflow.pipeline.survival import survival_run, survival_ts
+
+        cfg = self.cfg
+        step = cfg.merge.survival_step
+        out: dict[str, Path] = {}
+        if step is None:
+            return out
+        for name in cfg.topological_order():
+            m = cfg.member(name)
+            if not isinstance(m, MergeMember):
+                continue
+            windows = max(1, -(-cfg.merge.survival_tokens // cfg.sample.context))
+            key = key_of(VERSIONS["survival"], step, windows, self.member_key(name),
+                         [self.sae_key(p) for p in m.parents], [self.acts_key(p) for p in m.parents],
+                         self.sample().name, cfg.sample)
+
+            def build(tmp: Path, m=m) -> None:
+                tokens = self.sample_tokens()[:windows]
+                rows = tokens.shape[0] * tokens.shape[1]
+                ts = survival_ts(step, read_json(self.member(m.name) / "merge_curve.json").get("t"))
+                survival_run(m.name, merge_recipe(self.member_inputs(), m), self.member(m.parents[0]),
+                             {p: load_sae(self.sae(p)) for p in m.parents},
+                             {p: self.load_acts(p)[:rows] for p in m.parents}, tokens, cfg.sae.hook, ts,
+                             self.device, tmp)
+
+            out[name] = build_dir(self._dir("survival", name, key), build)
+        return out
+
     # --------------------------------------------------------------------------------- autointerp
     def persisting(self, name: str, n_features: int) -> np.ndarray:
         """Features of `name` that persist into some child at the run's threshold under the default mode, called
@@ -820,7 +858,7 @@ class Pipeline:
             controls={c: {"root": root, "model": self.control(c), "saes": [self.sae(c, r) for r in self.replicas(c)],
                           "acts": self.replica_activation(c, 0)} for c, root in self.cfg.control_members().items()},
             control_matches=self.controls(), evidence=self.evidence(),
-            cross={(a, b): self.cross_activation(a, b) for a, b in self.cross_pairs()},
+            cross={(a, b): self.cross_activation(a, b) for a, b in self.cross_pairs()}, survival=self.survival(),
             fingerprints=self.fingerprints(), planted=self.planted(), device=self.device,
             default_mode=self.default_mode, timings=self.timings, stage_seconds=self.stage_seconds)
 

@@ -59,6 +59,7 @@ class StoreInputs:
     control_matches: dict[tuple[str, str, str], Path]  # (member, control, similarity) -> topk.npz, assign.npz
     evidence: dict[tuple[str, str, str], Path]     # (evidence kind, parent, child) -> values.npz
     cross: dict[tuple[str, str], Path]              # (sae_of, data_of) -> health.json of one SAE on another model
+    survival: dict[str, Path]                       # merge member -> survival.npz (its parents along its path)
     fingerprints: Path                              # fingerprints.json, vectors.npz
     planted: Path | None                            # planted.json (None: the config has no planted section)
     device: str
@@ -79,7 +80,8 @@ def inputs_key(cfg: ExperimentConfig, inp: StoreInputs) -> str:
                   *([[c["acts"].name for c in inp.controls.values()], [f.name for f in inp.control_matches.values()]]
                     if inp.controls else []),  # a run without controls keeps the key it had before them
                   *([[p.name for p in inp.evidence.values()], [p.name for p in inp.cross.values()]]
-                    if inp.evidence else []))
+                    if inp.evidence else []),
+                  *([[p.name for p in inp.survival.values()]] if inp.survival else []))
 
 
 def existing_inputs_key(path: Path) -> str | None:
@@ -219,6 +221,7 @@ def _fill(cfg: ExperimentConfig, inp: StoreInputs, con: duckdb.DuckDBPyConnectio
     _fill_features(cfg, inp, con, order)
     _fill_controls(inp, con, {n: cfg.member(n).label or n for n in order})
     _fill_evidence(inp, con)
+    _fill_survival(inp, con)
     _fill_fingerprints(inp, con)
     if inp.planted is not None:
         insert_planted(con, read_json(inp.planted / "planted.json"))
@@ -284,6 +287,20 @@ def _fill_controls(inp: StoreInputs, con: duckdb.DuckDBPyConnection, labels: dic
             "seed": info["seed"], "init": info["init"], "d_sae": read_json(sdir / "cfg.json")["d_sae"],
             "sae_seed": sinfo.get("seed"), "replicas": len(c["saes"]) - 1,
             **{k: h[k] for k in ("l0", "mse", "explained_variance", "dead_features")}, "alive": alive})
+
+
+def _fill_survival(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:
+    """`merge_survival`: every merge member's parents along its path (NaN r left out)."""
+    for model, folder in inp.survival.items():
+        with np.load(folder / "survival.npz") as z:
+            ts = z["ts"]
+            for name in (k for k in z.files if k.startswith("r/")):
+                r = z[name]
+                ti, f = np.nonzero(np.isfinite(r))
+                insert(con, "merge_survival", {"model": np.full(len(f), model, dtype=object),
+                                               "parent": np.full(len(f), name[2:], dtype=object),
+                                               "t": ts[ti].astype(np.float64), "feature": f.astype(np.int32),
+                                               "r": r[ti, f].astype(np.float64)})
 
 
 def _fill_evidence(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:

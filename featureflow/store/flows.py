@@ -781,3 +781,84 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
         ORDER BY {EDGE_SORTS[sort]} {order} NULLS LAST, f.feature LIMIT $limit OFFSET $offset""",
                               {**params, "limit": limit, "offset": offset}))
     return total, rows
+
+
+# -- features along a merge's interpolation path (`merge_survival`, featureflow/pipeline/survival.py) ------------
+# A parent feature survives into the merged model at t when its survival r there exceeds the threshold $t (the
+# fate rule's own comparison, `PERSISTS`). Its population: the parent's alive features that fire in the survival
+# sample (a row at the parent's own end of the path), reproducible ones only (`STABILITY`) when asked and the
+# parent has seed replicas. A feature without a row at some t never fires there: it does not survive.
+def merge_survival(cur, threshold: float, mode: str, reproducible: bool = True) -> list[dict]:
+    """Per merge member, parent and sweep point t: the population (`n`), how many survive (`survived`), the
+    share and its 95% Wilson interval (`lo`, `hi`), and `population` ('reproducible' or 'all'), in family order."""
+    keep = f"LEFT JOIN ({STABILITY}) st ON st.model = s.parent AND st.feature = s.feature" if reproducible else ""
+    where = "AND coalesce(st.stable, true)" if reproducible else ""
+    rows = dicts(cur.execute(f"""
+        WITH pop AS (
+            SELECT s.model, s.parent, s.feature FROM merge_survival s
+            JOIN slerp_meta sm ON sm.model = s.model
+            JOIN features f ON f.model = s.parent AND f.feature = s.feature {keep}
+            WHERE s.t = CASE WHEN s.parent = sm.parent0 THEN 0.0 ELSE 1.0 END::DOUBLE AND f.alive {where})
+        SELECT p.model, p.parent, ts.t, count(*) AS n, count(*) FILTER (WHERE coalesce(s.r, -1e9) > $t) AS survived
+        FROM pop p JOIN (SELECT DISTINCT model, t FROM merge_survival) ts ON ts.model = p.model
+        LEFT JOIN merge_survival s ON s.model = p.model AND s.parent = p.parent AND s.feature = p.feature
+             AND s.t = ts.t
+        JOIN models m ON m.model = p.model JOIN models pm ON pm.model = p.parent
+        GROUP BY p.model, p.parent, ts.t, m.idx, pm.idx ORDER BY m.idx, pm.idx, ts.t""",
+                             stability_params(threshold, mode) if reproducible else {"t": threshold}))
+    for r in rows:
+        r["share"] = r["survived"] / r["n"] if r["n"] else None
+        r["lo"], r["hi"] = wilson(r["survived"], r["n"]) or (None, None)
+        r["population"] = "reproducible" if reproducible else "all"
+    return rows
+
+
+def survival_crossing(rows: list[dict]) -> dict[str, float | None]:
+    """Per merge member in `rows` (`merge_survival`): the t where its two parents' survival shares cross (the first
+    sign change of first-parent share minus second-parent share, linear between sweep points; a sweep point where
+    they are equal is the crossing), None where they never cross. Beside t*, where the accuracies cross."""
+    out: dict[str, float | None] = {}
+    by: dict[str, dict[str, dict[float, float]]] = {}
+    for r in rows:
+        by.setdefault(r["model"], {}).setdefault(r["parent"], {})[r["t"]] = r["share"]
+    for model, parents in by.items():
+        out[model] = None
+        if len(parents) != 2:
+            continue
+        a, b = parents.values()
+        ts = sorted(set(a) & set(b))
+        d = [a[t] - b[t] for t in ts]
+        for i, t in enumerate(ts):
+            if d[i] == 0:
+                out[model] = t
+                break
+            if i and d[i - 1] * d[i] < 0:
+                out[model] = ts[i - 1] + (ts[i] - ts[i - 1]) * d[i - 1] / (d[i - 1] - d[i])
+                break
+    return out
+
+
+def feature_survival(cur, model: str, feature: int, threshold: float) -> list[dict]:
+    """One parent feature along the path of every merge it is a parent of: {model (the merge), own (its end of the
+    path: 0 or 1), points [{t, r}] (r None where it never fires), survives: the t interval [lo, hi] reached from
+    its own end while r exceeds the threshold (the fate rule's comparison)}, in family order."""
+    rows = dicts(cur.execute("""
+        SELECT ts.model, CASE WHEN sm.parent0 = $parent THEN 0.0 ELSE 1.0 END::DOUBLE AS own, ts.t, s.r
+        FROM (SELECT DISTINCT model, t FROM merge_survival WHERE parent = $parent) ts
+        JOIN slerp_meta sm ON sm.model = ts.model JOIN models m ON m.model = ts.model
+        LEFT JOIN merge_survival s ON s.model = ts.model AND s.parent = $parent AND s.feature = $feature
+             AND s.t = ts.t
+        ORDER BY m.idx, ts.t""", {"parent": model, "feature": feature}))
+    out: dict[str, dict] = {}
+    for r in rows:
+        e = out.setdefault(r["model"], {"model": r["model"], "own": r["own"], "points": []})
+        e["points"].append({"t": r["t"], "r": r["r"]})
+    for e in out.values():
+        pts = e["points"] if e["own"] == 0.0 else e["points"][::-1]
+        kept = []
+        for p in pts:
+            if p["r"] is None or not p["r"] > threshold:
+                break
+            kept.append(p["t"])
+        e["survives"] = [min(kept), max(kept)] if kept else None
+    return list(out.values())

@@ -11,7 +11,7 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 # 6: the fate of a feature is no longer stored (`features.fate`, `features.emerged`, `features.depth` and the
 #    `flows` table removed): it is computed at query time, at any threshold and mode, by the one fate rule in
 #    `featureflow/store/flows.py` (`PERSISTS`, `edge_matches`, `feature_fates`, `flows`).
@@ -205,6 +205,13 @@ TABLES: dict[str, tuple[str, str]] = {
                  "`feature` is the parent's feature for a parent-side kind, the child's for a child-side one; NULL "
                  "values (NaN when computed: nothing to say, e.g. a dead feature) are left out.", """
         kind VARCHAR, parent VARCHAR, child VARCHAR, feature INTEGER, measure VARCHAR, value DOUBLE"""),
+    "merge_survival": ("Features along a merge's interpolation path (featureflow/pipeline/survival.py): for each merge "
+                       "member (`model`), parent and sweep point t, each parent feature's survival r: the Pearson r "
+                       "between its activations from the parent's SAE on the parent and on the merged model at t, "
+                       "over the first `merge.survival_tokens` tokens of the shared sample. NaN (a feature that "
+                       "never fires there) is left out. At the parent's own end of the path (t = 0 for the first "
+                       "parent, 1 for the second) the merge is the parent and r = 1.", """
+        model VARCHAR, parent VARCHAR, t DOUBLE, feature INTEGER, r DOUBLE"""),
     "cross_health": ("One member's SAE (`sae_of`, replica) on another model's activations over the shared sample "
                      "(`data_of`: a child, a parent or a random-weights control), the encode transfer evidence "
                      "reads: explained variance (1 - squared error / total variance about the mean), MSE per "

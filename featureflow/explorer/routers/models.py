@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from featureflow.explorer import figures
-from featureflow.explorer.views import StoreDep, Variant, view
+from featureflow.explorer.views import State, StoreDep, Variant, view
 
 router = APIRouter()
 
@@ -37,10 +37,13 @@ def model_page(model: str, store: StoreDep, variant: Variant = "delta-hidden") -
 
 @view(router, "/merge", "merge.html",
       table=lambda d: [{"model": m["model"], **p} for m in d["merges"] for p in m["points"]])
-def merge(store: StoreDep) -> dict:
-    """SLERP sweeps: accuracy on each parent's domains against t, root baselines, the chosen t."""
+def merge(store: StoreDep, state: State) -> dict:
+    """SLERP sweeps: accuracy on each parent's domains against t, root baselines, the chosen t; under them each
+    parent's features along the path (`survival`: the share of its reproducible features whose survival r
+    exceeds the page's threshold at each t, with its interval) and where the two parents' shares cross."""
     labels = {m["model"]: m["label"] for m in store.models}
-    merges = store.merges()
+    merges = store.merges(state.threshold, state.mode)
     for m in merges:
         m["figure"] = figures.slerp_curves(m, labels)
-    return {"merges": merges}
+        m["survival_figure"] = figures.survival_curves(m, labels, state.threshold) if m["survival"] else None
+    return {"merges": merges, "state": state, **state.choices}

@@ -1,0 +1,89 @@
+"""Issue 32: features along a merge's interpolation path. On the tiny pipeline's SLERP merge, every parent feature's
+survival r is 1 at the parent's own end of the path (the merge there is the parent); the shares `/api/merge` serves
+equal a count made here in numpy from the stage's artefact; the crossing and a feature's interval equal hand
+computations."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from featureflow.explorer.app import create_app
+from featureflow.pipeline.survival import survival_ts
+from featureflow.store import flows as F
+
+
+def test_the_sweep_takes_every_step_both_ends_and_the_chosen_t():
+    assert survival_ts(0.25, 0.4143) == [0.0, 0.25, 0.4143, 0.5, 0.75, 1.0]
+    assert survival_ts(0.1, None)[:3] == [0.0, 0.1, 0.2] and survival_ts(0.1, None)[-1] == 1.0
+    assert len(survival_ts(0.1, 0.5)) == 11  # a chosen t on the grid is not repeated
+
+
+def test_crossing_is_linear_between_sweep_points():
+    rows = [{"model": "m", "parent": p, "t": t, "share": s} for p, pts in
+            (("a", ((0.0, 1.0), (0.5, 0.6), (1.0, 0.1))), ("b", ((0.0, 0.0), (0.5, 0.4), (1.0, 1.0))))
+            for t, s in pts]
+    # d = a - b: 1.0, 0.2, -0.9: the sign changes between 0.5 and 1.0, at 0.5 + 0.5 * 0.2 / 1.1
+    assert F.survival_crossing(rows)["m"] == pytest.approx(0.5 + 0.5 * 0.2 / 1.1)
+    rows_never = [dict(r, share=1.0) if r["parent"] == "a" else dict(r, share=0.0) for r in rows]
+    assert F.survival_crossing(rows_never)["m"] is None
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_pipeline):
+    (name, folder), = tiny_pipeline.survival().items()
+    with np.load(folder / "survival.npz") as z:
+        return name, z["ts"], {k[2:]: z[k] for k in z.files if k.startswith("r/")}
+
+
+def test_every_feature_survives_at_its_parents_own_end(tiny_pipeline, sweep):
+    name, ts, r = sweep
+    p0, p1 = tiny_pipeline.cfg.member(name).parents
+    assert ts[0] == 0.0 and ts[-1] == 1.0
+    for parent, end in ((p0, 0), (p1, -1)):
+        fires = np.isfinite(r[parent][end])
+        assert fires.sum() > 10 and np.allclose(r[parent][end][fires], 1.0, atol=1e-5)
+    client = TestClient(create_app(tiny_pipeline.cfg.store_path()))
+    (m,) = client.get("/api/merge").json()["merges"]
+    assert m["survival"][p0][0]["t"] == 0.0 and m["survival"][p0][0]["share"] == 1.0
+    assert m["survival"][p1][-1]["t"] == 1.0 and m["survival"][p1][-1]["share"] == 1.0
+    assert 0 <= m["survival_crossing"] <= 1 and "Features along the path" in client.get("/merge").text
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.9])
+def test_shares_equal_a_count_from_the_artefact(tiny_pipeline, sweep, threshold):
+    """Over all alive features that fire at the parent's own end: the count whose r exceeds the threshold at each
+    t, made in numpy from survival.npz and the store's `features` rows."""
+    name, ts, r = sweep
+    p0, p1 = tiny_pipeline.cfg.member(name).parents
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    got = {(x["parent"], round(x["t"], 9)): (x["n"], x["survived"])
+           for x in F.merge_survival(con, threshold, "pearson", reproducible=False)}
+    repro = {(x["parent"], round(x["t"], 9)): x["n"] for x in F.merge_survival(con, threshold, "pearson")}
+    for parent, end in ((p0, 0), (p1, -1)):
+        alive = np.array([a for (a,) in con.execute("SELECT alive FROM features WHERE model = ? ORDER BY feature",
+                                                    [parent]).fetchall()])
+        pop = alive & np.isfinite(r[parent][end])
+        for i, t in enumerate(ts):
+            survived = int((pop & (np.nan_to_num(r[parent][i], nan=-1) > threshold)).sum())
+            assert got[(parent, round(float(t), 9))] == (int(pop.sum()), survived)
+            assert repro.get((parent, round(float(t), 9)), 0) <= pop.sum()  # none reproduce at 0.9: no row
+    con.close()
+
+
+def test_a_features_page_shows_its_interval_along_the_path(tiny_pipeline, sweep):
+    name, ts, r = sweep
+    p0 = tiny_pipeline.cfg.member(name).parents[0]
+    client = TestClient(create_app(tiny_pipeline.cfg.store_path()))
+    checked = 0
+    for f in np.flatnonzero(np.isfinite(r[p0][0]))[:8]:
+        (s,) = client.get(f"/api/models/{p0}/features/{f}", params={"threshold": 0.7}).json()["survival"]
+        above = np.nan_to_num(r[p0][:, f], nan=-1) > 0.7
+        last = int(np.argmin(above)) - 1 if not above.all() else len(ts) - 1  # the run of survival from t = 0
+        assert s["survives"] == [0.0, pytest.approx(float(ts[last]))]
+        assert [p["r"] for p in s["points"]] == pytest.approx([None if not np.isfinite(x) else float(x)
+                                                               for x in r[p0][:, f]], abs=1e-6)
+        checked += 1
+    assert checked
