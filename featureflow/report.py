@@ -156,6 +156,11 @@ def _report(con, db, threshold, mode) -> None:
             for r in (r for r in surv if r["model"] == meta["model"] and abs(r["t"] - meta["t"]) < 1e-9):
                 print(f"  {meta['model']:20s} at chosen t {meta['t']:.3f}: {r['survived']:5d} of {r['n']:5d} "
                       f"{r['parent']} features survive ({_pct(r['share'])} {_ci((r['lo'], r['hi']))})")
+            for h in (h for h in F.inheritance_counts(F.merge_inheritance(con, t, origin_mode, repro))
+                      if h["model"] == meta["model"]):
+                print(f"  {meta['model']:20s} inherits, of {h['n']} features: both parents {h['both']}, "
+                      f"{h['first_parent']} only {h['first']}, {h['second_parent']} only {h['second']}, "
+                      f"uncertain {h['uncertain']}, split {h['split']}, new {h['new']}")
             x = crossing.get(meta["model"])
             print(f"  {meta['model']:20s} the parents' feature shares cross at "
                   + ("no t of the sweep" if x is None else f"t = {x:.3f}") + f"; the accuracies at t* = {meta['t_star']:.3f}")

@@ -1,7 +1,8 @@
 """The planted scorecard on planted families of several shapes: is a mode's precision a property of the method or
 of one family? For each shape (`SHAPES`: overrides of a planted config) and mode, precision / recall of every fate
-call on reproducible latents, the share left uncertain, and split calls (precision, recall over every planted split
-and over the splits the child's SAE resolved), then the spread (min-max) over shapes.
+call on reproducible latents, the share left uncertain, split calls (precision, recall over every planted split
+and over the splits the child's SAE resolved) and what the planted merge is called to inherit (both parents, the
+first only, the second only: precision / recall), then the spread (min-max) over shapes.
 
     python scripts/planted_shapes.py --config configs/planted.yaml [--shapes A,B,C] [--json out.json]
 
@@ -44,7 +45,10 @@ def summarise(card: dict) -> dict:
         out[mode] = {**{f: (fates[f]["precision"], fates[f]["recall"]) for f in FATES},
                      "uncertain": (u["parent"]["share"], u["child"]["share"]) if u else None,
                      "split": (s["precision"], s["recall"], s["resolved_recall"], s["calls"], s["support"],
-                               s["resolved"])}
+                               s["resolved"]),
+                     "inheritance": {k: (v["precision"], v["recall"]) if isinstance(v, dict) and "precision" in v
+                                     else v for k, v in card.get("inheritance", {}).get(mode, {})
+                                     .get("reproducible", {}).items()}}
     return out
 
 
@@ -73,6 +77,11 @@ def main() -> None:
             print(f"  {mode:22s} " + " | ".join(f"{_f(r[f][0])} / {_f(r[f][1])}" for f in FATES)
                   + f" | {(_f(u[0]) + ' / ' + _f(u[1])) if u else '   -   '}"
                   + f" | {_f(s[0])} / {_f(s[1])} / {_f(s[2])} ({s[3]} calls, {s[4]} planted, {s[5]} resolved)")
+            h = r["inheritance"]
+            if h:
+                print(f"  {'':22s} merge inherits: " + "; ".join(f"{k} P / R {_f(h[k][0])} / {_f(h[k][1])}"
+                                                               for k in ("both", "first", "second"))
+                      + f"; uncertain {h['uncertain']}")
     print("spread over shapes (min-max), reproducible latents:")
     for mode in next(iter(results.values())):
         cells = []

@@ -87,3 +87,34 @@ def test_a_features_page_shows_its_interval_along_the_path(tiny_pipeline, sweep)
                                                                for x in r[p0][:, f]], abs=1e-6)
         checked += 1
     assert checked
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+def test_inheritance_counts_equal_a_count_from_the_match_rows(tiny_pipeline, threshold):
+    """The merged model's alive features by the parents whose best match exceeds the threshold, counted here from
+    the raw `matches` rows (rank 0, child to parent) of its two edges; the store's rule, `/api/merge` and the
+    report agree."""
+    name = next(m.name for m in tiny_pipeline.cfg.family if m.make == "merge")
+    con = duckdb.connect(str(tiny_pipeline.cfg.store_path()), read_only=True)
+    first, second = (p for (p,) in con.execute("""SELECT e.parent FROM model_edges e JOIN models m ON m.model = e.parent
+                                                  WHERE e.child = ? ORDER BY m.idx""", [name]).fetchall())
+    alive = np.array([a for (a,) in con.execute("SELECT alive FROM features WHERE model = ? ORDER BY feature",
+                                                [name]).fetchall()])
+
+    def persists(parent):
+        out = np.zeros(len(alive), dtype=bool)
+        for src, r in con.execute("""SELECT src, r FROM matches WHERE similarity = 'pearson' AND rank = 0
+                                     AND direction = 'c2p' AND parent = ? AND child = ?""", [parent, name]).fetchall():
+            out[src] = r is not None and r > threshold
+        return out
+    a, b = persists(first), persists(second)
+    want = {"both": int((alive & a & b).sum()), "first": int((alive & a & ~b).sum()),
+            "second": int((alive & ~a & b).sum()), "new": int((alive & ~a & ~b).sum())}
+    (got,) = F.inheritance_counts(F.merge_inheritance(con, threshold, "pearson"))
+    assert {k: got[k] for k in want} == want and got["n"] == alive.sum() and got["uncertain"] == got["split"] == 0
+    assert (got["first_parent"], got["second_parent"]) == (first, second)
+    con.close()
+    client = TestClient(create_app(tiny_pipeline.cfg.store_path()))
+    (m,) = client.get("/api/merge", params={"threshold": threshold, "mode": "pearson"}).json()["merges"]
+    repro = m["inheritance"]  # the tiny run has seed replicas: its reproducible features, a subset
+    assert repro["n"] <= got["n"] and all(repro[k] <= got[k] for k in want)

@@ -801,10 +801,13 @@ class Store:
         """Every merged member's sweep (the `slerp_meta` tables hold every method's, not only SLERP's), with its
         `method` and `method_label` ('SLERP', 'linear merge', ...) read from the stored config; with a threshold,
         also `survival` (`flows.merge_survival`: each parent's features along the path, {parent: [points]}) and
-        `survival_crossing` (`flows.survival_crossing`)."""
+        `survival_crossing` (`flows.survival_crossing`), and `inheritance` (`flows.inheritance_counts`: its
+        features by the parents they are inherited from)."""
         surv = (flow_sql.merge_survival(self.cursor(), threshold, self.mode(mode), reproducible and self.replicated)
                 if threshold is not None else [])
         crossing = flow_sql.survival_crossing(surv)
+        inherits = {c["model"]: c for c in flow_sql.inheritance_counts(flow_sql.merge_inheritance(
+            self.cursor(), threshold, self.mode(mode), reproducible and self.replicated))} if threshold is not None else {}
         out = []
         methods = self.member_merge_methods()
         for meta in self.q("SELECT * FROM slerp_meta s JOIN models m USING (model) ORDER BY m.idx"):
@@ -821,6 +824,7 @@ class Store:
                     meta["survival"].setdefault(r["parent"], []).append(
                         {k: r[k] for k in ("t", "n", "survived", "share", "lo", "hi", "population")})
             meta["survival_crossing"] = crossing.get(meta["model"])
+            meta["inheritance"] = inherits.get(meta["model"])
             out.append(meta)
         return out
 

@@ -645,6 +645,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
         flows[mode] = [{k: r[k] for k in ("parent", "child", "persisting", "disappearing", "inherited", "emerging",
                                           "parent_alive", "child_alive", "persist_share", "floor_share")}
                        for r in F.flows(con, thr, mode)]
+    inheritance = score_inheritance(con, fam, truth_row, alive, mcfg, truths) if cfg.merge is not None else {}
     con.close()
     truth = {}
     for name, cnt in fam.edit_counts.items():
@@ -661,10 +662,58 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                                                    else int((tr["child"] == k).sum())}
                                                for k in ("persisting", "disappearing", "split", "emerging")}
     return {"modes": out_modes, "reproducible": out_rep, "calls_by_truth": out_conf, "per_edge": per_edge, "drift": drift, "split": split,
-            "evidence": evidence, "uncertain": uncertain, "mcc": mcc, "sae": health, "floors": floors, "flows": flows, "chance": chance, "truth": truth, "threshold": thr,
+            "evidence": evidence, "uncertain": uncertain, "inheritance": inheritance, "mcc": mcc, "sae": health, "floors": floors, "flows": flows, "chance": chance, "truth": truth, "threshold": thr,
             "config": {**cfg.model_dump(mode="json"), "sae": sae_cfg.model_dump(mode="json"),
                        "matching": mcfg.model_dump(mode="json")},
             "version": PLANTED_VERSION}
+
+
+INHERITED = ("both", "first", "second", "new")  # the inheritance classes planted truth can hold
+
+
+def score_inheritance(con, fam: Family, truth_row: dict, alive: dict, mcfg: MatchingConfig, truths: dict) -> dict:
+    """What the planted merge inherits, called by the store's rule (`flows.merge_inheritance`) under every mode and
+    scored against its planted truth: a merged latent's true feature is in the first parent, the second, both, or
+    neither (new); latents of a split half are left out (their truth is a split). {mode: {population: {class:
+    precision / recall / ..., "uncertain": n, "split": n}}}."""
+    from featureflow.store.flows import merge_inheritance
+
+    out: dict[str, dict] = {}
+    merge = fam.cfg.merge.name
+    row = truth_row[(merge, 0)]
+    for mode in mcfg.modes:
+        out[mode] = {}
+        for pop, repro in (("all", False), ("reproducible", True)):
+            calls = merge_inheritance(con, mcfg.threshold, mode, repro)
+            if not calls:
+                continue
+            first, second = calls[0]["first_parent"], calls[0]["second_parent"]
+            inh = {p: truths[(p, merge)]["child"] for p in (first, second)}
+            tally = {k: [0, 0, 0] for k in INHERITED}
+            left = {"uncertain": 0, "split": 0}
+            left_truth: dict[str, dict] = {k: {} for k in left}
+            called = {r["feature"]: r["inheritance"] for r in calls}
+            for j, call in called.items():  # the population: the merged model's latents the rule called
+                R = row[j]
+                labels = {p: inh[p][R] for p in (first, second)} if R >= 0 else None
+                if labels and "split" in labels.values():
+                    continue
+                truth = None if labels is None else {
+                    (True, True): "both", (True, False): "first", (False, True): "second", (False, False): "new"}[
+                    (labels[first] == "inherited", labels[second] == "inherited")]
+                if call in left:
+                    left[call] += 1
+                    left_truth[call][truth or "unresolved"] = left_truth[call].get(truth or "unresolved", 0) + 1
+                    if truth is not None:
+                        tally[truth][2] += 1
+                    continue
+                tally[call][1] += 1
+                tally[call][0] += int(call == truth)
+                if truth is not None:
+                    tally[truth][2] += 1
+            out[mode][pop] = {**{k: _prf(*v) for k, v in tally.items()}, **left,
+                              "uncertain_by_truth": left_truth["uncertain"]}
+    return out
 
 
 class PlantedEdge:
@@ -769,6 +818,12 @@ def format_scorecard(card: dict) -> str:
                 f"{side} {u['calls']} of {u['eligible']} ({f(u['share']).strip()}), in truth "
                 + (", ".join(f"{k} {v}" for k, v in sorted(u["by_truth"].items(), key=lambda kv: -kv[1])) or "-")
                 for side, u in sides.items()))
+    for mode, pops in card.get("inheritance", {}).items():
+        for pop, s in pops.items():
+            lines.append(f"inheritance of the merge ({mode}, {pop} latents): " + "; ".join(
+                f"{k} P {f(s[k]['precision']).strip()} R {f(s[k]['recall']).strip()} (n {s[k]['support']})"
+                for k in INHERITED) + f"; uncertain {s['uncertain']} (in truth "
+                + (", ".join(f"{k} {v}" for k, v in s["uncertain_by_truth"].items()) or "-") + f"), split {s['split']}")
     for mode, pops in card["split"].items():
         for pop, s in pops.items():
             lines.append(f"split ({mode}, {pop} latents): P {f(s['precision']).strip()} R {f(s['recall']).strip()} "

@@ -862,3 +862,54 @@ def feature_survival(cur, model: str, feature: int, threshold: float) -> list[di
             kept.append(p["t"])
         e["survives"] = [min(kept), max(kept)] if kept else None
     return list(out.values())
+
+
+# -- what a merged model inherits: each of its features by the parents it persists from ----------------------------
+INHERITANCE = ("both", "first", "second", "uncertain", "split", "new")
+
+
+def merge_inheritance(cur, threshold: float, mode: str, reproducible: bool = False) -> list[dict]:
+    """Each alive feature of every member with two parents (a merge), by where the fate rule says it comes from:
+    `both` (inherited from each parent: matched above the threshold in both), `first` / `second` (in one only, and
+    not uncertain in the other; the parents in family order), else `split` (a split part or absorbing on some edge:
+    split evidence), `uncertain` (a rule with doubt: inherited from one parent and of uncertain origin in the other,
+    or of uncertain origin in some), or `new` (emerging from both). Rows {model, feature, first_parent,
+    second_parent, inheritance}; with `reproducible`, a member with seed replicas keeps its reproducible features only."""
+    sim, rule = split_mode(mode)
+    keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = f.model AND st.feature = f.feature" if reproducible else "")
+    where = " AND coalesce(st.stable, true)" if reproducible else ""
+    return dicts(cur.execute(f"""
+        WITH two AS (SELECT e.child, arg_min(e.parent, pm.idx) AS first_parent,
+                            arg_max(e.parent, pm.idx) AS second_parent
+                     FROM model_edges e JOIN models pm ON pm.model = e.parent
+                     GROUP BY e.child HAVING count(*) = 2),
+        m AS (SELECT * FROM ({edge_matches(rule, "AND direction = 'c2p'")})),
+        origin AS (SELECT m.child AS model, m.src AS feature, two.first_parent, two.second_parent,
+                      bool_or(m.persists AND m.parent = two.first_parent) AS from_first,
+                      bool_or(m.persists AND m.parent = two.second_parent) AS from_second,
+                      bool_or(m.uncertain AND m.parent = two.first_parent) AS unsure_first,
+                      bool_or(m.uncertain AND m.parent = two.second_parent) AS unsure_second,
+                      bool_or(m.split OR m.part) AS event, bool_or(m.uncertain) AS unsure
+               FROM m JOIN two ON two.child = m.child GROUP BY ALL)
+        SELECT o.model, o.feature, o.first_parent, o.second_parent,
+               CASE WHEN from_first AND from_second THEN 'both'
+                    WHEN from_first AND NOT unsure_second THEN 'first'
+                    WHEN from_second AND NOT unsure_first THEN 'second'
+                    WHEN event THEN 'split' WHEN from_first OR from_second OR unsure THEN 'uncertain'
+                    ELSE 'new' END AS inheritance
+        FROM origin o JOIN features f ON f.model = o.model AND f.feature = o.feature {keep}
+        WHERE f.alive{where} ORDER BY o.model, o.feature""",
+                              {"t": threshold, "sim": sim, **({"rule": RULES[rule].floor_rule} if reproducible else {})}))
+
+
+def inheritance_counts(rows: list[dict]) -> list[dict]:
+    """`merge_inheritance` rows counted per merge member: {model, first_parent, second_parent, n, and a count per
+    `INHERITANCE` class}."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        c = out.setdefault(r["model"], {"model": r["model"], "first_parent": r["first_parent"],
+                                        "second_parent": r["second_parent"], "n": 0,
+                                        **{k: 0 for k in INHERITANCE}})
+        c[r["inheritance"]] += 1
+        c["n"] += 1
+    return list(out.values())

@@ -46,4 +46,4 @@ def merge(store: StoreDep, state: State) -> dict:
     for m in merges:
         m["figure"] = figures.slerp_curves(m, labels)
         m["survival_figure"] = figures.survival_curves(m, labels, state.threshold) if m["survival"] else None
-    return {"merges": merges, "state": state, **state.choices}
+    return {"merges": merges, "state": state, "replicated": store.replicated, **state.choices}
