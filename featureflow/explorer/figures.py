@@ -288,14 +288,18 @@ def survival_curves(merge: dict, labels: dict[str, str], threshold: float) -> di
                        "error_y": {"type": "data", "symmetric": False,
                                    "array": [p["hi"] - p["share"] for p in pts],
                                    "arrayminus": [p["share"] - p["lo"] for p in pts]}})
+    cross = merge.get("survival_crossing")
     for x, text, dash in ((merge["t"], f"chosen t = {numbers.num(merge['t'])}", "dot"),
-                          (merge.get("survival_crossing"), "features cross", "dash")):
+                          (cross, "features cross", "dash")):
         if x is None:
             continue
         shapes.append({"type": "line", "x0": x, "x1": x, "yref": "paper", "y0": 0, "y1": 1,
                        "line": {"color": "#333", "dash": dash}})
+        # each label on the side away from the other line (the two are often close)
+        other = cross if dash == "dot" else merge["t"]
+        left = (x >= other) if other is not None else x <= 0.7
         notes.append({"x": x, "yref": "paper", "y": 1.0, "yanchor": "bottom", "showarrow": False,
-                      "xanchor": "left" if x <= 0.7 else "right", "xshift": 5 if x <= 0.7 else -5,
+                      "xanchor": "left" if left else "right", "xshift": 5 if left else -5,
                       "bgcolor": "rgba(255, 255, 255, 0.85)",
                       "text": text if dash == "dot" else f"{text} at t = {numbers.num(x)}"})
     return {"data": traces, "layout": {
