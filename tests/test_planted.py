@@ -239,3 +239,14 @@ def test_cli_writes_the_scorecard_and_prints_the_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert format_scorecard(card).splitlines()[2] in printed and f"wrote {out}" in printed
     assert main(["planted", "--config", str(path), "--out", str(tmp_path / "nope" / "x.json")]) == 2
+
+
+def test_the_planted_merges_path_keeps_each_parent_whole_at_its_own_end(edited):
+    """At t = 0 the planted merge is its first parent's dictionary and at t = 1 its second's (split halves
+    summing to the whole): every latent of that parent survives there."""
+    cfg, card, _ = edited
+    first, second = cfg.merge.parents
+    s = card["survival"]
+    assert s[first]["t"][0] == 0.0 and s[first]["share"][0] == 1.0 and s[first]["n"] > 0
+    assert s[second]["t"][-1] == 1.0 and s[second]["share"][-1] == 1.0 and s[second]["n"] > 0
+    assert float(cfg.merge.t) in s[first]["t"]

@@ -406,6 +406,7 @@ class TrainedFamily:
     health: dict
     saes: dict = field(default_factory=dict)   # (member, replica) -> its trained SAE (eval mode)
     hooks: dict = field(default_factory=dict)  # member -> its activations on the shared sample (torch)
+    sample: object = None                      # the shared sample's positions (`Family.positions`)
 
 
 def train_family(cfg: PlantedConfig, sae_cfg: SAEConfig, progress: bool = False) -> TrainedFamily:
@@ -451,7 +452,7 @@ def train_family(cfg: PlantedConfig, sae_cfg: SAEConfig, progress: bool = False)
                 "resolved": int((row >= 0).sum()), "seed": seed, "l1_coefficient": trained.l1_coefficient}
             log.info("planted: %s.r%d  L0 %.1f  EV %.3f  MCC %.3f", name, rep, health[name][str(rep)]["l0"],
                      health[name][str(rep)]["explained_variance"], mcc_v)
-    return TrainedFamily(fam, sae_cfg, acts, decoders, truth_row, mcc, health, saes, hooks)
+    return TrainedFamily(fam, sae_cfg, acts, decoders, truth_row, mcc, health, saes, hooks, sample)
 
 
 def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, device: str = "cpu",
@@ -646,6 +647,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                                           "parent_alive", "child_alive", "persist_share", "floor_share")}
                        for r in F.flows(con, thr, mode)]
     inheritance = score_inheritance(con, fam, truth_row, alive, mcfg, truths) if cfg.merge is not None else {}
+    survival = survival_series(tf, thr) if cfg.merge is not None and tf.sample is not None else {}
     con.close()
     truth = {}
     for name, cnt in fam.edit_counts.items():
@@ -662,10 +664,39 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                                                    else int((tr["child"] == k).sum())}
                                                for k in ("persisting", "disappearing", "split", "emerging")}
     return {"modes": out_modes, "reproducible": out_rep, "calls_by_truth": out_conf, "per_edge": per_edge, "drift": drift, "split": split,
-            "evidence": evidence, "uncertain": uncertain, "inheritance": inheritance, "mcc": mcc, "sae": health, "floors": floors, "flows": flows, "chance": chance, "truth": truth, "threshold": thr,
+            "evidence": evidence, "uncertain": uncertain, "inheritance": inheritance, "survival": survival, "mcc": mcc, "sae": health, "floors": floors, "flows": flows, "chance": chance, "truth": truth, "threshold": thr,
             "config": {**cfg.model_dump(mode="json"), "sae": sae_cfg.model_dump(mode="json"),
                        "matching": mcfg.model_dump(mode="json")},
             "version": PLANTED_VERSION}
+
+
+def survival_series(tf: TrainedFamily, threshold: float, steps: int = 11) -> dict:
+    """The planted merge's path, as `pipeline/survival.py` follows an LM merge's: at each t of `steps` in [0, 1] and
+    the config's t, the merge of the two parents' dictionaries (`_merge`) on the shared sample, encoded by each
+    parent's SAE (replica 0); each alive parent latent's survival r (transfer r against the parent itself) and the
+    share above `threshold`. {parent: {"t": [...], "share": [...], "n": latents that fire at its own end}}."""
+    from featureflow.evidence.transfer import column_pearson
+    from featureflow.pipeline.features import sparse_codes
+
+    cfg = tf.fam.cfg
+    a, b = (tf.fam.members[n] for n in cfg.merge.parents)
+    ts = sorted(set(np.round(np.linspace(0, 1, steps), 10).tolist()) | {float(cfg.merge.t)})
+    r = {p: [] for p in (a.name, b.name)}
+    for t in ts:
+        m = _merge("path", a, b, t)
+        X = torch.from_numpy(np.asarray(tf.sample @ m.map(tf.fam.n_sources), dtype=np.float32))
+        for p in r:
+            with torch.no_grad():
+                codes = sparse_codes(tf.saes[(p, 0)], (X[i:i + 8192] for i in range(0, len(X), 8192)))
+            r[p].append(column_pearson(tf.acts[(p, 0)], codes))
+    out = {}
+    for p, own in ((a.name, 0), (b.name, -1)):
+        R = np.stack(r[p])
+        pop = np.isfinite(R[own])
+        out[p] = {"t": ts, "n": int(pop.sum()),
+                  "share": [float((np.nan_to_num(R[i][pop], nan=-1) > threshold).mean()) if pop.any() else None
+                            for i in range(len(ts))]}
+    return out
 
 
 INHERITED = ("both", "first", "second", "new")  # the inheritance classes planted truth can hold
@@ -818,6 +849,9 @@ def format_scorecard(card: dict) -> str:
                 f"{side} {u['calls']} of {u['eligible']} ({f(u['share']).strip()}), in truth "
                 + (", ".join(f"{k} {v}" for k, v in sorted(u["by_truth"].items(), key=lambda kv: -kv[1])) or "-")
                 for side, u in sides.items()))
+    for parent, s in card.get("survival", {}).items():
+        lines.append(f"survival of {parent}'s {s['n']} latents along the merge's path: " + ", ".join(
+            f"t {t:.2f} {f(x).strip()}" for t, x in zip(s["t"], s["share"])))
     for mode, pops in card.get("inheritance", {}).items():
         for pop, s in pops.items():
             lines.append(f"inheritance of the merge ({mode}, {pop} latents): " + "; ".join(
