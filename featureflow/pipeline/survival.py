@@ -11,13 +11,9 @@ the share of a parent's features above the page's threshold at each t."""
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import scipy.sparse as sp
 import torch
-
-log = logging.getLogger("featureflow")
 
 
 def survival_ts(step: float, chosen: float | None) -> list[float]:
