@@ -118,3 +118,5 @@ def test_inheritance_counts_equal_a_count_from_the_match_rows(tiny_pipeline, thr
     (m,) = client.get("/api/merge", params={"threshold": threshold, "mode": "pearson"}).json()["merges"]
     repro = m["inheritance"]  # the tiny run has seed replicas: its reproducible features, a subset
     assert repro["n"] <= got["n"] and all(repro[k] <= got[k] for k in want)
+    over = client.get("/api/", params={"threshold": threshold, "mode": "pearson", "population": "all"}).json()
+    assert over["inheritance"] == [got]  # the overview's sentence reads the same counts

@@ -682,6 +682,11 @@ class Store:
         return {"ancestors": up, "parents": above(ups, 0), "descendants": down(kids, 0), "origin": origin,
                 "fate": self._index("fates", threshold, self.mode(mode))[(model, feature)]}
 
+    def inheritance(self, threshold: float, mode: str | None = None, reproducible: bool = False) -> list[dict]:
+        """What each merged member inherits (`flows.inheritance_counts` of `flows.merge_inheritance`)."""
+        return flow_sql.inheritance_counts(flow_sql.merge_inheritance(self.cursor(), threshold, self.mode(mode),
+                                                                      reproducible and bool(self.replicated)))
+
     def feature_survival(self, model: str, feature: int, threshold: float) -> list[dict]:
         """The feature along each merge path it is a parent of (`flows.feature_survival`), with the merge's label."""
         rows = flow_sql.feature_survival(self.cursor(), model, feature, threshold)
@@ -806,8 +811,8 @@ class Store:
         surv = (flow_sql.merge_survival(self.cursor(), threshold, self.mode(mode), reproducible and self.replicated)
                 if threshold is not None else [])
         crossing = flow_sql.survival_crossing(surv)
-        inherits = {c["model"]: c for c in flow_sql.inheritance_counts(flow_sql.merge_inheritance(
-            self.cursor(), threshold, self.mode(mode), reproducible and self.replicated))} if threshold is not None else {}
+        inherits = ({c["model"]: c for c in self.inheritance(threshold, mode, reproducible)}
+                    if threshold is not None else {})
         out = []
         methods = self.member_merge_methods()
         for meta in self.q("SELECT * FROM slerp_meta s JOIN models m USING (model) ORDER BY m.idx"):

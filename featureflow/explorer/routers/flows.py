@@ -31,6 +31,7 @@ def overview(store: StoreDep, state: State, population: SankeyPopulation) -> dic
     links = state.query + ("&stable=true" if repro and len(store.replicated) == len(store.models) else "")
     return {"threshold": t, "mode": mode, "mode_label": state.mode_label, **state.choices,
             "models_overview": store.overview_models(), "flows": flows, "emerged": store.emerged_in(t, mode),
+            "inheritance": store.inheritance(t, mode, repro),
             "floors": store.floors(t, mode), "edges": store.edges, "timings": store.timings, "state": state,
             "population": population, "replicated": store.replicated,
             "colors": {"persist": figures.PERSIST, "lost": figures.LOST, "new": figures.NEW},
