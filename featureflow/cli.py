@@ -55,6 +55,10 @@ def _validate(args) -> int:
 
 def _run(args) -> int:
     need_pipeline("run")
+    if args.executor == "ray":
+        from featureflow.pipeline.executors import need_ray
+
+        need_ray()  # before any work: the one line naming the extra
     from featureflow.pipeline.runner import Pipeline, setup_logging
     from featureflow.pipeline.validate import check_config
 
@@ -63,9 +67,25 @@ def _run(args) -> int:
     check_config(cfg, args.config)  # the same checks as `featureflow validate`, before any work
     pl = Pipeline(cfg, device=args.device)
     t0 = time.time()
+    if args.executor == "ray":  # every task on Ray, then the store here (its stages find every artefact done)
+        from featureflow.pipeline.executors import run_ray
+
+        run_ray(cfg, pl.device, stage=args.stage, address=args.address, num_cpus=args.num_cpus)
     pl.run(args.stage)
     logging.getLogger("featureflow").info("pipeline '%s' finished in %.1f s (device %s)", cfg.name,
                                           time.time() - t0, pl.device)
+    return 0
+
+
+def _plan(args) -> int:
+    need_pipeline("plan")
+    import json
+
+    from featureflow.pipeline.plan import make_plan
+
+    cfg = load_config(args.config)
+    plan = make_plan(cfg, device=args.device or "cpu", upto=args.stage)
+    print(json.dumps(plan.as_json(), indent=1) if args.json else plan.format())
     return 0
 
 
@@ -192,7 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--config", required=True)
     r.add_argument("--stage", default=None, help="run up to and including this stage")
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    r.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: this process runs every stage (default); ray: every task that is not done runs on "
+                   "Ray (the `ray` extra), then the store is built here")
+    r.add_argument("--address", default=None, help="ray: a running cluster's address (default: start Ray here)")
+    r.add_argument("--num-cpus", type=int, default=None, help="ray, started here: CPUs it may use (default: all)")
     r.set_defaults(fn=_run)
+    pl = sub.add_parser("plan", help="print the task graph: each task, its artefacts (their keys) and inputs, done or "
+                        "not, and the critical path; nothing is built")
+    pl.add_argument("--config", required=True)
+    pl.add_argument("--stage", default=None, help="plan up to and including this stage")
+    pl.add_argument("--device", default=None, help="the device keys are planned for (default: cpu)")
+    pl.add_argument("--json", action="store_true", help="the plan as JSON")
+    pl.set_defaults(fn=_plan)
     va = sub.add_parser("validate", help="check a config and everything it names (paths, tokenizer, models, hooks, "
                         "SAEs, shapes) without running anything")
     va.add_argument("--config", required=True)

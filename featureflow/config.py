@@ -404,6 +404,24 @@ class FingerprintConfig(Strict):
     top_features: int = Field(20, gt=0)
 
 
+# ---------------------------------------------------------------------------------------- executor
+class TaskResources(Strict):
+    num_cpus: float = Field(1, ge=0, description="CPUs a Ray task of this kind asks for")
+    num_gpus: float = Field(0, ge=0, description="GPUs a Ray task of this kind asks for (a task with a GPU runs on "
+                            "cuda)")
+
+
+class ExecutorConfig(Strict):
+    """How `featureflow run --executor ray` hands tasks to workers (`pipeline/executors.py`). Nothing here is in
+    any artefact's key: the same config runs on either executor to the same artefacts."""
+    resources: dict[str, TaskResources] = Field(default_factory=dict, description="task kind (a stage: member, "
+                                                "sae, activation, match, ... as `featureflow plan` lists them) -> "
+                                                "what one task of that kind asks for; kinds not named ask for 1 CPU. "
+                                                "E.g. `sae: {num_gpus: 1}`")
+    threads: int | None = Field(None, ge=1, description="torch threads inside each Ray task (default: the driver's "
+                                "own, so a task computes the same numbers as the local executor)")
+
+
 # ---------------------------------------------------------------------------------------- controls
 CONTROL_SUFFIX = ".random"  # a random-weights control's name: its root's and this (a member's name has no ".")
 
@@ -550,6 +568,7 @@ class ExperimentConfig(Strict):
     cases: list[CaseConfig] = Field(default_factory=list)
     fingerprints: FingerprintConfig = FingerprintConfig()
     controls: ControlsConfig = ControlsConfig()
+    executor: ExecutorConfig = ExecutorConfig()
     planted: PlantedConfig | None = Field(None, description="a planted family scored with this run's SAE recipe "
                                           "and matching (unless it sets its own): the store gets the scorecard "
                                           "and the explorer's /method page shows it")

@@ -10,7 +10,7 @@ rm -rf "$VENV"
 python3 -m venv "$VENV"
 . "$VENV/bin/activate"
 python -m pip install -q -c requirements.lock torch          # first: the CPU build named in the lock
-python -m pip install -q -c requirements.lock -e ".[pipeline,test]"
+python -m pip install -q -c requirements.lock -e ".[pipeline,test,ray]"
 npm --prefix featureflow/explorer ci --no-audit --no-fund
 if ! command -v chromium >/dev/null 2>&1; then
   (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null

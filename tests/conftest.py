@@ -31,13 +31,24 @@ def synthetic_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory):
-    """The whole tiny pipeline (all stages, store included), built once."""
+    """The whole tiny pipeline (all stages, store included), built once. It keeps for tests/test_plan.py the plan
+taken on the empty folder (`plan_before`), the trace of every stage call the run made (`trace`: build functions
+ran, so what they read is in it) and the artefact folders on disk right after the run (`written`)."""
     from featureflow.config import parse_config
+    from featureflow.pipeline.artifacts import ARTEFACT, is_done, observing
+    from featureflow.pipeline.plan import Recorder, make_plan
     from featureflow.pipeline.runner import Pipeline
 
     data = tmp_path_factory.mktemp("tinyrun")
-    pl = Pipeline(parse_config(tiny_dict(data)), device="cpu")
-    pl.run()
+    cfg = parse_config(tiny_dict(data))
+    plan_before = make_plan(cfg, device="cpu")
+    pl = Pipeline(cfg, device="cpu")
+    pl.recorder = trace = Recorder()
+    with observing(trace.built):
+        pl.run()
+    pl.recorder = None
+    pl.plan_before, pl.trace = plan_before, trace
+    pl.written = {p for p in pl.root.glob("*/*") if ARTEFACT.match(p.name) and is_done(p)}
     return pl
 
 

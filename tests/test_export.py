@@ -17,6 +17,8 @@ from featureflow.explorer.app import create_app
 from featureflow.store.export import ExportError, export_neuronpedia, export_parquet, import_parquet
 from featureflow.store.schema import SCHEMA_VERSION, TABLES
 
+from api_calls import api_calls
+
 
 @pytest.fixture(scope="module")
 def store(tiny_pipeline) -> Path:
@@ -57,43 +59,10 @@ def test_parquet_export_has_every_table_manifest_and_readme(parquet_dir, con):
     assert m["tables"]["activation_values"]["rows"] > 0 and m["tables"]["matches"]["rows"] > 0
 
 
-def _api_calls(client: TestClient, con) -> list[tuple[str, dict]]:
-    """Every GET route under /api from the app's OpenAPI with its path parameters filled from the store
-    (every model, edge, case), each with its defaults; the first also with every threshold / mode it takes."""
-    modes = list(con.execute("SELECT modes FROM runs").fetchone()[0])
-    models = [r[0] for r in con.execute("SELECT model FROM models ORDER BY idx").fetchall()]
-    feats = dict(con.execute("""SELECT model, min(feature) FROM features f WHERE alive AND
-                                EXISTS (SELECT 1 FROM examples e WHERE e.model = f.model AND e.feature = f.feature)
-                                GROUP BY model""").fetchall())
-    slugs = [r[0] for r in con.execute("SELECT slug FROM cases ORDER BY slug").fetchall()]
-    refs = [f"{m}:{feats[m]}" for m in models]
-    fills = {frozenset(): [{}], frozenset({"model"}): [{"model": m} for m in models],
-             frozenset({"model", "feature"}): [{"model": m, "feature": feats[m]} for m in models],
-             frozenset({"slug"}): [{"slug": s} for s in slugs],
-             frozenset({"parent", "child"}): [{"parent": p, "child": c} for p, c in con.execute(
-                 "SELECT parent, child FROM model_edges ORDER BY parent, child").fetchall()]}
-    calls = []
-    for path, ops in client.app.openapi()["paths"].items():
-        if not path.startswith("/api") or "get" not in ops:
-            continue
-        params = ops["get"].get("parameters", [])
-        names = {p["name"] for p in params if p["in"] == "query"}
-        required = {p["name"] for p in params if p["in"] == "query" and p.get("required")}
-        assert required <= {"a", "b"}, f"{path}: fill the required query parameters {required} in this test"
-        base = {"a": refs[1], "b": refs[-1]} if required else {}
-        variants = [base] + [{**base, "threshold": 0.3}] * ("threshold" in names) + \
-            [{**base, "mode": mo} for mo in modes if "mode" in names]
-        names_in_path = frozenset(re.findall(r"{(\w+)}", path))
-        assert names_in_path in fills, f"{path}: fill its path parameters {set(names_in_path)} in this test"
-        urls = [re.sub(r"{(\w+)}", lambda x: str(f[x[1]]), path) for f in fills[names_in_path]]
-        calls += [(u, v) for u in urls[:1] for v in variants] + [(u, base) for u in urls[1:]]
-    return calls
-
-
 def test_store_rebuilt_from_parquet_serves_identical_api(parquet_dir, store, con, tmp_path):
     rebuilt = import_parquet(parquet_dir, tmp_path / "rebuilt.duckdb")
     a, b = TestClient(create_app(store)), TestClient(create_app(rebuilt))
-    calls = _api_calls(a, con)
+    calls = api_calls(a, con)
     routes = {u for u, _ in calls}
     assert "/api/" in routes and "/api/schema" in routes and any("/features/" in u for u in routes)
     assert any(u.startswith("/api/cases/") for u in routes) and len(calls) > 20

@@ -29,6 +29,7 @@ DONE = "DONE"
 TEMP = re.compile(r"^\..+\.tmp-(\d+)(?:-\d+)?(?:\.wal)?$")  # .<name>.tmp-<pid>[-<thread>][.wal]
 ARTEFACT = re.compile(r"^.+-[0-9a-f]{12}$")  # <name>-<key>
 _planned: ContextVar[list[Path] | None] = ContextVar("planned", default=None)
+_observer: ContextVar[Callable[[Path], None] | None] = ContextVar("observer", default=None)
 
 
 class PipelineError(RuntimeError):
@@ -90,6 +91,18 @@ def size_of(path: Path) -> int:
 
 
 @contextlib.contextmanager
+def observing(callback: Callable[[Path], None]) -> Iterator[None]:
+    """Within this block every `build_dir` first calls `callback(path)` (built or not, planned or not): how the
+    task plan (`pipeline/plan.py`) learns which stage call owns which artefact, and how an executor's worker
+    refuses to build an artefact its task does not own."""
+    token = _observer.set(callback)
+    try:
+        yield
+    finally:
+        _observer.reset(token)
+
+
+@contextlib.contextmanager
 def planning() -> Iterator[list[Path]]:
     """Within this block `build_dir` builds nothing: it appends the folder it would use to the list
     yielded and returns that folder."""
@@ -143,6 +156,9 @@ def build_dir(path: Path, build: Callable[[Path], None]) -> Path:
     Skipped when `path` is already complete. Temp folders of dead processes beside it are removed first.
     """
     path = Path(path)
+    observer = _observer.get()
+    if observer is not None:
+        observer(path)
     planned = _planned.get()
     if planned is not None:
         planned.append(path)

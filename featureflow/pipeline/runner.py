@@ -33,11 +33,17 @@ def _stage(fn):
     @functools.wraps(fn)
     def wrapper(self, *args):
         k = (fn.__name__, args)
-        if k not in self._memo:
-            t0 = time.time()
-            self._memo[k] = fn(self, *args)
-            self.timings[f"{fn.__name__}{'/' + '/'.join(map(str, args)) if args else ''}"] = time.time() - t0
-        return self._memo[k]
+        if self.recorder is not None:  # the task plan (pipeline/plan.py): who calls whom, memoised calls included
+            self.recorder.enter(k)
+        try:
+            if k not in self._memo:
+                t0 = time.time()
+                self._memo[k] = fn(self, *args)
+                self.timings[f"{fn.__name__}{'/' + '/'.join(map(str, args)) if args else ''}"] = time.time() - t0
+            return self._memo[k]
+        finally:
+            if self.recorder is not None:
+                self.recorder.exit()
 
     return wrapper
 
@@ -57,6 +63,7 @@ class Pipeline:
         self._pending_saes: dict[str, dict] = {}  # member -> replica -> trained SAE not yet written
         self.timings: dict[str, float] = {}        # every stage call of this process, seconds
         self.stage_seconds: dict[str, float] = {}  # `run`'s stages in this process (a cached stage is fast)
+        self.recorder = None  # a plan.Recorder while the task plan is taken (every stage call is reported to it)
 
     def _dir(self, stage: str, name: str, key: str) -> Path:
         return self.root / stage / f"{name}-{key}"
@@ -158,6 +165,7 @@ class Pipeline:
 
         m = self.cfg.member(name)
         parents = {p: self.member(p) for p in m.parents}
+        self.needs(*self.merge_reads(name))
         return build_dir(self._dir("models", name, self.member_key(name)),
                          lambda tmp: build.build_member(self.member_inputs(), m, parents, tmp))
 
@@ -168,6 +176,23 @@ class Pipeline:
         return MemberInputs(cfg=self.cfg, member=self.member, tokenizer_dir=self.tokenizer() / "tokenizer",
                             hf_tokenizer=lambda: self.hf_tokenizer, device=self.device, stream=self.stream,
                             val_windows=self.val_windows, documents=self.documents)
+
+    def merge_reads(self, name: str) -> list[Path]:
+        """The members a merge reads besides its parents: its base (ties) and the roots (the sweep's baselines)."""
+        from featureflow.pipeline.family.build import merge_base
+
+        m = self.cfg.member(name)
+        if not isinstance(m, MergeMember):
+            return []
+        base = merge_base(self.cfg, m)
+        return [self.member(n) for n in dict.fromkeys(([base] if base else []) + self.cfg.roots())]
+
+    def merge_reads_all(self) -> list[Path]:
+        return [p for n in self.cfg.topological_order() for p in self.merge_reads(n)]
+
+    def needs(self, *inputs) -> None:
+        """Nothing: the stage has asked for its inputs (the calls that made `inputs`) before its `build_dir`, so the
+        task plan sees them as this stage's dependencies, even those only its build function reads."""
 
     @_stage
     def models(self) -> dict[str, Path]:
@@ -361,6 +386,7 @@ class Pipeline:
         from featureflow.pipeline.sae import load_sae
 
         cfg = self.cfg
+        self.needs(self.member(name), self.sae(name), self.sample())
 
         def build(tmp: Path) -> None:
             import scipy.sparse as sps
@@ -383,6 +409,7 @@ class Pipeline:
         from featureflow.pipeline.sae import load_sae
 
         cfg = self.cfg
+        self.needs(self.model_dir(name), self.sae(name, replica), self.sample())
 
         def build(tmp: Path) -> None:
             import scipy.sparse as sps
@@ -406,6 +433,7 @@ class Pipeline:
         cfg = self.cfg
         key = key_of(VERSIONS["activations"], "cross", "health", self.sae_key(sae_of, replica),
                      self.model_key(data_of), self.sample().name, cfg.sample)
+        self.needs(self.model_dir(data_of), self.sae(sae_of, replica))
 
         def build(tmp: Path) -> None:
             import scipy.sparse as sps
@@ -474,6 +502,13 @@ class Pipeline:
 
         return registered(similarity).inputs(SAESide(self, name, replica))
 
+    def side_reads(self, name: str, replica: int) -> list[Path]:
+        """What matching one SAE may read: its activations on the sample (`load_acts`), the SAE (a decoder), the
+        sample."""
+        own = replica == 0 and not self.is_control(name)
+        return [self.activation(name) if own else self.replica_activation(name, replica), self.sae(name, replica),
+                self.sample()]
+
     def _match_pair(self, a: tuple[str, int], b: tuple[str, int], similarity: str, label: str, tmp: Path) -> None:
         """Top-k in both directions (topk.npz) and the one-to-one assignment (assign.npz) of SAE `a` to `b`."""
         from featureflow.pipeline.matching import match_pair
@@ -510,6 +545,7 @@ class Pipeline:
         and the one-to-one assignment (assign.npz)."""
         sim = similarity or parse_mode(self.default_mode)[0]
         key = self._pair_key((parent, 0), (child, 0), sim)
+        self.needs(*self.side_reads(parent, 0), *self.side_reads(child, 0))
         return build_dir(self._dir("matching", f"{parent}--{child}.{sim}", key),
                          lambda tmp: self._match_pair((parent, 0), (child, 0), sim, f"{parent}->{child}", tmp))
 
@@ -533,6 +569,7 @@ class Pipeline:
         stage = "floors" if a[0] == b[0] else "matching"
         key = key_of(VERSIONS[stage], "pw_mcc", self.sae_key(*a), self.sae_key(*b))
         label = (f"{a[0]}.r{a[1]}--r{b[1]}" if stage == "floors" else f"{a[0]}--{b[0]}") + ".pwmcc"
+        self.needs(self.sae(*a), self.sae(*b))
 
         def build(tmp: Path) -> None:
             A, B = self.decoder(*a), self.decoder(*b)
@@ -564,6 +601,7 @@ class Pipeline:
     def floor(self, name: str, replica: int, similarity: str) -> Path:
         """Replica 0 of a member's SAE matched against replica `replica`: the same engine as an edge."""
         key = self._pair_key((name, 0), (name, replica), similarity)
+        self.needs(*self.side_reads(name, 0), *self.side_reads(name, replica))
         return build_dir(self._dir("floors", f"{name}.r0--r{replica}.{similarity}", key),
                          lambda tmp: self._match_pair((name, 0), (name, replica), similarity,
                                                       f"{name} r0->r{replica}", tmp))
@@ -623,6 +661,10 @@ class Pipeline:
         from featureflow.evidence import compute, evidence as registered
 
         k = registered(kind)
+        self.needs(*self.side_reads(parent, 0), *self.side_reads(child, 0),
+                   *[self.cross_activation(a, b) for a, b in ((parent, child), (child, parent))
+                     if "cross_activations" in k.reads and (a, b) in self.cross_pairs()],
+                   *[self.match(parent, child, sim) for sim in self.cfg.matching.similarities if "matches" in k.reads])
 
         def build(tmp: Path) -> None:
             t0 = time.time()
@@ -671,6 +713,9 @@ class Pipeline:
             key = key_of(VERSIONS["survival"], step, windows, self.member_key(name),
                          [self.sae_key(p) for p in m.parents], [self.acts_key(p) for p in m.parents],
                          self.sample().name, cfg.sample)
+
+            self.needs(self.member(name), *[self.member(p) for p in m.parents], *self.merge_reads(name),
+                       *[self.sae(p) for p in m.parents], *[self.activation(p) for p in m.parents], self.sample())
 
             def build(tmp: Path, m=m) -> None:
                 tokens = self.sample_tokens()[:windows]
@@ -727,6 +772,8 @@ class Pipeline:
         edges = [self.match(p, c).name for p, c in cfg.edges() if p == name] + [self.default_mode]
         ai = cfg.autointerp.model_dump(exclude={"concurrency", "max_retries", "timeout"})
         key = key_of(VERSIONS["autointerp"], ai, self.acts_key(name), edges, cfg.matching.threshold, cfg.seed)
+        self.needs(self.activation(name), self.sample(), self.tokenizer(),
+                   *[self.match(p, c, parse_mode(self.default_mode)[0]) for p, c in cfg.edges() if p == name])
 
         def build(tmp: Path) -> None:
             acts = self.load_acts(name)
@@ -763,6 +810,7 @@ class Pipeline:
 
         cfg = self.cfg
         key = key_of(VERSIONS["cases"], cfg.cases, [p.name for p in self.activations().values()])
+        self.needs(self.sample(), self.tokenizer())
 
         def build(tmp: Path) -> None:
             order = cfg.topological_order()
@@ -774,31 +822,35 @@ class Pipeline:
     # ------------------------------------------------------------------------------- fingerprints
     def pool_members(self) -> list[dict]:
         """Extra short fine-tunes of the root for fingerprint clustering: [{name, domain, path}]."""
+        cfg, pool = self.cfg, self.cfg.fingerprints.pool
+        if pool.per_domain == 0:
+            return []
+        domains = pool.domains or list(dict.fromkeys(
+            d for m in cfg.family if m.make == "finetune" for d in m.domains))
+        return [{"name": f"pool-{d}-{i}", "domain": d, "path": self.pool_member(d, i)}
+                for d in domains for i in range(pool.per_domain)]
+
+    @_stage
+    def pool_member(self, domain: str, i: int) -> Path:
+        """One pool fine-tune of the root (`fingerprints.pool`): a model folder."""
         from featureflow.pipeline.family.model import load_model, save_model
         from featureflow.pipeline.family.train import train_lm
 
         cfg, pool = self.cfg, self.cfg.fingerprints.pool
-        if pool.per_domain == 0:
-            return []
         root = cfg.roots()[0]
-        domains = pool.domains or list(dict.fromkeys(
-            d for m in cfg.family if m.make == "finetune" for d in m.domains))
-        out = []
-        for d in domains:
-            for i in range(pool.per_domain):
-                name = f"pool-{d}-{i}"
-                seed = cfg.seed + 7919 * (i + 1) + sum(map(ord, d))
-                key = key_of(VERSIONS["fingerprints"], pool, self.member_key(root), d, i, cfg.training, cfg.seed)
+        name = f"pool-{domain}-{i}"
+        seed = cfg.seed + 7919 * (i + 1) + sum(map(ord, domain))
+        key = key_of(VERSIONS["fingerprints"], pool, self.member_key(root), domain, i, cfg.training, cfg.seed)
+        self.needs(self.member(root), self.tokenizer())
 
-                def build(tmp: Path, d=d, seed=seed, name=name) -> None:
-                    model = load_model(self.member(root), self.device)
-                    lr = pool.lr or cfg.training.lr / 3
-                    train_lm(model, {d: self.stream(d, "train")}, self.val_windows([d], cfg.training.eval_tokens),
-                             pool.tokens, cfg.model.context, cfg.training, lr, seed, desc=f"pool {name}")
-                    save_model(model.to("cpu"), tmp, self.tokenizer() / "tokenizer")
+        def build(tmp: Path) -> None:
+            model = load_model(self.member(root), self.device)
+            lr = pool.lr or cfg.training.lr / 3
+            train_lm(model, {domain: self.stream(domain, "train")}, self.val_windows([domain], cfg.training.eval_tokens),
+                     pool.tokens, cfg.model.context, cfg.training, lr, seed, desc=f"pool {name}")
+            save_model(model.to("cpu"), tmp, self.tokenizer() / "tokenizer")
 
-                out.append({"name": name, "domain": d, "path": build_dir(self._dir("pool", name, key), build)})
-        return out
+        return build_dir(self._dir("pool", name, key), build)
 
     @_stage
     def fingerprints(self) -> Path:
@@ -811,6 +863,10 @@ class Pipeline:
         key = key_of(VERSIONS["fingerprints"], cfg.fingerprints, [self.member_key(n) for n in cfg.topological_order()],
                      [p["path"].name for p in pool], [p.name for p in self.activations().values()])
         order = cfg.topological_order()
+        root = cfg.roots()[0]
+        bases = {n: cfg.fingerprints.base.get(n, root) for n in order}  # as fingerprint_run reads them
+        self.needs(*[self.member(n) for n in order], *[self.cross_activation(b, n) for n, b in bases.items() if b != n],
+                   self.tokenizer(), *self.merge_reads_all())
         return build_dir(self._dir("fingerprints", "delta", key), lambda tmp: fingerprint_run(
             cfg, {n: self.member(n) for n in order}, self.load_acts, self.load_cross_acts, self.hf_tokenizer,
             self.device, pool, self.member_inputs(), tmp))
