@@ -418,8 +418,10 @@ class ExecutorConfig(Strict):
                                                 "sae, activation, match, ... as `featureflow plan` lists them) -> "
                                                 "what one task of that kind asks for; kinds not named ask for 1 CPU. "
                                                 "E.g. `sae: {num_gpus: 1}`")
-    threads: int | None = Field(None, ge=1, description="torch threads inside each Ray task (default: the driver's "
-                                "own, so a task computes the same numbers as the local executor)")
+    threads: int | None = Field(None, ge=1, description="torch and BLAS threads inside each Ray task (default: the "
+                                "task's CPUs; more threads than cores make the workers fight over them). Floating-"
+                                "point sums follow the thread count, so artefacts equal a local run's to the bit "
+                                "when this equals the local run's threads (the cores, by default)")
 
 
 # ---------------------------------------------------------------------------------------- controls

@@ -32,7 +32,8 @@ def depths(models: list[dict], edges: list[tuple[str, str]]) -> dict[str, int]:
 
 
 def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: float, mode_label: str = "",
-           state: str = "", reproducible: bool = False, replicated: list[str] | tuple = ()) -> dict:
+           state: str = "", reproducible: bool = False, replicated: list[str] | tuple = (),
+           folded: dict[str, list[str]] | None = None, expand_href=None) -> dict:
     """The family as a Sankey in which every alive feature is counted once per model node.
 
     Models sit in columns by depth in the family, each as tall as its alive features. Between a parent and
@@ -51,7 +52,22 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     `undrawn` lists those edges.
 
     `reproducible`: `nodes` count only reproducible features of the `replicated` members (`flows.node_flows`),
-    and the junctions show reproducible persistence beside its reproducible floor where measured."""
+    and the junctions show reproducible persistence beside its reproducible floor where measured.
+
+    `folded` (`collapse.folded`): group -> members drawn as one node ("collapsed:<group>:<parent>") on their parent,
+    as many features as flow from it into them; its href is `expand_href(group)`. A folded member has no children,
+    so nothing else is lost: its own nodes, junctions and bands are left out."""
+    hidden = {m: g for g, ms in (folded or {}).items() for m in ms}
+    into_folded: dict[tuple[str, str], int] = {}  # (parent, group) -> features flowing into the group's members
+    if hidden:
+        for r in nodes:
+            if r["side"] == "out" and r["via"] in hidden and r["model"] not in hidden:
+                key = (r["model"], hidden[r["via"]])
+                into_folded[key] = into_folded.get(key, 0) + r["n"]
+        models = [m for m in models if m["model"] not in hidden]
+        flows = [f for f in flows if f["parent"] not in hidden and f["child"] not in hidden]
+        nodes = [r for r in nodes if r["model"] not in hidden and not (r["side"] == "out" and r["via"] in hidden)]
+        nodes = nodes + [{"model": p, "side": "out", "via": ("folded", g), "n": n} for (p, g), n in into_folded.items()]
     order = {m["model"]: i for i, m in enumerate(models)}
     depth = depths(models, [(f["parent"], f["child"]) for f in flows])
     span = max(1, max(depth.values(), default=0))
@@ -171,6 +187,14 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
                                f"evidence says {w} already carried them: origin uncertain")
         side_node(name, "in", None, "emerging", "new", "new", "#e67e22", NEW, (order[name], 1),
                   lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold: new")
+    for (p, g), n in into_folded.items():  # each folded group: one node beside its first member
+        names = folded[g]
+        said = (f"{n:,} {label[p]} features persist into one of {len(names)} collapsed members like {label[g]} "
+                f"({', '.join(names)}); click to draw them")
+        k = node(f"collapsed:{g}:{p}", f"+{len(names)} like {label[g]} · {n:,}", "#95a5a6",
+                 column_x(depth[g]) if g in depth else column_x(depth[p] + 1), said,
+                 expand_href(g) if expand_href else "", (order.get(g, len(models)), 9))
+        link(f"model:{p}", k, n, PERSIST, said, expand_href(g) if expand_href else "")
     # a junction whose child has no feature in this view (e.g. no reproducible one) would dangle: leave it out too
     touched = {k for x, y, *_ in bands for k in (x, y)}
     for f in flows:
@@ -204,7 +228,8 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
                      "hovertemplate": "%{customdata[0]}<extra></extra>"},
         }],
         "layout": {"title": {"text": title},
-                   "height": 480,
+                   # a wide family's column of nodes (each child with its junction and 'new') gets room: 26 px a node
+                   "height": max(480, 60 + 26 * max(xs.count(x) for x in set(xs))),
                    "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
         "undrawn": undrawn,
     }

@@ -46,9 +46,9 @@ def _pipeline(cfg, device: str, threads: int):
 
     from featureflow.pipeline.runner import Pipeline
 
+    torch.set_num_threads(threads)
     key = (cfg.model_dump_json(), device)
     if key not in _pipelines:
-        torch.set_num_threads(threads)
         _pipelines[key] = Pipeline(cfg, device=device)
     return _pipelines[key]
 
@@ -111,7 +111,6 @@ def run_ray(cfg, device: str, stage: str | None = None, address: str | None = No
     (`ray start --head` prints it); without it a local Ray starts with `num_cpus` CPUs (default: all)."""
     need_ray()
     import ray
-    import torch
 
     root = Path(cfg.data_dir).resolve()
     cfg = cfg.model_copy(update={"data_dir": str(root)})  # workers may start in another folder
@@ -121,7 +120,6 @@ def run_ray(cfg, device: str, stage: str | None = None, address: str | None = No
     log.info("plan: %d tasks, %d done, %d to run on Ray", len(plan.tasks), len(plan.tasks) - len(todo), len(todo))
     if not todo:
         return plan
-    threads = cfg.executor.threads or torch.get_num_threads()
     started_here = not ray.is_initialized()
     if started_here:
         kw = {"address": address} if address else {"num_cpus": num_cpus, "object_store_memory": 256 * 2**20}
@@ -145,15 +143,16 @@ def run_ray(cfg, device: str, stage: str | None = None, address: str | None = No
                 return sorted(self.running)
 
         tracker = Tracker.remote()
-        # Ray sets OMP_NUM_THREADS to a task's CPUs; numpy's BLAS would then sum in another order than the local run
-        # does, and matching would differ in the last bit: every task's libraries get the driver's thread count
-        env = {v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
         remote = ray.remote(run_task)
         refs: dict[str, object] = {}
         for t in todo:
             res = cfg.executor.resources.get(t.kind)
             cpus, gpus = (res.num_cpus, res.num_gpus) if res else (1, 0)
             dev = "cuda" if gpus else device
+            # threads per task: its CPUs (more would make the workers' threads fight over the cores), or
+            # `executor.threads`; torch's and the BLAS libraries' alike (Ray sets only OMP_NUM_THREADS)
+            threads = cfg.executor.threads or max(1, int(cpus))
+            env = {v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
             deps = [refs[i] for i in t.inputs if i in refs]
             # an input's ref as an argument: Ray starts the task once that input's task has finished
             refs[t.id] = remote.options(num_cpus=cpus, num_gpus=gpus, name=t.id, max_retries=0,

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query
 
-from featureflow.explorer import figures
+from featureflow.explorer import collapse, figures
 from featureflow.explorer.views import (Mode, Page, PerPage, SankeyPopulation, Stable, State, StoreDep, TokenLevel,
                                         stable_flag, view)
 from featureflow.modes import mode_label, rule_of
@@ -19,7 +19,12 @@ router = APIRouter()
 
 
 @view(router, "/", "overview.html", fragment="_flows.html", table=lambda d: d["flows"])
-def overview(store: StoreDep, state: State, population: SankeyPopulation) -> dict:
+def overview(store: StoreDep, state: State, population: SankeyPopulation,
+             expand: Annotated[str | None, Query(max_length=2000, pattern=r"^[A-Za-z0-9_.,\- ]*$",
+                                                 description="a wide family's Sankey folds sibling groups (same "
+                                                 "parents, recipe and domains) into one node each: 'all' draws "
+                                                 "every member, else the groups named (by their first member), "
+                                                 "comma-separated")] = None) -> dict:
     """The run: models, lineage, SAE health and the Sankey of feature flows at a threshold and matching
     mode (all features, or only reproducible ones: on by default where seed replicas exist), each edge's
     persistence beside its seed-control noise floor, its reproducible persistence with 95% intervals and
@@ -29,14 +34,25 @@ def overview(store: StoreDep, state: State, population: SankeyPopulation) -> dic
     flows = store.flows(t, mode)
     # links out of the reproducible Sankey list reproducible features, where every member can have them
     links = state.query + ("&stable=true" if repro and len(store.replicated) == len(store.models) else "")
+    edges = [(e["parent"], e["child"]) for e in store.edges]
+    opened = collapse.parse_expand(expand)
+    folded = collapse.folded(store.models, edges, opened)
+    groups = collapse.sibling_groups(store.models, edges) if len(store.models) > collapse.COLLAPSE_OVER else {}
+
+    def expand_href(group: str | None) -> str:
+        return f"/?{state.query}&population={population}&expand={collapse.expand_query(opened, group)}"
     return {"threshold": t, "mode": mode, "mode_label": state.mode_label, **state.choices,
             "models_overview": store.overview_models(), "flows": flows, "emerged": store.emerged_in(t, mode),
             "inheritance": store.inheritance(t, mode, repro),
             "floors": store.floors(t, mode), "edges": store.edges, "timings": store.timings, "state": state,
             "population": population, "replicated": store.replicated,
             "colors": {"persist": figures.PERSIST, "lost": figures.LOST, "new": figures.NEW},
+            "folded": folded, "groups": groups, "expand": "all" if opened == "all" else ",".join(sorted(opened)),
+            "expand_all": expand_href(None) if folded else None,
+            "expand_group": {g: expand_href(g) for g in folded},
             "sankey": figures.sankey(store.models, flows, store.node_flows(t, mode, repro), t, state.mode_label,
-                                     links, reproducible=repro, replicated=store.replicated)}
+                                     links, reproducible=repro, replicated=store.replicated, folded=folded,
+                                     expand_href=expand_href)}
 
 
 @view(router, "/edges/{parent}/{child}", "edge.html", fragment="_edge_rows.html", table=lambda d: d["rows"])
