@@ -404,6 +404,29 @@ class FingerprintConfig(Strict):
     top_features: int = Field(20, gt=0)
 
 
+# ---------------------------------------------------------------------------------------- crosscoders
+class CrosscoderConfig(Strict):
+    """A crosscoder per edge (featureflow/pipeline/crosscoder.py): one dictionary read from and written to the
+    parent's and the child's activations at the same token, beside SAE matching. Its latents are shared, parent-only
+    or child-only by their decoder norms' relative norm."""
+    architecture: Literal["batchtopk", "l1"] = Field("batchtopk", description="batchtopk (Minder et al. 2025: no "
+                                                     "L1 shrinkage) or l1 (Lindsey et al. 2024: decoder-norm-weighted "
+                                                     "L1)")
+    expansion: float = Field(8.0, gt=0, description="latents per dimension of one model's activations")
+    k: int = Field(4, ge=1, description="batchtopk: latents kept per row on average over a batch")
+    l1_coefficient: float = Field(0.1, gt=0, description="l1: the penalty's weight (0.1 gives L0 about 26 on "
+                                  "configs/planted.yaml; 0.03 gives 66 and the artefacts Latent Scaling catches)")
+    lr: float = Field(3e-3, gt=0)
+    steps: int = Field(2000, ge=1, description="optimiser steps")
+    batch: int = Field(256, ge=1, description="paired rows (positions or tokens) per step")
+    exclusive_below: float = Field(0.2, gt=0, lt=0.5, description="relative norm rho = |d_child| / (|d_parent| + "
+                                   "|d_child|) below this: parent-only; above 1 minus this: child-only; else shared")
+    scaling: bool = Field(True, description="keep an exclusive call only where Latent Scaling (Minder et al.) finds "
+                          "the other model does not carry the latent's direction (nu below 0.5); else shared")
+    sample_tokens: int = Field(20_000, ge=1, description="an LM edge: tokens of the shared sample every latent is "
+                               "measured on (its activations are held densely: tokens x latents)")
+
+
 # ---------------------------------------------------------------------------------------- executor
 class TaskResources(Strict):
     num_cpus: float = Field(1, ge=0, description="CPUs a Ray task of this kind asks for")
@@ -513,6 +536,10 @@ class PlantedConfig(Strict):
                                   "config, else SAEConfig's defaults with a size for the planted shape")
     matching: MatchingConfig | None = Field(None, description="threshold, top_k and modes; default: the run's "
                                             "`matching` section (token-type modes dropped: there are no tokens)")
+    crosscoder: CrosscoderConfig | None = Field(None, description="also train a crosscoder per planted edge (both "
+                                                "architectures, with and without Latent Scaling) and score its "
+                                                "shared / exclusive calls on the same truth (the scorecard's "
+                                                "`crosscoder`); none by default")
 
     @model_validator(mode="after")
     def _check(self) -> "PlantedConfig":
@@ -571,6 +598,10 @@ class ExperimentConfig(Strict):
     fingerprints: FingerprintConfig = FingerprintConfig()
     controls: ControlsConfig = ControlsConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    crosscoder: CrosscoderConfig | None = Field(None, description="a crosscoder per edge beside SAE matching "
+                                                "(featureflow/pipeline/crosscoder.py; the `crosscoders` stage); none "
+                                                "by default (the demo leaves them out: configs/crosscoder.yaml runs "
+                                                "them)")
     planted: PlantedConfig | None = Field(None, description="a planted family scored with this run's SAE recipe "
                                           "and matching (unless it sets its own): the store gets the scorecard "
                                           "and the explorer's /method page shows it")

@@ -182,6 +182,20 @@ def _report(con, db, threshold, mode) -> None:
             print(f"  {r['sae_of']}'s SAE on {r['data_of']}: explained variance {_num(r['explained_variance'])} "
                   f"(its own SAE {_num(r['own_explained_variance'])}), L0 {r['l0']:.1f} (own "
                   f"{'n/a' if r['own_l0'] is None else format(r['own_l0'], '.1f')})")
+    ccs = con.execute("SELECT * FROM crosscoders ORDER BY parent, child").fetchall()
+    if ccs:
+        cols = [d[0] for d in con.description]
+        t0, m0 = t, origin_mode
+        print(f"\ncrosscoders beside matching (agreement with SAE fates at {t0} under {m0}: latents whose best parent "
+              f"SAE feature correlates at r >= {summary.AGREE_R}):")
+        for row in ccs:
+            c = dict(zip(cols, row))
+            a = summary.crosscoder_agreement(con, c["parent"], c["child"], t0, m0)
+            print(f"  {c['parent']} -> {c['child']} ({c['architecture']}, {c['latents']} latents, L0 {c['l0']:.1f}, "
+                  f"EV {_num(c['ev_parent'])} / {_num(c['ev_child'])}): shared {c['shared']}, parent-only "
+                  f"{c['parent_only']}, child-only {c['child_only']}; agree with SAE fates {a['agree']} of "
+                  f"{a['latents']}" + "".join(f"; SAE {f}: " + ", ".join(f"{v} {k}" for k, v in calls.items())
+                                              for f, calls in a["by_fate"].items()))
     ev = summary.evidence_summary(con)
     if ev:
         print("\nevidence beside matching (per edge: features with a value, mean, 10% / median / 90%):")

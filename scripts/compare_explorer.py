@@ -59,6 +59,8 @@ def crawl(app) -> list[tuple[str, dict]]:
         pages += [q(base, fate=f) for f in ("persisting", "disappearing", "inherited", "emerging")]
         pages += [q(base, fate="persisting", sort="density", order="asc", per_page=5, page=2, **states[1]),
                   q(base, stable="true", token_level="false"), q(base, token_level="true", sort="llr")]
+        pages += [q(f"{base}/crosscoder"), q(f"{base}/crosscoder", call="shared", sort="fire_rate", order="desc",
+                                              **states[1])]
     for m in models:
         pages += [q(f"/models/{m}"), q(f"/models/{m}", variant="delta-logits")]
         for f in feats[m]:

@@ -2,7 +2,9 @@
 of one family? For each shape (`SHAPES`: overrides of a planted config) and mode, precision / recall of every fate
 call on reproducible latents, the share left uncertain, split calls (precision, recall over every planted split
 and over the splits the child's SAE resolved) and what the planted merge is called to inherit (both parents, the
-first only, the second only: precision / recall), then the spread (min-max) over shapes.
+first only, the second only: precision / recall), then the spread (min-max) over shapes. With a `crosscoder:` in
+the planted section, the crosscoder modes too (`pipeline/crosscoder_planted.py`: all latents, no seed replicas;
+recall over planted features).
 
     python scripts/planted_shapes.py --config configs/planted.yaml [--shapes A,B,C] [--json out.json]
 
@@ -49,6 +51,9 @@ def summarise(card: dict) -> dict:
                      "inheritance": {k: (v["precision"], v["recall"]) if isinstance(v, dict) and "precision" in v
                                      else v for k, v in card.get("inheritance", {}).get(mode, {})
                                      .get("reproducible", {}).items()}}
+    for mode, fates in card.get("crosscoder", {}).get("modes", {}).items():  # all latents: no crosscoder replicas
+        out[mode] = {**{f: (fates[f]["precision"], fates[f]["recall"]) for f in FATES}, "uncertain": None,
+                     "split": None, "inheritance": {}}
     return out
 
 
@@ -76,7 +81,8 @@ def main() -> None:
             u, s = r["uncertain"], r["split"]
             print(f"  {mode:22s} " + " | ".join(f"{_f(r[f][0])} / {_f(r[f][1])}" for f in FATES)
                   + f" | {(_f(u[0]) + ' / ' + _f(u[1])) if u else '   -   '}"
-                  + f" | {_f(s[0])} / {_f(s[1])} / {_f(s[2])} ({s[3]} calls, {s[4]} planted, {s[5]} resolved)")
+                  + (f" | {_f(s[0])} / {_f(s[1])} / {_f(s[2])} ({s[3]} calls, {s[4]} planted, {s[5]} resolved)" if s
+                     else " | crosscoder: all its latents, recall over planted features"))
             h = r["inheritance"]
             if h:
                 print(f"  {'':22s} merge inherits: " + "; ".join(f"{k} P / R {_f(h[k][0])} / {_f(h[k][1])}"

@@ -42,7 +42,10 @@ ran, so what they read is in it) and the artefact folders on disk right after th
     data = tmp_path_factory.mktemp("tinyrun")
     cfg = parse_config(tiny_dict(data))
     plan_before = make_plan(cfg, device="cpu")
+    import torch
+
     pl = Pipeline(cfg, device="cpu")
+    pl.threads = torch.get_num_threads()  # the thread count floating-point sums followed (tests/test_executors.py)
     pl.recorder = trace = Recorder()
     with observing(trace.built):
         pl.run()

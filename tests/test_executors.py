@@ -61,11 +61,9 @@ def run_cli(cfg: Path, log: Path) -> subprocess.Popen:
 
 @pytest.mark.skipif(not has_ray, reason="the `ray` extra is not installed (scripts/test.sh installs it)")
 def test_ray_run_killed_midway_resumes_to_the_local_runs_artefacts_and_store(tiny_pipeline, tmp_path):
-    import torch
-
     cfg_path = tmp_path / "tiny.yaml"
     # each task with the local run's thread count: floating-point sums (numpy's BLAS in decoder matching) follow it
-    raw = tiny_dict(tmp_path / "data", executor={"threads": torch.get_num_threads()})
+    raw = tiny_dict(tmp_path / "data", executor={"threads": tiny_pipeline.threads})
     cfg_path.write_text(yaml.safe_dump(raw, sort_keys=False))  # sort_keys=False: the domains' order is content
     run = tmp_path / "data" / "tiny"
     p = run_cli(cfg_path, tmp_path / "first.log")
@@ -156,6 +154,8 @@ def test_unknown_task_kind_in_executor_resources_is_named(tiny_pipeline):
 
     plan = make_plan(tiny_pipeline.cfg)
     cfg = tiny_pipeline.cfg.model_copy(deep=True)
-    cfg.executor.resources = {"sea": cfg.executor.model_fields["resources"].annotation.__args__[1]()}
+    from featureflow.config import TaskResources
+
+    cfg.executor.resources = {"sea": TaskResources()}
     with pytest.raises(ValueError, match=r"executor.resources: unknown task kind 'sea' \(this config's kinds: .*sae"):
         kinds_checked(plan, cfg)

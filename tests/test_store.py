@@ -109,13 +109,14 @@ def _fake_inputs(cfg, root):
         evidence={("transfer", p, c): root / "evidence" / f"transfer.{p}--{c}-k" for p, c in cfg.edges()},
         cross={(p, c): root / "activations" / f"{p}.r0.on.{c}-k" for p, c in cfg.edges()},
         survival={m.name: root / "survival" / f"{m.name}-k" for m in cfg.family if m.make == "merge"},
+        crosscoders={(p, c): root / "crosscoders" / f"{p}--{c}.batchtopk-k" for p, c in cfg.edges()},
         default_mode=cfg.matching.modes[0], timings={"corpora": 1.0}, stage_seconds={"corpora": 1.0})
 
 
 def test_the_store_key_follows_its_inputs(tmp_path):
     """`inputs_key(cfg, inputs)`: the same inputs give the same key (a resumed run finds the store up to date);
     another artefact behind any input the key hashes (activations, default-mode matches, floors, agreements,
-    autointerp, cases, fingerprints, planted, controls, evidence; members, SAEs, corpora, tokenizer and sample reach it through the
+    autointerp, cases, fingerprints, planted, controls, evidence, crosscoders; members, SAEs, corpora, tokenizer and sample reach it through the
     activation keys and the config) gives another key (the store is rebuilt); the building process's device
     and timings are not inputs."""
     import dataclasses
@@ -142,7 +143,8 @@ def test_the_store_key_follows_its_inputs(tmp_path):
         "controls": {c: {**v, "acts": moved(v["acts"])} for c, v in inp.controls.items()},
         "control_matches": {k: moved(v) for k, v in inp.control_matches.items()},
         "evidence": {k: moved(v) for k, v in inp.evidence.items()},
-        "cross": {k: moved(v) for k, v in inp.cross.items()}}
+        "cross": {k: moved(v) for k, v in inp.cross.items()},
+        "crosscoders": {k: moved(v) for k, v in inp.crosscoders.items()}}
     assert inp.controls and inp.control_matches  # the tiny config has a random-weights control by default
     assert inp.floors  # the tiny config has seed replicas: the floors are an input
     keys = {f: inputs_key(cfg, dataclasses.replace(inp, **{f: v})) for f, v in changed.items()}

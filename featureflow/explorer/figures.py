@@ -245,18 +245,19 @@ def _spread(xs: list[float], ranks: list[tuple] | None = None) -> list[float]:
     return out
 
 
-def histogram(edges: list[float], counts: list[int], title: str = "Activation histogram (non-zero)") -> dict:
+def histogram(edges: list[float], counts: list[int], title: str = "Activation histogram (non-zero)",
+              x: str = "activation", y: str = "tokens", log_y: bool = True) -> dict:
     if not counts:
         return {"data": [], "layout": {"title": {"text": "never fires in the sample"}, "height": 220}}
     centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
     width = edges[1] - edges[0]
     return {
         "data": [{"type": "bar", "x": centers, "y": counts, "width": width, "marker": {"color": "#e67e22"},
-                  "hovertemplate": "activation %{x:.3f}: %{y} tokens<extra></extra>"}],
+                  "hovertemplate": f"{x} %{{x:.3f}}: %{{y}} {y}<extra></extra>"}],
         "layout": {"title": {"text": title}, "height": 240, "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
-                   "xaxis": {"title": {"text": "activation"}},
+                   "xaxis": {"title": {"text": x}},
                    # log counts by default: one tall bin near 0 would flatten the rest (the page toggles linear)
-                   "yaxis": {"title": {"text": "tokens"}, "type": "log"}},
+                   "yaxis": {"title": {"text": y}, **({"type": "log"} if log_y else {})}},
     }
 
 

@@ -103,6 +103,7 @@ class Store:
         self.model_idx = {m["model"]: m["idx"] for m in self.models}
         self.edges = self.q("SELECT e.* FROM model_edges e JOIN models c ON c.model = e.child "
                             "JOIN models p ON p.model = e.parent ORDER BY c.idx, p.idx")
+        self.has_crosscoders = bool(self.q1("SELECT count(*) AS n FROM crosscoders")["n"])
 
     # -- plumbing ---------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -306,6 +307,55 @@ class Store:
         self.model(parent), self.model(child)
         have = ", ".join(f"{e['parent']} -> {e['child']}" for e in self.edges) or "none"
         raise NotFound(f"'{parent}' -> '{child}' is not an edge of run '{self.run['name']}' (edges: {have})")
+
+    # ------------------------------------------------------------------------------ crosscoders
+    CROSSCODER_SORTS = {"rho": "rho", "fire_rate": "fire_rate", "latent": "latent", "nu_e": "nu_e"}
+
+    def crosscoder(self, parent: str, child: str) -> dict | None:
+        """The edge's crosscoder (`crosscoders`), or None when the run trained none."""
+        self.edge(parent, child)
+        return self.q1("SELECT * FROM crosscoders WHERE parent = ? AND child = ?", [parent, child])
+
+    def crosscoder_latents(self, parent: str, child: str, call: str | None, sort: str, descending: bool, page: int,
+                           per_page: int) -> dict:
+        """One page of an edge's crosscoder latents (dead ones left out), optionally of one call, each with its top
+        tokens' text."""
+        where, params = "parent = ? AND child = ? AND call <> 'dead'", [parent, child]
+        if call:
+            where += " AND call = ?"
+            params.append(call)
+        total = self.q1(f"SELECT count(*) AS n FROM crosscoder_latents WHERE {where}", params)["n"]
+        col = self.CROSSCODER_SORTS[sort]
+        rows = self.q(f"""SELECT l.*, (SELECT list(v.text ORDER BY t.i) FROM unnest(l.top_tokens) WITH ORDINALITY
+                                      AS t(idx, i) JOIN sample_tokens s ON s.token_index = t.idx
+                                      JOIN vocab v ON v.token_id = s.token_id) AS top_text
+                         FROM crosscoder_latents l WHERE {where}
+                         ORDER BY {col} {'DESC' if descending else 'ASC'} NULLS LAST, latent
+                         LIMIT ? OFFSET ?""", params + [per_page, (page - 1) * per_page])
+        return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),
+                "rows": rows}
+
+    def crosscoder_rho(self, parent: str, child: str, bins: int = 20) -> dict:
+        """The relative norms of the edge's alive latents as a histogram over [0, 1]."""
+        rows = self.q("""SELECT least(floor(rho * ?)::INTEGER, ? - 1) AS b, count(*) AS n FROM crosscoder_latents
+                         WHERE parent = ? AND child = ? AND rho IS NOT NULL GROUP BY b ORDER BY b""",
+                      [bins, bins, parent, child])
+        counts = [0] * bins
+        for r in rows:
+            counts[r["b"]] = r["n"]
+        return {"edges": [i / bins for i in range(bins + 1)], "counts": counts}
+
+    def crosscoder_agreement(self, parent: str, child: str, threshold: float, mode: str | None) -> dict:
+        """How many SAE fates the crosscoder confirms on this edge (`summary.crosscoder_agreement`)."""
+        return summary.crosscoder_agreement(self.cursor(), parent, child, threshold, self.mode(mode))
+
+    def feature_crosscoder(self, model: str, feature: int) -> list[dict]:
+        """The crosscoder latents whose best SAE feature in `model` is this one, best first."""
+        return self.q("""SELECT parent, child, latent, call, rho, CASE WHEN parent = ? THEN parent_r ELSE child_r END
+                                AS r
+                         FROM crosscoder_latents
+                         WHERE (parent = ? AND parent_feature = ?) OR (child = ? AND child_feature = ?)
+                         ORDER BY r DESC NULLS LAST LIMIT 3""", [model, model, feature, model, feature])
 
     def edge_features(self, parent: str, child: str, fate: str, threshold: float, mode: str | None, sort: str,
                       descending: bool, page: int, per_page: int, stable: bool | None = None,

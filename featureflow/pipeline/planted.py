@@ -388,7 +388,13 @@ def _run_planted(cfg: PlantedConfig, sae: SAEConfig | None, matching: MatchingCo
                  progress: bool, keep: dict | None) -> dict:
     t0 = time.time()
     sae_cfg, mcfg = resolve(cfg, sae, matching)
-    card = score_family(cfg, train_family(cfg, sae_cfg, progress), mcfg, device, keep)
+    tf = train_family(cfg, sae_cfg, progress)
+    card = score_family(cfg, tf, mcfg, device, keep)
+    if cfg.crosscoder is not None:  # the same family and truth, read by a crosscoder per edge
+        from featureflow.pipeline.crosscoder_planted import score_crosscoders
+
+        pool = tf.fam.positions(cfg.seed * 7919 + 2, cfg.train_positions)  # the SAEs' training pool, drawn again
+        card["crosscoder"] = score_crosscoders(tf.fam, pool, tf.sample, cfg.crosscoder, cfg.truth_min_cos, cfg.seed)
     card["seconds"] = round(time.time() - t0, 2)
     return card
 
@@ -867,6 +873,10 @@ def format_scorecard(card: dict) -> str:
                          f"{s['called_persisting']}, disappearing {s['called_disappearing']}; calls by truth: "
                          + (", ".join(f"{k} {v}" for k, v in sorted(s["calls_by_truth"].items(), key=lambda kv: -kv[1]))
                             or "-"))
+    if card.get("crosscoder"):
+        from featureflow.pipeline.crosscoder_planted import format_crosscoders
+
+        lines.append(format_crosscoders(card["crosscoder"], card["modes"]))
     for kind, edges in card.get("evidence", {}).items():
         for edge, metrics in edges.items():
             lines.append(f"evidence {kind} ({edge}): " + ", ".join(

@@ -729,6 +729,42 @@ class Pipeline:
             out[name] = build_dir(self._dir("survival", name, key), build)
         return out
 
+    # -------------------------------------------------------------------------------- crosscoders
+    @_stage
+    def crosscoder(self, parent: str, child: str) -> Path:
+        """One edge's crosscoder (`crosscoder:`; featureflow/pipeline/crosscoder.py): latents.npz (per latent: decoder
+        norms, relative norm, cosine, firing, Latent Scaling, call, top tokens, best SAE feature in each model),
+        crosscoder.json (health, calls, training log) and its weights."""
+        from featureflow.pipeline.crosscoder import edge_run
+        from featureflow.pipeline.family.model import load_model
+        from featureflow.pipeline.stages import hashed_seed
+
+        cfg, cc = self.cfg, self.cfg.crosscoder
+        seed = hashed_seed("crosscoder", cfg.seed, parent, child)
+        key = key_of(VERSIONS["crosscoders"], cc, self.member_key(parent), self.member_key(child),
+                     self.acts_key(parent), self.acts_key(child), self.sample().name, cfg.sample, seed)
+        self.needs(self.member(parent), self.member(child), self.activation(parent), self.activation(child),
+                   self.sample(), self.tokenizer())
+
+        def build(tmp: Path) -> None:
+            domains = list(dict.fromkeys(self.cfg.member_domains(parent) + self.cfg.member_domains(child)))
+            info = edge_run(load_model(self.member(parent), self.device).eval(),
+                            load_model(self.member(child), self.device).eval(),
+                            [self.stream(d, "train") for d in domains], self.sample_tokens(), self.load_acts(parent),
+                            self.load_acts(child), cfg.sae.hook, cc, seed, tmp)
+            log.info("crosscoder %s->%s (%s): L0 %.1f, EV %.3f / %.3f, %s in %.1f s", parent, child, cc.architecture,
+                     info["l0"], info["health"]["parent"]["explained_variance"],
+                     info["health"]["child"]["explained_variance"], info["calls"], info["seconds"])
+
+        return build_dir(self._dir("crosscoders", f"{parent}--{child}.{cc.architecture}", key), build)
+
+    @_stage
+    def crosscoders(self) -> dict[tuple[str, str], Path]:
+        """A crosscoder per edge when the config has `crosscoder:`; none otherwise."""
+        if self.cfg.crosscoder is None:
+            return {}
+        return {(p, c): self.crosscoder(p, c) for p, c in self.cfg.edges()}
+
     # --------------------------------------------------------------------------------- autointerp
     def persisting(self, name: str, n_features: int) -> np.ndarray:
         """Features of `name` that persist into some child at the run's threshold under the default mode, called
@@ -915,6 +951,7 @@ class Pipeline:
                           "acts": self.replica_activation(c, 0)} for c, root in self.cfg.control_members().items()},
             control_matches=self.controls(), evidence=self.evidence(),
             cross={(a, b): self.cross_activation(a, b) for a, b in self.cross_pairs()}, survival=self.survival(),
+            crosscoders=self.crosscoders(),
             fingerprints=self.fingerprints(), planted=self.planted(), device=self.device,
             default_mode=self.default_mode, timings=self.timings, stage_seconds=self.stage_seconds)
 

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "matching", "floors", "controls",
-          "evidence", "survival", "autointerp", "cases", "fingerprints", "planted", "store"]
+          "evidence", "survival", "crosscoders", "autointerp", "cases", "fingerprints", "planted", "store"]
 # Bump a stage's version when its code changes what it writes: old artefacts are then rebuilt.
 # activations 4: per-feature tables compiled, quantile examples seeded per feature (seed + feature).
 # saes 4: a member's replicas train in one pass (tokens drawn once per member, shuffled per replica).
@@ -17,7 +17,7 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
 # autointerp 3: the key is redacted in every encoding a server may echo (percent-encoded, base64, JSON-escaped,
 #   split over tokens); the rerun answers from the LLM cache, whose entries are redacted again when read.
 VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 4, "activations": 4, "matching": 4, "floors": 3,
-                                     "autointerp": 3, "cases": 2, "fingerprints": 2, "store": 7}
+                                     "autointerp": 3, "cases": 2, "fingerprints": 2, "store": 8}
 # store 3: schema 7, no lineage columns (read at query time by store/flows.py)
 # store 4: schema 8, the random-weights controls (controls, control_matches, control_assignments)
 # store 5: schema 9, evidence kinds (evidence_kinds, evidence, planted_evidence)
@@ -26,6 +26,8 @@ VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 4, "activations": 4, "
 # controls 1: a random-weights control per root (family/control.py), its SAEs, parents matched against it
 # survival 1: every parent's SAE on a merge member along its interpolation path (featureflow/pipeline/survival.py)
 # store 7: schema 12, merge_survival
+# crosscoders 1: a crosscoder per edge (featureflow/pipeline/crosscoder.py), when the config has `crosscoder:`
+# store 8: schema 13, crosscoders and crosscoder_latents
 # planted 1: the planted-family scorecard (featureflow/pipeline/planted.py; its own PLANTED_VERSION is in the key)
 
 

@@ -60,6 +60,7 @@ class StoreInputs:
     evidence: dict[tuple[str, str, str], Path]     # (evidence kind, parent, child) -> values.npz
     cross: dict[tuple[str, str], Path]              # (sae_of, data_of) -> health.json of one SAE on another model
     survival: dict[str, Path]                       # merge member -> survival.npz (its parents along its path)
+    crosscoders: dict[tuple[str, str], Path]        # (parent, child) -> latents.npz, crosscoder.json (none: {})
     fingerprints: Path                              # fingerprints.json, vectors.npz
     planted: Path | None                            # planted.json (None: the config has no planted section)
     device: str
@@ -81,7 +82,8 @@ def inputs_key(cfg: ExperimentConfig, inp: StoreInputs) -> str:
                     if inp.controls else []),  # a run without controls keeps the key it had before them
                   *([[p.name for p in inp.evidence.values()], [p.name for p in inp.cross.values()]]
                     if inp.evidence else []),
-                  *([[p.name for p in inp.survival.values()]] if inp.survival else []))
+                  *([[p.name for p in inp.survival.values()]] if inp.survival else []),
+                  *([[p.name for p in inp.crosscoders.values()]] if inp.crosscoders else []))
 
 
 def existing_inputs_key(path: Path) -> str | None:
@@ -222,6 +224,7 @@ def _fill(cfg: ExperimentConfig, inp: StoreInputs, con: duckdb.DuckDBPyConnectio
     _fill_controls(inp, con, {n: cfg.member(n).label or n for n in order})
     _fill_evidence(inp, con)
     _fill_survival(inp, con)
+    _fill_crosscoders(inp, con)
     _fill_fingerprints(inp, con)
     if inp.planted is not None:
         insert_planted(con, read_json(inp.planted / "planted.json"))
@@ -301,6 +304,30 @@ def _fill_survival(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:
                                                "parent": np.full(len(f), name[2:], dtype=object),
                                                "t": ts[ti].astype(np.float64), "feature": f.astype(np.int32),
                                                "r": r[ti, f].astype(np.float64)})
+
+
+def _fill_crosscoders(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:
+    """`crosscoders` and `crosscoder_latents`: every edge's crosscoder (none unless configured)."""
+    for (parent, child), folder in inp.crosscoders.items():
+        info = read_json(folder / "crosscoder.json")
+        h, calls, c = info["health"], info["calls"], info["config"]
+        insert_row(con, "crosscoders", {
+            "parent": parent, "child": child, "architecture": info["architecture"], "latents": info["latents"],
+            "tokens": info["tokens"], "l0": info["l0"], "ev_parent": h["parent"]["explained_variance"],
+            "ev_child": h["child"]["explained_variance"], "mse_parent": h["parent"]["mse"],
+            "mse_child": h["child"]["mse"], "exclusive_below": c["exclusive_below"], "scaling": c["scaling"],
+            "shared": calls["shared"], "parent_only": calls["parent-only"], "child_only": calls["child-only"],
+            "dead": calls["dead"], "seed": info["seed"], "seconds": info["seconds"]})
+        with np.load(folder / "latents.npz") as z:
+            n = len(z["rho"])
+            cols = {k: pa.array(z[k].astype(np.float64), mask=~np.isfinite(z[k]))  # NaN (undefined): NULL
+                    for k in ("norm_parent", "norm_child", "rho", "cos", "fire_rate", "max_act", "nu_r", "nu_e",
+                              "parent_r", "child_r")}
+            insert(con, "crosscoder_latents", {
+                "parent": np.full(n, parent, dtype=object), "child": np.full(n, child, dtype=object),
+                "latent": np.arange(n, dtype=np.int32), **cols, "call": z["call"].astype(object),
+                "parent_feature": z["parent_feature"].astype(np.int32), "child_feature": z["child_feature"].astype(np.int32),
+                "top_tokens": [row[row >= 0].tolist() for row in z["top_tokens"]]})
 
 
 def _fill_evidence(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:

@@ -11,7 +11,7 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 # 6: the fate of a feature is no longer stored (`features.fate`, `features.emerged`, `features.depth` and the
 #    `flows` table removed): it is computed at query time, at any threshold and mode, by the one fate rule in
 #    `featureflow/store/flows.py` (`PERSISTS`, `edge_matches`, `feature_fates`, `flows`).
@@ -24,6 +24,7 @@ SCHEMA_VERSION = 12
 # 9: evidence kinds (`evidence_kinds`, `evidence`, `planted_evidence`): numbers per feature and edge beside the
 #    matches, one registered kind per file in `featureflow/evidence/`, every kind in the same long table.
 # 10: `cross_health`: how well one member's SAE reconstructs another model's activations (transfer's health).
+# 13: crosscoders (`crosscoders`, `crosscoder_latents`): a crosscoder per edge beside matching, when configured.
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
@@ -212,6 +213,28 @@ TABLES: dict[str, tuple[str, str]] = {
                        "never fires there) is left out. At the parent's own end of the path (t = 0 for the first "
                        "parent, 1 for the second) the merge is the parent and r = 1.", """
         model VARCHAR, parent VARCHAR, t DOUBLE, feature INTEGER, r DOUBLE"""),
+    "crosscoders": ("A crosscoder per edge (featureflow/pipeline/crosscoder.py; none unless the config has "
+                    "`crosscoder:`): one dictionary read from and written to the parent's and the child's activations "
+                    "at the same token. Its architecture, latents, L0 and the explained variance / MSE of each model's "
+                    "reconstruction over the `tokens` of the shared sample its latents are measured on; the rule "
+                    "(`exclusive_below`, `scaling`) and the calls it gave.", """
+        parent VARCHAR, child VARCHAR, architecture VARCHAR, latents INTEGER, tokens INTEGER, l0 DOUBLE,
+        ev_parent DOUBLE, ev_child DOUBLE, mse_parent DOUBLE, mse_child DOUBLE, exclusive_below DOUBLE,
+        scaling BOOLEAN, shared INTEGER, parent_only INTEGER, child_only INTEGER, dead INTEGER, seed BIGINT,
+        seconds DOUBLE"""),
+    "crosscoder_latents": ("Every latent of an edge's crosscoder: its decoder norm in each model, the relative norm "
+                           "`rho` = norm_child / (norm_parent + norm_child) (Lindsey et al.: 0 parent-only, 1 "
+                           "child-only), the cosine between its two directions, its firing rate and largest "
+                           "activation on the shared sample, Latent Scaling's ratios `nu_r` / `nu_e` (Minder et al.: "
+                           "the weaker model's least-squares scale of the latent's direction over the stronger's, for "
+                           "the reconstruction and for the error; near 0 when the weaker model does not carry it), "
+                           "its `call` (shared / parent-only / child-only / dead, by `crosscoders.exclusive_below` and, "
+                           "with `scaling`, Latent Scaling), its five top tokens (flat indices into the shared sample, "
+                           "`sample_tokens.token_index`; -1: fewer firings) and its best-matching SAE feature in each "
+                           "model by activation Pearson (`parent_feature`, `parent_r`, `child_feature`, `child_r`).", """
+        parent VARCHAR, child VARCHAR, latent INTEGER, norm_parent DOUBLE, norm_child DOUBLE, rho DOUBLE,
+        cos DOUBLE, fire_rate DOUBLE, max_act DOUBLE, nu_r DOUBLE, nu_e DOUBLE, call VARCHAR,
+        parent_feature INTEGER, parent_r DOUBLE, child_feature INTEGER, child_r DOUBLE, top_tokens BIGINT[]"""),
     "cross_health": ("One member's SAE (`sae_of`, replica) on another model's activations over the shared sample "
                      "(`data_of`: a child, a parent or a random-weights control), the encode transfer evidence "
                      "reads: explained variance (1 - squared error / total variance about the mean), MSE per "

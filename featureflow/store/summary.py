@@ -112,3 +112,30 @@ def cross_health(cur, labels: dict[str, str] | None = None) -> list[dict]:
         r["sae_label"] = labels.get(r["sae_of"], r["sae_of"])
         r["data_label"] = labels.get(r["data_of"], r["data_of"])
     return rows
+
+
+AGREE_R = 0.5  # a crosscoder latent speaks for the SAE feature it correlates with at least this well (activation r)
+
+
+def crosscoder_agreement(cur, parent: str, child: str, threshold: float, mode: str) -> dict:
+    """How many SAE fates an edge's crosscoder confirms: each alive latent whose best parent SAE feature correlates
+    with it at least AGREE_R, that feature's fate at `threshold` under `mode` (persisting or disappearing, the one
+    fate rule) against the latent's call (shared or parent-only): counts by (fate, call), and how many agree
+    (persisting with shared, disappearing with parent-only)."""
+    fates = {}
+    for fate in ("persisting", "disappearing"):
+        _, rows = F.edge_features(cur, parent, child, fate, threshold, mode, "feature", False, 1 << 30, 0)
+        fates.update({r["feature"]: fate for r in rows})
+    lat = cur.execute("""SELECT parent_feature, call FROM crosscoder_latents WHERE parent = ? AND child = ?
+                         AND call <> 'dead' AND parent_r >= ?""", [parent, child, AGREE_R]).fetchall()
+    table: dict[str, dict[str, int]] = {}
+    agree = n = 0
+    for feature, call in lat:
+        fate = fates.get(feature)
+        if fate is None:
+            continue
+        table.setdefault(fate, {}).setdefault(call, 0)
+        table[fate][call] += 1
+        n += 1
+        agree += (fate, call) in (("persisting", "shared"), ("disappearing", "parent-only"))
+    return {"latents": n, "agree": agree, "share": agree / n if n else None, "by_fate": table, "min_r": AGREE_R}

@@ -37,6 +37,7 @@ def feature(model: str, feature: FeatureId, store: StoreDep, state: State) -> di
             "explanation": f.pop("explanation"), "matches": matches,
             "lineage": lineage, "events": store.feature_events(model, feature, t, mode),
             "survival": store.feature_survival(model, feature, t),
+            "crosscoder": store.feature_crosscoder(model, feature) if store.has_crosscoders else [],
             "histogram": figures.histogram(f["histogram"]["edges"], f["histogram"]["counts"]),
             "parents": store.parents(model), "children": store.children(model),
             **({"evidence": store.feature_evidence(model, feature)} if store.evidence_kinds else {})}

@@ -83,11 +83,40 @@ def edge(parent: str, child: str, store: StoreDep, state: State,
               for k in ("r", "density", "llr", "sim_score")}
     return {**res, "edge": {**e, "parent_label": store.label(parent), "child_label": store.label(child)},
             "fate": fate, "counts": counts, "sort": sort, "order": order, "state": state, "stable": stable,
-            "doubt": rule_of(state.mode).admits_doubt,
+            "doubt": rule_of(state.mode).admits_doubt, "has_crosscoder": store.has_crosscoders,
             "token_level": token,
             "stable_query": ("" if stable is None else f"&stable={str(stable).lower()}") +
                             ("" if token is None else f"&token_level={str(token).lower()}"),
             "query": urlencode(params), "resort": resort, **state.choices}
+
+
+@view(router, "/edges/{parent}/{child}/crosscoder", "crosscoder.html", table=lambda d: d["rows"])
+def crosscoder(parent: str, child: str, store: StoreDep, state: State,
+               call: Annotated[str | None, Query(pattern="^(shared|parent-only|child-only)$",
+                                                 description="only the latents of one call")] = None,
+               sort: Annotated[str, Query(pattern="^(rho|fire_rate|latent|nu_e)$")] = "rho",
+               order: Annotated[str, Query(pattern="^(desc|asc)$")] = "asc",
+               page: Page = 1, per_page: PerPage = 50) -> dict:
+    """The edge's crosscoder (when the run trained one, `crosscoder:`): its health, the relative norms of its latents
+    (0: parent-only, 1: child-only), its latents sorted (by relative norm: the most parent-only first), each with
+    its decoder norms, Latent Scaling's ratios, top tokens and best-matching SAE feature in each model, and how
+    many SAE fates at the page's threshold and mode it confirms."""
+    e = store.edge(parent, child)
+    cc = store.crosscoder(parent, child)
+    base = {"edge": {**e, "parent_label": store.label(parent), "child_label": store.label(child)}, "crosscoder": cc,
+            "state": state, "call": call, "sort": sort, "order": order, **state.choices}
+    if cc is None:
+        return {**base, "rows": [], "total": 0, "page": 1, "pages": 1, "per_page": per_page, "rho": None,
+                "agreement": None, "rho_figure": None}
+    res = store.crosscoder_latents(parent, child, call, sort, order == "desc", page, per_page)
+    rho = store.crosscoder_rho(parent, child)
+    params = {"threshold": state.threshold, "mode": state.mode, "sort": sort, "order": order, "per_page": per_page,
+              **({"call": call} if call else {})}
+    return {**base, **res, "rho": rho, "agreement": store.crosscoder_agreement(parent, child, state.threshold, state.mode),
+            "rho_figure": figures.histogram(rho["edges"], rho["counts"], "Relative decoder norm of alive latents "
+                                            "(0: parent-only, 1: child-only)", x="relative norm ρ", y="latents",
+                                            log_y=False),
+            "query": urlencode(params)}
 
 
 @view(router, "/floors", "floors.html", table=lambda d: d["floors"])
