@@ -120,3 +120,9 @@ def test_inheritance_counts_equal_a_count_from_the_match_rows(tiny_pipeline, thr
     assert repro["n"] <= got["n"] and all(repro[k] <= got[k] for k in want)
     over = client.get("/api/", params={"threshold": threshold, "mode": "pearson", "population": "all"}).json()
     assert over["inheritance"] == [got]  # the overview's sentence reads the same counts
+    # the three-way Sankey on /merge: one band per class into the merged node, as wide as its count
+    fig = m["inheritance_figure"]["data"][0]
+    keys = [c[2] for c in fig["node"]["customdata"]]
+    widths = {keys[s].split(":")[1]: v for s, v in zip(fig["link"]["source"], fig["link"]["value"])}
+    assert widths == {k: repro[k] for k in ("both", "first", "second", "uncertain", "split", "new") if repro[k]}
+    assert sum(widths.values()) == repro["n"] and set(fig["link"]["target"]) == {len(keys) - 1}

@@ -235,6 +235,43 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     }
 
 
+def inheritance_sankey(h: dict, labels: dict[str, str], href: str = "") -> dict:
+    """A merged member's features by where they come from (`flows.inheritance_counts` row `h`): one band per class
+    into the merged model: from both parents, from the first only, from the second only, split or absorbed,
+    uncertain, new. Every band's width is its count, so the merged node is as tall as its features."""
+    first, second = labels.get(h["first_parent"], h["first_parent"]), labels.get(h["second_parent"], h["second_parent"])
+    classes = [("both", f"both {first} and {second}", "#8e6bb8"), ("first", f"{first} only", PALETTE[0]),
+               ("second", f"{second} only", PALETTE[1]), ("split", "split / absorbed", SPLIT),
+               ("uncertain", "uncertain", UNSURE), ("new", "new", "#e67e22")]
+    shown = [(k, text, color) for k, text, color in classes if h.get(k)]
+    merged = labels.get(h["model"], h["model"])
+    if not shown:
+        return {"data": [], "layout": {"title": {"text": f"No feature of {merged} in this view"}, "height": 120}}
+    n = len(shown)
+    node_labels = [f"{text} · {h[k]:,}" for k, text, _ in shown] + [f"{merged} · {h['n']:,}"]
+    hover = [f"{h[k]:,} of {h['n']:,} {merged} features ({numbers.pct(h[k] / h['n'])}): {text}" for k, text, _ in shown]
+    return {
+        "data": [{"type": "sankey", "arrangement": "snap",  # two columns: Plotly stacks each without overlap
+                  "node": {"label": node_labels, "color": [c for *_, c in shown] + ["#34495e"], "pad": 12,
+                           "thickness": 16,
+                           "customdata": [[t, href, f"class:{k}"] for (k, *_), t in zip(shown, hover)]
+                           + [[f"{merged}: {h['n']:,} features", href, f"model:{h['model']}"]],
+                           "hovertemplate": "%{customdata[0]}<extra></extra>"},
+                  "link": {"source": list(range(n)), "target": [n] * n, "value": [h[k] for k, *_ in shown],
+                           "color": [_alpha(c) for *_, c in shown],
+                           "customdata": [[t, href, f"class:{k} > model:{h['model']}"] for (k, *_), t in zip(shown, hover)],
+                           "hovertemplate": "%{customdata[0]}<extra></extra>"}}],
+        "layout": {"title": {"text": f"Where {merged}'s features come from"}, "height": 320,
+                   "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
+    }
+
+
+def _alpha(color: str, a: float = 0.45) -> str:
+    """A #rrggbb colour as rgba with alpha `a` (a band's colour from its node's)."""
+    c = color.lstrip("#")
+    return f"rgba({int(c[0:2], 16)}, {int(c[2:4], 16)}, {int(c[4:6], 16)}, {a})" if len(c) == 6 else color
+
+
 def _spread(xs: list[float], ranks: list[tuple] | None = None) -> list[float]:
     """Evenly spaced y positions within each column, top to bottom by rank (default: node order)."""
     ranks = ranks or [(i,) for i in range(len(xs))]

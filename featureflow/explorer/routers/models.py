@@ -4,6 +4,8 @@ the merge's SLERP sweeps."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import APIRouter
 
 from featureflow.explorer import figures
@@ -46,4 +48,7 @@ def merge(store: StoreDep, state: State) -> dict:
     for m in merges:
         m["figure"] = figures.slerp_curves(m, labels)
         m["survival_figure"] = figures.survival_curves(m, labels, state.threshold) if m["survival"] else None
+        m["inheritance_figure"] = (figures.inheritance_sankey(m["inheritance"], labels,
+                                                              f"/features?model={quote(m['model'])}&{state.query}")
+                                   if m.get("inheritance") else None)
     return {"merges": merges, "state": state, "replicated": store.replicated, **state.choices}
