@@ -4,9 +4,9 @@ The runner (`runner.py`) is a pull graph: each stage method asks for its inputs,
 `build_dir`. Walking it with building switched off (`artifacts.planning`) while a `Recorder` listens to every
 stage call and every `build_dir` gives the plan:
 
-- a **task** is one stage call that builds artefacts itself (`member('lua')`, `match('babypython', 'lua',
+- a **task** is one stage call that builds artefacts itself (`member('child')`, `match('parent', 'child',
   'pearson')`), except a member's SAE replicas, which train together in one pass and so form one task
-  (`sae('lua')`);
+  (`sae('child')`);
 - its **inputs** are the tasks whose artefacts it asked for (directly, or through stage calls that build nothing
   themselves);
 - a task is **done** when every artefact it owns has its `DONE` marker.
@@ -40,7 +40,7 @@ class Node:
 
 @dataclass
 class Task:
-    id: str                 # e.g. "member(lua)", "sae(lua)", "match(babypython, lua, pearson)"
+    id: str                 # e.g. "member(child)", "sae(child)", "match(parent, child, pearson)"
     kind: str               # the stage method: every task of one kind asks for the same resources
     calls: list[Call]       # what a worker calls, in order, to build it
     outputs: list[Path]     # the artefact folders it owns
