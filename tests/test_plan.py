@@ -13,11 +13,21 @@ from featureflow.pipeline.plan import make_plan, task_id, tasks_of
 
 
 def upstream(plan) -> dict[str, set[str]]:
+    """Every task's upstream tasks, walked here from the inputs (the oracle of `Plan.upstream`)."""
     by = plan.by_id()
     out: dict[str, set[str]] = {}
-    for t in plan.order():
-        out[t.id] = set(t.inputs).union(*(out[i] for i in t.inputs)) if t.inputs else set()
-        assert all(i in by for i in t.inputs), t.id
+
+    def walk(tid: str) -> set[str]:
+        if tid not in out:
+            assert all(i in by for i in by[tid].inputs), tid
+            out[tid] = set()
+            for i in by[tid].inputs:
+                out[tid] |= {i} | walk(i)
+        return out[tid]
+
+    for t in plan.tasks:
+        walk(t.id)
+    assert out == plan.upstream()
     return out
 
 

@@ -145,6 +145,7 @@ def run_ray(cfg, device: str, stage: str | None = None, address: str | None = No
         tracker = Tracker.remote()
         remote = ray.remote(run_task)
         refs: dict[str, object] = {}
+        upstream = plan.upstream()
         for t in todo:
             res = cfg.executor.resources.get(t.kind)
             cpus, gpus = (res.num_cpus, res.num_gpus) if res else (1, 0)
@@ -153,7 +154,9 @@ def run_ray(cfg, device: str, stage: str | None = None, address: str | None = No
             # `executor.threads`; torch's and the BLAS libraries' alike (Ray sets only OMP_NUM_THREADS)
             threads = cfg.executor.threads or max(1, int(cpus))
             env = {v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-            deps = [refs[i] for i in t.inputs if i in refs]
+            # every upstream task still to run, not only the direct inputs: an input done on disk whose own input
+            # was removed must not let this task start before that one is rebuilt
+            deps = [refs[i] for i in sorted(upstream[t.id]) if i in refs]
             # an input's ref as an argument: Ray starts the task once that input's task has finished
             refs[t.id] = remote.options(num_cpus=cpus, num_gpus=gpus, name=t.id, max_retries=0,
                                         runtime_env={"env_vars": env}).remote(

@@ -195,6 +195,13 @@ class Plan:
             raise RuntimeError(f"the task graph has a cycle through {', '.join(stuck[:5])}")
         return out
 
+    def upstream(self) -> dict[str, set[str]]:
+        """Each task's every upstream task (its inputs, theirs, and so on)."""
+        out: dict[str, set[str]] = {}
+        for t in self.order():
+            out[t.id] = set(t.inputs).union(*(out[i] for i in t.inputs)) if t.inputs else set()
+        return out
+
     def critical_path(self) -> tuple[list[Task], float | None]:
         """The chain of tasks that bounds wall time from below with unlimited workers: the longest path by build
         seconds when every task is done (from its DONE markers), else by task count. Returns (path, seconds or
