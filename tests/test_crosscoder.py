@@ -157,3 +157,15 @@ def test_lm_edges_crosscoders_in_the_store_api_and_report(tiny_pipeline, tmp_pat
     assert f"/edges/{p}/{c}/crosscoder" in page
     print_report(str(cfg.store_path()))
     assert f"{p} -> {c} (batchtopk, 256 latents" in capsys.readouterr().out
+
+
+def test_auxk_revives_dead_latents(fam):
+    """BatchTopK leaves latents that never fire; AuxK (trained on what the live latents leave) revives some: fewer
+    latents dead on the sample than the same crosscoder, same seed and batches, without it."""
+    f, sample, pool = fam
+    dead = {}
+    for aux in (0, 16):
+        cfg = CC.model_copy(update={"expansion": 8, "aux_k": aux, "dead_after": 50})
+        m = edge_crosscoder(f, "root", "a", pool, sample, cfg, seed=4)
+        dead[aux] = int((~np.isfinite(m["rho"])).sum())
+    assert dead[0] > 0 and dead[16] < dead[0], dead

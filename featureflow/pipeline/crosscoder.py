@@ -82,6 +82,7 @@ def train_crosscoder(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], d: in
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
     mins: list[float] = []
     log = []
+    idle = torch.zeros(cc.b_enc.shape[0], dtype=torch.long)  # steps since each latent last fired
     for step in range(cfg.steps):
         xp, xc = next(batches)
         f = cc.encode(xp, xc, train=True)
@@ -90,6 +91,19 @@ def train_crosscoder(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], d: in
         loss = mse
         if cfg.architecture == "l1":
             loss = loss + cfg.l1_coefficient * (f * cc.W_dec.norm(dim=-1).sum(-1)).sum(-1).mean()
+        idle = torch.where((f > 0).any(0), torch.zeros_like(idle), idle + 1)
+        dead = idle > cfg.dead_after
+        if cfg.architecture == "batchtopk" and cfg.aux_k and dead.any():
+            # AuxK (Gao et al. 2024): the latents dead for `dead_after` steps, their `aux_k` largest pre-activations
+            # per row, reconstruct what the live ones left over, in both models; weight `aux_coefficient`
+            pre = torch.relu(cc.pre(xp, xc)).masked_fill(~dead, 0.0)
+            top = torch.topk(pre, min(cfg.aux_k, int(dead.sum())), dim=-1)
+            fa = torch.zeros_like(pre).scatter(-1, top.indices, top.values)
+            ap, ac = fa @ cc.W_dec[:, 0], fa @ cc.W_dec[:, 1]
+            ep, ec = (xp - rp).detach(), (xc - rc).detach()
+            aux = ((ap - ep) ** 2).sum(-1).mean() + ((ac - ec) ** 2).sum(-1).mean()
+            scale = (ep ** 2).sum(-1).mean() + (ec ** 2).sum(-1).mean()
+            loss = loss + cfg.aux_coefficient * aux / scale.clamp_min(1e-12)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
