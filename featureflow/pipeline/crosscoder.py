@@ -246,9 +246,11 @@ def edge_run(parent, child, streams: list[np.ndarray], sample: np.ndarray, paren
     from featureflow.pipeline.matching import pearson_topk
     from featureflow.pipeline.sae import activations
 
+    from featureflow.pipeline.hooks import hooked
+
     t0 = time.time()
     context = sample.shape[1]
-    d = next(lm_batches(parent, child, streams, context, context, hook, seed))[0].shape[1]
+    d = hooked(parent).check(hook)  # the activations' width at the hook
     cc, log = train_crosscoder(lm_batches(parent, child, streams, context, cfg.batch, hook, seed), d, cfg, seed,
                                log_every=max(1, cfg.steps // 20))
     windows = sample[: max(1, -(-cfg.sample_tokens // context))]

@@ -139,27 +139,31 @@ def tasks_of(rec: Recorder) -> list[Task]:
     return list(tasks.values())
 
 
+def upstream_of(tasks: list[Task]) -> dict[str, set[str]]:
+    """Each task's every upstream task (its inputs, theirs, and so on); inputs that are not tasks are ignored."""
+    by = {t.id: t for t in tasks}
+    out: dict[str, set[str]] = {}
+
+    def up(tid: str) -> set[str]:
+        if tid not in out:
+            out[tid] = set()
+            for i in by[tid].inputs:
+                if i in by:
+                    out[tid] |= {i} | up(i)
+        return out[tid]
+
+    for t in tasks:
+        up(t.id)
+    return out
+
+
 def reduce_inputs(tasks: list[Task]) -> None:
     """Keep of each task's inputs only those no other input already reads (a transitive reduction): `match` reads
     `activation`, which reads `sae`, so `sae` is not listed as an input of `match` as well. The order the
     inputs allow, and the critical path, are unchanged."""
-    by = {t.id: t for t in tasks}
-    upstream: dict[str, set[str]] = {}
-
-    def up(tid: str) -> set[str]:
-        if tid not in upstream:
-            upstream[tid] = set()
-            acc: set[str] = set()
-            for i in by[tid].inputs:
-                if i in by:
-                    acc |= {i} | up(i)
-            upstream[tid] = acc
-        return upstream[tid]
-
+    upstream = upstream_of(tasks)
     for t in tasks:
-        up(t.id)
-    for t in tasks:
-        below = set().union(*(upstream[i] for i in t.inputs if i in by)) if t.inputs else set()
+        below = set().union(*(upstream[i] for i in t.inputs if i in upstream))
         t.inputs = [i for i in t.inputs if i not in below]
 
 
@@ -197,10 +201,7 @@ class Plan:
 
     def upstream(self) -> dict[str, set[str]]:
         """Each task's every upstream task (its inputs, theirs, and so on)."""
-        out: dict[str, set[str]] = {}
-        for t in self.order():
-            out[t.id] = set(t.inputs).union(*(out[i] for i in t.inputs)) if t.inputs else set()
-        return out
+        return upstream_of(self.tasks)
 
     def critical_path(self) -> tuple[list[Task], float | None]:
         """The chain of tasks that bounds wall time from below with unlimited workers: the longest path by build

@@ -29,7 +29,6 @@ On real models nobody knows which features persist; on a synthetic family the tr
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -393,8 +392,7 @@ def _run_planted(cfg: PlantedConfig, sae: SAEConfig | None, matching: MatchingCo
     if cfg.crosscoder is not None:  # the same family and truth, read by a crosscoder per edge
         from featureflow.pipeline.crosscoder_planted import score_crosscoders
 
-        pool = tf.fam.positions(cfg.seed * 7919 + 2, cfg.train_positions)  # the SAEs' training pool, drawn again
-        card["crosscoder"] = score_crosscoders(tf.fam, pool, tf.sample, cfg.crosscoder, cfg.truth_min_cos, cfg.seed)
+        card["crosscoder"] = score_crosscoders(tf.fam, tf.pool, tf.sample, cfg.crosscoder, cfg.truth_min_cos, cfg.seed)
     card["seconds"] = round(time.time() - t0, 2)
     return card
 
@@ -413,6 +411,7 @@ class TrainedFamily:
     saes: dict = field(default_factory=dict)   # (member, replica) -> its trained SAE (eval mode)
     hooks: dict = field(default_factory=dict)  # member -> its activations on the shared sample (torch)
     sample: object = None                      # the shared sample's positions (`Family.positions`)
+    pool: object = None                        # the training pool's positions every SAE drew its batches from
 
 
 def train_family(cfg: PlantedConfig, sae_cfg: SAEConfig, progress: bool = False) -> TrainedFamily:
@@ -458,7 +457,7 @@ def train_family(cfg: PlantedConfig, sae_cfg: SAEConfig, progress: bool = False)
                 "resolved": int((row >= 0).sum()), "seed": seed, "l1_coefficient": trained.l1_coefficient}
             log.info("planted: %s.r%d  L0 %.1f  EV %.3f  MCC %.3f", name, rep, health[name][str(rep)]["l0"],
                      health[name][str(rep)]["explained_variance"], mcc_v)
-    return TrainedFamily(fam, sae_cfg, acts, decoders, truth_row, mcc, health, saes, hooks, sample)
+    return TrainedFamily(fam, sae_cfg, acts, decoders, truth_row, mcc, health, saes, hooks, sample, pool)
 
 
 def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, device: str = "cpu",

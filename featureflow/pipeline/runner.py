@@ -23,7 +23,7 @@ import torch
 
 from featureflow.pipeline.artifacts import build_dir, key_of, planning, sweep_temps, write_json
 from featureflow.config import ExperimentConfig, LoadMember, MergeMember, parse_mode
-from featureflow.pipeline.stages import STAGES, VERSIONS, hardware, sae_data_seed, sae_seed
+from featureflow.pipeline.stages import STAGES, VERSIONS, sae_data_seed, sae_seed
 
 log = logging.getLogger("featureflow")
 
@@ -186,9 +186,6 @@ class Pipeline:
             return []
         base = merge_base(self.cfg, m)
         return [self.member(n) for n in dict.fromkeys(([base] if base else []) + self.cfg.roots())]
-
-    def merge_reads_all(self) -> list[Path]:
-        return [p for n in self.cfg.topological_order() for p in self.merge_reads(n)]
 
     def needs(self, *inputs) -> None:
         """Nothing: the stage has asked for its inputs (the calls that made `inputs`) before its `build_dir`, so the
@@ -902,7 +899,7 @@ class Pipeline:
         root = cfg.roots()[0]
         bases = {n: cfg.fingerprints.base.get(n, root) for n in order}  # as fingerprint_run reads them
         self.needs(*[self.member(n) for n in order], *[self.cross_activation(b, n) for n, b in bases.items() if b != n],
-                   self.tokenizer(), *self.merge_reads_all())
+                   self.tokenizer(), *[p for n in order for p in self.merge_reads(n)])
         return build_dir(self._dir("fingerprints", "delta", key), lambda tmp: fingerprint_run(
             cfg, {n: self.member(n) for n in order}, self.load_acts, self.load_cross_acts, self.hf_tokenizer,
             self.device, pool, self.member_inputs(), tmp))
