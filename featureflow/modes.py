@@ -66,8 +66,12 @@ class Rule:
     evidence that can disagree with them: `doubt_sql` wraps the base rule's rows (`{base}`) and adds `doubt_r`,
     each row's evidence that the feature is still there (for `+transfer`: the parent's SAE on the child for a
     parent feature, the child's SAE on the parent for a child feature); a feature whose match does not persist but
-    whose `doubt_r` exceeds `tau` is *uncertain*, not disappearing (or emerging). `needs` names the evidence kinds
-    (`featureflow/evidence/`) the rule reads: a config with such a mode computes them."""
+    whose `doubt_r` exceeds `tau` is *uncertain*, not disappearing (or emerging). With `keep_tau`, a feature whose
+    `doubt_r` exceeds it persists (is inherited) even without a match above the threshold: the evidence says the
+    other model carries it, whether or not the other model's SAE learnt it. With `min_events`, a feature that fires
+    fewer times than that on the shared sample (`features.n_active`) is too rare to judge: matched above the
+    threshold it persists, otherwise it is uncertain. `needs` names the evidence kinds (`featureflow/evidence/`)
+    the rule reads: a config with such a mode computes them."""
 
     name: str
     label: str
@@ -79,6 +83,8 @@ class Rule:
     doubt_sql: str | None = None
     tau: float | None = None
     needs: tuple[str, ...] = ()
+    keep_tau: float | None = None
+    min_events: int = 0
 
     @property
     def admits_doubt(self) -> bool:
@@ -121,16 +127,19 @@ register_rule(Rule("1to1", "one-to-one assignment", "-1to1",
                    "assign", "its partner in the assignment of maximum total similarity (unassigned: no match)"))
 
 
-def rule_with_doubt(base: str, kinds: dict[str, str], tau: float, name: str, label: str, doc: str = "") -> Rule:
+def rule_with_doubt(base: str, kinds: dict[str, str], tau: float, name: str, label: str, doc: str = "",
+                    keep_tau: float | None = None, min_events: int = 0) -> Rule:
     """A rule that reads `base`'s matches and, as `doubt_r`, the evidence `kinds` = {direction: evidence kind}
-    (measure `r`) of each row's feature; registered with the suffix `base`'s suffix + '+' + `name`."""
+    (measure `r`) of each row's feature; registered with the suffix `base`'s suffix + '+' + `name`. `tau`,
+    `keep_tau` and `min_events` as in `Rule`."""
     b = RULES[base]
     case = " ".join(f"WHEN '{d}' THEN '{k}'" for d, k in kinds.items())
     doubt = f"""SELECT m.*, ev.value AS doubt_r FROM ({{base}}) m
                 LEFT JOIN evidence ev ON ev.parent = m.parent AND ev.child = m.child AND ev.feature = m.src
                  AND ev.measure = 'r' AND ev.kind = CASE m.direction {case} END"""
     return register_rule(Rule(f"{base}+{name}", f"{b.label}, {label}", f"{b.suffix}+{name}", b.sql, b.artefact, doc,
-                              base=base, doubt_sql=doubt, tau=tau, needs=tuple(dict.fromkeys(kinds.values()))))
+                              base=base, doubt_sql=doubt, tau=tau, needs=tuple(dict.fromkeys(kinds.values())),
+                              keep_tau=keep_tau, min_events=min_events))
 
 
 def split_mode(mode: str) -> tuple[str, str]:

@@ -105,13 +105,15 @@ def _report(con, db, threshold, mode) -> None:
             print(f"{edge:32s} {r['persisting']:8d} {r['disappearing']:8d} {r['inherited']:8d} {r['emerging']:8d} "
                   f"{100 * r['persist_share']:8.1f}% {floor} {r['same_index']:8d}  {r['floor_source'] or 'no replicas'}")
         if rule_of(mode).admits_doubt:
-            print(f"  uncertain ({rule_of(mode).label}): no match above the threshold, but the "
-                  "evidence says the other model still carries the feature; left out of vanish / emerge above:")
+            R = rule_of(mode)
+            print(f"  uncertain ({R.label}): no match above the threshold, but the evidence says the other model "
+                  f"may still carry the feature{f', or it fires fewer than {R.min_events} times' if R.min_events else ''}"
+                  "; left out of persist / vanish / inherit / emerge above:")
             for r in rows:
                 print(f"  {r['parent'] + ' -> ' + r['child']:30s} uncertain {r['uncertain']:6d} of "
                       f"{r['parent_alive']:,} parent features, origin uncertain {r['uncertain_origin']:6d} of "
                       f"{r['child_alive']:,} child features; carried by transfer {r['carried']:,} "
-                      f"({100 * r['carried_share']:.1f}%) beside {100 * r['persist_share']:.1f}% matched")
+                      f"({100 * r['carried_share']:.1f}%) beside {100 * r['persist_share']:.1f}% persisting")
         if any(r["split"] or r["absorbed"] or r["absorbing"] or r["split_part"] for r in rows):
             print("  splits and absorptions (split evidence: no single match above the threshold, several features "
                   "of the other model together above it); left out of vanish / emerge above:")

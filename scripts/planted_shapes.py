@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 # Overrides of the config's planted section. A: the config itself; B: wider and more edited (more removal and drift
-# per child); C: narrower, one child removing and adding a fifth, the other drifting and splitting more.
+# per child); C: narrower, one child removing and adding a fifth, the other drifting and splitting more; D: wider
+# again, one child removing a fifth; E: more superposition (128 features in 24 dimensions), one child drifting 35%.
 SHAPES: dict[str, dict] = {
     "A": {},
     "B": {"seed": 1, "features": 256, "d": 48,
@@ -29,6 +30,13 @@ SHAPES: dict[str, dict] = {
     "C": {"seed": 2, "features": 96, "d": 32,
           "children": [{"name": "a", "parent": "root", "drifted": 0.1, "removed": 0.2, "split": 0.0, "added": 0.2},
                        {"name": "b", "parent": "root", "drifted": 0.4, "removed": 0.05, "split": 0.1, "added": 0.05}]},
+    # held out: the `+transfer` rule's thresholds were chosen on A-C and only checked on these
+    "D": {"seed": 3, "features": 192, "d": 40,
+          "children": [{"name": "a", "parent": "root", "drifted": 0.25, "removed": 0.1, "split": 0.05, "added": 0.15},
+                       {"name": "b", "parent": "root", "drifted": 0.15, "removed": 0.2, "split": 0.05, "added": 0.05}]},
+    "E": {"seed": 4, "features": 128, "d": 24,
+          "children": [{"name": "a", "parent": "root", "drifted": 0.35, "removed": 0.1, "split": 0.0, "added": 0.1},
+                       {"name": "b", "parent": "root", "drifted": 0.1, "removed": 0.15, "split": 0.1, "added": 0.2}]},
 }
 FATES = ("persisting", "disappearing", "inherited", "emerging")
 

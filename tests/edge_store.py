@@ -1,5 +1,5 @@
 """A constructed store of one edge p -> c for the fate rule's tests (tests/test_uncertain.py, tests/test_split.py):
-two members of `n` features each, about a tenth dead, and each feature's best match on the other side with an r
+two members of `n` features each, about a tenth dead, each alive one firing 4 or 50 times, and each feature's best match on the other side with an r
 drawn from given values; the caller adds the evidence it tests."""
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ def one_edge(rng: np.random.Generator, n: int, r_values: list[float]):
         insert_row(con, "models", {"model": m, "label": m.upper(), "idx": i, "make": "train", "d_sae": n})
     insert_row(con, "model_edges", {"parent": "p", "child": "c", "make": "train"})
     alive = {m: rng.random(n) > 0.1 for m in ("p", "c")}
-    for m in ("p", "c"):
+    # firings on the sample: some alive features too rare for a rule's `min_events` (drawn apart from `rng`)
+    events = np.random.default_rng(n).choice([4, 50], (2, n))
+    for i, m in enumerate(("p", "c")):
         insert(con, "features", {"model": np.full(n, m, dtype=object), "feature": np.arange(n, dtype=np.int32),
-                                 "alive": alive[m], "n_active": alive[m].astype(np.int64) * 5,
+                                 "alive": alive[m], "n_active": alive[m].astype(np.int64) * events[i],
                                  "density": alive[m] * 0.01})
     r = {d: rng.choice(r_values, n) for d in ("p2c", "c2p")}
     for d in ("p2c", "c2p"):

@@ -180,34 +180,51 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     assert {(r["parent"], r["child"]) for r in summary if r["control"]} == set(pl.cfg.control_edges())
     assert "Evidence kinds on the planted truth" in client.get("/method").text
 
-    # the fate that admits doubt (issue 31) end to end: pearson+transfer splits pearson's disappearing (emerging)
-    # features into disappearing and uncertain where transfer r says the other model still carries them
+    # the fate that admits doubt (issue 31) end to end: pearson+transfer keeps pearson's persisting (inherited)
+    # features and splits its disappearing (emerging) ones into persisting (transfer r above KEEP), uncertain and
+    # disappearing, by what transfer r says of the other model
     plain, doubt = ({(f["parent"], f["child"]): f for f in client.get("/api/", params={"mode": m}).json()["flows"]}
                     for m in ("pearson", "pearson+transfer"))
     assert sum(f["uncertain"] for f in doubt.values()) > 0
+    assert sum(f["persisting"] - plain[e]["persisting"] for e, f in doubt.items()) > 0
     for e, f in doubt.items():
-        assert f["persisting"] == plain[e]["persisting"] and plain[e]["uncertain"] == 0
-        assert f["disappearing"] + f["uncertain"] == plain[e]["disappearing"]
-        assert f["emerging"] + f["uncertain_origin"] == plain[e]["emerging"]
+        assert f["persisting"] >= plain[e]["persisting"] and plain[e]["uncertain"] == 0
+        assert f["persisting"] + f["disappearing"] + f["uncertain"] == plain[e]["persisting"] + plain[e]["disappearing"]
+        assert f["inherited"] + f["emerging"] + f["uncertain_origin"] == plain[e]["inherited"] + plain[e]["emerging"]
     con = duckdb.connect(str(db), read_only=True)
     tr = dict(con.execute("SELECT feature, value FROM evidence WHERE kind = 'transfer' AND parent = ? AND child = ?",
                           [p, c]).fetchall())
     con.close()
-    from featureflow.evidence.transfer import TAU
+    from featureflow.evidence.transfer import KEEP, MIN_EVENTS, TAU
 
     q = {"mode": "pearson+transfer", "per_page": 200}
     unsure = client.get(f"/api/edges/{p}/{c}", params={**q, "fate": "uncertain"}).json()
     gone = client.get(f"/api/edges/{p}/{c}", params={**q, "fate": "disappearing"}).json()
+    kept = client.get(f"/api/edges/{p}/{c}", params={**q, "fate": "persisting"}).json()
     assert unsure["total"] == doubt[(p, c)]["uncertain"] and gone["total"] == doubt[(p, c)]["disappearing"]
     assert all(x["r"] is None or x["r"] <= 0.7 for x in unsure["rows"] + gone["rows"])
-    assert all(tr[x["feature"]] > TAU for x in unsure["rows"]) and all(tr.get(x["feature"], -1) <= TAU
-                                                                        for x in gone["rows"])
+    events = dict(duckdb.connect(str(db), read_only=True).execute(
+        "SELECT feature, n_active FROM features WHERE model = ?", [p]).fetchall())
+    assert all(tr[x["feature"]] > TAU or events[x["feature"]] < MIN_EVENTS for x in unsure["rows"])
+    assert all(tr.get(x["feature"], -1) <= TAU and events[x["feature"]] >= MIN_EVENTS for x in gone["rows"])
+    assert all(x["r"] > 0.7 or (tr[x["feature"]] > KEEP and events[x["feature"]] >= MIN_EVENTS)
+               for x in kept["rows"])
+    # a feature kept by transfer alone: its lineage names the child as carrying it and follows no latent further
+    carried = [x for x in kept["rows"] if x["r"] is not None and x["r"] <= 0.7]
+    assert carried
+    f = carried[0]["feature"]
+    lin = client.get(f"/api/models/{p}/features/{f}", params={"mode": "pearson+transfer"}).json()["lineage"]
+    node = next(n for n in lin["descendants"] if n["model"] == c)
+    assert node["carried"] and node["persists"] and node["children"] == [] and node["r"] <= 0.7
+    html = client.get(f"/models/{p}/features/{f}", params={"mode": "pearson+transfer"}).text
+    assert "carries it (transfer" in html
     page = client.get(f"/edges/{p}/{c}", params={"mode": "pearson+transfer", "fate": "uncertain"}).text
     assert f"uncertain · {doubt[(p, c)]['uncertain']}" in page
-    if unsure["rows"]:
-        f = unsure["rows"][0]["feature"]
+    for x in unsure["rows"]:  # the note on a page whose fate label is uncertain (not persisting into another child)
+        f = x["feature"]
+        fate = client.get(f"/api/models/{p}/features/{f}", params={"mode": "pearson+transfer"}).json()["lineage"]["fate"]
         html = client.get(f"/models/{p}/features/{f}", params={"mode": "pearson+transfer"}).text
-        assert "uncertain-note" in html
+        assert ("uncertain-note" in html) == ("uncertain" in fate), fate
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(["report", "--db", str(db), "--mode", "pearson+transfer"]) == 0

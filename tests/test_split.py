@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from scipy.optimize import nnls
 
 from featureflow.evidence.split import CANDIDATES, MAX_OVERLAP, PART_SHARE, reproduced_by_several
-from featureflow.evidence.transfer import TAU
+from featureflow.evidence.transfer import KEEP, MIN_EVENTS, TAU
 from featureflow.store import flows as F
 from featureflow.store.writers import insert_evidence
 
@@ -106,20 +106,25 @@ def _event(e):
 
 def _expected(edge, direction: str, doubt: bool) -> dict[str, np.ndarray]:
     """Each fate's features on one side, in the rule's order: persists, event, part of the other side's event,
-    uncertain (with doubt), gone; counted here."""
-    _, alive, r, tr, ev = edge
+    uncertain (with doubt), gone; counted here (with doubt, transfer r above KEEP persists a feature firing at least
+    MIN_EVENTS times that is neither split nor a part; too few firings is uncertain)."""
+    con, alive, r, tr, ev = edge
     other = "c2p" if direction == "p2c" else "p2c"
     m = "p" if direction == "p2c" else "c"
-    persist = r[direction] > T
-    event = ~persist & _event(ev[direction])
+    t = np.nan_to_num(tr[direction], nan=-1)
+    enough = con.execute("SELECT n_active FROM features WHERE model = ? ORDER BY feature",
+                         [m]).fetchnumpy()["n_active"] >= MIN_EVENTS
     in_other = np.zeros(N, dtype=bool)
     for i in np.flatnonzero(_event(ev[other])):
         for k in (1, 2, 3):
             x = ev[other][f"part_{k}"][i]
             if np.isfinite(x):
                 in_other[int(x)] = True
+    # transfer keeps no split feature nor a part of one
+    persist = (r[direction] > T) | ((t > KEEP) & enough & ~_event(ev[direction]) & ~in_other if doubt else False)
+    event = ~persist & _event(ev[direction])
     part = ~persist & ~event & in_other
-    unsure = ~persist & ~event & ~part & (np.nan_to_num(tr[direction], nan=-1) > TAU) if doubt else np.zeros(N, bool)
+    unsure = ~persist & ~event & ~part & ((t > TAU) | ~enough) if doubt else np.zeros(N, bool)
     gone = ~persist & ~event & ~part & ~unsure
     names = (("persisting", "split", "absorbed", "uncertain", "disappearing") if direction == "p2c"
              else ("inherited", "absorbing", "split-part", "uncertain-origin", "emerging"))

@@ -65,16 +65,25 @@ TRANSFER = register_evidence(Evidence(
     doc="the parent's SAE applied to the child's activations (Kissane et al. 2024)"))
 
 
-# Modes `<similarity>+transfer` and `<similarity>-1to1+transfer`: the base rule's matches, with transfer as doubt. A
-# parent feature matched in the child above the threshold persists; one matched in none is *uncertain* where the
-# parent's SAE still finds it in the child (transfer r > TAU), else it disappears. A child feature likewise:
-# inherited, uncertain where the child's SAE finds it in the parent (reverse transfer r > TAU), else emerging.
-# TAU = 0.3, chosen on the planted scorecard of two shapes (`python scripts/sweep_transfer_tau.py`, README "Planted
-# truth"): 0.3 has the best disappearing and emerging precision on both at full recall; 0.2 loses emerging recall
-# (0.73) on one, 0.4-0.6 lose disappearing precision.
+# Modes `<similarity>+transfer` and `<similarity>-1to1+transfer`: the base rule's matches, with transfer as evidence
+# that can disagree. A parent feature persists where it matches a child feature above the threshold, or where the
+# parent's SAE still finds it in the child (transfer r > KEEP); it disappears only where transfer agrees that it is
+# gone (r <= TAU, or NaN: it never fires on the child); between the two, or where it fires fewer than MIN_EVENTS
+# times on the shared sample (too rare to judge), it is *uncertain*. A child feature likewise: inherited, emerging,
+# uncertain origin, by the child's SAE on the parent (reverse transfer). Chosen on the planted scorecard of three
+# shapes, checked on two more (`python scripts/sweep_transfer_tau.py`, README "Planted truth"): TAU 0.3 has the best
+# disappearing and emerging precision at full recall (0.2 loses emerging recall, 0.4 and above disappearing
+# precision); KEEP 0.5 lifts persisting recall from 0.74-0.91 to 0.97-0.99 at precision 0.997 or more (0.6 leaves
+# 6% uncertain on one shape, 0.4 costs inherited precision); MIN_EVENTS 10 leaves uncertain the near-dead latents
+# (1-2 firings in 20,000) whose transfer r is 0 by chance, the misses that held one shape's disappearing precision
+# at 0.83.
 TAU = 0.3
+KEEP = 0.5
+MIN_EVENTS = 10
 for _base in ("best", "1to1"):
     rule_with_doubt(_base, {"p2c": "transfer", "c2p": "reverse-transfer"}, TAU, "transfer",
-                    f"uncertain where transfer r > {TAU}",
-                    "a feature with no match above the threshold is uncertain where the other model's activations "
-                    "still carry it (transfer r), disappearing / emerging where they do not")
+                    f"kept where transfer r > {KEEP}, uncertain where > {TAU}",
+                    "a feature persists where it matches above the threshold or the other model's activations carry "
+                    "it strongly (transfer r), disappears / emerges only where they do not carry it at all, and is "
+                    "uncertain between (or where it fires too rarely to judge)",
+                    keep_tau=KEEP, min_events=MIN_EVENTS)

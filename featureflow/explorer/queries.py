@@ -700,7 +700,14 @@ class Store:
                      self.partners(model, feature, "p2c", threshold, mode))
         up: list[dict] = []
         bp = ups[0] if ups else None  # partners strongest first: the first is its best parent match
-        while bp is not None and bp["persists"] and len(up) < 64:
+
+        def matched(p: dict) -> bool:
+            """A hop the lineage follows: it persists through its partner latent (r above the threshold). Under a
+            rule that keeps by evidence (`pearson+transfer`) a feature can persist with no partner above it
+            (`carried`): the other model carries it, no latent of its SAE is it, so the lineage stops there."""
+            return bool(p["persists"]) and p["r"] is not None and p["r"] > threshold
+
+        while bp is not None and matched(bp) and len(up) < 64:
             up.append({"model": bp["model"], "label": self.label(bp["model"]), "feature": bp["feature"],
                        "r_to_next": bp["r"]})
             bp = self.best_parent(bp["model"], bp["feature"], threshold, mode)
@@ -712,9 +719,9 @@ class Store:
             out = []
             for p in parts:
                 node = {"model": p["model"], "label": self.label(p["model"]), "feature": p["feature"], "r": p["r"],
-                        "persists": bool(p["persists"])}
+                        "persists": bool(p["persists"]), "carried": bool(p["persists"]) and not matched(p)}
                 node["parents"] = above(self.partners(p["model"], p["feature"], "c2p", threshold, mode), depth + 1) \
-                    if node["persists"] and depth < 16 else []
+                    if matched(p) and depth < 16 else []
                 out.append(node)
             return out
 
@@ -722,9 +729,9 @@ class Store:
             out = []
             for c in kids:
                 node = {"model": c["model"], "label": self.label(c["model"]), "feature": c["feature"], "r": c["r"],
-                        "persists": bool(c["persists"])}
+                        "persists": bool(c["persists"]), "carried": bool(c["persists"]) and not matched(c)}
                 node["children"] = down(self.best_children(c["model"], c["feature"], threshold, mode), depth + 1) \
-                    if node["persists"] and depth < 16 else []
+                    if matched(c) and depth < 16 else []
                 out.append(node)
             return out
 

@@ -371,7 +371,9 @@ def run_planted(cfg: PlantedConfig, sae: SAEConfig | None = None, matching: Matc
     {mode: [per-edge counts]}, "chance": {mode: {edge: persisting calls against a null child}}, "truth": the
     edit table, "config": the config, "seconds": wall time}. The null child is the child's own SAE with its
     sample positions shifted by half the sample (activations) or its decoder rotated at random (decoder).
-    `keep`, when given, receives the family, activations, decoders, matches and latent truth rows.
+    `keep`, when given, receives the family, activations, decoders, matches, latent truth rows, evidence values
+    ({(kind, parent, child): {measure: array}}), each edge's truth (`edge_truth`) and each mode's reproducible
+    latents ({mode: {member: mask}}).
 
     Torch runs on one thread here: at these shapes (d in the tens, a few hundred latents) intra-op threads
     cost more than they give (one SAE step 13x faster on 1 thread than on 2 busy cores, measured)."""
@@ -532,6 +534,8 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
     for (kind, p, c), v in values.items():  # what a rule with doubt (a `+transfer` mode) reads
         insert_evidence(con, kind, p, c, v)
     evidence = score_evidence(tf, values, truths)
+    if keep is not None:
+        keep.update(evidence=values, truths=truths, reproducible={})
     out_modes, out_rep, drift, split, floors, flows, chance, out_conf = {}, {}, {}, {}, {}, {}, {}, {}
     uncertain: dict[str, dict] = {}
     per_edge: dict[str, dict] = {}
@@ -547,6 +551,8 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
         u_tally = {pop: {side: {"calls": 0, "eligible": 0, "by_truth": {}} for side in ("parent", "child")}
                    for pop in ("all", "reproducible")}
         repro = {n: reproducible(con, n, mode, thr) for n in order}
+        if keep is not None:
+            keep["reproducible"][mode] = repro
         for p, c in fam.edges:
             tr = truths[(p, c)]
             lat = {"parent": _latent_labels(truth_row[(p, 0)], tr["parent"]),

@@ -45,8 +45,14 @@ _TABLES = {False: {"matches": "matches", "assignments": "assignments"},
 # unassigned match (NULL r under 1to1) never persists. Every count, list and label of a fate reads this rule.
 PERSISTS = "coalesce(r, -1e9) > $t"
 # Under a rule with doubt (`modes.Rule.doubt_sql`, e.g. `pearson+transfer`), a match that does not persist is
-# *uncertain* when the rule's evidence (`doubt_r`) says the feature is still there: above the rule's `tau`.
-UNCERTAIN = "coalesce(doubt_r, -1e9) > {tau}"
+# *uncertain* when the rule's evidence (`doubt_r`) says the feature is still there: above the rule's `tau`; or when
+# the feature fires too rarely on the shared sample to judge (`n_events` below the rule's `min_events`).
+UNCERTAIN = "(coalesce(doubt_r, -1e9) > {tau} OR coalesce(n_events, 0) < {min_events})"
+# A rule that keeps by its evidence (`keep_tau`) also persists a feature whose evidence exceeds `keep_tau`, when it
+# fires often enough to judge: the other model carries it, whether or not the other model's SAE learnt it. Not a
+# split (absorbing) feature, nor a part of one: a parent feature split in two is carried by its halves together, so
+# its transfer r is high, and the split is what happened to it.
+KEPT = "(coalesce(doubt_r, -1e9) > {keep_tau} AND coalesce(n_events, 0) >= {min_events})"
 # A feature reproduced by several features of the other model together (evidence kinds `split` for a parent feature,
 # `absorption` for a child feature: featureflow/evidence/split.py, read whatever the mode): its non-negative
 # least-squares fit by them exceeds the threshold, no single one does, two or more carry a share of the fit, and
@@ -89,8 +95,14 @@ def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     R = RULES[rule]
     rows = R.sql.format(**_TABLES[control])
     doubt = R.admits_doubt and not control
-    if doubt:
+    # a control edge reads the rule's evidence where it has some (a parent-side kind on each member against its
+    # control: `Pipeline.evidence`), so a rule that keeps by evidence keeps the same way there; no uncertain call
+    if R.admits_doubt:
         rows = R.doubt_sql.format(base=rows)
+    kept = (f" OR ({KEPT.format(keep_tau=R.keep_tau, min_events=R.min_events)} AND NOT split AND part_of IS NULL)"
+            if R.admits_doubt and R.keep_tau is not None else "")
+    n_events = ("""(SELECT fa.n_active FROM features fa WHERE fa.model = CASE m.direction WHEN 'p2c' THEN m.parent
+                    ELSE m.child END AND fa.feature = m.src)""" if R.admits_doubt else "NULL::BIGINT")
     if control:
         events = "false AS split, NULL::INTEGER AS part_of"
         joins = ""
@@ -100,11 +112,12 @@ def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
                          AND ev.kind = CASE m.direction WHEN 'p2c' THEN 'split' ELSE 'absorption' END
                     LEFT JOIN ({PARTS}) pt ON pt.parent = m.parent AND pt.child = m.child AND pt.part = m.src
                          AND pt.kind = CASE m.direction WHEN 'p2c' THEN 'absorption' ELSE 'split' END"""
-    ev = f"""SELECT m.*, {PERSISTS} AS persists, {events}, {f'coalesce(doubt_r, -1e9) > {R.tau}' if doubt
+    ev = f"""SELECT m.*, {n_events} AS n_events, {events}, {f'coalesce(doubt_r, -1e9) > {R.tau}' if doubt
               else 'NULL::BOOLEAN'} AS carried FROM ({rows}) m {joins}"""
-    flags = f"""SELECT *, NOT persists AND NOT split AND part_of IS NOT NULL AS part FROM ({ev})"""
-    marked = f"""SELECT *, NOT persists AND NOT split AND NOT part AND {UNCERTAIN.format(tau=R.tau) if doubt
-                 else 'false'} AS uncertain FROM ({flags})"""
+    flags = f"""SELECT *, NOT persists AND NOT split AND part_of IS NOT NULL AS part FROM (
+                    SELECT *, {PERSISTS}{kept} AS persists FROM ({ev}))"""  # evidence keeps no split or part
+    marked = f"""SELECT *, NOT persists AND NOT split AND NOT part AND {UNCERTAIN.format(
+                 tau=R.tau, min_events=R.min_events) if doubt else 'false'} AS uncertain FROM ({flags})"""
     return (f"SELECT parent, child, direction, CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, "
             f"src, dst, r, persists, split, part_of, part, uncertain, carried, {FATE} AS fate "
             f"FROM ({marked}) WHERE true {where}")
@@ -283,16 +296,30 @@ def score_fates(cur, threshold: float, mode: str) -> list[dict]:
         LEFT JOIN ({feature_fates(rule)}) s ON s.model = f.model AND s.feature = f.feature
         WHERE e.status = 'ok' ORDER BY m.idx, e.feature""", fate_params(threshold, mode)))
 
+def kept_by_itself(rule: str, alias: str) -> str:
+    """Under a rule that keeps a feature by its evidence (`keep_tau`), whether the feature (`{alias}.model`,
+    `{alias}.feature`) persists between its model and the same model (a seed floor: two SAEs of one unchanged model):
+    the evidence of a model on itself is 1 for every alive feature (transfer r: the same SAE on the same
+    activations), so it persists when it fires often enough to judge. 'false' for any other rule: its floor is its
+    matches' alone."""
+    R = RULES[rule]
+    if not (R.admits_doubt and R.keep_tau is not None and R.keep_tau < 1):
+        return "false"
+    return (f"coalesce((SELECT fa.n_active FROM features fa WHERE fa.model = {alias}.model "
+            f"AND fa.feature = {alias}.feature), 0) >= {R.min_events}")
+
+
 def floors(cur, threshold: float, mode: str) -> dict[str, dict]:
     """Per replicated member: replicas, alive features of replica 0, how many match above `threshold` in
-    another replica (pooled over replicas), the share, and the mean match r (unassigned counts 0)."""
+    another replica (pooled over replicas; under a rule that keeps by evidence, or persist by it: `kept_by_itself`),
+    the share, and the mean match r (unassigned counts 0)."""
     sim, rule = split_mode(mode)
     rows = dicts(cur.execute(f"""
         SELECT model, count(DISTINCT replica) AS replicas,
                count(*) FILTER (WHERE alive) AS alive,
-               count(*) FILTER (WHERE alive AND {PERSISTS}) AS matched,
+               count(*) FILTER (WHERE alive AND ({PERSISTS} OR {kept_by_itself(rule, 'nf')})) AS matched,
                avg(coalesce(r, 0)) FILTER (WHERE alive) AS mean_r
-        FROM noise_floor WHERE similarity = $sim AND rule = $rule GROUP BY model""",
+        FROM noise_floor nf WHERE similarity = $sim AND rule = $rule GROUP BY model""",
                               {"t": threshold, "sim": sim, "rule": RULES[rule].floor_rule}))
     return {r["model"]: {**r, "share": r["matched"] / r["alive"] if r["alive"] else 0.0} for r in rows}
 
@@ -457,7 +484,8 @@ def member_scale(cur, threshold: float, mode: str) -> dict[str, dict]:
                                 {"sim": sim}).fetchall())
     rows = dicts(cur.execute(f"""
         WITH cl AS ({_LOO}),
-        x AS (SELECT cl.model, cl.n, 0 AS e, cl.fl AS f, CASE WHEN c.persists THEN cl.n ELSE 0 END AS c
+        x AS (SELECT cl.model, cl.n, 0 AS e, CASE WHEN {kept_by_itself(rule, 'cl')} THEN cl.n ELSE cl.fl END AS f,
+                     CASE WHEN c.persists THEN cl.n ELSE 0 END AS c
               FROM cl LEFT JOIN ({ctl}) c ON c.parent = cl.model AND c.src = cl.feature)
         SELECT model, count(*) AS m, {_SUMS} FROM x GROUP BY model""", params))
     return {s["model"]: {"features": s["m"], "n": int(s["n1"]), "extra": extra.get(s["model"]),
@@ -483,7 +511,8 @@ def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None
     controls = dict(cur.execute("SELECT DISTINCT parent, child FROM control_matches WHERE similarity = $sim",
                                 {"sim": sim}).fetchall())
     x = f"""WITH cl AS ({_LOO}),
-        x AS (SELECT e.parent, e.child, cl.feature, cl.n, cl.fl AS f,
+        x AS (SELECT e.parent, e.child, cl.feature, cl.n,
+                     CASE WHEN {kept_by_itself(rule, 'cl')} THEN cl.n ELSE cl.fl END AS f,
                      CASE WHEN m.persists THEN cl.n ELSE 0 END AS e,
                      CASE WHEN c.persists THEN cl.n ELSE 0 END AS c
               FROM model_edges e JOIN cl ON cl.model = e.parent

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import RedirectResponse
 
 from featureflow.explorer import figures
+from featureflow.modes import rule_of
 from featureflow.explorer.queries import Ref
 from featureflow.store.flows import FATE_FILTERS
 from featureflow.explorer.rendering import COMPARE_B, HEAT
@@ -31,7 +32,7 @@ def feature(model: str, feature: FeatureId, store: StoreDep, state: State) -> di
     stability = store.stability(model, feature, t, mode)
     lineage = store.lineage(model, feature, t, mode, row=f)
     return {"threshold": t, "state": state, "feature": f, "examples_url": examples_url(model, feature),
-            "stability": stability,
+            "stability": stability, "min_events": rule_of(mode).min_events,
             "call_precision": store.call_precision(lineage["fate"], t, mode, stability),
             "control": store.control_match(model, feature, t, mode),
             "explanation": f.pop("explanation"), "matches": matches,
