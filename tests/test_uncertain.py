@@ -123,3 +123,15 @@ def test_floors_and_control_read_the_same_rule(edge):
     got = dict(con.execute(f"SELECT src, persists FROM ({sql})", {"t": T, "sim": "pearson"}).fetchall())
     want = (r_ctl > T) | ((np.nan_to_num(t_ctl, nan=-1) > KEEP) & enough)
     assert [got[i] for i in range(N)] == want.tolist() and want.sum() > (r_ctl > T).sum()
+
+
+def test_every_fate_at_once_equals_each_fates_edge_list(edge):
+    """`flows.edge_fate_sets` (what the planted scorecard reads: one query for every fate) against `edge_features`,
+    fate by fate, under every rule."""
+    con = edge[0]
+    for mode in ("pearson", "pearson+transfer"):
+        sets = F.edge_fate_sets(con, "p", "c", T, mode)
+        for fate in F.EDGE_FATES:
+            rows = F.edge_features(con, "p", "c", fate, T, mode, limit=1000, sort="feature")[1]
+            assert sets[fate] == {x["feature"] for x in rows}, (mode, fate)
+        assert sum(map(len, sets.values())) > 0

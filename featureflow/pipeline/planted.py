@@ -17,7 +17,7 @@ On real models nobody knows which features persist; on a synthetic family the tr
    loop the LM pipeline's `train_sae` runs) with seeds from `runner.sae_seed`, encoded on the shared sample
    by `features.sparse_codes`, matched by `matching.match_pair` for every mode (best match and one-to-one),
    replica 0 against every other replica for the floor, and the fates are called by the store's own SQL
-   (`store/flows.py`: `edge_features`, `flows`, `floors`) over an in-memory store filled by `store/writers.py`'s
+   (`store/flows.py`: `edge_fate_sets`, `flows`, `floors`) over an in-memory store filled by `store/writers.py`'s
    `insert_edge_matches` / `insert_floor`.
 3. **Truth and scorecard.** Each SAE latent's truth is the member row Hungarian assigns it on decoder vs
    dictionary |cos| (`scipy.optimize.linear_sum_assignment`; MCC reported, as `sae_lens.synthetic`'s
@@ -557,8 +557,8 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
             tr = truths[(p, c)]
             lat = {"parent": _latent_labels(truth_row[(p, 0)], tr["parent"]),
                    "child": _latent_labels(truth_row[(c, 0)], tr["child"])}
-            called = {f: _called(F.edge_features(con, p, c, f, thr, mode, limit=1 << 30, sort="feature")[1])
-                      for f in FATES + ("split",)}
+            fates = F.edge_fate_sets(con, p, c, thr, mode)  # the store's fate rule, every fate in one query
+            called = {f: fates[f] for f in FATES + ("split",)}
             edge_tally = {f: [0, 0, 0] for f in FATES}
             for fate in FATES:
                 side, model = ("parent", p) if fate in PARENT_FATES else ("child", c)
@@ -582,8 +582,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                     labels = lat[side]
                     eligible = alive[model] & (labels != "split")
                     unsure = np.zeros(len(labels), dtype=bool)
-                    unsure[list(_called(F.edge_features(con, p, c, fate, thr, mode, limit=1 << 30,
-                                                        sort="feature")[1]))] = True
+                    unsure[list(fates[fate])] = True
                     for pop, mask in (("all", eligible), ("reproducible", eligible & repro[model])):
                         u = u_tally[pop][side]
                         u["calls"] += int((mask & unsure).sum())
@@ -825,10 +824,6 @@ def _latent_labels(row: np.ndarray, truth: np.ndarray) -> np.ndarray:
     ok = row >= 0
     out[ok] = truth[row[ok]]
     return out
-
-
-def _called(rows: list[dict]) -> set[int]:
-    return {int(r["feature"]) for r in rows}
 
 
 # -------------------------------------------------------------------------------------- printing

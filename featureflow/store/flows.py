@@ -812,6 +812,19 @@ def edge_features(cur, parent: str, child: str, fate: str, threshold: float, mod
     return total, rows
 
 
+def edge_fate_sets(cur, parent: str, child: str, threshold: float, mode: str) -> dict[str, set[int]]:
+    """Every alive feature of edge parent -> child by its fate (`EDGE_FATES`: each fate's features, as
+    `edge_features` lists them), in one query: what the planted scorecard reads for every fate at once."""
+    sim, rule = split_mode(mode)
+    out: dict[str, set[int]] = {f: set() for f in EDGE_FATES}
+    for fate, feature in cur.execute(f"""
+            SELECT m.fate, m.src FROM ({edge_matches(rule)}) m JOIN features f ON f.model = m.model AND f.feature = m.src
+            WHERE m.parent = $parent AND m.child = $child AND f.alive""",
+                                     {"sim": sim, "parent": parent, "child": child, "t": threshold}).fetchall():
+        out[fate].add(int(feature))
+    return out
+
+
 # -- features along a merge's interpolation path (`merge_survival`, featureflow/pipeline/survival.py) ------------
 # A parent feature survives into the merged model at t when its survival r there exceeds the threshold $t (the
 # fate rule's own comparison, `PERSISTS`). Its population: the parent's alive features that fire in the survival
