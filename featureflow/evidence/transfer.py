@@ -82,7 +82,7 @@ KEEP = 0.5
 MIN_EVENTS = 10
 for _base in ("best", "1to1"):
     rule_with_doubt(_base, {"p2c": "transfer", "c2p": "reverse-transfer"}, TAU, "transfer",
-                    f"kept where transfer r > {KEEP}, uncertain where > {TAU}",
+                    "with transfer evidence",
                     "a feature persists where it matches above the threshold or the other model's activations carry "
                     "it strongly (transfer r), disappears / emerges only where they do not carry it at all, and is "
                     "uncertain between (or where it fires too rarely to judge)",
