@@ -53,6 +53,12 @@ UNCERTAIN = "(coalesce(doubt_r, -1e9) > {tau} OR coalesce(n_events, 0) < {min_ev
 # split (absorbing) feature, nor a part of one: a parent feature split in two is carried by its halves together, so
 # its transfer r is high, and the split is what happened to it.
 KEPT = "(coalesce(doubt_r, -1e9) > {keep_tau} AND coalesce(n_events, 0) >= {min_events})"
+
+
+def _n_events(model: str, feature: str) -> str:
+    """How many times a feature (SQL expressions for its model and id) fires on the shared sample: what a rule's
+    `min_events` reads."""
+    return f"(SELECT fa.n_active FROM features fa WHERE fa.model = {model} AND fa.feature = {feature})"
 # A feature reproduced by several features of the other model together (evidence kinds `split` for a parent feature,
 # `absorption` for a child feature: featureflow/evidence/split.py, read whatever the mode): its non-negative
 # least-squares fit by them exceeds the threshold, no single one does, two or more carry a share of the fit, and
@@ -101,8 +107,8 @@ def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
         rows = R.doubt_sql.format(base=rows)
     kept = (f" OR ({KEPT.format(keep_tau=R.keep_tau, min_events=R.min_events)} AND NOT split AND part_of IS NULL)"
             if R.admits_doubt and R.keep_tau is not None else "")
-    n_events = ("""(SELECT fa.n_active FROM features fa WHERE fa.model = CASE m.direction WHEN 'p2c' THEN m.parent
-                    ELSE m.child END AND fa.feature = m.src)""" if R.admits_doubt else "NULL::BIGINT")
+    n_events = (_n_events("CASE m.direction WHEN 'p2c' THEN m.parent ELSE m.child END", "m.src") if R.admits_doubt
+                else "NULL::BIGINT")
     if control:
         events = "false AS split, NULL::INTEGER AS part_of"
         joins = ""
@@ -296,6 +302,7 @@ def score_fates(cur, threshold: float, mode: str) -> list[dict]:
         LEFT JOIN ({feature_fates(rule)}) s ON s.model = f.model AND s.feature = f.feature
         WHERE e.status = 'ok' ORDER BY m.idx, e.feature""", fate_params(threshold, mode)))
 
+
 def kept_by_itself(rule: str, alias: str) -> str:
     """Under a rule that keeps a feature by its evidence (`keep_tau`), whether the feature (`{alias}.model`,
     `{alias}.feature`) persists between its model and the same model (a seed floor: two SAEs of one unchanged model):
@@ -305,14 +312,13 @@ def kept_by_itself(rule: str, alias: str) -> str:
     R = RULES[rule]
     if not (R.admits_doubt and R.keep_tau is not None and R.keep_tau < 1):
         return "false"
-    return (f"coalesce((SELECT fa.n_active FROM features fa WHERE fa.model = {alias}.model "
-            f"AND fa.feature = {alias}.feature), 0) >= {R.min_events}")
+    return f"coalesce({_n_events(f'{alias}.model', f'{alias}.feature')}, 0) >= {R.min_events}"
 
 
 def floors(cur, threshold: float, mode: str) -> dict[str, dict]:
     """Per replicated member: replicas, alive features of replica 0, how many match above `threshold` in
-    another replica (pooled over replicas; under a rule that keeps by evidence, or persist by it: `kept_by_itself`),
-    the share, and the mean match r (unassigned counts 0)."""
+    another replica (pooled over replicas; under a rule that keeps by evidence, or that the evidence of the model on
+    itself keeps: `kept_by_itself`), the share, and the mean match r (unassigned counts 0)."""
     sim, rule = split_mode(mode)
     rows = dicts(cur.execute(f"""
         SELECT model, count(DISTINCT replica) AS replicas,
@@ -589,8 +595,8 @@ def _verdict(parent: str, child: str, ci: tuple | None, other: tuple | None, anc
         return (f"More reproducible {parent} features persist into {child} than between two seeds of one "
                 f"unchanged model.")
     if anchor == "control" and above:
-        return (f"More persist than into an untrained model of the same architecture and tokenizer: this "
-                f"persistence is more than token identity.")
+        return ("More persist than into an untrained model of the same architecture and tokenizer: this "
+                "persistence is more than token identity.")
     if anchor == "control" and below:
         return (f"Fewer persist into {child} than into an untrained model of the same architecture and tokenizer.")
     return None
