@@ -220,6 +220,9 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     assert "carries it (transfer" in html
     page = client.get(f"/edges/{p}/{c}", params={"mode": "pearson+transfer", "fate": "uncertain"}).text
     assert f"uncertain · {doubt[(p, c)]['uncertain']}" in page
+    assert f"transfer r exceeds {KEEP}" in page and f"fewer than {MIN_EVENTS} times" in page  # the rule, stated
+    assert f"exceeds {KEEP}" in client.get("/", params={"mode": "pearson+transfer"}).text
+    assert f"exceeds {KEEP}" not in client.get(f"/edges/{p}/{c}", params={"mode": "pearson"}).text
     for x in unsure["rows"]:  # the note on a page whose fate label is uncertain (not persisting into another child)
         f = x["feature"]
         fate = client.get(f"/api/models/{p}/features/{f}", params={"mode": "pearson+transfer"}).json()["lineage"]["fate"]

@@ -41,7 +41,7 @@ def overview(store: StoreDep, state: State, population: SankeyPopulation,
 
     def expand_href(group: str | None) -> str:
         return f"/?{state.query}&population={population}&expand={collapse.expand_query(opened, group)}"
-    return {"threshold": t, "mode": mode, "mode_label": state.mode_label, **state.choices,
+    return {"threshold": t, "mode": mode, "mode_label": state.mode_label, "rule": rule_of(mode), **state.choices,
             "models_overview": store.overview_models(), "flows": flows, "emerged": store.emerged_in(t, mode),
             "inheritance": store.inheritance(t, mode, repro),
             "floors": store.floors(t, mode), "edges": store.edges, "timings": store.timings, "state": state,
@@ -83,7 +83,7 @@ def edge(parent: str, child: str, store: StoreDep, state: State,
               for k in ("r", "density", "llr", "sim_score")}
     return {**res, "edge": {**e, "parent_label": store.label(parent), "child_label": store.label(child)},
             "fate": fate, "counts": counts, "sort": sort, "order": order, "state": state, "stable": stable,
-            "doubt": rule_of(state.mode).admits_doubt, "has_crosscoder": store.has_crosscoders,
+            "doubt": rule_of(state.mode).admits_doubt, "rule": rule_of(state.mode), "has_crosscoder": store.has_crosscoders,
             "token_level": token,
             "stable_query": ("" if stable is None else f"&stable={str(stable).lower()}") +
                             ("" if token is None else f"&token_level={str(token).lower()}"),
