@@ -1,6 +1,6 @@
 """A constructed store of one edge p -> c for the fate rule's tests (tests/test_uncertain.py, tests/test_split.py):
-two members of `n` features each, about a tenth dead, each alive one firing 4 or 50 times, and each feature's best match on the other side with an r
-drawn from given values; the caller adds the evidence it tests."""
+two members of `n` features each, about a tenth dead, each alive one firing 4 or 50 times, and each feature's best
+match on the other side with an r drawn from given values; the caller adds the evidence it tests."""
 
 from __future__ import annotations
 
@@ -34,3 +34,8 @@ def one_edge(rng: np.random.Generator, n: int, r_values: list[float]):
                                 "rank": np.zeros(n, dtype=np.int32), "dst": rng.permutation(n).astype(np.int32),
                                 "r": r[d]})
     return con, alive, r
+
+
+def firings(con, model: str) -> np.ndarray:
+    """Each feature's firing count on the sample (`features.n_active`), in feature order: what `min_events` reads."""
+    return con.execute("SELECT n_active FROM features WHERE model = ? ORDER BY feature", [model]).fetchnumpy()["n_active"]

@@ -194,6 +194,7 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     con = duckdb.connect(str(db), read_only=True)
     tr = dict(con.execute("SELECT feature, value FROM evidence WHERE kind = 'transfer' AND parent = ? AND child = ?",
                           [p, c]).fetchall())
+    events = dict(con.execute("SELECT feature, n_active FROM features WHERE model = ?", [p]).fetchall())
     con.close()
     from featureflow.evidence.transfer import KEEP, MIN_EVENTS, TAU
 
@@ -203,8 +204,6 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     kept = client.get(f"/api/edges/{p}/{c}", params={**q, "fate": "persisting"}).json()
     assert unsure["total"] == doubt[(p, c)]["uncertain"] and gone["total"] == doubt[(p, c)]["disappearing"]
     assert all(x["r"] is None or x["r"] <= 0.7 for x in unsure["rows"] + gone["rows"])
-    events = dict(duckdb.connect(str(db), read_only=True).execute(
-        "SELECT feature, n_active FROM features WHERE model = ?", [p]).fetchall())
     assert all(tr[x["feature"]] > TAU or events[x["feature"]] < MIN_EVENTS for x in unsure["rows"])
     assert all(tr.get(x["feature"], -1) <= TAU and events[x["feature"]] >= MIN_EVENTS for x in gone["rows"])
     assert all(x["r"] > 0.7 or (tr[x["feature"]] > KEEP and events[x["feature"]] >= MIN_EVENTS)

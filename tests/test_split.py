@@ -15,7 +15,7 @@ from featureflow.evidence.transfer import KEEP, MIN_EVENTS, TAU
 from featureflow.store import flows as F
 from featureflow.store.writers import insert_evidence
 
-from edge_store import one_edge  # tests/edge_store.py
+from edge_store import firings, one_edge  # tests/edge_store.py
 
 T = 0.7
 N = 60
@@ -78,7 +78,8 @@ def test_the_fit_is_scipys_nnls_on_dense_centred_activations():
 @pytest.fixture(scope="module")
 def edge():
     """One edge p -> c of N features each side: match r, transfer r and split / absorption evidence drawn to cover
-    every combination; each event's parts are features of the other side."""
+    every combination (half the events with a transfer r that alone would keep the feature); each event's parts are
+    features of the other side."""
     rng = np.random.default_rng(5)
     con, alive, r = one_edge(rng, N, [0.95, 0.75, 0.6, 0.3])
     tr = {d: rng.choice([0.9, 0.1, np.nan], N) for d in ("p2c", "c2p")}
@@ -92,6 +93,8 @@ def edge():
         ev[d] = {"fit_r": fit, "single_r": np.minimum(r[d], fit), "parts": parts,
                  "overlap": rng.choice([0.1, MAX_OVERLAP, 0.9], N), "part_1": ids[:, 0], "part_2": ids[:, 1],
                  "part_3": ids[:, 2]}
+    for d in ("p2c", "c2p"):  # half the events also carried by transfer: the rule must still call them events
+        tr[d][np.flatnonzero(_event(ev[d]))[::2]] = 0.9
     insert_evidence(con, "transfer", "p", "c", {"r": tr["p2c"]})
     insert_evidence(con, "reverse-transfer", "p", "c", {"r": tr["c2p"]})
     insert_evidence(con, "split", "p", "c", ev["p2c"])
@@ -112,8 +115,7 @@ def _expected(edge, direction: str, doubt: bool) -> dict[str, np.ndarray]:
     other = "c2p" if direction == "p2c" else "p2c"
     m = "p" if direction == "p2c" else "c"
     t = np.nan_to_num(tr[direction], nan=-1)
-    enough = con.execute("SELECT n_active FROM features WHERE model = ? ORDER BY feature",
-                         [m]).fetchnumpy()["n_active"] >= MIN_EVENTS
+    enough = firings(con, m) >= MIN_EVENTS
     in_other = np.zeros(N, dtype=bool)
     for i in np.flatnonzero(_event(ev[other])):
         for k in (1, 2, 3):
@@ -137,6 +139,10 @@ def test_flows_count_each_fate_where_the_evidence_puts_it(edge, mode):
     got = F.flows(edge[0], T, mode)[0]
     want = {**_expected(edge, "p2c", doubt), **_expected(edge, "c2p", doubt)}
     assert all(want[k].any() for k in ("split", "absorbed", "absorbing", "split-part", "disappearing", "emerging"))
+    if doubt:  # the rule's order is exercised: a split feature whose transfer r alone would keep it stays split
+        con, alive, r, tr, ev = edge
+        carried = (np.nan_to_num(tr["p2c"], nan=-1) > KEEP) & (firings(con, "p") >= MIN_EVENTS) & (r["p2c"] <= T)
+        assert (want["split"] & carried).any()
     for fate, mask in want.items():
         assert got[fate.replace("-", "_")] == mask.sum(), fate
     assert got["parent_alive"] == sum(want[k].sum() for k in ("persisting", "split", "absorbed", "uncertain",

@@ -12,7 +12,7 @@ from featureflow.evidence.transfer import KEEP, MIN_EVENTS, TAU
 from featureflow.store import flows as F
 from featureflow.store.writers import insert_evidence
 
-from edge_store import one_edge  # tests/edge_store.py
+from edge_store import firings, one_edge  # tests/edge_store.py
 
 T = 0.7
 N = 40
@@ -30,17 +30,13 @@ def edge():
     return con, alive, r, tr
 
 
-def _events(con, m):
-    return con.execute("SELECT n_active FROM features WHERE model = ? ORDER BY feature", [m]).fetchnumpy()["n_active"]
-
-
 def _expected(alive, r, tr, side, con):
     """(persist, uncertain, gone) masks over one side's features, counted here: persisting where matched above T
     or transfer r above KEEP (firing at least MIN_EVENTS times); uncertain where not, but transfer r above TAU or
     too few firings; gone otherwise."""
     d, m = ("p2c", "p") if side == "parent" else ("c2p", "c")
     t = np.nan_to_num(tr[d], nan=-1)
-    enough = _events(con, m) >= MIN_EVENTS
+    enough = firings(con, m) >= MIN_EVENTS
     persist = alive[m] & ((r[d] > T) | ((t > KEEP) & enough))
     uncertain = alive[m] & ~persist & ((t > TAU) | ~enough)
     return persist, uncertain, alive[m] & ~persist & ~uncertain
@@ -105,7 +101,7 @@ def test_floors_and_control_read_the_same_rule(edge):
     rng = np.random.default_rng(11)
     r_floor = rng.choice([0.9, 0.6, 0.2], N)
     insert_floor(con, "p", 1, "pearson", "best", r_floor, alive["p"])
-    enough = _events(con, "p") >= MIN_EVENTS
+    enough = firings(con, "p") >= MIN_EVENTS
     plain = F.floors(con, T, "pearson")["p"]
     doubt = F.floors(con, T, "pearson+transfer")["p"]
     assert plain["matched"] == (alive["p"] & (r_floor > T)).sum()
