@@ -10,6 +10,10 @@
         config's SAE recipe, fewer tokens) with one shared draw (one data seed) and with a draw per replica (one
         data seed each), interleaved, on the member's trained model and streams from an existing run folder;
         prints seconds and the ratio (own draws / shared).
+    python scripts/bench_sae.py member --baseline OLD_SAE_PY --config configs/demo.yaml --member lua [--tokens 150000]
+        What the pipeline's saes stage pays per member, LM passes included: `train_saes` for every SAE of a
+        member (its own token draw each, as `Pipeline.sae` trains them) with the old and the current module,
+        interleaved; prints seconds of each and the ratio (old / current).
     python scripts/bench_sae.py calibrate --model DIR --streams DIR [--target 30 --expansion 4 ...]
         Train standard SAEs with target_l0 (and topk / batchtopk SAEs) on a trained model and its token
         streams (<domain>.train.npy); print final L0 against the target, λ, wall time, dead latents.
@@ -225,6 +229,36 @@ def draws(args) -> None:
           f"replica {best['own']:.1f} s (best of {args.repeats}): ratio {best['own'] / best['shared']:.2f}")
 
 
+def member(args) -> None:
+    from featureflow.config import load_config
+    from featureflow.pipeline.family.model import load_model
+    from featureflow.pipeline.runner import Pipeline
+
+    torch.set_num_threads(args.threads)
+    pl = Pipeline(load_config(args.config), device="cpu")
+    name = args.member
+    cfg = pl.cfg.sae.model_copy(update={"tokens": args.tokens})
+    model = load_model(pl.member(name))
+    streams = {d: pl.stream(d, "train") for d in pl.cfg.member_domains(name)}
+    reps = pl.replicas(name)
+    seeds = [pl.sae_seed(name, r) for r in reps]
+    own = [pl.sae_data_seed(name, r) for r in reps]
+    impls = {"baseline": load_impl(args.baseline), "current": load_impl(None)}
+    times = {k: [] for k in impls}
+    for _ in range(args.repeats):
+        for kind, mod in impls.items():
+            t0 = time.perf_counter()
+            mod.train_saes(model, streams, cfg, seeds, own, desc=None)
+            times[kind].append(time.perf_counter() - t0)
+            print(json.dumps({"impl": kind, "saes": len(seeds), "tokens": args.tokens,
+                              "seconds": round(times[kind][-1], 2)}), flush=True)
+    best = {k: min(v) for k, v in times.items()}
+    print(f"{name}: {len(seeds)} SAEs x {args.tokens:,} tokens: baseline {best['baseline']:.1f} s "
+          f"({', '.join(f'{t:.1f}' for t in times['baseline'])}), current {best['current']:.1f} s "
+          f"({', '.join(f'{t:.1f}' for t in times['current'])}), best of {args.repeats}: "
+          f"{best['baseline'] / best['current']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -241,6 +275,13 @@ def main() -> None:
     d.add_argument("--tokens", type=int, default=150_000)
     d.add_argument("--repeats", type=int, default=2)
     d.add_argument("--threads", type=int, default=2)
+    b = sub.add_parser("member")
+    b.add_argument("--baseline", required=True)
+    b.add_argument("--config", default="configs/demo.yaml")
+    b.add_argument("--member", default="lua")
+    b.add_argument("--tokens", type=int, default=150_000)
+    b.add_argument("--repeats", type=int, default=2)
+    b.add_argument("--threads", type=int, default=2)
     c = sub.add_parser("calibrate")
     c.add_argument("--model", required=True)
     c.add_argument("--streams", required=True)
@@ -268,7 +309,7 @@ def main() -> None:
     g.add_argument("--eval-tokens", type=int, default=16_384)
     g.add_argument("--runs", default="target_l0=30")
     args = ap.parse_args()
-    {"throughput": throughput, "calibrate": calibrate, "paper": paper, "draws": draws}[args.cmd](args)
+    {"throughput": throughput, "calibrate": calibrate, "paper": paper, "draws": draws, "member": member}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -392,8 +392,26 @@ def test_one_pass_runs_the_lm_once_for_all_replicas(tiny_lm, monkeypatch):
     mod.train_saes(model, streams, cfg, [1, 2, 3, 4], data_seed=0)
     assert calls["n"] == one
     steps = 2048 // (8 * 16)
-    # the mean's 4096 tokens, then one LM call per batch of blocks trained on: steps, in chunks of 4 batches
-    assert one == 4096 // (8 * 16) + -(-steps // 4) * 4
+    # one LM call per buffer of 4 batches of blocks: the mean's 4096 tokens (32 batches), then the steps' batches
+    assert one == -(-(4096 // (8 * 16)) // 4) + -(-steps // 4)
+
+
+def test_activation_chunks_equal_one_lm_pass_per_batch(tiny_lm):
+    """A chunk read in one LM pass over its stacked batches holds, row for row, what a pass over each batch of
+    blocks alone gives (the blocks drawn with the same seed, in the same order)."""
+    from itertools import islice
+
+    from featureflow.pipeline.sae import activation_chunks, activations, block_batches
+
+    model, streams = tiny_lm.model, tiny_lm.streams
+    cfg = SAEConfig(expansion=2, tokens=2048, block_tokens=8, blocks_per_batch=16, buffer_batches=4)
+    chunks = list(islice(activation_chunks(model, streams, cfg, data_seed=3, first=1000), 3))
+    batches = block_batches(streams, 8, 16, 3)
+    n_first = -(-1000 // 128)  # the mean's chunk: whole batches until 1,000 tokens
+    for chunk, n in zip(chunks, (n_first, 4, 4)):
+        alone = torch.cat([activations(model, next(batches), cfg.hook).reshape(-1, chunk.shape[1]) for _ in range(n)])
+        assert chunk.shape == alone.shape == (n * 128, chunk.shape[1])
+        torch.testing.assert_close(chunk, alone, rtol=1e-5, atol=1e-6)
 
 
 def test_one_pass_equal_seeds_give_equal_saes_and_others_differ(tiny_lm, monkeypatch):

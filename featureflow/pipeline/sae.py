@@ -392,8 +392,10 @@ def train_sae(model, streams: dict[str, np.ndarray], cfg: SAEConfig, seed: int, 
 def activation_chunks(model, streams: dict[str, np.ndarray], cfg: SAEConfig, data_seed: int,
                       first: int = 0) -> Iterator[torch.Tensor]:
     """Endless (buffer_batches x batch, d) float32 chunks of `cfg.hook` activations, each one LM pass over
-    random blocks drawn with `data_seed`. With `first` > 0 the first chunk holds about that many tokens instead
-    (the dataset mean's estimate)."""
+    `buffer_batches` batches of random blocks drawn with `data_seed` (the blocks' rows stacked: a block is
+    its own sequence, so the pass gives each row what a pass over its batch alone gives, and the fixed cost
+    of a hooked forward is paid once a chunk, not once a batch). With `first` > 0 the first chunk holds about
+    that many tokens instead (the dataset mean's estimate), read in passes of the same size."""
     batches = block_batches(streams, cfg.block_tokens, cfg.blocks_per_batch, data_seed)
     per_batch = cfg.block_tokens * cfg.blocks_per_batch
     want = first
@@ -401,7 +403,8 @@ def activation_chunks(model, streams: dict[str, np.ndarray], cfg: SAEConfig, dat
         n, parts = 0, []
         goal = want or cfg.buffer_batches * per_batch
         while n < goal:
-            a = activations(model, next(batches), cfg.hook)
+            take = min(cfg.buffer_batches, -(-(goal - n) // per_batch))  # batches still needed, at most a buffer
+            a = activations(model, torch.cat([next(batches) for _ in range(take)]), cfg.hook)
             parts.append(a.reshape(-1, a.shape[-1]))
             n += parts[-1].shape[0]
         want = 0
