@@ -144,9 +144,11 @@ def _report(con, db, threshold, mode) -> None:
             for p in f["pw_mcc"]:
                 print(f"    PW-MCC {f['model']} r0 vs r{p['replica']}: {_num(p['pw_mcc'])} (chance {_num(p['chance'])})")
     print(f"\nalive features by origin (mode {origin_mode}, threshold {t}; "
-          f"where their chain of persisting matches starts):")
+          f"where their chain of persisting matches starts, or ends at a hop kept by evidence alone):")
     for r in summary.origin_counts(con, t, origin_mode):
-        print(f"  {r['model']:20s} from {r['origin_model']:20s} {r['n']:6d}")
+        print(f"  {r['model']:20s} from {r['origin_model']:20s} {r['n']:6d}"
+              + (f"  ({r['carried']} carried by transfer evidence: no latent of {r['origin_model']}'s SAE matches "
+                 "them, so their chain ends there)" if r["carried"] else ""))
     repro = bool(con.execute("SELECT count(*) FROM sae_replicas WHERE replica > 0").fetchone()[0])
     surv = F.merge_survival(con, t, origin_mode, repro)
     if surv:

@@ -217,6 +217,21 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     assert node["carried"] and node["persists"] and node["children"] == [] and node["r"] <= 0.7
     html = client.get(f"/models/{p}/features/{f}", params={"mode": "pearson+transfer"}).text
     assert "carries it (transfer" in html
+    # a child feature inherited by reverse transfer alone: its chain ends in the parent, with no latent named, on
+    # its page, in search and in SQL (`flows.origins`) alike
+    got = client.get(f"/api/edges/{p}/{c}", params={**q, "fate": "inherited"}).json()["rows"]
+    carried_in = [x["feature"] for x in got if x["r"] is None or x["r"] <= 0.7]
+    assert carried_in
+    g = carried_in[0]
+    o = client.get(f"/api/models/{c}/features/{g}", params={"mode": "pearson+transfer"}).json()["lineage"]["origin"]
+    assert (o["model"], o["feature"], o["carried"]) == (p, None, True)
+    assert "carried (no latent)" in client.get(f"/models/{c}/features/{g}", params={"mode": "pearson+transfer"}).text
+    con = duckdb.connect(str(db), read_only=True)
+    from featureflow.store import flows
+
+    sql = flows.origins(con, [(c, g)], 0.7, "pearson+transfer")[(c, g)]
+    con.close()
+    assert (sql["origin_model"], sql["origin_feature"], sql["carried"]) == (p, None, True)
     page = client.get(f"/edges/{p}/{c}", params={"mode": "pearson+transfer", "fate": "uncertain"}).text
     assert f"uncertain · {doubt[(p, c)]['uncertain']}" in page
     assert f"transfer r exceeds {KEEP}" in page and f"fewer than {MIN_EVENTS} times" in page  # the rule, stated

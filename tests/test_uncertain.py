@@ -131,3 +131,26 @@ def test_every_fate_at_once_equals_each_fates_edge_list(edge):
             rows = F.edge_features(con, "p", "c", fate, T, mode, limit=1000, sort="feature")[1]
             assert sets[fate] == {x["feature"] for x in rows}, (mode, fate)
         assert sum(map(len, sets.values())) > 0
+
+
+def test_a_carried_hop_ends_the_chain_in_the_model_that_carries_it(edge):
+    """Origin under a keep rule, counted here: a child feature matched above T comes from its partner in p; one
+    persisting by reverse transfer alone is carried by p with no latent named (the chain ends there: any latent
+    past it would be a guess); any other is its own origin, as `flows.origins` (search, the report's origin
+    counts) reads it. The feature page's lineage reads it the same way (tests/test_registry.py)."""
+    con, alive, r, tr = edge
+    dst = dict(con.execute("SELECT src, dst FROM matches WHERE direction = 'c2p'").fetchall())
+    persist, _, _ = _expected(alive, r, tr, "child", con)
+    want = {}
+    for j in range(N):
+        if r["c2p"][j] > T:
+            want[j] = ("p", dst[j], False)
+        elif persist[j]:
+            want[j] = ("p", None, True)
+        else:
+            want[j] = ("c", j, False)
+    assert any(c for _, _, c in want.values()) and any(f is not None and m == "p" for m, f, _ in want.values())
+    got = F.origins(con, [("c", j) for j in range(N)], T, "pearson+transfer")
+    assert {j: (o["origin_model"], o["origin_feature"], o["carried"]) for (_, j), o in got.items()} == want
+    plain = F.origins(con, [("c", j) for j in range(N)], T, "pearson")  # no evidence read: no carried hop
+    assert not any(o["carried"] for o in plain.values())

@@ -735,7 +735,11 @@ class Store:
                 out.append(node)
             return out
 
+        # where the chain ends: a carried hop ends it in the model that carries the feature, with no latent
+        # (`flows.ancestry`, the same rule for search and the report)
         origin = up[0] if up else {"model": model, "feature": feature}
+        if bp is not None and bp["persists"] and not matched(bp):
+            origin = {"model": bp["model"], "label": self.label(bp["model"]), "feature": None, "carried": True}
         return {"ancestors": up, "parents": above(ups, 0), "descendants": down(kids, 0), "origin": origin,
                 "fate": self._index("fates", threshold, self.mode(mode))[(model, feature)]}
 
@@ -850,7 +854,8 @@ class Store:
                                   self.mode(mode))
         for r in rows:
             o = origin[(r["model"], r["feature"])]
-            r["origin_model"], r["origin_feature"] = o["origin_model"], o["origin_feature"]
+            r["origin_model"], r["origin_feature"], r["origin_carried"] = (o["origin_model"], o["origin_feature"],
+                                                                         o["carried"])
         return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),
                 "rows": rows}
 

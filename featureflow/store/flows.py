@@ -172,9 +172,11 @@ def feature_events(cur, model: str, feature: int, threshold: float, mode: str) -
 
 # -- lineage: a feature's chain of best persisting parent matches, read through the same rule ---------------
 # A feature's best parent match: its strongest match over its parent models (`parent_matches`), ties to the
-# parent earlier in family order. Its chain follows best parent matches up while they persist (`PERSISTS`);
-# where the chain ends is the feature's origin: the root for a feature carried all the way, else the model where
-# it emerged. `ancestry` walks every chain of a set of features at once (search, the report's origin counts);
+# parent earlier in family order. Its chain follows best parent matches up while they persist through their partner
+# latent (r above the threshold); where the chain ends is the feature's origin: the root for a feature carried all
+# the way, else the model where it emerged. Under a rule that keeps by evidence (`pearson+transfer`) a hop can
+# persist with no partner above the threshold (*carried*: the parent model carries the feature, no latent of its
+# SAE is it): the chain ends in that parent, with no latent, since any latent named past it would be a guess. `ancestry` walks every chain of a set of features at once (search, the report's origin counts);
 # the explorer's feature page walks one chain over its partners index (`all_partners`, sorted in this order).
 # The order of a feature's partners in its parent (or child) models: strongest first, ties to the model earlier in
 # family order (`other_idx`); the first in a feature's parents is its best parent match.
@@ -183,20 +185,24 @@ PARTNER_ORDER = "{t}r DESC NULLS LAST, {t}other_idx"
 
 def parent_matches(rule: str) -> str:
     """Each feature's match under `rule` ($sim, $t bound) in each of its parent models, unassigned ones left out:
-    model, feature, parent, dst (the parent feature), r, `persists` and `other_idx` (the parent's family order)."""
-    return f"""SELECT m.model, m.src AS feature, m.parent, m.dst, m.r, m.persists, o.idx AS other_idx
+    model, feature, parent, dst (the parent feature), r, `persists`, `matched` (it persists through its partner
+    latent: r above the threshold, not by evidence alone) and `other_idx` (the parent's family order)."""
+    return f"""SELECT m.model, m.src AS feature, m.parent, m.dst, m.r, m.persists, {PERSISTS} AS matched,
+                      o.idx AS other_idx
                FROM ({edge_matches(rule, "AND direction = 'c2p' AND dst IS NOT NULL")}) m
                JOIN models o ON o.model = m.parent"""
 
 
 def ancestry(rule: str, start: str) -> str:
     """Every chain of the features of `start` (a query of model, feature) at once, one row per step: the
-    start's model and feature, `depth` (0: the feature itself), the feature reached (`at_model`, `at_feature`)
-    and `hop_r`, the r of the hop into it (NULL at depth 0)."""
-    return f"""WITH RECURSIVE walk(model, feature, depth, at_model, at_feature, hop_r) AS (
-                   SELECT model, feature, 0, model, feature, NULL::DOUBLE FROM ({start})
+    start's model and feature, `depth` (0: the feature itself), the feature reached (`at_model`, `at_feature`:
+    NULL at a carried hop, where the chain ends), `hop_r`, the r of the hop into it (NULL at depth 0), and
+    `carried` (the hop persists by the rule's evidence alone)."""
+    return f"""WITH RECURSIVE walk(model, feature, depth, at_model, at_feature, hop_r, carried) AS (
+                   SELECT model, feature, 0, model, feature, NULL::DOUBLE, false FROM ({start})
                    UNION ALL
-                   SELECT w.model, w.feature, w.depth + 1, b.parent, b.dst, b.r
+                   SELECT w.model, w.feature, w.depth + 1, b.parent, CASE WHEN b.matched THEN b.dst END, b.r,
+                          NOT b.matched
                    FROM walk w JOIN ({parent_matches(rule)}) b ON b.model = w.at_model AND b.feature = w.at_feature
                    WHERE w.depth < 64
                    QUALIFY row_number() OVER (PARTITION BY w.model, w.feature
@@ -205,15 +211,17 @@ def ancestry(rule: str, start: str) -> str:
 
 
 def origins_of(rule: str, start: str) -> str:
-    """Per feature of `start`: `origin_model`, `origin_feature` (the end of its chain, `ancestry`) and `depth`
-    (hops to it)."""
+    """Per feature of `start`: `origin_model`, `origin_feature` (the end of its chain, `ancestry`; NULL where the
+    chain ends at a carried hop), `carried` (it does) and `depth` (hops to it)."""
     return f"""SELECT model, feature, arg_max(at_model, depth) AS origin_model,
-                      arg_max(at_feature, depth) AS origin_feature, max(depth) AS depth
+                      arg_max_null(at_feature, depth) AS origin_feature, arg_max(carried, depth) AS carried,
+                      max(depth) AS depth
                FROM ({ancestry(rule, start)}) GROUP BY model, feature"""
 
 
 def origins(cur, features: list[tuple[str, int]], threshold: float, mode: str) -> dict[tuple[str, int], dict]:
-    """(model, feature) -> its `origin_model`, `origin_feature` and `depth` at `threshold` under `mode`."""
+    """(model, feature) -> its `origin_model`, `origin_feature`, `carried` and `depth` at `threshold` under
+    `mode` (`origins_of`)."""
     if not features:
         return {}
     start = "SELECT unnest($models::VARCHAR[]) AS model, unnest($features::INTEGER[]) AS feature"
@@ -225,10 +233,12 @@ def origins(cur, features: list[tuple[str, int]], threshold: float, mode: str) -
 
 def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
     """Alive features per model by the model their chain of persisting matches starts in (`origins_of`), at
-    `threshold` under `mode`, in family order."""
+    `threshold` under `mode`, in family order: {model, origin_model, n, carried (of n, those whose chain ends at a
+    carried hop: the origin model carries them, and where they came from before it is not known)}."""
     start = "SELECT model, feature FROM features WHERE alive"
     return dicts(cur.execute(f"""
-        SELECT o.model, o.origin_model, count(*) AS n FROM ({origins_of(split_mode(mode)[1], start)}) o
+        SELECT o.model, o.origin_model, count(*) AS n, count(*) FILTER (WHERE o.carried) AS carried
+        FROM ({origins_of(split_mode(mode)[1], start)}) o
         JOIN models m ON m.model = o.model JOIN models g ON g.model = o.origin_model
         GROUP BY o.model, o.origin_model, m.idx, g.idx ORDER BY m.idx, g.idx""", fate_params(threshold, mode)))
 
