@@ -185,7 +185,7 @@ def main() -> None:
     from featureflow.config import load_config
     from featureflow.pipeline.family.model import load_model
     from featureflow.pipeline.matching import pearson_topk, pw_mcc
-    from featureflow.pipeline.runner import Pipeline, setup_logging
+    from featureflow.pipeline.runner import Pipeline
     from featureflow.pipeline.stages import hardware
     from featureflow.pipeline.sae import sae_health, summarise, train_saes
 

@@ -80,6 +80,7 @@ def test_the_sankey_partition_and_fate_labels_read_the_same_rule(edge):
     (pp, pu, pg), (ci, cu, ce) = _expected(alive, r, tr, "parent", con), _expected(alive, r, tr, "child", con)
     assert nodes.get(("out", "c"), 0) == pp.sum() and nodes.get(("out", F.UNCERTAIN_VIA), 0) == pu.sum()
     assert nodes.get(("out", None), 0) == pg.sum() and nodes.get(("in", F.UNCERTAIN_VIA), 0) == cu.sum()
+    assert nodes.get(("in", "p"), 0) == ci.sum() and nodes.get(("in", None), 0) == ce.sum()
     labels = dict(con.execute(f"""SELECT f.feature, {F.FATE_LABEL} FROM features f
                                   LEFT JOIN ({F.feature_fates('best+transfer')}) s
                                     ON s.model = f.model AND s.feature = f.feature WHERE f.model = 'p'""",
