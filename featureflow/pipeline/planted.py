@@ -372,8 +372,8 @@ def run_planted(cfg: PlantedConfig, sae: SAEConfig | None = None, matching: Matc
     edit table, "config": the config, "seconds": wall time}. The null child is the child's own SAE with its
     sample positions shifted by half the sample (activations) or its decoder rotated at random (decoder).
     `keep`, when given, receives the family, activations, decoders, matches, latent truth rows, evidence values
-    ({(kind, parent, child): {measure: array}}), each edge's truth (`edge_truth`) and each mode's reproducible
-    latents ({mode: {member: mask}}).
+    ({(kind, parent, child): {measure: array}}), each edge's truth (`edge_truth`), each mode's reproducible
+    latents ({mode: {member: mask}}) and the in-memory store the calls were read from (`store`).
 
     Torch runs on one thread here: at these shapes (d in the tens, a few hundred latents) intra-op threads
     cost more than they give (one SAE step 13x faster on 1 thread than on 2 busy cores, measured)."""
@@ -535,7 +535,7 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
         insert_evidence(con, kind, p, c, v)
     evidence = score_evidence(tf, values, truths)
     if keep is not None:
-        keep.update(evidence=values, truths=truths, reproducible={})
+        keep.update(evidence=values, truths=truths, reproducible={}, store=con)
     out_modes, out_rep, drift, split, floors, flows, chance, out_conf = {}, {}, {}, {}, {}, {}, {}, {}
     uncertain: dict[str, dict] = {}
     per_edge: dict[str, dict] = {}
@@ -658,7 +658,8 @@ def score_family(cfg: PlantedConfig, tf: TrainedFamily, mcfg: MatchingConfig, de
                        for r in F.flows(con, thr, mode)]
     inheritance = score_inheritance(con, fam, truth_row, alive, mcfg, truths) if cfg.merge is not None else {}
     survival = survival_series(tf, thr) if cfg.merge is not None and tf.sample is not None else {}
-    con.close()
+    if keep is None:  # else the caller has it (`keep["store"]`), to read more calls from
+        con.close()
     truth = {}
     for name, cnt in fam.edit_counts.items():
         R = cnt["parent_features"]
