@@ -12,7 +12,6 @@ HEAD~1:featureflow/pipeline/features.py > /tmp/features_old.py`), interleaved, a
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -20,14 +19,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def load(path: str):
-    spec = importlib.util.spec_from_file_location("featureflow.pipeline._features_baseline", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from benchlib import load_baseline  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +43,7 @@ def main() -> None:
     torch.manual_seed(0)
     sae = LensSAE(TopKSAE(TopKSAEConfig(d_in=args.d_in, d_sae=args.d_sae, k=args.k)).eval())
     xs = [torch.relu(torch.randn(4096, args.d_in)) * 0.2 for _ in range(args.rows // 4096)]
-    mods = {"baseline": load(args.baseline), "current": current}
+    mods = {"baseline": load_baseline(args.baseline, "_features_baseline"), "current": current}
     times: dict[str, list[float]] = {k: [] for k in mods}
     out = {}
     for _ in range(args.repeats):

@@ -10,7 +10,6 @@ the old module on the same input in the same run, and prints both and the ratio.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -23,14 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from featureflow.config import SampleConfig  # noqa: E402
 from bench_matching import synthetic  # noqa: E402
+from benchlib import load_baseline  # noqa: E402
 
 
 def load(path: str):
-    spec = importlib.util.spec_from_file_location("featureflow.pipeline._features_baseline", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_baseline(path, "_features_baseline")
 
 
 def main() -> None:

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -32,7 +31,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchlib import load_baseline  # noqa: E402
 from featureflow.config import ModelShape, SAEConfig  # noqa: E402
 
 
@@ -40,11 +41,7 @@ def load_impl(path: str | None):
     if path is None:
         import featureflow.pipeline.sae as mod
         return mod
-    spec = importlib.util.spec_from_file_location("featureflow.pipeline._sae_baseline", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_baseline(path, "_sae_baseline")
 
 
 class LoopTimer:
@@ -201,11 +198,12 @@ def paper(args) -> None:
         (out / "paper_runs.json").write_text(json.dumps(rows, indent=1))
 
 
-def draws(args) -> None:
+def member_saes(args):
+    """(member, its SAE config at `args.tokens`, model, training streams, SAE seeds, data seeds) of an existing run
+    folder: every SAE `Pipeline.sae` trains for the member, each replica with its own token draw."""
     from featureflow.config import load_config
     from featureflow.pipeline.family.model import load_model
     from featureflow.pipeline.runner import Pipeline
-    from featureflow.pipeline.sae import train_saes
 
     torch.set_num_threads(args.threads)
     pl = Pipeline(load_config(args.config), device="cpu")
@@ -214,8 +212,14 @@ def draws(args) -> None:
     model = load_model(pl.member(name))
     streams = {d: pl.stream(d, "train") for d in pl.cfg.member_domains(name)}
     reps = pl.replicas(name)
-    seeds = [pl.sae_seed(name, r) for r in reps]
-    own = [pl.sae_data_seed(name, r) for r in reps]
+    return (name, cfg, model, streams, [pl.sae_seed(name, r) for r in reps],
+            [pl.sae_data_seed(name, r) for r in reps])
+
+
+def draws(args) -> None:
+    from featureflow.pipeline.sae import train_saes
+
+    name, cfg, model, streams, seeds, own = member_saes(args)
     times = {"shared": [], "own": []}
     for _ in range(args.repeats):
         for kind, data in (("shared", own[0]), ("own", own)):
@@ -230,19 +234,7 @@ def draws(args) -> None:
 
 
 def member(args) -> None:
-    from featureflow.config import load_config
-    from featureflow.pipeline.family.model import load_model
-    from featureflow.pipeline.runner import Pipeline
-
-    torch.set_num_threads(args.threads)
-    pl = Pipeline(load_config(args.config), device="cpu")
-    name = args.member
-    cfg = pl.cfg.sae.model_copy(update={"tokens": args.tokens})
-    model = load_model(pl.member(name))
-    streams = {d: pl.stream(d, "train") for d in pl.cfg.member_domains(name)}
-    reps = pl.replicas(name)
-    seeds = [pl.sae_seed(name, r) for r in reps]
-    own = [pl.sae_data_seed(name, r) for r in reps]
+    name, cfg, model, streams, seeds, own = member_saes(args)
     impls = {"baseline": load_impl(args.baseline), "current": load_impl(None)}
     times = {k: [] for k in impls}
     for _ in range(args.repeats):
