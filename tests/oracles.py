@@ -92,3 +92,23 @@ def stored_pearson(con, a: tuple[str, int], b: tuple[str, int]) -> float | None:
     if x.std() == 0 or y.std() == 0:
         return None
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def sankey_node_mismatches(client, params: dict) -> list[tuple]:
+    """Every side node of the overview's Sankey (lost, uncertain, split, absorbed, new, origin uncertain, from
+    splits, absorbing) against the list its link opens: (node label, href, total listed) wherever the count drawn
+    on the node differs from the `total` of the link's JSON twin. Empty: each node counts what it opens."""
+    import re
+    from urllib.parse import parse_qsl, urlsplit
+
+    node = client.get("/api/", params=params).json()["sankey"]["data"][0]["node"]
+    bad = []
+    for text, (_, href, key) in zip(node["label"], node["customdata"]):
+        if not href or key.startswith(("model:", "edge:", "collapsed:")):
+            continue
+        drawn = int(re.search(r"· ([\d,]+)$", text).group(1).replace(",", ""))
+        u = urlsplit(href)
+        listed = client.get("/api" + u.path, params={**dict(parse_qsl(u.query)), "per_page": 1}).json()["total"]
+        if listed != drawn:
+            bad.append((text, href, listed))
+    return bad

@@ -40,6 +40,21 @@ def test_every_page_and_its_json_twin_answer(client):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("threshold", [0.5, 0.8])
+@pytest.mark.parametrize("population", ["all", "reproducible"])
+def test_each_sankey_node_counts_the_features_its_link_lists(client, mode, threshold, population):
+    """A side node of the Sankey (lost, split, absorbed, new, from splits, absorbing: a model with two children or
+    two parents links to search, one with one to the edge list) counts exactly the features its link lists."""
+    from oracles import sankey_node_mismatches
+
+    q = {"mode": mode, "threshold": threshold, "population": population}
+    keys = {k for _, _, k in client.get("/api/", params=q).json()["sankey"]["data"][0]["node"]["customdata"]}
+    if (mode, threshold, population) == ("pearson", 0.8, "all"):  # split events are drawn, so they are checked
+        assert {"split:base", "split-in:left", "lost:base"} <= keys
+    assert sankey_node_mismatches(client, q) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("threshold", [0.5, 0.8, 0.95])
 def test_overview_flows_and_floors_equal_counts_from_the_arrays(client, synthetic_store, mode, threshold):
     """Every flow count per edge and the noise floor beside it, counted again in numpy from the activations,

@@ -236,6 +236,11 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     assert f"uncertain · {doubt[(p, c)]['uncertain']}" in page
     assert f"transfer r exceeds {KEEP}" in page and f"fewer than {MIN_EVENTS} times" in page  # the rule, stated
     assert f"exceeds {KEEP}" in client.get("/", params={"mode": "pearson+transfer"}).text
+    from oracles import sankey_node_mismatches  # each Sankey node counts what its link lists, under the keep rule too
+
+    for m in ("pearson", "pearson+transfer"):
+        for pop in ("all", "reproducible"):
+            assert sankey_node_mismatches(client, {"mode": m, "population": pop}) == [], (m, pop)
     assert f"exceeds {KEEP}" not in client.get(f"/edges/{p}/{c}", params={"mode": "pearson"}).text
     for x in unsure["rows"]:  # the note on a page whose fate label is uncertain (not persisting into another child)
         f = x["feature"]

@@ -161,8 +161,10 @@ def test_the_sankey_labels_and_a_features_events_read_the_same_rule(edge):
     con = edge[0]
     want = {**_expected(edge, "p2c", False), **_expected(edge, "c2p", False)}
     nodes = {(r["side"], r["via"]): r["n"] for r in F.node_flows(con, T, "pearson")}
-    assert nodes.get(("out", F.SPLIT_VIA), 0) == want["split"].sum() + want["absorbed"].sum()
-    assert nodes.get(("in", F.SPLIT_VIA), 0) == want["absorbing"].sum() + want["split-part"].sum()
+    assert nodes.get(("out", F.SPLIT_VIA), 0) == want["split"].sum()
+    assert nodes.get(("out", F.PART_VIA), 0) == want["absorbed"].sum()
+    assert nodes.get(("in", F.SPLIT_VIA), 0) == want["absorbing"].sum()
+    assert nodes.get(("in", F.PART_VIA), 0) == want["split-part"].sum()
     labels = {(m, f): lab for m, f, lab in F.all_fates(con, T, "pearson")}
     for i in np.flatnonzero(want["split"]):
         assert labels[("p", int(i))] == "split"
@@ -202,7 +204,7 @@ def test_the_explorer_shows_a_planted_split_on_every_page(synthetic_store):
     flows = {(f["parent"], f["child"]): f for f in client.get("/api/").json()["flows"]}
     assert flows[("base", "left")]["split"] >= 1 and flows[("base", "left")]["split_part"] >= 2
     labels = client.get("/api/", params={"population": "all"}).json()["sankey"]["data"][0]["node"]["label"]
-    assert any(x.startswith("split / absorbed") for x in labels)
+    assert any(x.startswith("split · ") for x in labels) and any(x.startswith("from splits · ") for x in labels)
 
 
 def test_a_planted_split_is_found_with_its_two_halves():

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import numpy as np
 
 from featureflow.explorer import numbers
-from featureflow.store.flows import SPLIT_VIA, UNCERTAIN_VIA
+from featureflow.store.flows import PART_VIA, SPLIT_VIA, UNCERTAIN_VIA
 
 PERSIST = "rgba(46, 139, 87, 0.55)"
 LOST = "rgba(150, 150, 150, 0.45)"
@@ -31,6 +31,11 @@ def depths(models: list[dict], edges: list[tuple[str, str]]) -> dict[str, int]:
     return d
 
 
+def _some(where: str) -> str:
+    """'any child' (a hover's "no feature of any child") as "some child" (the evidence says some child carries it)."""
+    return where.replace("any ", "some ", 1) if where.startswith("any ") else where
+
+
 def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: float, mode_label: str = "",
            state: str = "", reproducible: bool = False, replicated: list[str] | tuple = (),
            folded: dict[str, list[str]] | None = None, expand_href=None) -> dict:
@@ -44,7 +49,8 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
     hover and on the junctions. Every node and band carries [hover text, href, key] as customdata: the href
     opens its features (`state` is the threshold / mode query string carried along); the key names what the
     node is ("model:<m>", "edge:<parent>:<child>", "lost:<m>", "new:<m>", and under a rule with doubt
-    "uncertain:<m>", "unsure-origin:<m>", with split evidence "split:<m>", "split-in:<m>"; a band: its source's and target's keys joined by " > ").
+    "uncertain:<m>", "unsure-origin:<m>", with split evidence "split:<m>", "absorbed:<m>", "split-in:<m>",
+    "absorbing:<m>"; a band: its source's and target's keys joined by " > ").
 
     Only nodes that some band touches are drawn, each at an explicit position: Plotly leaves out a node
     without links and then places the others by the wrong entries of `x` and `y`, so a junction with no
@@ -172,19 +178,23 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
                   lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold")
         side_node(name, "out", UNCERTAIN_VIA, "uncertain", "uncertain", "uncertain", UNSURE, UNSURE_BAND, (*last, 0),
                   lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold, but the mode's "
-                               f"evidence says {w} still carries them: uncertain")
-        side_node(name, "out", SPLIT_VIA, "split", "split", "split / absorbed", SPLIT, SPLIT_BAND, (*last, 1),
+                               f"evidence says {_some(w)} still carries them: uncertain")
+        side_node(name, "out", SPLIT_VIA, "split", "split", "split", SPLIT, SPLIT_BAND, (*last, 1),
                   lambda n, w: f"{n:,} {lab} features match no single feature of {w} above the threshold, but several "
-                               f"together reproduce them (split), or they are parts of one broader feature (absorbed)")
-        side_node(name, "in", SPLIT_VIA, "split-part", "split-in", "from splits / absorbing", SPLIT, SPLIT_BAND,
-                  (order[name], 3),
+                               f"together reproduce them: split")
+        side_node(name, "out", PART_VIA, "absorbed", "absorbed", "absorbed", SPLIT, SPLIT_BAND, (*last, 2),
                   lambda n, w: f"{n:,} {lab} features match no single feature of {w} above the threshold, but are "
-                               f"parts of a split feature there, or reproduce several of its features together "
-                               f"(absorbing)")
+                               f"parts of one broader feature there: absorbed")
+        side_node(name, "in", PART_VIA, "split-part", "split-in", "from splits", SPLIT, SPLIT_BAND, (order[name], 3),
+                  lambda n, w: f"{n:,} {lab} features match no single feature of {w} above the threshold, but are "
+                               f"parts of a split feature there")
+        side_node(name, "in", SPLIT_VIA, "absorbing", "absorbing", "absorbing", SPLIT, SPLIT_BAND, (order[name], 4),
+                  lambda n, w: f"{n:,} {lab} features match no single feature of {w} above the threshold, but "
+                               f"reproduce several of its features together: absorbing")
         side_node(name, "in", UNCERTAIN_VIA, "uncertain-origin", "unsure-origin", "origin uncertain", UNSURE,
                   UNSURE_BAND, (order[name], 2),
                   lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold, but the mode's "
-                               f"evidence says {w} already carried them: origin uncertain")
+                               f"evidence says {_some(w)} already carried them: origin uncertain")
         side_node(name, "in", None, "emerging", "new", "new", "#e67e22", NEW, (order[name], 1),
                   lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold: new")
     for (p, g), n in into_folded.items():  # each folded group: one node beside its first member
@@ -241,7 +251,7 @@ def inheritance_sankey(h: dict, labels: dict[str, str], href: str = "") -> dict:
     uncertain, new. Every band's width is its count, so the merged node is as tall as its features."""
     first, second = labels.get(h["first_parent"], h["first_parent"]), labels.get(h["second_parent"], h["second_parent"])
     classes = [("both", f"both {first} and {second}", "#8e6bb8"), ("first", f"{first} only", PALETTE[0]),
-               ("second", f"{second} only", PALETTE[1]), ("split", "split / absorbed", SPLIT),
+               ("second", f"{second} only", PALETTE[1]), ("split", "from splits / absorbing", SPLIT),
                ("uncertain", "uncertain", UNSURE), ("new", "new", "#e67e22")]
     shown = [(k, text, color) for k, text, color in classes if h.get(k)]
     merged = labels.get(h["model"], h["model"])

@@ -171,16 +171,18 @@ def feature_events(cur, model: str, feature: int, threshold: float, mode: str) -
 
 
 # -- lineage: a feature's chain of best persisting parent matches, read through the same rule ---------------
-# A feature's best parent match: its strongest match over its parent models (`parent_matches`), ties to the
-# parent earlier in family order. Its chain follows best parent matches up while they persist through their partner
+# A feature's best parent match: its strongest persisting match over its parent models (`parent_matches`; its
+# strongest match where none persists), ties to the parent earlier in family order. Its chain follows best parent matches up while they persist through their partner
 # latent (r above the threshold); where the chain ends is the feature's origin: the root for a feature carried all
 # the way, else the model where it emerged. Under a rule that keeps by evidence (`pearson+transfer`) a hop can
 # persist with no partner above the threshold (*carried*: the parent model carries the feature, no latent of its
-# SAE is it): the chain ends in that parent, with no latent, since any latent named past it would be a guess. `ancestry` walks every chain of a set of features at once (search, the report's origin counts);
-# the explorer's feature page walks one chain over its partners index (`all_partners`, sorted in this order).
-# The order of a feature's partners in its parent (or child) models: strongest first, ties to the model earlier in
-# family order (`other_idx`); the first in a feature's parents is its best parent match.
-PARTNER_ORDER = "{t}r DESC NULLS LAST, {t}other_idx"
+# SAE is it): the chain ends in that parent, with no latent, since any latent named past it would be a guess.
+# `ancestry` walks every chain of a set of features at once (search, the report's origin counts); the explorer's
+# feature page walks one chain over its partners index (`all_partners`, sorted in this order).
+# The order of a feature's partners in its parent (or child) models: those it persists through first (under a keep
+# rule a carried hop can have the lower r), then strongest first, ties to the model earlier in family order
+# (`other_idx`); the first in a feature's parents is its best parent match.
+PARTNER_ORDER = "{t}persists DESC, {t}r DESC NULLS LAST, {t}other_idx"
 
 
 def parent_matches(rule: str) -> str:
@@ -741,18 +743,20 @@ def floor_histogram(cur, model: str, mode: str, bins: int = 20) -> list[dict]:
 
 # -- per-node partition and per-edge feature lists (the explorer's Sankey and /edges pages) ---------------
 UNCERTAIN_VIA = "~uncertain"  # `node_flows`'s `via` of an uncertain feature (no model name has a '~')
-SPLIT_VIA = "~split"          # ... of a split / absorbed parent feature, an absorbing / split-part child feature
+SPLIT_VIA = "~split"          # ... of a split parent feature (split on some edge), an absorbing child feature
+PART_VIA = "~part"            # ... of an absorbed parent feature (a part of one on some edge), a split-part child one
 def node_flows(cur, threshold: float, mode: str, reproducible: bool = False) -> list[dict]:
     """Each alive feature counted once per model node, for the Sankey.
 
     Rows (side, model, via, n): side 'out' partitions a parent's alive features by the child its best
-    persisting match lies in (the strongest r over its children; `via` NULL: it persists in none, lost;
-    `SPLIT_VIA`: in none, but split or absorbed in some child; `UNCERTAIN_VIA`: in none, but uncertain under a
-    rule with doubt); side 'in' partitions a child's alive features by the parent its best persisting match lies in
-    (`via` NULL: no parent reaches it, new; `SPLIT_VIA`: absorbing or a split part; `UNCERTAIN_VIA`: its origin is
-    uncertain). Ties go to the model earlier in family order. With `reproducible`,
-    a member with seed replicas counts only its reproducible features (`STABILITY`); a member without
-    replicas still counts all of them."""
+    persisting match lies in (the strongest r over the children it persists in; `via` NULL: it persists in none,
+    lost; `SPLIT_VIA`: in none, but split in some child; `PART_VIA`: in none, split in none, but absorbed in some;
+    `UNCERTAIN_VIA`: none of these, but uncertain under a rule with doubt); side 'in' partitions a child's alive
+    features by the parent its best persisting match lies in (`via` NULL: no parent reaches it, new; `SPLIT_VIA`:
+    absorbing; `PART_VIA`: a split part; `UNCERTAIN_VIA`: its origin is uncertain). The order is the fate labels'
+    (`FATE_LABEL`), so each node counts the features search lists under its fate. Ties go to the model earlier in
+    family order. With `reproducible`, a member with seed replicas counts only its reproducible features
+    (`STABILITY`); a member without replicas still counts all of them."""
     sim, rule = split_mode(mode)
     keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = k.model AND st.feature = k.feature"
             if reproducible else "")
@@ -760,17 +764,18 @@ def node_flows(cur, threshold: float, mode: str, reproducible: bool = False) -> 
     return dicts(cur.execute(f"""
         WITH side AS (
             SELECT model, src AS feature, CASE WHEN direction = 'p2c' THEN child ELSE parent END AS other,
-                   direction, coalesce(r, -1e9) AS r, persists, uncertain, split OR part AS event
+                   direction, coalesce(r, -1e9) AS r, persists, uncertain, split, part
             FROM ({edge_matches(rule)})),
-        ranked AS (
+        ranked AS (  -- a hop that persists first (under a keep rule it may have the lower r), then the strongest
             SELECT s.*, row_number() OVER (PARTITION BY s.model, s.feature, s.direction
-                                           ORDER BY s.r DESC, o.idx) AS k,
+                                           ORDER BY s.persists DESC, s.r DESC, o.idx) AS k,
                    bool_or(s.uncertain) OVER (PARTITION BY s.model, s.feature, s.direction) AS unsure,
-                   bool_or(s.event) OVER (PARTITION BY s.model, s.feature, s.direction) AS event
+                   bool_or(s.split) OVER (PARTITION BY s.model, s.feature, s.direction) AS split_any,
+                   bool_or(s.part) OVER (PARTITION BY s.model, s.feature, s.direction) AS part_any
             FROM side s JOIN models o ON o.model = s.other)
         SELECT CASE WHEN k.direction = 'p2c' THEN 'out' ELSE 'in' END AS side, k.model,
-               CASE WHEN k.persists THEN k.other WHEN k.event THEN '{SPLIT_VIA}' WHEN k.unsure THEN '{UNCERTAIN_VIA}'
-                    END AS via, count(*) AS n
+               CASE WHEN k.persists THEN k.other WHEN k.split_any THEN '{SPLIT_VIA}' WHEN k.part_any THEN '{PART_VIA}'
+                    WHEN k.unsure THEN '{UNCERTAIN_VIA}' END AS via, count(*) AS n
         FROM ranked k JOIN features f ON f.model = k.model AND f.feature = k.feature {keep}
         WHERE k.k = 1 AND f.alive{where} GROUP BY ALL ORDER BY ALL""",
                               {"t": threshold, "sim": sim,
