@@ -209,3 +209,15 @@ def test_the_features_autointerp_picks_as_persisting_follow_the_fate_rule(tiny_p
         got = pl.persisting(name, n)
         assert (got == want).all(), name
         assert got.any() if kids else not got.any()  # a model with children has persisting features; a leaf none
+
+
+@pytest.mark.parametrize("token", [' "', '"', 'a\\b', '\\', '\n"'])
+def test_an_offline_explanation_quoting_a_quote_renders_the_prose_after_it_as_prose(token):
+    """The offline explainer escapes a quote or backslash inside a quoted token, so the explorer (`show_ws`,
+    prose) finds where the token ends: the words after it keep plain spaces, no whitespace markers."""
+    from featureflow.explorer.rendering import show_ws
+    from featureflow.pipeline.autointerp.offline import _q
+
+    html = str(show_ws(f"fires on {_q(token)} (8%); the peak often follows it", prose=True))
+    assert html.endswith(" (8%); the peak often follows it")
+    assert html.count("&#34;") == 2 + token.count('"')  # the two quotes around it, and its own (escaped)

@@ -60,6 +60,7 @@ class Measure:
     label: str
     doc: str = ""
     feature: bool = False  # its value is a feature id of the other side (shown as a link, not summarised)
+    count: bool = False    # its value is a whole number (shown without decimals)
 
 
 @dataclass(frozen=True)

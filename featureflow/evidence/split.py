@@ -128,7 +128,8 @@ def _measures(side: str, other: str) -> tuple[Measure, ...]:
     return (Measure("fit_r", "fit r", f"Pearson r of the feature with the non-negative least-squares fit of it by its "
                                       f"{CANDIDATES} most correlated {other} features"),
             Measure("single_r", "best single r", f"Pearson r with its most correlated {other} feature"),
-            Measure("parts", "parts", f"{other} features carrying at least {PART_SHARE:.0%} of the fit"),
+            Measure("parts", "parts", f"{other} features carrying at least {PART_SHARE:.0%} of the fit (the first "
+                                      f"{MAX_PARTS} are listed)", count=True),
             Measure("overlap", "parts' overlap", "how often its first two parts fire together, as a share of the "
                                                  "rarer one's firing"),
             *(Measure(f"part_{i + 1}", f"part {i + 1}", f"the {other} feature carrying the fit's "

@@ -464,7 +464,7 @@ class Store:
         for e in out.values():  # in the kind's order of measures, each with its label
             measures = self.evidence_kinds[e["kind"]]["measures"]
             e["values"] = [{"measure": m["name"], "label": m["label"], "value": e["values"].get(m["name"]),
-                            "feature": bool(m.get("feature"))} for m in measures]
+                            "feature": bool(m.get("feature")), "count": bool(m.get("count"))} for m in measures]
             e["other"] = e["child"] if self.evidence_kinds[e["kind"]]["side"] == "parent" else e["parent"]
         return list(out.values())
 

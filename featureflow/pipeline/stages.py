@@ -16,8 +16,9 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
 # matching 4, floors 3: only features that fire on the sample are matched (a dead feature gets no match).
 # autointerp 3: the key is redacted in every encoding a server may echo (percent-encoded, base64, JSON-escaped,
 #   split over tokens); the rerun answers from the LLM cache, whose entries are redacted again when read.
+# autointerp 4: the offline explainer escapes a quote or backslash inside a quoted token (offline-token-stats-v2).
 VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 4, "activations": 4, "matching": 4, "floors": 3,
-                                     "autointerp": 3, "cases": 2, "fingerprints": 2, "store": 8}
+                                     "autointerp": 4, "cases": 2, "fingerprints": 2, "store": 8}
 # store 3: schema 7, no lineage columns (read at query time by store/flows.py)
 # store 4: schema 8, the random-weights controls (controls, control_matches, control_assignments)
 # store 5: schema 9, evidence kinds (evidence_kinds, evidence, planted_evidence)

@@ -200,7 +200,8 @@ TABLES: dict[str, tuple[str, str]] = {
         n_b INTEGER, pw_mcc DOUBLE, chance DOUBLE, seed BIGINT"""),
     "evidence_kinds": ("The evidence kinds this run computed (`matching.evidence`; one registered object each in "
                        "`featureflow/evidence/`): label, the side of the edge whose features its rows describe "
-                       "('parent' or 'child'), what it read, and its measures as JSON [{name, label, doc}].", """
+                       "('parent' or 'child'), what it read, and its measures as JSON [{name, label, doc, feature (its value is "
+                       "a feature id of the other side), count (a whole number)}].", """
         kind VARCHAR PRIMARY KEY, label VARCHAR, side VARCHAR, reads VARCHAR[], measures_json VARCHAR, doc VARCHAR"""),
     "evidence": ("Every evidence kind's numbers, one row per (kind, edge, feature of the kind's side, measure): "
                  "`feature` is the parent's feature for a parent-side kind, the child's for a child-side one; NULL "

@@ -146,7 +146,8 @@ def insert_evidence_kind(con: duckdb.DuckDBPyConnection, kind) -> None:
     """The `evidence_kinds` row of a registered evidence kind (`featureflow.evidence.Evidence`)."""
     insert_row(con, "evidence_kinds", {
         "kind": kind.name, "label": kind.label, "side": kind.side, "reads": list(kind.reads), "doc": kind.doc,
-        "measures_json": json.dumps([{"name": m.name, "label": m.label, "doc": m.doc, "feature": m.feature}
+        "measures_json": json.dumps([{"name": m.name, "label": m.label, "doc": m.doc, "feature": m.feature,
+                                     "count": m.count}
                                      for m in kind.measures])})
 
 

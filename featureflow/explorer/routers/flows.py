@@ -127,7 +127,7 @@ def floors(store: StoreDep, state: State) -> dict:
     for f in fl:
         f["figure"] = figures.floor_histogram(f["histogram"], f["label"], state.threshold)
     return {"threshold": state.threshold, "mode": state.mode, "mode_label": state.mode_label, **state.choices,
-            "floors": fl}
+            "rule": rule_of(state.mode), "floors": fl}
 
 
 @view(router, "/method", "method.html")
@@ -164,4 +164,5 @@ def planted_why(card: dict | None, focus: str | None, target: float = 0.9) -> di
             "from_persisting": by_truth.get("persisting", 0), "persisting_support": S,
             "disappearing_support": D, "persisting_recall": score["persisting"]["recall"],
             "precision": score["disappearing"]["precision"],
-            "target": target, "needed_recall": 1 - D * (1 - target) / (target * S) if S else None}
+            "target": target, "needed_recall": 1 - D * (1 - target) / (target * S) if S else None,
+            "doubt": rule_of(focus).admits_doubt}

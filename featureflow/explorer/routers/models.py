@@ -15,12 +15,13 @@ router = APIRouter()
 
 
 @view(router, "/models", "models.html", table=lambda d: d["entities"])
-def models_page(store: StoreDep, variant: Variant = "delta-hidden") -> dict:
-    """Model fingerprints (Delta Activations): similarity heatmap, 2-D map, silhouette, additivity."""
+def models_page(store: StoreDep, state: State, variant: Variant = "delta-hidden") -> dict:
+    """Model fingerprints (Delta Activations): similarity heatmap, 2-D map, silhouette, additivity. The view state
+    (threshold, mode) is carried into the links."""
     fp = store.fingerprint_overview(variant)
     names = [e["entity"] for e in fp["entities"]]
     stats = fp["stats"] or {"pca_var1": 0.0, "pca_var2": 0.0}
-    return {**fp, "variant": variant, "variants": store.VARIANTS, "edges": store.edges,
+    return {**fp, "variant": variant, "variants": store.VARIANTS, "edges": store.edges, "state": state,
             "heatmap": figures.heatmap(names, fp["similarity"], f"Cosine similarity ({variant})"),
             "map_figure": figures.fingerprint_map([p for p in fp["map"] if p["method"] == "pca"],
                                                   (stats["pca_var1"], stats["pca_var2"])),
@@ -30,10 +31,12 @@ def models_page(store: StoreDep, variant: Variant = "delta-hidden") -> dict:
 
 
 @view(router, "/models/{model}", "model.html", table=lambda d: d["features_behind"])
-def model_page(model: str, store: StoreDep, variant: Variant = "delta-hidden") -> dict:
-    """One model: how it was made, its nearest models and the features behind its fingerprint."""
+def model_page(model: str, store: StoreDep, state: State, variant: Variant = "delta-hidden") -> dict:
+    """One model: how it was made, its nearest models and the features behind its fingerprint. The view state
+    (threshold, mode) is carried into the links."""
     m = store.model(model)
     return {"m": m, "variant": variant, "parents": store.parents(model), "children": store.children(model),
+            "state": state,
             **store.model_fingerprint(model, variant)}
 
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from featureflow.pipeline.autointerp.records import Record
 
-EXPLAINER = "offline-token-stats-v1"
+EXPLAINER = "offline-token-stats-v2"  # v2: a quote or backslash in a quoted token is escaped
 SIMULATOR = "offline-token-sim-v1"
 
 KEYWORDS = set(keyword.kwlist) | {
@@ -73,7 +73,9 @@ def explain(records: list[Record], vocab: list[str]) -> tuple[str, dict]:
 
 
 def _q(t: str) -> str:
-    return '"' + t.replace("\n", "\\n").replace("\t", "\\t") + '"'
+    """A token in double quotes as the explainers write it: a quote or backslash inside escaped (\\" and \\\\, so a
+    reader, and the explorer's `show_ws`, can tell where it ends), newline and tab as \\n and \\t."""
+    return '"' + t.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
 def simulate(structured: dict, record: Record, vocab: list[str]) -> list[float]:
