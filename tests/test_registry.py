@@ -241,6 +241,15 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     for m in ("pearson", "pearson+transfer"):
         for pop in ("all", "reproducible"):
             assert sankey_node_mismatches(client, {"mode": m, "population": pop}) == [], (m, pop)
+    # the flow table's reproducible emergence counts the features whose fate is emerging (not of uncertain origin),
+    # as many as its link lists
+    rows = [f for f in client.get("/api/", params={"mode": "pearson+transfer"}).json()["flows"]
+            if f.get("stable_child") is not None]
+    assert rows
+    for f in rows:
+        listed = client.get(f"/api/edges/{f['parent']}/{f['child']}", params={
+            "mode": "pearson+transfer", "fate": "emerging", "stable": "true", "per_page": 1}).json()["total"]
+        assert f["stable_emerging"] == listed, f
     assert f"exceeds {KEEP}" not in client.get(f"/edges/{p}/{c}", params={"mode": "pearson"}).text
     for x in unsure["rows"]:  # the note on a page whose fate label is uncertain (not persisting into another child)
         f = x["feature"]

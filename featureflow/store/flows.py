@@ -18,8 +18,8 @@ Seed stability and reproducible persistence (issue 21). A feature of replica 0 o
 *reproduces* in another replica when its match there (`noise_floor`, same similarity and rule as the mode)
 exceeds the threshold; its stability is the share of the other replicas it reproduces in, and it is
 *reproducible* (stable) when it reproduces in every one. Reproducible persistence on an edge is the share
-of the parent's alive reproducible features that persist (emergence: of the child's, the share that
-emerged), with a 95% Wilson interval over features and, with two or more extra replicas, the spread over
+of the parent's alive reproducible features that persist (emergence: of the child's, the share whose fate on the
+edge is emerging: not inherited, not of uncertain origin, not from a split), with a 95% Wilson interval over features and, with two or more extra replicas, the spread over
 seeds. Its floor is what that share reads for an unchanged model: of replica 0's features that reproduce in
 every extra replica but one, the share that also match the one held out (pooled over which is held out).
 All of it is computed at query time, for any threshold, from `noise_floor`, `matches` / `assignments`
@@ -548,7 +548,7 @@ def reproducible(cur, threshold: float, mode: str, labels: dict[str, str] | None
             GROUP BY e.parent, e.child, h.replica ORDER BY ALL""", params).fetchall():
         per_seed.setdefault((p, c), []).append(share)
     emerge = dicts(cur.execute(f"""
-        SELECT s.parent, s.child, count(*) AS n, count(*) FILTER (WHERE NOT s.persists) AS unmatched
+        SELECT s.parent, s.child, count(*) AS n, count(*) FILTER (WHERE s.fate = 'emerging') AS unmatched
         FROM ({edge_matches(rule, "AND direction = 'c2p'")}) s
         JOIN features f ON f.model = s.model AND f.feature = s.src
         JOIN ({STABILITY}) st ON st.model = s.model AND st.feature = s.src
