@@ -241,6 +241,14 @@ def test_a_similarity_registered_here_is_computed_stored_served_reported_and_sco
     for m in ("pearson", "pearson+transfer"):
         for pop in ("all", "reproducible"):
             assert sankey_node_mismatches(client, {"mode": m, "population": pop}) == [], (m, pop)
+    # each side's fates partition its alive features, and the overview's table and the edge page show every one
+    for f in client.get("/api/", params={"mode": "pearson+transfer"}).json()["flows"]:
+        assert sum(f[k] for k in ("persisting", "disappearing", "uncertain", "split", "absorbed")) == f["parent_alive"]
+        assert sum(f[k] for k in ("inherited", "emerging", "uncertain_origin", "split_part", "absorbing")) == \
+            f["child_alive"]
+    chips = client.get(f"/edges/{p}/{c}", params={"mode": "pearson+transfer"}).text
+    assert f"uncertain · {doubt[(p, c)]['uncertain']}" in chips and "uncertain / split / absorbed" in \
+        client.get("/", params={"mode": "pearson+transfer"}).text
     # the flow table's reproducible emergence counts the features whose fate is emerging (not of uncertain origin),
     # as many as its link lists
     rows = [f for f in client.get("/api/", params={"mode": "pearson+transfer"}).json()["flows"]
