@@ -238,9 +238,10 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
                      "hovertemplate": "%{customdata[0]}<extra></extra>"},
         }],
         "layout": {"title": {"text": title},
-                   # a wide family's column of nodes (each child with its junction and 'new') gets room: 26 px a node
-                   "height": max(480, 60 + 26 * max(xs.count(x) for x in set(xs))),
-                   "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
+                   # a wide family's column of nodes (each child with its junction, 'new', 'uncertain' and split nodes)
+                   # gets room: 34 px a node, so the small nodes' labels do not overlap
+                   "height": max(520, 80 + 34 * max(xs.count(x) for x in set(xs))),
+                   "margin": {"l": 10, "r": 30, "t": 40, "b": 30}, "font": {"size": 12}},
         "undrawn": undrawn,
     }
 
