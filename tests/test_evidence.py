@@ -90,7 +90,7 @@ def test_a_features_evidence_is_served_as_written(synthetic_store):
         got = [e for e in ev if (e["parent"], e["child"]) == (p, c) and e["kind"] == "colr"]
         assert len(got) == 1 and got[0]["label"] == "column r"
         assert got[0]["values"] == [{"measure": "r", "label": "column r", "value": pytest.approx(r, abs=1e-12),
-                                     "feature": False}]
+                                     "feature": False, "count": False}]
         # a child-side feature of that edge holds no parent-side evidence of it
         assert not [e for e in client.get(f"/api/models/{c}/features/{f}").json()["evidence"]
                     if (e["parent"], e["child"]) == (p, c) and e["kind"] == "colr"]
