@@ -31,11 +31,6 @@ def depths(models: list[dict], edges: list[tuple[str, str]]) -> dict[str, int]:
     return d
 
 
-def _some(where: str) -> str:
-    """'any child' (a hover's "no feature of any child") as "some child" (the evidence says some child carries it)."""
-    return where.replace("any ", "some ", 1) if where.startswith("any ") else where
-
-
 def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: float, mode_label: str = "",
            state: str = "", reproducible: bool = False, replicated: list[str] | tuple = (),
            folded: dict[str, list[str]] | None = None, expand_href=None) -> dict:
@@ -105,7 +100,8 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
                   hover) -> None:
         """A model's features that go into no other model on one side (`via` of `node_flows`: lost, uncertain, split
         out of a parent; new, origin uncertain, from splits into a child): a node beside the model, linked to the
-        edge list of `fate` (to search, with several children or parents). `hover(n, where)` says what they are."""
+        edge list of `fate` (to search, with several children or parents). `hover(n, any, some)` says what they are
+        (any, some: the one other model's label, or "any child" / "some child" with several)."""
         others = children[name] if side == "out" else parents[name]
         n = (out if side == "out" else into).get((name, via), 0)
         if not (others and n):
@@ -114,8 +110,9 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
         href = ((edge_href(name, others[0], fate) if side == "out" else edge_href(others[0], name, fate)) if one
                 else f"/features?model={quote(name)}&fate={fate}{amp}")
         where = label[others[0]] if one else ("any child" if side == "out" else "any parent")
+        some = label[others[0]] if one else ("some child" if side == "out" else "some parent")
         x = column_x(min(depth[k] for k in others)) if side == "out" else column_x(depth[name] - 0.5)
-        said = hover(n, where)
+        said = hover(n, where, some)
         k = node(f"{key}:{name}", f"{text} · {n:,}", color, x, said, href, rank)
         link(*((f"model:{name}", k) if side == "out" else (k, f"model:{name}")), n, band, said, href)
 
@@ -175,28 +172,28 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
         name = m["model"]
         lab, last = m["label"], (len(models), order[name])
         side_node(name, "out", None, "disappearing", "lost", "lost", "#aaaaaa", LOST, last,
-                  lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold")
+                  lambda n, w, s: f"{n:,} {lab} features match no feature of {w} above the threshold")
         side_node(name, "out", UNCERTAIN_VIA, "uncertain", "uncertain", "uncertain", UNSURE, UNSURE_BAND, (*last, 0),
-                  lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold, but the mode's "
-                               f"evidence says {_some(w)} still carries them: uncertain")
+                  lambda n, w, s: f"{n:,} {lab} features match no feature of {w} above the threshold, but the mode's "
+                               f"evidence says {s} still carries them: uncertain")
         side_node(name, "out", SPLIT_VIA, "split", "split", "split", SPLIT, SPLIT_BAND, (*last, 1),
-                  lambda n, w: f"{n:,} {lab} features match no single feature of {w} above the threshold, but several "
+                  lambda n, w, s: f"{n:,} {lab} features match no single feature of {w} above the threshold, but several "
                                f"together reproduce them: split")
         side_node(name, "out", PART_VIA, "absorbed", "absorbed", "absorbed", SPLIT, SPLIT_BAND, (*last, 2),
-                  lambda n, w: f"{n:,} {lab} features match no single feature of {w} above the threshold, but are "
+                  lambda n, w, s: f"{n:,} {lab} features match no single feature of {w} above the threshold, but are "
                                f"parts of one broader feature there: absorbed")
         side_node(name, "in", PART_VIA, "split-part", "split-in", "from splits", SPLIT, SPLIT_BAND, (order[name], 3),
-                  lambda n, w: f"{n:,} {lab} features match no single feature of {w} above the threshold, but are "
+                  lambda n, w, s: f"{n:,} {lab} features match no single feature of {w} above the threshold, but are "
                                f"parts of a split feature there")
         side_node(name, "in", SPLIT_VIA, "absorbing", "absorbing", "absorbing", SPLIT, SPLIT_BAND, (order[name], 4),
-                  lambda n, w: f"{n:,} {lab} features match no single feature of {w} above the threshold, but "
+                  lambda n, w, s: f"{n:,} {lab} features match no single feature of {w} above the threshold, but "
                                f"reproduce several of its features together: absorbing")
         side_node(name, "in", UNCERTAIN_VIA, "uncertain-origin", "unsure-origin", "origin uncertain", UNSURE,
                   UNSURE_BAND, (order[name], 2),
-                  lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold, but the mode's "
-                               f"evidence says {_some(w)} already carried them: origin uncertain")
+                  lambda n, w, s: f"{n:,} {lab} features match no feature of {w} above the threshold, but the mode's "
+                               f"evidence says {s} already carried them: origin uncertain")
         side_node(name, "in", None, "emerging", "new", "new", "#e67e22", NEW, (order[name], 1),
-                  lambda n, w: f"{n:,} {lab} features match no feature of {w} above the threshold: new")
+                  lambda n, w, s: f"{n:,} {lab} features match no feature of {w} above the threshold: new")
     for (p, g), n in into_folded.items():  # each folded group: one node beside its first member
         names = folded[g]
         said = (f"{n:,} {label[p]} features persist into one of {len(names)} collapsed members like {label[g]} "
