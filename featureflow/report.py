@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 
+from featureflow.evidence.split import RULE_TEXT
 from featureflow.modes import mode_label, rule_of
 from featureflow.store import flows as F
 from featureflow.store import summary
@@ -115,8 +116,7 @@ def _report(con, db, threshold, mode) -> None:
                       f"{r['child_alive']:,} child features; carried by transfer {r['carried']:,} "
                       f"({100 * r['carried_share']:.1f}%) beside {100 * r['persist_share']:.1f}% persisting")
         if any(r["split"] or r["absorbed"] or r["absorbing"] or r["split_part"] for r in rows):
-            print("  splits and absorptions (split evidence: no single match above the threshold, several features "
-                  "of the other model together above it); left out of vanish / emerge above:")
+            print(f"  splits and absorptions (split evidence: {RULE_TEXT}); left out of vanish / emerge above:")
             for r in rows:
                 print(f"  {r['parent'] + ' -> ' + r['child']:30s} split {r['split']:6d}, absorbed {r['absorbed']:6d} "
                       f"of {r['parent_alive']:,} parent features; split parts {r['split_part']:6d}, absorbing "

@@ -2,7 +2,8 @@
 of one family? For each shape (`SHAPES`: overrides of a planted config) and mode, precision / recall of every fate
 call on reproducible latents, the share left uncertain, split calls (precision, recall over every planted split
 and over the splits the child's SAE resolved) and what the planted merge is called to inherit (both parents, the
-first only, the second only: precision / recall), then the spread (min-max) over shapes. With a `crosscoder:` in
+first only, the second only: precision / recall), then the spread (min-max) over shapes and the split and
+inheritance calls pooled over shapes (counts). With a `crosscoder:` in
 the planted section, the crosscoder modes too (`pipeline/crosscoder_planted.py`: all latents, no seed replicas;
 recall over planted features).
 
@@ -21,7 +22,8 @@ import yaml
 
 # Overrides of the config's planted section. A: the config itself; B: wider and more edited (more removal and drift
 # per child); C: narrower, one child removing and adding a fifth, the other drifting and splitting more; D: wider
-# again, one child removing a fifth; E: more superposition (128 features in 24 dimensions), one child drifting 35%.
+# again, one child removing a fifth; E: more superposition (128 features in 24 dimensions), one child drifting 35%;
+# F-H: three more splitting in both children (F: 160 in 32; G: 224 in 44; H: 112 in 28, more superposition).
 SHAPES: dict[str, dict] = {
     "A": {},
     "B": {"seed": 1, "features": 256, "d": 48,
@@ -37,6 +39,16 @@ SHAPES: dict[str, dict] = {
     "E": {"seed": 4, "features": 128, "d": 24,
           "children": [{"name": "a", "parent": "root", "drifted": 0.35, "removed": 0.1, "split": 0.0, "added": 0.1},
                        {"name": "b", "parent": "root", "drifted": 0.1, "removed": 0.15, "split": 0.1, "added": 0.2}]},
+    # held out for the split rule (`evidence/split.py`: GAIN, SLACK, BALANCE were chosen on A-E, these drawn after)
+    "F": {"seed": 5, "features": 160, "d": 32,
+          "children": [{"name": "a", "parent": "root", "drifted": 0.2, "removed": 0.1, "split": 0.1, "added": 0.1},
+                       {"name": "b", "parent": "root", "drifted": 0.3, "removed": 0.05, "split": 0.05, "added": 0.15}]},
+    "G": {"seed": 6, "features": 224, "d": 44,
+          "children": [{"name": "a", "parent": "root", "drifted": 0.15, "removed": 0.15, "split": 0.08, "added": 0.1},
+                       {"name": "b", "parent": "root", "drifted": 0.25, "removed": 0.1, "split": 0.08, "added": 0.05}]},
+    "H": {"seed": 7, "features": 112, "d": 28,
+          "children": [{"name": "a", "parent": "root", "drifted": 0.3, "removed": 0.1, "split": 0.1, "added": 0.1},
+                       {"name": "b", "parent": "root", "drifted": 0.1, "removed": 0.2, "split": 0.05, "added": 0.1}]},
 }
 FATES = ("persisting", "disappearing", "inherited", "emerging")
 
@@ -55,8 +67,9 @@ def summarise(card: dict) -> dict:
         out[mode] = {**{f: (fates[f]["precision"], fates[f]["recall"]) for f in FATES},
                      "uncertain": (u["parent"]["share"], u["child"]["share"]) if u else None,
                      "split": (s["precision"], s["recall"], s["resolved_recall"], s["calls"], s["support"],
-                               s["resolved"]),
-                     "inheritance": {k: (v["precision"], v["recall"]) if isinstance(v, dict) and "precision" in v
+                               s["resolved"], s["correct"], s["resolved_found"]),
+                     "inheritance": {k: (v["precision"], v["recall"], v["correct"], v["calls"], v["support"])
+                                     if isinstance(v, dict) and "precision" in v
                                      else v for k, v in card.get("inheritance", {}).get(mode, {})
                                      .get("reproducible", {}).items()}}
     for mode, fates in card.get("crosscoder", {}).get("modes", {}).items():  # all latents: no crosscoder replicas
@@ -105,6 +118,19 @@ def main() -> None:
             cells.append(f"{f} P {_f(min(ps, default=None))}-{_f(max(ps, default=None))} "
                          f"R {_f(min(rs, default=None))}-{_f(max(rs, default=None))}")
         print(f"  {mode:22s} " + "; ".join(cells))
+    print("pooled over shapes, reproducible latents: split right / calls, found / resolved; merge inherits right / "
+          "calls, found / planted")
+    for mode in next(iter(results.values())):
+        rows = [r[mode] for r in results.values()]
+        cells = []
+        if all(r["split"] for r in rows):
+            cells.append("split {}/{}, {}/{}".format(*(sum(r["split"][k] for r in rows) for k in (6, 3, 7, 5))))
+        for k in ("both", "first", "second"):
+            if all(k in r["inheritance"] for r in rows):
+                cells.append(f"{k} " + "{}/{}, {}/{}".format(*(sum(r["inheritance"][k][i] for r in rows)
+                                                             for i in (2, 3, 2, 4))))
+        if cells:
+            print(f"  {mode:22s} " + "; ".join(cells))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -18,19 +18,23 @@ def same_index_share(p_idx: np.ndarray, p_r: np.ndarray, threshold: float) -> tu
     return int(same.sum()), int(persisting.sum())
 
 
-def lineage_chains(parent_rows: list[tuple], family_order: list[str], threshold: float) -> dict[tuple[str, int], list]:
+def lineage_chains(parent_rows: list[tuple], family_order: list[str], threshold: float,
+                   persists: dict[tuple[str, str, int], bool] | None = None) -> dict[tuple[str, int], list]:
     """Every feature's chain of best persisting parent matches, by brute force in Python: `parent_rows` are
     the stored match rows of the child side (parent, child, src = child feature, dst = parent feature, r),
     one per edge and child feature (rank 0 of `matches`, or `assignments` for the one-to-one rule). A
     feature's best parent match is its row of largest r over its parents (None r counts as below any,
     ties: the parent first in `family_order`); walk it up while r > threshold. Returns (model, feature) ->
     [(ancestor model, ancestor feature, r of the hop below it), ...] from the feature's parent up to its
-    origin (empty: the feature is its own origin)."""
+    origin (empty: the feature is its own origin). `persists`, where given, says per (parent, child, src) whether
+    the hop persists (a split or a part matched into its own split does not, whatever its r): a persisting hop is
+    then the best before any stronger one that does not, and the walk goes up while hops persist."""
     best: dict[tuple[str, int], tuple] = {}
     for parent, child, src, dst, r in parent_rows:
         if dst is None:  # unassigned under the one-to-one rule: no partner
             continue
-        key = (-np.inf if r is None else r, -family_order.index(parent))
+        ok = (r is not None and r > threshold) if persists is None else persists[(parent, child, src)]
+        key = (ok, -np.inf if r is None else r, -family_order.index(parent))
         have = best.get((child, src))
         if have is None or key > have[0]:
             best[(child, src)] = (key, parent, dst, r)
@@ -38,7 +42,7 @@ def lineage_chains(parent_rows: list[tuple], family_order: list[str], threshold:
 
     def chain(model: str, feature: int) -> list:
         hop = best.get((model, feature))
-        if hop is None or hop[3] is None or not hop[3] > threshold:
+        if hop is None or not hop[0][0]:
             return []
         _, pm, pf, r = hop
         return [(pm, pf, r)] + chain(pm, pf)
@@ -112,3 +116,26 @@ def sankey_node_mismatches(client, params: dict) -> list[tuple]:
         if listed != drawn:
             bad.append((text, href, listed))
     return bad
+
+
+def split_event(e: dict, t: float) -> np.ndarray:
+    """Per feature: its split (absorption) evidence `e` ({measure: array}) makes it an event at threshold `t`, the
+    rule `flows.EVENT` states, written out here: two parts or more that fire together at most MAX_OVERLAP of the
+    time, and a fit above `t` with no single part above it or beating the best part by GAIN, or a fit above
+    `t` - SLACK whose best part carries at most BALANCE of its r."""
+    from featureflow.evidence.split import BALANCE, GAIN, MAX_OVERLAP, SLACK
+
+    fit, single = np.nan_to_num(e["fit_r"], nan=-np.inf), np.nan_to_num(e["single_r"], nan=np.inf)
+    shape = (np.nan_to_num(e["parts"], nan=0) >= 2) & (np.nan_to_num(e["overlap"], nan=np.inf) <= MAX_OVERLAP)
+    return shape & (((fit > t) & ((single <= t) | (fit - single >= GAIN)))
+                    | ((fit > t - SLACK) & (single <= BALANCE * fit)))
+
+
+def split_owners(e: dict, t: float) -> dict[int, set[int]]:
+    """Each part of an event of `e` at `t` (`split_event`) -> the features whose event it is a part of."""
+    out: dict[int, set[int]] = {}
+    for i in np.flatnonzero(split_event(e, t)):
+        for k in (1, 2, 3):
+            if np.isfinite(e[f"part_{k}"][i]):
+                out.setdefault(int(e[f"part_{k}"][i]), set()).add(int(i))
+    return out

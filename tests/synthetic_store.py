@@ -65,28 +65,34 @@ class SyntheticRun:
 
     def events(self, threshold: float, mode: str, parent: str, child: str) -> dict[str, np.ndarray]:
         """Split / absorbed parent features and absorbing / split-part child features of one edge, counted here from
-        the split evidence as the store's rule reads it (`flows.EVENT`, `flows.FATE`): not persisting, fit above the
-        threshold, no single part above it, two parts or more that rarely fire together; a part of the other side's
-        event when it is none of these itself."""
-        from featureflow.evidence.split import MAX_OVERLAP
-
-        def event(e):
-            return ((np.nan_to_num(e["fit_r"], nan=-1) > threshold) & (np.nan_to_num(e["single_r"], nan=9) <= threshold)
-                    & (np.nan_to_num(e["parts"], nan=0) >= 2) & (np.nan_to_num(e["overlap"], nan=9) <= MAX_OVERLAP))
+        the split evidence as the store's rule reads it (`flows.EVENT`, `flows.FATE`, written out in
+        `oracles.split_event`): an event whatever its match; a part of the other side's event when it is no event
+        itself and does not persist into a feature other than one it is a part of."""
+        from oracles import split_event, split_owners
 
         out = {}
         for d, kind, other, names in (("p2c", "split", "absorption", ("split", "absorbed")),
                                       ("c2p", "absorption", "split", ("absorbing", "split_part"))):
-            persist = self.partner_r(mode, parent, child, d) > threshold
-            mine = ~persist & event(self.split_ev[(kind, parent, child)])
-            o = self.split_ev[(other, parent, child)]
-            in_other = np.zeros(F, dtype=bool)
-            for i in np.flatnonzero(event(o)):
-                for k in (1, 2, 3):
-                    if np.isfinite(o[f"part_{k}"][i]):
-                        in_other[int(o[f"part_{k}"][i])] = True
-            out[names[0]], out[names[1]] = mine, ~persist & ~mine & in_other
+            mine = split_event(self.split_ev[(kind, parent, child)], threshold)
+            owners = split_owners(self.split_ev[(other, parent, child)], threshold)
+            in_other = np.isin(np.arange(F), list(owners))
+            out[names[0]] = mine
+            out[names[1]] = ~self.persists(threshold, mode, parent, child, d) & ~mine & in_other
         return out
+
+    def persists(self, threshold: float, mode: str, parent: str, child: str, direction: str) -> np.ndarray:
+        """Per source feature: its match persists on one edge (`flows.PERSISTS`): r above `threshold`, the feature no
+        event of its side's split evidence, and its partner no feature it is a part of (`flows.FATE`)."""
+        from oracles import split_event, split_owners
+
+        kind, other = ("split", "absorption") if direction == "p2c" else ("absorption", "split")
+        r = self.partner_r(mode, parent, child, direction)
+        if (kind, parent, child) not in self.split_ev:
+            return r > threshold
+        owners = split_owners(self.split_ev[(other, parent, child)], threshold)
+        partner = self.partner(mode, parent, child, direction)
+        own = np.array([partner[i] in owners.get(i, ()) for i in range(F)])
+        return (r > threshold) & ~split_event(self.split_ev[(kind, parent, child)], threshold) & ~own
 
     def alive(self, model: str) -> np.ndarray:
         return (self.acts[model] > 0).any(axis=0)
@@ -100,6 +106,15 @@ class SyntheticRun:
         got = self.assign[(sim, parent, child)][direction]
         return np.array([-np.inf if got[i] is None else got[i][1] for i in range(F)])
 
+    def partner(self, mode: str, parent: str, child: str, direction: str) -> np.ndarray:
+        """Per source feature: its partner on the other side under `mode` (-1 where unassigned)."""
+        sim, rule = (mode[:-5], "1to1") if mode.endswith("-1to1") else (mode, "best")
+        if rule == "best":
+            s = self.sim[(sim, parent, child)]
+            return s.argmax(axis=1) if direction == "p2c" else s.argmax(axis=0)
+        got = self.assign[(sim, parent, child)][direction]
+        return np.array([-1 if got[i] is None else got[i][0] for i in range(F)])
+
     def expected_floor(self, threshold: float, mode: str) -> float:
         """The noise floor of `base` (the one replicated member): share of its alive features matched above
         `threshold` in its seed replica."""
@@ -112,13 +127,13 @@ class SyntheticRun:
         emerging leave out the features the split evidence calls split, absorbed, absorbing or split parts)."""
         out = {}
         for p, c in self.edges:
-            down, up = self.partner_r(mode, p, c, "p2c"), self.partner_r(mode, p, c, "c2p")
             ap, ac = self.alive(p), self.alive(c)
             ev = self.events(threshold, mode, p, c)
-            out[(p, c)] = {"persisting": int((ap & (down > threshold)).sum()),
-                           "disappearing": int((ap & ~(down > threshold) & ~ev["split"] & ~ev["absorbed"]).sum()),
-                           "inherited": int((ac & (up > threshold)).sum()),
-                           "emerging": int((ac & ~(up > threshold) & ~ev["absorbing"] & ~ev["split_part"]).sum())}
+            down, up = self.persists(threshold, mode, p, c, "p2c"), self.persists(threshold, mode, p, c, "c2p")
+            out[(p, c)] = {"persisting": int((ap & down).sum()),
+                           "disappearing": int((ap & ~down & ~ev["split"] & ~ev["absorbed"]).sum()),
+                           "inherited": int((ac & up).sum()),
+                           "emerging": int((ac & ~up & ~ev["absorbing"] & ~ev["split_part"]).sum())}
         return out
 
 

@@ -411,7 +411,7 @@ def test_autointerp_at_threshold_06_differs_from_the_default_where_fates_differ(
     """The tiny run: /autointerp?threshold=0.6 splits explained features by their fate at 0.6 (counted in numpy
     from the raw match rows, tests/test_explorer_fast.py), and differs from the default page exactly when those
     counts differ."""
-    from test_explorer_fast import _persisting_by_numpy
+    from test_explorer_fast import _persisting_from_rows
 
     db = tiny_pipeline.cfg.store_path()
     got = {}
@@ -420,11 +420,11 @@ def test_autointerp_at_threshold_06_differs_from_the_default_where_fates_differ(
         counts: dict = {}
         for row in d["scores"]:
             counts[(row["model"], row["persisting"])] = counts.get((row["model"], row["persisting"]), 0) + 1
-        assert counts == _persisting_by_numpy(db, d["state"]["threshold"], d["state"]["mode"])
+        assert counts == _persisting_from_rows(db, d["state"]["threshold"], d["state"]["mode"])
         got[t] = counts
     default = tiny_pipeline.cfg.matching.threshold
     mode = tiny_pipeline.cfg.matching.modes[0]
-    assert (got[None] != got[0.6]) == (_persisting_by_numpy(db, default, mode) != _persisting_by_numpy(db, 0.6, mode))
+    assert (got[None] != got[0.6]) == (_persisting_from_rows(db, default, mode) != _persisting_from_rows(db, 0.6, mode))
 
 
 def test_case_pages(client, con):

@@ -97,14 +97,15 @@ def test_feature_pages_fate_and_best_parent_equal_numpys_at_any_threshold(client
     children = {p: [c for p2, c in run.edges if p2 == p] for p, _ in run.edges}
     for t in (0.5, 0.8, 0.95):
         for model in run.acts:
-            up = [run.partner_r(mode, p, model, "c2p") for p in parents.get(model, [])]
-            down = [run.partner_r(mode, model, c, "p2c") for c in children.get(model, [])]
+            up_r = [run.partner_r(mode, p, model, "c2p") for p in parents.get(model, [])]
+            up = [run.persists(t, mode, p, model, "c2p") for p in parents.get(model, [])]
+            down = [run.persists(t, mode, model, c, "p2c") for c in children.get(model, [])]
             ev_up = [run.events(t, mode, p, model) for p in parents.get(model, [])]
             ev_down = [run.events(t, mode, model, c) for c in children.get(model, [])]
             alive = run.alive(model)
 
-            def first(f, rs, evs, names):  # the first fate that holds on some edge, in the rule's order
-                if any(r[f] > t for r in rs):
+            def first(f, ps, evs, names):  # the first fate that holds on some edge, in the rule's order
+                if any(p[f] for p in ps):
                     return names[0]
                 return next((label for key, label in names[1:-1] if any(e[key][f] for e in evs)), names[-1])
             for f in range(len(alive)):
@@ -116,9 +117,11 @@ def test_feature_pages_fate_and_best_parent_equal_numpys_at_any_threshold(client
                 lin = client.get(f"/api/models/{model}/features/{f}", params={"threshold": t, "mode": mode}
                                  ).json()["lineage"]
                 assert lin["fate"] == want, (model, f, t)
-                best = max((r[f] for r in up), default=-math.inf)
-                if up and alive[f] and best > -math.inf:  # its strongest parent match: the first of `parents`
-                    assert lin["parents"][0]["r"] == pytest.approx(best) and lin["parents"][0]["persists"] == (best > t)
+                if up and alive[f] and max(r[f] for r in up_r) > -math.inf:
+                    # its best parent match: the first of `parents`, its strongest persisting one (else strongest)
+                    hop = max(range(len(up)), key=lambda k: (up[k][f], up_r[k][f]))
+                    assert lin["parents"][0]["r"] == pytest.approx(up_r[hop][f])
+                    assert lin["parents"][0]["persists"] == bool(up[hop][f])
 
 
 def test_report_prints_flows_counted_from_the_arrays(synthetic_store, capsys):
@@ -173,10 +176,11 @@ def test_correlation_matrix_and_joint_activations_are_numpys(client, synthetic_s
     assert joint["r"] == pytest.approx(_numpy_r(synthetic_store, "left", 1, "merged", 2), abs=1e-9)
 
 
-def _persisting_by_numpy(db, threshold: float, mode: str) -> dict[tuple[str, object], int]:
+def _persisting_from_rows(db, threshold: float, mode: str) -> dict[tuple[str, object], int]:
     """Explained (status ok) features per (model, persisting) counted in numpy from the raw `matches` /
-    `assignments` rows: a feature persists when its rank-0 match (its assigned partner under 1to1; NULL r never)
-    in some child has r > threshold; None for a dead feature or a model without children."""
+    `assignments` rows of a store without split evidence (a split feature does not persist: `flows.FATE`): a
+    feature persists when its rank-0 match (its assigned partner under 1to1; NULL r never) in some child has r >
+    threshold; None for a dead feature or a model without children."""
     import duckdb
 
     con = duckdb.connect(str(db), read_only=True)
@@ -198,10 +202,28 @@ def _persisting_by_numpy(db, threshold: float, mode: str) -> dict[tuple[str, obj
     return out
 
 
+def _persisting_by_numpy(run, threshold: float, mode: str) -> dict[tuple[str, object], int]:
+    """Explained (status ok) features per (model, persisting) counted in numpy: a feature persists when on some edge
+    to a child its match does (`SyntheticRun.persists`: its rank-0 match, its assigned partner under 1to1, r above
+    the threshold, the feature no split); None for a dead feature or a model without children."""
+    import duckdb
+
+    con = duckdb.connect(str(run.path), read_only=True)
+    explained = con.execute("SELECT model, feature FROM explanations WHERE status = 'ok'").fetchall()
+    con.close()
+    out: dict[tuple[str, object], int] = {}
+    for m, f in explained:
+        kids = [c for p, c in run.edges if p == m]
+        key = None if not run.alive(m)[f] or not kids else bool(any(run.persists(threshold, mode, m, c, "p2c")[f]
+                                                                      for c in kids))
+        out[(m, key)] = out.get((m, key), 0) + 1
+    return out
+
+
 @pytest.mark.parametrize("mode", ["pearson", "pearson-1to1"])
 def test_autointerp_splits_scores_by_fate_at_the_pages_threshold(client, synthetic_store, mode):
     """/autointerp honours the page's threshold and mode: its persisting / not-persisting split equals a count
-    made in numpy from the raw match rows at the default threshold and at 0.6 and 0.95, and differs from the
+    made in numpy (`SyntheticRun.persists`) at the default threshold and at 0.6 and 0.95, and differs from the
     default's exactly where those counts differ (at 0.95 here: the test cannot pass on a frozen fate)."""
     got, want = {}, {}
     for t in (None, 0.6, 0.95):
@@ -209,7 +231,7 @@ def test_autointerp_splits_scores_by_fate_at_the_pages_threshold(client, synthet
         counts: dict = {}
         for row in d["scores"]:
             counts[(row["model"], row["persisting"])] = counts.get((row["model"], row["persisting"]), 0) + 1
-        want[t] = _persisting_by_numpy(synthetic_store.path, d["state"]["threshold"], mode)
+        want[t] = _persisting_by_numpy(synthetic_store, d["state"]["threshold"], mode)
         assert counts == want[t]
         got[t] = counts
     for t in (0.6, 0.95):
@@ -225,7 +247,7 @@ def test_lineage_and_origin_at_any_threshold_match_a_brute_force_walk(synthetic_
     """Every feature's chain of persisting parent matches and its origin, read at query time through the fate
     rule (the feature page's `lineage`, `flows.ancestry` / `flows.origins` in SQL, search's origin column, the
     report's origin counts), against `oracles.lineage_chains`: a walk in Python over the stored match rows
-    (rank 0 of `matches`, or `assignments` under 1to1) up while r > threshold."""
+    (rank 0 of `matches`, or `assignments` under 1to1) up while hops persist (r > threshold, no split)."""
     import duckdb
 
     from featureflow.config import parse_mode
@@ -238,7 +260,9 @@ def test_lineage_and_origin_at_any_threshold_match_a_brute_force_walk(synthetic_
     rows = con.execute(f"SELECT parent, child, src, dst, r FROM {table} direction = 'c2p' AND similarity = ?",
                        [sim]).fetchall()
     order = [m for (m,) in con.execute("SELECT model FROM models ORDER BY idx").fetchall()]
-    want = lineage_chains(rows, order, threshold)
+    # a hop persists as the store's rule says (`SyntheticRun.persists`: r above the threshold, no split)
+    hop = {(p, c): synthetic_store.persists(threshold, mode, p, c, "c2p") for p, c in synthetic_store.edges}
+    want = lineage_chains(rows, order, threshold, {(p, c, s): bool(hop[(p, c)][s]) for p, c, s, _, _ in rows})
     feats = con.execute("SELECT model, feature, alive FROM features ORDER BY model, feature").fetchall()
     got_origin = flows.origins(con, [(m, f) for m, f, _ in feats], threshold, mode)
     start = "SELECT model, feature FROM features"

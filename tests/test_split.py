@@ -16,6 +16,7 @@ from featureflow.store import flows as F
 from featureflow.store.writers import insert_evidence
 
 from edge_store import firings, one_edge  # tests/edge_store.py
+from oracles import split_event, split_owners  # tests/oracles.py
 
 T = 0.7
 N = 60
@@ -85,7 +86,7 @@ def edge():
     tr = {d: rng.choice([0.9, 0.1, np.nan], N) for d in ("p2c", "c2p")}
     ev = {}
     for d in ("p2c", "c2p"):
-        fit = rng.choice([0.9, 0.72, 0.5, np.nan], N)
+        fit = rng.choice([0.9, 0.72, 0.65, 0.5, np.nan], N)
         parts = rng.choice([1, 2, 3], N).astype(float)
         ids = np.stack([rng.choice(N, 3, replace=False) for _ in range(N)]).astype(float)
         ids[parts < 3, 2] = np.nan
@@ -93,6 +94,12 @@ def edge():
         ev[d] = {"fit_r": fit, "single_r": np.minimum(r[d], fit), "parts": parts,
                  "overlap": rng.choice([0.1, MAX_OVERLAP, 0.9], N), "part_1": ids[:, 0], "part_2": ids[:, 1],
                  "part_3": ids[:, 2]}
+    # a third of the features: their first part is the feature whose match points back at them, so a part matched
+    # above the threshold into the feature it is a part of is exercised (a part, not a copy: `flows.FATE`)
+    for d, o in (("p2c", "c2p"), ("c2p", "p2c")):
+        back = np.full(N, -1)
+        back[_partners(con, o)] = np.arange(N)
+        ev[d]["part_1"][::3] = back[::3]
     for d in ("p2c", "c2p"):  # half the events also carried by transfer: the rule must still call them events
         tr[d][np.flatnonzero(_event(ev[d]))[::2]] = 0.9
     insert_evidence(con, "transfer", "p", "c", {"r": tr["p2c"]})
@@ -103,28 +110,31 @@ def edge():
 
 
 def _event(e):
-    return ((np.nan_to_num(e["fit_r"], nan=-1) > T) & (np.nan_to_num(e["single_r"], nan=9) <= T)
-            & (e["parts"] >= 2) & (e["overlap"] <= MAX_OVERLAP))
+    return split_event(e, T)
+
+
+def _partners(con, direction: str) -> np.ndarray:
+    """Each source feature's partner on the constructed edge (the store's input, `edge_store.one_edge`)."""
+    return con.execute("SELECT dst FROM matches WHERE direction = ? ORDER BY src", [direction]).fetchnumpy()["dst"]
 
 
 def _expected(edge, direction: str, doubt: bool) -> dict[str, np.ndarray]:
-    """Each fate's features on one side, in the rule's order: persists, event, part of the other side's event,
-    uncertain (with doubt), gone; counted here (with doubt, transfer r above KEEP persists a feature firing at least
-    MIN_EVENTS times that is neither split nor a part; too few firings is uncertain)."""
+    """Each fate's features on one side, in the rule's order: event, persists (not into a feature it is a part of),
+    part of the other side's event, uncertain (with doubt), gone; counted here (with doubt, transfer r above KEEP
+    persists a feature firing at least MIN_EVENTS times that is neither split nor a part; too few firings is
+    uncertain)."""
     con, alive, r, tr, ev = edge
     other = "c2p" if direction == "p2c" else "p2c"
     m = "p" if direction == "p2c" else "c"
     t = np.nan_to_num(tr[direction], nan=-1)
     enough = firings(con, m) >= MIN_EVENTS
-    in_other = np.zeros(N, dtype=bool)
-    for i in np.flatnonzero(_event(ev[other])):
-        for k in (1, 2, 3):
-            x = ev[other][f"part_{k}"][i]
-            if np.isfinite(x):
-                in_other[int(x)] = True
+    owners = split_owners(ev[other], T)
+    in_other = np.isin(np.arange(N), list(owners))
+    partner = _partners(con, direction)
+    into_own = np.array([partner[i] in owners.get(i, ()) for i in range(N)])
+    event = _event(ev[direction])
     # transfer keeps no split feature nor a part of one
-    persist = (r[direction] > T) | ((t > KEEP) & enough & ~_event(ev[direction]) & ~in_other if doubt else False)
-    event = ~persist & _event(ev[direction])
+    persist = ((r[direction] > T) | ((t > KEEP) & enough & ~in_other if doubt else False)) & ~event & ~into_own
     part = ~persist & ~event & in_other
     unsure = ~persist & ~event & ~part & ((t > TAU) | ~enough) if doubt else np.zeros(N, bool)
     gone = ~persist & ~event & ~part & ~unsure
@@ -143,6 +153,13 @@ def test_flows_count_each_fate_where_the_evidence_puts_it(edge, mode):
         con, alive, r, tr, ev = edge
         carried = (np.nan_to_num(tr["p2c"], nan=-1) > KEEP) & (firings(con, "p") >= MIN_EVENTS) & (r["p2c"] <= T)
         assert (want["split"] & carried).any()
+    # every clause of the rule is exercised: an event whose best part alone is above the threshold (it is split, not
+    # persisting), an event whose fit is below it (balanced parts), a part matched above the threshold into its event
+    con, alive, r, tr, ev = edge
+    e = ev["p2c"]
+    assert (want["split"] & (r["p2c"] > T)).any() and (want["split"] & (e["fit_r"] <= T)).any()
+    into_own = [j for j in np.flatnonzero(want["split-part"]) if r["c2p"][j] > T]
+    assert into_own and all(_partners(con, "c2p")[j] in split_owners(e, T)[j] for j in into_own)
     for fate, mask in want.items():
         assert got[fate.replace("-", "_")] == mask.sum(), fate
     assert got["parent_alive"] == sum(want[k].sum() for k in ("persisting", "split", "absorbed", "uncertain",
@@ -224,3 +241,74 @@ def test_a_planted_split_is_found_with_its_two_halves():
     assert s["resolved"] >= 3 and s["resolved_recall"] >= 0.8
     assert s["precision"] >= 0.8 and s["with_halves"] >= 3
     assert sum(s["calls_by_truth"].values()) == s["calls"] and s["calls_by_truth"].get("split", 0) == s["correct"]
+
+
+def _merge_store(rng, n: int = 80):
+    """An in-memory store of a merge: parents a and b, merged member m (edges a -> m, b -> m), every feature alive;
+    each merged feature's best match in each parent drawn from r values around the threshold, and split and
+    absorption evidence on both edges drawn to cover every clause (a third of the splits list as a part the merged
+    feature whose match points back at the split feature)."""
+    import duckdb
+
+    from featureflow.store.schema import create_tables
+    from featureflow.store.writers import insert, insert_row
+
+    con = duckdb.connect()
+    create_tables(con)
+    for i, m in enumerate(("a", "b", "m")):
+        insert_row(con, "models", {"model": m, "label": m.upper(), "idx": i, "make": "train", "d_sae": n})
+        insert(con, "features", {"model": np.full(n, m, dtype=object), "feature": np.arange(n, dtype=np.int32),
+                                 "alive": np.ones(n, dtype=bool), "n_active": np.full(n, 50, dtype=np.int64),
+                                 "density": np.full(n, 0.01)})
+    state = {}
+    for p in ("a", "b"):
+        insert_row(con, "model_edges", {"parent": p, "child": "m", "make": "merge"})
+        r = {d: rng.choice([0.95, 0.75, 0.6, 0.3], n) for d in ("p2c", "c2p")}
+        dst = {d: rng.permutation(n).astype(np.int32) for d in ("p2c", "c2p")}
+        for d in ("p2c", "c2p"):
+            insert(con, "matches", {"similarity": np.full(n, "pearson", dtype=object),
+                                    "parent": np.full(n, p, dtype=object), "child": np.full(n, "m", dtype=object),
+                                    "direction": np.full(n, d, dtype=object), "src": np.arange(n, dtype=np.int32),
+                                    "rank": np.zeros(n, dtype=np.int32), "dst": dst[d], "r": r[d]})
+        ev = {}
+        for d, kind in (("p2c", "split"), ("c2p", "absorption")):
+            fit = rng.choice([0.9, 0.72, 0.65, 0.5, np.nan], n)
+            parts = rng.choice([1, 2, 3], n).astype(float)
+            ids = np.stack([rng.choice(n, 3, replace=False) for _ in range(n)]).astype(float)
+            ids[parts < 3, 2] = np.nan
+            ids[parts < 2, 1] = np.nan
+            ev[kind] = {"fit_r": fit, "single_r": np.minimum(r[d], fit), "parts": parts,
+                        "overlap": rng.choice([0.1, 0.9], n), "part_1": ids[:, 0], "part_2": ids[:, 1],
+                        "part_3": ids[:, 2]}
+        back = np.empty(n, dtype=float)
+        back[dst["c2p"]] = np.arange(n)
+        ev["split"]["part_1"][::3] = back[::3]
+        for kind, v in ev.items():
+            insert_evidence(con, kind, p, "m", v)
+        state[p] = (r["c2p"], dst["c2p"], ev)
+    return con, state
+
+
+def test_a_merged_feature_is_from_one_parent_only_where_the_other_has_no_part_in_it():
+    """`flows.merge_inheritance` under `pearson` on a constructed merge with split evidence, against a count made here
+    from the drawn rows (`oracles.split_event`): per parent, a merged feature is inherited where its match is above
+    the threshold, it absorbs nothing there and its partner is no feature it is a part of; it has a part in that
+    parent where it absorbs or is a split part there. `both`: inherited from both; `first` / `second`: from one,
+    no part in the other; `split`: any other part; `new`: the rest."""
+    con, state = _merge_store(np.random.default_rng(11))
+    n = len(state["a"][0])
+    inherited, part = {}, {}
+    for p, (r, dst, ev) in state.items():
+        absorbing = split_event(ev["absorption"], T)
+        owners = split_owners(ev["split"], T)
+        into_own = np.array([dst[j] in owners.get(j, ()) for j in range(n)])
+        inherited[p] = (r > T) & ~absorbing & ~into_own
+        part[p] = absorbing | (~inherited[p] & np.isin(np.arange(n), list(owners)))
+    a, b = inherited["a"], inherited["b"]
+    want = np.select([a & b, a & ~part["b"], b & ~part["a"], part["a"] | part["b"]],
+                     ["both", "first", "second", "split"], "new")
+    got = {r["feature"]: r["inheritance"] for r in F.merge_inheritance(con, T, "pearson")}
+    assert [got[j] for j in range(n)] == want.tolist()
+    # each way a parent can have a part in a feature inherited from the other is exercised
+    assert (a & ~b & part["b"]).any() and (b & ~a & part["a"]).any()
+    assert {"both", "first", "second", "split", "new"} <= set(want)

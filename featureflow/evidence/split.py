@@ -15,9 +15,17 @@ products over the sparse activations are formed) and writes, per feature:
   fire in different contexts; two latents the other model's SAE learnt for one feature (a duplicate pair) fire
   together, so an event needs `overlap` at most `MAX_OVERLAP`.
 
-The store's fate rule (`store/flows.py`, `SPLIT`) calls a parent feature **split** on an edge where its fit
-reaches the page's threshold, no single part does, and it has two or more parts; the parts are the child
-features it split into. The reverse, a child feature reproduced by several parent features together, is an
+The store's fate rule (`store/flows.py`, `EVENT`) calls a parent feature **split** on an edge where it has two or
+more parts that rarely fire together and either
+- its fit exceeds the page's threshold and no single part does (the first rule), or exceeds it by `GAIN` more than
+  its best part does (a part above the threshold that leaves a tenth of the fit to the others: the halves of a
+  split that a merge interpolated close together, where one child latent still catches much of both), or
+- its fit exceeds the threshold less `SLACK` and its best part carries at most `BALANCE` of the fit's r (two
+  balanced parts: equal halves put the best at 1/sqrt(2) = 0.71 of the fit, whatever the noise in the child's SAE
+  that lowers both).
+A split is the feature's fate even where one part alone matches it above the threshold (`flows.FATE`); the parts
+are the child features it split into. `GAIN`, `SLACK` and `BALANCE` were chosen on planted shapes A-E and checked
+on three more (README, "Planted truth"). The reverse, a child feature reproduced by several parent features together, is an
 **absorption** (kind `absorption`, the child's side). Both are read from activations whatever the matching mode.
 """
 
@@ -31,7 +39,15 @@ CANDIDATES = 5     # the other side's most correlated features a fit may combine
 PART_SHARE = 0.15  # a part carries at least this share of the fit's covariance with the feature
 MAX_PARTS = 3      # parts listed per feature (`part_1` ...)
 MAX_OVERLAP = 0.5  # a split's (absorption's) first two parts fire together at most this often (`overlap`)
+GAIN = 0.1         # a fit above the threshold is a split where it beats its best single part by this
+SLACK = 0.1        # a fit of balanced parts (`BALANCE`) is a split where it reaches the threshold less this
+BALANCE = 0.78     # ... balanced: the best single part's r at most this share of the fit's r
 BLOCK = 1024       # features per block of the cross-covariance
+# the rule `flows.EVENT` applies, in words (the explorer's /method and the report print it)
+RULE_TEXT = (f"several features of the other model together reproduce it (a non-negative least-squares fit), two or "
+             f"more carrying a share of the fit and rarely firing together, and either the fit exceeds the threshold "
+             f"while no single one does or beats the best one by {GAIN}, or the parts are balanced (the best one's r "
+             f"at most {BALANCE} of the fit's) and the fit is within {SLACK} of the threshold")
 
 
 def _moments(A) -> tuple[np.ndarray, np.ndarray]:

@@ -177,17 +177,17 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
                   lambda n, w, s: f"{n:,} {lab} features match no feature of {w} above the threshold, but the mode's "
                                f"evidence says {s} still carries them: uncertain")
         side_node(name, "out", SPLIT_VIA, "split", "split", "split", SPLIT, SPLIT_BAND, (*last, 1),
-                  lambda n, w, s: f"{n:,} {lab} features match no single feature of {w} above the threshold, but several "
-                               f"together reproduce them: split")
+                  lambda n, w, s: f"{n:,} {lab} features are reproduced by several features of {w} together better "
+                               f"than by any one: split")
         side_node(name, "out", PART_VIA, "absorbed", "absorbed", "absorbed", SPLIT, SPLIT_BAND, (*last, 2),
-                  lambda n, w, s: f"{n:,} {lab} features match no single feature of {w} above the threshold, but are "
-                               f"parts of one broader feature there: absorbed")
+                  lambda n, w, s: f"{n:,} {lab} features persist in no feature of {w}, but are parts of one broader "
+                               f"feature there: absorbed")
         side_node(name, "in", PART_VIA, "split-part", "split-in", "from splits", SPLIT, SPLIT_BAND, (order[name], 3),
-                  lambda n, w, s: f"{n:,} {lab} features match no single feature of {w} above the threshold, but are "
-                               f"parts of a split feature there")
+                  lambda n, w, s: f"{n:,} {lab} features are inherited from no feature of {w}, but are parts of a "
+                               f"split feature there")
         side_node(name, "in", SPLIT_VIA, "absorbing", "absorbing", "absorbing", SPLIT, SPLIT_BAND, (order[name], 4),
-                  lambda n, w, s: f"{n:,} {lab} features match no single feature of {w} above the threshold, but "
-                               f"reproduce several of its features together: absorbing")
+                  lambda n, w, s: f"{n:,} {lab} features are reproduced by several features of {w} together better "
+                               f"than by any one: absorbing")
         side_node(name, "in", UNCERTAIN_VIA, "uncertain-origin", "unsure-origin", "origin uncertain", UNSURE,
                   UNSURE_BAND, (order[name], 2),
                   lambda n, w, s: f"{n:,} {lab} features match no feature of {w} above the threshold, but the mode's "

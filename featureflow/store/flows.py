@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from featureflow.evidence.split import MAX_OVERLAP
+from featureflow.evidence.split import BALANCE, GAIN, MAX_OVERLAP, SLACK
 from featureflow.modes import RULES, mode_label
 from featureflow.modes import split_mode  # a store's modes, whether or not this process registered them
 from featureflow.store.rows import dicts
@@ -60,14 +60,16 @@ def _n_events(model: str, feature: str) -> str:
     `min_events` reads."""
     return f"(SELECT fa.n_active FROM features fa WHERE fa.model = {model} AND fa.feature = {feature})"
 # A feature reproduced by several features of the other model together (evidence kinds `split` for a parent feature,
-# `absorption` for a child feature: featureflow/evidence/split.py, read whatever the mode): its non-negative
-# least-squares fit by them exceeds the threshold, no single one does, two or more carry a share of the fit, and
-# the first two rarely fire together (a pair that does is two latents for one feature, not parts of it).
-# A parent feature so reproduced is *split* (its parts are child features, fate `split-part` on the child's side); a
-# child feature so reproduced is *absorbing* (its parts are parent features, fate `absorbed`). Without the
-# evidence no feature is either.
-EVENT = ("coalesce({e}.fit_r, -1e9) > $t AND coalesce({e}.single_r, 1e9) <= $t AND coalesce({e}.parts, 0) >= 2 "
-         f"AND coalesce({{e}}.overlap, 1e9) <= {MAX_OVERLAP}")
+# `absorption` for a child feature: featureflow/evidence/split.py, read whatever the mode): two or more of them carry
+# a share of its non-negative least-squares fit, the first two rarely fire together (a pair that does is two
+# latents for one feature, not parts of it), and either the fit exceeds the threshold while no single part does or
+# beats the best part by `GAIN`, or the parts are balanced (the best part's r at most `BALANCE` of the fit's) and
+# the fit exceeds the threshold less `SLACK`. A parent feature so reproduced is *split* (its parts are child
+# features, fate `split-part` on the child's side); a child feature so reproduced is *absorbing* (its parts are
+# parent features, fate `absorbed`). Without the evidence no feature is either.
+EVENT = ("coalesce({e}.parts, 0) >= 2 AND coalesce({e}.overlap, 1e9) <= " + str(MAX_OVERLAP) + " AND coalesce("
+         "({e}.fit_r > $t AND ({e}.single_r <= $t OR {e}.fit_r - {e}.single_r >= " + str(GAIN) + ")) OR "
+         "({e}.fit_r > $t - " + str(SLACK) + " AND {e}.single_r <= " + str(BALANCE) + " * {e}.fit_r), false)")
 EVENTS = """SELECT kind, parent, child, feature,
                    max(value) FILTER (WHERE measure = 'fit_r') AS fit_r,
                    max(value) FILTER (WHERE measure = 'single_r') AS single_r,
@@ -76,15 +78,18 @@ EVENTS = """SELECT kind, parent, child, feature,
                    list(value::INTEGER ORDER BY measure) FILTER (WHERE starts_with(measure, 'part_')
                                                                 AND NOT isnan(value)) AS part_ids
             FROM evidence WHERE kind IN ('split', 'absorption') GROUP BY kind, parent, child, feature"""
-# the feature each part belongs to (the event's feature; the lowest where a feature is a part of several)
-PARTS = f"""SELECT kind, parent, child, part, min(feature) AS part_of FROM (
+# the feature each part belongs to (the event's feature; the lowest where a feature is a part of several), and all
+# of them (`part_ofs`)
+PARTS = f"""SELECT kind, parent, child, part, min(feature) AS part_of, list(feature) AS part_ofs FROM (
                 SELECT kind, parent, child, feature, unnest(part_ids) AS part FROM ({EVENTS}) e
                 WHERE {EVENT.format(e="e")}) GROUP BY ALL"""
-# The fate of a feature's match on one edge, in this order: a match above the threshold persists (inherited);
-# else the feature is split (absorbing), a part of the other side's absorption (split), uncertain (a rule with
-# doubt), or disappearing (emerging).
-FATE = """CASE WHEN persists THEN CASE direction WHEN 'p2c' THEN 'persisting' ELSE 'inherited' END
-               WHEN split THEN CASE direction WHEN 'p2c' THEN 'split' ELSE 'absorbing' END
+# The fate of a feature's match on one edge, in this order: a split (absorbing) feature is split (absorbing), even
+# where one part alone matches it above the threshold; else a match above the threshold persists (inherited),
+# unless its partner is a feature it is a part of (then it is that split's part, not a copy of it); else the
+# feature is a part of the other side's absorption (split), uncertain (a rule with doubt), or disappearing
+# (emerging).
+FATE = """CASE WHEN split THEN CASE direction WHEN 'p2c' THEN 'split' ELSE 'absorbing' END
+               WHEN persists THEN CASE direction WHEN 'p2c' THEN 'persisting' ELSE 'inherited' END
                WHEN part THEN CASE direction WHEN 'p2c' THEN 'absorbed' ELSE 'split-part' END
                WHEN uncertain THEN CASE direction WHEN 'p2c' THEN 'uncertain' ELSE 'uncertain-origin' END
                ELSE CASE direction WHEN 'p2c' THEN 'disappearing' ELSE 'emerging' END END"""
@@ -92,9 +97,9 @@ FATE = """CASE WHEN persists THEN CASE direction WHEN 'p2c' THEN 'persisting' EL
 
 def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     """Each feature's match on each edge under `rule` ($sim, $t bound): parent, child, direction, `model`
-    (the feature's own side), src, dst, r, `persists` (`PERSISTS`), `split` (not persisting, reproduced by several
-    features of the other side: `EVENT`), `part_of` / `part` (not persisting, not split, a part of such a feature
-    of the other side), `uncertain` (a rule with doubt only, none of the above: `UNCERTAIN`), `carried` (a rule
+    (the feature's own side), src, dst, r, `persists` (`PERSISTS`, not split, its partner not a feature it is a part
+    of), `split` (reproduced by several features of the other side: `EVENT`), `part_of` / `part` (not persisting,
+    not split, a part of such a feature of the other side), `uncertain` (a rule with doubt only, none of the above: `UNCERTAIN`), `carried` (a rule
     with doubt: its evidence says the other model carries the feature, whether or not it matches; NULL otherwise)
     and `fate` (`FATE`). `where` filters the match rows. With `control`, each parent member against its
     random-weights control instead (`child` is the control; no doubt and no splits: the control has no evidence)."""
@@ -110,18 +115,21 @@ def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     n_events = (_n_events("CASE m.direction WHEN 'p2c' THEN m.parent ELSE m.child END", "m.src") if R.admits_doubt
                 else "NULL::BIGINT")
     if control:
-        events = "false AS split, NULL::INTEGER AS part_of"
+        events = "false AS split, NULL::INTEGER AS part_of, NULL::INTEGER[] AS part_ofs"
         joins = ""
     else:
-        events = f"coalesce({EVENT.format(e='ev')}, false) AS split, pt.part_of"
+        events = f"coalesce({EVENT.format(e='ev')}, false) AS split, pt.part_of, pt.part_ofs"
         joins = f"""LEFT JOIN ({EVENTS}) ev ON ev.parent = m.parent AND ev.child = m.child AND ev.feature = m.src
                          AND ev.kind = CASE m.direction WHEN 'p2c' THEN 'split' ELSE 'absorption' END
                     LEFT JOIN ({PARTS}) pt ON pt.parent = m.parent AND pt.child = m.child AND pt.part = m.src
                          AND pt.kind = CASE m.direction WHEN 'p2c' THEN 'absorption' ELSE 'split' END"""
     ev = f"""SELECT m.*, {n_events} AS n_events, {events}, {f'coalesce(doubt_r, -1e9) > {R.tau}' if doubt
               else 'NULL::BOOLEAN'} AS carried FROM ({rows}) m {joins}"""
+    # a split (absorbing) feature does not persist, nor does a part into the feature it is a part of; evidence keeps
+    # no split or part
     flags = f"""SELECT *, NOT persists AND NOT split AND part_of IS NOT NULL AS part FROM (
-                    SELECT *, {PERSISTS}{kept} AS persists FROM ({ev}))"""  # evidence keeps no split or part
+                    SELECT *, ({PERSISTS}{kept}) AND NOT split
+                              AND NOT coalesce(list_contains(part_ofs, dst), false) AS persists FROM ({ev}))"""
     marked = f"""SELECT *, NOT persists AND NOT split AND NOT part AND {UNCERTAIN.format(
                  tau=R.tau, min_events=R.min_events) if doubt else 'false'} AS uncertain FROM ({flags})"""
     return (f"SELECT parent, child, direction, CASE WHEN direction = 'p2c' THEN parent ELSE child END AS model, "
@@ -189,7 +197,8 @@ def parent_matches(rule: str) -> str:
     """Each feature's match under `rule` ($sim, $t bound) in each of its parent models, unassigned ones left out:
     model, feature, parent, dst (the parent feature), r, `persists`, `matched` (it persists through its partner
     latent: r above the threshold, not by evidence alone) and `other_idx` (the parent's family order)."""
-    return f"""SELECT m.model, m.src AS feature, m.parent, m.dst, m.r, m.persists, {PERSISTS} AS matched,
+    return f"""SELECT m.model, m.src AS feature, m.parent, m.dst, m.r, m.persists,
+                      m.persists AND {PERSISTS} AS matched,
                       o.idx AS other_idx
                FROM ({edge_matches(rule, "AND direction = 'c2p' AND dst IS NOT NULL")}) m
                JOIN models o ON o.model = m.parent"""
@@ -934,8 +943,8 @@ INHERITANCE = ("both", "first", "second", "uncertain", "split", "new")
 def merge_inheritance(cur, threshold: float, mode: str, reproducible: bool = False) -> list[dict]:
     """Each alive feature of every member with two parents (a merge), by where the fate rule says it comes from:
     `both` (inherited from each parent: matched above the threshold in both), `first` / `second` (in one only, and
-    not uncertain in the other; the parents in family order), else `split` (a split part or absorbing on some edge:
-    split evidence), `uncertain` (a rule with doubt: inherited from one parent and of uncertain origin in the other,
+    in the other neither uncertain nor a split part or absorbing: emerging; the parents in family order), else
+    `split` (a split part or absorbing on some edge: split evidence), `uncertain` (a rule with doubt: inherited from one parent and of uncertain origin in the other,
     or of uncertain origin in some), or `new` (emerging from both). Rows {model, feature, first_parent,
     second_parent, inheritance}; with `reproducible`, a member with seed replicas keeps its reproducible features only."""
     sim, rule = split_mode(mode)
@@ -952,12 +961,14 @@ def merge_inheritance(cur, threshold: float, mode: str, reproducible: bool = Fal
                       bool_or(m.persists AND m.parent = two.second_parent) AS from_second,
                       bool_or(m.uncertain AND m.parent = two.first_parent) AS unsure_first,
                       bool_or(m.uncertain AND m.parent = two.second_parent) AS unsure_second,
+                      bool_or((m.split OR m.part) AND m.parent = two.first_parent) AS event_first,
+                      bool_or((m.split OR m.part) AND m.parent = two.second_parent) AS event_second,
                       bool_or(m.split OR m.part) AS event, bool_or(m.uncertain) AS unsure
                FROM m JOIN two ON two.child = m.child GROUP BY ALL)
         SELECT o.model, o.feature, o.first_parent, o.second_parent,
                CASE WHEN from_first AND from_second THEN 'both'
-                    WHEN from_first AND NOT unsure_second THEN 'first'
-                    WHEN from_second AND NOT unsure_first THEN 'second'
+                    WHEN from_first AND NOT unsure_second AND NOT event_second THEN 'first'
+                    WHEN from_second AND NOT unsure_first AND NOT event_first THEN 'second'
                     WHEN event THEN 'split' WHEN from_first OR from_second OR unsure THEN 'uncertain'
                     ELSE 'new' END AS inheritance
         FROM origin o JOIN features f ON f.model = o.model AND f.feature = o.feature {keep}

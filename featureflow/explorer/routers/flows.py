@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 from featureflow.explorer import collapse, figures
 from featureflow.explorer.views import (Mode, Page, PerPage, SankeyPopulation, Stable, State, StoreDep, TokenLevel,
                                         stable_flag, view)
+from featureflow.evidence.split import RULE_TEXT as SPLIT_RULE
 from featureflow.modes import mode_label, rule_of
 from featureflow.store.flows import EDGE_FATES
 
@@ -139,7 +140,7 @@ def method(store: StoreDep, mode: Mode = None) -> dict:
     mode = store.mode(mode)
     modes = sorted({s["mode"] for s in card["scores"]}) if card else []
     focus = mode if mode in modes else (modes[0] if modes else None)
-    return {"planted": card, "mode": mode, "focus": focus, "modes": modes,
+    return {"planted": card, "mode": mode, "focus": focus, "modes": modes, "split_rule": SPLIT_RULE,
             "mode_labels": {m: mode_label(m) for m in modes}, "why": planted_why(card, focus),
             "headline": {p: next((s for s in card["scores"] if s["mode"] == focus and s["fate"] == "persisting"
                                   and s["population"] == p), None) for p in ("all", "reproducible")}
