@@ -396,3 +396,21 @@ def test_concurrent_first_views_at_a_new_threshold_read_the_partners_once(synthe
     with pytest.raises(ValueError, match="no index"):
         store._index("matches", 0.5, "pearson")
     store.close()
+
+
+def test_a_page_past_the_last_says_so_and_links_to_the_last(client, synthetic_store):
+    """/features and an edge list asked for a page past their last: the page says which is the last (its count from
+    the JSON twin's total and per_page) and links back to it, rather than 'no feature matches'."""
+    import re
+
+    for path, params in (("/features", {"per_page": 10}),
+                         (f"/edges/{synthetic_store.edges[0][0]}/{synthetic_store.edges[0][1]}",
+                          {"fate": "persisting", "threshold": 0.5, "per_page": 3})):
+        d = client.get("/api" + path, params=params).json()
+        last = -(-d["total"] // d["per_page"])
+        assert d["total"] > d["per_page"] and last == d["pages"] > 1
+        html = client.get(path, params={**params, "page": last + 5}).text
+        assert f"page {last + 5} is past the last page, {last}" in html and "no feature matches" not in html
+        assert re.search(rf'href="[^"]*page={last}"[^>]*>← the last page<', html)
+        html = client.get(path, params={**params, "page": last}).text
+        assert "past the last page" not in html and re.search(rf'href="[^"]*page={last - 1}"[^>]*>← previous<', html)
