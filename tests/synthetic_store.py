@@ -99,21 +99,22 @@ class SyntheticRun:
 
     def partner_r(self, mode: str, parent: str, child: str, direction: str) -> np.ndarray:
         """Per source feature: its match r under `mode` on one edge (-inf where unassigned)."""
-        sim, rule = (mode[:-5], "1to1") if mode.endswith("-1to1") else (mode, "best")
-        if rule == "best":
-            s = self.sim[(sim, parent, child)]
-            return s.max(axis=1) if direction == "p2c" else s.max(axis=0)
-        got = self.assign[(sim, parent, child)][direction]
-        return np.array([-np.inf if got[i] is None else got[i][1] for i in range(F)])
+        return self.partners(mode, parent, child, direction)[1]
 
     def partner(self, mode: str, parent: str, child: str, direction: str) -> np.ndarray:
         """Per source feature: its partner on the other side under `mode` (-1 where unassigned)."""
+        return self.partners(mode, parent, child, direction)[0]
+
+    def partners(self, mode: str, parent: str, child: str, direction: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per source feature on one edge under `mode`: its partner (-1 where unassigned) and their r (-inf)."""
         sim, rule = (mode[:-5], "1to1") if mode.endswith("-1to1") else (mode, "best")
         if rule == "best":
             s = self.sim[(sim, parent, child)]
-            return s.argmax(axis=1) if direction == "p2c" else s.argmax(axis=0)
+            s = s if direction == "p2c" else s.T
+            return s.argmax(axis=1), s.max(axis=1)
         got = self.assign[(sim, parent, child)][direction]
-        return np.array([-1 if got[i] is None else got[i][0] for i in range(F)])
+        return (np.array([-1 if got[i] is None else got[i][0] for i in range(F)]),
+                np.array([-np.inf if got[i] is None else got[i][1] for i in range(F)]))
 
     def expected_floor(self, threshold: float, mode: str) -> float:
         """The noise floor of `base` (the one replicated member): share of its alive features matched above

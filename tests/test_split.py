@@ -84,16 +84,7 @@ def edge():
     rng = np.random.default_rng(5)
     con, alive, r = one_edge(rng, N, [0.95, 0.75, 0.6, 0.3])
     tr = {d: rng.choice([0.9, 0.1, np.nan], N) for d in ("p2c", "c2p")}
-    ev = {}
-    for d in ("p2c", "c2p"):
-        fit = rng.choice([0.9, 0.72, 0.65, 0.5, np.nan], N)
-        parts = rng.choice([1, 2, 3], N).astype(float)
-        ids = np.stack([rng.choice(N, 3, replace=False) for _ in range(N)]).astype(float)
-        ids[parts < 3, 2] = np.nan
-        ids[parts < 2, 1] = np.nan
-        ev[d] = {"fit_r": fit, "single_r": np.minimum(r[d], fit), "parts": parts,
-                 "overlap": rng.choice([0.1, MAX_OVERLAP, 0.9], N), "part_1": ids[:, 0], "part_2": ids[:, 1],
-                 "part_3": ids[:, 2]}
+    ev = {d: _draw_events(rng, r[d], [0.1, MAX_OVERLAP, 0.9]) for d in ("p2c", "c2p")}
     # a third of the features: their first part is the feature whose match points back at them, so a part matched
     # above the threshold into the feature it is a part of is exercised (a part, not a copy: `flows.FATE`)
     for d, o in (("p2c", "c2p"), ("c2p", "p2c")):
@@ -107,6 +98,20 @@ def edge():
     insert_evidence(con, "split", "p", "c", ev["p2c"])
     insert_evidence(con, "absorption", "p", "c", ev["c2p"])
     return con, alive, r, tr, ev
+
+
+def _draw_events(rng, r: np.ndarray, overlaps: list[float]) -> dict[str, np.ndarray]:
+    """Split (absorption) evidence for features whose best match has r `r`: a fit drawn on both sides of the
+    threshold and of its slack, the best single part's r the match's (at most the fit's), 1-3 parts of random
+    features of the other side, and an overlap from `overlaps`, so every clause of `flows.EVENT` is met and missed."""
+    n = len(r)
+    fit = rng.choice([0.9, 0.72, 0.65, 0.5, np.nan], n)
+    parts = rng.choice([1, 2, 3], n).astype(float)
+    ids = np.stack([rng.choice(n, 3, replace=False) for _ in range(n)]).astype(float)
+    ids[parts < 3, 2] = np.nan
+    ids[parts < 2, 1] = np.nan
+    return {"fit_r": fit, "single_r": np.minimum(r, fit), "parts": parts, "overlap": rng.choice(overlaps, n),
+            "part_1": ids[:, 0], "part_2": ids[:, 1], "part_3": ids[:, 2]}
 
 
 def _event(e):
@@ -270,16 +275,7 @@ def _merge_store(rng, n: int = 80):
                                     "parent": np.full(n, p, dtype=object), "child": np.full(n, "m", dtype=object),
                                     "direction": np.full(n, d, dtype=object), "src": np.arange(n, dtype=np.int32),
                                     "rank": np.zeros(n, dtype=np.int32), "dst": dst[d], "r": r[d]})
-        ev = {}
-        for d, kind in (("p2c", "split"), ("c2p", "absorption")):
-            fit = rng.choice([0.9, 0.72, 0.65, 0.5, np.nan], n)
-            parts = rng.choice([1, 2, 3], n).astype(float)
-            ids = np.stack([rng.choice(n, 3, replace=False) for _ in range(n)]).astype(float)
-            ids[parts < 3, 2] = np.nan
-            ids[parts < 2, 1] = np.nan
-            ev[kind] = {"fit_r": fit, "single_r": np.minimum(r[d], fit), "parts": parts,
-                        "overlap": rng.choice([0.1, 0.9], n), "part_1": ids[:, 0], "part_2": ids[:, 1],
-                        "part_3": ids[:, 2]}
+        ev = {kind: _draw_events(rng, r[d], [0.1, 0.9]) for d, kind in (("p2c", "split"), ("c2p", "absorption"))}
         back = np.empty(n, dtype=float)
         back[dst["c2p"]] = np.arange(n)
         ev["split"]["part_1"][::3] = back[::3]
