@@ -25,8 +25,9 @@ more parts that rarely fire together and either
   that lowers both).
 A split is the feature's fate even where one part alone matches it above the threshold (`flows.FATE`); the parts
 are the child features it split into. `GAIN`, `SLACK` and `BALANCE` were chosen on planted shapes A-E and checked
-on three more (README, "Planted truth"). The reverse, a child feature reproduced by several parent features together, is an
-**absorption** (kind `absorption`, the child's side). Both are read from activations whatever the matching mode.
+on three more (README, "Planted truth"). The reverse, a child feature reproduced by several parent features
+together, is an **absorption** (kind `absorption`, the child's side), read by the same rule. Both are read from
+activations whatever the matching mode.
 """
 
 from __future__ import annotations
