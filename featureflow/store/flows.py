@@ -99,9 +99,9 @@ def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     """Each feature's match on each edge under `rule` ($sim, $t bound): parent, child, direction, `model`
     (the feature's own side), src, dst, r, `persists` (`PERSISTS`, not split, its partner not a feature it is a part
     of), `split` (reproduced by several features of the other side: `EVENT`), `part_of` / `part` (not persisting,
-    not split, a part of such a feature of the other side), `uncertain` (a rule with doubt only, none of the above: `UNCERTAIN`), `carried` (a rule
-    with doubt: its evidence says the other model carries the feature, whether or not it matches; NULL otherwise)
-    and `fate` (`FATE`). `where` filters the match rows. With `control`, each parent member against its
+    not split, a part of such a feature of the other side), `uncertain` (a rule with doubt only, none of the above:
+    `UNCERTAIN`), `carried` (a rule with doubt: its evidence says the other model carries the feature, whether or not
+    it matches; NULL otherwise) and `fate` (`FATE`). `where` filters the match rows. With `control`, each parent member against its
     random-weights control instead (`child` is the control; no doubt and no splits: the control has no evidence)."""
     R = RULES[rule]
     rows = R.sql.format(**_TABLES[control])
@@ -944,8 +944,8 @@ def merge_inheritance(cur, threshold: float, mode: str, reproducible: bool = Fal
     """Each alive feature of every member with two parents (a merge), by where the fate rule says it comes from:
     `both` (inherited from each parent: matched above the threshold in both), `first` / `second` (in one only, and
     in the other neither uncertain nor a split part or absorbing: emerging; the parents in family order), else
-    `split` (a split part or absorbing on some edge: split evidence), `uncertain` (a rule with doubt: inherited from one parent and of uncertain origin in the other,
-    or of uncertain origin in some), or `new` (emerging from both). Rows {model, feature, first_parent,
+    `split` (a split part or absorbing on some edge: split evidence), `uncertain` (a rule with doubt: inherited from
+    one parent and of uncertain origin in the other, or of uncertain origin in some), or `new` (emerging from both). Rows {model, feature, first_parent,
     second_parent, inheritance}; with `reproducible`, a member with seed replicas keeps its reproducible features only."""
     sim, rule = split_mode(mode)
     keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = f.model AND st.feature = f.feature" if reproducible else "")
