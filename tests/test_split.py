@@ -308,3 +308,26 @@ def test_a_merged_feature_is_from_one_parent_only_where_the_other_has_no_part_in
     # each way a parent can have a part in a feature inherited from the other is exercised
     assert (a & ~b & part["b"]).any() and (b & ~a & part["a"]).any()
     assert {"both", "first", "second", "split", "new"} <= set(want)
+
+
+def test_a_hop_above_the_threshold_that_is_a_split_says_so(synthetic_store):
+    """The synthetic store's planted split at a threshold its best half clears: the split wins over that match
+    (`flows.FATE`), and the feature page's lineage says the hop is a split, not that it is below the threshold."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from featureflow.explorer.app import create_app
+
+    client = TestClient(create_app(synthetic_store.path))
+    fp, j1, j2 = synthetic_store.split
+    best = synthetic_store.partner_r("pearson", "base", "left", "p2c")[fp]
+    t = round(best - 0.05, 2)  # the best half alone clears it
+    q = {"threshold": t, "mode": "pearson"}
+    js = client.get(f"/api/models/base/features/{fp}", params=q).json()
+    assert [e["fate"] for e in js["events"] if e["child"] == "left"] == ["split"]
+    hop = next(n for n in js["lineage"]["descendants"] if n["model"] == "left")
+    assert hop["r"] == pytest.approx(best) and hop["r"] > t and not hop["persists"]
+    page = client.get(f"/models/base/features/{fp}", params=q).text
+    item = re.search(rf'<li class="lost">→.*?/models/left/features/{hop["feature"]}.*?</em>', page, re.S).group(0)
+    assert "above the threshold, but a split or absorption" in item and "below threshold" not in item
