@@ -285,12 +285,12 @@ def _merge_store(rng, n: int = 80):
     return con, state
 
 
-def test_a_merged_feature_is_from_one_parent_only_where_the_other_has_no_part_in_it():
+def test_a_merged_feature_with_a_part_in_the_other_parent_is_from_both():
     """`flows.merge_inheritance` under `pearson` on a constructed merge with split evidence, against a count made here
     from the drawn rows (`oracles.split_event`): per parent, a merged feature is inherited where its match is above
     the threshold, it absorbs nothing there and its partner is no feature it is a part of; it has a part in that
-    parent where it absorbs or is a split part there. `both`: inherited from both; `first` / `second`: from one,
-    no part in the other; `split`: any other part; `new`: the rest."""
+    parent where it absorbs or is a split part there. `both`: inherited from both, or from one with a part in the
+    other; `first` / `second`: from one only; `split`: a part in one, inherited from neither; `new`: the rest."""
     con, state = _merge_store(np.random.default_rng(11))
     n = len(state["a"][0])
     inherited, part = {}, {}
@@ -301,11 +301,11 @@ def test_a_merged_feature_is_from_one_parent_only_where_the_other_has_no_part_in
         inherited[p] = (r > T) & ~absorbing & ~into_own
         part[p] = absorbing | (~inherited[p] & np.isin(np.arange(n), list(owners)))
     a, b = inherited["a"], inherited["b"]
-    want = np.select([a & b, a & ~part["b"], b & ~part["a"], part["a"] | part["b"]],
+    want = np.select([(a & (b | part["b"])) | (b & part["a"]), a, b, part["a"] | part["b"]],
                      ["both", "first", "second", "split"], "new")
     got = {r["feature"]: r["inheritance"] for r in F.merge_inheritance(con, T, "pearson")}
     assert [got[j] for j in range(n)] == want.tolist()
-    # each way a parent can have a part in a feature inherited from the other is exercised
+    # each way a parent can have a part in a feature inherited from the other is exercised (called both)
     assert (a & ~b & part["b"]).any() and (b & ~a & part["a"]).any()
     assert {"both", "first", "second", "split", "new"} <= set(want)
 

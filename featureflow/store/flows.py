@@ -942,11 +942,13 @@ INHERITANCE = ("both", "first", "second", "uncertain", "split", "new")
 
 def merge_inheritance(cur, threshold: float, mode: str, reproducible: bool = False) -> list[dict]:
     """Each alive feature of every member with two parents (a merge), by where the fate rule says it comes from:
-    `both` (inherited from each parent: matched above the threshold in both), `first` / `second` (in one only, and
-    in the other neither uncertain nor a split part or absorbing: emerging; the parents in family order), else
-    `split` (a split part or absorbing on some edge: split evidence), `uncertain` (a rule with doubt: inherited from
-    one parent and of uncertain origin in the other, or of uncertain origin in some), or `new` (emerging from both). Rows {model, feature, first_parent,
-    second_parent, inheritance}; with `reproducible`, a member with seed replicas keeps its reproducible features only."""
+    `both` (inherited from each parent: matched above the threshold in both; or inherited from one and a split part
+    or absorbing in the other, which then has a part in it), `first` / `second` (inherited from one only, and in
+    the other neither uncertain nor a part: emerging; the parents in family order), else `split` (a split part or
+    absorbing on some edge, inherited from neither: split evidence), `uncertain` (a rule with doubt: inherited from
+    one parent and of uncertain origin in the other, or of uncertain origin in some), or `new` (emerging from both).
+    Rows {model, feature, first_parent, second_parent, inheritance}; with `reproducible`, a member with seed replicas
+    keeps its reproducible features only."""
     sim, rule = split_mode(mode)
     keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = f.model AND st.feature = f.feature" if reproducible else "")
     where = " AND coalesce(st.stable, true)" if reproducible else ""
@@ -966,7 +968,7 @@ def merge_inheritance(cur, threshold: float, mode: str, reproducible: bool = Fal
                       bool_or(m.split OR m.part) AS event, bool_or(m.uncertain) AS unsure
                FROM m JOIN two ON two.child = m.child GROUP BY ALL)
         SELECT o.model, o.feature, o.first_parent, o.second_parent,
-               CASE WHEN from_first AND from_second THEN 'both'
+               CASE WHEN from_first AND (from_second OR event_second) OR from_second AND event_first THEN 'both'
                     WHEN from_first AND NOT unsure_second AND NOT event_second THEN 'first'
                     WHEN from_second AND NOT unsure_first AND NOT event_first THEN 'second'
                     WHEN event THEN 'split' WHEN from_first OR from_second OR unsure THEN 'uncertain'
