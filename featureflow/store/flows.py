@@ -101,8 +101,9 @@ def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     of), `split` (reproduced by several features of the other side: `EVENT`), `part_of` / `part` (not persisting,
     not split, a part of such a feature of the other side), `uncertain` (a rule with doubt only, none of the above:
     `UNCERTAIN`), `carried` (a rule with doubt: its evidence says the other model carries the feature, whether or not
-    it matches; NULL otherwise) and `fate` (`FATE`). `where` filters the match rows. With `control`, each parent member against its
-    random-weights control instead (`child` is the control; no doubt and no splits: the control has no evidence)."""
+    it matches; NULL otherwise) and `fate` (`FATE`). `where` filters the match rows. With `control`, each parent
+    member against its random-weights control instead (`child` is the control; no doubt and no splits: the control
+    has no evidence)."""
     R = RULES[rule]
     rows = R.sql.format(**_TABLES[control])
     doubt = R.admits_doubt and not control
@@ -110,7 +111,7 @@ def edge_matches(rule: str, where: str = "", control: bool = False) -> str:
     # control: `Pipeline.evidence`), so a rule that keeps by evidence keeps the same way there; no uncertain call
     if R.admits_doubt:
         rows = R.doubt_sql.format(base=rows)
-    kept = (f" OR ({KEPT.format(keep_tau=R.keep_tau, min_events=R.min_events)} AND NOT split AND part_of IS NULL)"
+    kept = (f" OR ({KEPT.format(keep_tau=R.keep_tau, min_events=R.min_events)} AND part_of IS NULL)"
             if R.admits_doubt and R.keep_tau is not None else "")
     n_events = (_n_events("CASE m.direction WHEN 'p2c' THEN m.parent ELSE m.child END", "m.src") if R.admits_doubt
                 else "NULL::BIGINT")
