@@ -23,7 +23,8 @@ import yaml
 # Overrides of the config's planted section. A: the config itself; B: wider and more edited (more removal and drift
 # per child); C: narrower, one child removing and adding a fifth, the other drifting and splitting more; D: wider
 # again, one child removing a fifth; E: more superposition (128 features in 24 dimensions), one child drifting 35%;
-# F-H: three more splitting in both children (F: 160 in 32; G: 224 in 44; H: 112 in 28, more superposition).
+# F-H: three more splitting in both children (F: 160 in 32; G: 224 in 44; H: 112 in 28, more superposition); I-K:
+# three more with more removal and addition (more one-parent features in the merge).
 SHAPES: dict[str, dict] = {
     "A": {},
     "B": {"seed": 1, "features": 256, "d": 48,
@@ -49,6 +50,17 @@ SHAPES: dict[str, dict] = {
     "H": {"seed": 7, "features": 112, "d": 28,
           "children": [{"name": "a", "parent": "root", "drifted": 0.3, "removed": 0.1, "split": 0.1, "added": 0.1},
                        {"name": "b", "parent": "root", "drifted": 0.1, "removed": 0.2, "split": 0.05, "added": 0.1}]},
+    # held out for the merge inheritance rule (`flows.merge_inheritance`: a doubt in the other parent does not block a
+    # one-parent call; chosen on A-H, these drawn before it was measured on them)
+    "I": {"seed": 8, "features": 144, "d": 36,
+          "children": [{"name": "a", "parent": "root", "drifted": 0.2, "removed": 0.15, "split": 0.05, "added": 0.15},
+                       {"name": "b", "parent": "root", "drifted": 0.2, "removed": 0.15, "split": 0.05, "added": 0.15}]},
+    "J": {"seed": 9, "features": 176, "d": 36,
+          "children": [{"name": "a", "parent": "root", "drifted": 0.3, "removed": 0.2, "split": 0.05, "added": 0.1},
+                       {"name": "b", "parent": "root", "drifted": 0.1, "removed": 0.1, "split": 0.05, "added": 0.2}]},
+    "K": {"seed": 10, "features": 128, "d": 28,
+          "children": [{"name": "a", "parent": "root", "drifted": 0.15, "removed": 0.2, "split": 0.05, "added": 0.2},
+                       {"name": "b", "parent": "root", "drifted": 0.25, "removed": 0.2, "split": 0.05, "added": 0.2}]},
 }
 FATES = ("persisting", "disappearing", "inherited", "emerging")
 

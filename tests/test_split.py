@@ -248,11 +248,13 @@ def test_a_planted_split_is_found_with_its_two_halves():
     assert sum(s["calls_by_truth"].values()) == s["calls"] and s["calls_by_truth"].get("split", 0) == s["correct"]
 
 
-def _merge_store(rng, n: int = 80):
+def _merge_store(rng, n: int = 80, doubt: bool = False):
     """An in-memory store of a merge: parents a and b, merged member m (edges a -> m, b -> m), every feature alive;
     each merged feature's best match in each parent drawn from r values around the threshold, and split and
     absorption evidence on both edges drawn to cover every clause (a third of the splits list as a part the merged
-    feature whose match points back at the split feature)."""
+    feature whose match points back at the split feature). With `doubt`, reverse transfer r too (above KEEP, in the
+    doubt band, below TAU, or none), and a fifth of the merged features firing fewer than MIN_EVENTS times. Returns
+    (store, {parent: (r, dst, evidence)}, the merged features' firing counts)."""
     import duckdb
 
     from featureflow.store.schema import create_tables
@@ -260,10 +262,12 @@ def _merge_store(rng, n: int = 80):
 
     con = duckdb.connect()
     create_tables(con)
+    events = np.where(rng.random(n) < 0.2, MIN_EVENTS - 1, 50) if doubt else np.full(n, 50)
     for i, m in enumerate(("a", "b", "m")):
         insert_row(con, "models", {"model": m, "label": m.upper(), "idx": i, "make": "train", "d_sae": n})
         insert(con, "features", {"model": np.full(n, m, dtype=object), "feature": np.arange(n, dtype=np.int32),
-                                 "alive": np.ones(n, dtype=bool), "n_active": np.full(n, 50, dtype=np.int64),
+                                 "alive": np.ones(n, dtype=bool),
+                                 "n_active": (events if m == "m" else np.full(n, 50)).astype(np.int64),
                                  "density": np.full(n, 0.01)})
     state = {}
     for p in ("a", "b"):
@@ -279,10 +283,36 @@ def _merge_store(rng, n: int = 80):
         back = np.empty(n, dtype=float)
         back[dst["c2p"]] = np.arange(n)
         ev["split"]["part_1"][::3] = back[::3]
+        if doubt:
+            ev["reverse-transfer"] = {"r": rng.choice([KEEP + 0.2, (TAU + KEEP) / 2, TAU - 0.2, np.nan], n)}
         for kind, v in ev.items():
             insert_evidence(con, kind, p, "m", v)
         state[p] = (r["c2p"], dst["c2p"], ev)
-    return con, state
+    return con, state, events
+
+
+def _merge_sides(state, events=None) -> tuple[dict, dict, dict]:
+    """Per parent of `_merge_store`'s merge, counted from the drawn rows (`oracles.split_event`): a merged feature is
+    inherited where its match is above the threshold (or, with `events`, its reverse transfer r above KEEP, firing at
+    least MIN_EVENTS times, and a part of no split there), it absorbs nothing there and its partner is no feature it
+    is a part of; it has a part in that parent where it absorbs or is a split part there; with `events`, it is of
+    uncertain origin there where it is neither and its reverse transfer r is above TAU or it fires too rarely."""
+    inherited, part, unsure = {}, {}, {}
+    for p, (r, dst, ev) in state.items():
+        n = len(r)
+        absorbing = split_event(ev["absorption"], T)
+        owners = split_owners(ev["split"], T)
+        in_split = np.isin(np.arange(n), list(owners))
+        into_own = np.array([dst[j] in owners.get(j, ()) for j in range(n)])
+        kept = np.zeros(n, bool)
+        if events is not None:
+            rt = np.nan_to_num(ev["reverse-transfer"]["r"], nan=-1)
+            kept = (rt > KEEP) & (events >= MIN_EVENTS) & ~in_split
+        inherited[p] = ((r > T) | kept) & ~absorbing & ~into_own
+        part[p] = absorbing | (~inherited[p] & in_split)
+        unsure[p] = (~inherited[p] & ~part[p] & ((rt > TAU) | (events < MIN_EVENTS)) if events is not None
+                     else np.zeros(n, bool))
+    return inherited, part, unsure
 
 
 def test_a_merged_feature_with_a_part_in_the_other_parent_is_from_both():
@@ -291,15 +321,9 @@ def test_a_merged_feature_with_a_part_in_the_other_parent_is_from_both():
     the threshold, it absorbs nothing there and its partner is no feature it is a part of; it has a part in that
     parent where it absorbs or is a split part there. `both`: inherited from both, or from one with a part in the
     other; `first` / `second`: from one only; `split`: a part in one, inherited from neither; `new`: the rest."""
-    con, state = _merge_store(np.random.default_rng(11))
+    con, state, _ = _merge_store(np.random.default_rng(11))
     n = len(state["a"][0])
-    inherited, part = {}, {}
-    for p, (r, dst, ev) in state.items():
-        absorbing = split_event(ev["absorption"], T)
-        owners = split_owners(ev["split"], T)
-        into_own = np.array([dst[j] in owners.get(j, ()) for j in range(n)])
-        inherited[p] = (r > T) & ~absorbing & ~into_own
-        part[p] = absorbing | (~inherited[p] & np.isin(np.arange(n), list(owners)))
+    inherited, part, _ = _merge_sides(state)
     a, b = inherited["a"], inherited["b"]
     want = np.select([(a & (b | part["b"])) | (b & part["a"]), a, b, part["a"] | part["b"]],
                      ["both", "first", "second", "split"], "new")
@@ -308,6 +332,25 @@ def test_a_merged_feature_with_a_part_in_the_other_parent_is_from_both():
     # each way a parent can have a part in a feature inherited from the other is exercised (called both)
     assert (a & ~b & part["b"]).any() and (b & ~a & part["a"]).any()
     assert {"both", "first", "second", "split", "new"} <= set(want)
+
+
+def test_a_doubt_in_the_other_parent_does_not_block_a_one_parent_call():
+    """`flows.merge_inheritance` under `pearson+transfer` on a constructed merge with reverse transfer and split
+    evidence, against a count made here (`_merge_sides`): `both` and `split` as without doubt; `first` / `second`
+    inherited from one parent only, whatever the other parent's doubt, unless the feature fires too rarely to judge
+    the other; `uncertain` where inherited from one but too rare, or inherited from neither with a doubt in some
+    parent; `new` the rest."""
+    con, state, events = _merge_store(np.random.default_rng(12), n=240, doubt=True)
+    (a, b), (pa, pb), (ua, ub) = ((d["a"], d["b"]) for d in _merge_sides(state, events))
+    rare = events < MIN_EVENTS
+    want = np.select([(a & (b | pb)) | (b & pa), a & ~rare, b & ~rare, pa | pb, a | b | ua | ub],
+                     ["both", "first", "second", "split", "uncertain"], "new")
+    got = {r["feature"]: r["inheritance"] for r in F.merge_inheritance(con, T, "pearson+transfer")}
+    assert [got[j] for j in range(len(events))] == want.tolist()
+    # exercised: one-parent calls with the other parent in doubt, and rare features matched in one parent only
+    assert (a & ~b & ~pb & ub & ~rare).any() and (b & ~a & ~pa & ua & ~rare).any()
+    assert (want[(a ^ b) & ~pa & ~pb & rare] == "uncertain").all() and ((a ^ b) & ~pa & ~pb & rare).any()
+    assert set(want) == {"both", "first", "second", "split", "uncertain", "new"}
 
 
 def test_a_hop_above_the_threshold_that_is_a_split_says_so(synthetic_store):
