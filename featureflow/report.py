@@ -149,6 +149,10 @@ def _report(con, db, threshold, mode) -> None:
         print(f"  {r['model']:20s} from {r['origin_model']:20s} {r['n']:6d}"
               + (f"  ({r['carried']} carried by transfer evidence: no latent of {r['origin_model']}'s SAE matches "
                  "them, so their chain ends there)" if r["carried"] else ""))
+    for o in summary.merge_origins(con, t, origin_mode):
+        print(f"  {o['model']:20s} traceable to an ancestor {o['traceable']:,} of {o['n']:,}: from the root "
+              f"{o['root']:,}, emerged in fine-tuning {o['between']:,}; new {o['new']:,} (the paper's reading of a "
+              "merged model)")
     repro = bool(con.execute("SELECT count(*) FROM sae_replicas WHERE replica > 0").fetchone()[0])
     surv = F.merge_survival(con, t, origin_mode, repro)
     if surv:

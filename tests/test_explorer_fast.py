@@ -300,6 +300,33 @@ def test_lineage_and_origin_at_any_threshold_match_a_brute_force_walk(synthetic_
     assert f"(mode {mode}, threshold {threshold};" in block[0]
     printed = {(p[0], p[2]): int(p[3]) for p in (line.split() for line in block[1:]) if len(p) == 4 and p[1] == "from"}
     assert printed == expect
+    # the paper's reading of a merged model, counted here from the walk's origins and the family's edges: from a
+    # root (a member without parents), from a member between (emerged in fine-tuning), or starting in it (new)
+    n_parents = {m: sum(c == m for _, c in synthetic_store.edges) for m in order}
+    want_o = []
+    for m in (m for m in order if n_parents[m] == 2):
+        by = {o: n for (mm, o), n in expect.items() if mm == m}
+        want_o.append({"model": m, "n": sum(by.values()), "new": by.get(m, 0),
+                       "root": sum(n for o, n in by.items() if o != m and not n_parents[o]),
+                       "between": sum(n for o, n in by.items() if o != m and n_parents[o])})
+    got_o = summary.merge_origins(con, threshold, mode)
+    assert want_o and [{k: g[k] for k in want_o[0]} for g in got_o] == want_o
+    assert all(g["traceable"] == g["n"] - g["new"] for g in got_o)
+    if mode == "pearson-1to1":  # the family where both kinds of origin occur at both thresholds
+        assert got_o[0]["root"] and got_o[0]["between"] and got_o[0]["new"]
+    line = next(x for x in block if "traceable to an ancestor" in x)
+    o = want_o[0]
+    assert f"{o['model']} " in line and f"from the root {o['root']:,}, emerged in fine-tuning {o['between']:,}" in line
+    from fastapi.testclient import TestClient
+
+    from featureflow.explorer.app import create_app
+
+    client = TestClient(create_app(synthetic_store.path))
+    assert client.get("/api/", params={"threshold": threshold, "mode": mode}).json()["origins"] == got_o
+    text = " ".join(client.get("/", params={"threshold": threshold, "mode": mode}).text.split())
+    (label,) = con.execute("SELECT label FROM models WHERE model = ?", [o["model"]]).fetchone()
+    assert (f"{o['n'] - o['new']} of {label}'s {o['n']} alive features trace back to an ancestor: {o['root']} to the root "
+            f"and {o['between']} emerged in fine-tuning; {o['new']} start in {label} itself") in text
     page = store.search(None, None, 0.0, 1.0, None, "feature", 1, 100, threshold=threshold, mode=mode)
     assert page["total"] == len(feats)
     for r in page["rows"]:

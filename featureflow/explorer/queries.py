@@ -748,6 +748,12 @@ class Store:
         return flow_sql.inheritance_counts(flow_sql.merge_inheritance(self.cursor(), threshold, self.mode(mode),
                                                                       reproducible and bool(self.replicated)))
 
+    @memo
+    def merge_origins(self, threshold: float, mode: str | None = None) -> list[dict]:
+        """Each merged member's alive features: traceable to an ancestor, from the root or emerged in fine-tuning,
+        or new (`summary.merge_origins`)."""
+        return summary.merge_origins(self.cursor(), threshold, self.mode(mode))
+
     def feature_survival(self, model: str, feature: int, threshold: float) -> list[dict]:
         """The feature along each merge path it is a parent of (`flows.feature_survival`), with the merge's label."""
         rows = flow_sql.feature_survival(self.cursor(), model, feature, threshold)

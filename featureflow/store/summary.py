@@ -43,6 +43,32 @@ def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
     return F.origin_counts(cur, threshold, mode)
 
 
+def merge_origins(cur, threshold: float, mode: str) -> list[dict]:
+    """The paper's reading of a merged model (Horn & Elliott 2024: of LuaStories' features, those traceable to an
+    ancestor, emerged in fine-tuning or from the root): per member with two parents, in family order, its alive
+    features by where their chain of persisting matches starts (`origin_counts`). {model, n, traceable (from an
+    ancestor), root (from a member without parents), between (from an ancestor that has parents: emerged in
+    fine-tuning), new (the chain starts at the member itself), carried (of traceable, those whose chain ends at a
+    hop kept by evidence alone)}."""
+    parents: dict[str, list[str]] = {}
+    for p, c in cur.execute("SELECT parent, child FROM model_edges").fetchall():
+        parents.setdefault(c, []).append(p)
+    out: dict[str, dict] = {}
+    for r in origin_counts(cur, threshold, mode):
+        m, o = r["model"], r["origin_model"]
+        if len(parents.get(m, ())) != 2:
+            continue
+        e = out.setdefault(m, {"model": m, "n": 0, "traceable": 0, "root": 0, "between": 0, "new": 0, "carried": 0})
+        e["n"] += r["n"]
+        if o == m:
+            e["new"] += r["n"]
+            continue
+        e["traceable"] += r["n"]
+        e["carried"] += r["carried"]
+        e["between" if parents.get(o) else "root"] += r["n"]
+    return list(out.values())
+
+
 def cases(cur, threshold: float, mode: str) -> list[dict]:
     """Every case study (slug order) with its root feature's match in its member's random-weights control at
     `threshold` under `mode` (`root_control`: `flows.control_match`; None without a control or a root)."""

@@ -44,7 +44,7 @@ def overview(store: StoreDep, state: State, population: SankeyPopulation,
         return f"/?{state.query}&population={population}&expand={collapse.expand_query(opened, group)}"
     return {"threshold": t, "mode": mode, "mode_label": state.mode_label, "rule": rule_of(mode), **state.choices,
             "models_overview": store.overview_models(), "flows": flows, "emerged": store.emerged_in(t, mode),
-            "inheritance": store.inheritance(t, mode, repro),
+            "inheritance": store.inheritance(t, mode, repro), "origins": store.merge_origins(t, mode),
             "floors": store.floors(t, mode), "edges": store.edges, "timings": store.timings, "state": state,
             "population": population, "replicated": store.replicated,
             "colors": {"persist": figures.PERSIST, "lost": figures.LOST, "new": figures.NEW},
