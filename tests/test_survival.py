@@ -126,3 +126,14 @@ def test_inheritance_counts_equal_a_count_from_the_match_rows(tiny_pipeline, thr
     widths = {keys[s].split(":")[1]: v for s, v in zip(fig["link"]["source"], fig["link"]["value"])}
     assert widths == {k: repro[k] for k in ("both", "first", "second", "uncertain", "split", "new") if repro[k]}
     assert sum(widths.values()) == repro["n"] and set(fig["link"]["target"]) == {len(keys) - 1}
+    # each class lists its features: /features?inherits= over all alive features holds the counted ones, and the
+    # merge page's links (its population: reproducible) hold as many as the band is wide
+    for k in ("both", "first", "second", "new"):
+        q = {"model": name, "inherits": k, "threshold": threshold, "mode": "pearson", "per_page": 200}
+        listed = client.get("/api/features", params=q).json()
+        assert listed["total"] == want[k] and all(r["model"] == name for r in listed["rows"])
+    links = {c[2].split(":")[1]: c[1] for c in fig["node"]["customdata"][:-1]}
+    for k, href in links.items():
+        assert f"inherits={k}" in href and "stable=true" in href
+        assert client.get("/api" + href).json()["total"] == repro[k]
+    assert client.get("/api/features", params={"inherits": "neither"}).status_code == 422

@@ -246,7 +246,8 @@ def sankey(models: list[dict], flows: list[dict], nodes: list[dict], threshold: 
 def inheritance_sankey(h: dict, labels: dict[str, str], href: str = "") -> dict:
     """A merged member's features by where they come from (`flows.inheritance_counts` row `h`): one band per class
     into the merged model: from both parents, from the first only, from the second only, split or absorbed,
-    uncertain, new. Every band's width is its count, so the merged node is as tall as its features."""
+    uncertain, new. Every band's width is its count, so the merged node is as tall as its features. `href` opens
+    the merged model's features; a class's node and band open those it inherits so (`&inherits=<class>`)."""
     first, second = labels.get(h["first_parent"], h["first_parent"]), labels.get(h["second_parent"], h["second_parent"])
     classes = [("both", f"both {first} and {second}", "#8e6bb8"), ("first", f"{first} only", PALETTE[0]),
                ("second", f"{second} only", PALETTE[1]), ("split", "from splits / absorbing", SPLIT),
@@ -262,12 +263,14 @@ def inheritance_sankey(h: dict, labels: dict[str, str], href: str = "") -> dict:
         "data": [{"type": "sankey", "arrangement": "snap",  # two columns: Plotly stacks each without overlap
                   "node": {"label": node_labels, "color": [c for *_, c in shown] + ["#34495e"], "pad": 12,
                            "thickness": 16,
-                           "customdata": [[t, href, f"class:{k}"] for (k, *_), t in zip(shown, hover)]
+                           "customdata": [[t, f"{href}&inherits={k}" if href else "", f"class:{k}"]
+                                          for (k, *_), t in zip(shown, hover)]
                            + [[f"{merged}: {h['n']:,} features", href, f"model:{h['model']}"]],
                            "hovertemplate": "%{customdata[0]}<extra></extra>"},
                   "link": {"source": list(range(n)), "target": [n] * n, "value": [h[k] for k, *_ in shown],
                            "color": [_alpha(c) for *_, c in shown],
-                           "customdata": [[t, href, f"class:{k} > model:{h['model']}"] for (k, *_), t in zip(shown, hover)],
+                           "customdata": [[t, f"{href}&inherits={k}" if href else "", f"class:{k} > model:{h['model']}"]
+                                          for (k, *_), t in zip(shown, hover)],
                            "hovertemplate": "%{customdata[0]}<extra></extra>"}}],
         "layout": {"title": {"text": f"Where {merged}'s features come from"}, "height": 320,
                    "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},

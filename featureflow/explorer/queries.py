@@ -797,7 +797,7 @@ class Store:
                token: str | None, sort: str, page: int, per_page: int, text: str | None = None,
                threshold: float | None = None, mode: str | None = None, edge: tuple[str, str] | None = None,
                descending: bool | None = None, stable: bool | None = None,
-               token_level: bool | None = None) -> dict:
+               token_level: bool | None = None, inherits: str | None = None) -> dict:
         """One page of features matching the filters, each with its fate, best parent r, best child r and origin
         (`flows.origins`, over every edge) computed at `threshold` under `mode` from the stored matches (the
         rule of `flows`: counts per edge equal `flows`, per model `emerged_in` and the Sankey's lost features). With `edge` (parent, child)
@@ -806,7 +806,8 @@ class Store:
         only features that are reproducible / measured but not reproducible across their member's seed
         replicas at the threshold (`flows.STABILITY`; a member without replicas has neither); `token_level` True / False
         only features that are / are not token-level (persist into their member's random-weights control,
-        `flows.token_level`; a member without a control has neither)."""
+        `flows.token_level`; a member without a control has neither); `inherits` (a class of
+        `flows.INHERITANCE`) only features of a merged member that it inherits so (`flows.inheritance_sql`)."""
         sim, rule = split_mode(self.mode(mode))
         params: dict = {"sim": sim, "rule": RULES[rule].floor_rule,
                         "t": self.run["default_threshold"] if threshold is None else threshold,
@@ -836,6 +837,13 @@ class Store:
         if token_level is not None:
             where.append("tl.token_level = $token_level")
             params["token_level"] = token_level
+        inherit = ""
+        if inherits:
+            if inherits not in flow_sql.INHERITANCE:
+                raise ValueError(f"inherits must be one of {', '.join(flow_sql.INHERITANCE)} (got {inherits!r})")
+            inherit = (f"JOIN ({flow_sql.inheritance_sql(rule)}) ih ON ih.model = f.model AND ih.feature = f.feature "
+                       "AND ih.inheritance = $inherits")
+            params["inherits"] = inherits
         base = f"""
             FROM features f JOIN models m USING (model) LEFT JOIN vocab v ON v.token_id = f.top_token_id
             LEFT JOIN explanations e USING (model, feature)
@@ -843,6 +851,7 @@ class Store:
               ON s.model = f.model AND s.feature = f.feature
             LEFT JOIN ({flow_sql.STABILITY}) st ON st.model = f.model AND st.feature = f.feature
             LEFT JOIN ({flow_sql.token_level(rule)}) tl ON tl.model = f.model AND tl.feature = f.feature
+            {inherit}
             WHERE {" AND ".join(where)}"""
         total = self.cursor().execute(f"SELECT count(*) {base}", params).fetchone()[0]
         column, natural = self.SORTS[sort]

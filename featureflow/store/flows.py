@@ -941,27 +941,22 @@ def feature_survival(cur, model: str, feature: int, threshold: float) -> list[di
 INHERITANCE = ("both", "first", "second", "uncertain", "split", "new")
 
 
-def merge_inheritance(cur, threshold: float, mode: str, reproducible: bool = False) -> list[dict]:
-    """Each alive feature of every member with two parents (a merge), by where the fate rule says it comes from:
-    `both` (inherited from each parent: matched above the threshold in both; or inherited from one and a split part
-    or absorbing in the other, which then has a part in it), `first` / `second` (inherited from one only, and no
-    part in the other; the parents in family order), else `split` (a split part or absorbing on some edge,
-    inherited from neither: split evidence), `uncertain` (a rule with doubt: of uncertain origin in some parent and
-    inherited from neither; or inherited from one while it fires too rarely to judge the other, `min_events`), or
-    `new` (emerging from both).
+def inheritance_sql(rule: str) -> str:
+    """Each alive feature of every member with two parents (a merge), by where the fate rule `rule` says it comes
+    from ($t, $sim bound): rows (model, feature, first_parent, second_parent, inheritance). `both` (inherited from
+    each parent: matched above the threshold in both; or inherited from one and a split part or absorbing in the
+    other, which then has a part in it), `first` / `second` (inherited from one only, and no part in the other; the
+    parents in family order), else `split` (a split part or absorbing on some edge, inherited from neither: split
+    evidence), `uncertain` (a rule with doubt: of uncertain origin in some parent and inherited from neither; or
+    inherited from one while it fires too rarely to judge the other, `min_events`), or `new` (emerging from both).
 
     A doubt in the other parent (its evidence between the rule's `tau` and `keep_tau`) does not make a feature
     inherited from one parent uncertain: over eleven planted merges the one-parent call was right for 10 of the 11
     such features scored, 3 of 3 on the shapes drawn after the choice (README, "What a merged model inherits"); the
-    wrong one's evidence is inverted (the parent lacking it holds a feature at |cos| 0.42 with it). Rows {model,
-    feature, first_parent, second_parent, inheritance}; with `reproducible`, a member with seed replicas keeps its
-    reproducible features only."""
-    sim, rule = split_mode(mode)
+    wrong one's evidence is inverted (the parent lacking it holds a feature at |cos| 0.42 with it)."""
     R = RULES[rule]
     rare = f"coalesce(f.n_active, 0) < {R.min_events}" if R.admits_doubt and R.min_events else "false"
-    keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = f.model AND st.feature = f.feature" if reproducible else "")
-    where = " AND coalesce(st.stable, true)" if reproducible else ""
-    return dicts(cur.execute(f"""
+    return f"""
         WITH two AS (SELECT e.child, arg_min(e.parent, pm.idx) AS first_parent,
                             arg_max(e.parent, pm.idx) AS second_parent
                      FROM model_edges e JOIN models pm ON pm.model = e.parent
@@ -980,8 +975,17 @@ def merge_inheritance(cur, threshold: float, mode: str, reproducible: bool = Fal
                     WHEN from_second AND NOT {rare} THEN 'second'
                     WHEN event THEN 'split' WHEN from_first OR from_second OR unsure THEN 'uncertain'
                     ELSE 'new' END AS inheritance
-        FROM origin o JOIN features f ON f.model = o.model AND f.feature = o.feature {keep}
-        WHERE f.alive{where} ORDER BY o.model, o.feature""",
+        FROM origin o JOIN features f ON f.model = o.model AND f.feature = o.feature WHERE f.alive"""
+
+
+def merge_inheritance(cur, threshold: float, mode: str, reproducible: bool = False) -> list[dict]:
+    """`inheritance_sql`'s rows at `threshold` under `mode`, ordered by model and feature: {model, feature,
+    first_parent, second_parent, inheritance}; with `reproducible`, a member with seed replicas keeps its
+    reproducible features only."""
+    sim, rule = split_mode(mode)
+    keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = i.model AND st.feature = i.feature WHERE coalesce(st.stable, true)"
+            if reproducible else "")
+    return dicts(cur.execute(f"SELECT i.* FROM ({inheritance_sql(rule)}) i {keep} ORDER BY i.model, i.feature",
                               {"t": threshold, "sim": sim, **({"rule": RULES[rule].floor_rule} if reproducible else {})}))
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse
 from featureflow.explorer import figures
 from featureflow.modes import rule_of
 from featureflow.explorer.queries import Ref
-from featureflow.store.flows import FATE_FILTERS
+from featureflow.store.flows import FATE_FILTERS, INHERITANCE
 from featureflow.explorer.rendering import COMPARE_B, HEAT
 from featureflow.explorer.views import (Density, FeatureId, FeatureQuery, FeatureRef, Mode, Page, PerPage, Stable,
                                         State, StoreDep, Threshold, TokenLevel, resolve_state, stable_flag, view)
@@ -141,23 +141,31 @@ def features(
     per_page: PerPage = 50,
     stable: Stable = None,
     token_level: TokenLevel = None,
+    inherits: Annotated[str | None, Query(pattern="^(" + "|".join(INHERITANCE) + ")?$",
+                                          description="a merged member's features it inherits so, at the threshold "
+                                                      "and mode (both parents, first / second parent only, split, "
+                                                      "uncertain, new); empty: any")] = None,
 ) -> dict:
-    """Browse and search features by model, edge, fate (at a threshold and matching mode), seed stability
-    (`stable`), token level (`token_level`: also found in a random-weights model), density, top token and
-    explanation; sorted either way and paginated."""
+    """Browse and search features by model, edge, fate (at a threshold and matching mode), what a merge inherits
+    (`inherits`), seed stability (`stable`), token level (`token_level`: also found in a random-weights model),
+    density, top token and explanation; sorted either way and paginated."""
     model = model or None
     stable, token_flag = stable_flag(stable), stable_flag(token_level)
     pair = tuple(edge.split(">")) if edge else None
     res = store.search(model, fate or None, min_density, max_density, token or None, sort, page, per_page,
                        text=q or None, threshold=state.threshold, mode=state.mode, edge=pair,
-                       descending=None if not order else order == "desc", stable=stable, token_level=token_flag)
-    filters = {"model": model or "", "edge": edge or "", "fate": fate or "",
+                       descending=None if not order else order == "desc", stable=stable, token_level=token_flag,
+                       inherits=inherits or None)
+    filters = {"model": model or "", "edge": edge or "", "fate": fate or "", "inherits": inherits or "",
                "stable": "" if stable is None else str(stable).lower(),
                "token_level": "" if token_flag is None else str(token_flag).lower(), "min_density": min_density,
                "max_density": max_density, "token": token or "", "q": q or "", "sort": sort,
                "order": order or "", "per_page": per_page, "threshold": state.threshold, "mode": state.mode}
     query = urlencode({k: v for k, v in filters.items() if v != ""})
+    children = [e["child"] for e in store.edges]
+    merged = any(children.count(c) == 2 for c in children)
     return {**res, "filters": filters, "query": query, "fates": store.fates(), "state": state,
+            "inherit_classes": list(INHERITANCE) if merged or inherits else [],
             "edges": [{**e, "value": f"{e['parent']}>{e['child']}"} for e in store.edges],
             "sorts": list(store.SORTS)}
 

@@ -51,7 +51,9 @@ def merge(store: StoreDep, state: State) -> dict:
     for m in merges:
         m["figure"] = figures.slerp_curves(m, labels)
         m["survival_figure"] = figures.survival_curves(m, labels, state.threshold) if m["survival"] else None
-        m["inheritance_figure"] = (figures.inheritance_sankey(m["inheritance"], labels,
-                                                              f"/features?model={quote(m['model'])}&{state.query}")
+        # its features' list, of the population the counts are of (reproducible where the member has replicas)
+        m["features_href"] = (f"/features?model={quote(m['model'])}&{state.query}"
+                              + ("&stable=true" if m["model"] in store.replicated else ""))
+        m["inheritance_figure"] = (figures.inheritance_sankey(m["inheritance"], labels, m["features_href"])
                                    if m.get("inheritance") else None)
     return {"merges": merges, "state": state, "replicated": store.replicated, **state.choices}
