@@ -160,10 +160,14 @@ def _report(con, db, threshold, mode) -> None:
         print(f"\nfeatures along each merge's path (mode {origin_mode}, threshold {t}: a parent feature survives at t "
               "when its SAE's activations on the merged model correlate with those on the parent above the threshold; "
               f"{surv[0]['population']} features, 95% intervals):")
+        control = {(c["model"], c["parent"]): c for c in F.survival_control(con, t, origin_mode, repro)}
         for meta in dicts(con.execute("SELECT model, parent0, parent1, t, t_star FROM slerp_meta")):
             for r in (r for r in surv if r["model"] == meta["model"] and abs(r["t"] - meta["t"]) < 1e-9):
+                c = control.get((r["model"], r["parent"]))
                 print(f"  {meta['model']:20s} at chosen t {meta['t']:.3f}: {r['survived']:5d} of {r['n']:5d} "
-                      f"{r['parent']} features survive ({_pct(r['share'])} {_ci((r['lo'], r['hi']))})")
+                      f"{r['parent']} features survive ({_pct(r['share'])} {_ci((r['lo'], r['hi']))}); control "
+                      + ("n/a" if c is None else f"{c['survived']} of {c['n']} ({_pct(c['share'])} "
+                                                 f"{_ci((c['lo'], c['hi']))}, {c['control']})"))
             for h in (h for h in F.inheritance_counts(F.merge_inheritance(con, t, origin_mode, repro))
                       if h["model"] == meta["model"]):
                 print(f"  {meta['model']:20s} inherits, of {h['n']} features: both parents {h['both']}, "

@@ -137,3 +137,58 @@ def test_inheritance_counts_equal_a_count_from_the_match_rows(tiny_pipeline, thr
         assert f"inherits={k}" in href and "stable=true" in href
         assert client.get("/api" + href).json()["total"] == repro[k]
     assert client.get("/api/features", params={"inherits": "neither"}).status_code == 422
+
+
+def test_the_curves_bottom_is_each_parents_random_weights_control(tiny_pipeline, sweep):
+    """The survival curves' lower anchor: each parent feature's r into its root's random-weights control over the
+    sweep's tokens equals a brute-force Pearson r in numpy (dense codes of the parent's SAE on the parent and on the
+    control); the shares the store, `/api/merge`, `/merge` and the report give equal a count from those r over the
+    curves' own population."""
+    import contextlib
+    import io
+
+    from featureflow.cli import main
+
+    name, ts, r = sweep
+    cfg = tiny_pipeline.cfg
+    parents = cfg.member(name).parents
+    with np.load(tiny_pipeline.survival()[name] / "survival.npz") as z:
+        names = dict(x.split("=", 1) for x in z["control_names"].tolist())
+        anchor = {p: z[f"control/{p}"] for p in parents}
+    assert names == {p: cfg.control_of(p) for p in parents} and all(names.values())
+    windows = max(1, -(-cfg.merge.survival_tokens // cfg.sample.context))
+    rows = tiny_pipeline.sample_tokens()[:windows].size
+    own = tiny_pipeline.load_acts(parents[0])[:rows].toarray()
+    ctl = tiny_pipeline.load_cross_acts(parents[0], names[parents[0]])[:rows].toarray()
+    checked = 0
+    for f in np.flatnonzero(np.isfinite(anchor[parents[0]]))[:40]:
+        assert np.corrcoef(own[:, f], ctl[:, f])[0, 1] == pytest.approx(float(anchor[parents[0]][f]), abs=1e-4)
+        checked += 1
+    assert checked >= 10 and (~np.isfinite(anchor[parents[0]]) == ((own.std(0) == 0) | (ctl.std(0) == 0))).all()
+    con = duckdb.connect(str(cfg.store_path()), read_only=True)
+    got = {c["parent"]: c for c in F.survival_control(con, 0.5, "pearson", reproducible=False)}
+    for parent, end in zip(parents, (0, -1)):
+        alive = np.array([a for (a,) in con.execute("SELECT alive FROM features WHERE model = ? ORDER BY feature",
+                                                    [parent]).fetchall()])
+        pop = alive & np.isfinite(r[parent][end])
+        survived = int((pop & (np.nan_to_num(anchor[parent], nan=-1) > 0.5)).sum())
+        assert (got[parent]["n"], got[parent]["survived"], got[parent]["control"]) == (
+            int(pop.sum()), survived, names[parent])
+    # the pages read the curves' population, the reproducible features: a subset, the same for curve and control
+    rep = {c["parent"]: c for c in F.survival_control(con, 0.5, "pearson")}
+    curve = {(x["parent"], x["t"]): x["n"] for x in F.merge_survival(con, 0.5, "pearson")}
+    assert all(rep[p]["n"] == curve[(p, float(ts[end]))] <= got[p]["n"] for p, end in zip(parents, (0, -1)))
+    default = {c["parent"]: c for c in F.survival_control(con, cfg.matching.threshold, tiny_pipeline.default_mode)}
+    con.close()
+    client = TestClient(create_app(cfg.store_path()))
+    (m,) = client.get("/api/merge", params={"threshold": 0.5, "mode": "pearson"}).json()["merges"]
+    assert {p: m["survival_control"][p]["survived"] for p in parents} == {p: rep[p]["survived"] for p in parents}
+    dashed = [tr for tr in m["survival_figure"]["data"] if tr.get("line", {}).get("dash") == "dash"]
+    assert [tr["y"][0] for tr in dashed] == pytest.approx([rep[p]["share"] for p in parents])
+    assert f"into its random-weights control {names[parents[0]]}" in client.get("/merge").text
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["report", "--db", str(cfg.store_path())]) == 0
+    line = next(x for x in buf.getvalue().splitlines() if "at chosen t" in x and f" {parents[0]} features" in x)
+    c = default[parents[0]]
+    assert f"control {c['survived']} of {c['n']} " in line and names[parents[0]] in line

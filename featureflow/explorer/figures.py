@@ -350,7 +350,9 @@ def slerp_curves(merge: dict, labels: dict[str, str]) -> dict:
 def survival_curves(merge: dict, labels: dict[str, str], threshold: float) -> dict:
     """Each parent's features along the merge's path, on the accuracy curves' t axis: the share of its features
     (`survival`'s population) whose survival r exceeds the threshold at each t, its 95% interval as error bars, the
-    chosen t and the t where the two shares cross marked."""
+    chosen t and the t where the two shares cross marked; under each curve, dashed in its colour, the share of the
+    same features that survive into the parent's random-weights control (`survival_control`: token identity alone,
+    the scale's bottom; its interval in the hover)."""
     traces, shapes, notes = [], [], []
     for i, parent in enumerate((merge["parent0"], merge["parent1"])):
         pts = merge["survival"].get(parent, [])
@@ -362,6 +364,15 @@ def survival_curves(merge: dict, labels: dict[str, str], threshold: float) -> di
                        "error_y": {"type": "data", "symmetric": False,
                                    "array": [p["hi"] - p["share"] for p in pts],
                                    "arrayminus": [p["share"] - p["lo"] for p in pts]}})
+        c = (merge.get("survival_control") or {}).get(parent)
+        if c and c["share"] is not None:
+            text = (f"{c['survived']:,} of {c['n']:,} {labels.get(parent, parent)} features survive into its "
+                    f"random-weights control {c['control']}: {numbers.pct(c['share'])} "
+                    f"[{numbers.pct(c['lo'])}, {numbers.pct(c['hi'])}]")
+            traces.append({"type": "scatter", "mode": "lines", "x": [0, 1], "y": [c["share"], c["share"]],
+                           "line": {"color": PALETTE[i], "dash": "dash", "width": 1},
+                           "name": f"{labels.get(parent, parent)} into its random-weights control",
+                           "hovertemplate": text + "<extra></extra>"})
     cross = merge.get("survival_crossing")
     for x, text, dash in ((merge["t"], f"chosen t = {numbers.num(merge['t'])}", "dot"),
                           (cross, "features cross", "dash")):

@@ -888,6 +888,8 @@ class Store:
         surv = (flow_sql.merge_survival(self.cursor(), threshold, self.mode(mode), reproducible and self.replicated)
                 if threshold is not None else [])
         crossing = flow_sql.survival_crossing(surv)
+        control = (flow_sql.survival_control(self.cursor(), threshold, self.mode(mode),
+                                             reproducible and bool(self.replicated)) if threshold is not None else [])
         inherits = ({c["model"]: c for c in self.inheritance(threshold, mode, reproducible)}
                     if threshold is not None else {})
         out = []
@@ -906,6 +908,9 @@ class Store:
                     meta["survival"].setdefault(r["parent"], []).append(
                         {k: r[k] for k in ("t", "n", "survived", "share", "lo", "hi", "population")})
             meta["survival_crossing"] = crossing.get(meta["model"])
+            meta["survival_control"] = {r["parent"]: {k: r[k] for k in ("control", "n", "survived", "share", "lo",
+                                                                         "hi", "population")}
+                                        for r in control if r["model"] == meta["model"]}
             meta["inheritance"] = inherits.get(meta["model"])
             out.append(meta)
         return out

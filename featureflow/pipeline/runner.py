@@ -691,7 +691,8 @@ class Pipeline:
     def survival(self) -> dict[str, Path]:
         """Each merge member's path (`merge.survival_step`; none when it is null): every parent's SAE (replica 0) on
         the merged model at each t of `survival.survival_ts` over the first `merge.survival_tokens` tokens of the
-        shared sample, each parent feature's survival r there: member -> folder (survival.npz)."""
+        shared sample, each parent feature's survival r there, and its r into the parent's random-weights control
+        over the same tokens (the lower anchor; none without controls): member -> folder (survival.npz)."""
         from featureflow.pipeline.artifacts import read_json
         from featureflow.pipeline.family.build import merge_recipe
         from featureflow.pipeline.sae import load_sae
@@ -707,12 +708,14 @@ class Pipeline:
             if not isinstance(m, MergeMember):
                 continue
             windows = max(1, -(-cfg.merge.survival_tokens // cfg.sample.context))
+            controls = {p: c for p in m.parents if (c := cfg.control_of(p)) is not None}
             key = key_of(VERSIONS["survival"], step, windows, self.member_key(name),
                          [self.sae_key(p) for p in m.parents], [self.acts_key(p) for p in m.parents],
-                         self.sample().name, cfg.sample)
+                         self.sample().name, cfg.sample, sorted((p, self.model_key(c)) for p, c in controls.items()))
 
             self.needs(self.member(name), *[self.member(p) for p in m.parents], *self.merge_reads(name),
-                       *[self.sae(p) for p in m.parents], *[self.activation(p) for p in m.parents], self.sample())
+                       *[self.sae(p) for p in m.parents], *[self.activation(p) for p in m.parents], self.sample(),
+                       *[self.cross_activation(p, c) for p, c in controls.items()])
 
             def build(tmp: Path, m=m) -> None:
                 tokens = self.sample_tokens()[:windows]
@@ -721,7 +724,8 @@ class Pipeline:
                 survival_run(m.name, merge_recipe(self.member_inputs(), m), self.member(m.parents[0]),
                              {p: load_sae(self.sae(p)) for p in m.parents},
                              {p: self.load_acts(p)[:rows] for p in m.parents}, tokens, cfg.sae.hook, ts,
-                             self.device, tmp)
+                             self.device, tmp, controls={p: (c, self.load_cross_acts(p, c)[:rows])
+                                                         for p, c in controls.items()})
 
             out[name] = build_dir(self._dir("survival", name, key), build)
         return out

@@ -18,7 +18,8 @@ STAGES = ["corpora", "tokenizer", "models", "saes", "sample", "activations", "ma
 #   split over tokens); the rerun answers from the LLM cache, whose entries are redacted again when read.
 # autointerp 4: the offline explainer escapes a quote or backslash inside a quoted token (offline-token-stats-v2).
 VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 4, "activations": 4, "matching": 4, "floors": 3,
-                                     "autointerp": 4, "cases": 2, "fingerprints": 2, "store": 8}
+                                     "autointerp": 4, "cases": 2, "fingerprints": 2, "store": 9,
+                                     "survival": 2}
 # store 3: schema 7, no lineage columns (read at query time by store/flows.py)
 # store 4: schema 8, the random-weights controls (controls, control_matches, control_assignments)
 # store 5: schema 9, evidence kinds (evidence_kinds, evidence, planted_evidence)
@@ -29,6 +30,8 @@ VERSIONS = {s: 1 for s in STAGES} | {"models": 3, "saes": 4, "activations": 4, "
 # store 7: schema 12, merge_survival
 # crosscoders 1: a crosscoder per edge (featureflow/pipeline/crosscoder.py), when the config has `crosscoder:`
 # store 8: schema 13, crosscoders and crosscoder_latents
+# survival 2: each parent's features in its root's random-weights control too (the curves' lower anchor)
+# store 9: schema 14, merge_survival_control
 # planted 1: the planted-family scorecard (featureflow/pipeline/planted.py; its own PLANTED_VERSION is in the key)
 
 

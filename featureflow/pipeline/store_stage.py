@@ -293,7 +293,8 @@ def _fill_controls(inp: StoreInputs, con: duckdb.DuckDBPyConnection, labels: dic
 
 
 def _fill_survival(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:
-    """`merge_survival`: every merge member's parents along its path (NaN r left out)."""
+    """`merge_survival`: every merge member's parents along its path, and `merge_survival_control`: each parent in
+    its random-weights control (NaN r left out)."""
     for model, folder in inp.survival.items():
         with np.load(folder / "survival.npz") as z:
             ts = z["ts"]
@@ -304,6 +305,14 @@ def _fill_survival(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:
                                                "parent": np.full(len(f), name[2:], dtype=object),
                                                "t": ts[ti].astype(np.float64), "feature": f.astype(np.int32),
                                                "r": r[ti, f].astype(np.float64)})
+            names = dict(x.split("=", 1) for x in z["control_names"].tolist()) if "control_names" in z.files else {}
+            for parent, control in names.items():
+                r = z[f"control/{parent}"]
+                (f,) = np.nonzero(np.isfinite(r))
+                insert(con, "merge_survival_control", {
+                    "model": np.full(len(f), model, dtype=object), "parent": np.full(len(f), parent, dtype=object),
+                    "control": np.full(len(f), control, dtype=object), "feature": f.astype(np.int32),
+                    "r": r[f].astype(np.float64)})
 
 
 def _fill_crosscoders(inp: StoreInputs, con: duckdb.DuckDBPyConnection) -> None:

@@ -7,7 +7,11 @@ are encoded by each parent's SAE (replica 0), and each parent feature's **surviv
 (`featureflow/evidence/transfer.py`'s `column_pearson`): the Pearson r between its activations from its SAE on the
 parent and on the merged model, over those tokens. At the parent's own end of the path the merge is the parent
 itself, so every feature that fires there has r = 1. The store keeps every r (`merge_survival`); the explorer reads
-the share of a parent's features above the page's threshold at each t."""
+the share of a parent's features above the page's threshold at each t.
+
+The curves' lower anchor is the same r with the parent's random-weights control (its root's untrained copy) in place
+of the merged model, over the same tokens (`merge_survival_control`): the share of a parent's features that
+"survive" into a model that learnt nothing, token identity alone."""
 
 from __future__ import annotations
 
@@ -52,11 +56,17 @@ def survival_sweep(model, state_dict_at, saes: dict, own: dict, tokens: np.ndarr
 
 
 def survival_run(name: str, recipe, model_dir, saes: dict, own: dict, tokens: np.ndarray, hook: str,
-                 ts: list[float], device: str, out) -> None:
-    """Write survival.npz (`ts`, and `r/<parent>` per parent) for one merge member."""
+                 ts: list[float], device: str, out, controls: dict | None = None) -> None:
+    """Write survival.npz (`ts`, and `r/<parent>` per parent) for one merge member; with `controls` ({parent:
+    (control name, the parent's SAE codes on the control, rows aligned with `own`)}), also `control/<parent>`,
+    each feature's survival r into the control, and `control_names` ('<parent>=<control>' per parent)."""
+    from featureflow.evidence.transfer import column_pearson
     from featureflow.pipeline.family.model import load_model
 
     model = load_model(model_dir, device).eval()
     r = survival_sweep(model, recipe.state_dict, {p: s.to(device).eval() for p, s in saes.items()}, own, tokens,
                        hook, ts, desc=f"survival {name}")
-    np.savez(out / "survival.npz", ts=np.asarray(ts), **{f"r/{p}": v for p, v in r.items()})
+    controls = controls or {}
+    anchor = {f"control/{p}": column_pearson(own[p], codes).astype(np.float32) for p, (_, codes) in controls.items()}
+    np.savez(out / "survival.npz", ts=np.asarray(ts), **{f"r/{p}": v for p, v in r.items()}, **anchor,
+             control_names=np.asarray([f"{p}={c}" for p, (c, _) in controls.items()], dtype=str))

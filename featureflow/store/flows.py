@@ -861,17 +861,31 @@ def edge_fate_sets(cur, parent: str, child: str, threshold: float, mode: str) ->
 # fate rule's own comparison, `PERSISTS`). Its population: the parent's alive features that fire in the survival
 # sample (a row at the parent's own end of the path), reproducible ones only (`STABILITY`) when asked and the
 # parent has seed replicas. A feature without a row at some t never fires there: it does not survive.
-def merge_survival(cur, threshold: float, mode: str, reproducible: bool = True) -> list[dict]:
-    """Per merge member, parent and sweep point t: the population (`n`), how many survive (`survived`), the
-    share and its 95% Wilson interval (`lo`, `hi`), and `population` ('reproducible' or 'all'), in family order."""
+def _survival_population(reproducible: bool) -> str:
+    """The features a merge's survival shares are of (model, parent, feature): each parent's alive features that
+    fire at its own end of the path (reproducible ones only, with `reproducible`: $sim, $rule bound)."""
     keep = f"LEFT JOIN ({STABILITY}) st ON st.model = s.parent AND st.feature = s.feature" if reproducible else ""
     where = "AND coalesce(st.stable, true)" if reproducible else ""
-    rows = dicts(cur.execute(f"""
-        WITH pop AS (
+    return f"""
             SELECT s.model, s.parent, s.feature FROM merge_survival s
             JOIN slerp_meta sm ON sm.model = s.model
             JOIN features f ON f.model = s.parent AND f.feature = s.feature {keep}
-            WHERE s.t = CASE WHEN s.parent = sm.parent0 THEN 0.0 ELSE 1.0 END::DOUBLE AND f.alive {where})
+            WHERE s.t = CASE WHEN s.parent = sm.parent0 THEN 0.0 ELSE 1.0 END::DOUBLE AND f.alive {where}"""
+
+
+def _with_interval(rows: list[dict], reproducible: bool) -> list[dict]:
+    for r in rows:
+        r["share"] = r["survived"] / r["n"] if r["n"] else None
+        r["lo"], r["hi"] = wilson(r["survived"], r["n"]) or (None, None)
+        r["population"] = "reproducible" if reproducible else "all"
+    return rows
+
+
+def merge_survival(cur, threshold: float, mode: str, reproducible: bool = True) -> list[dict]:
+    """Per merge member, parent and sweep point t: the population (`n`), how many survive (`survived`), the
+    share and its 95% Wilson interval (`lo`, `hi`), and `population` ('reproducible' or 'all'), in family order."""
+    rows = dicts(cur.execute(f"""
+        WITH pop AS ({_survival_population(reproducible)})
         SELECT p.model, p.parent, ts.t, count(*) AS n, count(*) FILTER (WHERE coalesce(s.r, -1e9) > $t) AS survived
         FROM pop p JOIN (SELECT DISTINCT model, t FROM merge_survival) ts ON ts.model = p.model
         LEFT JOIN merge_survival s ON s.model = p.model AND s.parent = p.parent AND s.feature = p.feature
@@ -879,11 +893,25 @@ def merge_survival(cur, threshold: float, mode: str, reproducible: bool = True) 
         JOIN models m ON m.model = p.model JOIN models pm ON pm.model = p.parent
         GROUP BY p.model, p.parent, ts.t, m.idx, pm.idx ORDER BY m.idx, pm.idx, ts.t""",
                              stability_params(threshold, mode) if reproducible else {"t": threshold}))
-    for r in rows:
-        r["share"] = r["survived"] / r["n"] if r["n"] else None
-        r["lo"], r["hi"] = wilson(r["survived"], r["n"]) or (None, None)
-        r["population"] = "reproducible" if reproducible else "all"
-    return rows
+    return _with_interval(rows, reproducible)
+
+
+def survival_control(cur, threshold: float, mode: str, reproducible: bool = True) -> list[dict]:
+    """The survival curves' lower anchor: per merge member and parent with a random-weights control
+    (`merge_survival_control`), the same population as `merge_survival`'s (`n`), how many of them survive into the
+    control (r above the threshold: `survived`), the share, its 95% Wilson interval, `population` and `control`,
+    in family order. None of a parent without a control."""
+    rows = dicts(cur.execute(f"""
+        WITH pop AS ({_survival_population(reproducible)}),
+        ctl AS (SELECT DISTINCT model, parent, control FROM merge_survival_control)
+        SELECT p.model, p.parent, c.control, count(*) AS n,
+               count(*) FILTER (WHERE coalesce(s.r, -1e9) > $t) AS survived
+        FROM pop p JOIN ctl c ON c.model = p.model AND c.parent = p.parent
+        LEFT JOIN merge_survival_control s ON s.model = p.model AND s.parent = p.parent AND s.feature = p.feature
+        JOIN models m ON m.model = p.model JOIN models pm ON pm.model = p.parent
+        GROUP BY p.model, p.parent, c.control, m.idx, pm.idx ORDER BY m.idx, pm.idx""",
+                             stability_params(threshold, mode) if reproducible else {"t": threshold}))
+    return _with_interval(rows, reproducible)
 
 
 def survival_crossing(rows: list[dict]) -> dict[str, float | None]:

@@ -11,7 +11,7 @@ Imported by both sides, and free of heavy imports (the app never imports torch).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 # 6: the fate of a feature is no longer stored (`features.fate`, `features.emerged`, `features.depth` and the
 #    `flows` table removed): it is computed at query time, at any threshold and mode, by the one fate rule in
 #    `featureflow/store/flows.py` (`PERSISTS`, `edge_matches`, `feature_fates`, `flows`).
@@ -25,6 +25,8 @@ SCHEMA_VERSION = 13
 #    matches, one registered kind per file in `featureflow/evidence/`, every kind in the same long table.
 # 10: `cross_health`: how well one member's SAE reconstructs another model's activations (transfer's health).
 # 13: crosscoders (`crosscoders`, `crosscoder_latents`): a crosscoder per edge beside matching, when configured.
+# 14: `merge_survival_control`: each merge parent's features in its root's random-weights control, the survival
+#     curves' lower anchor.
 
 # table name -> (documentation, DDL body). Order matters only for readability.
 TABLES: dict[str, tuple[str, str]] = {
@@ -214,6 +216,12 @@ TABLES: dict[str, tuple[str, str]] = {
                        "never fires there) is left out. At the parent's own end of the path (t = 0 for the first "
                        "parent, 1 for the second) the merge is the parent and r = 1.", """
         model VARCHAR, parent VARCHAR, t DOUBLE, feature INTEGER, r DOUBLE"""),
+    "merge_survival_control": ("The survival curves' lower anchor (featureflow/pipeline/survival.py): for each merge "
+                               "member (`model`) and parent, each parent feature's survival r into the parent's "
+                               "random-weights control (`control`, its root's untrained copy) in place of the merged "
+                               "model, over the same tokens as `merge_survival`: what token identity alone keeps. "
+                               "NaN left out; none without controls.", """
+        model VARCHAR, parent VARCHAR, control VARCHAR, feature INTEGER, r DOUBLE"""),
     "crosscoders": ("A crosscoder per edge (featureflow/pipeline/crosscoder.py; none unless the config has "
                     "`crosscoder:`): one dictionary read from and written to the parent's and the child's activations "
                     "at the same token. Its architecture, latents, L0 and the explained variance / MSE of each model's "
