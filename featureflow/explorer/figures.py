@@ -390,7 +390,7 @@ def survival_curves(merge: dict, labels: dict[str, str], threshold: float) -> di
     return {"data": traces, "layout": {
         "title": {"text": f"Features along the path: survival r > {numbers.thr(threshold)}"}, "height": 380,
         "xaxis": {"title": {"text": "t"}, "range": [0, 1]},
-        "yaxis": {"title": {"text": "share of the parent's features"}, "range": [0, 1.05]},
+        "yaxis": {"title": {"text": "share of the parent's features"}, "range": [-0.03, 1.05]},  # a share of 0 (the control) drawn above the axis
         "shapes": shapes, "annotations": notes, "margin": {"l": 60, "r": 20, "t": 70, "b": 50},
         "legend": {"orientation": "h", "y": -0.2}}}
 
