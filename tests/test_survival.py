@@ -185,7 +185,7 @@ def test_the_curves_bottom_is_each_parents_random_weights_control(tiny_pipeline,
     assert {p: m["survival_control"][p]["survived"] for p in parents} == {p: rep[p]["survived"] for p in parents}
     dashed = [tr for tr in m["survival_figure"]["data"] if tr.get("line", {}).get("dash") == "dash"]
     assert [tr["y"][0] for tr in dashed] == pytest.approx([rep[p]["share"] for p in parents])
-    assert f"into its random-weights control {names[parents[0]]}" in client.get("/merge").text
+    assert f"into its root's random-weights control ({names[parents[0]]})" in client.get("/merge").text
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(["report", "--db", str(cfg.store_path())]) == 0

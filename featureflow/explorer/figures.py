@@ -360,18 +360,19 @@ def survival_curves(merge: dict, labels: dict[str, str], threshold: float) -> di
             continue
         traces.append({"type": "scatter", "mode": "lines+markers", "x": [p["t"] for p in pts],
                        "y": [p["share"] for p in pts], "line": {"color": PALETTE[i]},
-                       "name": f"{labels.get(parent, parent)}'s {pts[0]['population']} features ({pts[0]['n']:,})",
+                       "name": f"{labels.get(parent, parent)}'s {pts[0]['population']} features that fire on the "
+                               f"path's tokens ({pts[0]['n']:,})",
                        "error_y": {"type": "data", "symmetric": False,
                                    "array": [p["hi"] - p["share"] for p in pts],
                                    "arrayminus": [p["share"] - p["lo"] for p in pts]}})
         c = (merge.get("survival_control") or {}).get(parent)
         if c and c["share"] is not None:
-            text = (f"{c['survived']:,} of {c['n']:,} {labels.get(parent, parent)} features survive into its "
-                    f"random-weights control {c['control']}: {numbers.pct(c['share'])} "
+            text = (f"{c['survived']:,} of {c['n']:,} {labels.get(parent, parent)} features survive into its root's "
+                    f"random-weights control ({c['control']}): {numbers.pct(c['share'])} "
                     f"[{numbers.pct(c['lo'])}, {numbers.pct(c['hi'])}]")
             traces.append({"type": "scatter", "mode": "lines", "x": [0, 1], "y": [c["share"], c["share"]],
                            "line": {"color": PALETTE[i], "dash": "dash", "width": 1},
-                           "name": f"{labels.get(parent, parent)} into its random-weights control",
+                           "name": f"{labels.get(parent, parent)} into its root's random-weights control",
                            "hovertemplate": text + "<extra></extra>"})
     cross = merge.get("survival_crossing")
     for x, text, dash in ((merge["t"], f"chosen t = {numbers.num(merge['t'])}", "dot"),

@@ -64,6 +64,23 @@
           reachable(el);
           el.on("plotly_afterplot", function () { reachable(el); });
         }
+        // a Sankey node is draggable, and its drag handler swallows the click: Plotly never reports it, nor does
+        // the browser. A press and release on the same node without moving (under 4 px) opens its link
+        // (`reachable` put it in data-href); a drag still only moves the node
+        if (sankey) {
+          var press = null;
+          el.addEventListener("pointerdown", function (ev) {
+            var g = ev.target && ev.target.closest && ev.target.closest(".sankey-node[data-href]");
+            press = g && ev.button === 0 ? { g: g, x: ev.clientX, y: ev.clientY } : null;
+          });
+          el.addEventListener("pointerup", function (ev) {
+            var g = ev.target && ev.target.closest && ev.target.closest(".sankey-node[data-href]");
+            var p = press;
+            press = null;
+            if (!p || g !== p.g || Math.abs(ev.clientX - p.x) + Math.abs(ev.clientY - p.y) > 4) return;
+            if (g.dataset.href.charAt(0) === "/") location.assign(g.dataset.href);
+          });
+        }
         // a point whose customdata is [hover text, href] opens href when clicked (Sankey bands and nodes)
         el.on("plotly_click", function (ev) {
           var p = ev && ev.points && ev.points[0];
