@@ -151,8 +151,8 @@ def _report(con, db, threshold, mode) -> None:
                  "them, so their chain ends there)" if r["carried"] else ""))
     for o in summary.merge_origins(con, t, origin_mode):
         print(f"  {o['model']:20s} traceable to an ancestor {o['traceable']:,} of {o['n']:,}: from the root "
-              f"{o['root']:,}, emerged in fine-tuning {o['between']:,}; new {o['new']:,} (Horn & Elliott's reading of a "
-              "merged model)")
+              f"{o['root']:,}, emerged in fine-tuning {o['between']:,}; new {o['new']:,} "
+              "(Horn & Elliott's reading of a merged model)")
     repro = bool(con.execute("SELECT count(*) FROM sae_replicas WHERE replica > 0").fetchone()[0])
     surv = F.merge_survival(con, t, origin_mode, repro)
     if surv:

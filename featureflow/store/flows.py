@@ -1011,8 +1011,8 @@ def merge_inheritance(cur, threshold: float, mode: str, reproducible: bool = Fal
     first_parent, second_parent, inheritance}; with `reproducible`, a member with seed replicas keeps its
     reproducible features only."""
     sim, rule = split_mode(mode)
-    keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = i.model AND st.feature = i.feature WHERE coalesce(st.stable, true)"
-            if reproducible else "")
+    keep = (f"LEFT JOIN ({STABILITY}) st ON st.model = i.model AND st.feature = i.feature "
+            "WHERE coalesce(st.stable, true)" if reproducible else "")
     return dicts(cur.execute(f"SELECT i.* FROM ({inheritance_sql(rule)}) i {keep} ORDER BY i.model, i.feature",
                               {"t": threshold, "sim": sim, **({"rule": RULES[rule].floor_rule} if reproducible else {})}))
 

@@ -44,8 +44,8 @@ def origin_counts(cur, threshold: float, mode: str) -> list[dict]:
 
 
 def merge_origins(cur, threshold: float, mode: str) -> list[dict]:
-    """The paper's reading of a merged model (Horn & Elliott 2024: of LuaStories' features, those traceable to an
-    ancestor, emerged in fine-tuning or from the root): per member with two parents, in family order, its alive
+    """The paper's reading of a merged model (Horn & Elliott 2024: of its features, those traceable to an ancestor,
+    emerged in fine-tuning or from the root): per member with two parents, in family order, its alive
     features by where their chain of persisting matches starts (`origin_counts`). {model, n, traceable (from an
     ancestor), root (from a member without parents), between (from an ancestor that has parents: emerged in
     fine-tuning), new (the chain starts at the member itself), carried (of traceable, those whose chain ends at a
