@@ -304,7 +304,7 @@ class MatchingConfig(Strict):
         "matching modes (a similarity and a rule, `featureflow/modes.py`); the first is the run's default mode, "
         "what every page and the report show unless asked otherwise. `pearson+transfer` (first in "
         "configs/demo.yaml and configs/planted.yaml) reads transfer evidence beside the match and is the mode "
-        "whose every fate call reached precision 0.96 and recall 0.82 on five planted shapes (README 'Planted "
+        "whose every fate call reached precision 0.96 and recall 0.82 on eleven planted shapes (README 'Planted "
         "truth'); it costs the transfer encodes (about 49 s on the demo), so the bare default leaves it out"))
     block_size: int = Field(2048, gt=0, description="decoder cosine: child features per dense block (memory: features x block float64)")
     evidence: list[str] | None = Field(None, description=(
