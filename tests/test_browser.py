@@ -106,6 +106,24 @@ def test_search_updates_in_place_and_pushes_the_url(page, server):
     assert rows and all(r.startswith("tinystories") for r in rows)
 
 
+def test_back_after_two_searches_shows_the_filters_of_the_results_it_restores(page, server):
+    """htmx restores the results of a pushed search from its history cache; the form's selects must say which
+    filters those results are of (they showed the first-rendered page's)."""
+    page.goto(server + "/features?model=lua")
+    page.select_option("#search select[name=model]", "tinystories")
+    page.wait_for_function("() => location.search.includes('model=tinystories')", timeout=10000)
+    page.select_option("#search select[name=fate]", "persisting")
+    page.wait_for_function("() => location.search.includes('fate=persisting')", timeout=10000)
+    page.go_back()
+    page.wait_for_function("() => !location.search.includes('fate=persisting')", timeout=10000)
+    page.wait_for_timeout(300)
+    assert page.input_value("#search select[name=model]") == "tinystories"
+    assert page.input_value("#search select[name=fate]") == ""
+    rows = page.locator("#results tbody tr td:first-child").all_inner_texts()
+    assert rows and all(r.startswith("tinystories") for r in rows)
+    assert not page.errors
+
+
 def test_bad_feature_page_is_a_helpful_404(page, server):
     resp = page.goto(server + "/models/lua/features/99999")
     assert resp.status == 404 and "features 0 to" in page.content()

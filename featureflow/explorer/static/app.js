@@ -119,10 +119,27 @@
 
   document.addEventListener("DOMContentLoaded", function () { draw(document); sync(); });
   document.addEventListener("htmx:afterSettle", function (e) { draw(e.target); sync(); });
+  // Back to a search htmx pushed: its results come back from htmx's history cache, but the form's fields show
+  // what the page was first rendered with (a field's current value is not in the cached HTML). Each field of the
+  // search form takes its value from the restored URL, which holds every field the form sent.
+  function syncSearch() {
+    var form = document.getElementById("search");
+    if (!form) return;
+    var q = new URLSearchParams(location.search);
+    form.querySelectorAll("select[name], input[name]").forEach(function (f) {
+      if (f.type === "radio" || f.type === "checkbox" || !q.has(f.name)) return;
+      f.value = q.get(f.name);
+      if (f.tagName === "SELECT") {
+        f.querySelectorAll("option").forEach(function (o) { o.toggleAttribute("selected", o.value === f.value); });
+      }
+    });
+  }
+
   document.addEventListener("htmx:historyRestore", function () {
     document.querySelectorAll("[data-plot]").forEach(function (el) { delete el.dataset.drawn; });
     draw(document);
     sync();
+    syncSearch();
   });
   // a range input with data-shows="<id>" writes its value into that element while it moves (no inline handlers)
   document.addEventListener("input", function (e) {
