@@ -259,18 +259,18 @@ def inheritance_sankey(h: dict, labels: dict[str, str], href: str = "") -> dict:
     n = len(shown)
     node_labels = [f"{text} · {h[k]:,}" for k, text, _ in shown] + [f"{merged} · {h['n']:,}"]
     hover = [f"{h[k]:,} of {h['n']:,} {merged} features ({numbers.pct(h[k] / h['n'])}): {text}" for k, text, _ in shown]
+    links = [f"{href}&inherits={k}" if href else "" for k, *_ in shown]  # a class's node and band open its list
     return {
         "data": [{"type": "sankey", "arrangement": "snap",  # two columns: Plotly stacks each without overlap
                   "node": {"label": node_labels, "color": [c for *_, c in shown] + ["#34495e"], "pad": 12,
                            "thickness": 16,
-                           "customdata": [[t, f"{href}&inherits={k}" if href else "", f"class:{k}"]
-                                          for (k, *_), t in zip(shown, hover)]
+                           "customdata": [[t, link, f"class:{k}"] for (k, *_), t, link in zip(shown, hover, links)]
                            + [[f"{merged}: {h['n']:,} features", href, f"model:{h['model']}"]],
                            "hovertemplate": "%{customdata[0]}<extra></extra>"},
                   "link": {"source": list(range(n)), "target": [n] * n, "value": [h[k] for k, *_ in shown],
                            "color": [_alpha(c) for *_, c in shown],
-                           "customdata": [[t, f"{href}&inherits={k}" if href else "", f"class:{k} > model:{h['model']}"]
-                                          for (k, *_), t in zip(shown, hover)],
+                           "customdata": [[t, link, f"class:{k} > model:{h['model']}"]
+                                          for (k, *_), t, link in zip(shown, hover, links)],
                            "hovertemplate": "%{customdata[0]}<extra></extra>"}}],
         "layout": {"title": {"text": f"Where {merged}'s features come from"}, "height": 320,
                    "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "font": {"size": 12}},
